@@ -1,0 +1,795 @@
+//! The snapshot claims: a deterministic CBOR map (an EAT, RFC 9711, with a vmseal profile).
+//!
+//! Every field is documented in `docs/evidence-format.md`. Encoding follows the core
+//! deterministic encoding requirements of RFC 8949 §4.2.1 (shortest integers and lengths,
+//! definite lengths, map keys sorted by their encoded bytes); [`Claims::decode`] re-encodes what it
+//! parsed and rejects any input that is not byte-identical, so one set of claims has exactly one
+//! encoding and one digest.
+
+use ciborium::value::{Integer, Value};
+
+use crate::merkle::{Digest, HashAlg, MerkleError, root_of};
+
+/// The EAT profile of vmseal snapshot claims.
+pub const PROFILE: &str = "tag:vmseal.dev,2026:snapshot-evidence/v1";
+
+/// Upper bound on an encoded claims map, to refuse absurd inputs before parsing.
+pub const MAX_CLAIMS_LEN: usize = 64 * 1024 * 1024;
+
+/// Errors decoding or checking claims.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClaimsError {
+    /// The bytes are not CBOR.
+    #[error("claims are not valid CBOR: {0}")]
+    Cbor(String),
+    /// The CBOR is valid but not in deterministic encoding.
+    #[error("claims are not deterministically encoded (RFC 8949 §4.2.1)")]
+    NotDeterministic,
+    /// A field is missing or has the wrong type.
+    #[error("claim `{field}`: {problem}")]
+    Field {
+        /// Claim path.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The profile is not vmseal's.
+    #[error("unknown EAT profile {0:?}")]
+    Profile(String),
+    /// `memory_root` or `code_hash` does not match the regions.
+    #[error("{0} does not match the region roots")]
+    Inconsistent(&'static str),
+    /// Claims too large.
+    #[error("claims are {0} bytes, more than the {MAX_CLAIMS_LEN}-byte limit")]
+    TooLarge(usize),
+    /// Merkle computation failed.
+    #[error(transparent)]
+    Merkle(#[from] MerkleError),
+}
+
+fn field(field: impl Into<String>, problem: impl Into<String>) -> ClaimsError {
+    ClaimsError::Field {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// What a region holds; drives how a change is scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RegionClass {
+    /// Executable code: any change is a likely injection.
+    Code,
+    /// Read-only data.
+    Rodata,
+    /// Mutable data.
+    Data,
+    /// A structure with known layout (task lists, descriptor tables).
+    Structure,
+}
+
+impl RegionClass {
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Code => "code",
+            Self::Rodata => "rodata",
+            Self::Data => "data",
+            Self::Structure => "structure",
+        }
+    }
+    /// Parse a stable name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "code" => Self::Code,
+            "rodata" => Self::Rodata,
+            "data" => Self::Data,
+            "structure" => Self::Structure,
+            _ => return None,
+        })
+    }
+}
+
+/// How much a change in a region matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    /// Informational.
+    Low,
+    /// Worth a look.
+    Medium,
+    /// Likely compromise.
+    High,
+    /// Compromise.
+    Critical,
+}
+
+impl Severity {
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+    /// Parse a stable name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "low" => Self::Low,
+            "medium" => Self::Medium,
+            "high" => Self::High,
+            "critical" => Self::Critical,
+            _ => return None,
+        })
+    }
+}
+
+/// A guest-physical range that was read: `[start, start + len)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpaRange {
+    /// First guest-physical address.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// One captured region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    /// Name from the policy.
+    pub name: String,
+    /// Class.
+    pub class: RegionClass,
+    /// Severity of a change.
+    pub severity: Severity,
+    /// Guest-physical ranges actually read, in tree order.
+    pub ranges: Vec<GpaRange>,
+    /// Number of pages (leaves).
+    pub pages: u64,
+    /// Merkle root over the page hashes.
+    pub root: Digest,
+}
+
+/// The capture policy that chose the regions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRef {
+    /// Policy name.
+    pub name: String,
+    /// Policy version.
+    pub version: u64,
+    /// Digest of the exact policy text.
+    pub digest: Digest,
+}
+
+/// The capture module that produced the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// Module name.
+    pub name: String,
+    /// Module version.
+    pub version: String,
+    /// Digest of the module's build (its executable).
+    pub build_digest: Digest,
+}
+
+/// Full or incremental capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureKind {
+    /// Every page was read.
+    Full,
+    /// Only pages dirtied since snapshot `base_seq` were read.
+    Incremental {
+        /// Sequence number of the base snapshot.
+        base_seq: u64,
+    },
+}
+
+/// How the capture went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureInfo {
+    /// Full or incremental.
+    pub kind: CaptureKind,
+    /// Pages read.
+    pub pages_read: u64,
+    /// Time the VM was paused, microseconds.
+    pub pause_us: u64,
+    /// Total capture time, microseconds.
+    pub duration_us: u64,
+}
+
+/// Changed leaves of one region relative to the enrolled baseline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionDelta {
+    /// Region name.
+    pub region: String,
+    /// (leaf index, new leaf hash), sorted by index.
+    pub changes: Vec<(u64, Digest)>,
+}
+
+/// The claims of one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// VM identifier.
+    pub vm_id: String,
+    /// Host identifier.
+    pub host_id: String,
+    /// Sequence number, monotonic per VM, from 0.
+    pub seq: u64,
+    /// Digest (SHA-256) of the previous evidence of this VM; `None` for the first.
+    pub prev: Option<Digest>,
+    /// Issued-at, seconds since the Unix epoch.
+    pub iat: i64,
+    /// The verifier's nonce, when the capture answers a challenge.
+    pub nonce: Option<Vec<u8>>,
+    /// Capture policy.
+    pub policy: PolicyRef,
+    /// Page and tree hash.
+    pub hash_alg: HashAlg,
+    /// Regions, in policy order.
+    pub regions: Vec<Region>,
+    /// Root over the region roots.
+    pub memory_root: Digest,
+    /// Root over the roots of the code regions (all-zero if there are none).
+    pub code_hash: Digest,
+    /// Capture module.
+    pub module: ModuleInfo,
+    /// Capture details.
+    pub capture: CaptureInfo,
+    /// Changed leaves per region, against the baseline the host was told about.
+    pub delta: Vec<RegionDelta>,
+    /// Small structure regions encrypted to the verifier (opaque here).
+    pub sealed: Option<Vec<u8>>,
+}
+
+impl Claims {
+    /// Compute `memory_root` and `code_hash` from the regions.
+    pub fn compute_roots(alg: HashAlg, regions: &[Region]) -> Result<(Digest, Digest), ClaimsError> {
+        let all: Vec<Digest> = regions.iter().map(|r| r.root).collect();
+        let memory_root = root_of(alg, &all)?;
+        let code: Vec<Digest> = regions
+            .iter()
+            .filter(|r| r.class == RegionClass::Code)
+            .map(|r| r.root)
+            .collect();
+        let code_hash = if code.is_empty() {
+            [0u8; 32]
+        } else {
+            root_of(alg, &code)?
+        };
+        Ok((memory_root, code_hash))
+    }
+
+    /// Check the internal consistency of the claims.
+    pub fn check(&self) -> Result<(), ClaimsError> {
+        if self.regions.is_empty() {
+            return Err(field("regions", "no regions"));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for r in &self.regions {
+            if !names.insert(r.name.as_str()) {
+                return Err(field("regions", format!("region {:?} appears twice", r.name)));
+            }
+            if r.pages == 0 {
+                return Err(field(format!("regions.{}.pages", r.name), "zero pages"));
+            }
+        }
+        for d in &self.delta {
+            let Some(r) = self.regions.iter().find(|r| r.name == d.region) else {
+                return Err(field("delta", format!("names unknown region {:?}", d.region)));
+            };
+            if !d.changes.windows(2).all(|w| w[0].0 < w[1].0) {
+                return Err(field(format!("delta.{}", d.region), "indices not strictly increasing"));
+            }
+            if d.changes.last().is_some_and(|c| c.0 >= r.pages) {
+                return Err(field(format!("delta.{}", d.region), "index beyond the region"));
+            }
+        }
+        let (memory_root, code_hash) = Self::compute_roots(self.hash_alg, &self.regions)?;
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&memory_root[..], &self.memory_root[..])) {
+            return Err(ClaimsError::Inconsistent("memory_root"));
+        }
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&code_hash[..], &self.code_hash[..])) {
+            return Err(ClaimsError::Inconsistent("code_hash"));
+        }
+        Ok(())
+    }
+
+    /// Deterministic CBOR encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing a `Value` into a `Vec` cannot fail.
+        let _ = ciborium::into_writer(&self.to_value(), &mut out);
+        out
+    }
+
+    /// Decode, requiring deterministic encoding, and check consistency.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ClaimsError> {
+        if bytes.len() > MAX_CLAIMS_LEN {
+            return Err(ClaimsError::TooLarge(bytes.len()));
+        }
+        let value: Value = ciborium::de::from_reader_with_recursion_limit(bytes, 16)
+            .map_err(|e| ClaimsError::Cbor(e.to_string()))?;
+        let claims = Self::from_value(&value)?;
+        if claims.encode() != bytes {
+            return Err(ClaimsError::NotDeterministic);
+        }
+        claims.check()?;
+        Ok(claims)
+    }
+
+    fn to_value(&self) -> Value {
+        let mut m = MapBuilder::default();
+        m.text("eat_profile", PROFILE);
+        m.text("vm_id", &self.vm_id);
+        m.text("host_id", &self.host_id);
+        m.uint("seq", self.seq);
+        if let Some(p) = &self.prev {
+            m.bytes("prev", p);
+        }
+        m.int("iat", self.iat);
+        if let Some(n) = &self.nonce {
+            m.bytes("nonce", n);
+        }
+        let mut p = MapBuilder::default();
+        p.text("name", &self.policy.name);
+        p.uint("version", self.policy.version);
+        p.bytes("digest", &self.policy.digest);
+        m.put("policy", p.build());
+        m.text("hash_alg", self.hash_alg.name());
+        m.put(
+            "regions",
+            Value::Array(self.regions.iter().map(region_value).collect()),
+        );
+        m.bytes("memory_root", &self.memory_root);
+        m.bytes("code_hash", &self.code_hash);
+        let mut md = MapBuilder::default();
+        md.text("name", &self.module.name);
+        md.text("version", &self.module.version);
+        md.bytes("build_digest", &self.module.build_digest);
+        m.put("module", md.build());
+        let mut c = MapBuilder::default();
+        match self.capture.kind {
+            CaptureKind::Full => c.text("kind", "full"),
+            CaptureKind::Incremental { base_seq } => {
+                c.text("kind", "incremental");
+                c.uint("base_seq", base_seq);
+            }
+        }
+        c.uint("pages_read", self.capture.pages_read);
+        c.uint("pause_us", self.capture.pause_us);
+        c.uint("duration_us", self.capture.duration_us);
+        m.put("capture", c.build());
+        if !self.delta.is_empty() {
+            let deltas = self
+                .delta
+                .iter()
+                .map(|d| {
+                    let mut dm = MapBuilder::default();
+                    dm.text("region", &d.region);
+                    dm.put(
+                        "changes",
+                        Value::Array(
+                            d.changes
+                                .iter()
+                                .map(|(i, h)| {
+                                    Value::Array(vec![
+                                        Value::Integer((*i).into()),
+                                        Value::Bytes(h.to_vec()),
+                                    ])
+                                })
+                                .collect(),
+                        ),
+                    );
+                    dm.build()
+                })
+                .collect();
+            m.put("delta", Value::Array(deltas));
+        }
+        if let Some(s) = &self.sealed {
+            m.bytes("sealed", s);
+        }
+        m.build()
+    }
+
+    fn from_value(v: &Value) -> Result<Self, ClaimsError> {
+        let m = Map::new(v, "claims")?;
+        let profile = m.text("eat_profile")?;
+        if profile != PROFILE {
+            return Err(ClaimsError::Profile(profile));
+        }
+        let p = Map::new(m.get("policy")?, "policy")?;
+        let policy = PolicyRef {
+            name: p.text("name")?,
+            version: p.uint("version")?,
+            digest: p.digest("digest")?,
+        };
+        p.only(&["name", "version", "digest"])?;
+        let hash_alg_name = m.text("hash_alg")?;
+        let hash_alg = HashAlg::from_name(&hash_alg_name)
+            .ok_or_else(|| field("hash_alg", format!("unknown hash {hash_alg_name:?}")))?;
+        let regions = m
+            .array("regions")?
+            .iter()
+            .map(region_from_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        let md = Map::new(m.get("module")?, "module")?;
+        let module = ModuleInfo {
+            name: md.text("name")?,
+            version: md.text("version")?,
+            build_digest: md.digest("build_digest")?,
+        };
+        md.only(&["name", "version", "build_digest"])?;
+        let c = Map::new(m.get("capture")?, "capture")?;
+        let kind = match c.text("kind")?.as_str() {
+            "full" => {
+                c.only(&["kind", "pages_read", "pause_us", "duration_us"])?;
+                CaptureKind::Full
+            }
+            "incremental" => {
+                c.only(&["kind", "base_seq", "pages_read", "pause_us", "duration_us"])?;
+                CaptureKind::Incremental {
+                    base_seq: c.uint("base_seq")?,
+                }
+            }
+            other => return Err(field("capture.kind", format!("unknown kind {other:?}"))),
+        };
+        let capture = CaptureInfo {
+            kind,
+            pages_read: c.uint("pages_read")?,
+            pause_us: c.uint("pause_us")?,
+            duration_us: c.uint("duration_us")?,
+        };
+        let delta = match m.opt("delta") {
+            None => Vec::new(),
+            Some(_) => m
+                .array("delta")?
+                .iter()
+                .map(delta_from_value)
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        m.only(&[
+            "eat_profile",
+            "vm_id",
+            "host_id",
+            "seq",
+            "prev",
+            "iat",
+            "nonce",
+            "policy",
+            "hash_alg",
+            "regions",
+            "memory_root",
+            "code_hash",
+            "module",
+            "capture",
+            "delta",
+            "sealed",
+        ])?;
+        Ok(Self {
+            vm_id: m.text("vm_id")?,
+            host_id: m.text("host_id")?,
+            seq: m.uint("seq")?,
+            prev: m.opt("prev").map(|_| m.digest("prev")).transpose()?,
+            iat: m.int("iat")?,
+            nonce: m.opt("nonce").map(|_| m.bytes("nonce")).transpose()?,
+            policy,
+            hash_alg,
+            regions,
+            memory_root: m.digest("memory_root")?,
+            code_hash: m.digest("code_hash")?,
+            module,
+            capture,
+            delta,
+            sealed: m.opt("sealed").map(|_| m.bytes("sealed")).transpose()?,
+        })
+    }
+}
+
+fn region_value(r: &Region) -> Value {
+    let mut m = MapBuilder::default();
+    m.text("name", &r.name);
+    m.text("class", r.class.name());
+    m.text("severity", r.severity.name());
+    m.put(
+        "ranges",
+        Value::Array(
+            r.ranges
+                .iter()
+                .map(|g| Value::Array(vec![Value::Integer(g.start.into()), Value::Integer(g.len.into())]))
+                .collect(),
+        ),
+    );
+    m.uint("pages", r.pages);
+    m.bytes("root", &r.root);
+    m.build()
+}
+
+fn region_from_value(v: &Value) -> Result<Region, ClaimsError> {
+    let m = Map::new(v, "regions[]")?;
+    m.only(&["name", "class", "severity", "ranges", "pages", "root"])?;
+    let class = m.text("class")?;
+    let severity = m.text("severity")?;
+    let ranges = m
+        .array("ranges")?
+        .iter()
+        .map(|r| match r {
+            Value::Array(a) if a.len() == 2 => Ok(GpaRange {
+                start: as_u64(&a[0]).ok_or_else(|| field("ranges", "start is not a uint"))?,
+                len: as_u64(&a[1]).ok_or_else(|| field("ranges", "len is not a uint"))?,
+            }),
+            _ => Err(field("ranges", "expected [start, len]")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Region {
+        name: m.text("name")?,
+        class: RegionClass::from_name(&class)
+            .ok_or_else(|| field("regions.class", format!("unknown class {class:?}")))?,
+        severity: Severity::from_name(&severity)
+            .ok_or_else(|| field("regions.severity", format!("unknown severity {severity:?}")))?,
+        ranges,
+        pages: m.uint("pages")?,
+        root: m.digest("root")?,
+    })
+}
+
+fn delta_from_value(v: &Value) -> Result<RegionDelta, ClaimsError> {
+    let m = Map::new(v, "delta[]")?;
+    m.only(&["region", "changes"])?;
+    let changes = m
+        .array("changes")?
+        .iter()
+        .map(|c| match c {
+            Value::Array(a) if a.len() == 2 => {
+                let i = as_u64(&a[0]).ok_or_else(|| field("delta.changes", "index is not a uint"))?;
+                let h = match &a[1] {
+                    Value::Bytes(b) => digest_of(b, "delta.changes")?,
+                    _ => return Err(field("delta.changes", "hash is not bytes")),
+                };
+                Ok((i, h))
+            }
+            _ => Err(field("delta.changes", "expected [index, hash]")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RegionDelta {
+        region: m.text("region")?,
+        changes,
+    })
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+fn digest_of(b: &[u8], name: &str) -> Result<Digest, ClaimsError> {
+    b.try_into()
+        .map_err(|_| field(name, format!("expected 32 bytes, got {}", b.len())))
+}
+
+/// Builds a map whose keys are sorted by their deterministic encoding.
+#[derive(Default)]
+struct MapBuilder(Vec<(String, Value)>);
+
+impl MapBuilder {
+    fn put(&mut self, k: &str, v: Value) {
+        self.0.push((k.to_owned(), v));
+    }
+    fn text(&mut self, k: &str, v: &str) {
+        self.put(k, Value::Text(v.to_owned()));
+    }
+    fn bytes(&mut self, k: &str, v: &[u8]) {
+        self.put(k, Value::Bytes(v.to_vec()));
+    }
+    fn uint(&mut self, k: &str, v: u64) {
+        self.put(k, Value::Integer(v.into()));
+    }
+    fn int(&mut self, k: &str, v: i64) {
+        self.put(k, Value::Integer(v.into()));
+    }
+    fn build(mut self) -> Value {
+        // Text keys encode as (major type 3, length, bytes): shorter keys sort first, then
+        // bytewise — exactly RFC 8949 §4.2.1 order.
+        self.0
+            .sort_by(|a, b| (a.0.len(), a.0.as_bytes()).cmp(&(b.0.len(), b.0.as_bytes())));
+        Value::Map(
+            self.0
+                .into_iter()
+                .map(|(k, v)| (Value::Text(k), v))
+                .collect(),
+        )
+    }
+}
+
+/// Read access to a decoded map with typed getters and precise errors.
+struct Map<'a> {
+    name: &'static str,
+    entries: &'a [(Value, Value)],
+}
+
+impl<'a> Map<'a> {
+    fn new(v: &'a Value, name: &'static str) -> Result<Self, ClaimsError> {
+        match v {
+            Value::Map(entries) => {
+                let mut seen = std::collections::BTreeSet::new();
+                for (k, _) in entries {
+                    match k {
+                        Value::Text(t) if seen.insert(t.as_str()) => {}
+                        Value::Text(t) => return Err(field(name, format!("duplicate key {t:?}"))),
+                        _ => return Err(field(name, "non-text key")),
+                    }
+                }
+                Ok(Self { name, entries })
+            }
+            _ => Err(field(name, "not a map")),
+        }
+    }
+    fn opt(&self, k: &str) -> Option<&'a Value> {
+        self.entries
+            .iter()
+            .find(|(key, _)| matches!(key, Value::Text(t) if t == k))
+            .map(|(_, v)| v)
+    }
+    fn get(&self, k: &str) -> Result<&'a Value, ClaimsError> {
+        self.opt(k)
+            .ok_or_else(|| field(format!("{}.{k}", self.name), "missing"))
+    }
+    fn only(&self, allowed: &[&str]) -> Result<(), ClaimsError> {
+        for (k, _) in self.entries {
+            if let Value::Text(t) = k {
+                if !allowed.contains(&t.as_str()) {
+                    return Err(field(format!("{}.{t}", self.name), "unknown claim"));
+                }
+            }
+        }
+        Ok(())
+    }
+    fn text(&self, k: &str) -> Result<String, ClaimsError> {
+        match self.get(k)? {
+            Value::Text(t) => Ok(t.clone()),
+            _ => Err(field(format!("{}.{k}", self.name), "not text")),
+        }
+    }
+    fn bytes(&self, k: &str) -> Result<Vec<u8>, ClaimsError> {
+        match self.get(k)? {
+            Value::Bytes(b) => Ok(b.clone()),
+            _ => Err(field(format!("{}.{k}", self.name), "not bytes")),
+        }
+    }
+    fn digest(&self, k: &str) -> Result<Digest, ClaimsError> {
+        let b = self.bytes(k)?;
+        digest_of(&b, &format!("{}.{k}", self.name))
+    }
+    fn uint(&self, k: &str) -> Result<u64, ClaimsError> {
+        as_u64(self.get(k)?).ok_or_else(|| field(format!("{}.{k}", self.name), "not an unsigned integer"))
+    }
+    fn int(&self, k: &str) -> Result<i64, ClaimsError> {
+        match self.get(k)? {
+            Value::Integer(i) => i64::try_from(Integer::from(*i))
+                .map_err(|_| field(format!("{}.{k}", self.name), "out of range")),
+            _ => Err(field(format!("{}.{k}", self.name), "not an integer")),
+        }
+    }
+    fn array(&self, k: &str) -> Result<&'a [Value], ClaimsError> {
+        match self.get(k)? {
+            Value::Array(a) => Ok(a),
+            _ => Err(field(format!("{}.{k}", self.name), "not an array")),
+        }
+    }
+}
+
+#[doc(hidden)]
+pub mod example {
+    //! Example claims for tests and benchmarks.
+    use super::*;
+
+    /// A consistent claims map with two regions.
+    pub fn claims(vm_id: &str, seq: u64) -> Claims {
+        let alg = HashAlg::Sha256;
+        let regions = vec![
+            Region {
+                name: "kernel-text".into(),
+                class: RegionClass::Code,
+                severity: Severity::Critical,
+                ranges: vec![GpaRange { start: 0x100000, len: 0x4000 }],
+                pages: 4,
+                root: alg.leaf(b"code"),
+            },
+            Region {
+                name: "task-table".into(),
+                class: RegionClass::Structure,
+                severity: Severity::High,
+                ranges: vec![GpaRange { start: 0x200000, len: 0x1000 }],
+                pages: 1,
+                root: alg.leaf(b"tasks"),
+            },
+        ];
+        let (memory_root, code_hash) = Claims::compute_roots(alg, &regions).unwrap_or_default();
+        Claims {
+            vm_id: vm_id.into(),
+            host_id: "host-1".into(),
+            seq,
+            prev: None,
+            iat: 1_790_000_000,
+            nonce: Some(vec![1, 2, 3, 4]),
+            policy: PolicyRef { name: "default".into(), version: 1, digest: alg.leaf(b"policy") },
+            hash_alg: alg,
+            regions,
+            memory_root,
+            code_hash,
+            module: ModuleInfo { name: "vmseal-host".into(), version: "0.1.0".into(), build_digest: [7; 32] },
+            capture: CaptureInfo { kind: CaptureKind::Full, pages_read: 5, pause_us: 10, duration_us: 100 },
+            delta: vec![RegionDelta { region: "kernel-text".into(), changes: vec![(1, [9; 32])] }],
+            sealed: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_is_exact() {
+        let c = example::claims("vm-a", 3);
+        let bytes = c.encode();
+        assert_eq!(Claims::decode(&bytes).unwrap(), c);
+    }
+
+    #[test]
+    fn keys_are_in_deterministic_order() {
+        let bytes = example::claims("vm-a", 3).encode();
+        let v: Value = ciborium::from_reader(&bytes[..]).unwrap();
+        let Value::Map(m) = v else { panic!() };
+        let keys: Vec<String> = m.iter().map(|(k, _)| k.as_text().unwrap().to_owned()).collect();
+        assert_eq!(&keys[..3], ["iat", "seq", "delta"]);
+    }
+
+    #[test]
+    fn non_deterministic_encoding_is_refused() {
+        let c = example::claims("vm-a", 3);
+        // Same content, keys in insertion order rather than sorted.
+        let Value::Map(mut m) = c.to_value() else { panic!() };
+        m.reverse();
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
+        assert!(matches!(Claims::decode(&bytes), Err(ClaimsError::NotDeterministic)));
+    }
+
+    #[test]
+    fn inconsistent_roots_are_refused() {
+        let mut c = example::claims("vm-a", 3);
+        c.memory_root[0] ^= 1;
+        assert!(matches!(Claims::decode(&c.encode()), Err(ClaimsError::Inconsistent("memory_root"))));
+        let mut c = example::claims("vm-a", 3);
+        c.code_hash[0] ^= 1;
+        assert!(matches!(Claims::decode(&c.encode()), Err(ClaimsError::Inconsistent("code_hash"))));
+    }
+
+    #[test]
+    fn delta_beyond_region_is_refused() {
+        let mut c = example::claims("vm-a", 3);
+        c.delta[0].changes = vec![(4, [0; 32])];
+        assert!(matches!(Claims::decode(&c.encode()), Err(ClaimsError::Field { .. })));
+    }
+
+    #[test]
+    fn every_truncation_is_refused_without_panic() {
+        let bytes = example::claims("vm-a", 3).encode();
+        for n in 0..bytes.len() {
+            assert!(Claims::decode(&bytes[..n]).is_err(), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn unknown_claim_is_refused() {
+        let c = example::claims("vm-a", 3);
+        let Value::Map(mut m) = c.to_value() else { panic!() };
+        m.push((Value::Text("zzz".into()), Value::Bool(true)));
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
+        assert!(matches!(Claims::decode(&bytes), Err(ClaimsError::Field { .. })));
+    }
+}
