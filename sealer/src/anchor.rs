@@ -174,6 +174,9 @@ mod tests {
     #[test]
     fn bindings_differ_with_nonce() {
         assert_ne!(tpm_binding(b"spki", b"n1"), tpm_binding(b"spki", b"n2"));
-        assert_ne!(snp_binding(b"spki", b"n1")[..], snp_binding(b"spki", b"n2")[..]);
+        assert_ne!(
+            snp_binding(b"spki", b"n1")[..],
+            snp_binding(b"spki", b"n2")[..]
+        );
     }
 }

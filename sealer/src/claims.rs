@@ -244,7 +244,10 @@ pub struct Claims {
 
 impl Claims {
     /// Compute `memory_root` and `code_hash` from the regions.
-    pub fn compute_roots(alg: HashAlg, regions: &[Region]) -> Result<(Digest, Digest), ClaimsError> {
+    pub fn compute_roots(
+        alg: HashAlg,
+        regions: &[Region],
+    ) -> Result<(Digest, Digest), ClaimsError> {
         let all: Vec<Digest> = regions.iter().map(|r| r.root).collect();
         let memory_root = root_of(alg, &all)?;
         let code: Vec<Digest> = regions
@@ -268,7 +271,10 @@ impl Claims {
         let mut names = std::collections::BTreeSet::new();
         for r in &self.regions {
             if !names.insert(r.name.as_str()) {
-                return Err(field("regions", format!("region {:?} appears twice", r.name)));
+                return Err(field(
+                    "regions",
+                    format!("region {:?} appears twice", r.name),
+                ));
             }
             if r.pages == 0 {
                 return Err(field(format!("regions.{}.pages", r.name), "zero pages"));
@@ -276,20 +282,35 @@ impl Claims {
         }
         for d in &self.delta {
             let Some(r) = self.regions.iter().find(|r| r.name == d.region) else {
-                return Err(field("delta", format!("names unknown region {:?}", d.region)));
+                return Err(field(
+                    "delta",
+                    format!("names unknown region {:?}", d.region),
+                ));
             };
             if !d.changes.windows(2).all(|w| w[0].0 < w[1].0) {
-                return Err(field(format!("delta.{}", d.region), "indices not strictly increasing"));
+                return Err(field(
+                    format!("delta.{}", d.region),
+                    "indices not strictly increasing",
+                ));
             }
             if d.changes.last().is_some_and(|c| c.0 >= r.pages) {
-                return Err(field(format!("delta.{}", d.region), "index beyond the region"));
+                return Err(field(
+                    format!("delta.{}", d.region),
+                    "index beyond the region",
+                ));
             }
         }
         let (memory_root, code_hash) = Self::compute_roots(self.hash_alg, &self.regions)?;
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(&memory_root[..], &self.memory_root[..])) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            &memory_root[..],
+            &self.memory_root[..],
+        )) {
             return Err(ClaimsError::Inconsistent("memory_root"));
         }
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(&code_hash[..], &self.code_hash[..])) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            &code_hash[..],
+            &self.code_hash[..],
+        )) {
             return Err(ClaimsError::Inconsistent("code_hash"));
         }
         Ok(())
@@ -496,7 +517,12 @@ fn region_value(r: &Region) -> Value {
         Value::Array(
             r.ranges
                 .iter()
-                .map(|g| Value::Array(vec![Value::Integer(g.start.into()), Value::Integer(g.len.into())]))
+                .map(|g| {
+                    Value::Array(vec![
+                        Value::Integer(g.start.into()),
+                        Value::Integer(g.len.into()),
+                    ])
+                })
                 .collect(),
         ),
     );
@@ -541,7 +567,8 @@ fn delta_from_value(v: &Value) -> Result<RegionDelta, ClaimsError> {
         .iter()
         .map(|c| match c {
             Value::Array(a) if a.len() == 2 => {
-                let i = as_u64(&a[0]).ok_or_else(|| field("delta.changes", "index is not a uint"))?;
+                let i =
+                    as_u64(&a[0]).ok_or_else(|| field("delta.changes", "index is not a uint"))?;
                 let h = match &a[1] {
                     Value::Bytes(b) => digest_of(b, "delta.changes")?,
                     _ => return Err(field("delta.changes", "hash is not bytes")),
@@ -663,7 +690,8 @@ impl<'a> Map<'a> {
         digest_of(&b, &format!("{}.{k}", self.name))
     }
     fn uint(&self, k: &str) -> Result<u64, ClaimsError> {
-        as_u64(self.get(k)?).ok_or_else(|| field(format!("{}.{k}", self.name), "not an unsigned integer"))
+        as_u64(self.get(k)?)
+            .ok_or_else(|| field(format!("{}.{k}", self.name), "not an unsigned integer"))
     }
     fn int(&self, k: &str) -> Result<i64, ClaimsError> {
         match self.get(k)? {
@@ -693,7 +721,10 @@ pub mod example {
                 name: "kernel-text".into(),
                 class: RegionClass::Code,
                 severity: Severity::Critical,
-                ranges: vec![GpaRange { start: 0x100000, len: 0x4000 }],
+                ranges: vec![GpaRange {
+                    start: 0x100000,
+                    len: 0x4000,
+                }],
                 pages: 4,
                 root: alg.leaf(b"code"),
             },
@@ -701,7 +732,10 @@ pub mod example {
                 name: "task-table".into(),
                 class: RegionClass::Structure,
                 severity: Severity::High,
-                ranges: vec![GpaRange { start: 0x200000, len: 0x1000 }],
+                ranges: vec![GpaRange {
+                    start: 0x200000,
+                    len: 0x1000,
+                }],
                 pages: 1,
                 root: alg.leaf(b"tasks"),
             },
@@ -714,14 +748,30 @@ pub mod example {
             prev: None,
             iat: 1_790_000_000,
             nonce: Some(vec![1, 2, 3, 4]),
-            policy: PolicyRef { name: "default".into(), version: 1, digest: alg.leaf(b"policy") },
+            policy: PolicyRef {
+                name: "default".into(),
+                version: 1,
+                digest: alg.leaf(b"policy"),
+            },
             hash_alg: alg,
             regions,
             memory_root,
             code_hash,
-            module: ModuleInfo { name: "vmseal-host".into(), version: "0.1.0".into(), build_digest: [7; 32] },
-            capture: CaptureInfo { kind: CaptureKind::Full, pages_read: 5, pause_us: 10, duration_us: 100 },
-            delta: vec![RegionDelta { region: "kernel-text".into(), changes: vec![(1, [9; 32])] }],
+            module: ModuleInfo {
+                name: "vmseal-host".into(),
+                version: "0.1.0".into(),
+                build_digest: [7; 32],
+            },
+            capture: CaptureInfo {
+                kind: CaptureKind::Full,
+                pages_read: 5,
+                pause_us: 10,
+                duration_us: 100,
+            },
+            delta: vec![RegionDelta {
+                region: "kernel-text".into(),
+                changes: vec![(1, [9; 32])],
+            }],
             sealed: None,
         }
     }
@@ -743,7 +793,10 @@ mod tests {
         let bytes = example::claims("vm-a", 3).encode();
         let v: Value = ciborium::from_reader(&bytes[..]).unwrap();
         let Value::Map(m) = v else { panic!() };
-        let keys: Vec<String> = m.iter().map(|(k, _)| k.as_text().unwrap().to_owned()).collect();
+        let keys: Vec<String> = m
+            .iter()
+            .map(|(k, _)| k.as_text().unwrap().to_owned())
+            .collect();
         assert_eq!(&keys[..3], ["iat", "seq", "delta"]);
     }
 
@@ -751,28 +804,42 @@ mod tests {
     fn non_deterministic_encoding_is_refused() {
         let c = example::claims("vm-a", 3);
         // Same content, keys in insertion order rather than sorted.
-        let Value::Map(mut m) = c.to_value() else { panic!() };
+        let Value::Map(mut m) = c.to_value() else {
+            panic!()
+        };
         m.reverse();
         let mut bytes = Vec::new();
         ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
-        assert!(matches!(Claims::decode(&bytes), Err(ClaimsError::NotDeterministic)));
+        assert!(matches!(
+            Claims::decode(&bytes),
+            Err(ClaimsError::NotDeterministic)
+        ));
     }
 
     #[test]
     fn inconsistent_roots_are_refused() {
         let mut c = example::claims("vm-a", 3);
         c.memory_root[0] ^= 1;
-        assert!(matches!(Claims::decode(&c.encode()), Err(ClaimsError::Inconsistent("memory_root"))));
+        assert!(matches!(
+            Claims::decode(&c.encode()),
+            Err(ClaimsError::Inconsistent("memory_root"))
+        ));
         let mut c = example::claims("vm-a", 3);
         c.code_hash[0] ^= 1;
-        assert!(matches!(Claims::decode(&c.encode()), Err(ClaimsError::Inconsistent("code_hash"))));
+        assert!(matches!(
+            Claims::decode(&c.encode()),
+            Err(ClaimsError::Inconsistent("code_hash"))
+        ));
     }
 
     #[test]
     fn delta_beyond_region_is_refused() {
         let mut c = example::claims("vm-a", 3);
         c.delta[0].changes = vec![(4, [0; 32])];
-        assert!(matches!(Claims::decode(&c.encode()), Err(ClaimsError::Field { .. })));
+        assert!(matches!(
+            Claims::decode(&c.encode()),
+            Err(ClaimsError::Field { .. })
+        ));
     }
 
     #[test]
@@ -786,10 +853,15 @@ mod tests {
     #[test]
     fn unknown_claim_is_refused() {
         let c = example::claims("vm-a", 3);
-        let Value::Map(mut m) = c.to_value() else { panic!() };
+        let Value::Map(mut m) = c.to_value() else {
+            panic!()
+        };
         m.push((Value::Text("zzz".into()), Value::Bool(true)));
         let mut bytes = Vec::new();
         ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
-        assert!(matches!(Claims::decode(&bytes), Err(ClaimsError::Field { .. })));
+        assert!(matches!(
+            Claims::decode(&bytes),
+            Err(ClaimsError::Field { .. })
+        ));
     }
 }

@@ -93,19 +93,27 @@ impl DecodedEvidence {
         if bytes.len() > MAX_EVIDENCE_LEN {
             return Err(DecodeError::TooLarge(bytes.len()));
         }
-        let sign1 = CoseSign1::from_tagged_slice(bytes).map_err(|e| DecodeError::Cose(format!("{e:?}")))?;
+        let sign1 =
+            CoseSign1::from_tagged_slice(bytes).map_err(|e| DecodeError::Cose(format!("{e:?}")))?;
         let hdr = &sign1.protected.header;
         match &hdr.alg {
             Some(coset::Algorithm::Assigned(a)) if *a as i64 == ALG_ML_DSA_65 => {}
             other => return Err(DecodeError::Algorithm(format!("{other:?}"))),
         }
         if !sign1.unprotected.is_empty() {
-            return Err(DecodeError::Header("unprotected headers are not allowed".into()));
+            return Err(DecodeError::Header(
+                "unprotected headers are not allowed".into(),
+            ));
         }
-        if !hdr.crit.is_empty() || !hdr.key_id.is_empty() || !hdr.iv.is_empty() || !hdr.partial_iv.is_empty()
+        if !hdr.crit.is_empty()
+            || !hdr.key_id.is_empty()
+            || !hdr.iv.is_empty()
+            || !hdr.partial_iv.is_empty()
             || !hdr.counter_signatures.is_empty()
         {
-            return Err(DecodeError::Header("only alg, content type and x5chain are allowed".into()));
+            return Err(DecodeError::Header(
+                "only alg, content type and x5chain are allowed".into(),
+            ));
         }
         let mut chain = None;
         for (label, value) in &hdr.rest {
@@ -182,7 +190,9 @@ impl Sealer {
     pub fn seal(&self, claims: &Claims, now: OffsetDateTime) -> Result<Vec<u8>, SealError> {
         claims.check()?;
         let leaf = LeafKey::generate()?;
-        let leaf_der = self.issuer.issue(leaf.public_key(), &claims.vm_id, claims.seq, now)?;
+        let leaf_der = self
+            .issuer
+            .issue(leaf.public_key(), &claims.vm_id, claims.seq, now)?;
         let protected = HeaderBuilder::new()
             .algorithm(iana::Algorithm::ML_DSA_65)
             .content_type(CONTENT_TYPE.to_owned())

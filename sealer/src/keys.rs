@@ -115,7 +115,8 @@ impl MlDsa {
             Self::MlDsa65 => &ML_DSA_65_SIGNING,
             Self::MlDsa87 => &ML_DSA_87_SIGNING,
         };
-        let kp = PqdsaKeyPair::from_seed(alg, seed).map_err(|e| KeyError::Rejected(e.to_string()))?;
+        let kp =
+            PqdsaKeyPair::from_seed(alg, seed).map_err(|e| KeyError::Rejected(e.to_string()))?;
         Ok(kp.public_key().as_ref().to_vec())
     }
 }

@@ -42,5 +42,6 @@ pub mod merkle;
 pub mod oid;
 
 pub mod anchor;
-pub mod x509;
 pub mod evidence;
+pub mod tpm;
+pub mod x509;

@@ -240,7 +240,9 @@ mod tests {
     }
 
     fn leaves(n: usize) -> Vec<Digest> {
-        (0..n).map(|i| HashAlg::Sha256.leaf(&(i as u64).to_le_bytes())).collect()
+        (0..n)
+            .map(|i| HashAlg::Sha256.leaf(&(i as u64).to_le_bytes()))
+            .collect()
     }
 
     #[test]
@@ -258,20 +260,36 @@ mod tests {
     fn delta_gives_the_same_root_as_a_rebuild() {
         let mut l = leaves(37);
         let mut t = MerkleTree::from_leaves(HashAlg::Sha256, l.clone()).unwrap();
-        let changes = vec![(0u64, [1u8; 32]), (36, [2u8; 32]), (17, [3u8; 32]), (18, [4u8; 32])];
+        let changes = vec![
+            (0u64, [1u8; 32]),
+            (36, [2u8; 32]),
+            (17, [3u8; 32]),
+            (18, [4u8; 32]),
+        ];
         for &(i, d) in &changes {
             l[i as usize] = d;
         }
         let root = t.apply_delta(&changes).unwrap();
-        assert_eq!(root, MerkleTree::from_leaves(HashAlg::Sha256, l).unwrap().root());
+        assert_eq!(
+            root,
+            MerkleTree::from_leaves(HashAlg::Sha256, l).unwrap().root()
+        );
     }
 
     #[test]
     fn bad_delta_changes_nothing() {
         let mut t = MerkleTree::from_leaves(HashAlg::Sha256, leaves(5)).unwrap();
         let before = t.clone();
-        let err = t.apply_delta(&[(1, [9u8; 32]), (5, [9u8; 32])]).unwrap_err();
-        assert_eq!(err, MerkleError::IndexOutOfRange { index: 5, leaves: 5 });
+        let err = t
+            .apply_delta(&[(1, [9u8; 32]), (5, [9u8; 32])])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            MerkleError::IndexOutOfRange {
+                index: 5,
+                leaves: 5
+            }
+        );
         assert_eq!(t, before);
     }
 
@@ -281,7 +299,10 @@ mod tests {
             MerkleTree::from_pages(HashAlg::Sha256, &[0u8; 4095]).unwrap_err(),
             MerkleError::PartialPage(4095)
         );
-        assert_eq!(MerkleTree::from_pages(HashAlg::Sha256, &[]).unwrap_err(), MerkleError::Empty);
+        assert_eq!(
+            MerkleTree::from_pages(HashAlg::Sha256, &[]).unwrap_err(),
+            MerkleError::Empty
+        );
         let t = MerkleTree::from_pages(HashAlg::Sha256, &[0u8; 3 * 4096]).unwrap();
         assert_eq!(t.leaf_count(), 3);
     }

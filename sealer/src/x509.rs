@@ -13,6 +13,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
+use x509_parser::asn1_rs::ToDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::anchor::{self, HostIdentity, SnapshotIdentity, SnpAnchor, TpmAnchor};
@@ -84,7 +85,10 @@ pub fn issue_intermediate(
     p.not_before = now - Duration::minutes(5);
     p.not_after = now + profile.validity;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.use_authority_key_identifier_extension = false;
     p.custom_extensions.push(CustomExtension::from_oid_content(
         &oid::EXT_HOST_IDENTITY,
@@ -162,8 +166,9 @@ impl std::fmt::Debug for LeafIssuer {
 impl LeafIssuer {
     /// Prepare to issue leaves under `intermediate_der`, signed by `key`.
     pub fn new(key: Arc<IntermediateKey>, intermediate_der: &[u8]) -> Result<Self, CertError> {
-        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(intermediate_der), RcgenSigner(key))
-            .map_err(|e| CertError::Parse(e.to_string()))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&CertificateDer::from(intermediate_der), RcgenSigner(key))
+                .map_err(|e| CertError::Parse(e.to_string()))?;
         Ok(Self {
             issuer,
             leaf_validity: Duration::hours(1),
@@ -181,14 +186,19 @@ impl LeafIssuer {
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "vmseal");
-        dn.push(DnType::CommonName, format!("vmseal snapshot {vm_id} #{seq}"));
+        dn.push(
+            DnType::CommonName,
+            format!("vmseal snapshot {vm_id} #{seq}"),
+        );
         p.distinguished_name = dn;
         p.serial_number = Some(random_serial());
         p.not_before = now - Duration::minutes(1);
         p.not_after = now + self.leaf_validity;
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(oid::EKU_EVIDENCE_SIGNING.to_vec())];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(
+            oid::EKU_EVIDENCE_SIGNING.to_vec(),
+        )];
         p.use_authority_key_identifier_extension = true;
         p.custom_extensions.push(CustomExtension::from_oid_content(
             &oid::EXT_SNAPSHOT_IDENTITY,
@@ -244,6 +254,8 @@ pub struct ParsedCert {
     pub spki_der: Vec<u8>,
     /// Signature algorithm OID.
     pub sig_alg_oid: String,
+    /// DER parameters of the signature algorithm (empty when absent).
+    pub sig_alg_params: Vec<u8>,
     /// Signature value.
     pub signature: Vec<u8>,
     /// DER TBSCertificate (what the signature covers).
@@ -257,7 +269,8 @@ pub struct ParsedCert {
 impl ParsedCert {
     /// Parse one DER certificate; trailing bytes are an error.
     pub fn from_der(der: &[u8]) -> Result<Self, CertError> {
-        let (rest, c) = X509Certificate::from_der(der).map_err(|e| CertError::Parse(e.to_string()))?;
+        let (rest, c) =
+            X509Certificate::from_der(der).map_err(|e| CertError::Parse(e.to_string()))?;
         if !rest.is_empty() {
             return Err(CertError::Parse(format!("{} trailing bytes", rest.len())));
         }
@@ -274,7 +287,10 @@ impl ParsedCert {
             .flatten()
             .is_some_and(|bc| bc.value.ca);
         Ok(Self {
-            der: der.len().checked_sub(rest.len()).map_or_else(Vec::new, |n| der[..n].to_vec()),
+            der: der
+                .len()
+                .checked_sub(rest.len())
+                .map_or_else(Vec::new, |n| der[..n].to_vec()),
             subject: c.subject().to_string(),
             issuer: c.issuer().to_string(),
             subject_raw: c.subject().as_raw().to_vec(),
@@ -287,6 +303,12 @@ impl ParsedCert {
             public_key: spki.subject_public_key.data.to_vec(),
             spki_der: spki.raw.to_vec(),
             sig_alg_oid: c.signature_algorithm.algorithm.to_id_string(),
+            sig_alg_params: c
+                .signature_algorithm
+                .parameters
+                .as_ref()
+                .map(|p| p.to_der_vec().unwrap_or_default())
+                .unwrap_or_default(),
             signature: c.signature_value.data.to_vec(),
             tbs: c.tbs_certificate.as_ref().to_vec(),
             is_ca,
@@ -337,10 +359,76 @@ impl ParsedCert {
     /// Check that `issuer`'s ML-DSA key signed this certificate (pure ML-DSA, RFC 9881).
     pub fn ml_dsa_signed_by(&self, issuer: &ParsedCert) -> bool {
         match (issuer.ml_dsa(), MlDsa::from_oid(&self.sig_alg_oid)) {
-            (Some(k), Some(s)) if k == s => k.verify(&issuer.public_key, &self.tbs, &self.signature),
+            (Some(k), Some(s)) if k == s => {
+                k.verify(&issuer.public_key, &self.tbs, &self.signature)
+            }
             _ => false,
         }
     }
+}
+
+/// True when `issuer`'s public key verifies `child`'s signature, for the algorithms vmseal meets:
+/// ML-DSA (RFC 9881), RSASSA-PSS (SHA-256/384: AMD), RSA PKCS#1 v1.5 and ECDSA (TPM vendors).
+pub fn signed_by(child: &ParsedCert, issuer: &ParsedCert) -> bool {
+    use aws_lc_rs::signature as sig;
+    if MlDsa::from_oid(&child.sig_alg_oid).is_some() {
+        return child.ml_dsa_signed_by(issuer);
+    }
+    let curve = issuer.key_curve_oid.as_deref();
+    let alg: &'static dyn sig::VerificationAlgorithm = match (child.sig_alg_oid.as_str(), curve) {
+        ("1.2.840.113549.1.1.11", _) => &sig::RSA_PKCS1_2048_8192_SHA256,
+        ("1.2.840.113549.1.1.12", _) => &sig::RSA_PKCS1_2048_8192_SHA384,
+        ("1.2.840.113549.1.1.13", _) => &sig::RSA_PKCS1_2048_8192_SHA512,
+        ("1.2.840.113549.1.1.10", _) => match pss_hash(&child.sig_alg_params) {
+            Some(256) => &sig::RSA_PSS_2048_8192_SHA256,
+            Some(384) => &sig::RSA_PSS_2048_8192_SHA384,
+            Some(512) => &sig::RSA_PSS_2048_8192_SHA512,
+            _ => return false,
+        },
+        ("1.2.840.10045.4.3.2", Some("1.2.840.10045.3.1.7")) => &sig::ECDSA_P256_SHA256_ASN1,
+        ("1.2.840.10045.4.3.3", Some("1.2.840.10045.3.1.7")) => &sig::ECDSA_P256_SHA384_ASN1,
+        ("1.2.840.10045.4.3.2", Some("1.3.132.0.34")) => &sig::ECDSA_P384_SHA256_ASN1,
+        ("1.2.840.10045.4.3.3", Some("1.3.132.0.34")) => &sig::ECDSA_P384_SHA384_ASN1,
+        _ => return false,
+    };
+    sig::UnparsedPublicKey::new(alg, &issuer.public_key)
+        .verify(&child.tbs, &child.signature)
+        .is_ok()
+}
+
+/// The hash of RSASSA-PSS parameters (bits), found by the hash OID they name.
+fn pss_hash(params: &[u8]) -> Option<u32> {
+    // id-sha256/384/512 = 2.16.840.1.101.3.4.2.{1,2,3}: 60 86 48 01 65 03 04 02 0x
+    let prefix = [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02];
+    let pos = params.windows(prefix.len()).position(|w| w == prefix)?;
+    match params.get(pos + prefix.len())? {
+        1 => Some(256),
+        2 => Some(384),
+        3 => Some(512),
+        _ => None,
+    }
+}
+
+/// Follow `cert`'s issuers through `trusted` (DER roots or intermediates, all trusted) until one
+/// of them verifies the signature. Returns the subjects walked.
+pub fn chains_to(cert: &ParsedCert, trusted: &[Vec<u8>]) -> Result<Vec<String>, String> {
+    let pool: Vec<ParsedCert> = trusted
+        .iter()
+        .filter_map(|d| ParsedCert::from_der(d).ok())
+        .collect();
+    if pool.is_empty() {
+        return Err("no trusted certificates configured".into());
+    }
+    // Every configured certificate is a trust anchor, so one verified link suffices.
+    pool.iter()
+        .find(|c| c.subject_raw == cert.issuer_raw && signed_by(cert, c))
+        .map(|issuer| vec![cert.subject.clone(), issuer.subject.clone()])
+        .ok_or_else(|| {
+            format!(
+                "no trusted issuer \"{}\" verifies \"{}\"",
+                cert.issuer, cert.subject
+            )
+        })
 }
 
 /// Parse every certificate in a PEM bundle or a single DER file.
@@ -362,8 +450,9 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Vec<ParsedCert>, CertError> {
 }
 
 /// DER content of the vmseal evidence-signing EKU OID, as webpki wants it.
-pub(crate) static EKU_EVIDENCE_SIGNING_DER: [u8; 12] =
-    [0x69, 0xcf, 0xc3, 0xbf, 0xd9, 0xef, 0x87, 0x9e, 0xc0, 0x28, 0x02, 0x01];
+pub(crate) static EKU_EVIDENCE_SIGNING_DER: [u8; 12] = [
+    0x69, 0xcf, 0xc3, 0xbf, 0xd9, 0xef, 0x87, 0x9e, 0xc0, 0x28, 0x02, 0x01,
+];
 
 /// Why a leaf did not verify under an intermediate.
 #[derive(Debug, thiserror::Error)]
@@ -388,16 +477,18 @@ pub enum LeafError {
 
 /// Verify `leaf_der` as an evidence-signing end-entity certificate issued by `intermediate_der`
 /// at `now` (rustls-webpki path validation with ML-DSA).
-pub fn verify_leaf(leaf_der: &[u8], intermediate_der: &[u8], now: OffsetDateTime) -> Result<(), LeafError> {
+pub fn verify_leaf(
+    leaf_der: &[u8],
+    intermediate_der: &[u8],
+    now: OffsetDateTime,
+) -> Result<(), LeafError> {
     let inter = CertificateDer::from(intermediate_der);
     let anchor = webpki::anchor_from_trusted_cert(&inter).map_err(LeafError::Anchor)?;
     let leaf = CertificateDer::from(leaf_der);
     let ee = webpki::EndEntityCert::try_from(&leaf).map_err(LeafError::Malformed)?;
     let secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-    let algs: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
-        webpki::aws_lc_rs::ML_DSA_65,
-        webpki::aws_lc_rs::ML_DSA_87,
-    ];
+    let algs: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] =
+        &[webpki::aws_lc_rs::ML_DSA_65, webpki::aws_lc_rs::ML_DSA_87];
     ee.verify_for_usage(
         algs,
         &[anchor],
@@ -409,10 +500,10 @@ pub fn verify_leaf(leaf_der: &[u8], intermediate_der: &[u8], now: OffsetDateTime
     )
     .map(|_| ())
     .map_err(|e| match e {
-        webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => LeafError::Time(e),
-        webpki::Error::RequiredEkuNotFoundContext(_) => {
-            LeafError::Usage(e)
+        webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
+            LeafError::Time(e)
         }
+        webpki::Error::RequiredEkuNotFoundContext(_) => LeafError::Usage(e),
         webpki::Error::BadDer | webpki::Error::BadDerTime => LeafError::Malformed(e),
         other => LeafError::NotIssued(other),
     })
@@ -427,7 +518,12 @@ mod tests {
         let k = IntermediateKey::generate().unwrap();
         let der = issue_intermediate(
             &k,
-            &IntermediateProfile { host_id: "h1", tpm: None, snp: None, validity: Duration::days(30) },
+            &IntermediateProfile {
+                host_id: "h1",
+                tpm: None,
+                snp: None,
+                validity: Duration::days(30),
+            },
             OffsetDateTime::now_utc(),
         )
         .unwrap();
@@ -436,7 +532,10 @@ mod tests {
 
     #[test]
     fn eku_der_matches_the_oid() {
-        assert_eq!(EKU_EVIDENCE_SIGNING_DER.to_vec(), oid::der_content(&oid::EKU_EVIDENCE_SIGNING));
+        assert_eq!(
+            EKU_EVIDENCE_SIGNING_DER.to_vec(),
+            oid::der_content(&oid::EKU_EVIDENCE_SIGNING)
+        );
     }
 
     #[test]
@@ -447,7 +546,10 @@ mod tests {
         assert_eq!(c.sig_alg_oid, oid::ML_DSA_87);
         assert!(c.is_ca);
         assert!(c.ml_dsa_signed_by(&c));
-        let h: HostIdentity = c.vmseal_extension(oid::EXT_HOST_IDENTITY_STR).unwrap().unwrap();
+        let h: HostIdentity = c
+            .vmseal_extension(oid::EXT_HOST_IDENTITY_STR)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.host_id, "h1");
     }
 
@@ -463,11 +565,23 @@ mod tests {
         let c = ParsedCert::from_der(&leaf_der).unwrap();
         assert_eq!(c.key_alg_oid, oid::ML_DSA_65);
         assert_eq!(c.sig_alg_oid, oid::ML_DSA_87);
-        let id: SnapshotIdentity = c.vmseal_extension(oid::EXT_SNAPSHOT_IDENTITY_STR).unwrap().unwrap();
-        assert_eq!(id, SnapshotIdentity { vm_id: "vm-1".into(), seq: 7 });
+        let id: SnapshotIdentity = c
+            .vmseal_extension(oid::EXT_SNAPSHOT_IDENTITY_STR)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            id,
+            SnapshotIdentity {
+                vm_id: "vm-1".into(),
+                seq: 7
+            }
+        );
 
         let (_, other) = intermediate();
-        assert!(matches!(verify_leaf(&leaf_der, &other, now), Err(LeafError::NotIssued(_))));
+        assert!(matches!(
+            verify_leaf(&leaf_der, &other, now),
+            Err(LeafError::NotIssued(_))
+        ));
         assert!(matches!(
             verify_leaf(&leaf_der, &der, now + Duration::hours(2)),
             Err(LeafError::Time(_))

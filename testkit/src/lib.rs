@@ -1,1 +1,199 @@
-//! stub
+//! Test helpers shared by vmseal's crates: a real, freshly manufactured swtpm per test, and the
+//! paths of the public test vectors in `../shared/vectors`.
+//!
+//! Nothing here is a mock: [`Swtpm`] runs Debian's `swtpm`, manufactured by `swtpm_setup` with EK
+//! certificates issued by `swtpm_localca` under a CA private to the instance.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running swtpm with its own state directory and EK CA.
+#[derive(Debug)]
+pub struct Swtpm {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn free_port_pair() -> Option<u16> {
+    for _ in 0..200 {
+        let l = TcpListener::bind("127.0.0.1:0").ok()?;
+        let p = l.local_addr().ok()?.port();
+        drop(l);
+        if p < 65535 && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| {
+        format!("{cmd:?}: {e} (is swtpm installed? apt-get install swtpm swtpm-tools)")
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Swtpm {
+    /// Manufacture and start a new swtpm (TPM 2.0, EK certificates at 0x1c00002 and 0x1c00016).
+    pub fn start() -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("state")).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(d.join("ca")).map_err(|e| e.to_string())?;
+        let write = |name: &str, text: String| -> Result<(), String> {
+            std::fs::File::create(d.join(name))
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(|e| e.to_string())
+        };
+        let ca = d.join("ca");
+        write(
+            "swtpm-localca.conf",
+            format!(
+                "statedir = {0}\nsigningkey = {0}/signkey.pem\nissuercert = {0}/issuercert.pem\ncertserial = {0}/certserial\n",
+                ca.display()
+            ),
+        )?;
+        write(
+            "swtpm-localca.options",
+            "--platform-manufacturer vmseal-test --platform-version 2.1 --platform-model swtpm\n"
+                .into(),
+        )?;
+        write(
+            "swtpm_setup.conf",
+            format!(
+                "create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = {0}/swtpm-localca.conf\ncreate_certs_tool_options = {0}/swtpm-localca.options\n",
+                d.display()
+            ),
+        )?;
+        run(Command::new("swtpm_setup")
+            .arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(d.join("state"))
+            .arg("--create-ek-cert")
+            .arg("--config")
+            .arg(d.join("swtpm_setup.conf"))
+            .arg("--overwrite"))?;
+        let mut me = Self {
+            dir,
+            port: 0,
+            child: None,
+        };
+        me.launch()?;
+        Ok(me)
+    }
+
+    fn launch(&mut self) -> Result<(), String> {
+        let mut last = String::new();
+        for _ in 0..10 {
+            let port = free_port_pair().ok_or("no free TCP port pair on 127.0.0.1")?;
+            let mut child = Command::new("swtpm")
+                .arg("socket")
+                .arg("--tpm2")
+                .arg("--tpmstate")
+                .arg(format!("dir={}", self.dir.path().join("state").display()))
+                .arg("--server")
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                .arg("--ctrl")
+                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+                .arg("--flags")
+                .arg("not-need-init,startup-clear")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("spawn swtpm: {e}"))?;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    last = format!("swtpm exited with {status}");
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    self.port = port;
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Err(format!("swtpm did not start: {last}"))
+    }
+
+    /// The TCTI string for tss-esapi / tpm2-tools.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// Stop swtpm (state is kept on disk) and start it again, like a host reboot of the TPM.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        self.launch()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// PEM of the EK CA root (swtpm-localca-rootca).
+    pub fn ek_root_pem(&self) -> PathBuf {
+        self.dir.path().join("ca/swtpm-localca-rootca-cert.pem")
+    }
+
+    /// PEM of the EK CA intermediate (swtpm-localca), which signs EK certificates.
+    pub fn ek_issuer_pem(&self) -> PathBuf {
+        self.dir.path().join("ca/issuercert.pem")
+    }
+
+    /// Extend a PCR with tpm2-tools (sha256 bank), as a changed boot state would.
+    pub fn extend_pcr(&self, index: u8) -> Result<(), String> {
+        run(Command::new("tpm2_pcrextend")
+            .env("TPM2TOOLS_TCTI", self.tcti())
+            .arg(format!(
+                "{index}:sha256=0000000000000000000000000000000000000000000000000000000000000001"
+            )))
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The shared test vectors directory (`../shared/vectors` beside the repository), or the
+/// directory named by `VMSEAL_VECTORS`.
+pub fn vectors_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("VMSEAL_VECTORS") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// A file in the shared vectors; fails loudly (never skips) when it is absent.
+pub fn vector(rel: &str) -> Vec<u8> {
+    let p = vectors_dir().join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| {
+        // Tests must not silently pass without their vectors.
+        panic!(
+            "test vector {} missing: {e}; set VMSEAL_VECTORS to the shared vectors directory",
+            p.display()
+        )
+    })
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the sealer, one binary with modules.
+
+mod tpm;
