@@ -43,5 +43,6 @@ pub mod oid;
 
 pub mod anchor;
 pub mod evidence;
+pub mod snp;
 pub mod tpm;
 pub mod x509;

@@ -1,3 +1,4 @@
 //! Integration tests of the sealer, one binary with modules.
 
+mod snp_vectors;
 mod tpm;

@@ -1,0 +1,1 @@
+//! SNP report providers (filled in below).

@@ -1,0 +1,1 @@
+//! The INSECURE software SNP stand-in (filled in below).
