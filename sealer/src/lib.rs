@@ -45,4 +45,5 @@ pub mod anchor;
 pub mod evidence;
 pub mod snp;
 pub mod tpm;
+pub mod verify;
 pub mod x509;

@@ -1,4 +1,5 @@
 //! Integration tests of the sealer, one binary with modules.
 
+mod snp_standin;
 mod snp_vectors;
 mod tpm;

@@ -1,0 +1,294 @@
+//! Public verification of snapshot evidence: one call, public material only.
+//!
+//! [`verify_evidence`] checks, in order, and stops at the first broken link:
+//!
+//! 1. the COSE_Sign1 structure (alg ML-DSA-65, protected `x5chain` = [leaf, intermediate]);
+//! 2. the intermediate certificate: ML-DSA-87, self-signed, valid now;
+//! 3. its anchors, unless the intermediate is pinned (already enrolled): the TPM quote and/or the
+//!    SNP report, each binding the intermediate's SPKI, as [`TrustConfig::require`] demands;
+//! 4. the leaf certificate: issued by the intermediate, valid now, evidence-signing EKU;
+//! 5. the COSE signature by the leaf key;
+//! 6. the claims: deterministic CBOR, internally consistent, and for the VM and sequence number the
+//!    leaf certificate names.
+
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::anchor::{HostIdentity, SnapshotIdentity, SnpAnchor, TpmAnchor};
+use crate::claims::{Claims, ClaimsError};
+use crate::evidence::{DecodeError, DecodedEvidence};
+use crate::keys::MlDsa;
+use crate::merkle::Digest;
+use crate::oid;
+use crate::snp::verify::{SnpTrust, SnpVerifyError, VerifiedReport, verify_snp_anchor};
+use crate::tpm::verify::{TpmTrust, TpmVerifyError, VerifiedQuote, verify_tpm_anchor};
+use crate::x509::{CertError, LeafError, ParsedCert, verify_leaf};
+
+/// Which hardware anchors a policy requires of the intermediate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnchorRequirement {
+    /// Require a valid TPM quote.
+    pub tpm: bool,
+    /// Require a valid SNP report.
+    pub snp: bool,
+}
+
+impl AnchorRequirement {
+    /// Parse "tpm", "snp", "both" or "none".
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "tpm" => Self {
+                tpm: true,
+                snp: false,
+            },
+            "snp" => Self {
+                tpm: false,
+                snp: true,
+            },
+            "both" => Self {
+                tpm: true,
+                snp: true,
+            },
+            "none" => Self {
+                tpm: false,
+                snp: false,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Everything a verifier trusts.
+#[derive(Debug, Clone)]
+pub struct TrustConfig {
+    /// Anchors that must be present and valid.
+    pub require: AnchorRequirement,
+    /// TPM trust (EK CAs, activated AKs).
+    pub tpm: TpmTrust,
+    /// SNP trust (AMD roots; the INSECURE stand-in only when explicitly added).
+    pub snp: SnpTrust,
+    /// SHA-256 digests of intermediate certificates already enrolled: their anchors were checked
+    /// at enrollment and are not re-checked (the warm path; ML-DSA only from then on).
+    pub pinned_intermediates: Vec<Digest>,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        Self {
+            require: AnchorRequirement {
+                tpm: true,
+                snp: false,
+            },
+            tpm: TpmTrust {
+                require_ek_chain: true,
+                ..TpmTrust::default()
+            },
+            snp: SnpTrust::default(),
+            pinned_intermediates: Vec::new(),
+        }
+    }
+}
+
+/// The broken link, when verification fails.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The COSE structure.
+    #[error("evidence structure: {0}")]
+    Decode(#[from] DecodeError),
+    /// The intermediate certificate does not parse.
+    #[error("intermediate certificate: {0}")]
+    IntermediateParse(CertError),
+    /// The intermediate is not an ML-DSA-87 self-signed certificate.
+    #[error("intermediate certificate: {0}")]
+    Intermediate(&'static str),
+    /// The intermediate is outside its validity period.
+    #[error("intermediate certificate is not valid at the verification time")]
+    IntermediateExpired,
+    /// A required anchor is absent.
+    #[error(
+        "the trust configuration requires a {0} anchor, and the intermediate certificate carries none"
+    )]
+    MissingAnchor(&'static str),
+    /// An anchor extension is malformed.
+    #[error("anchor extension: {0}")]
+    AnchorExtension(CertError),
+    /// The TPM anchor failed.
+    #[error("TPM anchor: {0}")]
+    Tpm(#[from] TpmVerifyError),
+    /// The SNP anchor failed.
+    #[error("SNP anchor: {0}")]
+    Snp(#[from] SnpVerifyError),
+    /// The leaf certificate failed.
+    #[error("leaf certificate: {0}")]
+    Leaf(#[from] LeafError),
+    /// The COSE signature failed.
+    #[error("evidence signature does not verify with the leaf key")]
+    Signature,
+    /// The claims failed.
+    #[error("claims: {0}")]
+    Claims(#[from] ClaimsError),
+    /// The leaf certificate names another VM or sequence number than the claims.
+    #[error(
+        "leaf certificate is for {cert_vm:?} #{cert_seq}, but the claims are for {claims_vm:?} #{claims_seq}"
+    )]
+    IdentityMismatch {
+        /// VM in the leaf.
+        cert_vm: String,
+        /// Sequence in the leaf.
+        cert_seq: u64,
+        /// VM in the claims.
+        claims_vm: String,
+        /// Sequence in the claims.
+        claims_seq: u64,
+    },
+}
+
+/// What verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedEvidence {
+    /// The claims.
+    pub claims: Claims,
+    /// The host the intermediate belongs to.
+    pub host_id: String,
+    /// SHA-256 of the intermediate certificate (what a verifier pins).
+    pub intermediate_digest: Digest,
+    /// The intermediate's SPKI (DER).
+    pub intermediate_spki: Vec<u8>,
+    /// True when the intermediate was pinned and its anchors were not re-checked.
+    pub pinned: bool,
+    /// The verified TPM quote, when checked.
+    pub tpm: Option<VerifiedQuote>,
+    /// The verified SNP report, when checked.
+    pub snp: Option<VerifiedReport>,
+    /// SHA-256 of the evidence (the next snapshot's `prev`).
+    pub digest: Digest,
+}
+
+impl VerifiedEvidence {
+    /// True when any accepted anchor is the INSECURE software stand-in.
+    pub fn insecure(&self) -> bool {
+        self.snp.as_ref().is_some_and(|s| s.insecure)
+    }
+}
+
+/// Checked facts about an intermediate certificate (steps 2 and 3).
+#[derive(Debug, Clone)]
+pub struct VerifiedIntermediate {
+    /// Parsed certificate.
+    pub cert: ParsedCert,
+    /// Host identifier.
+    pub host_id: String,
+    /// SHA-256 of the DER.
+    pub digest: Digest,
+    /// Whether it was pinned.
+    pub pinned: bool,
+    /// TPM result.
+    pub tpm: Option<VerifiedQuote>,
+    /// SNP result.
+    pub snp: Option<VerifiedReport>,
+}
+
+/// Verify an intermediate certificate and its anchors (what enrollment does once).
+pub fn verify_intermediate(
+    der: &[u8],
+    trust: &TrustConfig,
+    now: OffsetDateTime,
+) -> Result<VerifiedIntermediate, VerifyError> {
+    let cert = ParsedCert::from_der(der).map_err(VerifyError::IntermediateParse)?;
+    if cert.ml_dsa() != Some(MlDsa::MlDsa87) {
+        return Err(VerifyError::Intermediate("key is not ML-DSA-87"));
+    }
+    if !cert.is_ca {
+        return Err(VerifyError::Intermediate("not a CA certificate"));
+    }
+    if cert.subject_raw != cert.issuer_raw || !cert.ml_dsa_signed_by(&cert) {
+        return Err(VerifyError::Intermediate("self-signature does not verify"));
+    }
+    if !cert.valid_at(now.unix_timestamp()) {
+        return Err(VerifyError::IntermediateExpired);
+    }
+    let host: HostIdentity = cert
+        .vmseal_extension(oid::EXT_HOST_IDENTITY_STR)
+        .map_err(VerifyError::AnchorExtension)?
+        .ok_or(VerifyError::Intermediate("no host identity extension"))?;
+    let digest = crate::merkle::HashAlg::Sha256.hash(&[der]);
+    let pinned = trust
+        .pinned_intermediates
+        .iter()
+        .any(|p| bool::from(p.ct_eq(&digest)));
+    let (mut tpm, mut snp) = (None, None);
+    if !pinned {
+        let tpm_anchor: Option<TpmAnchor> = cert
+            .vmseal_extension(oid::EXT_TPM_ANCHOR_STR)
+            .map_err(VerifyError::AnchorExtension)?;
+        let snp_anchor: Option<SnpAnchor> = cert
+            .vmseal_extension(oid::EXT_SNP_ANCHOR_STR)
+            .map_err(VerifyError::AnchorExtension)?;
+        match tpm_anchor {
+            Some(a) => tpm = Some(verify_tpm_anchor(&a, &cert.spki_der, &trust.tpm)?),
+            None if trust.require.tpm => return Err(VerifyError::MissingAnchor("TPM")),
+            None => {}
+        }
+        match snp_anchor {
+            Some(a) => {
+                snp = Some(verify_snp_anchor(
+                    &a,
+                    &cert.spki_der,
+                    &trust.snp,
+                    now.unix_timestamp(),
+                )?)
+            }
+            None if trust.require.snp => return Err(VerifyError::MissingAnchor("SEV-SNP")),
+            None => {}
+        }
+    }
+    Ok(VerifiedIntermediate {
+        host_id: host.host_id,
+        digest,
+        pinned,
+        tpm,
+        snp,
+        cert,
+    })
+}
+
+/// Verify snapshot evidence against `trust` at `now`.
+pub fn verify_evidence(
+    bytes: &[u8],
+    trust: &TrustConfig,
+    now: OffsetDateTime,
+) -> Result<VerifiedEvidence, VerifyError> {
+    let ev = DecodedEvidence::decode(bytes)?;
+    let inter = verify_intermediate(&ev.intermediate_der, trust, now)?;
+    verify_leaf(&ev.leaf_der, &ev.intermediate_der, now)?;
+    let leaf = ParsedCert::from_der(&ev.leaf_der).map_err(VerifyError::IntermediateParse)?;
+    if !MlDsa::MlDsa65.verify(&leaf.public_key, &ev.signed_bytes, &ev.signature) {
+        return Err(VerifyError::Signature);
+    }
+    let claims = Claims::decode(&ev.payload)?;
+    let id: SnapshotIdentity = leaf
+        .vmseal_extension(oid::EXT_SNAPSHOT_IDENTITY_STR)
+        .map_err(VerifyError::AnchorExtension)?
+        .ok_or(VerifyError::Leaf(LeafError::Malformed(
+            webpki::Error::ExtensionValueInvalid,
+        )))?;
+    if id.vm_id != claims.vm_id || id.seq != claims.seq {
+        return Err(VerifyError::IdentityMismatch {
+            cert_vm: id.vm_id,
+            cert_seq: id.seq,
+            claims_vm: claims.vm_id,
+            claims_seq: claims.seq,
+        });
+    }
+    Ok(VerifiedEvidence {
+        claims,
+        host_id: inter.host_id,
+        intermediate_digest: inter.digest,
+        intermediate_spki: inter.cert.spki_der,
+        pinned: inter.pinned,
+        tpm: inter.tpm,
+        snp: inter.snp,
+        digest: ev.digest,
+    })
+}
