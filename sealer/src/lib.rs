@@ -44,6 +44,7 @@ pub mod oid;
 pub mod anchor;
 pub mod evidence;
 pub mod snp;
+pub mod state;
 pub mod tpm;
 pub mod verify;
 pub mod x509;

@@ -1,0 +1,425 @@
+//! A sealing host's state directory: the AK, the intermediate certificate, the TPM-sealed seed of
+//! the intermediate key, and each VM's position in its evidence chain.
+//!
+//! ```text
+//! DIR/state.json             host id, TCTI, PCR policy, SNP provider, format version
+//! DIR/ak.cbor                attestation key blob (TPM-wrapped private part + public)
+//! DIR/ek-cert.der            EK certificate read from the TPM
+//! DIR/intermediate.der       the intermediate certificate (anchors inside)
+//! DIR/intermediate-key.sealed  the ML-DSA-87 seed, sealed by the TPM to the PCR policy
+//! DIR/insecure-snp.cbor      INSECURE stand-in hierarchy with private keys (insecure-soft only)
+//! DIR/insecure-snp-ark.pem   its test ARK, for a verifier that is told to accept it
+//! DIR/vms/<vm>.json          next sequence number and digest of the last evidence
+//! ```
+//!
+//! Every file is written atomically (temporary file, fsync, rename), so a crash never leaves a
+//! half-written state; `init` refuses to overwrite an existing state.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
+
+use crate::anchor::{SnpAnchor, TpmAnchor, snp_binding, tpm_binding};
+use crate::evidence::{SealError, Sealer};
+use crate::keys::IntermediateKey;
+use crate::merkle::Digest;
+use crate::snp::Product;
+use crate::snp::provider::{ConfigfsTsm, InsecureSoft, ProviderError, ReportProvider, SevGuest};
+use crate::snp::standin::{StandInError, TestHierarchy};
+use crate::tpm::{AkBlob, SealedBlob, Tpm, TpmError};
+use crate::x509::{CertError, IntermediateProfile, issue_intermediate};
+
+/// Format version of the state directory.
+pub const STATE_VERSION: u32 = 1;
+
+/// Errors reading or writing host state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// File I/O.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory already holds a state.
+    #[error("{0} already holds a vmseal host state; use another directory or remove it first")]
+    Exists(PathBuf),
+    /// The directory holds no state.
+    #[error("{0} holds no vmseal host state; run `vmseal-host init --state {0}` first")]
+    Missing(PathBuf),
+    /// A file is malformed.
+    #[error("{path} is malformed: {reason}")]
+    Malformed {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// TPM.
+    #[error(transparent)]
+    Tpm(#[from] TpmError),
+    /// SNP.
+    #[error("SEV-SNP: {0}")]
+    Snp(#[from] ProviderError),
+    /// Stand-in.
+    #[error(transparent)]
+    StandIn(#[from] StandInError),
+    /// Keys.
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    /// Certificates.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// Sealer.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// The VM id cannot be a file name.
+    #[error("VM id {0:?} must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'")]
+    VmId(String),
+}
+
+/// Which SNP provider anchors the intermediate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnpChoice {
+    /// No SNP anchor (the host is not an SNP guest).
+    None,
+    /// configfs-tsm.
+    Configfs,
+    /// /dev/sev-guest.
+    SevGuest,
+    /// The INSECURE software stand-in.
+    InsecureSoft,
+}
+
+/// The persisted configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateConfig {
+    /// Format version.
+    pub version: u32,
+    /// Host identifier.
+    pub host_id: String,
+    /// TPM TCTI used at init.
+    pub tcti: String,
+    /// sha256 PCRs quoted and sealed to.
+    pub pcrs: Vec<u8>,
+    /// SNP provider.
+    pub snp: SnpChoice,
+    /// When the state was created (RFC 3339).
+    pub created: String,
+}
+
+/// What `init` set up.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Host identifier.
+    pub host_id: String,
+    /// TPM TCTI.
+    pub tcti: String,
+    /// sha256 PCRs to quote and seal to.
+    pub pcrs: Vec<u8>,
+    /// SNP provider.
+    pub snp: SnpChoice,
+    /// Product layout for the stand-in.
+    pub insecure_product: Product,
+    /// Report version for the stand-in.
+    pub insecure_report_version: u32,
+    /// Nonce to bind (a verifier's challenge); random when absent.
+    pub nonce: Option<Vec<u8>>,
+    /// Intermediate certificate lifetime.
+    pub validity: Duration,
+}
+
+/// Write `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    use std::io::Write;
+    let ioe = |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(ioe)?;
+    tmp.write_all(bytes).map_err(ioe)?;
+    tmp.as_file().sync_all().map_err(ioe)?;
+    tmp.persist(path).map_err(|e| ioe(e.error))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, StateError> {
+    std::fs::read(path).map_err(|source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn malformed(path: &Path, reason: impl std::fmt::Display) -> StateError {
+    StateError::Malformed {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Check that a VM id is safe as a file name and as a certificate name.
+pub fn check_vm_id(id: &str) -> Result<(), StateError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::VmId(id.to_owned()))
+    }
+}
+
+/// Summary of a completed `init`.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    /// The intermediate certificate.
+    pub intermediate_der: Vec<u8>,
+    /// Name of the AK.
+    pub ak_name: Vec<u8>,
+    /// Whether an SNP anchor was added, and whether it is the INSECURE stand-in.
+    pub snp: SnpChoice,
+}
+
+/// Create the host state in `dir`: AK, intermediate key and certificate, sealed seed.
+pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
+    if dir.join("state.json").exists() {
+        return Err(StateError::Exists(dir.to_owned()));
+    }
+    std::fs::create_dir_all(dir.join("vms")).map_err(|source| StateError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    crate::keys::warm_up();
+
+    let mut tpm = Tpm::open(&opts.tcti)?;
+    let ek_cert = tpm.ek_certificate()?;
+    let ak = tpm.create_ak()?;
+    let ak_name = tpm.ak_name(&ak)?;
+    let key = IntermediateKey::generate()?;
+    let nonce = match &opts.nonce {
+        Some(n) => n.clone(),
+        None => {
+            let mut n = vec![0u8; 32];
+            aws_lc_rs::rand::fill(&mut n).map_err(|_| crate::keys::KeyError::Rng)?;
+            n
+        }
+    };
+    let quote = tpm.quote(&ak, &tpm_binding(key.spki_der(), &nonce), &opts.pcrs)?;
+    let tpm_anchor = TpmAnchor {
+        attest: quote.attest,
+        signature: quote.signature,
+        ak_public: ak.public.clone(),
+        ek_cert: ek_cert.clone(),
+        pcrs: quote.pcrs,
+        nonce: nonce.clone(),
+    };
+
+    let report_data = snp_binding(key.spki_der(), &nonce);
+    let mut insecure = None;
+    let snp = match opts.snp {
+        SnpChoice::None => None,
+        SnpChoice::Configfs => Some(ConfigfsTsm::default().report(&report_data)?),
+        SnpChoice::SevGuest => Some(SevGuest::default().report(&report_data)?),
+        SnpChoice::InsecureSoft => {
+            let h = TestHierarchy::generate(opts.insecure_product)?;
+            let ev = InsecureSoft {
+                hierarchy: h.clone(),
+                version: opts.insecure_report_version,
+            }
+            .report(&report_data)?;
+            insecure = Some(h);
+            Some(ev)
+        }
+    };
+    let snp_anchor = snp.map(|e| SnpAnchor {
+        provider: e.provider,
+        report: e.report,
+        vek: e.vek,
+        ask: e.ask,
+        ark: e.ark,
+        nonce: nonce.clone(),
+    });
+    let intermediate_der = issue_intermediate(
+        &key,
+        &IntermediateProfile {
+            host_id: &opts.host_id,
+            tpm: Some(&tpm_anchor),
+            snp: snp_anchor.as_ref(),
+            validity: opts.validity,
+        },
+        OffsetDateTime::now_utc(),
+    )?;
+    let sealed = tpm.seal(key.seed().as_ref(), &opts.pcrs)?;
+
+    if let Some(h) = &insecure {
+        write_atomic(&dir.join("insecure-snp.cbor"), &h.to_bytes())?;
+        let pem = pem::encode(&pem::Pem::new("CERTIFICATE", h.ark.clone()));
+        write_atomic(&dir.join("insecure-snp-ark.pem"), pem.as_bytes())?;
+    }
+    write_atomic(&dir.join("ak.cbor"), &crate::anchor::encode(&ak))?;
+    write_atomic(&dir.join("ek-cert.der"), &ek_cert)?;
+    write_atomic(
+        &dir.join("intermediate-key.sealed"),
+        &crate::anchor::encode(&sealed),
+    )?;
+    write_atomic(&dir.join("intermediate.der"), &intermediate_der)?;
+    let cfg = StateConfig {
+        version: STATE_VERSION,
+        host_id: opts.host_id.clone(),
+        tcti: opts.tcti.clone(),
+        pcrs: opts.pcrs.clone(),
+        snp: opts.snp,
+        created: OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    };
+    // state.json last: its presence marks a complete state.
+    let json =
+        serde_json::to_vec_pretty(&cfg).map_err(|e| malformed(&dir.join("state.json"), e))?;
+    write_atomic(&dir.join("state.json"), &json)?;
+    Ok(InitReport {
+        intermediate_der,
+        ak_name,
+        snp: opts.snp,
+    })
+}
+
+/// A loaded host state, ready to seal.
+#[derive(Debug)]
+pub struct HostState {
+    dir: PathBuf,
+    /// Configuration.
+    pub config: StateConfig,
+    /// The sealer (intermediate key unsealed from the TPM).
+    pub sealer: Sealer,
+}
+
+/// A VM's position in its evidence chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmChain {
+    /// Sequence number the next evidence gets.
+    pub next_seq: u64,
+    /// SHA-256 of the last evidence, hex.
+    pub prev: Option<String>,
+}
+
+impl HostState {
+    /// Load the state, unsealing the intermediate key through the TPM (`tcti` overrides the one
+    /// recorded at init).
+    pub fn load(dir: &Path, tcti: Option<&str>) -> Result<Self, StateError> {
+        let cfg_path = dir.join("state.json");
+        if !cfg_path.exists() {
+            return Err(StateError::Missing(dir.to_owned()));
+        }
+        let config: StateConfig =
+            serde_json::from_slice(&read(&cfg_path)?).map_err(|e| malformed(&cfg_path, e))?;
+        if config.version != STATE_VERSION {
+            return Err(malformed(
+                &cfg_path,
+                format!(
+                    "format version {} (expected {STATE_VERSION})",
+                    config.version
+                ),
+            ));
+        }
+        let sealed_path = dir.join("intermediate-key.sealed");
+        let sealed: SealedBlob =
+            crate::anchor::decode(&read(&sealed_path)?).map_err(|e| malformed(&sealed_path, e))?;
+        let mut tpm = Tpm::open(tcti.unwrap_or(&config.tcti))?;
+        let seed = tpm.unseal(&sealed)?;
+        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
+            seed.as_slice()
+                .try_into()
+                .map_err(|_| malformed(&sealed_path, "unsealed seed is not 32 bytes"))?,
+        );
+        let key = IntermediateKey::from_seed(&seed)?;
+        let intermediate_der = read(&dir.join("intermediate.der"))?;
+        let cert = crate::x509::ParsedCert::from_der(&intermediate_der)?;
+        if cert.spki_der != key.spki_der() {
+            return Err(malformed(
+                &dir.join("intermediate.der"),
+                "certificate does not belong to the sealed intermediate key",
+            ));
+        }
+        crate::keys::warm_up();
+        Ok(Self {
+            dir: dir.to_owned(),
+            config,
+            sealer: Sealer::new(key, intermediate_der)?,
+        })
+    }
+
+    /// The AK blob.
+    pub fn ak(&self) -> Result<AkBlob, StateError> {
+        let p = self.dir.join("ak.cbor");
+        crate::anchor::decode(&read(&p)?).map_err(|e| malformed(&p, e))
+    }
+
+    fn vm_path(&self, vm_id: &str) -> Result<PathBuf, StateError> {
+        check_vm_id(vm_id)?;
+        Ok(self.dir.join("vms").join(format!("{vm_id}.json")))
+    }
+
+    /// Where `vm_id`'s chain stands.
+    pub fn vm_chain(&self, vm_id: &str) -> Result<VmChain, StateError> {
+        let p = self.vm_path(vm_id)?;
+        if !p.exists() {
+            return Ok(VmChain::default());
+        }
+        serde_json::from_slice(&read(&p)?).map_err(|e| malformed(&p, e))
+    }
+
+    /// Record that evidence with `digest` was issued for `vm_id` at `seq`.
+    pub fn advance(&self, vm_id: &str, seq: u64, digest: &Digest) -> Result<(), StateError> {
+        let p = self.vm_path(vm_id)?;
+        let c = VmChain {
+            next_seq: seq + 1,
+            prev: Some(hex::encode(digest)),
+        };
+        let json = serde_json::to_vec_pretty(&c).map_err(|e| malformed(&p, e))?;
+        write_atomic(&p, &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_ids_are_checked() {
+        for ok in ["vm-1", "a", "web_01.prod"] {
+            check_vm_id(ok).unwrap();
+        }
+        for bad in ["", "../x", ".hidden", "a/b", "sp ace", &"x".repeat(129)] {
+            assert!(check_vm_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temporary files left"
+        );
+    }
+}
