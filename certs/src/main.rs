@@ -1,2 +1,314 @@
-//! stub
-fn main() {}
+//! `vmseal-certs`: inspect and verify certificate chains (X.509 with ML-DSA, AMD SEV-SNP, TPM EK),
+//! SNP reports and vmseal evidence, from public material only.
+
+mod inspect;
+mod model;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use time::OffsetDateTime;
+use vmseal_sealer::verify::{AnchorRequirement, TrustConfig};
+use vmseal_sealer::x509::{ParsedCert, parse_bundle};
+
+use crate::inspect::{Context, Input, detect, node_for, report_node};
+use crate::model::{Node, Status};
+
+#[derive(Parser)]
+#[command(
+    name = "vmseal-certs",
+    version,
+    about = "Inspect and verify vmseal evidence, X.509 (ML-DSA, ECDSA, RSA-PSS), AMD SEV-SNP and TPM chains",
+    long_about = "vmseal-certs reads vmseal snapshot evidence, PEM or DER certificates and bundles, \
+SEV-SNP reports (binary or hex), AMD certificate tables (configfs-tsm auxblob) and configfs-tsm JSON, \
+and shows what they contain and which links verify. It needs public material only. The genuine AMD \
+ARK/ASK/ASVK for Milan, Genoa and Turin are built in; TPM manufacturer CAs are given with --roots.",
+    after_help = "Exit status of verify: 0 valid, 1 invalid (one line per broken link), 2 usage or I/O error.\n\n\
+Examples:\n  vmseal-certs inspect vm1.cose\n  vmseal-certs inspect --json vcek.der ask_ark.pem\n  \
+vmseal-certs verify --roots ek-ca.pem vm1.cose\n  vmseal-certs verify --report report.bin --vcek vcek.der\n  \
+vmseal-certs verify --allow-insecure test-vm.cose   # accept the INSECURE SNP stand-in (tests only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct TrustArgs {
+    /// PEM/DER file of trusted roots or intermediates (a TPM manufacturer's EK CA, say); repeatable.
+    #[arg(long = "roots", value_name = "FILE")]
+    roots: Vec<PathBuf>,
+    /// Accept the INSECURE software SEV-SNP stand-in's test root carried in the input (tests only).
+    #[arg(long)]
+    allow_insecure: bool,
+    /// Hardware anchors evidence must carry: tpm, snp, both or none.
+    #[arg(long, default_value = "tpm", value_parser = parse_require)]
+    require: AnchorRequirement,
+    /// Verify as of this time (RFC 3339) instead of now, e.g. to audit old evidence.
+    #[arg(long, value_parser = parse_time)]
+    at: Option<OffsetDateTime>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show what files contain, as a tree, with the status of every check.
+    Inspect {
+        /// Files: evidence, certificates, bundles, SNP reports, auxblobs, configfs-tsm JSON.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Verify files; exit 0 when all are valid under the trust configuration.
+    Verify {
+        /// Files: evidence, certificate chains (leaf first or any order), auxblobs, configfs-tsm JSON.
+        files: Vec<PathBuf>,
+        /// A bare SNP report to verify (with --vcek).
+        #[arg(long, requires = "vcek")]
+        report: Option<PathBuf>,
+        /// The VCEK or VLEK (PEM or DER) for --report.
+        #[arg(long, requires = "report")]
+        vcek: Option<PathBuf>,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+}
+
+fn parse_require(s: &str) -> Result<AnchorRequirement, String> {
+    AnchorRequirement::from_name(s).ok_or_else(|| format!("{s:?}: use tpm, snp, both or none"))
+}
+
+fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z): {e}"))
+}
+
+fn context(t: &TrustArgs) -> Result<Context> {
+    let mut roots = Vec::new();
+    for p in &t.roots {
+        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        roots.extend(
+            parse_bundle(&bytes)
+                .with_context(|| format!("{}: not PEM or DER certificates", p.display()))?,
+        );
+    }
+    let mut trust = TrustConfig {
+        require: t.require,
+        ..TrustConfig::default()
+    };
+    trust.tpm.ek_roots = roots.iter().map(|c| c.der.clone()).collect();
+    trust.tpm.require_ek_chain = t.require.tpm;
+    Ok(Context {
+        trust,
+        roots,
+        allow_insecure: t.allow_insecure,
+        at: t.at.unwrap_or_else(OffsetDateTime::now_utc),
+    })
+}
+
+fn read_input(p: &PathBuf) -> Result<Input> {
+    let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+    detect(&bytes).with_context(|| p.display().to_string())
+}
+
+fn print(nodes: &[(String, Node)], json: bool) -> Result<()> {
+    if json {
+        let v: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|(f, n)| serde_json::json!({ "file": f, "node": n }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let mut out = String::new();
+        for (f, n) in nodes {
+            out.push_str(&format!("{f}\n"));
+            n.render(&mut out, 1);
+        }
+        print!("{out}");
+    }
+    Ok(())
+}
+
+/// For a certificate file: every link verifies and the top of the chain is trusted.
+fn anchor_chain(certs: &[ParsedCert], node: &mut Node, ctx: &Context) {
+    let mut trusted: Vec<ParsedCert> = ctx.roots.clone();
+    // The built-in AMD ARK, ASK and ASVK certificates are all trusted.
+    for r in &ctx.trust.snp.roots {
+        for d in [Some(&r.ark), Some(&r.ask), r.asvk.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(c) = ParsedCert::from_der(d) {
+                trusted.push(c);
+            }
+        }
+    }
+    // Tops: certificates whose issuer is not among the input certificates (or that are self-signed).
+    for c in certs {
+        let issuer_in_input = certs
+            .iter()
+            .any(|o| o.subject_raw == c.issuer_raw && o.der != c.der);
+        if issuer_in_input {
+            continue;
+        }
+        let anchored = trusted.iter().any(|t| {
+            (t.der == c.der)
+                || (t.subject_raw == c.issuer_raw && vmseal_sealer::x509::signed_by(c, t))
+        });
+        if anchored {
+            node.check(
+                "trust anchor",
+                Status::Valid(format!("{:?} is or is issued by a trusted root", c.subject)),
+            );
+        } else {
+            node.check(
+                "trust anchor",
+                Status::Invalid(format!(
+                    "{:?} does not chain to a trusted root (add one with --roots)",
+                    c.subject
+                )),
+            );
+        }
+    }
+    let now = ctx.at.unix_timestamp();
+    for c in certs {
+        if !c.valid_at(now) {
+            node.check(
+                "validity",
+                Status::Invalid(format!("{:?} is expired or not yet valid", c.subject)),
+            );
+        }
+    }
+}
+
+fn verdict(n: &Node, allow_insecure: bool) -> Vec<String> {
+    let mut f = n.failures();
+    if f.is_empty() && n.insecure() && !allow_insecure {
+        f.push(
+            "INSECURE software SNP stand-in root: refused (pass --allow-insecure in tests)".into(),
+        );
+    }
+    f
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    match cli.command {
+        Cmd::Inspect { files, trust } => {
+            let ctx = context(&trust)?;
+            let mut out = Vec::new();
+            for f in &files {
+                let input = read_input(f)?;
+                for n in node_for(&input, &ctx) {
+                    out.push((f.display().to_string(), n));
+                }
+            }
+            print(&out, trust.json)?;
+            Ok(true)
+        }
+        Cmd::Verify {
+            files,
+            report,
+            vcek,
+            trust,
+        } => {
+            let ctx = context(&trust)?;
+            if files.is_empty() && report.is_none() {
+                bail!("nothing to verify: give files, or --report R --vcek V");
+            }
+            let mut results: Vec<(String, Node)> = Vec::new();
+            if let (Some(r), Some(v)) = (&report, &vcek) {
+                let raw = match read_input(r)? {
+                    Input::Report(b) => b,
+                    _ => bail!("{} is not an SNP report", r.display()),
+                };
+                let vek_bytes =
+                    std::fs::read(v).with_context(|| format!("cannot read {}", v.display()))?;
+                let vek = parse_bundle(&vek_bytes)
+                    .with_context(|| format!("{}: not a certificate", v.display()))?;
+                let node = report_node(&raw, vek.first().map(|c| c.der.as_slice()), &ctx);
+                results.push((r.display().to_string(), node));
+            }
+            for f in &files {
+                let input = read_input(f)?;
+                let mut node = match &input {
+                    Input::Certs(c) => {
+                        let mut n = Node::new("chain", format!("{} certificate(s)", c.len()));
+                        n.children = node_for(&input, &ctx);
+                        anchor_chain(c, &mut n, &ctx);
+                        n
+                    }
+                    Input::Report(_) => bail!(
+                        "{}: a bare report needs its VCEK: verify --report {} --vcek FILE",
+                        f.display(),
+                        f.display()
+                    ),
+                    _ => {
+                        let mut n = Node::new("file", f.display().to_string());
+                        n.children = node_for(&input, &ctx);
+                        n
+                    }
+                };
+                if matches!(input, Input::Evidence(_)) {
+                    node.title = "evidence".into();
+                }
+                results.push((f.display().to_string(), node));
+            }
+            let mut ok = true;
+            let mut lines = Vec::new();
+            for (f, n) in &results {
+                let fails = verdict(n, trust.allow_insecure);
+                if fails.is_empty() {
+                    let warn = if n.insecure() {
+                        " (INSECURE test root accepted)"
+                    } else {
+                        ""
+                    };
+                    lines.push(serde_json::json!({"file": f, "valid": true, "broken": []}));
+                    if !trust.json {
+                        println!("{f}: valid{warn}");
+                    }
+                } else {
+                    ok = false;
+                    if !trust.json {
+                        println!("{f}: INVALID");
+                        for l in &fails {
+                            println!("  broken link: {l}");
+                        }
+                    }
+                    lines.push(serde_json::json!({"file": f, "valid": false, "broken": fails}));
+                }
+            }
+            if trust.json {
+                println!("{}", serde_json::to_string_pretty(&lines)?);
+            }
+            Ok(ok)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
