@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install what vmseal needs on Debian 12 (idempotent): the TPM stack and swtpm for the root of
+# trust, a C toolchain for aws-lc-sys and tss-esapi-sys. Needs root (or sudo).
+set -euo pipefail
+
+packages=(build-essential pkg-config cmake libtss2-dev swtpm swtpm-tools tpm2-tools)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    sudo_cmd=""
+    if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+    echo "installing: ${missing[*]}" >&2
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }

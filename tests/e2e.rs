@@ -1,0 +1,333 @@
+//! End to end across binaries: `vmseal-host init` and `seal` on a real swtpm, then
+//! `vmseal-certs inspect` and `verify` as a third party would run them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use vmseal_testkit::Swtpm;
+
+fn bin(name: &str) -> PathBuf {
+    // tests run from target/<profile>/deps/e2e-…; the binaries sit in target/<profile>/.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name))
+        .args(args)
+        .env("TSS2_LOG", "all+NONE")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+struct Host {
+    sw: Swtpm,
+    dir: tempfile::TempDir,
+}
+
+impl Host {
+    fn new(snp: &str) -> Self {
+        let sw = Swtpm::start().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let o = run(
+            "vmseal-host",
+            &[
+                "init",
+                "--state",
+                &self_path(&dir, "state"),
+                "--tpm",
+                &sw.tcti(),
+                "--snp",
+                snp,
+                "--host-id",
+                "e2e-host",
+                "--json",
+            ],
+        );
+        assert!(o.status.success(), "init: {}", text(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["host_id"], "e2e-host");
+        Self { sw, dir }
+    }
+    fn p(&self, f: &str) -> String {
+        self_path(&self.dir, f)
+    }
+    fn ek_ca(&self) -> String {
+        self.sw.ek_issuer_pem().display().to_string()
+    }
+    fn image(&self, pages: usize) -> String {
+        let data: Vec<u8> = (0..pages * 4096).map(|i| (i % 251) as u8).collect();
+        std::fs::write(self.p("mem.raw"), data).unwrap();
+        self.p("mem.raw")
+    }
+    fn seal(&self, vm: &str, out: &str, extra: &[&str]) -> Output {
+        let img = self.p("mem.raw");
+        let outp = self.p(out);
+        let state = self.p("state");
+        let mut args = vec![
+            "seal", "--state", &state, "--vm-id", vm, "--image", &img, "--out", &outp,
+        ];
+        args.extend_from_slice(extra);
+        run("vmseal-host", &args)
+    }
+}
+
+fn self_path(d: &tempfile::TempDir, f: &str) -> String {
+    d.path().join(f).display().to_string()
+}
+
+#[test]
+fn seal_then_verify_and_reject_a_tampered_copy() {
+    let h = Host::new("none");
+    h.image(64);
+    let o = h.seal(
+        "vm-a",
+        "s0.cose",
+        &[
+            "--region",
+            "text:code:critical:0:0x10000",
+            "--region",
+            "rest:data:low:0x10000:0x30000",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["seq"], 0);
+    assert_eq!(j["pages"], 64);
+
+    let ok = run(
+        "vmseal-certs",
+        &["verify", "--roots", &h.ek_ca(), &h.p("s0.cose")],
+    );
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+
+    // Second snapshot continues the chain.
+    let o = h.seal("vm-a", "s1.cose", &["--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["seq"], 1);
+    let insp = run(
+        "vmseal-certs",
+        &["inspect", "--json", "--roots", &h.ek_ca(), &h.p("s1.cose")],
+    );
+    assert!(insp.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&insp.stdout).unwrap();
+    let node = &v[0]["node"];
+    assert_eq!(node["fields"]["seq"], 1);
+    let s0 = std::fs::read(h.p("s0.cose")).unwrap();
+    let prev = node["fields"]["prev"].as_str().unwrap();
+    assert_eq!(prev.len(), 64, "prev names the first evidence");
+    assert_ne!(prev, node["fields"]["sha256"].as_str().unwrap());
+    let _ = s0;
+
+    // Tampered: flip bytes across the file; every copy is refused with exit status 1.
+    let bytes = std::fs::read(h.p("s0.cose")).unwrap();
+    for pos in [5, bytes.len() / 3, bytes.len() / 2, bytes.len() - 10] {
+        let mut b = bytes.clone();
+        b[pos] ^= 0x01;
+        std::fs::write(h.p("bad.cose"), &b).unwrap();
+        let bad = run(
+            "vmseal-certs",
+            &["verify", "--roots", &h.ek_ca(), &h.p("bad.cose")],
+        );
+        assert_eq!(bad.status.code(), Some(1), "byte {pos}: {}", text(&bad));
+        assert!(text(&bad).contains("broken link"), "{}", text(&bad));
+    }
+
+    // Without the EK CA the TPM anchor is not trusted.
+    let untrusted = run("vmseal-certs", &["verify", &h.p("s0.cose")]);
+    assert_eq!(untrusted.status.code(), Some(1));
+    assert!(
+        text(&untrusted).contains("EK certificate"),
+        "{}",
+        text(&untrusted)
+    );
+}
+
+#[test]
+fn insecure_stand_in_needs_allow_insecure() {
+    let h = Host::new("insecure-soft");
+    h.image(4);
+    assert!(h.seal("vm-b", "s.cose", &[]).status.success());
+    let refused = run(
+        "vmseal-certs",
+        &[
+            "verify",
+            "--require",
+            "both",
+            "--roots",
+            &h.ek_ca(),
+            &h.p("s.cose"),
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused).contains("INSECURE"), "{}", text(&refused));
+    let allowed = run(
+        "vmseal-certs",
+        &[
+            "verify",
+            "--require",
+            "both",
+            "--allow-insecure",
+            "--roots",
+            &h.ek_ca(),
+            &h.p("s.cose"),
+        ],
+    );
+    assert_eq!(allowed.status.code(), Some(0), "{}", text(&allowed));
+    assert!(
+        text(&allowed).contains("INSECURE"),
+        "the acceptance is labelled: {}",
+        text(&allowed)
+    );
+    let insp = run(
+        "vmseal-certs",
+        &[
+            "inspect",
+            "--allow-insecure",
+            "--roots",
+            &h.ek_ca(),
+            &h.p("s.cose"),
+        ],
+    );
+    assert!(text(&insp).contains("[INSECURE]"), "{}", text(&insp));
+}
+
+#[test]
+fn bad_inputs_get_clear_errors_and_change_nothing() {
+    let h = Host::new("none");
+    // Not a whole number of pages.
+    std::fs::write(h.p("mem.raw"), vec![0u8; 5000]).unwrap();
+    let o = h.seal("vm-c", "x.cose", &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("not a whole number of 4 KiB pages"),
+        "{}",
+        text(&o)
+    );
+    assert!(!Path::new(&h.p("x.cose")).exists(), "no partial output");
+    // Bad VM id, bad region.
+    h.image(2);
+    assert!(text(&h.seal("../evil", "x.cose", &[])).contains("VM id"));
+    assert!(
+        text(&h.seal("vm-c", "x.cose", &["--region", "a:code:critical:0:0x1800"]))
+            .contains("multiples of 4096")
+    );
+    assert!(
+        text(&h.seal("vm-c", "x.cose", &["--region", "a:cod:critical:0:0x1000"]))
+            .contains("class must be")
+    );
+    assert!(!Path::new(&h.p("x.cose")).exists());
+    // No state.
+    let o = run(
+        "vmseal-host",
+        &[
+            "seal",
+            "--state",
+            &h.p("nostate"),
+            "--vm-id",
+            "v",
+            "--image",
+            &h.p("mem.raw"),
+            "--out",
+            &h.p("x.cose"),
+        ],
+    );
+    assert!(
+        text(&o).contains("holds no vmseal host state"),
+        "{}",
+        text(&o)
+    );
+    // init over an existing state.
+    let o = run(
+        "vmseal-host",
+        &["init", "--state", &h.p("state"), "--tpm", &h.sw.tcti()],
+    );
+    assert!(text(&o).contains("already holds"), "{}", text(&o));
+    // vmseal-certs usage and I/O errors exit 2; garbage input is reported, not a crash.
+    assert_eq!(run("vmseal-certs", &["verify"]).status.code(), Some(2));
+    assert_eq!(
+        run("vmseal-certs", &["verify", &h.p("missing")])
+            .status
+            .code(),
+        Some(2)
+    );
+    std::fs::write(h.p("junk"), b"hello world").unwrap();
+    let o = run("vmseal-certs", &["inspect", &h.p("junk")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("unrecognised input"), "{}", text(&o));
+    assert_eq!(run("vmseal-certs", &["--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn certs_tool_on_genuine_amd_material() {
+    let v = vmseal_testkit::vectors_dir().join("sev-snp/reports/03-trustee-milan-v2");
+    let o = run(
+        "vmseal-certs",
+        &[
+            "verify",
+            "--report",
+            &v.join("test-report.bin").display().to_string(),
+            "--vcek",
+            &v.join("test-vcek.der").display().to_string(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The expired VLEK is refused at the current time and accepted as of its validity.
+    let w = vmseal_testkit::vectors_dir().join("sev-snp/reports/04-trustee-milan-vlek-v3");
+    let args = |at: Option<&str>| {
+        let mut a = vec![
+            "verify".to_owned(),
+            "--report".into(),
+            w.join("test-vlek-report.bin").display().to_string(),
+            "--vcek".into(),
+            w.join("test-vlek.der").display().to_string(),
+        ];
+        if let Some(t) = at {
+            a.push("--at".into());
+            a.push(t.into());
+        }
+        a
+    };
+    let now = Command::new(bin("vmseal-certs"))
+        .args(args(None))
+        .output()
+        .unwrap();
+    assert_eq!(now.status.code(), Some(1), "{}", text(&now));
+    assert!(
+        text(&now).contains("not valid at the verification time"),
+        "{}",
+        text(&now)
+    );
+    let then = Command::new(bin("vmseal-certs"))
+        .args(args(Some("2025-06-01T00:00:00Z")))
+        .output()
+        .unwrap();
+    assert_eq!(then.status.code(), Some(0), "{}", text(&then));
+    // configfs-tsm JSON and a KDS bundle inspect cleanly.
+    let j = vmseal_testkit::vectors_dir()
+        .join("sev-snp/reports/08-veraison-genoa-v3/sevsnp-tsm-report.json");
+    let o = run(
+        "vmseal-certs",
+        &["inspect", "--json", &j.display().to_string()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"AMD hwID\""));
+    let o = run("vmseal-certs", &["verify", &j.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
