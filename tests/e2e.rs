@@ -1,6 +1,8 @@
 //! End to end across binaries: `vmseal-host init` and `seal` on a real swtpm, then
 //! `vmseal-certs inspect` and `verify` as a third party would run them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,5 +1,7 @@
 //! Integration tests of the sealer, one binary with modules.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
+
 mod evidence;
 mod pqc_vectors;
 mod snp_standin;
