@@ -62,24 +62,22 @@ pub(crate) fn detect(bytes: &[u8]) -> Result<Input> {
             bail!("JSON input is not configfs-tsm output (no outblob/auxblob)");
         }
         let hex_text: String = t.split_whitespace().collect();
-        if hex_text.len() == 2 * REPORT_LEN {
-            if let Ok(b) = hex::decode(&hex_text) {
-                return Ok(Input::Report(b));
-            }
+        if hex_text.len() == 2 * REPORT_LEN
+            && let Ok(b) = hex::decode(&hex_text)
+        {
+            return Ok(Input::Report(b));
         }
     }
     if bytes.len() == REPORT_LEN {
         return Ok(Input::Report(bytes.to_vec()));
     }
-    if bytes.first() == Some(&0x30) {
-        if let Ok(c) = ParsedCert::from_der(bytes) {
-            return Ok(Input::Certs(vec![c]));
-        }
+    if bytes.first() == Some(&0x30)
+        && let Ok(c) = ParsedCert::from_der(bytes)
+    {
+        return Ok(Input::Certs(vec![c]));
     }
-    if let Ok((vek, _, _)) = split_cert_table(bytes) {
-        if !vek.is_empty() {
-            return Ok(Input::CertTable(bytes.to_vec()));
-        }
+    if split_cert_table(bytes).is_ok_and(|t| !t.vek.is_empty()) {
+        return Ok(Input::CertTable(bytes.to_vec()));
     }
     bail!(
         "unrecognised input: expected vmseal evidence (COSE_Sign1), PEM or DER certificates, an SNP \
@@ -325,18 +323,19 @@ fn snp_trust_for(
     ctx: &Context,
 ) -> vmseal_sealer::snp::verify::SnpTrust {
     let mut t = ctx.trust.snp.clone();
-    if ctx.allow_insecure && !a_ark.is_empty() && !a_ask.is_empty() {
-        if let Ok(ark) = ParsedCert::from_der(a_ark) {
-            if ark.subject.contains("INSECURE") {
-                t = t.allow_insecure(AmdRoots {
-                    product: product_hint.unwrap_or(vmseal_sealer::snp::Product::Milan),
-                    ark: a_ark.to_vec(),
-                    ask: a_ask.to_vec(),
-                    asvk: None,
-                    insecure: true,
-                });
-            }
-        }
+    if ctx.allow_insecure
+        && !a_ark.is_empty()
+        && !a_ask.is_empty()
+        && let Ok(ark) = ParsedCert::from_der(a_ark)
+        && ark.subject.contains("INSECURE")
+    {
+        t = t.allow_insecure(AmdRoots {
+            product: product_hint.unwrap_or(vmseal_sealer::snp::Product::Milan),
+            ark: a_ark.to_vec(),
+            ask: a_ask.to_vec(),
+            asvk: None,
+            insecure: true,
+        });
     }
     t
 }
@@ -571,13 +570,13 @@ pub(crate) fn evidence_node(bytes: &[u8], ctx: &Context) -> Node {
     }
     // With --allow-insecure, trust the INSECURE test root the anchor carries.
     let mut trust = ctx.trust.clone();
-    if let Some(inter) = certs.get(1) {
-        if let Ok(Some(a)) = inter.vmseal_extension::<SnpAnchor>(oid::EXT_SNP_ANCHOR_STR) {
-            let product = SnpReport::parse(&a.report)
-                .ok()
-                .and_then(|r| r.product_from_cpuid());
-            trust.snp = snp_trust_for(&a.ark, &a.ask, product, ctx);
-        }
+    if let Some(inter) = certs.get(1)
+        && let Ok(Some(a)) = inter.vmseal_extension::<SnpAnchor>(oid::EXT_SNP_ANCHOR_STR)
+    {
+        let product = SnpReport::parse(&a.report)
+            .ok()
+            .and_then(|r| r.product_from_cpuid());
+        trust.snp = snp_trust_for(&a.ark, &a.ask, product, ctx);
     }
     match verify_evidence(bytes, &trust, ctx.at) {
         Ok(v) if v.insecure() => {
@@ -611,6 +610,14 @@ pub(crate) fn evidence_node(bytes: &[u8], ctx: &Context) -> Node {
     n
 }
 
+fn table_certs(t: &vmseal_sealer::snp::provider::TableCerts) -> Vec<ParsedCert> {
+    [&t.vek, &t.ask, &t.ark]
+        .into_iter()
+        .filter(|d| !d.is_empty())
+        .filter_map(|d| ParsedCert::from_der(d).ok())
+        .collect()
+}
+
 /// Describe any input.
 pub(crate) fn node_for(input: &Input, ctx: &Context) -> Vec<Node> {
     match input {
@@ -620,14 +627,7 @@ pub(crate) fn node_for(input: &Input, ctx: &Context) -> Vec<Node> {
         Input::CertTable(t) => {
             let mut n = Node::new("cert-table", "AMD certificate table (auxblob)");
             match split_cert_table(t) {
-                Ok((vek, ask, ark)) => {
-                    let certs: Vec<ParsedCert> = [vek, ask, ark]
-                        .iter()
-                        .filter(|d| !d.is_empty())
-                        .filter_map(|d| ParsedCert::from_der(d).ok())
-                        .collect();
-                    n.children = chain_nodes(&certs, ctx);
-                }
+                Ok(t) => n.children = chain_nodes(&table_certs(&t), ctx),
                 Err(e) => {
                     n.check("table", Status::Invalid(e.to_string()));
                 }
@@ -637,14 +637,9 @@ pub(crate) fn node_for(input: &Input, ctx: &Context) -> Vec<Node> {
         Input::TsmJson { report, aux } => {
             let mut n = Node::new("configfs-tsm", "configfs-tsm report (outblob + auxblob)");
             match split_cert_table(aux) {
-                Ok((vek, ask, ark)) => {
-                    n.children.push(report_node(report, Some(&vek), ctx));
-                    let certs: Vec<ParsedCert> = [vek, ask, ark]
-                        .iter()
-                        .filter(|d| !d.is_empty())
-                        .filter_map(|d| ParsedCert::from_der(d).ok())
-                        .collect();
-                    n.children.extend(chain_nodes(&certs, ctx));
+                Ok(t) => {
+                    n.children.push(report_node(report, Some(&t.vek), ctx));
+                    n.children.extend(chain_nodes(&table_certs(&t), ctx));
                 }
                 Err(e) => {
                     n.check("auxblob", Status::Invalid(e.to_string()));

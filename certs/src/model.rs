@@ -66,10 +66,10 @@ impl Node {
         let mut out: Vec<String> = Vec::new();
         self.walk(&mut |n| {
             for c in &n.checks {
-                if let Status::Invalid(d) = &c.status {
-                    if !out.iter().any(|l| l.contains(d.as_str())) {
-                        out.push(format!("{} ({}): {d}", c.what, n.title));
-                    }
+                if let Status::Invalid(d) = &c.status
+                    && !out.iter().any(|l| l.contains(d.as_str()))
+                {
+                    out.push(format!("{} ({}): {d}", c.what, n.title));
                 }
             }
         });

@@ -6,7 +6,7 @@
 //! dirty logging, policies) will replace the image reader.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -202,7 +202,10 @@ fn parse_region(s: &str) -> Result<RegionSpec> {
         offset: parse_num(offset).with_context(|| format!("region {s:?}: bad offset"))?,
         len: parse_num(len).with_context(|| format!("region {s:?}: bad length"))?,
     };
-    if spec.offset % PAGE_SIZE as u64 != 0 || spec.len % PAGE_SIZE as u64 != 0 || spec.len == 0 {
+    if !spec.offset.is_multiple_of(PAGE_SIZE as u64)
+        || !spec.len.is_multiple_of(PAGE_SIZE as u64)
+        || spec.len == 0
+    {
         bail!("region {s:?}: offset and length must be non-zero multiples of 4096");
     }
     Ok(spec)
@@ -223,18 +226,34 @@ fn self_digest() -> [u8; 32] {
         .unwrap_or_default()
 }
 
-fn cmd_init(
-    state: &Path,
+struct InitArgs {
+    state: PathBuf,
     tpm: String,
     snp: SnpArg,
     host_id: Option<String>,
-    pcrs: &str,
+    pcrs: String,
     nonce: Option<String>,
     insecure_product: Product,
     insecure_report_version: u32,
     validity_days: i64,
     json: bool,
-) -> Result<()> {
+}
+
+fn cmd_init(a: InitArgs) -> Result<()> {
+    let InitArgs {
+        state,
+        tpm,
+        snp,
+        host_id,
+        pcrs,
+        nonce,
+        insecure_product,
+        insecure_report_version,
+        validity_days,
+        json,
+    } = a;
+    let state = state.as_path();
+    let pcrs = pcrs.as_str();
     let snp = match snp {
         SnpArg::None => SnpChoice::None,
         SnpArg::Configfs => SnpChoice::Configfs,
@@ -536,18 +555,18 @@ fn main() -> std::process::ExitCode {
             insecure_report_version,
             validity_days,
             json,
-        } => cmd_init(
-            &state,
+        } => cmd_init(InitArgs {
+            state,
             tpm,
             snp,
             host_id,
-            &pcrs,
+            pcrs,
             nonce,
             insecure_product,
             insecure_report_version,
             validity_days,
             json,
-        ),
+        }),
         Command::Seal {
             state,
             vm_id,

@@ -6,7 +6,7 @@
 //! parsed and rejects any input that is not byte-identical, so one set of claims has exactly one
 //! encoding and one digest.
 
-use ciborium::value::{Integer, Value};
+use ciborium::value::Value;
 
 use crate::merkle::{Digest, HashAlg, MerkleError, root_of};
 
@@ -665,10 +665,10 @@ impl<'a> Map<'a> {
     }
     fn only(&self, allowed: &[&str]) -> Result<(), ClaimsError> {
         for (k, _) in self.entries {
-            if let Value::Text(t) = k {
-                if !allowed.contains(&t.as_str()) {
-                    return Err(field(format!("{}.{t}", self.name), "unknown claim"));
-                }
+            if let Value::Text(t) = k
+                && !allowed.contains(&t.as_str())
+            {
+                return Err(field(format!("{}.{t}", self.name), "unknown claim"));
             }
         }
         Ok(())
@@ -695,8 +695,9 @@ impl<'a> Map<'a> {
     }
     fn int(&self, k: &str) -> Result<i64, ClaimsError> {
         match self.get(k)? {
-            Value::Integer(i) => i64::try_from(Integer::from(*i))
-                .map_err(|_| field(format!("{}.{k}", self.name), "out of range")),
+            Value::Integer(i) => {
+                i64::try_from(*i).map_err(|_| field(format!("{}.{k}", self.name), "out of range"))
+            }
             _ => Err(field(format!("{}.{k}", self.name), "not an integer")),
         }
     }

@@ -106,7 +106,7 @@ impl HashAlg {
 
 /// Hash a buffer of whole pages into leaf digests.
 pub fn hash_pages(alg: HashAlg, data: &[u8]) -> Result<Vec<Digest>, MerkleError> {
-    if data.len() % PAGE_SIZE != 0 {
+    if !data.len().is_multiple_of(PAGE_SIZE) {
         return Err(MerkleError::PartialPage(data.len()));
     }
     Ok(data.chunks_exact(PAGE_SIZE).map(|p| alg.leaf(p)).collect())

@@ -121,8 +121,19 @@ pub fn parse_cert_table(table: &[u8]) -> Result<Vec<CertTableEntry>, ProviderErr
     Err(bad("unterminated"))
 }
 
-/// Split a GHCB certificate table into (VCEK/VLEK, ASK, ARK) DER.
-pub fn split_cert_table(table: &[u8]) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), ProviderError> {
+/// The certificates of a GHCB certificate table, DER (empty when absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableCerts {
+    /// VCEK or VLEK.
+    pub vek: Vec<u8>,
+    /// ASK or ASVK.
+    pub ask: Vec<u8>,
+    /// ARK.
+    pub ark: Vec<u8>,
+}
+
+/// Split a GHCB certificate table into its VCEK/VLEK, ASK and ARK.
+pub fn split_cert_table(table: &[u8]) -> Result<TableCerts, ProviderError> {
     Ok(split_entries(&parse_cert_table(table)?))
 }
 
@@ -161,17 +172,17 @@ fn der_len(d: &[u8]) -> Option<usize> {
     (n <= d.len()).then_some(n)
 }
 
-fn split_entries(entries: &[CertTableEntry]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let (mut vek, mut ask, mut ark) = (Vec::new(), Vec::new(), Vec::new());
+fn split_entries(entries: &[CertTableEntry]) -> TableCerts {
+    let mut t = TableCerts::default();
     for e in entries {
         match e.cert_type {
-            CertType::VCEK | CertType::VLEK => vek = to_der(e.data()),
-            CertType::ASK => ask = to_der(e.data()),
-            CertType::ARK => ark = to_der(e.data()),
+            CertType::VCEK | CertType::VLEK => t.vek = to_der(e.data()),
+            CertType::ASK => t.ask = to_der(e.data()),
+            CertType::ARK => t.ark = to_der(e.data()),
             _ => {}
         }
     }
-    (vek, ask, ark)
+    t
 }
 
 /// Linux configfs-tsm (`Documentation/ABI/testing/configfs-tsm`).
@@ -235,11 +246,10 @@ impl ReportProvider for ConfigfsTsm {
             if after != before + 1 {
                 return Err(ProviderError::Generation { before, after });
             }
-            let (vek, ask, ark) = if aux.is_empty() {
+            if aux.is_empty() {
                 return Err(ProviderError::NoVek);
-            } else {
-                split_cert_table(&aux)?
-            };
+            }
+            let TableCerts { vek, ask, ark } = split_cert_table(&aux)?;
             if vek.is_empty() {
                 return Err(ProviderError::NoVek);
             }
@@ -279,7 +289,7 @@ impl ReportProvider for SevGuest {
         let (report, certs) = fw
             .get_ext_report(None, Some(*report_data), Some(self.vmpl))
             .map_err(|e| ProviderError::Firmware(e.to_string()))?;
-        let (vek, ask, ark) = split_entries(&certs.unwrap_or_default());
+        let TableCerts { vek, ask, ark } = split_entries(&certs.unwrap_or_default());
         if vek.is_empty() {
             return Err(ProviderError::NoVek);
         }

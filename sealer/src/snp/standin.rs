@@ -175,7 +175,7 @@ fn names(product: Product) -> (String, String, String) {
     (
         format!("CN=INSECURE vmseal test ARK-{p},O=vmseal INSECURE test hierarchy"),
         format!("CN=INSECURE vmseal test SEV-{p},O=vmseal INSECURE test hierarchy"),
-        format!("CN=INSECURE vmseal test SEV-VCEK,O=vmseal INSECURE test hierarchy"),
+        "CN=INSECURE vmseal test SEV-VCEK,O=vmseal INSECURE test hierarchy".to_string(),
     )
 }
 

@@ -223,10 +223,10 @@ fn find_roots<'a>(
 ) -> Result<(&'a AmdRoots, bool), SnpVerifyError> {
     for r in &trust.roots {
         for (der, is_vlek) in [(Some(&r.ask), false), (r.asvk.as_ref(), true)] {
-            if let Some(ca) = der.and_then(|d| ParsedCert::from_der(d).ok()) {
-                if ca.subject_raw == vek.issuer_raw {
-                    return Ok((r, is_vlek));
-                }
+            if let Some(ca) = der.and_then(|d| ParsedCert::from_der(d).ok())
+                && ca.subject_raw == vek.issuer_raw
+            {
+                return Ok((r, is_vlek));
             }
         }
     }
@@ -249,10 +249,10 @@ pub fn verify_report(
     let report = SnpReport::parse(report_bytes)?;
     let vek = ParsedCert::from_der(vek_der).map_err(|e| SnpVerifyError::VekParse(e.to_string()))?;
     let (roots, is_vlek) = find_roots(trust, &vek)?;
-    if let Some(ark) = supplied_ark {
-        if ark != roots.ark.as_slice() {
-            return Err(SnpVerifyError::UntrustedArk(roots.product.name()));
-        }
+    if let Some(ark) = supplied_ark
+        && ark != roots.ark.as_slice()
+    {
+        return Err(SnpVerifyError::UntrustedArk(roots.product.name()));
     }
     let ca_der = if is_vlek {
         roots.asvk.as_deref().unwrap_or_default()
@@ -299,13 +299,13 @@ pub fn verify_report(
             cert: if is_vlek { "VLEK" } else { "VCEK" },
         });
     }
-    if let Some(p) = report.product_from_cpuid() {
-        if p != roots.product {
-            return Err(SnpVerifyError::ProductMismatch {
-                report: p.name(),
-                chain: roots.product.name(),
-            });
-        }
+    if let Some(p) = report.product_from_cpuid()
+        && p != roots.product
+    {
+        return Err(SnpVerifyError::ProductMismatch {
+            report: p.name(),
+            chain: roots.product.name(),
+        });
     }
 
     // Signature: ECDSA P-384 over SHA-384 of bytes 0x000..0x2A0.

@@ -216,10 +216,10 @@ pub fn verify_tpm_anchor(
         return Err(TpmVerifyError::PcrDigest);
     }
     let ak_name = object_name(&anchor.ak_public);
-    if let Some(list) = &trust.activated_aks {
-        if !list.iter().any(|n| n == &ak_name) {
-            return Err(TpmVerifyError::AkNotActivated(hex::encode(&ak_name)));
-        }
+    if let Some(list) = &trust.activated_aks
+        && !list.iter().any(|n| n == &ak_name)
+    {
+        return Err(TpmVerifyError::AkNotActivated(hex::encode(&ak_name)));
     }
     let (ek_subject, ek_chain_verified) = if anchor.ek_cert.is_empty() {
         if trust.require_ek_chain {

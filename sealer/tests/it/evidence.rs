@@ -266,10 +266,10 @@ fn rewrap(ev: &[u8], payload: Option<Vec<u8>>, leaf: Option<Vec<u8>>) -> Vec<u8>
     }
     if let Some(l) = leaf {
         for (label, v) in s.protected.header.rest.iter_mut() {
-            if *label == Label::Int(33) {
-                if let ciborium::value::Value::Array(a) = v {
-                    a[0] = ciborium::value::Value::Bytes(l.clone());
-                }
+            if *label == Label::Int(33)
+                && let ciborium::value::Value::Array(a) = v
+            {
+                a[0] = ciborium::value::Value::Bytes(l.clone());
             }
         }
         s.protected.original_data = None;

@@ -129,7 +129,8 @@ fn genuine_configfs_tsm_output_parses_and_verifies() {
             .unwrap()
     };
     let report = get("outblob");
-    let (vek, ask, ark) = split_cert_table(&get("auxblob")).unwrap();
+    let vmseal_sealer::snp::provider::TableCerts { vek, ask, ark } =
+        split_cert_table(&get("auxblob")).unwrap();
     assert!(!vek.is_empty() && !ask.is_empty() && !ark.is_empty());
     let genoa = Product::Genoa.genuine_roots().unwrap();
     assert_eq!(ark, genoa.ark);
