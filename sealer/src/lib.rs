@@ -33,18 +33,19 @@
 //!          hex::encode(&verified.claims.memory_root));
 //! # Ok(()) }
 //! ```
-#![deny(unsafe_code)]
 #![forbid(unsafe_code)]
 
+pub mod anchor;
 pub mod claims;
+pub mod evidence;
 pub mod keys;
 pub mod merkle;
 pub mod oid;
-
-pub mod anchor;
-pub mod evidence;
 pub mod snp;
 pub mod state;
 pub mod tpm;
 pub mod verify;
 pub mod x509;
+
+#[doc(hidden)]
+pub mod fuzzing;

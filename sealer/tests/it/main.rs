@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 
 mod evidence;
+mod fuzz_smoke;
 mod pqc_vectors;
 mod snp_standin;
 mod snp_vectors;

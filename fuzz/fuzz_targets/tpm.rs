@@ -1,0 +1,3 @@
+//! Fuzz target: `vmseal_sealer::fuzzing::tpm`.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vmseal_sealer::fuzzing::tpm(data));
