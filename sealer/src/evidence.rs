@@ -8,10 +8,7 @@
 use std::sync::Arc;
 
 use ciborium::value::Value;
-use coset::{
-    CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, Label, TaggedCborSerializable,
-    iana,
-};
+use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, Label, TaggedCborSerializable, iana};
 use time::OffsetDateTime;
 
 use crate::claims::Claims;
@@ -214,7 +211,3 @@ impl Sealer {
             .map_err(|e| SealError::Cose(format!("{e:?}")))
     }
 }
-
-// Keep `CborSerializable` in scope for `tbs_data` users of this module's types.
-#[allow(unused_imports)]
-use CborSerializable as _;

@@ -18,7 +18,10 @@ pub fn evidence(data: &[u8]) {
         let _ = ParsedCert::from_der(&d.leaf_der);
     }
     let trust = TrustConfig {
-        require: AnchorRequirement { tpm: false, snp: false },
+        require: AnchorRequirement {
+            tpm: false,
+            snp: false,
+        },
         ..TrustConfig::default()
     };
     let _ = verify_evidence(data, &trust, time::OffsetDateTime::UNIX_EPOCH);

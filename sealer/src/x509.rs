@@ -287,10 +287,7 @@ impl ParsedCert {
             .flatten()
             .is_some_and(|bc| bc.value.ca);
         Ok(Self {
-            der: der
-                .len()
-                .checked_sub(rest.len())
-                .map_or_else(Vec::new, |n| der[..n].to_vec()),
+            der: der.to_vec(),
             subject: c.subject().to_string(),
             issuer: c.issuer().to_string(),
             subject_raw: c.subject().as_raw().to_vec(),

@@ -22,7 +22,11 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 }
 
@@ -46,7 +50,12 @@ fn mutate(rng: &mut Rng, seed: &[u8], other: &[u8]) -> Vec<u8> {
             _ if !other.is_empty() => {
                 let i = rng.below(d.len() + 1);
                 let j = rng.below(other.len());
-                d.splice(i..i, other[j..(j + 1 + rng.below(64)).min(other.len())].iter().copied());
+                d.splice(
+                    i..i,
+                    other[j..(j + 1 + rng.below(64)).min(other.len())]
+                        .iter()
+                        .copied(),
+                );
             }
             _ => {}
         }
@@ -73,11 +82,19 @@ fn evidence_seed() -> Vec<u8> {
     let key = IntermediateKey::generate().unwrap();
     let der = issue_intermediate(
         &key,
-        &IntermediateProfile { host_id: "fuzz", tpm: None, snp: None, validity: Duration::days(1) },
+        &IntermediateProfile {
+            host_id: "fuzz",
+            tpm: None,
+            snp: None,
+            validity: Duration::days(1),
+        },
         OffsetDateTime::now_utc(),
     )
     .unwrap();
-    Sealer::new(key, der).unwrap().seal(&example::claims("vm", 1), OffsetDateTime::now_utc()).unwrap()
+    Sealer::new(key, der)
+        .unwrap()
+        .seal(&example::claims("vm", 1), OffsetDateTime::now_utc())
+        .unwrap()
 }
 
 #[test]
@@ -97,19 +114,27 @@ fn certificate_and_anchor_targets() {
         vector("x509-mldsa/lamps-dilithium-certificates/ML-DSA-44.crt"),
     ];
     run(fuzzing::certificate, &seeds, 20000);
-    let anchor = vmseal_sealer::anchor::encode(&vmseal_sealer::anchor::SnapshotIdentity { vm_id: "v".into(), seq: 3 });
+    let anchor = vmseal_sealer::anchor::encode(&vmseal_sealer::anchor::SnapshotIdentity {
+        vm_id: "v".into(),
+        seq: 3,
+    });
     run(fuzzing::anchors, &[anchor], 20000);
 }
 
 #[test]
 fn snp_target() {
     use base64::Engine;
-    let j: serde_json::Value =
-        serde_json::from_slice(&vector("sev-snp/reports/08-veraison-genoa-v3/sevsnp-tsm-report.json")).unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&vector(
+        "sev-snp/reports/08-veraison-genoa-v3/sevsnp-tsm-report.json",
+    ))
+    .unwrap();
     let aux = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(j["auxblob"].as_str().unwrap().trim_end_matches('='))
         .unwrap();
-    let seeds = vec![vector("sev-snp/reports/03-trustee-milan-v2/test-report.bin"), aux];
+    let seeds = vec![
+        vector("sev-snp/reports/03-trustee-milan-v2/test-report.bin"),
+        aux,
+    ];
     run(fuzzing::snp, &seeds, 40000);
 }
 
