@@ -1,7 +1,7 @@
 //! X.509 certificates of the seal: issuing the intermediate and leaf certificates, and parsing any
 //! certificate into an owned, typed view for verification and display.
 //!
-//! Issuance uses `rcgen` (ML-DSA per RFC 9881) with our own [`Signer`]s. Parsing uses
+//! Issuance uses `rcgen` (ML-DSA per RFC 9881) with our own [`crate::keys::Signer`]s. Parsing uses
 //! `x509-parser`; ML-DSA signatures are checked with AWS-LC, and leaf → intermediate paths with
 //! `rustls-webpki` ([`verify_leaf`]).
 
