@@ -11,8 +11,9 @@ if [ ! -d ../shared/vectors ] && [ -z "${VMSEAL_VECTORS:-}" ]; then
 fi
 cargo build --quiet --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
+    # Doc tests first, so the closing line is nextest's summary of the whole run.
+    cargo test --quiet --workspace --doc
     cargo nextest run --workspace --no-fail-fast "$@"
-    cargo test --workspace --doc
 else
     cargo test --workspace --no-fail-fast "$@"
 fi
