@@ -1,5 +1,6 @@
 //! `vmseal-certs`: inspect and verify certificate chains (X.509 with ML-DSA, AMD SEV-SNP, TPM EK),
 //! SNP reports and vmseal evidence, from public material only.
+#![forbid(unsafe_code)]
 
 mod inspect;
 mod model;

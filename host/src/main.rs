@@ -4,6 +4,7 @@
 //! hardware anchors, the intermediate seed sealed by the TPM), and `seal` hashes a raw memory image
 //! into per-page Merkle trees and writes signed snapshot evidence. The capture engine (KVM, QEMU,
 //! dirty logging, policies) will replace the image reader.
+#![forbid(unsafe_code)]
 
 use std::io::Read;
 use std::path::PathBuf;

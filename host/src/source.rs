@@ -1,0 +1,146 @@
+//! Where guest memory comes from: the [`MemorySource`] trait the capture engine is written against,
+//! implemented by the KVM micro-VM ([`crate::kvm`]), QEMU guests and dump files.
+
+use std::time::Duration;
+
+/// Guest pages are 4 KiB.
+pub const PAGE: u64 = 4096;
+
+/// Errors of a memory source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// A read outside guest RAM.
+    #[error("guest-physical range {start:#x}+{len:#x} is not guest RAM")]
+    OutOfRange {
+        /// Start.
+        start: u64,
+        /// Length.
+        len: u64,
+    },
+    /// The VM could not be paused or resumed.
+    #[error("cannot {action} the VM: {reason}")]
+    Control {
+        /// pause or resume.
+        action: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The guest died.
+    #[error("the guest stopped: {0}")]
+    GuestDied(String),
+    /// Dirty tracking failed.
+    #[error("dirty page log: {0}")]
+    DirtyLog(String),
+    /// I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A set of dirty guest pages, as a bitmap over page frame numbers (bit n = gpa n × 4 KiB).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirtyPages {
+    bits: Vec<u64>,
+}
+
+impl DirtyPages {
+    /// An empty set able to hold `pages` pages.
+    pub fn with_pages(pages: u64) -> Self {
+        Self {
+            bits: vec![0; pages.div_ceil(64) as usize],
+        }
+    }
+
+    /// Merge a KVM-style bitmap whose bit 0 is page `first_pfn`.
+    pub fn merge(&mut self, first_pfn: u64, bitmap: &[u64]) {
+        for (w, word) in bitmap.iter().enumerate() {
+            let mut word = *word;
+            while word != 0 {
+                let b = word.trailing_zeros() as u64;
+                word &= word - 1;
+                self.insert(first_pfn + w as u64 * 64 + b);
+            }
+        }
+    }
+
+    /// Mark one page.
+    pub fn insert(&mut self, pfn: u64) {
+        let w = (pfn / 64) as usize;
+        if w >= self.bits.len() {
+            self.bits.resize(w + 1, 0);
+        }
+        self.bits[w] |= 1 << (pfn % 64);
+    }
+
+    /// Whether a page is dirty.
+    pub fn contains(&self, pfn: u64) -> bool {
+        self.bits
+            .get((pfn / 64) as usize)
+            .is_some_and(|w| w & (1 << (pfn % 64)) != 0)
+    }
+
+    /// Number of dirty pages.
+    pub fn count(&self) -> u64 {
+        self.bits.iter().map(|w| w.count_ones() as u64).sum()
+    }
+
+    /// The dirty page frame numbers, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.bits.iter().enumerate().flat_map(|(w, &word)| {
+            let mut word = word;
+            std::iter::from_fn(move || {
+                (word != 0).then(|| {
+                    let b = word.trailing_zeros() as u64;
+                    word &= word - 1;
+                    w as u64 * 64 + b
+                })
+            })
+        })
+    }
+
+    /// Union with another set.
+    pub fn union(&mut self, other: &DirtyPages) {
+        if other.bits.len() > self.bits.len() {
+            self.bits.resize(other.bits.len(), 0);
+        }
+        for (a, b) in self.bits.iter_mut().zip(&other.bits) {
+            *a |= b;
+        }
+    }
+}
+
+/// A guest's memory, as the capture engine sees it.
+pub trait MemorySource: Send {
+    /// A short description ("kvm micro-VM", "qemu:/run/vm.qmp", "dump:core.elf").
+    fn describe(&self) -> String;
+    /// Guest RAM as (guest-physical start, length) ranges, ascending.
+    fn ram(&self) -> Vec<(u64, u64)>;
+    /// Copy guest memory at `gpa` into `buf` (any length within RAM).
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), SourceError>;
+    /// Stop the guest's vCPUs; returns how long stopping took.
+    fn pause(&mut self) -> Result<Duration, SourceError>;
+    /// Let the guest run again.
+    fn resume(&mut self) -> Result<(), SourceError>;
+    /// Pages written since the previous call (the first call starts tracking and returns every
+    /// page). `None` when the source cannot track writes (a dump never changes; a QEMU file
+    /// backend has no dirty log).
+    fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirty_set_operations() {
+        let mut d = DirtyPages::with_pages(200);
+        d.merge(64, &[0b101, 1 << 63]);
+        assert_eq!(d.iter().collect::<Vec<_>>(), vec![64, 66, 191]);
+        assert_eq!(d.count(), 3);
+        assert!(d.contains(66) && !d.contains(65));
+        let mut e = DirtyPages::with_pages(10);
+        e.insert(3);
+        e.union(&d);
+        assert_eq!(e.iter().collect::<Vec<_>>(), vec![3, 64, 66, 191]);
+    }
+}
