@@ -413,6 +413,11 @@ impl MemorySource for MicroVm {
         Ok(())
     }
 
+    /// The micro-VM runs without paging: virtual addresses are physical.
+    fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
+        Ok(gva)
+    }
+
     fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError> {
         let mut d = DirtyPages::with_pages(
             self.mem

@@ -7,5 +7,6 @@
 
 pub mod guest;
 pub mod kvm;
+pub mod policy;
 pub mod source;
 mod sys;

@@ -32,6 +32,14 @@ pub enum SourceError {
     /// Dirty tracking failed.
     #[error("dirty page log: {0}")]
     DirtyLog(String),
+    /// A guest-virtual address has no translation.
+    #[error("guest-virtual address {gva:#x}: {reason}")]
+    Translate {
+        /// The address.
+        gva: u64,
+        /// Why.
+        reason: String,
+    },
     /// I/O.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -110,7 +118,7 @@ impl DirtyPages {
 }
 
 /// A guest's memory, as the capture engine sees it.
-pub trait MemorySource: Send {
+pub trait MemorySource: Send + Sync {
     /// A short description ("kvm micro-VM", "qemu:/run/vm.qmp", "dump:core.elf").
     fn describe(&self) -> String;
     /// Guest RAM as (guest-physical start, length) ranges, ascending.
@@ -125,6 +133,16 @@ pub trait MemorySource: Send {
     /// page). `None` when the source cannot track writes (a dump never changes; a QEMU file
     /// backend has no dirty log).
     fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError>;
+    /// Translate a guest-virtual address to guest-physical, as the guest's MMU would now.
+    fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
+        Err(SourceError::Translate {
+            gva,
+            reason: format!(
+                "{} cannot translate guest-virtual addresses",
+                self.describe()
+            ),
+        })
+    }
 }
 
 #[cfg(test)]

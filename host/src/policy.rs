@@ -1,0 +1,499 @@
+//! The capture policy: which guest memory regions to capture, how to classify them and how to hash
+//! them. TOML, documented in `docs/policy.md`; every error names the line and column.
+//!
+//! ```toml
+//! name = "micro-vm"
+//! version = 1
+//! hash = "sha256"                 # or "blake3"
+//! symbols = "guest.map"           # optional System.map for `symbol` selectors
+//!
+//! [[region]]
+//! name = "guest-code"
+//! class = "code"                  # code | rodata | data | structure
+//! severity = "critical"           # low | medium | high | critical
+//! gpa = { start = 0x1000, len = 0x2000 }
+//!
+//! [[region]]
+//! name = "handlers"
+//! class = "code"
+//! severity = "high"
+//! symbol = "handler_0"            # from the symbol map; with `end_symbol`, the range between
+//! end_symbol = "handlers_end"
+//!
+//! [[region]]
+//! name = "heap"
+//! class = "data"
+//! severity = "low"
+//! gpa = { start = 0x100000, len = 0x400000 }
+//! sample = 16                     # 16 pages chosen by a PRF keyed with the verifier's nonce
+//! ```
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::Deserialize;
+use vmseal_sealer::claims::{RegionClass, Severity};
+use vmseal_sealer::merkle::HashAlg;
+
+use crate::source::PAGE;
+
+/// Largest policy file accepted.
+pub const MAX_POLICY_LEN: usize = 1 << 20;
+
+/// A policy error, with its position in the text when it has one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{}{message}", location.map(|(l, c)| format!("line {l}, column {c}: ")).unwrap_or_default())]
+pub struct PolicyError {
+    /// 1-based line and column.
+    pub location: Option<(usize, usize)>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, col)
+}
+
+fn err_at(text: &str, span: Range<usize>, message: impl Into<String>) -> PolicyError {
+    PolicyError {
+        location: Some(line_col(text, span.start)),
+        message: message.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: toml::Spanned<String>,
+    version: u64,
+    #[serde(default)]
+    hash: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    symbols: Option<String>,
+    #[serde(default)]
+    interval_secs: Option<u64>,
+    #[serde(default, rename = "region")]
+    regions: Vec<toml::Spanned<RawRegion>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRange {
+    start: u64,
+    len: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegion {
+    name: toml::Spanned<String>,
+    class: toml::Spanned<String>,
+    severity: toml::Spanned<String>,
+    #[serde(default)]
+    gpa: Option<toml::Spanned<RawRange>>,
+    #[serde(default)]
+    symbol: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    end_symbol: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    len: Option<u64>,
+    #[serde(default)]
+    sample: Option<toml::Spanned<u64>>,
+}
+
+/// How a region's memory is located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// A guest-physical range.
+    Gpa {
+        /// Start (page-aligned).
+        start: u64,
+        /// Length (whole pages).
+        len: u64,
+    },
+    /// From a symbol to `end` (another symbol) or for `len` bytes, page-aligned outward.
+    Symbol {
+        /// Start symbol.
+        start: String,
+        /// End symbol, exclusive.
+        end: Option<String>,
+        /// Length, when no end symbol.
+        len: Option<u64>,
+    },
+}
+
+/// Which pages of a region are captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampling {
+    /// Every page.
+    All,
+    /// `k` distinct pages chosen by HMAC-SHA256 keyed with the verifier's nonce.
+    Pages(u64),
+}
+
+/// One region of the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionPolicy {
+    /// Name, unique in the policy.
+    pub name: String,
+    /// Class.
+    pub class: RegionClass,
+    /// Severity.
+    pub severity: Severity,
+    /// Where it is.
+    pub selector: Selector,
+    /// Which pages.
+    pub sampling: Sampling,
+}
+
+/// A parsed policy, with the digest of its exact text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: u64,
+    /// Page and tree hash.
+    pub hash: HashAlg,
+    /// System.map path for symbol selectors, relative to the policy file.
+    pub symbols: Option<String>,
+    /// Capture interval for `vmseal-host run`.
+    pub interval_secs: Option<u64>,
+    /// Regions, in order.
+    pub regions: Vec<RegionPolicy>,
+    /// SHA-256 of the exact policy text.
+    pub digest: [u8; 32],
+}
+
+impl Policy {
+    /// Parse policy text.
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        if text.len() > MAX_POLICY_LEN {
+            return Err(PolicyError {
+                location: None,
+                message: format!("policy is {} bytes; the limit is 1 MiB", text.len()),
+            });
+        }
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim().to_owned();
+            match e.span() {
+                Some(s) => err_at(text, s, format!("{msg} (see docs/policy.md)")),
+                None => PolicyError {
+                    location: None,
+                    message: msg,
+                },
+            }
+        })?;
+        let hash = match &raw.hash {
+            None => HashAlg::Sha256,
+            Some(h) => HashAlg::from_name(h.get_ref()).ok_or_else(|| {
+                err_at(
+                    text,
+                    h.span(),
+                    format!(
+                        "unknown hash {:?}: use \"sha256\" or \"blake3\"",
+                        h.get_ref()
+                    ),
+                )
+            })?,
+        };
+        if raw.name.get_ref().is_empty() {
+            return Err(err_at(
+                text,
+                raw.name.span(),
+                "the policy name must not be empty",
+            ));
+        }
+        if raw.regions.is_empty() {
+            return Err(PolicyError {
+                location: None,
+                message: "the policy has no [[region]]; add at least one".into(),
+            });
+        }
+        let mut seen: BTreeMap<String, Range<usize>> = BTreeMap::new();
+        let mut regions = Vec::new();
+        for r in &raw.regions {
+            let span = r.span();
+            let r = r.get_ref();
+            let name = r.name.get_ref().clone();
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(err_at(
+                    text,
+                    r.name.span(),
+                    format!("region name {name:?} must be 1-64 characters of [A-Za-z0-9._-]"),
+                ));
+            }
+            if let Some(prev) = seen.insert(name.clone(), r.name.span()) {
+                let (l, _) = line_col(text, prev.start);
+                return Err(err_at(
+                    text,
+                    r.name.span(),
+                    format!("region {name:?} is already defined on line {l}"),
+                ));
+            }
+            let class = RegionClass::from_name(r.class.get_ref()).ok_or_else(|| {
+                err_at(
+                    text,
+                    r.class.span(),
+                    format!(
+                        "unknown class {:?}: use code, rodata, data or structure",
+                        r.class.get_ref()
+                    ),
+                )
+            })?;
+            let severity = Severity::from_name(r.severity.get_ref()).ok_or_else(|| {
+                err_at(
+                    text,
+                    r.severity.span(),
+                    format!(
+                        "unknown severity {:?}: use low, medium, high or critical",
+                        r.severity.get_ref()
+                    ),
+                )
+            })?;
+            let selector = match (&r.gpa, &r.symbol) {
+                (Some(g), None) => {
+                    let gr = g.get_ref();
+                    if gr.start % PAGE != 0 || gr.len % PAGE != 0 || gr.len == 0 {
+                        return Err(err_at(
+                            text,
+                            g.span(),
+                            format!(
+                                "gpa range {:#x}+{:#x} must start on a 4 KiB page and cover whole pages (len > 0)",
+                                gr.start, gr.len
+                            ),
+                        ));
+                    }
+                    if gr.start.checked_add(gr.len).is_none() {
+                        return Err(err_at(text, g.span(), "gpa range overflows"));
+                    }
+                    if r.end_symbol.is_some() || r.len.is_some() {
+                        return Err(err_at(
+                            text,
+                            span,
+                            "`end_symbol` and `len` go with `symbol`, not `gpa`",
+                        ));
+                    }
+                    Selector::Gpa {
+                        start: gr.start,
+                        len: gr.len,
+                    }
+                }
+                (None, Some(s)) => {
+                    if r.end_symbol.is_some() == r.len.is_some() {
+                        return Err(err_at(
+                            text,
+                            s.span(),
+                            "a `symbol` region needs exactly one of `end_symbol` or `len`",
+                        ));
+                    }
+                    Selector::Symbol {
+                        start: s.get_ref().clone(),
+                        end: r.end_symbol.as_ref().map(|e| e.get_ref().clone()),
+                        len: r.len,
+                    }
+                }
+                (Some(_), Some(s)) => {
+                    return Err(err_at(
+                        text,
+                        s.span(),
+                        "give either `gpa` or `symbol`, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(err_at(
+                        text,
+                        span,
+                        format!(
+                            "region {name:?} needs a selector: `gpa = {{ start = …, len = … }}` or `symbol = \"…\"`"
+                        ),
+                    ));
+                }
+            };
+            let sampling = match &r.sample {
+                None => Sampling::All,
+                Some(k) if *k.get_ref() == 0 => {
+                    return Err(err_at(
+                        text,
+                        k.span(),
+                        "`sample` must be at least 1 page (omit it to capture every page)",
+                    ));
+                }
+                Some(k) => Sampling::Pages(*k.get_ref()),
+            };
+            regions.push(RegionPolicy {
+                name,
+                class,
+                severity,
+                selector,
+                sampling,
+            });
+        }
+        Ok(Self {
+            name: raw.name.into_inner(),
+            version: raw.version,
+            hash,
+            symbols: raw.symbols,
+            interval_secs: raw.interval_secs,
+            regions,
+            digest: HashAlg::Sha256.hash(&[text.as_bytes()]),
+        })
+    }
+}
+
+/// A symbol table (System.map format: `address type name` per line).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SymbolMap {
+    symbols: BTreeMap<String, u64>,
+}
+
+impl SymbolMap {
+    /// Parse System.map text.
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        let mut symbols = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let (Some(addr), Some(_kind), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(PolicyError {
+                    location: Some((i + 1, 1)),
+                    message: "expected `address type name`".into(),
+                });
+            };
+            let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16).map_err(|_| {
+                PolicyError {
+                    location: Some((i + 1, 1)),
+                    message: format!("{addr:?} is not a hexadecimal address"),
+                }
+            })?;
+            symbols.entry(name.to_owned()).or_insert(addr);
+        }
+        Ok(Self { symbols })
+    }
+
+    /// Look a symbol up.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.symbols.get(name).copied()
+    }
+
+    /// Add a symbol.
+    pub fn insert(&mut self, name: &str, addr: u64) {
+        self.symbols.insert(name.to_owned(), addr);
+    }
+
+    /// Render in System.map format.
+    pub fn render(&self) -> String {
+        let mut v: Vec<_> = self.symbols.iter().collect();
+        v.sort_by_key(|(_, a)| **a);
+        v.iter().map(|(n, a)| format!("{a:016x} T {n}\n")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+version = 3
+hash = "blake3"
+
+[[region]]
+name = "code"
+class = "code"
+severity = "critical"
+gpa = { start = 0x1000, len = 0x2000 }
+
+[[region]]
+name = "heap"
+class = "data"
+severity = "low"
+symbol = "heap_start"
+len = 0x10000
+sample = 4
+"#;
+
+    #[test]
+    fn parses_a_good_policy() {
+        let p = Policy::parse(GOOD).unwrap();
+        assert_eq!(p.hash, HashAlg::Blake3);
+        assert_eq!(p.regions.len(), 2);
+        assert_eq!(
+            p.regions[0].selector,
+            Selector::Gpa {
+                start: 0x1000,
+                len: 0x2000
+            }
+        );
+        assert_eq!(p.regions[1].sampling, Sampling::Pages(4));
+        assert_eq!(p.digest, HashAlg::Sha256.hash(&[GOOD.as_bytes()]));
+    }
+
+    fn err(text: &str) -> PolicyError {
+        Policy::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_line_and_column_and_the_fix() {
+        let e = err(&GOOD.replace("class = \"code\"", "class = \"kode\""));
+        assert_eq!(e.location.map(|l| l.0), Some(8), "{e}");
+        assert!(
+            e.to_string()
+                .contains("use code, rodata, data or structure"),
+            "{e}"
+        );
+
+        let e = err(&GOOD.replace("0x2000", "0x2001"));
+        assert_eq!(e.location.map(|l| l.0), Some(10), "{e}");
+        assert!(e.to_string().contains("whole pages"), "{e}");
+
+        let e = err(&GOOD.replace("name = \"heap\"", "name = \"code\""));
+        assert!(e.to_string().contains("already defined on line 7"), "{e}");
+
+        let e = err(&GOOD.replace("hash = \"blake3\"", "hash = \"md5\""));
+        assert_eq!(e.location, Some((4, 8)), "{e}");
+
+        let e = err(&GOOD.replace("severity = \"low\"", "severity = \"low\"\ncolour = 1"));
+        assert!(
+            e.location.is_some() && e.to_string().contains("colour"),
+            "{e}"
+        );
+
+        let e = err(&GOOD.replace("len = 0x10000\n", ""));
+        assert!(
+            e.to_string()
+                .contains("exactly one of `end_symbol` or `len`"),
+            "{e}"
+        );
+
+        let e = err("name = \"x\"\nversion = 1\n");
+        assert!(e.to_string().contains("no [[region]]"), "{e}");
+
+        let e = err("name = \"x\"\nversion = [\n");
+        assert!(e.location.is_some(), "{e}");
+    }
+
+    #[test]
+    fn symbol_maps_parse_and_render() {
+        let m = SymbolMap::parse("0000000000001000 T entry\nffffffff81000000 T _text\n").unwrap();
+        assert_eq!(m.get("_text"), Some(0xffff_ffff_8100_0000));
+        assert_eq!(SymbolMap::parse(&m.render()).unwrap(), m);
+        assert!(SymbolMap::parse("zz T x").is_err());
+        assert!(SymbolMap::parse("1000 T").is_err());
+    }
+}
