@@ -147,6 +147,24 @@ pub fn listing(p: &Program) -> String {
     out
 }
 
+/// The default capture policy for the micro-VM (`host/policies/micro-vm.toml`).
+pub const POLICY: &str = include_str!("../policies/micro-vm.toml");
+
+/// The guest's symbol map (System.map format via [`crate::policy::SymbolMap`]).
+pub fn symbols(p: &Program) -> crate::policy::SymbolMap {
+    let mut m = crate::policy::SymbolMap::default();
+    m.insert("vmseal_entry", CODE);
+    for (i, h) in p.handlers.iter().enumerate() {
+        m.insert(&format!("handler_{i}"), *h as u64);
+    }
+    m.insert("code_end", CODE + p.code.len() as u64);
+    m.insert("syscall_table", SYSCALLS);
+    m.insert("task_table", TASKS);
+    m.insert("config", CONFIG);
+    m.insert("working_set", WORKING_SET);
+    m
+}
+
 /// The initial syscall table: handler i at slot i.
 pub fn syscall_table(p: &Program) -> Vec<u8> {
     p.handlers.iter().flat_map(|h| h.to_le_bytes()).collect()
