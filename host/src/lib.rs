@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod capture;
+pub mod dump;
 pub mod guest;
 pub mod kvm;
 pub mod policy;

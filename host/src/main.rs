@@ -6,19 +6,21 @@
 //! dirty logging, policies) will replace the image reader.
 #![forbid(unsafe_code)]
 
-use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use time::{Duration, OffsetDateTime};
-use vmseal_sealer::claims::{
-    CaptureInfo, CaptureKind, Claims, GpaRange, ModuleInfo, PolicyRef, Region, RegionClass,
-    Severity,
-};
-use vmseal_sealer::merkle::{HashAlg, MerkleTree, PAGE_SIZE};
+use vmseal_host::capture::{Baseline, Consistency, Plan, Snapshot};
+use vmseal_host::dump::RawDump;
+use vmseal_host::guest;
+use vmseal_host::kvm::{MicroVm, MicroVmConfig};
+use vmseal_host::policy::{Policy, RegionPolicy, Sampling, Selector, SymbolMap};
+use vmseal_host::source::MemorySource;
+use vmseal_sealer::claims::{CaptureKind, Claims, ModuleInfo, RegionClass, Severity};
+use vmseal_sealer::merkle::{HashAlg, PAGE_SIZE};
 use vmseal_sealer::snp::Product;
 use vmseal_sealer::state::{HostState, InitOptions, SnpChoice, check_vm_id, init, write_atomic};
 
@@ -119,6 +121,109 @@ Example:\n  vmseal-host seal --state ./st --vm-id vm1 --image mem.raw --out vm1.
         #[arg(long)]
         json: bool,
     },
+
+    /// Capture a VM's memory by a policy and seal it (sources: kvm micro-VM, dump:FILE).
+    #[command(
+        after_help = "Examples:\n  vmseal-host capture --source dump:mem.raw --policy p.toml --state ./st --vm-id vm1 --out vm1.cose\n  \
+vmseal-host capture --source kvm --state ./st --vm-id micro --out m.cose --baseline-out base.cbor\n  \
+vmseal-host capture --source kvm --state ./st --vm-id micro --out m2.cose --baseline base.cbor"
+    )]
+    Capture {
+        /// Memory source: `kvm` (a fresh micro-VM) or `dump:FILE` (a raw image).
+        #[arg(long)]
+        source: String,
+        /// Capture policy (TOML, docs/policy.md); the micro-VM has a built-in default.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// System.map for symbol selectors.
+        #[arg(long)]
+        symbols: Option<PathBuf>,
+        /// State directory made by `init`.
+        #[arg(long)]
+        state: PathBuf,
+        /// VM identifier.
+        #[arg(long)]
+        vm_id: String,
+        /// TPM TCTI, if not the one recorded at init.
+        #[arg(long, env = "VMSEAL_TPM")]
+        tpm: Option<String>,
+        /// Verifier nonce (hex): goes into the claims and keys page sampling.
+        #[arg(long)]
+        nonce: Option<String>,
+        /// Baseline trees (from --baseline-out) to report a delta against.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Write this capture's trees as a baseline.
+        #[arg(long)]
+        baseline_out: Option<PathBuf>,
+        /// Where to write the evidence.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The KVM micro-VM: run it under repeated capture, or show its guest program.
+    #[command(subcommand)]
+    Vm(VmCommand),
+}
+
+#[derive(Subcommand)]
+enum VmCommand {
+    /// Start the micro-VM on /dev/kvm and capture it repeatedly; optionally inject attacks.
+    #[command(
+        after_help = "Example (what the demo runs):\n  vmseal-host vm run --state ./st --vm-id micro --captures 3 \\\n    \
+--attack code-patch --attack pointer-hook --attack-after 2 --incremental --out-dir ./evidence"
+    )]
+    Run {
+        /// State directory made by `init`.
+        #[arg(long)]
+        state: PathBuf,
+        /// VM identifier.
+        #[arg(long, default_value = "micro-vm")]
+        vm_id: String,
+        /// TPM TCTI, if not the one recorded at init.
+        #[arg(long, env = "VMSEAL_TPM")]
+        tpm: Option<String>,
+        /// Capture policy (default: host/policies/micro-vm.toml, built in).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Guest RAM in MiB.
+        #[arg(long, default_value_t = 64)]
+        mem_mib: u64,
+        /// Working-set pages the guest keeps writing.
+        #[arg(long, default_value_t = 1024)]
+        ws_pages: u32,
+        /// Number of captures.
+        #[arg(long, default_value_t = 3)]
+        captures: u32,
+        /// Time between captures, ms.
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+        /// Attack to inject (repeatable).
+        #[arg(long = "attack", value_enum)]
+        attacks: Vec<AttackArg>,
+        /// Inject the attacks before this capture (0-based).
+        #[arg(long, default_value_t = 1)]
+        attack_after: u32,
+        /// Where evidence files and baseline.cbor go.
+        #[arg(long, default_value = "evidence")]
+        out_dir: PathBuf,
+        /// Captures after the first re-hash only pages the dirty log reports.
+        #[arg(long)]
+        incremental: bool,
+        /// How full captures stay consistent.
+        #[arg(long, value_enum, default_value_t = ConsistencyArg::PreCopy)]
+        consistency: ConsistencyArg,
+        /// Verifier nonce (hex).
+        #[arg(long)]
+        nonce: Option<String>,
+        /// JSON output, one object per capture.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the guest program (disassembly) and its symbol map.
+    Listing,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -342,22 +447,11 @@ struct SealArgs {
     json: bool,
 }
 
+/// `seal --image`: the regions given on the command line become a policy for the raw image.
 fn cmd_seal(a: SealArgs) -> Result<()> {
-    let started = Instant::now();
     check_vm_id(&a.vm_id)?;
-    let alg = match a.hash {
-        HashArg::Sha256 => HashAlg::Sha256,
-        HashArg::Blake3 => HashAlg::Blake3,
-    };
-    let meta = std::fs::metadata(&a.image)
-        .with_context(|| format!("cannot read image {}", a.image.display()))?;
-    let size = meta.len();
-    if size == 0 || size % PAGE_SIZE as u64 != 0 {
-        bail!(
-            "image {} is {size} bytes, not a whole number of 4 KiB pages; pad it or capture whole pages",
-            a.image.display()
-        );
-    }
+    let source = RawDump::open(&a.image)?;
+    let size = source.ram()[0].1;
     let mut specs: Vec<RegionSpec> = a
         .regions
         .iter()
@@ -377,62 +471,91 @@ fn cmd_seal(a: SealArgs) -> Result<()> {
             bail!("region {:?} ends beyond the {size}-byte image", s.name);
         }
     }
+    let text: String = specs
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}:{}:{:#x}:{:#x}\n",
+                s.name,
+                s.class.name(),
+                s.severity.name(),
+                s.offset,
+                s.len
+            )
+        })
+        .collect();
+    let policy = Policy {
+        name: "image-regions".into(),
+        version: 1,
+        hash: match a.hash {
+            HashArg::Sha256 => HashAlg::Sha256,
+            HashArg::Blake3 => HashAlg::Blake3,
+        },
+        symbols: None,
+        interval_secs: None,
+        regions: specs
+            .iter()
+            .map(|s| RegionPolicy {
+                name: s.name.clone(),
+                class: s.class,
+                severity: s.severity,
+                selector: Selector::Gpa {
+                    start: s.offset,
+                    len: s.len,
+                },
+                sampling: Sampling::All,
+            })
+            .collect(),
+        digest: HashAlg::Sha256.hash(&[text.as_bytes()]),
+    };
     let state = HostState::load(&a.state, a.tpm.as_deref())
         .with_context(|| format!("cannot load host state {}", a.state.display()))?;
+    let nonce = parse_nonce(a.nonce.as_deref())?;
+    let mut source = source;
+    let plan = Plan::new(&policy, &source, None, nonce.as_deref())?;
+    let snap = with_progress(plan.pages().len() as u64, || {
+        Snapshot::full(&mut source, plan, Consistency::StopCopy)
+    })?;
+    let sealed = seal_snapshot(&state, &a.vm_id, &snap, None, &a.out)?;
+    report(&sealed, &snap, None, a.json)
+}
 
-    // Hash every page once, streaming the image; regions then take their leaves.
-    let pb = ProgressBar::new(size);
+fn parse_nonce(n: Option<&str>) -> Result<Option<Vec<u8>>> {
+    n.map(|n| hex::decode(n.trim()))
+        .transpose()
+        .context("--nonce must be hex")
+}
+
+/// Run `f` with a spinner on a terminal (hashing is parallel, so progress is shown as a spinner).
+fn with_progress<T>(pages: u64, f: impl FnOnce() -> T) -> T {
+    let pb = ProgressBar::new_spinner();
     pb.set_style(
-        ProgressStyle::with_template(
-            "hashing {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{spinner} capturing {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let mut f = std::fs::File::open(&a.image)
-        .with_context(|| format!("cannot open {}", a.image.display()))?;
-    let mut leaves = Vec::with_capacity((size / PAGE_SIZE as u64) as usize);
-    let mut buf = vec![0u8; 256 * PAGE_SIZE];
-    loop {
-        let n = read_full(&mut f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        leaves.extend(buf[..n].chunks_exact(PAGE_SIZE).map(|p| alg.leaf(p)));
-        pb.inc(n as u64);
-    }
+    pb.set_message(format!("{pages} pages"));
+    pb.enable_steady_tick(std::time::Duration::from_millis(100));
+    let r = f();
     pb.finish_and_clear();
-    if leaves.len() as u64 * PAGE_SIZE as u64 != size {
-        bail!("image {} changed size while it was read", a.image.display());
-    }
+    r
+}
 
-    let mut regions = Vec::new();
-    let mut policy_text = String::new();
-    for s in &specs {
-        let first = (s.offset / PAGE_SIZE as u64) as usize;
-        let count = (s.len / PAGE_SIZE as u64) as usize;
-        let tree = MerkleTree::from_leaves(alg, leaves[first..first + count].to_vec())?;
-        policy_text.push_str(&format!(
-            "{}:{}:{}:{:#x}:{:#x}\n",
-            s.name,
-            s.class.name(),
-            s.severity.name(),
-            s.offset,
-            s.len
-        ));
-        regions.push(Region {
-            name: s.name.clone(),
-            class: s.class,
-            severity: s.severity,
-            ranges: vec![GpaRange {
-                start: s.offset,
-                len: s.len,
-            }],
-            pages: count as u64,
-            root: tree.root(),
-        });
-    }
-    let (memory_root, code_hash) = Claims::compute_roots(alg, &regions)?;
-    let chain = state.vm_chain(&a.vm_id)?;
+struct Sealed {
+    claims: Claims,
+    out: PathBuf,
+    bytes: usize,
+    digest: [u8; 32],
+}
+
+/// Seal a snapshot as the next evidence of `vm_id` and write it to `out`.
+fn seal_snapshot(
+    state: &HostState,
+    vm_id: &str,
+    snap: &Snapshot,
+    baseline: Option<&Baseline>,
+    out: &Path,
+) -> Result<Sealed> {
+    let chain = state.vm_chain(vm_id)?;
     let prev = chain
         .prev
         .as_deref()
@@ -443,95 +566,325 @@ fn cmd_seal(a: SealArgs) -> Result<()> {
         })
         .transpose()?;
     let now = OffsetDateTime::now_utc();
-    let claims = Claims {
-        vm_id: a.vm_id.clone(),
-        host_id: state.config.host_id.clone(),
-        seq: chain.next_seq,
-        prev,
-        iat: now.unix_timestamp(),
-        nonce: a
-            .nonce
-            .map(|n| hex::decode(n.trim()))
-            .transpose()
-            .context("--nonce must be hex")?,
-        policy: PolicyRef {
-            name: "image-regions".into(),
-            version: 1,
-            digest: HashAlg::Sha256.hash(&[policy_text.as_bytes()]),
-        },
-        hash_alg: alg,
-        regions,
-        memory_root,
-        code_hash,
-        module: ModuleInfo {
-            name: "vmseal-host".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            build_digest: self_digest(),
-        },
-        capture: CaptureInfo {
-            kind: CaptureKind::Full,
-            pages_read: leaves.len() as u64,
-            pause_us: 0,
-            duration_us: started.elapsed().as_micros() as u64,
-        },
-        delta: Vec::new(),
-        sealed: None,
+    let module = ModuleInfo {
+        name: "vmseal-host".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        build_digest: self_digest(),
     };
-    let seal_started = Instant::now();
+    let claims = snap.claims(
+        vm_id,
+        &state.config.host_id,
+        chain.next_seq,
+        prev,
+        now.unix_timestamp(),
+        module,
+        baseline,
+    )?;
     let evidence = state.sealer.seal(&claims, now)?;
-    let seal_us = seal_started.elapsed().as_micros();
-    write_atomic(&a.out, &evidence).with_context(|| format!("cannot write {}", a.out.display()))?;
+    write_atomic(out, &evidence).with_context(|| format!("cannot write {}", out.display()))?;
     let digest = vmseal_sealer::evidence::evidence_digest(&evidence);
-    state.advance(&a.vm_id, claims.seq, &digest)?;
+    state.advance(vm_id, claims.seq, &digest)?;
+    Ok(Sealed {
+        claims,
+        out: out.to_owned(),
+        bytes: evidence.len(),
+        digest,
+    })
+}
 
-    if a.json {
+fn report(
+    s: &Sealed,
+    snap: &Snapshot,
+    changes: Option<&[(String, usize)]>,
+    json: bool,
+) -> Result<()> {
+    let c = &s.claims;
+    if json {
         let v = serde_json::json!({
-            "out": a.out,
-            "vm_id": claims.vm_id,
-            "seq": claims.seq,
-            "memory_root": hex::encode(claims.memory_root),
-            "code_hash": hex::encode(claims.code_hash),
-            "evidence_sha256": hex::encode(digest),
-            "bytes": evidence.len(),
-            "pages": leaves.len(),
-            "regions": claims.regions.iter().map(|r| serde_json::json!({"name": r.name, "class": r.class.name(), "pages": r.pages, "root": hex::encode(r.root)})).collect::<Vec<_>>(),
-            "seal_us": seal_us as u64,
-            "total_ms": started.elapsed().as_millis() as u64,
+            "out": s.out,
+            "vm_id": c.vm_id,
+            "seq": c.seq,
+            "memory_root": hex::encode(c.memory_root),
+            "code_hash": hex::encode(c.code_hash),
+            "evidence_sha256": hex::encode(s.digest),
+            "bytes": s.bytes,
+            "pages": c.regions.iter().map(|r| r.pages).sum::<u64>(),
+            "pages_read": c.capture.pages_read,
+            "pause_us": c.capture.pause_us,
+            "duration_us": c.capture.duration_us,
+            "kind": match c.capture.kind { CaptureKind::Full => "full".to_owned(), CaptureKind::Incremental { base_seq } => format!("incremental:{base_seq}") },
+            "regions": c.regions.iter().map(|r| serde_json::json!({
+                "name": r.name, "class": r.class.name(), "pages": r.pages, "root": hex::encode(r.root),
+                "changed_pages": c.delta.iter().find(|d| d.region == r.name).map_or(0, |d| d.changes.len()),
+            })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
+        return Ok(());
+    }
+    let kind = match c.capture.kind {
+        CaptureKind::Full => "full".to_owned(),
+        CaptureKind::Incremental { base_seq } => format!("incremental from #{base_seq}"),
+    };
+    println!(
+        "sealed {} #{} -> {} ({} bytes; {kind}, {} pages read, pause {} µs, {:.1} ms)",
+        c.vm_id,
+        c.seq,
+        s.out.display(),
+        s.bytes,
+        snap.stats.pages_read,
+        c.capture.pause_us,
+        c.capture.duration_us as f64 / 1000.0
+    );
+    println!("  memory root  {}", hex::encode(c.memory_root));
+    for r in &c.regions {
+        let status = match changes.and_then(|ch| ch.iter().find(|(n, _)| *n == r.name)) {
+            None => String::new(),
+            Some((_, 0)) => "  unchanged".into(),
+            Some((_, k)) => format!("  CHANGED: {k} page(s) differ from the baseline"),
+        };
         println!(
-            "sealed {} #{} -> {} ({} bytes, {} pages, {:.1?})",
-            claims.vm_id,
-            claims.seq,
-            a.out.display(),
-            evidence.len(),
-            leaves.len(),
-            started.elapsed()
+            "  region {:<14} {:<9} {:<8} {:>6} pages  {}{status}",
+            r.name,
+            r.class.name(),
+            r.severity.name(),
+            r.pages,
+            &hex::encode(r.root)[..16]
         );
-        println!("  memory root  {}", hex::encode(claims.memory_root));
-        for r in &claims.regions {
-            println!(
-                "  region {:<16} {:<9} {:>8} pages  {}",
-                r.name,
-                r.class.name(),
-                r.pages,
-                hex::encode(r.root)
-            );
-        }
     }
     Ok(())
 }
 
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum AttackArg {
+    /// Overwrite a syscall handler's code with NOPs.
+    CodePatch,
+    /// Point a syscall table slot at another handler.
+    PointerHook,
+    /// Unlink a task from the task list.
+    HiddenTask,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum ConsistencyArg {
+    /// Hash while the guest runs; pause only to re-hash pages dirtied meanwhile.
+    PreCopy,
+    /// Pause for the whole capture.
+    StopCopy,
+}
+
+struct VmRunArgs {
+    state: PathBuf,
+    vm_id: String,
+    tpm: Option<String>,
+    policy: Option<PathBuf>,
+    mem_mib: u64,
+    ws_pages: u32,
+    captures: u32,
+    interval_ms: u64,
+    attacks: Vec<AttackArg>,
+    attack_after: u32,
+    out_dir: PathBuf,
+    incremental: bool,
+    consistency: ConsistencyArg,
+    nonce: Option<String>,
+    json: bool,
+}
+
+fn load_policy(path: Option<&Path>, default: &str) -> Result<Policy> {
+    match path {
+        None => Ok(Policy::parse(default)?),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read policy {}", p.display()))?;
+            Policy::parse(&text).with_context(|| format!("policy {}", p.display()))
         }
     }
-    Ok(n)
+}
+
+/// `vm run`: start the micro-VM and capture it repeatedly, injecting attacks on request.
+fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
+    check_vm_id(&a.vm_id)?;
+    let policy = load_policy(a.policy.as_deref(), guest::POLICY)?;
+    let state = HostState::load(&a.state, a.tpm.as_deref())
+        .with_context(|| format!("cannot load host state {}", a.state.display()))?;
+    std::fs::create_dir_all(&a.out_dir)
+        .with_context(|| format!("cannot create {}", a.out_dir.display()))?;
+    let mut vm = MicroVm::start(MicroVmConfig {
+        mem_mib: a.mem_mib,
+        ws_pages: a.ws_pages,
+        stride: 7,
+    })?;
+    if !vm.wait_heartbeats(2, std::time::Duration::from_secs(30)) {
+        bail!(
+            "the micro-VM's guest made no progress: {}",
+            vm.exited().unwrap_or_else(|| "no heartbeat in 30 s".into())
+        );
+    }
+    if !a.json {
+        println!(
+            "micro-VM running: {} (guest code {} bytes, {} heartbeats)",
+            vm.describe(),
+            vm.program().code.len(),
+            vm.heartbeats()
+        );
+    }
+    let nonce = parse_nonce(a.nonce.as_deref())?;
+    let plan = Plan::new(
+        &policy,
+        &vm,
+        Some(&guest::symbols(vm.program())),
+        nonce.as_deref(),
+    )?;
+    let consistency = match a.consistency {
+        ConsistencyArg::PreCopy => Consistency::PreCopy,
+        ConsistencyArg::StopCopy => Consistency::StopCopy,
+    };
+    let mut baseline: Option<Baseline> = None;
+    let mut prev: Option<(Snapshot, u64)> = None;
+    for i in 0..a.captures.max(1) {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(a.interval_ms));
+        }
+        if i == a.attack_after && !a.attacks.is_empty() {
+            for at in &a.attacks {
+                let (what, gpa) = match at {
+                    AttackArg::CodePatch => (
+                        "code patch: syscall handler 3 overwritten with NOPs",
+                        vm.inject_code_patch(3)?,
+                    ),
+                    AttackArg::PointerHook => (
+                        "pointer hook: syscall slot 5 now points at handler 6",
+                        vm.inject_pointer_hook(5, 6)?,
+                    ),
+                    AttackArg::HiddenTask => (
+                        "hidden task: task 7 unlinked from the task list",
+                        vm.inject_hidden_task(7)?,
+                    ),
+                };
+                if !a.json {
+                    println!("ATTACK injected at gpa {gpa:#x}: {what}");
+                }
+            }
+            vm.wait_heartbeats(1, std::time::Duration::from_secs(5));
+        }
+        let snap = match (&prev, a.incremental) {
+            (Some((p, seq)), true) => p.incremental(&mut vm, *seq)?,
+            _ => Snapshot::full(&mut vm, plan.clone(), consistency)?,
+        };
+        let seq = state.vm_chain(&a.vm_id)?.next_seq;
+        let out = a.out_dir.join(format!("{}-{seq:06}.cose", a.vm_id));
+        let sealed = seal_snapshot(&state, &a.vm_id, &snap, baseline.as_ref(), &out)?;
+        let changes: Option<Vec<(String, usize)>> = baseline.as_ref().map(|b| {
+            let d = snap.delta(b);
+            snap.plan
+                .regions
+                .iter()
+                .map(|r| {
+                    (
+                        r.policy.name.clone(),
+                        d.iter()
+                            .find(|d| d.region == r.policy.name)
+                            .map_or(0, |d| d.changes.len()),
+                    )
+                })
+                .collect()
+        });
+        report(&sealed, &snap, changes.as_deref(), a.json)?;
+        if baseline.is_none() {
+            let b = snap.baseline();
+            write_atomic(&a.out_dir.join("baseline.cbor"), &b.to_bytes())?;
+            baseline = Some(b);
+        }
+        prev = Some((snap, seq));
+    }
+    Ok(())
+}
+
+struct CaptureArgs {
+    source: String,
+    policy: Option<PathBuf>,
+    symbols: Option<PathBuf>,
+    state: PathBuf,
+    vm_id: String,
+    tpm: Option<String>,
+    nonce: Option<String>,
+    baseline: Option<PathBuf>,
+    baseline_out: Option<PathBuf>,
+    out: PathBuf,
+    json: bool,
+}
+
+/// `capture`: one capture from a source.
+fn cmd_capture(a: CaptureArgs) -> Result<()> {
+    check_vm_id(&a.vm_id)?;
+    let state = HostState::load(&a.state, a.tpm.as_deref())
+        .with_context(|| format!("cannot load host state {}", a.state.display()))?;
+    let nonce = parse_nonce(a.nonce.as_deref())?;
+    let baseline = a
+        .baseline
+        .as_deref()
+        .map(|p| -> Result<Baseline> {
+            Ok(Baseline::from_bytes(&std::fs::read(p).with_context(
+                || format!("cannot read {}", p.display()),
+            )?)?)
+        })
+        .transpose()?;
+    let symbols = a
+        .symbols
+        .as_deref()
+        .map(|p| -> Result<SymbolMap> {
+            Ok(SymbolMap::parse(
+                &std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?,
+            )?)
+        })
+        .transpose()?;
+    let (snap, _vm) = match a.source.split_once(':').unwrap_or((a.source.as_str(), "")) {
+        ("dump", path) if !path.is_empty() => {
+            let policy = load_policy(a.policy.as_deref(), "")
+                .context("a dump needs --policy FILE (see docs/policy.md)")?;
+            let mut src = RawDump::open(Path::new(path))?;
+            let plan = Plan::new(&policy, &src, symbols.as_ref(), nonce.as_deref())?;
+            (
+                with_progress(plan.pages().len() as u64, || {
+                    Snapshot::full(&mut src, plan, Consistency::StopCopy)
+                })?,
+                None,
+            )
+        }
+        ("kvm", "") => {
+            let policy = load_policy(a.policy.as_deref(), guest::POLICY)?;
+            let mut vm = MicroVm::start(MicroVmConfig::default())?;
+            vm.wait_heartbeats(2, std::time::Duration::from_secs(30));
+            let syms = symbols.unwrap_or_else(|| guest::symbols(vm.program()));
+            let plan = Plan::new(&policy, &vm, Some(&syms), nonce.as_deref())?;
+            let snap = Snapshot::full(&mut vm, plan, Consistency::PreCopy)?;
+            (snap, Some(vm))
+        }
+        _ => bail!(
+            "--source must be kvm or dump:FILE (qemu:QMP,MEMFILE comes with the QEMU backend)"
+        ),
+    };
+    if let Some(p) = &a.baseline_out {
+        write_atomic(p, &snap.baseline().to_bytes())?;
+    }
+    let sealed = seal_snapshot(&state, &a.vm_id, &snap, baseline.as_ref(), &a.out)?;
+    let changes: Option<Vec<(String, usize)>> = baseline.as_ref().map(|b| {
+        let d = snap.delta(b);
+        snap.plan
+            .regions
+            .iter()
+            .map(|r| {
+                (
+                    r.policy.name.clone(),
+                    d.iter()
+                        .find(|d| d.region == r.policy.name)
+                        .map_or(0, |d| d.changes.len()),
+                )
+            })
+            .collect()
+    });
+    report(&sealed, &snap, changes.as_deref(), a.json)
 }
 
 fn main() -> std::process::ExitCode {
@@ -589,6 +942,75 @@ fn main() -> std::process::ExitCode {
             nonce,
             json,
         }),
+        Command::Capture {
+            source,
+            policy,
+            symbols,
+            state,
+            vm_id,
+            tpm,
+            nonce,
+            baseline,
+            baseline_out,
+            out,
+            json,
+        } => cmd_capture(CaptureArgs {
+            source,
+            policy,
+            symbols,
+            state,
+            vm_id,
+            tpm,
+            nonce,
+            baseline,
+            baseline_out,
+            out,
+            json,
+        }),
+        Command::Vm(VmCommand::Run {
+            state,
+            vm_id,
+            tpm,
+            policy,
+            mem_mib,
+            ws_pages,
+            captures,
+            interval_ms,
+            attacks,
+            attack_after,
+            out_dir,
+            incremental,
+            consistency,
+            nonce,
+            json,
+        }) => cmd_vm_run(VmRunArgs {
+            state,
+            vm_id,
+            tpm,
+            policy,
+            mem_mib,
+            ws_pages,
+            captures,
+            interval_ms,
+            attacks,
+            attack_after,
+            out_dir,
+            incremental,
+            consistency,
+            nonce,
+            json,
+        }),
+        Command::Vm(VmCommand::Listing) => {
+            guest::assemble().map_err(anyhow::Error::from).map(|p| {
+                println!(
+                    "; vmseal micro-VM guest program (32-bit protected mode, loaded at {:#x})",
+                    guest::CODE
+                );
+                print!("{}", guest::listing(&p));
+                println!("\n; symbol map (System.map format)");
+                print!("{}", guest::symbols(&p).render());
+            })
+        }
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
