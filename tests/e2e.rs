@@ -333,3 +333,108 @@ fn certs_tool_on_genuine_amd_material() {
     let o = run("vmseal-certs", &["verify", &j.display().to_string()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+#[test]
+fn micro_vm_attacks_show_up_in_the_evidence() {
+    let h = Host::new("none");
+    let out = h.p("ev");
+    let o = run(
+        "vmseal-host",
+        &[
+            "vm",
+            "run",
+            "--state",
+            &h.p("state"),
+            "--vm-id",
+            "mvm",
+            "--mem-mib",
+            "16",
+            "--ws-pages",
+            "64",
+            "--captures",
+            "3",
+            "--interval-ms",
+            "100",
+            "--attack",
+            "hidden-task",
+            "--attack",
+            "code-patch",
+            "--attack-after",
+            "2",
+            "--incremental",
+            "--out-dir",
+            &out,
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // One JSON object per capture.
+    let stream = serde_json::Deserializer::from_slice(&o.stdout).into_iter::<serde_json::Value>();
+    let caps: Vec<serde_json::Value> = stream.map(Result::unwrap).collect();
+    assert_eq!(caps.len(), 3);
+    let changed = |c: &serde_json::Value, name: &str| {
+        c["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()["changed_pages"]
+            .as_u64()
+            .unwrap()
+    };
+    for name in ["guest-code", "syscall-table", "task-table", "config"] {
+        assert_eq!(changed(&caps[1], name), 0, "no attack yet: {name}");
+    }
+    assert_eq!(changed(&caps[2], "guest-code"), 1);
+    assert_eq!(changed(&caps[2], "task-table"), 1);
+    assert_eq!(changed(&caps[2], "syscall-table"), 0);
+    assert_eq!(caps[2]["kind"], "incremental:1");
+    // Every snapshot verifies, and the chain links them.
+    for i in 0..3 {
+        let f = format!("{out}/mvm-{i:06}.cose");
+        let v = run("vmseal-certs", &["verify", "--roots", &h.ek_ca(), &f]);
+        assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    }
+    assert!(Path::new(&format!("{out}/baseline.cbor")).exists());
+
+    // `capture --source dump:` with a policy file and a baseline written by an earlier capture.
+    let img: Vec<u8> = (0..8 * 4096).map(|i| (i % 253) as u8).collect();
+    std::fs::write(h.p("img.raw"), &img).unwrap();
+    std::fs::write(
+        h.p("p.toml"),
+        "name = \"img\"\nversion = 2\n[[region]]\nname = \"k\"\nclass = \"code\"\nseverity = \"critical\"\ngpa = { start = 0, len = 0x4000 }\n",
+    )
+    .unwrap();
+    let cap = |out: &str, extra: &[&str]| {
+        let mut a = vec![
+            "capture", "--source", "dump:", "--policy", "", "--state", "", "--vm-id", "img",
+            "--out", out, "--json",
+        ];
+        let src = format!("dump:{}", h.p("img.raw"));
+        let pol = h.p("p.toml");
+        let st = h.p("state");
+        a[2] = &src;
+        a[4] = &pol;
+        a[6] = &st;
+        a.extend_from_slice(extra);
+        run("vmseal-host", &a)
+    };
+    let base = h.p("base.cbor");
+    let o = cap(&h.p("i0.cose"), &["--baseline-out", &base]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut img2 = img.clone();
+    img2[0x2010] ^= 0xff;
+    std::fs::write(h.p("img.raw"), &img2).unwrap();
+    let o = cap(&h.p("i1.cose"), &["--baseline", &base]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["regions"][0]["changed_pages"], 1, "{j}");
+    // A policy error names the line.
+    std::fs::write(
+        h.p("p.toml"),
+        "name = \"img\"\nversion = 2\n[[region]]\nname = \"k\"\nclass = \"cod\"\nseverity = \"low\"\ngpa = { start = 0, len = 0x1000 }\n",
+    )
+    .unwrap();
+    let o = cap(&h.p("i2.cose"), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("line 5"), "{}", text(&o));
+}

@@ -841,8 +841,10 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
         .transpose()?;
     let (snap, _vm) = match a.source.split_once(':').unwrap_or((a.source.as_str(), "")) {
         ("dump", path) if !path.is_empty() => {
-            let policy = load_policy(a.policy.as_deref(), "")
-                .context("a dump needs --policy FILE (see docs/policy.md)")?;
+            if a.policy.is_none() {
+                bail!("a dump needs --policy FILE (see docs/policy.md)");
+            }
+            let policy = load_policy(a.policy.as_deref(), "")?;
             let mut src = RawDump::open(Path::new(path))?;
             let plan = Plan::new(&policy, &src, symbols.as_ref(), nonce.as_deref())?;
             (
