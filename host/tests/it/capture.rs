@@ -135,19 +135,11 @@ fn each_attack_changes_exactly_its_region() {
             .all(|d| d.region == "working-set")
     );
 
-    let cases: [(&str, Box<dyn Fn(&MicroVm) -> u64>); 3] = [
-        (
-            "guest-code",
-            Box::new(|vm: &MicroVm| vm.inject_code_patch(3).unwrap()),
-        ),
-        (
-            "syscall-table",
-            Box::new(|vm: &MicroVm| vm.inject_pointer_hook(5, 6).unwrap()),
-        ),
-        (
-            "task-table",
-            Box::new(|vm: &MicroVm| vm.inject_hidden_task(7).unwrap()),
-        ),
+    type Attack = fn(&MicroVm) -> u64;
+    let cases: [(&str, Attack); 3] = [
+        ("guest-code", |vm| vm.inject_code_patch(3).unwrap()),
+        ("syscall-table", |vm| vm.inject_pointer_hook(5, 6).unwrap()),
+        ("task-table", |vm| vm.inject_hidden_task(7).unwrap()),
     ];
     let mut prev = again;
     for (region, attack) in cases {
