@@ -12,3 +12,16 @@ pub mod kvm;
 pub mod policy;
 pub mod source;
 mod sys;
+
+/// Entry points for the fuzz targets in `fuzz/` (the policy parser, symbol maps, baselines).
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Policy text, System.map text and baseline files: errors, never panics.
+    pub fn policy(data: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(data) {
+            let _ = crate::policy::Policy::parse(text);
+            let _ = crate::policy::SymbolMap::parse(text);
+        }
+        let _ = crate::capture::Baseline::from_bytes(data);
+    }
+}
