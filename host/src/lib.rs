@@ -5,6 +5,7 @@
 //! ([`guest`]), QEMU guests, or dump files. All `unsafe` lives in one private module (`sys`).
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod capture;
 pub mod dump;
 pub mod guest;

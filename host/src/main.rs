@@ -166,6 +166,22 @@ vmseal-host capture --source kvm --state ./st --vm-id micro --out m2.cose --base
     /// The KVM micro-VM: run it under repeated capture, or show its guest program.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Measure capture performance on a micro-VM (figures beside same-process baselines).
+    #[command(
+        after_help = "Prints the figures of docs/benchmarks.md; --json prints one JSON object.\n\n\
+Example:\n  vmseal-host bench --mem-mib 1024 --json"
+    )]
+    Bench {
+        /// Guest memory to capture, MiB.
+        #[arg(long, default_value_t = 1024)]
+        mem_mib: u64,
+        /// Threads for capture and the raw-hash baseline [default: all cores].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -889,6 +905,24 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
     report(&sealed, &snap, changes.as_deref(), a.json)
 }
 
+fn cmd_bench(mem_mib: u64, threads: Option<usize>, json: bool) -> Result<()> {
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let quiet = json;
+    let r = vmseal_host::bench::run(mem_mib, threads, &|m| {
+        if !quiet {
+            eprintln!("bench: {m}");
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -1002,6 +1036,11 @@ fn main() -> std::process::ExitCode {
             nonce,
             json,
         }),
+        Command::Bench {
+            mem_mib,
+            threads,
+            json,
+        } => cmd_bench(mem_mib, threads, json),
         Command::Vm(VmCommand::Listing) => {
             guest::assemble().map_err(anyhow::Error::from).map(|p| {
                 println!(
