@@ -438,3 +438,24 @@ fn micro_vm_attacks_show_up_in_the_evidence() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("line 5"), "{}", text(&o));
 }
+
+#[test]
+fn bench_prints_every_documented_key() {
+    // A tiny run: this checks the command and its output shape, not speed.
+    let o = run("vmseal-host", &["bench", "--mem-mib", "16", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in [
+        "capture_vs_hash_ratio",
+        "incremental_vs_full_ratio",
+        "precopy_pause_ms",
+        "stopcopy_pause_ms",
+        "sha256_gbps_1t",
+        "blake3_gbps_1t",
+        "dirty_harvest_us_per_gib",
+        "memory_gib",
+    ] {
+        assert!(j[k].as_f64().is_some_and(f64::is_finite), "{k}: {j}");
+    }
+    assert_eq!(j["memory_gib"], 0.015625);
+}
