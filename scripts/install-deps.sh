@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install what vmseal needs on Debian 12 (idempotent): the TPM stack and swtpm for the root of
-# trust, a C toolchain for aws-lc-sys and tss-esapi-sys. Needs root (or sudo).
+# trust, a C toolchain for aws-lc-sys and tss-esapi-sys, QEMU, busybox and cpio for the Linux guest
+# tests, and the test kernel itself (scripts/fetch-test-kernel.sh). Needs root (or sudo).
 set -euo pipefail
 
-packages=(build-essential pkg-config cmake libtss2-dev swtpm swtpm-tools tpm2-tools)
+packages=(build-essential pkg-config cmake libtss2-dev swtpm swtpm-tools tpm2-tools
+          qemu-system-x86 busybox-static cpio)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,3 +18,4 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+"$(dirname "$0")/fetch-test-kernel.sh" >/dev/null

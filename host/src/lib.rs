@@ -11,6 +11,7 @@ pub mod dump;
 pub mod guest;
 pub mod kvm;
 pub mod policy;
+pub mod qemu;
 pub mod source;
 mod sys;
 

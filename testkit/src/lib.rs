@@ -197,3 +197,141 @@ pub fn vector(rel: &str) -> Vec<u8> {
         )
     })
 }
+
+/// A real Linux guest under QEMU (TCG), booted from Debian's cloud kernel and a busybox
+/// initramfs (`scripts/fetch-test-kernel.sh`), with RAM in a shared memory-backend-file and a QMP
+/// socket, as `vmseal-host` attaches to production guests.
+#[derive(Debug)]
+pub struct QemuGuest {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    mem: PathBuf,
+    /// Kernel symbols the guest printed from /proc/kallsyms (System.map format).
+    pub system_map: String,
+}
+
+impl QemuGuest {
+    /// Boot a guest with `mem_mib` MiB; `kaslr` leaves kernel address randomisation on.
+    pub fn boot(mem_mib: u64, kaslr: bool) -> Result<Self, String> {
+        let kdir = std::env::var_os("VMSEAL_TEST_KERNEL_DIR")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vmseal/kernel"))
+            })
+            .ok_or("no HOME and no VMSEAL_TEST_KERNEL_DIR")?;
+        let (kernel, initrd) = (kdir.join("vmlinuz"), kdir.join("initrd.gz"));
+        if !kernel.exists() || !initrd.exists() {
+            return Err(format!(
+                "test kernel missing in {}: run scripts/fetch-test-kernel.sh",
+                kdir.display()
+            ));
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mem = PathBuf::from(format!(
+            "/dev/shm/vmseal-test-{}-{}",
+            std::process::id(),
+            dir.path()
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        let append = format!(
+            "console=ttyS0 quiet panic=-1{}",
+            if kaslr { "" } else { " nokaslr" }
+        );
+        let child = Command::new("qemu-system-x86_64")
+            .args(["-machine", "q35,memory-backend=mem", "-accel", "tcg", "-m"])
+            .arg(format!("{mem_mib}M"))
+            .arg("-object")
+            .arg(format!(
+                "memory-backend-file,id=mem,size={mem_mib}M,mem-path={},share=on",
+                mem.display()
+            ))
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args([
+                "-append",
+                &append,
+                "-display",
+                "none",
+                "-no-reboot",
+                "-serial",
+            ])
+            .arg(format!("file:{}", dir.path().join("console.log").display()))
+            .arg("-qmp")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                dir.path().join("qmp.sock").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!("cannot start qemu-system-x86_64 (apt-get install qemu-system-x86): {e}")
+            })?;
+        let mut me = Self {
+            dir,
+            child: Some(child),
+            mem,
+            system_map: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let log =
+                std::fs::read_to_string(me.dir.path().join("console.log")).unwrap_or_default();
+            if log.contains("vmseal-ready") {
+                let syms = log
+                    .split("vmseal-symbols-begin")
+                    .nth(1)
+                    .and_then(|s| s.split("vmseal-symbols-end").next())
+                    .unwrap_or_default();
+                me.system_map = syms.trim().replace('\r', "");
+                return Ok(me);
+            }
+            if let Some(c) = me.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    return Err(format!(
+                        "qemu exited with {st} before the guest was ready:\n{log}"
+                    ));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("guest not ready after 180 s:\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The QMP socket.
+    pub fn qmp(&self) -> PathBuf {
+        self.dir.path().join("qmp.sock")
+    }
+
+    /// The memory backend file.
+    pub fn mem(&self) -> PathBuf {
+        self.mem.clone()
+    }
+
+    /// Address of a symbol the guest printed.
+    pub fn symbol(&self, name: &str) -> Option<u64> {
+        self.system_map.lines().find_map(|l| {
+            let mut p = l.split_whitespace();
+            let (a, _, n) = (p.next()?, p.next()?, p.next()?);
+            (n == name)
+                .then(|| u64::from_str_radix(a, 16).ok())
+                .flatten()
+        })
+    }
+}
+
+impl Drop for QemuGuest {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.mem);
+    }
+}

@@ -5,3 +5,4 @@
 mod capture;
 mod fuzz_smoke;
 mod kvm;
+mod qemu;

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Fetch the Linux kernel the QEMU tests boot (Debian's linux-image-cloud-amd64, unpacked with
+# dpkg-deb -x, not installed) and build a busybox initramfs whose init prints the kernel symbols the
+# tests need, then idles. Output: $VMSEAL_TEST_KERNEL_DIR (default ~/.cache/vmseal/kernel):
+#   vmlinuz, initrd.gz
+set -euo pipefail
+dir=${VMSEAL_TEST_KERNEL_DIR:-$HOME/.cache/vmseal/kernel}
+mkdir -p "$dir"
+if [ ! -s "$dir/vmlinuz" ]; then
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    ( cd "$tmp"
+      pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+      [ -n "$pkg" ] || { echo "cannot resolve linux-image-cloud-amd64 (run apt-get update)" >&2; exit 1; }
+      apt-get download -q "$pkg" 2>/dev/null
+      dpkg-deb -x ./*.deb x
+      cp x/boot/vmlinuz-* "$dir/vmlinuz.tmp" && mv "$dir/vmlinuz.tmp" "$dir/vmlinuz" )
+fi
+if [ ! -s "$dir/initrd.gz" ]; then
+    root=$(mktemp -d)
+    mkdir -p "$root"/{bin,proc,sys,dev}
+    cp /bin/busybox "$root/bin/busybox"
+    cat > "$root/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+echo 0 > /proc/sys/kernel/kptr_restrict
+echo "vmseal-symbols-begin"
+/bin/busybox grep -E ' (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata)$' /proc/kallsyms
+echo "vmseal-symbols-end"
+echo "vmseal-ready"
+while true; do /bin/busybox sleep 1; done
+INIT
+    chmod +x "$root/init"
+    (cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$dir/initrd.gz.tmp") && mv "$dir/initrd.gz.tmp" "$dir/initrd.gz"
+    rm -rf "$root"
+fi
+echo "$dir"
