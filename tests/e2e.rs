@@ -459,3 +459,43 @@ fn bench_prints_every_documented_key() {
     }
     assert_eq!(j["memory_gib"], 0.015625);
 }
+
+#[test]
+fn capture_a_linux_guest_under_qemu_by_symbols() {
+    let g = vmseal_testkit::QemuGuest::boot(256, false).unwrap();
+    let h = Host::new("none");
+    std::fs::write(h.p("System.map"), &g.system_map).unwrap();
+    std::fs::write(
+        h.p("linux.toml"),
+        "name = \"linux\"\nversion = 1\n[[region]]\nname = \"kernel-text\"\nclass = \"code\"\nseverity = \"critical\"\nsymbol = \"_stext\"\nend_symbol = \"_etext\"\n",
+    )
+    .unwrap();
+    let src = format!("qemu:{},{}", g.qmp().display(), g.mem().display());
+    let o = run(
+        "vmseal-host",
+        &[
+            "capture",
+            "--source",
+            &src,
+            "--policy",
+            &h.p("linux.toml"),
+            "--symbols",
+            &h.p("System.map"),
+            "--state",
+            &h.p("state"),
+            "--vm-id",
+            "linux",
+            "--out",
+            &h.p("l.cose"),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(j["regions"][0]["pages"].as_u64().unwrap() > 1000, "{j}");
+    let v = run(
+        "vmseal-certs",
+        &["verify", "--roots", &h.ek_ca(), &h.p("l.cose")],
+    );
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+}

@@ -18,6 +18,7 @@ use vmseal_host::dump::RawDump;
 use vmseal_host::guest;
 use vmseal_host::kvm::{MicroVm, MicroVmConfig};
 use vmseal_host::policy::{Policy, RegionPolicy, Sampling, Selector, SymbolMap};
+use vmseal_host::qemu::QemuSource;
 use vmseal_host::source::MemorySource;
 use vmseal_sealer::claims::{CaptureKind, Claims, ModuleInfo, RegionClass, Severity};
 use vmseal_sealer::merkle::{HashAlg, PAGE_SIZE};
@@ -129,7 +130,8 @@ vmseal-host capture --source kvm --state ./st --vm-id micro --out m.cose --basel
 vmseal-host capture --source kvm --state ./st --vm-id micro --out m2.cose --baseline base.cbor"
     )]
     Capture {
-        /// Memory source: `kvm` (a fresh micro-VM) or `dump:FILE` (a raw image).
+        /// Memory source: `kvm` (a fresh micro-VM), `dump:FILE` (a raw image), or
+        /// `qemu:QMP_SOCKET,MEM_FILE[,MEMDEV_ID]` (a running QEMU guest with a shared memory-backend-file).
         #[arg(long)]
         source: String,
         /// Capture policy (TOML, docs/policy.md); the micro-VM has a built-in default.
@@ -879,9 +881,32 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
             let snap = Snapshot::full(&mut vm, plan, Consistency::PreCopy)?;
             (snap, Some(vm))
         }
-        _ => bail!(
-            "--source must be kvm or dump:FILE (qemu:QMP,MEMFILE comes with the QEMU backend)"
-        ),
+        ("qemu", spec) if !spec.is_empty() => {
+            let parts: Vec<&str> = spec.split(',').collect();
+            let (qmp, mem, memdev) = match parts[..] {
+                [q, m] => (q, m, "mem"),
+                [q, m, d] => (q, m, d),
+                _ => bail!("--source qemu:QMP_SOCKET,MEM_FILE[,MEMDEV_ID]"),
+            };
+            if a.policy.is_none() {
+                bail!("a QEMU guest needs --policy FILE (see docs/policy.md)");
+            }
+            let policy = load_policy(a.policy.as_deref(), "")?;
+            let mut src = QemuSource::attach(Path::new(qmp), Path::new(mem), memdev)?;
+            if policy
+                .regions
+                .iter()
+                .any(|r| matches!(r.selector, Selector::Symbol { .. }))
+            {
+                src.refresh_paging()?;
+            }
+            let plan = Plan::new(&policy, &src, symbols.as_ref(), nonce.as_deref())?;
+            let snap = with_progress(plan.pages().len() as u64, || {
+                Snapshot::full(&mut src, plan, Consistency::StopCopy)
+            })?;
+            (snap, None)
+        }
+        _ => bail!("--source must be kvm, dump:FILE or qemu:QMP_SOCKET,MEM_FILE[,MEMDEV_ID]"),
     };
     if let Some(p) = &a.baseline_out {
         write_atomic(p, &snap.baseline().to_bytes())?;

@@ -290,12 +290,10 @@ impl QemuGuest {
                 me.system_map = syms.trim().replace('\r', "");
                 return Ok(me);
             }
-            if let Some(c) = me.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    return Err(format!(
-                        "qemu exited with {st} before the guest was ready:\n{log}"
-                    ));
-                }
+            if let Some(st) = me.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(format!(
+                    "qemu exited with {st} before the guest was ready:\n{log}"
+                ));
             }
             if Instant::now() > deadline {
                 return Err(format!("guest not ready after 180 s:\n{log}"));
