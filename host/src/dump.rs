@@ -1,5 +1,7 @@
-//! Raw memory images as a [`MemorySource`]: a file whose byte N is guest-physical address N. Read
-//! with positioned reads (no mapping), never changes, so pausing is free and there is no dirty log.
+//! Memory dumps as [`MemorySource`]s, for offline checks: raw images ([`RawDump`], byte N is
+//! guest-physical address N) and ELF core files ([`ElfDump`], QEMU's `dump-guest-memory`: one
+//! `PT_LOAD` per RAM range, `p_paddr` = guest-physical address). Read with positioned reads (no
+//! mapping); a dump never changes, so pausing is free and there is no dirty log.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -56,6 +58,149 @@ impl MemorySource for RawDump {
             });
         }
         self.file.read_exact_at(buf, gpa)?;
+        Ok(())
+    }
+    fn pause(&mut self) -> Result<Duration, SourceError> {
+        Ok(Duration::ZERO)
+    }
+    fn resume(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+    fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError> {
+        Ok(None)
+    }
+}
+
+/// Errors specific to ELF dumps.
+fn invalid(msg: String) -> SourceError {
+    SourceError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, msg))
+}
+
+/// Headers of an ELF core must sit in the first 16 MiB.
+const ELF_HEAD_MAX: u64 = 16 << 20;
+
+/// One loadable segment: guest-physical `[gpa, gpa + len)` at `offset` in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Guest-physical start.
+    pub gpa: u64,
+    /// Bytes present in the file.
+    pub len: u64,
+    /// File offset.
+    pub offset: u64,
+}
+
+/// Parse the `PT_LOAD` segments of an ELF64 little-endian core from its first bytes.
+pub fn parse_elf_segments(head: &[u8], file_len: u64) -> Result<Vec<Segment>, SourceError> {
+    use object::elf::{FileHeader64, PT_LOAD};
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let hdr = FileHeader64::<object::Endianness>::parse(head)
+        .map_err(|e| invalid(format!("not an ELF64 file: {e}")))?;
+    let endian = hdr
+        .endian()
+        .map_err(|e| invalid(format!("ELF endianness: {e}")))?;
+    if hdr.e_type(endian) != object::elf::ET_CORE {
+        return Err(invalid(
+            "ELF file is not a core dump (e_type != ET_CORE); use QEMU's dump-guest-memory".into(),
+        ));
+    }
+    let phdrs = hdr.program_headers(endian, head).map_err(|e| {
+        invalid(format!(
+            "ELF program headers: {e} (they must be within the first 16 MiB)"
+        ))
+    })?;
+    let mut out: Vec<Segment> = Vec::new();
+    for ph in phdrs {
+        if ph.p_type(endian) != PT_LOAD || ph.p_filesz(endian) == 0 {
+            continue;
+        }
+        let s = Segment {
+            gpa: ph.p_paddr(endian),
+            len: ph.p_filesz(endian),
+            offset: ph.p_offset(endian),
+        };
+        if s.offset.checked_add(s.len).is_none_or(|e| e > file_len)
+            || s.gpa.checked_add(s.len).is_none()
+        {
+            return Err(invalid(format!(
+                "PT_LOAD at gpa {:#x} points outside the file",
+                s.gpa
+            )));
+        }
+        if s.gpa % PAGE != 0 || s.len % PAGE != 0 {
+            return Err(invalid(format!(
+                "PT_LOAD at gpa {:#x}+{:#x} is not page-aligned",
+                s.gpa, s.len
+            )));
+        }
+        out.push(s);
+    }
+    out.sort_by_key(|s| s.gpa);
+    if out.windows(2).any(|w| w[0].gpa + w[0].len > w[1].gpa) {
+        return Err(invalid("PT_LOAD segments overlap".into()));
+    }
+    if out.is_empty() {
+        return Err(invalid("ELF core has no PT_LOAD segments".into()));
+    }
+    Ok(out)
+}
+
+/// An ELF core dump (e.g. QEMU `dump-guest-memory`).
+#[derive(Debug)]
+pub struct ElfDump {
+    path: PathBuf,
+    file: File,
+    segments: Vec<Segment>,
+}
+
+impl ElfDump {
+    /// Open an ELF core and index its `PT_LOAD` segments.
+    pub fn open(path: &Path) -> Result<Self, SourceError> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut head = vec![0u8; len.min(ELF_HEAD_MAX) as usize];
+        file.read_exact_at(&mut head, 0)?;
+        let segments = parse_elf_segments(&head, len)?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            segments,
+        })
+    }
+
+    /// The segments.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+}
+
+/// Open a dump, ELF core or raw image, by its first bytes.
+pub fn open_dump(path: &Path) -> Result<Box<dyn MemorySource>, SourceError> {
+    let mut magic = [0u8; 4];
+    let f = File::open(path)?;
+    let is_elf = f.read_exact_at(&mut magic, 0).is_ok() && magic == *b"\x7fELF";
+    Ok(if is_elf {
+        Box::new(ElfDump::open(path)?)
+    } else {
+        Box::new(RawDump::open(path)?)
+    })
+}
+
+impl MemorySource for ElfDump {
+    fn describe(&self) -> String {
+        format!("ELF core {}", self.path.display())
+    }
+    fn ram(&self) -> Vec<(u64, u64)> {
+        self.segments.iter().map(|s| (s.gpa, s.len)).collect()
+    }
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        let len = buf.len() as u64;
+        let s = self
+            .segments
+            .iter()
+            .find(|s| gpa >= s.gpa && gpa.checked_add(len).is_some_and(|e| e <= s.gpa + s.len))
+            .ok_or(SourceError::OutOfRange { start: gpa, len })?;
+        self.file.read_exact_at(buf, s.offset + (gpa - s.gpa))?;
         Ok(())
     }
     fn pause(&mut self) -> Result<Duration, SourceError> {

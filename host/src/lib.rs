@@ -15,7 +15,8 @@ pub mod qemu;
 pub mod source;
 mod sys;
 
-/// Entry points for the fuzz targets in `fuzz/` (the policy parser, symbol maps, baselines).
+/// Entry points for the fuzz targets in `fuzz/` (the policy parser, symbol maps, baselines, ELF
+/// core headers).
 #[doc(hidden)]
 pub mod fuzzing {
     /// Policy text, System.map text and baseline files: errors, never panics.
@@ -25,5 +26,10 @@ pub mod fuzzing {
             let _ = crate::policy::SymbolMap::parse(text);
         }
         let _ = crate::capture::Baseline::from_bytes(data);
+    }
+
+    /// ELF core headers (the dump reader): errors, never panics.
+    pub fn elf_dump(data: &[u8]) {
+        let _ = crate::dump::parse_elf_segments(data, data.len() as u64);
     }
 }

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use time::{Duration, OffsetDateTime};
 use vmseal_host::capture::{Baseline, Consistency, Plan, Snapshot};
-use vmseal_host::dump::RawDump;
+use vmseal_host::dump::{RawDump, open_dump};
 use vmseal_host::guest;
 use vmseal_host::kvm::{MicroVm, MicroVmConfig};
 use vmseal_host::policy::{Policy, RegionPolicy, Sampling, Selector, SymbolMap};
@@ -130,7 +130,8 @@ vmseal-host capture --source kvm --state ./st --vm-id micro --out m.cose --basel
 vmseal-host capture --source kvm --state ./st --vm-id micro --out m2.cose --baseline base.cbor"
     )]
     Capture {
-        /// Memory source: `kvm` (a fresh micro-VM), `dump:FILE` (a raw image), or
+        /// Memory source: `kvm` (a fresh micro-VM), `dump:FILE` (a raw image or an ELF core from
+        /// QEMU's dump-guest-memory), or
         /// `qemu:QMP_SOCKET,MEM_FILE[,MEMDEV_ID]` (a running QEMU guest with a shared memory-backend-file).
         #[arg(long)]
         source: String,
@@ -863,11 +864,11 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
                 bail!("a dump needs --policy FILE (see docs/policy.md)");
             }
             let policy = load_policy(a.policy.as_deref(), "")?;
-            let mut src = RawDump::open(Path::new(path))?;
-            let plan = Plan::new(&policy, &src, symbols.as_ref(), nonce.as_deref())?;
+            let mut src = open_dump(Path::new(path))?;
+            let plan = Plan::new(&policy, src.as_ref(), symbols.as_ref(), nonce.as_deref())?;
             (
                 with_progress(plan.pages().len() as u64, || {
-                    Snapshot::full(&mut src, plan, Consistency::StopCopy)
+                    Snapshot::full(src.as_mut(), plan, Consistency::StopCopy)
                 })?,
                 None,
             )
