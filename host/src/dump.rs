@@ -127,7 +127,7 @@ pub fn parse_elf_segments(head: &[u8], file_len: u64) -> Result<Vec<Segment>, So
                 s.gpa
             )));
         }
-        if s.gpa % PAGE != 0 || s.len % PAGE != 0 {
+        if !s.gpa.is_multiple_of(PAGE) || !s.len.is_multiple_of(PAGE) {
             return Err(invalid(format!(
                 "PT_LOAD at gpa {:#x}+{:#x} is not page-aligned",
                 s.gpa, s.len
