@@ -93,7 +93,7 @@ fn elf_dump_target_never_panics_and_reads_a_core() {
         let mut d = core[..184].to_vec();
         let i = (x as usize) % d.len();
         d[i] ^= (x >> 32) as u8 | 1;
-        if x % 5 == 0 {
+        if x.is_multiple_of(5) {
             d.truncate((x >> 8) as usize % d.len());
         }
         vmseal_host::fuzzing::elf_dump(&d);
