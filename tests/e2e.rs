@@ -499,3 +499,65 @@ fn capture_a_linux_guest_under_qemu_by_symbols() {
     );
     assert_eq!(v.status.code(), Some(0), "{}", text(&v));
 }
+
+#[test]
+fn agent_captures_every_vm_on_schedule_and_reports_changes() {
+    let h = Host::new("none");
+    let img: Vec<u8> = (0..16 * 4096).map(|i| (i % 249) as u8).collect();
+    std::fs::write(h.p("d.raw"), &img).unwrap();
+    std::fs::write(
+        h.p("p.toml"),
+        "name = \"img\"\nversion = 1\n[[region]]\nname = \"all\"\nclass = \"code\"\nseverity = \"high\"\ngpa = { start = 0, len = 0x10000 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        h.p("agent.toml"),
+        "state = \"state\"\nout_dir = \"agent-ev\"\nmax_concurrent = 2\nbudget_mbps = 500\nfull_every = 2\n\
+         [[vm]]\nid = \"micro\"\nsource = \"kvm\"\ninterval_secs = 1\n\
+         [[vm]]\nid = \"img\"\nsource = \"dump:d.raw\"\npolicy = \"p.toml\"\ninterval_secs = 1\n",
+    )
+    .unwrap();
+    let o = run(
+        "vmseal-host",
+        &[
+            "run",
+            "--config",
+            &h.p("agent.toml"),
+            "--rounds",
+            "3",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let events: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&o.stdout)
+        .into_iter::<serde_json::Value>()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(events.len(), 6, "{events:?}");
+    assert!(events.iter().all(|e| e["error"].is_null()), "{events:?}");
+    let kinds: Vec<String> = events
+        .iter()
+        .filter(|e| e["vm"] == "micro")
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["full", "incremental:0", "full"], "full_every = 2");
+    for e in &events {
+        let v = run(
+            "vmseal-certs",
+            &["verify", "--roots", &h.ek_ca(), e["out"].as_str().unwrap()],
+        );
+        assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    }
+    // A bad configuration is refused with its file and problem.
+    std::fs::write(
+        h.p("bad.toml"),
+        "state = \"state\"\nout_dir = \"x\"\n[[vm]]\nid = \"a\"\nsource = \"floppy\"\n",
+    )
+    .unwrap();
+    let o = run(
+        "vmseal-host",
+        &["run", "--config", &h.p("bad.toml"), "--rounds", "1"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("source must be kvm"), "{}", text(&o));
+}

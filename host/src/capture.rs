@@ -96,8 +96,53 @@ pub struct Plan {
     pub policy: PolicyRef,
     /// Nonce the sampling was keyed with.
     pub nonce: Option<Vec<u8>>,
+    /// Hashing bandwidth budget shared with other captures (never applied while the guest is
+    /// paused, so it cannot lengthen a pause).
+    pub budget: Option<std::sync::Arc<Budget>>,
     /// Page → (region, leaf) positions.
     index: HashMap<u64, Vec<(usize, usize)>>,
+}
+
+/// A bandwidth budget for page hashing (a token bucket in bytes per second), so capture never
+/// starves the guests: every capture sharing it together reads at most `rate` bytes per second.
+#[derive(Debug)]
+pub struct Budget {
+    rate: f64,
+    burst: f64,
+    state: std::sync::Mutex<(f64, Instant)>,
+}
+
+impl Budget {
+    /// A budget of `mb_per_s` megabytes (10^6 bytes) per second.
+    pub fn new(mb_per_s: f64) -> Self {
+        let rate = (mb_per_s * 1e6).max(PAGE as f64 * 64.0);
+        let burst = (rate / 10.0).max(PAGE as f64 * 64.0);
+        Self {
+            rate,
+            burst,
+            state: std::sync::Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Wait until `bytes` may be read.
+    pub fn take(&self, bytes: u64) {
+        let need = bytes as f64;
+        loop {
+            let wait = {
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                st.0 = (st.0 + now.duration_since(st.1).as_secs_f64() * self.rate)
+                    .min(self.burst.max(need));
+                st.1 = now;
+                if st.0 >= need {
+                    st.0 -= need;
+                    return;
+                }
+                (need - st.0) / self.rate
+            };
+            std::thread::sleep(Duration::from_secs_f64(wait));
+        }
+    }
 }
 
 /// Choose `k` of `n` leaf positions with HMAC-SHA256(nonce, region ‖ 0 ‖ counter), ascending.
@@ -200,6 +245,7 @@ impl Plan {
                 digest: policy.digest,
             },
             nonce: nonce.map(<[u8]>::to_vec),
+            budget: None,
             index,
         })
     }
@@ -239,9 +285,13 @@ pub fn hash_pages(
     source: &dyn MemorySource,
     alg: HashAlg,
     pfns: &[u64],
+    budget: Option<&Budget>,
 ) -> Result<Vec<Digest>, SourceError> {
     pfns.par_chunks(64)
         .map(|chunk| {
+            if let Some(b) = budget {
+                b.take(chunk.len() as u64 * PAGE);
+            }
             let mut buf = vec![0u8; PAGE as usize];
             chunk
                 .iter()
@@ -302,14 +352,14 @@ impl Snapshot {
                 source.pause()?;
                 let r = (|| {
                     source.dirty_pages()?; // tracking restarts at this consistent point
-                    hash_pages(source, plan.hash, &pages)
+                    hash_pages(source, plan.hash, &pages, None)
                 })();
                 source.resume()?;
                 (r?, p0.elapsed())
             }
             Consistency::PreCopy => {
                 source.dirty_pages()?; // start tracking before the pre-copy pass
-                let mut d = hash_pages(source, plan.hash, &pages)?;
+                let mut d = hash_pages(source, plan.hash, &pages, plan.budget.as_deref())?;
                 let p0 = Instant::now();
                 source.pause()?;
                 let r = (|| {
@@ -346,14 +396,15 @@ impl Snapshot {
         let first = source
             .dirty_pages()?
             .ok_or_else(|| CaptureError::NoDirtyLog(source.describe()))?;
-        let mut read = next.update(source, &first)?;
+        let budget = next.plan.budget.clone();
+        let mut read = next.update(source, &first, budget.as_deref())?;
         let p0 = Instant::now();
         source.pause()?;
         let r = (|| {
             let d = source
                 .dirty_pages()?
                 .ok_or_else(|| CaptureError::NoDirtyLog(source.describe()))?;
-            next.update(source, &d)
+            next.update(source, &d, None)
         })();
         source.resume()?;
         read += r?;
@@ -371,12 +422,13 @@ impl Snapshot {
         &mut self,
         source: &dyn MemorySource,
         dirty: &DirtyPages,
+        budget: Option<&Budget>,
     ) -> Result<u64, CaptureError> {
         let pages: Vec<u64> = dirty
             .iter()
             .filter(|p| self.plan.index.contains_key(p))
             .collect();
-        let digests = hash_pages(source, self.plan.hash, &pages)?;
+        let digests = hash_pages(source, self.plan.hash, &pages, budget)?;
         let mut per_region: Vec<Vec<(u64, Digest)>> = vec![Vec::new(); self.trees.len()];
         for (p, d) in pages.iter().zip(digests) {
             for &(r, leaf) in self
@@ -510,7 +562,7 @@ fn rehash_dirty(
 ) -> Result<u64, CaptureError> {
     let Some(dirty) = dirty else {
         // No dirty log: the only consistent choice is to re-hash everything while paused.
-        let all = hash_pages(source, plan.hash, pages)?;
+        let all = hash_pages(source, plan.hash, pages, None)?;
         digests.copy_from_slice(&all);
         return Ok(pages.len() as u64);
     };
@@ -521,7 +573,7 @@ fn rehash_dirty(
         .map(|(i, _)| i)
         .collect();
     let which: Vec<u64> = idx.iter().map(|&i| pages[i]).collect();
-    let fresh = hash_pages(source, plan.hash, &which)?;
+    let fresh = hash_pages(source, plan.hash, &which, None)?;
     for (i, d) in idx.into_iter().zip(fresh) {
         digests[i] = d;
     }

@@ -177,7 +177,12 @@ impl ElfDump {
 /// Open a dump, ELF core or raw image, by its first bytes.
 pub fn open_dump(path: &Path) -> Result<Box<dyn MemorySource>, SourceError> {
     let mut magic = [0u8; 4];
-    let f = File::open(path)?;
+    let f = File::open(path).map_err(|e| {
+        SourceError::Io(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", path.display()),
+        ))
+    })?;
     let is_elf = f.read_exact_at(&mut magic, 0).is_ok() && magic == *b"\x7fELF";
     Ok(if is_elf {
         Box::new(ElfDump::open(path)?)

@@ -169,6 +169,24 @@ vmseal-host capture --source kvm --state ./st --vm-id micro --out m2.cose --base
     /// The KVM micro-VM: run it under repeated capture, or show its guest program.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// The host agent: capture every configured VM on its schedule and seal the evidence.
+    #[command(
+        after_help = "The configuration (TOML) lists the host state, the evidence directory, \
+max_concurrent, budget_mbps, and one [[vm]] per guest with its source, policy and interval; see \
+docs/operations.md. SIGINT or SIGTERM stops the agent after the captures in flight.\n\n\
+Example:\n  vmseal-host run --config /etc/vmseal/agent.toml"
+    )]
+    Run {
+        /// Agent configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Capture each VM this many times, then exit (default: run until stopped).
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// One JSON object per capture on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure capture performance on a micro-VM (figures beside same-process baselines).
     #[command(
         after_help = "Prints the figures of docs/benchmarks.md; --json prints one JSON object.\n\n\
@@ -931,6 +949,72 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
     report(&sealed, &snap, changes.as_deref(), a.json)
 }
 
+fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
+    let cfg = vmseal_host::daemon::DaemonConfig::load(config)?;
+    let state = HostState::load(&cfg.state, cfg.tpm.as_deref())
+        .with_context(|| format!("cannot load host state {}", cfg.state.display()))?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handlers")?;
+    }
+    if !json {
+        eprintln!(
+            "vmseal-host agent: {} VM(s), at most {} capture(s) at once{}",
+            cfg.vms.len(),
+            cfg.max_concurrent,
+            cfg.budget_mbps
+                .map(|b| format!(", hashing budget {b} MB/s"))
+                .unwrap_or_default()
+        );
+    }
+    let seal = |vm: &str,
+                snap: &Snapshot,
+                baseline: Option<&Baseline>,
+                out: &Path|
+     -> std::result::Result<u64, String> {
+        seal_snapshot(&state, vm, snap, baseline, out)
+            .map(|s| s.claims.seq)
+            .map_err(|e| format!("{e:#}"))
+    };
+    let failures = std::sync::atomic::AtomicU64::new(0);
+    let on_event = |e: &vmseal_host::daemon::CaptureEvent| {
+        if e.error.is_some() {
+            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if json {
+            if let Ok(s) = serde_json::to_string(e) {
+                println!("{s}");
+            }
+        } else if let Some(err) = &e.error {
+            eprintln!("{}: capture failed: {err}", e.vm);
+        } else {
+            let changed = if e.changed_regions.is_empty() {
+                "no change from baseline".to_owned()
+            } else {
+                format!("CHANGED: {}", e.changed_regions.join(", "))
+            };
+            println!(
+                "{} #{} {} ({} pages, pause {} µs) -> {}; {changed}",
+                e.vm,
+                e.seq.unwrap_or_default(),
+                e.kind,
+                e.pages_read,
+                e.pause_us,
+                e.out
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+        }
+    };
+    vmseal_host::daemon::run(&cfg, rounds, &stop, &seal, &on_event);
+    let n = failures.load(std::sync::atomic::Ordering::Relaxed);
+    if rounds.is_some() && n > 0 {
+        bail!("{n} capture(s) failed");
+    }
+    Ok(())
+}
+
 fn cmd_bench(mem_mib: u64, threads: Option<usize>, json: bool) -> Result<()> {
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -1067,6 +1151,11 @@ fn main() -> std::process::ExitCode {
             threads,
             json,
         } => cmd_bench(mem_mib, threads, json),
+        Command::Run {
+            config,
+            rounds,
+            json,
+        } => cmd_run(&config, rounds, json),
         Command::Vm(VmCommand::Listing) => {
             guest::assemble().map_err(anyhow::Error::from).map(|p| {
                 println!(

@@ -1,0 +1,482 @@
+//! `vmseal-host run`: the host agent. It captures many VMs on their schedules with bounded
+//! concurrency and a shared hashing budget, and writes sealed evidence for each.
+//!
+//! ```toml
+//! state = "/var/lib/vmseal"            # made by `vmseal-host init`
+//! out_dir = "/var/lib/vmseal/evidence" # evidence goes to OUT_DIR/<vm>/<vm>-<seq>.cose
+//! max_concurrent = 2                   # captures running at once
+//! budget_mbps = 400                    # page hashing bandwidth shared by all captures (optional)
+//! full_every = 10                      # incremental sources: a full capture every N (default 10)
+//!
+//! [[vm]]
+//! id = "web-1"
+//! source = "qemu:/run/web-1.qmp,/dev/shm/web-1"
+//! policy = "/etc/vmseal/linux.toml"
+//! symbols = "/etc/vmseal/web-1.map"
+//! interval_secs = 60                   # default: the policy's interval_secs, else 60
+//!
+//! [[vm]]
+//! id = "micro"
+//! source = "kvm"                       # a micro-VM started and kept by the agent
+//! ```
+//!
+//! Relative paths are relative to the configuration file. Captures of one VM never overlap; an
+//! error is logged and retried at the next interval, never fatal to the agent.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::capture::{Baseline, Budget, Consistency, Plan, Snapshot};
+use crate::dump::open_dump;
+use crate::guest;
+use crate::kvm::{MicroVm, MicroVmConfig};
+use crate::policy::{Policy, Selector, SymbolMap};
+use crate::qemu::QemuSource;
+use crate::source::MemorySource;
+
+/// Errors loading the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// Reading a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is invalid.
+    #[error("{path}: {message}")]
+    Config {
+        /// Path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state: PathBuf,
+    out_dir: PathBuf,
+    #[serde(default)]
+    tpm: Option<String>,
+    #[serde(default = "default_concurrency")]
+    max_concurrent: usize,
+    #[serde(default)]
+    budget_mbps: Option<f64>,
+    #[serde(default = "default_full_every")]
+    full_every: u32,
+    vm: Vec<RawVm>,
+}
+
+fn default_concurrency() -> usize {
+    2
+}
+
+fn default_full_every() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    id: String,
+    source: String,
+    #[serde(default)]
+    policy: Option<PathBuf>,
+    #[serde(default)]
+    symbols: Option<PathBuf>,
+    #[serde(default)]
+    interval_secs: Option<u64>,
+}
+
+/// One VM the agent captures.
+#[derive(Debug, Clone)]
+pub struct VmJob {
+    /// VM id.
+    pub id: String,
+    /// Source spec (`kvm`, `dump:FILE`, `qemu:QMP,MEM[,MEMDEV]`).
+    pub source: String,
+    /// Policy.
+    pub policy: Policy,
+    /// Symbols.
+    pub symbols: Option<SymbolMap>,
+    /// Interval.
+    pub interval: Duration,
+}
+
+/// The agent's configuration, loaded and checked.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Host state directory.
+    pub state: PathBuf,
+    /// Evidence directory.
+    pub out_dir: PathBuf,
+    /// TPM TCTI override.
+    pub tpm: Option<String>,
+    /// Captures at once.
+    pub max_concurrent: usize,
+    /// Shared hashing budget, MB/s.
+    pub budget_mbps: Option<f64>,
+    /// Full capture every N captures for incremental sources.
+    pub full_every: u32,
+    /// VMs.
+    pub vms: Vec<VmJob>,
+}
+
+impl DaemonConfig {
+    /// Load and check a configuration file.
+    pub fn load(path: &Path) -> Result<Self, DaemonError> {
+        let io = |p: &Path| {
+            let p = p.to_owned();
+            move |source| DaemonError::Io { path: p, source }
+        };
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let cfg = |message: String| DaemonError::Config {
+            path: path.to_owned(),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            let at = e.span().map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                format!("line {}: ", before.matches('\n').count() + 1)
+            });
+            cfg(format!("{}{}", at.unwrap_or_default(), e.message().trim()))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        if raw.vm.is_empty() {
+            return Err(cfg("no [[vm]] entries".into()));
+        }
+        if raw.max_concurrent == 0 {
+            return Err(cfg("max_concurrent must be at least 1".into()));
+        }
+        if raw.budget_mbps.is_some_and(|b| b.is_nan() || b <= 0.0) {
+            return Err(cfg("budget_mbps must be positive".into()));
+        }
+        let mut vms = Vec::new();
+        for v in &raw.vm {
+            vmseal_sealer::state::check_vm_id(&v.id).map_err(|e| cfg(e.to_string()))?;
+            if vms.iter().any(|j: &VmJob| j.id == v.id) {
+                return Err(cfg(format!("VM {:?} is listed twice", v.id)));
+            }
+            let ok_source =
+                v.source == "kvm" || v.source.starts_with("dump:") || v.source.starts_with("qemu:");
+            if !ok_source {
+                return Err(cfg(format!(
+                    "VM {:?}: source must be kvm, dump:FILE or qemu:QMP,MEM[,MEMDEV]",
+                    v.id
+                )));
+            }
+            let policy = match (&v.policy, v.source.as_str()) {
+                (Some(p), _) => {
+                    let p = rel(p);
+                    let t = std::fs::read_to_string(&p).map_err(io(&p))?;
+                    Policy::parse(&t).map_err(|e| DaemonError::Config {
+                        path: p.clone(),
+                        message: e.to_string(),
+                    })?
+                }
+                (None, "kvm") => Policy::parse(guest::POLICY).map_err(|e| cfg(e.to_string()))?,
+                (None, _) => return Err(cfg(format!("VM {:?} needs a policy", v.id))),
+            };
+            let symbols = match &v.symbols {
+                Some(p) => {
+                    let p = rel(p);
+                    let t = std::fs::read_to_string(&p).map_err(io(&p))?;
+                    Some(SymbolMap::parse(&t).map_err(|e| DaemonError::Config {
+                        path: p.clone(),
+                        message: e.to_string(),
+                    })?)
+                }
+                None => None,
+            };
+            let secs = v
+                .interval_secs
+                .or(policy.interval_secs)
+                .unwrap_or(60)
+                .max(1);
+            // File paths inside the source are relative to the configuration too.
+            let source = if let Some(f) = v.source.strip_prefix("dump:") {
+                format!("dump:{}", rel(Path::new(f)).display())
+            } else if let Some(spec) = v.source.strip_prefix("qemu:") {
+                let parts: Vec<String> = spec
+                    .split(',')
+                    .enumerate()
+                    .map(|(i, p)| {
+                        if i < 2 {
+                            rel(Path::new(p)).display().to_string()
+                        } else {
+                            p.to_owned()
+                        }
+                    })
+                    .collect();
+                format!("qemu:{}", parts.join(","))
+            } else {
+                v.source.clone()
+            };
+            vms.push(VmJob {
+                id: v.id.clone(),
+                source,
+                policy,
+                symbols,
+                interval: Duration::from_secs(secs),
+            });
+        }
+        Ok(Self {
+            state: rel(&raw.state),
+            out_dir: rel(&raw.out_dir),
+            tpm: raw.tpm,
+            max_concurrent: raw.max_concurrent,
+            budget_mbps: raw.budget_mbps,
+            full_every: raw.full_every.max(1),
+            vms,
+        })
+    }
+}
+
+/// What happened to one capture.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaptureEvent {
+    /// VM.
+    pub vm: String,
+    /// Sequence number sealed, when it succeeded.
+    pub seq: Option<u64>,
+    /// Evidence file.
+    pub out: Option<PathBuf>,
+    /// full | incremental.
+    pub kind: String,
+    /// Pages read.
+    pub pages_read: u64,
+    /// Pause, µs.
+    pub pause_us: u64,
+    /// Regions whose pages differ from the VM's first capture (its baseline).
+    pub changed_regions: Vec<String>,
+    /// Error, when it failed.
+    pub error: Option<String>,
+}
+
+/// Per-VM state across captures.
+struct VmState {
+    job: VmJob,
+    vm: Option<MicroVm>,
+    last: Option<(Snapshot, u64)>,
+    baseline: Option<Baseline>,
+    captures: u32,
+}
+
+/// Seal callback: (vm id, snapshot, baseline, out path) → sequence number sealed.
+pub type SealFn<'a> =
+    dyn Fn(&str, &Snapshot, Option<&Baseline>, &Path) -> Result<u64, String> + Sync + 'a;
+
+fn capture_one(
+    st: &mut VmState,
+    budget: Option<&Arc<Budget>>,
+    full_every: u32,
+) -> Result<Snapshot, String> {
+    let job = &st.job;
+    let plan_for = |src: &dyn MemorySource| -> Result<Plan, String> {
+        let mut p =
+            Plan::new(&job.policy, src, job.symbols.as_ref(), None).map_err(|e| e.to_string())?;
+        p.budget = budget.cloned();
+        Ok(p)
+    };
+    if job.source == "kvm" {
+        if st.vm.is_none() {
+            let vm = MicroVm::start(MicroVmConfig::default()).map_err(|e| e.to_string())?;
+            vm.wait_heartbeats(2, Duration::from_secs(30));
+            st.vm = Some(vm);
+        }
+        let Some(vm) = st.vm.as_mut() else {
+            return Err("micro-VM missing".into());
+        };
+        let symbols = job
+            .symbols
+            .clone()
+            .unwrap_or_else(|| guest::symbols(vm.program()));
+        let incremental = st.last.is_some() && !st.captures.is_multiple_of(full_every);
+        return match (&st.last, incremental) {
+            (Some((prev, seq)), true) => prev.incremental(vm, *seq).map_err(|e| e.to_string()),
+            _ => {
+                let mut p =
+                    Plan::new(&job.policy, vm, Some(&symbols), None).map_err(|e| e.to_string())?;
+                p.budget = budget.cloned();
+                Snapshot::full(vm, p, Consistency::PreCopy).map_err(|e| e.to_string())
+            }
+        };
+    }
+    if let Some(path) = job.source.strip_prefix("dump:") {
+        let mut src = open_dump(Path::new(path)).map_err(|e| e.to_string())?;
+        let p = plan_for(src.as_ref())?;
+        return Snapshot::full(src.as_mut(), p, Consistency::StopCopy).map_err(|e| e.to_string());
+    }
+    let spec = job.source.strip_prefix("qemu:").unwrap_or_default();
+    let parts: Vec<&str> = spec.split(',').collect();
+    let (qmp, mem, memdev) = match parts[..] {
+        [q, m] => (q, m, "mem"),
+        [q, m, d] => (q, m, d),
+        _ => return Err("qemu source must be qemu:QMP,MEM[,MEMDEV]".into()),
+    };
+    let mut src =
+        QemuSource::attach(Path::new(qmp), Path::new(mem), memdev).map_err(|e| e.to_string())?;
+    if job
+        .policy
+        .regions
+        .iter()
+        .any(|r| matches!(r.selector, Selector::Symbol { .. }))
+    {
+        src.refresh_paging().map_err(|e| e.to_string())?;
+    }
+    let p = plan_for(&src)?;
+    Snapshot::full(&mut src, p, Consistency::StopCopy).map_err(|e| e.to_string())
+}
+
+/// Run the agent until `stop` is set, or until every VM was captured `rounds` times.
+pub fn run(
+    cfg: &DaemonConfig,
+    rounds: Option<u32>,
+    stop: &AtomicBool,
+    seal: &SealFn<'_>,
+    on_event: &(dyn Fn(&CaptureEvent) + Sync),
+) {
+    let budget = cfg.budget_mbps.map(|b| Arc::new(Budget::new(b)));
+    let states: Vec<Mutex<VmState>> = cfg
+        .vms
+        .iter()
+        .map(|j| {
+            Mutex::new(VmState {
+                job: j.clone(),
+                vm: None,
+                last: None,
+                baseline: None,
+                captures: 0,
+            })
+        })
+        .collect();
+    let slots = (Mutex::new(0usize), Condvar::new());
+    let mut next_due: Vec<Instant> = vec![Instant::now(); cfg.vms.len()];
+    let mut done: Vec<u32> = vec![0; cfg.vms.len()];
+    let busy: Vec<AtomicBool> = cfg.vms.iter().map(|_| AtomicBool::new(false)).collect();
+    std::thread::scope(|scope| {
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let finished = rounds.is_some_and(|r| done.iter().all(|&d| d >= r))
+                && busy.iter().all(|b| !b.load(Ordering::Acquire));
+            if finished {
+                break;
+            }
+            let now = Instant::now();
+            for i in 0..cfg.vms.len() {
+                if rounds.is_some_and(|r| done[i] >= r)
+                    || busy[i].load(Ordering::Acquire)
+                    || now < next_due[i]
+                {
+                    continue;
+                }
+                {
+                    let mut n = slots.0.lock().unwrap_or_else(|p| p.into_inner());
+                    if *n >= cfg.max_concurrent {
+                        continue;
+                    }
+                    *n += 1;
+                }
+                busy[i].store(true, Ordering::Release);
+                next_due[i] = now + cfg.vms[i].interval;
+                done[i] += 1;
+                let (state, slots, busy, budget) = (&states[i], &slots, &busy[i], budget.as_ref());
+                let out_dir = cfg.out_dir.join(&cfg.vms[i].id);
+                let full_every = cfg.full_every;
+                scope.spawn(move || {
+                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                    let id = st.job.id.clone();
+                    let ev = match capture_one(&mut st, budget, full_every) {
+                        Err(e) => CaptureEvent {
+                            vm: id.clone(),
+                            seq: None,
+                            out: None,
+                            kind: String::new(),
+                            pages_read: 0,
+                            pause_us: 0,
+                            changed_regions: vec![],
+                            error: Some(e),
+                        },
+                        Ok(snap) => {
+                            let _ = std::fs::create_dir_all(&out_dir);
+                            let tmp_name = out_dir.join(format!("{id}-next.cose"));
+                            let r = seal(&id, &snap, st.baseline.as_ref(), &tmp_name);
+                            let changed: Vec<String> = st
+                                .baseline
+                                .as_ref()
+                                .map(|b| snap.delta(b).into_iter().map(|d| d.region).collect())
+                                .unwrap_or_default();
+                            match r {
+                                Ok(seq) => {
+                                    let out = out_dir.join(format!("{id}-{seq:06}.cose"));
+                                    let _ = std::fs::rename(&tmp_name, &out);
+                                    if st.baseline.is_none() {
+                                        st.baseline = Some(snap.baseline());
+                                    }
+                                    let kind = match snap.stats.kind {
+                                        vmseal_sealer::claims::CaptureKind::Full => {
+                                            "full".to_owned()
+                                        }
+                                        vmseal_sealer::claims::CaptureKind::Incremental {
+                                            base_seq,
+                                        } => format!("incremental:{base_seq}"),
+                                    };
+                                    let ev = CaptureEvent {
+                                        vm: id.clone(),
+                                        seq: Some(seq),
+                                        out: Some(out),
+                                        kind,
+                                        pages_read: snap.stats.pages_read,
+                                        pause_us: snap.stats.pause.as_micros() as u64,
+                                        changed_regions: changed,
+                                        error: None,
+                                    };
+                                    st.captures += 1;
+                                    st.last = Some((snap, seq));
+                                    ev
+                                }
+                                Err(e) => CaptureEvent {
+                                    vm: id.clone(),
+                                    seq: None,
+                                    out: None,
+                                    kind: String::new(),
+                                    pages_read: 0,
+                                    pause_us: 0,
+                                    changed_regions: vec![],
+                                    error: Some(e),
+                                },
+                            }
+                        }
+                    };
+                    on_event(&ev);
+                    drop(st);
+                    busy.store(false, Ordering::Release);
+                    let mut n = slots.0.lock().unwrap_or_else(|p| p.into_inner());
+                    *n -= 1;
+                    slots.1.notify_all();
+                });
+            }
+            let n = slots.0.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = slots.1.wait_timeout(n, Duration::from_millis(50));
+        }
+    });
+}
