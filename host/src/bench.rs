@@ -103,6 +103,7 @@ pub fn run(
         hash: HashAlg::Sha256,
         symbols: None,
         interval_secs: None,
+        kernel: None,
         regions: vec![RegionPolicy {
             name: "ram".into(),
             class: RegionClass::Data,
@@ -112,6 +113,7 @@ pub fn run(
                 len: bytes,
             },
             sampling: Sampling::All,
+            kaslr_undo: false,
         }],
         digest: [0; 32],
     };

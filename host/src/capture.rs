@@ -66,6 +66,16 @@ pub struct PlannedRegion {
     pub policy: RegionPolicy,
     /// Guest page frame numbers, one per leaf.
     pub pfns: Vec<u64>,
+    /// Guest-virtual address of each leaf, for symbol-selected regions.
+    pub gvas: Option<Vec<u64>>,
+}
+
+/// A transformation applied to one page before hashing: undo a KASLR slide.
+#[derive(Debug, Clone)]
+pub struct Fixup {
+    relocs: std::sync::Arc<crate::kaslr::KernelRelocs>,
+    gva: u64,
+    slide: u64,
 }
 
 impl PlannedRegion {
@@ -101,6 +111,8 @@ pub struct Plan {
     pub budget: Option<std::sync::Arc<Budget>>,
     /// Page → (region, leaf) positions.
     index: HashMap<u64, Vec<(usize, usize)>>,
+    /// Pages transformed before hashing (KASLR undo).
+    fixups: HashMap<u64, Fixup>,
 }
 
 /// A bandwidth budget for page hashing (a token bucket in bytes per second), so capture never
@@ -183,6 +195,7 @@ impl Plan {
         let mut regions = Vec::new();
         for rp in &policy.regions {
             let name = rp.name.as_str();
+            let mut gvas: Option<Vec<u64>> = None;
             let mut pfns: Vec<u64> = match &rp.selector {
                 Selector::Gpa { start, len } => (start / PAGE..(start + len) / PAGE).collect(),
                 Selector::Symbol { start, end, len } => {
@@ -207,6 +220,7 @@ impl Plan {
                     }
                     let first = s / PAGE;
                     let last = e.div_ceil(PAGE);
+                    gvas = Some((first..last).map(|vpn| vpn * PAGE).collect());
                     (first..last)
                         .map(|vpn| source.virt_to_phys(vpn * PAGE).map(|gpa| gpa / PAGE))
                         .collect::<Result<_, _>>()?
@@ -223,11 +237,13 @@ impl Plan {
                     plan_err(name, "samples pages by the verifier's nonce; give --nonce")
                 })?;
                 let idx = sample(nonce, name, pfns.len(), k as usize);
-                pfns = idx.into_iter().map(|i| pfns[i]).collect();
+                pfns = idx.iter().map(|&i| pfns[i]).collect();
+                gvas = gvas.map(|g| idx.iter().map(|&i| g[i]).collect());
             }
             regions.push(PlannedRegion {
                 policy: rp.clone(),
                 pfns,
+                gvas,
             });
         }
         let mut index: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
@@ -247,7 +263,43 @@ impl Plan {
             nonce: nonce.map(<[u8]>::to_vec),
             budget: None,
             index,
+            fixups: HashMap::new(),
         })
+    }
+
+    /// Undo the kernel's KASLR relocations in the regions whose policy says `kaslr = "undo"`: the
+    /// slide is the running kernel's `_text` (from `symbols`) minus the link-time `_text`.
+    pub fn undo_kaslr(
+        &mut self,
+        relocs: std::sync::Arc<crate::kaslr::KernelRelocs>,
+        symbols: &SymbolMap,
+    ) -> Result<u64, CaptureError> {
+        let text = symbols.get("_text").ok_or_else(|| {
+            plan_err(
+                "kaslr",
+                "the symbol map has no `_text`, so the KASLR slide is unknown",
+            )
+        })?;
+        let slide = text.wrapping_sub(relocs.link_text);
+        for r in &self.regions {
+            if !r.policy.kaslr_undo {
+                continue;
+            }
+            let gvas = r.gvas.as_ref().ok_or_else(|| {
+                plan_err(&r.policy.name, "`kaslr = \"undo\"` needs a symbol selector")
+            })?;
+            for (&pfn, &gva) in r.pfns.iter().zip(gvas) {
+                self.fixups.insert(
+                    pfn,
+                    Fixup {
+                        relocs: relocs.clone(),
+                        gva,
+                        slide,
+                    },
+                );
+            }
+        }
+        Ok(slide)
     }
 
     /// Every distinct page of the plan, ascending.
@@ -287,6 +339,44 @@ pub fn hash_pages(
     pfns: &[u64],
     budget: Option<&Budget>,
 ) -> Result<Vec<Digest>, SourceError> {
+    hash_pages_fixed(source, alg, pfns, budget, &HashMap::new())
+}
+
+/// Margin read on each side of a page whose relocations are undone, so that a relocation site
+/// straddling the page boundary is corrected as a whole.
+const FIXUP_MARGIN: usize = 8;
+
+fn read_fixed(
+    source: &dyn MemorySource,
+    pfn: u64,
+    f: &Fixup,
+    buf: &mut [u8],
+) -> Result<(), SourceError> {
+    let mut window = vec![0u8; PAGE as usize + 2 * FIXUP_MARGIN];
+    // The kernel image is physically contiguous; a margin outside RAM stays zero.
+    let start = (pfn * PAGE).saturating_sub(FIXUP_MARGIN as u64);
+    let skip = (pfn * PAGE - start) as usize;
+    let win = &mut window[FIXUP_MARGIN - skip..];
+    if source.read(start, win).is_err() {
+        win.iter_mut().for_each(|b| *b = 0);
+        source.read(
+            pfn * PAGE,
+            &mut window[FIXUP_MARGIN..FIXUP_MARGIN + PAGE as usize],
+        )?;
+    }
+    f.relocs
+        .undo(f.slide, f.gva - FIXUP_MARGIN as u64, &mut window);
+    buf.copy_from_slice(&window[FIXUP_MARGIN..FIXUP_MARGIN + PAGE as usize]);
+    Ok(())
+}
+
+fn hash_pages_fixed(
+    source: &dyn MemorySource,
+    alg: HashAlg,
+    pfns: &[u64],
+    budget: Option<&Budget>,
+    fixups: &HashMap<u64, Fixup>,
+) -> Result<Vec<Digest>, SourceError> {
     pfns.par_chunks(64)
         .map(|chunk| {
             if let Some(b) = budget {
@@ -296,7 +386,10 @@ pub fn hash_pages(
             chunk
                 .iter()
                 .map(|&p| {
-                    source.read(p * PAGE, &mut buf)?;
+                    match fixups.get(&p) {
+                        Some(f) => read_fixed(source, p, f, &mut buf)?,
+                        None => source.read(p * PAGE, &mut buf)?,
+                    }
                     Ok(alg.leaf(&buf))
                 })
                 .collect::<Result<Vec<_>, SourceError>>()
@@ -352,14 +445,20 @@ impl Snapshot {
                 source.pause()?;
                 let r = (|| {
                     source.dirty_pages()?; // tracking restarts at this consistent point
-                    hash_pages(source, plan.hash, &pages, None)
+                    hash_pages_fixed(source, plan.hash, &pages, None, &plan.fixups)
                 })();
                 source.resume()?;
                 (r?, p0.elapsed())
             }
             Consistency::PreCopy => {
                 source.dirty_pages()?; // start tracking before the pre-copy pass
-                let mut d = hash_pages(source, plan.hash, &pages, plan.budget.as_deref())?;
+                let mut d = hash_pages_fixed(
+                    source,
+                    plan.hash,
+                    &pages,
+                    plan.budget.as_deref(),
+                    &plan.fixups,
+                )?;
                 let p0 = Instant::now();
                 source.pause()?;
                 let r = (|| {
@@ -428,7 +527,7 @@ impl Snapshot {
             .iter()
             .filter(|p| self.plan.index.contains_key(p))
             .collect();
-        let digests = hash_pages(source, self.plan.hash, &pages, budget)?;
+        let digests = hash_pages_fixed(source, self.plan.hash, &pages, budget, &self.plan.fixups)?;
         let mut per_region: Vec<Vec<(u64, Digest)>> = vec![Vec::new(); self.trees.len()];
         for (p, d) in pages.iter().zip(digests) {
             for &(r, leaf) in self
@@ -562,7 +661,7 @@ fn rehash_dirty(
 ) -> Result<u64, CaptureError> {
     let Some(dirty) = dirty else {
         // No dirty log: the only consistent choice is to re-hash everything while paused.
-        let all = hash_pages(source, plan.hash, pages, None)?;
+        let all = hash_pages_fixed(source, plan.hash, pages, None, &plan.fixups)?;
         digests.copy_from_slice(&all);
         return Ok(pages.len() as u64);
     };
@@ -573,7 +672,7 @@ fn rehash_dirty(
         .map(|(i, _)| i)
         .collect();
     let which: Vec<u64> = idx.iter().map(|&i| pages[i]).collect();
-    let fresh = hash_pages(source, plan.hash, &which, None)?;
+    let fresh = hash_pages_fixed(source, plan.hash, &which, None, &plan.fixups)?;
     for (i, d) in idx.into_iter().zip(fresh) {
         digests[i] = d;
     }

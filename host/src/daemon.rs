@@ -111,6 +111,8 @@ pub struct VmJob {
     pub symbols: Option<SymbolMap>,
     /// Interval.
     pub interval: Duration,
+    /// Relocation table of the kernel, for `kaslr = "undo"` regions.
+    pub kaslr: Option<Arc<crate::kaslr::KernelRelocs>>,
 }
 
 /// The agent's configuration, loaded and checked.
@@ -182,14 +184,27 @@ impl DaemonConfig {
                     v.id
                 )));
             }
+            let mut kaslr = None;
             let policy = match (&v.policy, v.source.as_str()) {
                 (Some(p), _) => {
                     let p = rel(p);
                     let t = std::fs::read_to_string(&p).map_err(io(&p))?;
-                    Policy::parse(&t).map_err(|e| DaemonError::Config {
+                    let pol = Policy::parse(&t).map_err(|e| DaemonError::Config {
                         path: p.clone(),
                         message: e.to_string(),
-                    })?
+                    })?;
+                    if let Some(k) = &pol.kernel {
+                        let kp = p.parent().unwrap_or(Path::new(".")).join(k);
+                        let image = std::fs::read(&kp).map_err(io(&kp))?;
+                        let r = crate::kaslr::KernelRelocs::from_bzimage(&image).map_err(|e| {
+                            DaemonError::Config {
+                                path: kp.clone(),
+                                message: e.to_string(),
+                            }
+                        })?;
+                        kaslr = Some(Arc::new(r));
+                    }
+                    pol
                 }
                 (None, "kvm") => Policy::parse(guest::POLICY).map_err(|e| cfg(e.to_string()))?,
                 (None, _) => return Err(cfg(format!("VM {:?} needs a policy", v.id))),
@@ -235,6 +250,7 @@ impl DaemonConfig {
                 policy,
                 symbols,
                 interval: Duration::from_secs(secs),
+                kaslr,
             });
         }
         Ok(Self {
@@ -341,7 +357,15 @@ fn capture_one(
     {
         src.refresh_paging().map_err(|e| e.to_string())?;
     }
-    let p = plan_for(&src)?;
+    let mut p = plan_for(&src)?;
+    if let Some(relocs) = &job.kaslr {
+        let syms = job
+            .symbols
+            .as_ref()
+            .ok_or("KASLR undo needs the VM's symbols (its running kernel's _text)")?;
+        p.undo_kaslr(relocs.clone(), syms)
+            .map_err(|e| e.to_string())?;
+    }
     Snapshot::full(&mut src, p, Consistency::StopCopy).map_err(|e| e.to_string())
 }
 

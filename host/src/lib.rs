@@ -10,6 +10,7 @@ pub mod capture;
 pub mod daemon;
 pub mod dump;
 pub mod guest;
+pub mod kaslr;
 pub mod kvm;
 pub mod policy;
 pub mod qemu;

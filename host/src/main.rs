@@ -530,6 +530,7 @@ fn cmd_seal(a: SealArgs) -> Result<()> {
         },
         symbols: None,
         interval_secs: None,
+        kernel: None,
         regions: specs
             .iter()
             .map(|s| RegionPolicy {
@@ -541,6 +542,7 @@ fn cmd_seal(a: SealArgs) -> Result<()> {
                     len: s.len,
                 },
                 sampling: Sampling::All,
+                kaslr_undo: false,
             })
             .collect(),
         digest: HashAlg::Sha256.hash(&[text.as_bytes()]),
@@ -919,7 +921,23 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
             {
                 src.refresh_paging()?;
             }
-            let plan = Plan::new(&policy, &src, symbols.as_ref(), nonce.as_deref())?;
+            let mut plan = Plan::new(&policy, &src, symbols.as_ref(), nonce.as_deref())?;
+            if let Some(kernel) = &policy.kernel {
+                let path = a
+                    .policy
+                    .as_deref()
+                    .and_then(Path::parent)
+                    .unwrap_or(Path::new("."))
+                    .join(kernel);
+                let image = std::fs::read(&path)
+                    .with_context(|| format!("cannot read kernel image {}", path.display()))?;
+                let relocs = vmseal_host::kaslr::KernelRelocs::from_bzimage(&image)
+                    .with_context(|| format!("kernel image {}", path.display()))?;
+                let syms = symbols
+                    .as_ref()
+                    .context("KASLR undo needs --symbols (the running kernel's _text)")?;
+                plan.undo_kaslr(std::sync::Arc::new(relocs), syms)?;
+            }
             let snap = with_progress(plan.pages().len() as u64, || {
                 Snapshot::full(&mut src, plan, Consistency::StopCopy)
             })?;

@@ -78,6 +78,8 @@ struct RawPolicy {
     symbols: Option<String>,
     #[serde(default)]
     interval_secs: Option<u64>,
+    #[serde(default)]
+    kernel: Option<String>,
     #[serde(default, rename = "region")]
     regions: Vec<toml::Spanned<RawRegion>>,
 }
@@ -105,6 +107,8 @@ struct RawRegion {
     len: Option<u64>,
     #[serde(default)]
     sample: Option<toml::Spanned<u64>>,
+    #[serde(default)]
+    kaslr: Option<toml::Spanned<String>>,
 }
 
 /// How a region's memory is located.
@@ -150,6 +154,8 @@ pub struct RegionPolicy {
     pub selector: Selector,
     /// Which pages.
     pub sampling: Sampling,
+    /// Undo the kernel's KASLR relocations in these pages before hashing.
+    pub kaslr_undo: bool,
 }
 
 /// A parsed policy, with the digest of its exact text.
@@ -165,6 +171,9 @@ pub struct Policy {
     pub symbols: Option<String>,
     /// Capture interval for `vmseal-host run`.
     pub interval_secs: Option<u64>,
+    /// The kernel image (bzImage) whose relocation table `kaslr = "undo"` regions use, relative
+    /// to the policy file.
+    pub kernel: Option<String>,
     /// Regions, in order.
     pub regions: Vec<RegionPolicy>,
     /// SHA-256 of the exact policy text.
@@ -332,12 +341,43 @@ impl Policy {
                 }
                 Some(k) => Sampling::Pages(*k.get_ref()),
             };
+            let kaslr_undo = match &r.kaslr {
+                None => false,
+                Some(k) if k.get_ref() == "undo" => {
+                    if !matches!(selector, Selector::Symbol { .. }) {
+                        return Err(err_at(
+                            text,
+                            k.span(),
+                            "`kaslr = \"undo\"` needs a `symbol` selector (kernel virtual addresses)",
+                        ));
+                    }
+                    if raw.kernel.is_none() {
+                        return Err(err_at(
+                            text,
+                            k.span(),
+                            "`kaslr = \"undo\"` needs the kernel image: add `kernel = \"vmlinuz\"` at the top of the policy",
+                        ));
+                    }
+                    true
+                }
+                Some(k) => {
+                    return Err(err_at(
+                        text,
+                        k.span(),
+                        format!(
+                            "unknown kaslr mode {:?}: the only mode is \"undo\"",
+                            k.get_ref()
+                        ),
+                    ));
+                }
+            };
             regions.push(RegionPolicy {
                 name,
                 class,
                 severity,
                 selector,
                 sampling,
+                kaslr_undo,
             });
         }
         Ok(Self {
@@ -346,6 +386,7 @@ impl Policy {
             hash,
             symbols: raw.symbols,
             interval_secs: raw.interval_secs,
+            kernel: raw.kernel,
             regions,
             digest: HashAlg::Sha256.hash(&[text.as_bytes()]),
         })
@@ -486,6 +527,25 @@ sample = 4
 
         let e = err("name = \"x\"\nversion = [\n");
         assert!(e.location.is_some(), "{e}");
+    }
+
+    #[test]
+    fn kaslr_undo_needs_a_symbol_region_and_a_kernel() {
+        let base = "name = \"k\"\nversion = 1\n[[region]]\nname = \"t\"\nclass = \"code\"\nseverity = \"high\"\n";
+        let ok = format!(
+            "kernel = \"vmlinuz\"\n{base}symbol = \"_stext\"\nend_symbol = \"_etext\"\nkaslr = \"undo\"\n"
+        );
+        let p = Policy::parse(&ok).unwrap();
+        assert!(p.regions[0].kaslr_undo);
+        assert_eq!(p.kernel.as_deref(), Some("vmlinuz"));
+        let e = err(&ok.replace("kernel = \"vmlinuz\"\n", ""));
+        assert!(e.to_string().contains("add `kernel = "), "{e}");
+        let e = err(&ok.replace("kaslr = \"undo\"", "kaslr = \"redo\""));
+        assert!(e.to_string().contains("the only mode is"), "{e}");
+        let e = err(&format!(
+            "kernel = \"v\"\n{base}gpa = {{ start = 0, len = 0x1000 }}\nkaslr = \"undo\"\n"
+        ));
+        assert!(e.to_string().contains("needs a `symbol` selector"), "{e}");
     }
 
     #[test]

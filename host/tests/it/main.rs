@@ -4,5 +4,6 @@
 
 mod capture;
 mod fuzz_smoke;
+mod kaslr;
 mod kvm;
 mod qemu;

@@ -1,0 +1,96 @@
+//! KASLR: the relocation table from Debian's bzImage, and one baseline for every boot: kernel text
+//! captured from a randomised boot, with the relocations undone, equals a `nokaslr` boot's.
+
+use vmseal_host::capture::{Consistency, Plan, Snapshot};
+use vmseal_host::kaslr::KernelRelocs;
+use vmseal_host::policy::{Policy, SymbolMap};
+use vmseal_host::qemu::QemuSource;
+use vmseal_testkit::QemuGuest;
+
+fn kernel() -> Vec<u8> {
+    let dir = std::env::var_os("VMSEAL_TEST_KERNEL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vmseal/kernel")
+        });
+    std::fs::read(dir.join("vmlinuz")).expect("run scripts/fetch-test-kernel.sh")
+}
+
+#[test]
+fn relocation_table_of_the_test_kernel() {
+    let r = KernelRelocs::from_bzimage(&kernel()).unwrap();
+    assert_eq!(r.link_text, 0xffff_ffff_8100_0000);
+    assert!(r.r32.len() > 10_000, "{} 32-bit sites", r.r32.len());
+    assert!(!r.r64.is_empty());
+    eprintln!(
+        "relocations: {} 32-bit, {} inverse, {} 64-bit",
+        r.r32.len(),
+        r.r32_inv.len(),
+        r.r64.len()
+    );
+}
+
+const POLICY: &str = r#"
+name = "linux-kaslr"
+version = 1
+kernel = "vmlinuz"
+
+[[region]]
+name = "kernel-text"
+class = "code"
+severity = "critical"
+symbol = "_stext"
+end_symbol = "_etext"
+kaslr = "undo"
+"#;
+
+fn capture(g: &QemuGuest, undo: bool) -> Vec<[u8; 32]> {
+    let mut src = QemuSource::attach(&g.qmp(), &g.mem(), "mem").unwrap();
+    src.refresh_paging().unwrap();
+    let text = if undo {
+        POLICY.to_owned()
+    } else {
+        POLICY
+            .replace("kaslr = \"undo\"\n", "")
+            .replace("kernel = \"vmlinuz\"\n", "")
+    };
+    let policy = Policy::parse(&text).unwrap();
+    let map = SymbolMap::parse(&g.system_map).unwrap();
+    let mut plan = Plan::new(&policy, &src, Some(&map), None).unwrap();
+    if undo {
+        let relocs = std::sync::Arc::new(KernelRelocs::from_bzimage(&kernel()).unwrap());
+        plan.undo_kaslr(relocs, &map).unwrap();
+    }
+    let s = Snapshot::full(&mut src, plan, Consistency::StopCopy).unwrap();
+    s.trees[0].leaves().to_vec()
+}
+
+#[test]
+fn one_baseline_serves_every_boot() {
+    let fixed = QemuGuest::boot(256, false).unwrap();
+    let random = QemuGuest::boot(256, true).unwrap();
+    let slide = random.symbol("_text").unwrap() - fixed.symbol("_text").unwrap();
+    assert_ne!(
+        slide, 0,
+        "KASLR moved the kernel (retry if the slide happened to be zero)"
+    );
+    let base = capture(&fixed, true);
+    assert_eq!(
+        base,
+        capture(&fixed, false),
+        "with no slide, undo changes nothing"
+    );
+    let raw = capture(&random, false);
+    assert_eq!(base.len(), raw.len());
+    let differing = base.iter().zip(&raw).filter(|(a, b)| a != b).count();
+    assert!(
+        differing > base.len() / 2,
+        "without undo most text pages differ ({differing} of {})",
+        base.len()
+    );
+    assert_eq!(
+        capture(&random, true),
+        base,
+        "with the relocations undone, the randomised boot hashes like the fixed one"
+    );
+}
