@@ -104,6 +104,7 @@ pub fn run(
         symbols: None,
         interval_secs: None,
         kernel: None,
+        elf: None,
         regions: vec![RegionPolicy {
             name: "ram".into(),
             class: RegionClass::Data,

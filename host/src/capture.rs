@@ -187,6 +187,17 @@ impl Plan {
         symbols: Option<&SymbolMap>,
         nonce: Option<&[u8]>,
     ) -> Result<Self, CaptureError> {
+        Self::new_with_sections(policy, source, symbols, None, nonce)
+    }
+
+    /// [`Plan::new`], with the ELF sections that `section` selectors name.
+    pub fn new_with_sections(
+        policy: &Policy,
+        source: &dyn MemorySource,
+        symbols: Option<&SymbolMap>,
+        sections: Option<&crate::kaslr::Sections>,
+        nonce: Option<&[u8]>,
+    ) -> Result<Self, CaptureError> {
         let ram = source.ram();
         let in_ram = |pfn: u64| {
             ram.iter()
@@ -195,9 +206,21 @@ impl Plan {
         let mut regions = Vec::new();
         for rp in &policy.regions {
             let name = rp.name.as_str();
-            let mut gvas: Option<Vec<u64>> = None;
-            let mut pfns: Vec<u64> = match &rp.selector {
-                Selector::Gpa { start, len } => (start / PAGE..(start + len) / PAGE).collect(),
+            // Virtual selectors resolve to [s, e) and are translated page by page.
+            let virt: Option<(u64, u64)> = match &rp.selector {
+                Selector::Gpa { .. } => None,
+                Selector::Gva { start, len } => Some((*start, start + len)),
+                Selector::Section { name: sec } => {
+                    let secs = sections.ok_or_else(|| plan_err(name, "selects an ELF section, but no ELF file was loaded (policy `elf` or `kernel`)"))?;
+                    let (a, n) = secs.get(sec).ok_or_else(|| {
+                        plan_err(name, format!("section {sec:?} is not in the ELF file"))
+                    })?;
+                    Some((
+                        a,
+                        a.checked_add(n)
+                            .ok_or_else(|| plan_err(name, "section range overflows"))?,
+                    ))
+                }
                 Selector::Symbol { start, end, len } => {
                     let map = symbols.ok_or_else(|| plan_err(name, "selects by symbol, but no symbol map was given (policy `symbols = \"System.map\"` or --symbols)"))?;
                     let s = map.get(start).ok_or_else(|| {
@@ -212,19 +235,26 @@ impl Plan {
                             .ok_or_else(|| plan_err(name, "range overflows"))?,
                         (None, None) => return Err(plan_err(name, "needs `end_symbol` or `len`")),
                     };
+                    Some((s, e))
+                }
+            };
+            let mut gvas: Option<Vec<u64>> = None;
+            let mut pfns: Vec<u64> = match (&rp.selector, virt) {
+                (Selector::Gpa { start, len }, _) => (start / PAGE..(start + len) / PAGE).collect(),
+                (_, Some((s, e))) => {
                     if e <= s {
                         return Err(plan_err(
                             name,
                             format!("end {e:#x} is not after start {s:#x}"),
                         ));
                     }
-                    let first = s / PAGE;
-                    let last = e.div_ceil(PAGE);
+                    let (first, last) = (s / PAGE, e.div_ceil(PAGE));
                     gvas = Some((first..last).map(|vpn| vpn * PAGE).collect());
                     (first..last)
                         .map(|vpn| source.virt_to_phys(vpn * PAGE).map(|gpa| gpa / PAGE))
                         .collect::<Result<_, _>>()?
                 }
+                (_, None) => return Err(plan_err(name, "unresolved selector")),
             };
             if let Some(&bad) = pfns.iter().find(|&&p| !in_ram(p)) {
                 return Err(plan_err(

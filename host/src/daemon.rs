@@ -111,8 +111,8 @@ pub struct VmJob {
     pub symbols: Option<SymbolMap>,
     /// Interval.
     pub interval: Duration,
-    /// Relocation table of the kernel, for `kaslr = "undo"` regions.
-    pub kaslr: Option<Arc<crate::kaslr::KernelRelocs>>,
+    /// The kernel's relocations and sections the policy names.
+    pub kernel: crate::kaslr::KernelContext,
 }
 
 /// The agent's configuration, loaded and checked.
@@ -184,27 +184,16 @@ impl DaemonConfig {
                     v.id
                 )));
             }
-            let mut kaslr = None;
+            let mut policy_dir = base.to_owned();
             let policy = match (&v.policy, v.source.as_str()) {
                 (Some(p), _) => {
                     let p = rel(p);
                     let t = std::fs::read_to_string(&p).map_err(io(&p))?;
-                    let pol = Policy::parse(&t).map_err(|e| DaemonError::Config {
+                    policy_dir = p.parent().unwrap_or(Path::new(".")).to_owned();
+                    Policy::parse(&t).map_err(|e| DaemonError::Config {
                         path: p.clone(),
                         message: e.to_string(),
-                    })?;
-                    if let Some(k) = &pol.kernel {
-                        let kp = p.parent().unwrap_or(Path::new(".")).join(k);
-                        let image = std::fs::read(&kp).map_err(io(&kp))?;
-                        let r = crate::kaslr::KernelRelocs::from_bzimage(&image).map_err(|e| {
-                            DaemonError::Config {
-                                path: kp.clone(),
-                                message: e.to_string(),
-                            }
-                        })?;
-                        kaslr = Some(Arc::new(r));
-                    }
-                    pol
+                    })?
                 }
                 (None, "kvm") => Policy::parse(guest::POLICY).map_err(|e| cfg(e.to_string()))?,
                 (None, _) => return Err(cfg(format!("VM {:?} needs a policy", v.id))),
@@ -220,6 +209,8 @@ impl DaemonConfig {
                 }
                 None => None,
             };
+            let kernel = crate::kaslr::KernelContext::load(&policy, &policy_dir, symbols.as_ref())
+                .map_err(|e| cfg(format!("VM {:?}: {e}", v.id)))?;
             let secs = v
                 .interval_secs
                 .or(policy.interval_secs)
@@ -250,7 +241,7 @@ impl DaemonConfig {
                 policy,
                 symbols,
                 interval: Duration::from_secs(secs),
-                kaslr,
+                kernel,
             });
         }
         Ok(Self {
@@ -353,19 +344,15 @@ fn capture_one(
         .policy
         .regions
         .iter()
-        .any(|r| matches!(r.selector, Selector::Symbol { .. }))
+        .any(|r| !matches!(r.selector, Selector::Gpa { .. }))
     {
         src.refresh_paging().map_err(|e| e.to_string())?;
     }
-    let mut p = plan_for(&src)?;
-    if let Some(relocs) = &job.kaslr {
-        let syms = job
-            .symbols
-            .as_ref()
-            .ok_or("KASLR undo needs the VM's symbols (its running kernel's _text)")?;
-        p.undo_kaslr(relocs.clone(), syms)
-            .map_err(|e| e.to_string())?;
-    }
+    let mut p = job
+        .kernel
+        .plan(&job.policy, &src, job.symbols.as_ref(), None)
+        .map_err(|e| e.to_string())?;
+    p.budget = budget.cloned();
     Snapshot::full(&mut src, p, Consistency::StopCopy).map_err(|e| e.to_string())
 }
 

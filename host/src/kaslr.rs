@@ -85,26 +85,70 @@ fn lz4_legacy(p: &[u8]) -> Result<Vec<u8>, KaslrError> {
     Ok(out)
 }
 
+/// Decompress an x86 bzImage's payload: the ELF vmlinux followed by its relocation table.
+pub fn decompress_bzimage(image: &[u8]) -> Result<Vec<u8>, KaslrError> {
+    let nb = |m: &str| KaslrError::NotBzImage(m.to_owned());
+    if image.get(0x202..0x206) != Some(b"HdrS") {
+        return Err(nb("no HdrS setup header"));
+    }
+    let setup_sects = match image.get(0x1f1) {
+        Some(0) => 4,
+        Some(&s) => s as usize,
+        None => return Err(nb("truncated")),
+    };
+    let pm = (setup_sects + 1) * 512;
+    let off = u32_at(image, 0x248).ok_or_else(|| nb("truncated"))? as usize;
+    let len = u32_at(image, 0x24c).ok_or_else(|| nb("truncated"))? as usize;
+    let payload = image
+        .get(pm + off..pm.saturating_add(off).saturating_add(len))
+        .ok_or_else(|| nb("payload outside the file"))?;
+    lz4_legacy(payload)
+}
+
+/// ELF sections of a file: name → (link-time address, size).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sections {
+    map: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Added to every address (the KASLR slide for a kernel's sections).
+    pub slide: u64,
+}
+
+impl Sections {
+    /// Read the section headers of an ELF64 file.
+    pub fn from_elf(data: &[u8]) -> Result<Self, KaslrError> {
+        use object::{Object, ObjectSection};
+        let f = object::read::elf::ElfFile64::<object::Endianness>::parse(data)
+            .map_err(|e| KaslrError::Relocs(format!("not an ELF64 file: {e}")))?;
+        let mut map = std::collections::BTreeMap::new();
+        for s in f.sections() {
+            if let Ok(name) = s.name()
+                && !name.is_empty()
+                && s.address() != 0
+                && s.size() != 0
+            {
+                map.insert(name.to_owned(), (s.address(), s.size()));
+            }
+        }
+        Ok(Self { map, slide: 0 })
+    }
+
+    /// The sections of the vmlinux inside a bzImage.
+    pub fn from_bzimage(image: &[u8]) -> Result<Self, KaslrError> {
+        Self::from_elf(&decompress_bzimage(image)?)
+    }
+
+    /// A section's runtime address and size.
+    pub fn get(&self, name: &str) -> Option<(u64, u64)> {
+        self.map
+            .get(name)
+            .map(|&(a, s)| (a.wrapping_add(self.slide), s))
+    }
+}
+
 impl KernelRelocs {
     /// Read the relocation table from an x86 bzImage.
     pub fn from_bzimage(image: &[u8]) -> Result<Self, KaslrError> {
-        let nb = |m: &str| KaslrError::NotBzImage(m.to_owned());
-        if image.get(0x202..0x206) != Some(b"HdrS") {
-            return Err(nb("no HdrS setup header"));
-        }
-        let setup_sects = match image.get(0x1f1) {
-            Some(0) => 4,
-            Some(&s) => s as usize,
-            None => return Err(nb("truncated")),
-        };
-        let pm = (setup_sects + 1) * 512;
-        let off = u32_at(image, 0x248).ok_or_else(|| nb("truncated"))? as usize;
-        let len = u32_at(image, 0x24c).ok_or_else(|| nb("truncated"))? as usize;
-        let payload = image
-            .get(pm + off..pm + off + len)
-            .ok_or_else(|| nb("payload outside the file"))?;
-        let kernel = lz4_legacy(payload)?;
-        Self::from_decompressed(&kernel)
+        Self::from_decompressed(&decompress_bzimage(image)?)
     }
 
     /// Parse the decompressed image: an ELF vmlinux followed by the relocation table.
@@ -232,5 +276,78 @@ mod tests {
         assert!(KernelRelocs::from_bzimage(&[0u8; 4096]).is_err());
         assert!(KernelRelocs::from_decompressed(&[1u8; 64]).is_err());
         assert!(lz4_legacy(&[0x02, 0x21, 0x4c, 0x18, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0]).is_err());
+    }
+}
+
+/// What a policy needs from the guest's kernel or ELF file: the relocation table for
+/// `kaslr = "undo"` regions, and section addresses for `section` selectors.
+#[derive(Debug, Clone, Default)]
+pub struct KernelContext {
+    /// Relocation table (from the policy's `kernel`).
+    pub relocs: Option<std::sync::Arc<KernelRelocs>>,
+    /// Sections (from the policy's `elf`, else from the kernel's vmlinux, slid like the kernel).
+    pub sections: Option<Sections>,
+}
+
+impl KernelContext {
+    /// Load what `policy` names, with paths relative to `policy_dir`; the kernel's KASLR slide
+    /// comes from `_text` in `symbols` when present.
+    pub fn load(
+        policy: &crate::policy::Policy,
+        policy_dir: &std::path::Path,
+        symbols: Option<&crate::policy::SymbolMap>,
+    ) -> Result<Self, KaslrError> {
+        let read = |f: &str| {
+            let p = policy_dir.join(f);
+            std::fs::read(&p).map_err(|e| KaslrError::NotBzImage(format!("{}: {e}", p.display())))
+        };
+        let mut ctx = Self::default();
+        if let Some(k) = &policy.kernel {
+            let vmlinux = decompress_bzimage(&read(k)?)?;
+            let relocs = KernelRelocs::from_decompressed(&vmlinux)?;
+            let mut sections = Sections::from_elf(&vmlinux)?;
+            if let Some(text) = symbols.and_then(|s| s.get("_text")) {
+                sections.slide = text.wrapping_sub(relocs.link_text);
+            }
+            ctx.relocs = Some(std::sync::Arc::new(relocs));
+            ctx.sections = Some(sections);
+        }
+        if let Some(e) = &policy.elf {
+            ctx.sections = Some(Sections::from_elf(&read(e)?)?);
+        }
+        Ok(ctx)
+    }
+
+    /// Plan `policy` and arm the KASLR undo where the policy asks for it.
+    pub fn plan(
+        &self,
+        policy: &crate::policy::Policy,
+        source: &dyn crate::source::MemorySource,
+        symbols: Option<&crate::policy::SymbolMap>,
+        nonce: Option<&[u8]>,
+    ) -> Result<crate::capture::Plan, crate::capture::CaptureError> {
+        let mut plan = crate::capture::Plan::new_with_sections(
+            policy,
+            source,
+            symbols,
+            self.sections.as_ref(),
+            nonce,
+        )?;
+        if policy.regions.iter().any(|r| r.kaslr_undo) {
+            let relocs = self
+                .relocs
+                .clone()
+                .ok_or_else(|| crate::capture::CaptureError::Plan {
+                    region: "kaslr".into(),
+                    reason: "the policy's kernel image was not loaded".into(),
+                })?;
+            let syms = symbols.ok_or_else(|| crate::capture::CaptureError::Plan {
+                region: "kaslr".into(),
+                reason: "KASLR undo needs the running kernel's symbols (_text): give --symbols"
+                    .into(),
+            })?;
+            plan.undo_kaslr(relocs, syms)?;
+        }
+        Ok(plan)
     }
 }

@@ -30,6 +30,13 @@ pub mod fuzzing {
         let _ = crate::capture::Baseline::from_bytes(data);
     }
 
+    /// Kernel images: bzImage header, LZ4 payload, relocation table, ELF sections.
+    pub fn kernel_image(data: &[u8]) {
+        let _ = crate::kaslr::KernelRelocs::from_bzimage(data);
+        let _ = crate::kaslr::KernelRelocs::from_decompressed(data);
+        let _ = crate::kaslr::Sections::from_elf(data);
+    }
+
     /// ELF core headers (the dump reader): errors, never panics.
     pub fn elf_dump(data: &[u8]) {
         let _ = crate::dump::parse_elf_segments(data, data.len() as u64);

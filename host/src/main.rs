@@ -531,6 +531,7 @@ fn cmd_seal(a: SealArgs) -> Result<()> {
         symbols: None,
         interval_secs: None,
         kernel: None,
+        elf: None,
         regions: specs
             .iter()
             .map(|s| RegionPolicy {
@@ -917,27 +918,23 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
             if policy
                 .regions
                 .iter()
-                .any(|r| matches!(r.selector, Selector::Symbol { .. }))
+                .any(|r| !matches!(r.selector, Selector::Gpa { .. }))
             {
                 src.refresh_paging()?;
             }
-            let mut plan = Plan::new(&policy, &src, symbols.as_ref(), nonce.as_deref())?;
-            if let Some(kernel) = &policy.kernel {
-                let path = a
-                    .policy
-                    .as_deref()
-                    .and_then(Path::parent)
-                    .unwrap_or(Path::new("."))
-                    .join(kernel);
-                let image = std::fs::read(&path)
-                    .with_context(|| format!("cannot read kernel image {}", path.display()))?;
-                let relocs = vmseal_host::kaslr::KernelRelocs::from_bzimage(&image)
-                    .with_context(|| format!("kernel image {}", path.display()))?;
-                let syms = symbols
-                    .as_ref()
-                    .context("KASLR undo needs --symbols (the running kernel's _text)")?;
-                plan.undo_kaslr(std::sync::Arc::new(relocs), syms)?;
-            }
+            let dir = a
+                .policy
+                .as_deref()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."));
+            let kctx = vmseal_host::kaslr::KernelContext::load(&policy, dir, symbols.as_ref())
+                .with_context(|| {
+                    format!(
+                        "policy {}",
+                        a.policy.as_deref().unwrap_or(Path::new("")).display()
+                    )
+                })?;
+            let plan = kctx.plan(&policy, &src, symbols.as_ref(), nonce.as_deref())?;
             let snap = with_progress(plan.pages().len() as u64, || {
                 Snapshot::full(&mut src, plan, Consistency::StopCopy)
             })?;

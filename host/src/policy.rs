@@ -80,6 +80,8 @@ struct RawPolicy {
     interval_secs: Option<u64>,
     #[serde(default)]
     kernel: Option<String>,
+    #[serde(default)]
+    elf: Option<String>,
     #[serde(default, rename = "region")]
     regions: Vec<toml::Spanned<RawRegion>>,
 }
@@ -99,6 +101,10 @@ struct RawRegion {
     severity: toml::Spanned<String>,
     #[serde(default)]
     gpa: Option<toml::Spanned<RawRange>>,
+    #[serde(default)]
+    gva: Option<toml::Spanned<RawRange>>,
+    #[serde(default)]
+    section: Option<toml::Spanned<String>>,
     #[serde(default)]
     symbol: Option<toml::Spanned<String>>,
     #[serde(default)]
@@ -120,6 +126,18 @@ pub enum Selector {
         start: u64,
         /// Length (whole pages).
         len: u64,
+    },
+    /// A guest-virtual range, widened to whole pages.
+    Gva {
+        /// Start.
+        start: u64,
+        /// Length.
+        len: u64,
+    },
+    /// An ELF section of the policy's `elf` file (or of the kernel's vmlinux), widened to pages.
+    Section {
+        /// Section name, e.g. ".rodata".
+        name: String,
     },
     /// From a symbol to `end` (another symbol) or for `len` bytes, page-aligned outward.
     Symbol {
@@ -174,6 +192,8 @@ pub struct Policy {
     /// The kernel image (bzImage) whose relocation table `kaslr = "undo"` regions use, relative
     /// to the policy file.
     pub kernel: Option<String>,
+    /// An ELF file whose sections `section` selectors name (default: the kernel's vmlinux).
+    pub elf: Option<String>,
     /// Regions, in order.
     pub regions: Vec<RegionPolicy>,
     /// SHA-256 of the exact policy text.
@@ -271,64 +291,85 @@ impl Policy {
                     ),
                 )
             })?;
-            let selector = match (&r.gpa, &r.symbol) {
-                (Some(g), None) => {
-                    let gr = g.get_ref();
-                    if gr.start % PAGE != 0 || gr.len % PAGE != 0 || gr.len == 0 {
-                        return Err(err_at(
-                            text,
-                            g.span(),
-                            format!(
-                                "gpa range {:#x}+{:#x} must start on a 4 KiB page and cover whole pages (len > 0)",
-                                gr.start, gr.len
-                            ),
-                        ));
-                    }
-                    if gr.start.checked_add(gr.len).is_none() {
-                        return Err(err_at(text, g.span(), "gpa range overflows"));
-                    }
-                    if r.end_symbol.is_some() || r.len.is_some() {
-                        return Err(err_at(
-                            text,
-                            span,
-                            "`end_symbol` and `len` go with `symbol`, not `gpa`",
-                        ));
-                    }
-                    Selector::Gpa {
-                        start: gr.start,
-                        len: gr.len,
-                    }
-                }
-                (None, Some(s)) => {
-                    if r.end_symbol.is_some() == r.len.is_some() {
-                        return Err(err_at(
-                            text,
-                            s.span(),
-                            "a `symbol` region needs exactly one of `end_symbol` or `len`",
-                        ));
-                    }
-                    Selector::Symbol {
-                        start: s.get_ref().clone(),
-                        end: r.end_symbol.as_ref().map(|e| e.get_ref().clone()),
-                        len: r.len,
-                    }
-                }
-                (Some(_), Some(s)) => {
+            let given = [
+                r.gpa.is_some(),
+                r.gva.is_some(),
+                r.symbol.is_some(),
+                r.section.is_some(),
+            ];
+            if given.iter().filter(|g| **g).count() > 1 {
+                return Err(err_at(
+                    text,
+                    span,
+                    format!(
+                        "region {name:?}: give exactly one selector of `gpa`, `gva`, `symbol` or `section`"
+                    ),
+                ));
+            }
+            if (r.end_symbol.is_some() || r.len.is_some()) && r.symbol.is_none() {
+                return Err(err_at(
+                    text,
+                    span,
+                    "`end_symbol` and `len` go with `symbol`",
+                ));
+            }
+            let range = |g: &toml::Spanned<RawRange>,
+                         what: &str|
+             -> Result<(u64, u64), PolicyError> {
+                let gr = g.get_ref();
+                if !gr.start.is_multiple_of(PAGE) || !gr.len.is_multiple_of(PAGE) || gr.len == 0 {
                     return Err(err_at(
                         text,
-                        s.span(),
-                        "give either `gpa` or `symbol`, not both",
-                    ));
-                }
-                (None, None) => {
-                    return Err(err_at(
-                        text,
-                        span,
+                        g.span(),
                         format!(
-                            "region {name:?} needs a selector: `gpa = {{ start = …, len = … }}` or `symbol = \"…\"`"
+                            "{what} range {:#x}+{:#x} must start on a 4 KiB page and cover whole pages (len > 0)",
+                            gr.start, gr.len
                         ),
                     ));
                 }
+                if gr.start.checked_add(gr.len).is_none() {
+                    return Err(err_at(text, g.span(), format!("{what} range overflows")));
+                }
+                Ok((gr.start, gr.len))
+            };
+            let selector = if let Some(g) = &r.gpa {
+                let (start, len) = range(g, "gpa")?;
+                Selector::Gpa { start, len }
+            } else if let Some(g) = &r.gva {
+                let (start, len) = range(g, "gva")?;
+                Selector::Gva { start, len }
+            } else if let Some(sec) = &r.section {
+                if raw.elf.is_none() && raw.kernel.is_none() {
+                    return Err(err_at(
+                        text,
+                        sec.span(),
+                        "a `section` selector needs `elf = \"file\"` or `kernel = \"vmlinuz\"` at the top of the policy",
+                    ));
+                }
+                Selector::Section {
+                    name: sec.get_ref().clone(),
+                }
+            } else if let Some(sym) = &r.symbol {
+                if r.end_symbol.is_some() == r.len.is_some() {
+                    return Err(err_at(
+                        text,
+                        sym.span(),
+                        "a `symbol` region needs exactly one of `end_symbol` or `len`",
+                    ));
+                }
+                Selector::Symbol {
+                    start: sym.get_ref().clone(),
+                    end: r.end_symbol.as_ref().map(|e| e.get_ref().clone()),
+                    len: r.len,
+                }
+            } else {
+                return Err(err_at(
+                    text,
+                    span,
+                    format!(
+                        "region {name:?} needs a selector: `gpa = {{ start = …, len = … }}`, `gva = {{ … }}`, `symbol = \"…\"` or `section = \"…\"`"
+                    ),
+                ));
             };
             let sampling = match &r.sample {
                 None => Sampling::All,
@@ -344,11 +385,14 @@ impl Policy {
             let kaslr_undo = match &r.kaslr {
                 None => false,
                 Some(k) if k.get_ref() == "undo" => {
-                    if !matches!(selector, Selector::Symbol { .. }) {
+                    if !matches!(
+                        selector,
+                        Selector::Symbol { .. } | Selector::Gva { .. } | Selector::Section { .. }
+                    ) {
                         return Err(err_at(
                             text,
                             k.span(),
-                            "`kaslr = \"undo\"` needs a `symbol` selector (kernel virtual addresses)",
+                            "`kaslr = \"undo\"` needs a kernel-virtual selector: `symbol`, `gva` or `section`",
                         ));
                     }
                     if raw.kernel.is_none() {
@@ -387,6 +431,7 @@ impl Policy {
             symbols: raw.symbols,
             interval_secs: raw.interval_secs,
             kernel: raw.kernel,
+            elf: raw.elf,
             regions,
             digest: HashAlg::Sha256.hash(&[text.as_bytes()]),
         })
@@ -546,6 +591,38 @@ sample = 4
             "kernel = \"v\"\n{base}gpa = {{ start = 0, len = 0x1000 }}\nkaslr = \"undo\"\n"
         ));
         assert!(e.to_string().contains("needs a `symbol` selector"), "{e}");
+    }
+
+    #[test]
+    fn gva_and_section_selectors() {
+        let base = "name = \"k\"\nversion = 1\n[[region]]\nname = \"t\"\nclass = \"rodata\"\nseverity = \"high\"\n";
+        let p = Policy::parse(&format!(
+            "{base}gva = {{ start = 0xffffffff82000000, len = 0x2000 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            p.regions[0].selector,
+            Selector::Gva {
+                start: 0xffff_ffff_8200_0000,
+                len: 0x2000
+            }
+        );
+        let p =
+            Policy::parse(&format!("elf = \"vmlinux\"\n{base}section = \".rodata\"\n")).unwrap();
+        assert_eq!(
+            p.regions[0].selector,
+            Selector::Section {
+                name: ".rodata".into()
+            }
+        );
+        let e = err(&format!("{base}section = \".rodata\"\n"));
+        assert!(e.to_string().contains("needs `elf = "), "{e}");
+        let e = err(&format!(
+            "{base}section = \".rodata\"\nsymbol = \"x\"\nlen = 1\n"
+        ));
+        assert!(e.to_string().contains("exactly one selector"), "{e}");
+        let e = err(&format!("{base}gva = {{ start = 0x10, len = 0x1000 }}\n"));
+        assert!(e.to_string().contains("gva range"), "{e}");
     }
 
     #[test]

@@ -94,3 +94,46 @@ fn one_baseline_serves_every_boot() {
         "with the relocations undone, the randomised boot hashes like the fixed one"
     );
 }
+
+#[test]
+fn section_and_gva_selectors_follow_the_slide() {
+    let guest = (0..5)
+        .map(|_| QemuGuest::boot(256, true).unwrap())
+        .find(|g| g.symbol("_text") != Some(0xffff_ffff_8100_0000))
+        .expect("KASLR moved the kernel in one of five boots");
+    let rodata = guest.symbol("__start_rodata").unwrap();
+    let policy = Policy::parse(&format!(
+        "name = \"s\"\nversion = 1\nkernel = \"vmlinuz\"\n\
+         [[region]]\nname = \"by-section\"\nclass = \"rodata\"\nseverity = \"high\"\nsection = \".rodata\"\n\
+         [[region]]\nname = \"by-gva\"\nclass = \"rodata\"\nseverity = \"high\"\ngva = {{ start = {rodata:#x}, len = 0x2000 }}\n\
+         [[region]]\nname = \"by-symbol\"\nclass = \"rodata\"\nseverity = \"high\"\nsymbol = \"__start_rodata\"\nlen = 0x2000\n"
+    ))
+    .unwrap();
+    let map = SymbolMap::parse(&guest.system_map).unwrap();
+    let mut src = QemuSource::attach(&guest.qmp(), &guest.mem(), "mem").unwrap();
+    src.refresh_paging().unwrap();
+    let dir = std::env::var_os("VMSEAL_TEST_KERNEL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vmseal/kernel")
+        });
+    let ctx = vmseal_host::kaslr::KernelContext::load(&policy, &dir, Some(&map)).unwrap();
+    let plan = ctx.plan(&policy, &src, Some(&map), None).unwrap();
+    let (sec, gva, sym) = (&plan.regions[0], &plan.regions[1], &plan.regions[2]);
+    assert_eq!(
+        gva.pfns, sym.pfns,
+        "a gva range and the same symbol range select the same pages"
+    );
+    assert_eq!(
+        sec.gvas.as_ref().unwrap()[0],
+        rodata,
+        "the .rodata section, slid, starts at __start_rodata"
+    );
+    assert_eq!(
+        sec.pfns[..2],
+        sym.pfns[..],
+        "and covers the same first pages"
+    );
+    let s = Snapshot::full(&mut src, plan, Consistency::StopCopy).unwrap();
+    assert!(s.trees[0].leaf_count() > 100);
+}
