@@ -590,7 +590,10 @@ sample = 4
         let e = err(&format!(
             "kernel = \"v\"\n{base}gpa = {{ start = 0, len = 0x1000 }}\nkaslr = \"undo\"\n"
         ));
-        assert!(e.to_string().contains("needs a `symbol` selector"), "{e}");
+        assert!(
+            e.to_string().contains("needs a kernel-virtual selector"),
+            "{e}"
+        );
     }
 
     #[test]
