@@ -203,6 +203,40 @@ impl MerkleTree {
         Ok(self.root())
     }
 
+    /// The root this tree would have with `changes` applied, without changing it: O(k log n) node
+    /// hashes for k changed leaves, touching only their paths (what a verifier does with a
+    /// snapshot's delta against its stored baseline).
+    pub fn root_with_changes(&self, changes: &[(u64, Digest)]) -> Result<Digest, MerkleError> {
+        let n = self.leaf_count();
+        if let Some(&(index, _)) = changes.iter().find(|(i, _)| *i >= n) {
+            return Err(MerkleError::IndexOutOfRange { index, leaves: n });
+        }
+        let mut level_changes: std::collections::BTreeMap<usize, Digest> =
+            changes.iter().map(|&(i, d)| (i as usize, d)).collect();
+        for level in 1..self.levels.len() {
+            let below = &self.levels[level - 1];
+            let get = |m: &std::collections::BTreeMap<usize, Digest>, i: usize| {
+                m.get(&i).or(below.get(i)).copied()
+            };
+            let parents: std::collections::BTreeSet<usize> =
+                level_changes.keys().map(|i| i / 2).collect();
+            let mut next = std::collections::BTreeMap::new();
+            for p in parents {
+                let v = match (get(&level_changes, 2 * p), get(&level_changes, 2 * p + 1)) {
+                    (Some(l), Some(r)) => self.alg.node(&l, &r),
+                    (Some(l), None) => l,
+                    _ => continue,
+                };
+                next.insert(p, v);
+            }
+            level_changes = next;
+        }
+        Ok(level_changes
+            .get(&0)
+            .copied()
+            .unwrap_or_else(|| self.root()))
+    }
+
     /// Indices of leaves that differ from `other` (trees of the same size).
     pub fn diff(&self, other: &MerkleTree) -> Vec<u64> {
         self.leaves()
@@ -274,6 +308,25 @@ mod tests {
             root,
             MerkleTree::from_leaves(HashAlg::Sha256, l).unwrap().root()
         );
+    }
+
+    #[test]
+    fn root_with_changes_equals_apply_delta_without_mutating() {
+        for n in [1usize, 2, 3, 7, 37, 64, 65] {
+            let t = MerkleTree::from_leaves(HashAlg::Sha256, leaves(n)).unwrap();
+            let changes: Vec<(u64, Digest)> = [0, n / 2, n - 1]
+                .iter()
+                .map(|&i| (i as u64, [i as u8 + 1; 32]))
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .collect();
+            let mut t2 = t.clone();
+            let want = t2.apply_delta(&changes).unwrap();
+            assert_eq!(t.root_with_changes(&changes).unwrap(), want, "n = {n}");
+            assert_eq!(t.root_with_changes(&[]).unwrap(), t.root());
+        }
+        let t = MerkleTree::from_leaves(HashAlg::Sha256, leaves(4)).unwrap();
+        assert!(t.root_with_changes(&[(4, [0; 32])]).is_err());
     }
 
     #[test]
