@@ -131,6 +131,11 @@ pub trait Signer {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError>;
 }
 
+/// Fill `out` from the system random number generator (AWS-LC).
+pub fn random_bytes(out: &mut [u8]) -> Result<(), KeyError> {
+    SystemRandom::new().fill(out).map_err(|_| KeyError::Rng)
+}
+
 fn random_seed() -> Result<Zeroizing<[u8; 32]>, KeyError> {
     let mut seed = Zeroizing::new([0u8; 32]);
     SystemRandom::new()

@@ -4,3 +4,4 @@
 #![forbid(unsafe_code)]
 
 pub mod appraise;
+pub mod store;

@@ -1,0 +1,671 @@
+//! Storage: hosts, VMs, nonces, versioned baselines, appraisals and the hash-chained audit log.
+//!
+//! One code path for SQLite (the default: one file, WAL) and PostgreSQL (several verifier
+//! replicas), through sqlx's `Any` driver; migrations run at open. Operations that replicas could
+//! race on are single conditional statements: a nonce is consumed by a `DELETE` that must remove
+//! exactly one row, and a VM's chain advances by an `UPDATE … WHERE last_seq = expected`, so two
+//! replicas can never both accept the same nonce or the same sequence number.
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use vmseal_sealer::claims::{RegionClass, Severity};
+use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
+
+use crate::appraise::{Baseline, BaselineRegion, ChainPoint, VmRecord};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Unknown VM or host.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Another request changed the same row first.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A stored value is corrupt.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+/// The verifier's store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+fn digest(v: Vec<u8>, what: &str) -> Result<Digest, StoreError> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
+}
+
+/// One region of a baseline to promote.
+#[derive(Debug, Clone)]
+pub struct NewBaselineRegion {
+    /// Name.
+    pub name: String,
+    /// Class.
+    pub class: RegionClass,
+    /// Severity.
+    pub severity: Severity,
+    /// Hash.
+    pub hash: HashAlg,
+    /// Leaves.
+    pub leaves: Vec<Digest>,
+}
+
+/// The outcome stored with an appraisal.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdict<'a> {
+    /// Trust score.
+    pub score: u8,
+    /// Tier name.
+    pub tier: &'a str,
+    /// The full result, JSON.
+    pub json: &'a str,
+}
+
+/// An audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    /// Position.
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// Details (JSON).
+    pub detail: String,
+    /// Hash of this entry (hex).
+    pub hash: String,
+}
+
+fn audit_hash(prev: &[u8], id: i64, at: i64, actor: &str, action: &str, detail: &str) -> Digest {
+    HashAlg::Sha256.hash(&[
+        prev,
+        &id.to_be_bytes(),
+        &at.to_be_bytes(),
+        actor.as_bytes(),
+        &[0],
+        action.as_bytes(),
+        &[0],
+        detail.as_bytes(),
+    ])
+}
+
+impl Store {
+    /// Open (creating when needed) and migrate: `sqlite://PATH` or `postgres://…`.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite && !url.contains('?') {
+            format!("{url}?mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 1 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        sqlx::query("PRAGMA journal_mode=WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys=ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout=5000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Enrol (or re-enrol) a host with its pinned intermediate.
+    pub async fn enroll_host(
+        &self,
+        host_id: &str,
+        intermediate_der: &[u8],
+        ak_name: &[u8],
+        insecure_anchor: bool,
+        now: i64,
+    ) -> Result<Digest, StoreError> {
+        let sha = HashAlg::Sha256.hash(&[intermediate_der]);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM hosts WHERE host_id = $1")
+            .bind(host_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO hosts (host_id, intermediate_der, intermediate_sha256, ak_name, insecure_anchor, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(host_id)
+            .bind(intermediate_der.to_vec())
+            .bind(sha.to_vec())
+            .bind(ak_name.to_vec())
+            .bind(i64::from(insecure_anchor))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(sha)
+    }
+
+    /// Register a VM on an enrolled host.
+    pub async fn register_vm(
+        &self,
+        vm_id: &str,
+        host_id: &str,
+        threshold: u8,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let exists: Option<AnyRow> = sqlx::query("SELECT host_id FROM hosts WHERE host_id = $1")
+            .bind(host_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("host {host_id:?}")));
+        }
+        sqlx::query("INSERT INTO vms (vm_id, host_id, policy_digest, threshold, allowed_modules, last_seq, last_digest, created_at) VALUES ($1, $2, NULL, $3, '', NULL, NULL, $4)")
+            .bind(vm_id)
+            .bind(host_id)
+            .bind(i64::from(threshold))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(format!("VM {vm_id:?} is already registered")),
+                e => StoreError::Db(e),
+            })?;
+        Ok(())
+    }
+
+    /// Assign the policy (by digest) a VM's evidence must be captured under.
+    pub async fn assign_policy(
+        &self,
+        vm_id: &str,
+        policy_digest: &Digest,
+    ) -> Result<(), StoreError> {
+        let r = sqlx::query("UPDATE vms SET policy_digest = $1 WHERE vm_id = $2")
+            .bind(policy_digest.to_vec())
+            .bind(vm_id)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("VM {vm_id:?}")));
+        }
+        Ok(())
+    }
+
+    /// Set the alert threshold of a VM.
+    pub async fn set_threshold(&self, vm_id: &str, threshold: u8) -> Result<(), StoreError> {
+        let r = sqlx::query("UPDATE vms SET threshold = $1 WHERE vm_id = $2")
+            .bind(i64::from(threshold))
+            .bind(vm_id)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("VM {vm_id:?}")));
+        }
+        Ok(())
+    }
+
+    /// What the appraisal needs to know about a VM.
+    pub async fn vm_record(&self, vm_id: &str) -> Result<VmRecord, StoreError> {
+        let row = sqlx::query(
+            "SELECT v.vm_id, v.host_id, v.policy_digest, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, h.intermediate_sha256, h.insecure_anchor \
+             FROM vms v JOIN hosts h ON h.host_id = v.host_id WHERE v.vm_id = $1",
+        )
+        .bind(vm_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("VM {vm_id:?}")))?;
+        let last_seq: Option<i64> = row.try_get("last_seq")?;
+        let last_digest: Option<Vec<u8>> = row.try_get("last_digest")?;
+        let last = match (last_seq, last_digest) {
+            (Some(s), Some(d)) => Some(ChainPoint {
+                seq: s as u64,
+                digest: digest(d, "last_digest")?,
+            }),
+            _ => None,
+        };
+        let modules: String = row.try_get("allowed_modules")?;
+        Ok(VmRecord {
+            vm_id: row.try_get("vm_id")?,
+            host_id: row.try_get("host_id")?,
+            intermediate_digest: digest(
+                row.try_get("intermediate_sha256")?,
+                "intermediate digest",
+            )?,
+            policy_digest: row
+                .try_get::<Option<Vec<u8>>, _>("policy_digest")?
+                .map(|d| digest(d, "policy digest"))
+                .transpose()?,
+            allowed_modules: modules
+                .split('\n')
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            last,
+            threshold: row.try_get::<i64, _>("threshold")?.clamp(0, 100) as u8,
+            insecure_anchor: row.try_get::<i64, _>("insecure_anchor")? != 0,
+        })
+    }
+
+    /// The pinned intermediate digests of every enrolled host.
+    pub async fn pinned_intermediates(&self) -> Result<Vec<Digest>, StoreError> {
+        let rows = sqlx::query("SELECT intermediate_sha256 FROM hosts")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| digest(r.try_get("intermediate_sha256")?, "intermediate digest"))
+            .collect()
+    }
+
+    /// Issue a single-use nonce for `vm_id`, valid for `ttl` seconds.
+    pub async fn issue_nonce(
+        &self,
+        vm_id: &str,
+        ttl: i64,
+        now: i64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut n = vec![0u8; 32];
+        aws_lc_rs_fill(&mut n)?;
+        sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO nonces (nonce, vm_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(n.clone())
+            .bind(vm_id)
+            .bind(now + ttl)
+            .execute(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    /// Consume a nonce: true exactly once, for the VM it was issued to, before it expires.
+    pub async fn consume_nonce(
+        &self,
+        vm_id: &str,
+        nonce: &[u8],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let r =
+            sqlx::query("DELETE FROM nonces WHERE nonce = $1 AND vm_id = $2 AND expires_at >= $3")
+                .bind(nonce.to_vec())
+                .bind(vm_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Record an accepted appraisal and advance the VM's chain, if the chain still stands where
+    /// the appraisal found it (`expected`); otherwise nothing is written.
+    pub async fn record_appraisal(
+        &self,
+        vm_id: &str,
+        expected: Option<u64>,
+        point: ChainPoint,
+        verdict: &Verdict<'_>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let r = match expected {
+            None => sqlx::query("UPDATE vms SET last_seq = $1, last_digest = $2 WHERE vm_id = $3 AND last_seq IS NULL")
+                .bind(point.seq as i64)
+                .bind(point.digest.to_vec())
+                .bind(vm_id)
+                .execute(&mut *tx)
+                .await?,
+            Some(e) => sqlx::query("UPDATE vms SET last_seq = $1, last_digest = $2 WHERE vm_id = $3 AND last_seq = $4")
+                .bind(point.seq as i64)
+                .bind(point.digest.to_vec())
+                .bind(vm_id)
+                .bind(e as i64)
+                .execute(&mut *tx)
+                .await?,
+        };
+        if r.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "VM {vm_id:?} advanced past #{expected:?} meanwhile"
+            )));
+        }
+        sqlx::query("INSERT INTO appraisals (vm_id, seq, evidence, score, tier, result, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(vm_id)
+            .bind(point.seq as i64)
+            .bind(point.digest.to_vec())
+            .bind(i64::from(verdict.score))
+            .bind(verdict.tier)
+            .bind(verdict.json)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Promote a new baseline version (never overwriting an old one); returns its version.
+    pub async fn promote_baseline(
+        &self,
+        vm_id: &str,
+        source_seq: u64,
+        regions: &[NewBaselineRegion],
+        by: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT MAX(version) AS v FROM baselines WHERE vm_id = $1")
+            .bind(vm_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let version = row.try_get::<Option<i64>, _>("v")?.unwrap_or(0) + 1;
+        sqlx::query("INSERT INTO baselines (vm_id, version, source_seq, promoted_by, promoted_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(vm_id)
+            .bind(version)
+            .bind(source_seq as i64)
+            .bind(by)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        for r in regions {
+            sqlx::query("INSERT INTO baseline_regions (vm_id, version, name, class, severity, hash_alg, leaves) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(vm_id)
+                .bind(version)
+                .bind(&r.name)
+                .bind(r.class.name())
+                .bind(r.severity.name())
+                .bind(r.hash.name())
+                .bind(r.leaves.concat())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(version as u64)
+    }
+
+    /// The newest baseline of a VM.
+    pub async fn active_baseline(&self, vm_id: &str) -> Result<Option<Baseline>, StoreError> {
+        let row = sqlx::query("SELECT MAX(version) AS v FROM baselines WHERE vm_id = $1")
+            .bind(vm_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let Some(version) = row.try_get::<Option<i64>, _>("v")? else {
+            return Ok(None);
+        };
+        let rows = sqlx::query("SELECT name, class, severity, hash_alg, leaves FROM baseline_regions WHERE vm_id = $1 AND version = $2 ORDER BY name")
+            .bind(vm_id)
+            .bind(version)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut regions = Vec::new();
+        for r in rows {
+            let name: String = r.try_get("name")?;
+            let class: String = r.try_get("class")?;
+            let severity: String = r.try_get("severity")?;
+            let alg: String = r.try_get("hash_alg")?;
+            let leaves: Vec<u8> = r.try_get("leaves")?;
+            let bad = |w: &str| StoreError::Corrupt(format!("baseline region {name:?}: {w}"));
+            let leaves: Vec<Digest> = leaves
+                .chunks_exact(32)
+                .map(|c| c.try_into().map_err(|_| bad("leaf")))
+                .collect::<Result<_, _>>()?;
+            regions.push(BaselineRegion {
+                class: RegionClass::from_name(&class).ok_or_else(|| bad("class"))?,
+                severity: Severity::from_name(&severity).ok_or_else(|| bad("severity"))?,
+                tree: MerkleTree::from_leaves(
+                    HashAlg::from_name(&alg).ok_or_else(|| bad("hash"))?,
+                    leaves,
+                )
+                .map_err(|e| bad(&e.to_string()))?,
+                name,
+            });
+        }
+        Ok(Some(Baseline {
+            version: version as u64,
+            regions,
+        }))
+    }
+
+    /// Append to the hash-chained audit log.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<AuditEntry, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let last = sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (id, prev) = match last {
+            Some(r) => (
+                r.try_get::<i64, _>("id")? + 1,
+                r.try_get::<Vec<u8>, _>("hash")?,
+            ),
+            None => (1, vec![0u8; 32]),
+        };
+        let h = audit_hash(&prev, id, now, actor, action, detail);
+        sqlx::query("INSERT INTO audit_log (id, at, actor, action, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(id)
+            .bind(now)
+            .bind(actor)
+            .bind(action)
+            .bind(detail)
+            .bind(prev)
+            .bind(h.to_vec())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(AuditEntry {
+            id,
+            at: now,
+            actor: actor.into(),
+            action: action.into(),
+            detail: detail.into(),
+            hash: hex::encode(h),
+        })
+    }
+
+    /// Re-hash the whole audit log; returns the number of entries, or where it breaks.
+    pub async fn verify_audit(&self) -> Result<u64, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut prev = vec![0u8; 32];
+        for (n, r) in rows.iter().enumerate() {
+            let id: i64 = r.try_get("id")?;
+            let h = audit_hash(
+                &prev,
+                id,
+                r.try_get("at")?,
+                &r.try_get::<String, _>("actor")?,
+                &r.try_get::<String, _>("action")?,
+                &r.try_get::<String, _>("detail")?,
+            );
+            let stored: Vec<u8> = r.try_get("hash")?;
+            let stored_prev: Vec<u8> = r.try_get("prev_hash")?;
+            if id != n as i64 + 1 || stored_prev != prev || stored != h {
+                return Err(StoreError::Corrupt(format!(
+                    "audit log breaks at entry {id}"
+                )));
+            }
+            prev = stored;
+        }
+        Ok(rows.len() as u64)
+    }
+}
+
+fn aws_lc_rs_fill(b: &mut [u8]) -> Result<(), StoreError> {
+    // The sealer's RNG (AWS-LC) is the one vmseal uses everywhere.
+    vmseal_sealer::keys::random_bytes(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&format!("sqlite://{}", d.path().join("v.db").display()))
+            .await
+            .unwrap();
+        s.enroll_host("h1", b"intermediate-der", b"ak", false, 100)
+            .await
+            .unwrap();
+        s.register_vm("vm1", "h1", 70, 100).await.unwrap();
+        (d, s)
+    }
+
+    #[tokio::test]
+    async fn vms_need_an_enrolled_host_and_unique_ids() {
+        let (_d, s) = store().await;
+        assert!(matches!(
+            s.register_vm("vm2", "nohost", 70, 1).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.register_vm("vm1", "h1", 70, 1).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let r = s.vm_record("vm1").await.unwrap();
+        assert_eq!(
+            r.intermediate_digest,
+            HashAlg::Sha256.hash(&[b"intermediate-der"])
+        );
+        assert_eq!((r.threshold, r.last, r.policy_digest), (70, None, None));
+        s.assign_policy("vm1", &[7; 32]).await.unwrap();
+        assert_eq!(
+            s.vm_record("vm1").await.unwrap().policy_digest,
+            Some([7; 32])
+        );
+        assert!(matches!(
+            s.vm_record("nope").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn nonces_are_single_use_per_vm_and_expire() {
+        let (_d, s) = store().await;
+        let n = s.issue_nonce("vm1", 60, 1000).await.unwrap();
+        assert!(
+            !s.consume_nonce("vm2", &n, 1001).await.unwrap(),
+            "another VM"
+        );
+        assert!(s.consume_nonce("vm1", &n, 1001).await.unwrap());
+        assert!(
+            !s.consume_nonce("vm1", &n, 1002).await.unwrap(),
+            "second use"
+        );
+        let n2 = s.issue_nonce("vm1", 60, 1000).await.unwrap();
+        assert!(!s.consume_nonce("vm1", &n2, 1061).await.unwrap(), "expired");
+    }
+
+    const V: Verdict<'static> = Verdict {
+        score: 100,
+        tier: "affirming",
+        json: "{}",
+    };
+
+    #[tokio::test]
+    async fn the_chain_advances_once_per_sequence() {
+        let (_d, s) = store().await;
+        let p0 = ChainPoint {
+            seq: 0,
+            digest: [1; 32],
+        };
+        s.record_appraisal("vm1", None, p0, &V, 1).await.unwrap();
+        assert!(matches!(
+            s.record_appraisal("vm1", None, p0, &V, 1).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let p1 = ChainPoint {
+            seq: 1,
+            digest: [2; 32],
+        };
+        s.record_appraisal("vm1", Some(0), p1, &V, 2).await.unwrap();
+        assert!(matches!(
+            s.record_appraisal("vm1", Some(0), p1, &V, 2).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.vm_record("vm1").await.unwrap().last, Some(p1));
+    }
+
+    #[tokio::test]
+    async fn baselines_are_versioned_never_overwritten() {
+        let (_d, s) = store().await;
+        assert!(s.active_baseline("vm1").await.unwrap().is_none());
+        let region = |tag: u8| NewBaselineRegion {
+            name: "code".into(),
+            class: RegionClass::Code,
+            severity: Severity::Critical,
+            hash: HashAlg::Sha256,
+            leaves: vec![[tag; 32], [tag + 1; 32], [tag + 2; 32]],
+        };
+        assert_eq!(
+            s.promote_baseline("vm1", 0, &[region(1)], "admin", 5)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            s.promote_baseline("vm1", 4, &[region(9)], "admin", 6)
+                .await
+                .unwrap(),
+            2
+        );
+        let b = s.active_baseline("vm1").await.unwrap().unwrap();
+        assert_eq!(b.version, 2);
+        assert_eq!(b.regions[0].tree.leaves()[0], [9; 32]);
+        let old: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM baseline_regions WHERE vm_id = 'vm1' AND version = 1",
+        )
+        .fetch_one(&s.pool)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+        assert_eq!(old, 1, "version 1 is kept");
+    }
+
+    #[tokio::test]
+    async fn audit_log_is_hash_chained_and_tampering_shows() {
+        let (_d, s) = store().await;
+        s.audit("admin", "register_vm", "{\"vm\":\"vm1\"}", 1)
+            .await
+            .unwrap();
+        s.audit("admin", "promote_baseline", "{\"v\":1}", 2)
+            .await
+            .unwrap();
+        s.audit("verifier", "appraisal", "{\"score\":100}", 3)
+            .await
+            .unwrap();
+        assert_eq!(s.verify_audit().await.unwrap(), 3);
+        sqlx::query("UPDATE audit_log SET detail = '{\"v\":2}' WHERE id = 2")
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        assert!(
+            matches!(s.verify_audit().await, Err(StoreError::Corrupt(m)) if m.contains("entry 2"))
+        );
+    }
+}
