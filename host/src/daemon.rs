@@ -277,6 +277,21 @@ pub struct CaptureEvent {
     pub error: Option<String>,
 }
 
+impl CaptureEvent {
+    fn failed(vm: &str, error: String) -> Self {
+        Self {
+            vm: vm.to_owned(),
+            seq: None,
+            out: None,
+            kind: String::new(),
+            pages_read: 0,
+            pause_us: 0,
+            changed_regions: vec![],
+            error: Some(error),
+        }
+    }
+}
+
 /// Per-VM state across captures.
 struct VmState {
     job: VmJob,
@@ -417,16 +432,7 @@ pub fn run(
                     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                     let id = st.job.id.clone();
                     let ev = match capture_one(&mut st, budget, full_every) {
-                        Err(e) => CaptureEvent {
-                            vm: id.clone(),
-                            seq: None,
-                            out: None,
-                            kind: String::new(),
-                            pages_read: 0,
-                            pause_us: 0,
-                            changed_regions: vec![],
-                            error: Some(e),
-                        },
+                        Err(e) => CaptureEvent::failed(&id, e),
                         Ok(snap) => {
                             let _ = std::fs::create_dir_all(&out_dir);
                             let tmp_name = out_dir.join(format!("{id}-next.cose"));
@@ -465,16 +471,7 @@ pub fn run(
                                     st.last = Some((snap, seq));
                                     ev
                                 }
-                                Err(e) => CaptureEvent {
-                                    vm: id.clone(),
-                                    seq: None,
-                                    out: None,
-                                    kind: String::new(),
-                                    pages_read: 0,
-                                    pause_us: 0,
-                                    changed_regions: vec![],
-                                    error: Some(e),
-                                },
+                                Err(e) => CaptureEvent::failed(&id, e),
                             }
                         }
                     };

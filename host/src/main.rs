@@ -52,39 +52,7 @@ enum Command {
         after_help = "The state directory must not already hold a state. The TPM must have an RSA \
 EK certificate at NV index 0x1c00002 (swtpm: swtpm_setup --create-ek-cert)."
     )]
-    Init {
-        /// State directory to create.
-        #[arg(long)]
-        state: PathBuf,
-        /// TPM TCTI: device:/dev/tpmrm0, swtpm:host=127.0.0.1,port=2321, mssim:…
-        #[arg(long, env = "VMSEAL_TPM")]
-        tpm: String,
-        /// SEV-SNP anchor for the intermediate key (only inside an SNP guest, or the INSECURE
-        /// software stand-in for tests).
-        #[arg(long, value_enum, default_value_t = SnpArg::None)]
-        snp: SnpArg,
-        /// Host identifier written into the intermediate certificate [default: hostname].
-        #[arg(long)]
-        host_id: Option<String>,
-        /// sha256 PCRs to quote and to seal the key to, e.g. 0-7 or 0,2,4,7.
-        #[arg(long, default_value = "0-7")]
-        pcrs: String,
-        /// Nonce (hex) from the verifier to bind; random when omitted.
-        #[arg(long)]
-        nonce: Option<String>,
-        /// Product layout of INSECURE stand-in reports.
-        #[arg(long, default_value = "milan", value_parser = parse_product)]
-        insecure_product: Product,
-        /// Report version of INSECURE stand-in reports (2, 3 or 5).
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=5))]
-        insecure_report_version: u32,
-        /// Lifetime of the intermediate certificate, in days.
-        #[arg(long, default_value_t = 365)]
-        validity_days: i64,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Init(InitArgs),
     /// Hash a raw memory image into Merkle trees and write signed snapshot evidence.
     #[command(
         after_help = "Regions default to the whole image as one data region. Give --region \
@@ -93,35 +61,7 @@ SEVERITY low|medium|high|critical, OFFSET and LEN in bytes (0x… allowed), page
 Example:\n  vmseal-host seal --state ./st --vm-id vm1 --image mem.raw --out vm1.cose \\\n    \
 --region kernel-text:code:critical:0x100000:0x200000 --region heap:data:medium:0x400000:0x100000"
     )]
-    Seal {
-        /// State directory made by `init`.
-        #[arg(long)]
-        state: PathBuf,
-        /// VM identifier ([A-Za-z0-9._-], up to 128 characters).
-        #[arg(long)]
-        vm_id: String,
-        /// Raw memory image (a whole number of 4 KiB pages).
-        #[arg(long)]
-        image: PathBuf,
-        /// Where to write the evidence (COSE_Sign1).
-        #[arg(long)]
-        out: PathBuf,
-        /// TPM TCTI, if not the one recorded at init.
-        #[arg(long, env = "VMSEAL_TPM")]
-        tpm: Option<String>,
-        /// A region, NAME:CLASS:SEVERITY:OFFSET:LEN (repeatable).
-        #[arg(long = "region")]
-        regions: Vec<String>,
-        /// Page hash.
-        #[arg(long, value_enum, default_value_t = HashArg::Sha256)]
-        hash: HashArg,
-        /// Verifier nonce (hex) this snapshot answers.
-        #[arg(long)]
-        nonce: Option<String>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Seal(SealArgs),
 
     /// Capture a VM's memory by a policy and seal it (sources: kvm micro-VM, dump:FILE).
     #[command(
@@ -129,43 +69,7 @@ Example:\n  vmseal-host seal --state ./st --vm-id vm1 --image mem.raw --out vm1.
 vmseal-host capture --source kvm --state ./st --vm-id micro --out m.cose --baseline-out base.cbor\n  \
 vmseal-host capture --source kvm --state ./st --vm-id micro --out m2.cose --baseline base.cbor"
     )]
-    Capture {
-        /// Memory source: `kvm` (a fresh micro-VM), `dump:FILE` (a raw image or an ELF core from
-        /// QEMU's dump-guest-memory), or
-        /// `qemu:QMP_SOCKET,MEM_FILE[,MEMDEV_ID]` (a running QEMU guest with a shared memory-backend-file).
-        #[arg(long)]
-        source: String,
-        /// Capture policy (TOML, docs/policy.md); the micro-VM has a built-in default.
-        #[arg(long)]
-        policy: Option<PathBuf>,
-        /// System.map for symbol selectors.
-        #[arg(long)]
-        symbols: Option<PathBuf>,
-        /// State directory made by `init`.
-        #[arg(long)]
-        state: PathBuf,
-        /// VM identifier.
-        #[arg(long)]
-        vm_id: String,
-        /// TPM TCTI, if not the one recorded at init.
-        #[arg(long, env = "VMSEAL_TPM")]
-        tpm: Option<String>,
-        /// Verifier nonce (hex): goes into the claims and keys page sampling.
-        #[arg(long)]
-        nonce: Option<String>,
-        /// Baseline trees (from --baseline-out) to report a delta against.
-        #[arg(long)]
-        baseline: Option<PathBuf>,
-        /// Write this capture's trees as a baseline.
-        #[arg(long)]
-        baseline_out: Option<PathBuf>,
-        /// Where to write the evidence.
-        #[arg(long)]
-        out: PathBuf,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Capture(CaptureArgs),
     /// The KVM micro-VM: run it under repeated capture, or show its guest program.
     #[command(subcommand)]
     Vm(VmCommand),
@@ -212,53 +116,7 @@ enum VmCommand {
         after_help = "Example (what the demo runs):\n  vmseal-host vm run --state ./st --vm-id micro --captures 3 \\\n    \
 --attack code-patch --attack pointer-hook --attack-after 2 --incremental --out-dir ./evidence"
     )]
-    Run {
-        /// State directory made by `init`.
-        #[arg(long)]
-        state: PathBuf,
-        /// VM identifier.
-        #[arg(long, default_value = "micro-vm")]
-        vm_id: String,
-        /// TPM TCTI, if not the one recorded at init.
-        #[arg(long, env = "VMSEAL_TPM")]
-        tpm: Option<String>,
-        /// Capture policy (default: host/policies/micro-vm.toml, built in).
-        #[arg(long)]
-        policy: Option<PathBuf>,
-        /// Guest RAM in MiB.
-        #[arg(long, default_value_t = 64)]
-        mem_mib: u64,
-        /// Working-set pages the guest keeps writing.
-        #[arg(long, default_value_t = 1024)]
-        ws_pages: u32,
-        /// Number of captures.
-        #[arg(long, default_value_t = 3)]
-        captures: u32,
-        /// Time between captures, ms.
-        #[arg(long, default_value_t = 500)]
-        interval_ms: u64,
-        /// Attack to inject (repeatable).
-        #[arg(long = "attack", value_enum)]
-        attacks: Vec<AttackArg>,
-        /// Inject the attacks before this capture (0-based).
-        #[arg(long, default_value_t = 1)]
-        attack_after: u32,
-        /// Where evidence files and baseline.cbor go.
-        #[arg(long, default_value = "evidence")]
-        out_dir: PathBuf,
-        /// Captures after the first re-hash only pages the dirty log reports.
-        #[arg(long)]
-        incremental: bool,
-        /// How full captures stay consistent.
-        #[arg(long, value_enum, default_value_t = ConsistencyArg::PreCopy)]
-        consistency: ConsistencyArg,
-        /// Verifier nonce (hex).
-        #[arg(long)]
-        nonce: Option<String>,
-        /// JSON output, one object per capture.
-        #[arg(long)]
-        json: bool,
-    },
+    Run(VmRunArgs),
     /// Print the guest program (disassembly) and its symbol map.
     Listing,
 }
@@ -281,6 +139,160 @@ enum HashArg {
     Sha256,
     /// BLAKE3.
     Blake3,
+}
+
+#[derive(clap::Args)]
+struct InitArgs {
+    /// State directory to create.
+    #[arg(long)]
+    state: PathBuf,
+    /// TPM TCTI: device:/dev/tpmrm0, swtpm:host=127.0.0.1,port=2321, mssim:…
+    #[arg(long, env = "VMSEAL_TPM")]
+    tpm: String,
+    /// SEV-SNP anchor for the intermediate key (only inside an SNP guest, or the INSECURE
+    /// software stand-in for tests).
+    #[arg(long, value_enum, default_value_t = SnpArg::None)]
+    snp: SnpArg,
+    /// Host identifier written into the intermediate certificate [default: hostname].
+    #[arg(long)]
+    host_id: Option<String>,
+    /// sha256 PCRs to quote and to seal the key to, e.g. 0-7 or 0,2,4,7.
+    #[arg(long, default_value = "0-7")]
+    pcrs: String,
+    /// Nonce (hex) from the verifier to bind; random when omitted.
+    #[arg(long)]
+    nonce: Option<String>,
+    /// Product layout of INSECURE stand-in reports.
+    #[arg(long, default_value = "milan", value_parser = parse_product)]
+    insecure_product: Product,
+    /// Report version of INSECURE stand-in reports (2, 3 or 5).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=5))]
+    insecure_report_version: u32,
+    /// Lifetime of the intermediate certificate, in days.
+    #[arg(long, default_value_t = 365)]
+    validity_days: i64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct SealArgs {
+    /// State directory made by `init`.
+    #[arg(long)]
+    state: PathBuf,
+    /// VM identifier ([A-Za-z0-9._-], up to 128 characters).
+    #[arg(long)]
+    vm_id: String,
+    /// Raw memory image (a whole number of 4 KiB pages).
+    #[arg(long)]
+    image: PathBuf,
+    /// Where to write the evidence (COSE_Sign1).
+    #[arg(long)]
+    out: PathBuf,
+    /// TPM TCTI, if not the one recorded at init.
+    #[arg(long, env = "VMSEAL_TPM")]
+    tpm: Option<String>,
+    /// A region, NAME:CLASS:SEVERITY:OFFSET:LEN (repeatable).
+    #[arg(long = "region")]
+    regions: Vec<String>,
+    /// Page hash.
+    #[arg(long, value_enum, default_value_t = HashArg::Sha256)]
+    hash: HashArg,
+    /// Verifier nonce (hex) this snapshot answers.
+    #[arg(long)]
+    nonce: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct CaptureArgs {
+    /// Memory source: `kvm` (a fresh micro-VM), `dump:FILE` (a raw image or an ELF core from
+    /// QEMU's dump-guest-memory), or
+    /// `qemu:QMP_SOCKET,MEM_FILE[,MEMDEV_ID]` (a running QEMU guest with a shared memory-backend-file).
+    #[arg(long)]
+    source: String,
+    /// Capture policy (TOML, docs/policy.md); the micro-VM has a built-in default.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// System.map for symbol selectors.
+    #[arg(long)]
+    symbols: Option<PathBuf>,
+    /// State directory made by `init`.
+    #[arg(long)]
+    state: PathBuf,
+    /// VM identifier.
+    #[arg(long)]
+    vm_id: String,
+    /// TPM TCTI, if not the one recorded at init.
+    #[arg(long, env = "VMSEAL_TPM")]
+    tpm: Option<String>,
+    /// Verifier nonce (hex): goes into the claims and keys page sampling.
+    #[arg(long)]
+    nonce: Option<String>,
+    /// Baseline trees (from --baseline-out) to report a delta against.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Write this capture's trees as a baseline.
+    #[arg(long)]
+    baseline_out: Option<PathBuf>,
+    /// Where to write the evidence.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct VmRunArgs {
+    /// State directory made by `init`.
+    #[arg(long)]
+    state: PathBuf,
+    /// VM identifier.
+    #[arg(long, default_value = "micro-vm")]
+    vm_id: String,
+    /// TPM TCTI, if not the one recorded at init.
+    #[arg(long, env = "VMSEAL_TPM")]
+    tpm: Option<String>,
+    /// Capture policy (default: host/policies/micro-vm.toml, built in).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 64)]
+    mem_mib: u64,
+    /// Working-set pages the guest keeps writing.
+    #[arg(long, default_value_t = 1024)]
+    ws_pages: u32,
+    /// Number of captures.
+    #[arg(long, default_value_t = 3)]
+    captures: u32,
+    /// Time between captures, ms.
+    #[arg(long, default_value_t = 500)]
+    interval_ms: u64,
+    /// Attack to inject (repeatable).
+    #[arg(long = "attack", value_enum)]
+    attacks: Vec<AttackArg>,
+    /// Inject the attacks before this capture (0-based).
+    #[arg(long, default_value_t = 1)]
+    attack_after: u32,
+    /// Where evidence files and baseline.cbor go.
+    #[arg(long, default_value = "evidence")]
+    out_dir: PathBuf,
+    /// Captures after the first re-hash only pages the dirty log reports.
+    #[arg(long)]
+    incremental: bool,
+    /// How full captures stay consistent.
+    #[arg(long, value_enum, default_value_t = ConsistencyArg::PreCopy)]
+    consistency: ConsistencyArg,
+    /// Verifier nonce (hex).
+    #[arg(long)]
+    nonce: Option<String>,
+    /// JSON output, one object per capture.
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_product(s: &str) -> Result<Product, String> {
@@ -367,19 +379,6 @@ fn self_digest() -> [u8; 32] {
         .and_then(std::fs::read)
         .map(|b| HashAlg::Sha256.hash(&[&b]))
         .unwrap_or_default()
-}
-
-struct InitArgs {
-    state: PathBuf,
-    tpm: String,
-    snp: SnpArg,
-    host_id: Option<String>,
-    pcrs: String,
-    nonce: Option<String>,
-    insecure_product: Product,
-    insecure_report_version: u32,
-    validity_days: i64,
-    json: bool,
 }
 
 fn cmd_init(a: InitArgs) -> Result<()> {
@@ -470,18 +469,6 @@ prove nothing; verifiers refuse them unless configured with its test root. Tests
         );
     }
     Ok(())
-}
-
-struct SealArgs {
-    state: PathBuf,
-    vm_id: String,
-    image: PathBuf,
-    out: PathBuf,
-    tpm: Option<String>,
-    regions: Vec<String>,
-    hash: HashArg,
-    nonce: Option<String>,
-    json: bool,
 }
 
 /// `seal --image`: the regions given on the command line become a policy for the raw image.
@@ -712,24 +699,6 @@ enum ConsistencyArg {
     StopCopy,
 }
 
-struct VmRunArgs {
-    state: PathBuf,
-    vm_id: String,
-    tpm: Option<String>,
-    policy: Option<PathBuf>,
-    mem_mib: u64,
-    ws_pages: u32,
-    captures: u32,
-    interval_ms: u64,
-    attacks: Vec<AttackArg>,
-    attack_after: u32,
-    out_dir: PathBuf,
-    incremental: bool,
-    consistency: ConsistencyArg,
-    nonce: Option<String>,
-    json: bool,
-}
-
 fn load_policy(path: Option<&Path>, default: &str) -> Result<Policy> {
     match path {
         None => Ok(Policy::parse(default)?),
@@ -838,20 +807,6 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
         prev = Some((snap, seq));
     }
     Ok(())
-}
-
-struct CaptureArgs {
-    source: String,
-    policy: Option<PathBuf>,
-    symbols: Option<PathBuf>,
-    state: PathBuf,
-    vm_id: String,
-    tpm: Option<String>,
-    nonce: Option<String>,
-    baseline: Option<PathBuf>,
-    baseline_out: Option<PathBuf>,
-    out: PathBuf,
-    json: bool,
 }
 
 /// `capture`: one capture from a source.
@@ -1059,108 +1014,10 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let r = match cli.command {
-        Command::Init {
-            state,
-            tpm,
-            snp,
-            host_id,
-            pcrs,
-            nonce,
-            insecure_product,
-            insecure_report_version,
-            validity_days,
-            json,
-        } => cmd_init(InitArgs {
-            state,
-            tpm,
-            snp,
-            host_id,
-            pcrs,
-            nonce,
-            insecure_product,
-            insecure_report_version,
-            validity_days,
-            json,
-        }),
-        Command::Seal {
-            state,
-            vm_id,
-            image,
-            out,
-            tpm,
-            regions,
-            hash,
-            nonce,
-            json,
-        } => cmd_seal(SealArgs {
-            state,
-            vm_id,
-            image,
-            out,
-            tpm,
-            regions,
-            hash,
-            nonce,
-            json,
-        }),
-        Command::Capture {
-            source,
-            policy,
-            symbols,
-            state,
-            vm_id,
-            tpm,
-            nonce,
-            baseline,
-            baseline_out,
-            out,
-            json,
-        } => cmd_capture(CaptureArgs {
-            source,
-            policy,
-            symbols,
-            state,
-            vm_id,
-            tpm,
-            nonce,
-            baseline,
-            baseline_out,
-            out,
-            json,
-        }),
-        Command::Vm(VmCommand::Run {
-            state,
-            vm_id,
-            tpm,
-            policy,
-            mem_mib,
-            ws_pages,
-            captures,
-            interval_ms,
-            attacks,
-            attack_after,
-            out_dir,
-            incremental,
-            consistency,
-            nonce,
-            json,
-        }) => cmd_vm_run(VmRunArgs {
-            state,
-            vm_id,
-            tpm,
-            policy,
-            mem_mib,
-            ws_pages,
-            captures,
-            interval_ms,
-            attacks,
-            attack_after,
-            out_dir,
-            incremental,
-            consistency,
-            nonce,
-            json,
-        }),
+        Command::Init(a) => cmd_init(a),
+        Command::Seal(a) => cmd_seal(a),
+        Command::Capture(a) => cmd_capture(a),
+        Command::Vm(VmCommand::Run(a)) => cmd_vm_run(a),
         Command::Bench {
             mem_mib,
             threads,
