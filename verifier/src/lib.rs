@@ -4,4 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod appraise;
+pub mod pki;
 pub mod store;
