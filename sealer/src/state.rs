@@ -8,7 +8,7 @@
 //! DIR/intermediate.der       the intermediate certificate (anchors inside)
 //! DIR/intermediate-key.sealed  the ML-DSA-87 seed, sealed by the TPM to the PCR policy
 //! DIR/insecure-snp.cbor      INSECURE stand-in hierarchy with private keys (insecure-soft only)
-//! DIR/insecure-snp-ark.pem   its test ARK, for a verifier that is told to accept it
+//! DIR/insecure-snp-ark.pem   its test ARK and ASK, for a verifier that is told to accept them
 //! DIR/vms/<vm>.json          next sequence number and digest of the last evidence
 //! ```
 //!
@@ -267,7 +267,10 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
 
     if let Some(h) = &insecure {
         write_atomic(&dir.join("insecure-snp.cbor"), &h.to_bytes())?;
-        let pem = pem::encode(&pem::Pem::new("CERTIFICATE", h.ark.clone()));
+        let pem = pem::encode_many(&[
+            pem::Pem::new("CERTIFICATE", h.ark.clone()),
+            pem::Pem::new("CERTIFICATE", h.ask.clone()),
+        ]);
         write_atomic(&dir.join("insecure-snp-ark.pem"), pem.as_bytes())?;
     }
     write_atomic(&dir.join("ak.cbor"), &crate::anchor::encode(&ak))?;

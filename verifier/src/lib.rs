@@ -5,4 +5,5 @@
 
 pub mod appraise;
 pub mod pki;
+pub mod server;
 pub mod store;

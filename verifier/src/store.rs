@@ -360,6 +360,19 @@ impl Store {
         Ok(())
     }
 
+    /// The stored result of an accepted appraisal.
+    pub async fn appraisal_result(&self, vm_id: &str, seq: u64) -> Result<String, StoreError> {
+        let row = sqlx::query("SELECT result FROM appraisals WHERE vm_id = $1 AND seq = $2")
+            .bind(vm_id)
+            .bind(seq as i64)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("appraised snapshot #{seq} of VM {vm_id:?}"))
+            })?;
+        Ok(row.try_get("result")?)
+    }
+
     /// Promote a new baseline version (never overwriting an old one); returns its version.
     pub async fn promote_baseline(
         &self,

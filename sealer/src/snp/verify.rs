@@ -57,6 +57,36 @@ impl SnpTrust {
         });
         self
     }
+
+    /// Also trust the INSECURE test hierarchy in a PEM bundle of its ARK and ASK (the file
+    /// `vmseal-host init --snp insecure-soft` writes as `insecure-snp-ark.pem`).
+    pub fn allow_insecure_bundle(self, pem_bundle: &[u8]) -> Result<Self, SnpVerifyError> {
+        let certs = crate::x509::parse_bundle(pem_bundle)
+            .map_err(|e| SnpVerifyError::VekParse(e.to_string()))?;
+        let ark = certs.iter().find(|c| c.subject_raw == c.issuer_raw);
+        let ask = certs.iter().find(|c| c.subject_raw != c.issuer_raw);
+        let (Some(ark), Some(ask)) = (ark, ask) else {
+            return Err(SnpVerifyError::VekParse(
+                "the INSECURE root bundle needs the test ARK and ASK".into(),
+            ));
+        };
+        if !ark.subject.contains("INSECURE") {
+            return Err(SnpVerifyError::VekParse(
+                "that is not a vmseal INSECURE test root; genuine AMD roots are built in".into(),
+            ));
+        }
+        let product = Product::ALL
+            .into_iter()
+            .find(|p| ask.subject.ends_with(&format!("SEV-{}", p.name())))
+            .unwrap_or(Product::Milan);
+        Ok(self.allow_insecure(AmdRoots {
+            product,
+            ark: ark.der.clone(),
+            ask: ask.der.clone(),
+            asvk: None,
+            insecure: true,
+        }))
+    }
 }
 
 /// Errors verifying a report; each names the broken link.

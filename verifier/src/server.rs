@@ -1,0 +1,616 @@
+//! The HTTPS service: actix-web over rustls with mandatory client certificates.
+//!
+//! A client without a certificate from the verifier's CA never reaches a handler (rustls refuses
+//! the handshake); handlers then check the role in the certificate: admins manage hosts, VMs and
+//! baselines; an agent acts only for its own host's VMs. Every error is JSON
+//! `{"code": "...", "message": "..."}` with a stable code.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
+use vmseal_sealer::verify::{AnchorRequirement, TrustConfig, verify_evidence, verify_intermediate};
+
+use crate::appraise::{ChainPoint, Freshness, appraise};
+use crate::pki::{Ca, Role, role_of};
+use crate::store::{NewBaselineRegion, Store, StoreError, Verdict};
+
+/// Largest request body accepted (evidence with a large delta, baselines of big VMs).
+pub const MAX_BODY: usize = 64 << 20;
+
+/// An API error: a stable code, an HTTP status, and a message that says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// No usable client certificate role.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Unknown VM or host.
+    #[error("{0}")]
+    NotFound(String),
+    /// Malformed request.
+    #[error("{message}")]
+    BadRequest {
+        /// Code.
+        code: &'static str,
+        /// Message.
+        message: String,
+    },
+    /// The evidence or request was understood and refused.
+    #[error("{message}")]
+    Refused {
+        /// Code.
+        code: &'static str,
+        /// Message.
+        message: String,
+    },
+    /// Another request changed the same state first.
+    #[error("{0}")]
+    Conflict(String),
+    /// A server-side failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::BadRequest { code, .. } | Self::Refused { code, .. } => code,
+            Self::Conflict(_) => "conflict",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+        })
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(w) => Self::NotFound(format!("{w}; register it first")),
+            StoreError::Conflict(m) => Self::Conflict(m),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The client certificate of a connection, stashed by `on_connect`.
+#[derive(Debug, Clone)]
+pub struct PeerCert(pub Vec<u8>);
+
+/// Service settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Evidence without a nonce must be at most this old, seconds.
+    pub max_age: i64,
+    /// Nonce lifetime, seconds.
+    pub nonce_ttl: i64,
+    /// Trust used to verify an intermediate's anchors at enrollment.
+    pub enrollment_trust: TrustConfig,
+    /// Default alert threshold of new VMs.
+    pub default_threshold: u8,
+}
+
+/// Shared state of the handlers.
+pub struct AppState {
+    /// Storage.
+    pub store: Store,
+    /// The CA that issues agent certificates.
+    pub ca: Ca,
+    /// Settings.
+    pub settings: Settings,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+fn role(req: &HttpRequest) -> Result<Role, ApiError> {
+    let cert =
+        req.extensions().get::<PeerCert>().cloned().ok_or_else(|| {
+            ApiError::Forbidden("no client certificate on this connection".into())
+        })?;
+    role_of(&cert.0).ok_or_else(|| {
+        ApiError::Forbidden(
+            "the client certificate carries no vmseal role (OU=admin or OU=agent)".into(),
+        )
+    })
+}
+
+fn admin(req: &HttpRequest) -> Result<String, ApiError> {
+    match role(req)? {
+        Role::Admin(name) => Ok(name),
+        Role::Agent(h) => Err(ApiError::Forbidden(format!(
+            "agent {h:?} may not do this; it needs an admin certificate"
+        ))),
+    }
+}
+
+/// The caller must be an admin, or the agent of `host_id`.
+fn admin_or_agent_of(req: &HttpRequest, host_id: &str) -> Result<String, ApiError> {
+    match role(req)? {
+        Role::Admin(name) => Ok(name),
+        Role::Agent(h) if h == host_id => Ok(format!("agent:{h}")),
+        Role::Agent(h) => Err(ApiError::Forbidden(format!(
+            "agent {h:?} acts only for its own host's VMs, not host {host_id:?}"
+        ))),
+    }
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Enrollment result: the host's pinned intermediate and its agent credentials.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// Host id (from the intermediate certificate).
+    pub host_id: String,
+    /// SHA-256 of the pinned intermediate, hex.
+    pub intermediate_sha256: String,
+    /// Whether the SNP anchor was the INSECURE stand-in (accepted by configuration).
+    pub insecure: bool,
+    /// Agent client certificate, PEM.
+    pub agent_cert_pem: String,
+    /// Agent client key, PEM.
+    pub agent_key_pem: String,
+}
+
+/// `POST /v1/hosts` (admin): body = DER intermediate certificate. Verifies its anchors under the
+/// verifier's trust configuration, pins it, and issues the host's agent certificate.
+async fn enroll_host(
+    req: HttpRequest,
+    body: web::Bytes,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let v = verify_intermediate(
+        &body,
+        &st.settings.enrollment_trust,
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| ApiError::Refused {
+        code: "enrollment_refused",
+        message: e.to_string(),
+    })?;
+    let insecure = v.snp.as_ref().is_some_and(|s| s.insecure);
+    let ak_name = v
+        .tpm
+        .as_ref()
+        .map(|q| q.ak_name.clone())
+        .unwrap_or_default();
+    let sha = st
+        .store
+        .enroll_host(&v.host_id, &body, &ak_name, insecure, now())
+        .await?;
+    let cred = st
+        .ca
+        .issue_client(&Role::Agent(v.host_id.clone()))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    st.store
+        .audit(&who, "enroll_host", &serde_json::json!({ "host": v.host_id, "intermediate": hex::encode(sha), "insecure": insecure }).to_string(), now())
+        .await?;
+    Ok(HttpResponse::Created().json(Enrolled {
+        host_id: v.host_id,
+        intermediate_sha256: hex::encode(sha),
+        insecure,
+        agent_cert_pem: cred.cert_pem,
+        agent_key_pem: cred.key_pem,
+    }))
+}
+
+/// `POST /v1/vms` body.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewVm {
+    /// VM id.
+    pub vm_id: String,
+    /// Host id.
+    pub host_id: String,
+    /// Alert threshold (0–100).
+    #[serde(default)]
+    pub threshold: Option<u8>,
+    /// SHA-256 of the capture policy text the VM must be captured under, hex.
+    #[serde(default)]
+    pub policy_digest: Option<String>,
+}
+
+fn parse_digest(hex_str: &str, what: &'static str) -> Result<Digest, ApiError> {
+    hex::decode(hex_str)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("bad_digest", format!("{what} must be 64 hex digits")))
+}
+
+async fn register_vm(
+    req: HttpRequest,
+    body: web::Json<NewVm>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let b = body.into_inner();
+    vmseal_sealer::state::check_vm_id(&b.vm_id).map_err(|e| bad("bad_vm_id", e.to_string()))?;
+    let threshold = b.threshold.unwrap_or(st.settings.default_threshold);
+    if threshold > 100 {
+        return Err(bad("bad_threshold", "threshold must be 0 to 100"));
+    }
+    let policy = b
+        .policy_digest
+        .as_deref()
+        .map(|p| parse_digest(p, "policy_digest"))
+        .transpose()?;
+    st.store
+        .register_vm(&b.vm_id, &b.host_id, threshold, now())
+        .await?;
+    if let Some(p) = policy {
+        st.store.assign_policy(&b.vm_id, &p).await?;
+    }
+    st.store
+        .audit(
+            &who,
+            "register_vm",
+            &serde_json::to_string(&b).unwrap_or_default(),
+            now(),
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(
+        serde_json::json!({ "vm_id": b.vm_id, "host_id": b.host_id, "threshold": threshold }),
+    ))
+}
+
+async fn issue_nonce(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let vm = path.into_inner();
+    let rec = st.store.vm_record(&vm).await?;
+    admin_or_agent_of(&req, &rec.host_id)?;
+    let n = st
+        .store
+        .issue_nonce(&vm, st.settings.nonce_ttl, now())
+        .await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "nonce": hex::encode(n), "expires_in": st.settings.nonce_ttl })))
+}
+
+/// `POST /v1/vms/{vm}/evidence` (the VM's agent): body = COSE_Sign1 evidence. Returns the
+/// appraisal, or a refusal with its code; a refusal changes nothing stored.
+async fn submit_evidence(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let vm = path.into_inner();
+    let rec = st.store.vm_record(&vm).await?;
+    match role(&req)? {
+        Role::Agent(h) if h == rec.host_id => {}
+        Role::Agent(h) => {
+            return Err(ApiError::Forbidden(format!(
+                "agent {h:?} may not submit evidence for VM {vm:?} of host {:?}",
+                rec.host_id
+            )));
+        }
+        Role::Admin(_) => {
+            return Err(ApiError::Forbidden(
+                "evidence comes from the VM's host agent, not an admin".into(),
+            ));
+        }
+    }
+    let trust = TrustConfig {
+        require: AnchorRequirement {
+            tpm: false,
+            snp: false,
+        },
+        pinned_intermediates: vec![rec.intermediate_digest],
+        ..TrustConfig::default()
+    };
+    let t = OffsetDateTime::now_utc();
+    let v = verify_evidence(&body, &trust, t).map_err(|e| ApiError::Refused {
+        code: "evidence_invalid",
+        message: e.to_string(),
+    })?;
+    if !v.pinned {
+        return Err(ApiError::Refused {
+            code: "not_enrolled",
+            message:
+                "evidence is not signed under the host's enrolled intermediate; re-enrol the host"
+                    .into(),
+        });
+    }
+    // A nonce is consumed only once the evidence itself has verified.
+    let nonce_accepted = match &v.claims.nonce {
+        Some(n) => st.store.consume_nonce(&vm, n, t.unix_timestamp()).await?,
+        None => false,
+    };
+    let baseline = st.store.active_baseline(&vm).await?;
+    let fresh = Freshness {
+        now: t.unix_timestamp(),
+        max_age: st.settings.max_age,
+        skew: 30,
+        nonce_accepted,
+    };
+    let a = appraise(&v, &rec, baseline.as_ref(), fresh).map_err(|e| ApiError::Refused {
+        code: e.code(),
+        message: e.to_string(),
+    })?;
+    // Keep the region roots with the appraisal: a baseline is promoted from them.
+    let regions: Vec<serde_json::Value> = v
+        .claims
+        .regions
+        .iter()
+        .map(|r| serde_json::json!({ "name": r.name, "class": r.class.name(), "severity": r.severity.name(), "pages": r.pages, "root": hex::encode(r.root) }))
+        .collect();
+    let mut result = serde_json::to_value(&a).map_err(|e| ApiError::Internal(e.to_string()))?;
+    result["regions"] = serde_json::Value::Array(regions);
+    result["hash_alg"] = serde_json::Value::String(v.claims.hash_alg.name().into());
+    let json = result.to_string();
+    let tier = serde_json::to_value(a.tier)
+        .ok()
+        .and_then(|t| t.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    st.store
+        .record_appraisal(
+            &vm,
+            rec.last.map(|l| l.seq),
+            ChainPoint {
+                seq: a.seq,
+                digest: v.digest,
+            },
+            &Verdict {
+                score: a.score,
+                tier: &tier,
+                json: &json,
+            },
+            t.unix_timestamp(),
+        )
+        .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json))
+}
+
+/// `POST /v1/vms/{vm}/baselines` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteBaseline {
+    /// The appraised snapshot the baseline comes from.
+    pub seq: u64,
+    /// Per region, the page hashes (hex of the concatenated 32-byte leaves).
+    pub regions: Vec<BaselineLeaves>,
+}
+
+/// Leaves of one region.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineLeaves {
+    /// Region name.
+    pub name: String,
+    /// Concatenated leaves, hex.
+    pub leaves: String,
+}
+
+/// `POST /v1/vms/{vm}/baselines` (admin): promote the page hashes of an appraised snapshot to a
+/// new golden baseline version. Each region's leaves must reproduce the root the snapshot's
+/// signed evidence carried.
+async fn promote_baseline(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<PromoteBaseline>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let vm = path.into_inner();
+    let b = body.into_inner();
+    let stored = st.store.appraisal_result(&vm, b.seq).await?;
+    let result: serde_json::Value =
+        serde_json::from_str(&stored).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let alg = result["hash_alg"]
+        .as_str()
+        .and_then(HashAlg::from_name)
+        .ok_or_else(|| ApiError::Internal("stored appraisal lacks hash_alg".into()))?;
+    let signed = result["regions"].as_array().cloned().unwrap_or_default();
+    let mut regions = Vec::new();
+    for s in &signed {
+        let name = s["name"].as_str().unwrap_or_default();
+        let given = b.regions.iter().find(|r| r.name == name).ok_or_else(|| {
+            bad(
+                "baseline_incomplete",
+                format!(
+                    "region {name:?} of snapshot #{} has no leaves in the request",
+                    b.seq
+                ),
+            )
+        })?;
+        let raw = hex::decode(&given.leaves)
+            .map_err(|_| bad("bad_leaves", format!("region {name:?}: leaves are not hex")))?;
+        if raw.is_empty() || raw.len() % 32 != 0 {
+            return Err(bad(
+                "bad_leaves",
+                format!("region {name:?}: leaves are not whole 32-byte digests"),
+            ));
+        }
+        let leaves: Vec<Digest> = raw
+            .chunks_exact(32)
+            .filter_map(|c| c.try_into().ok())
+            .collect();
+        let tree = MerkleTree::from_leaves(alg, leaves.clone())
+            .map_err(|e| bad("bad_leaves", e.to_string()))?;
+        if hex::encode(tree.root()) != s["root"].as_str().unwrap_or_default() {
+            return Err(ApiError::Refused {
+                code: "baseline_mismatch",
+                message: format!(
+                    "region {name:?}: the leaves do not give the root signed in snapshot #{}",
+                    b.seq
+                ),
+            });
+        }
+        regions.push(NewBaselineRegion {
+            name: name.to_owned(),
+            class: s["class"]
+                .as_str()
+                .and_then(vmseal_sealer::claims::RegionClass::from_name)
+                .ok_or_else(|| ApiError::Internal("class".into()))?,
+            severity: s["severity"]
+                .as_str()
+                .and_then(vmseal_sealer::claims::Severity::from_name)
+                .ok_or_else(|| ApiError::Internal("severity".into()))?,
+            hash: alg,
+            leaves,
+        });
+    }
+    let version = st
+        .store
+        .promote_baseline(&vm, b.seq, &regions, &who, now())
+        .await?;
+    st.store
+        .audit(
+            &who,
+            "promote_baseline",
+            &serde_json::json!({ "vm": vm, "seq": b.seq, "version": version }).to_string(),
+            now(),
+        )
+        .await?;
+    Ok(HttpResponse::Created()
+        .json(serde_json::json!({ "vm_id": vm, "version": version, "source_seq": b.seq })))
+}
+
+fn json_error(e: impl std::fmt::Display) -> actix_web::Error {
+    ApiError::BadRequest {
+        code: "bad_json",
+        message: format!("request body is not the expected JSON: {e}"),
+    }
+    .into()
+}
+
+/// Register the routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(MAX_BODY)
+                .error_handler(|e, _| json_error(e)),
+        )
+        .route("/healthz", web::get().to(healthz))
+        .route("/v1/hosts", web::post().to(enroll_host))
+        .route("/v1/vms", web::post().to(register_vm))
+        .route("/v1/vms/{vm}/nonce", web::post().to(issue_nonce))
+        .route("/v1/vms/{vm}/evidence", web::post().to(submit_evidence))
+        .route("/v1/vms/{vm}/baselines", web::post().to(promote_baseline));
+}
+
+/// The rustls configuration: TLS 1.3, client certificates from the verifier CA required.
+pub fn tls_config(
+    ca_pem: &[u8],
+    server_cert_pem: &[u8],
+    server_key_pem: &[u8],
+) -> Result<rustls::ServerConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(server_cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(server_key_pem).map_err(|e| e.to_string())?;
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())
+}
+
+/// Stash the peer certificate of each TLS connection for the handlers.
+pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    if let Some(tls) = conn
+        .downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>()
+    {
+        let (_, session) = tls.get_ref();
+        if let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) {
+            ext.insert(PeerCert(leaf.to_vec()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_stable_code_and_status() {
+        let cases = [
+            (ApiError::Forbidden("x".into()), "forbidden", 403),
+            (ApiError::NotFound("x".into()), "not_found", 404),
+            (bad("bad_json", "x"), "bad_json", 400),
+            (
+                ApiError::Refused {
+                    code: "replay",
+                    message: "x".into(),
+                },
+                "replay",
+                422,
+            ),
+            (ApiError::Conflict("x".into()), "conflict", 409),
+            (ApiError::Internal("x".into()), "internal", 500),
+        ];
+        for (e, code, status) in cases {
+            assert_eq!(e.code(), code);
+            assert_eq!(e.status_code().as_u16(), status);
+        }
+    }
+}
