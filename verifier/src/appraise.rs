@@ -331,6 +331,13 @@ pub fn appraise(
     if !v.pinned || v.intermediate_digest != vm.intermediate_digest {
         return Err(AppraisalError::NotPinned);
     }
+    // The same evidence again is named a replay, whatever its nonce has become meanwhile.
+    if let Some(last) = vm.last
+        && c.seq == last.seq
+        && v.digest == last.digest
+    {
+        return Err(AppraisalError::Replay { seq: c.seq });
+    }
     if c.nonce.is_some() {
         if !fresh.nonce_accepted {
             return Err(AppraisalError::Nonce);

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
@@ -144,10 +144,10 @@ impl std::fmt::Debug for AppState {
 }
 
 fn role(req: &HttpRequest) -> Result<Role, ApiError> {
-    let cert =
-        req.extensions().get::<PeerCert>().cloned().ok_or_else(|| {
-            ApiError::Forbidden("no client certificate on this connection".into())
-        })?;
+    let cert = req
+        .conn_data::<PeerCert>()
+        .cloned()
+        .ok_or_else(|| ApiError::Forbidden("no client certificate on this connection".into()))?;
     role_of(&cert.0).ok_or_else(|| {
         ApiError::Forbidden(
             "the client certificate carries no vmseal role (OU=admin or OU=agent)".into(),
@@ -361,9 +361,10 @@ async fn submit_evidence(
                     .into(),
         });
     }
-    // A nonce is consumed only once the evidence itself has verified.
+    // The nonce is only looked at here; it is consumed once the appraisal has accepted the
+    // evidence, so refused evidence changes nothing stored.
     let nonce_accepted = match &v.claims.nonce {
-        Some(n) => st.store.consume_nonce(&vm, n, t.unix_timestamp()).await?,
+        Some(n) => st.store.nonce_valid(&vm, n, t.unix_timestamp()).await?,
         None => false,
     };
     let baseline = st.store.active_baseline(&vm).await?;
@@ -388,6 +389,14 @@ async fn submit_evidence(
     result["regions"] = serde_json::Value::Array(regions);
     result["hash_alg"] = serde_json::Value::String(v.claims.hash_alg.name().into());
     let json = result.to_string();
+    if let Some(n) = &v.claims.nonce
+        && !st.store.consume_nonce(&vm, n, t.unix_timestamp()).await?
+    {
+        return Err(ApiError::Refused {
+            code: "bad_nonce",
+            message: "the nonce was used by another submission meanwhile; request a new one".into(),
+        });
+    }
     let tier = serde_json::to_value(a.tier)
         .ok()
         .and_then(|t| t.as_str().map(str::to_owned))

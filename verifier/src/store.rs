@@ -298,6 +298,24 @@ impl Store {
         Ok(n)
     }
 
+    /// Whether a nonce is issued for `vm_id` and unexpired (without consuming it).
+    pub async fn nonce_valid(
+        &self,
+        vm_id: &str,
+        nonce: &[u8],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT vm_id FROM nonces WHERE nonce = $1 AND vm_id = $2 AND expires_at >= $3",
+        )
+        .bind(nonce.to_vec())
+        .bind(vm_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// Consume a nonce: true exactly once, for the VM it was issued to, before it expires.
     pub async fn consume_nonce(
         &self,
