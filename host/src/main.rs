@@ -293,6 +293,22 @@ struct VmRunArgs {
     /// JSON output, one object per capture.
     #[arg(long)]
     json: bool,
+    /// Report deltas against this baseline file (e.g. the one promoted at the verifier) instead
+    /// of the first capture of this run.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Submit every snapshot to this verifier (https://host:port) and print its appraisal.
+    #[arg(long, requires_all = ["verifier_ca", "agent_cert", "agent_key"])]
+    verifier: Option<String>,
+    /// The verifier's CA certificate.
+    #[arg(long)]
+    verifier_ca: Option<PathBuf>,
+    /// This host's agent certificate (from `vmseal-verifier admin enroll-host`).
+    #[arg(long)]
+    agent_cert: Option<PathBuf>,
+    /// This host's agent key.
+    #[arg(long)]
+    agent_key: Option<PathBuf>,
 }
 
 fn parse_product(s: &str) -> Result<Product, String> {
@@ -748,7 +764,26 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
         ConsistencyArg::PreCopy => Consistency::PreCopy,
         ConsistencyArg::StopCopy => Consistency::StopCopy,
     };
-    let mut baseline: Option<Baseline> = None;
+    let mut baseline: Option<Baseline> = match &a.baseline {
+        Some(p) => Some(Baseline::from_bytes(
+            &std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )?),
+        None => None,
+    };
+    let verifier = match (&a.verifier, &a.verifier_ca, &a.agent_cert, &a.agent_key) {
+        (Some(url), Some(ca), Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+            };
+            Some(vmseal_client::Client::new(
+                url,
+                &read(ca)?,
+                &read(cert)?,
+                &read(key)?,
+            )?)
+        }
+        _ => None,
+    };
     let mut prev: Option<(Snapshot, u64)> = None;
     for i in 0..a.captures.max(1) {
         if i > 0 {
@@ -799,6 +834,42 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
                 .collect()
         });
         report(&sealed, &snap, changes.as_deref(), a.json)?;
+        if let Some(v) = &verifier {
+            let evidence = std::fs::read(&sealed.out)?;
+            match v.submit_evidence(&a.vm_id, evidence) {
+                Ok(ap) if a.json => println!("{}", serde_json::json!({ "appraisal": ap })),
+                Ok(ap) => {
+                    let changed: Vec<String> = ap["changes"]
+                        .as_array()
+                        .map(|c| {
+                            c.iter()
+                                .map(|x| {
+                                    format!(
+                                        "{} ({} {}, {} page(s))",
+                                        x["region"].as_str().unwrap_or("?"),
+                                        x["class"].as_str().unwrap_or("?"),
+                                        x["severity"].as_str().unwrap_or("?"),
+                                        x["changed_pages"]
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    println!(
+                        "  VERIFIER: trust score {} ({}){}{}",
+                        ap["score"],
+                        ap["tier"].as_str().unwrap_or("?"),
+                        if ap["alert"] == true { " ALERT" } else { "" },
+                        if changed.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; changed: {}", changed.join(", "))
+                        }
+                    );
+                }
+                Err(e) => println!("  VERIFIER: {e}"),
+            }
+        }
         if baseline.is_none() {
             let b = snap.baseline();
             write_atomic(&a.out_dir.join("baseline.cbor"), &b.to_bytes())?;

@@ -23,8 +23,84 @@ struct Cli {
     command: Cmd,
 }
 
+#[derive(clap::Args)]
+struct AdminConn {
+    /// Verifier URL.
+    #[arg(
+        long,
+        default_value = "https://localhost:8443",
+        env = "VMSEAL_VERIFIER"
+    )]
+    url: String,
+    /// Verifier state directory: reads ca.pem, admin.pem and admin.key from it.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// CA certificate (default: STATE/ca.pem).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Admin certificate (default: STATE/admin.pem).
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Admin key (default: STATE/admin.key).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Enrol a host by its intermediate certificate; writes the agent's certificate and key.
+    EnrollHost {
+        /// The host's intermediate certificate (STATE/intermediate.der of `vmseal-host init`).
+        #[arg(long)]
+        intermediate: PathBuf,
+        /// Where to write the agent certificate (PEM).
+        #[arg(long)]
+        agent_cert: PathBuf,
+        /// Where to write the agent key (PEM).
+        #[arg(long)]
+        agent_key: PathBuf,
+    },
+    /// Register a VM on an enrolled host.
+    RegisterVm {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// Host id.
+        #[arg(long)]
+        host_id: String,
+        /// Alert threshold 0-100.
+        #[arg(long)]
+        threshold: Option<u8>,
+        /// The capture policy file the VM must be captured under (its digest is assigned).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+    /// Promote an appraised snapshot's page hashes (a host baseline file) to the golden baseline.
+    PromoteBaseline {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// Sequence number of the appraised snapshot.
+        #[arg(long)]
+        seq: u64,
+        /// The host's baseline file for that snapshot (baseline.cbor of `vmseal-host`).
+        #[arg(long)]
+        baseline: PathBuf,
+    },
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// The admin's client: enrol hosts, register VMs, promote baselines.
+    Admin {
+        #[command(flatten)]
+        conn: AdminConn,
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
     /// Create the verifier's CA, server certificate and first admin certificate in DIR.
     #[command(
         after_help = "Writes DIR/ca.pem, DIR/ca.key, DIR/server.pem, DIR/server.key, DIR/admin.pem and \
@@ -152,6 +228,104 @@ async fn serve(
     Ok(())
 }
 
+/// The baseline file `vmseal-host` writes (`capture --baseline-out`, `vm run`'s baseline.cbor).
+#[derive(serde::Deserialize)]
+struct BaselineFile {
+    regions: Vec<BaselineFileRegion>,
+}
+
+#[derive(serde::Deserialize)]
+struct BaselineFileRegion {
+    name: String,
+    #[serde(with = "serde_bytes")]
+    leaves: Vec<u8>,
+}
+
+fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
+    let pick = |explicit: &Option<PathBuf>, file: &str| -> Result<Vec<u8>> {
+        let p = match (explicit, &conn.state) {
+            (Some(p), _) => p.clone(),
+            (None, Some(d)) => d.join(file),
+            (None, None) => anyhow::bail!(
+                "give --state DIR or --{}",
+                file.split('.').next().unwrap_or(file)
+            ),
+        };
+        std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let client = vmseal_client::Client::new(
+        &conn.url,
+        &pick(&conn.ca, "ca.pem")?,
+        &pick(&conn.cert, "admin.pem")?,
+        &pick(&conn.key, "admin.key")?,
+    )?;
+    let out = match cmd {
+        AdminCmd::EnrollHost {
+            intermediate,
+            agent_cert,
+            agent_key,
+        } => {
+            let der = std::fs::read(&intermediate)
+                .with_context(|| format!("cannot read {}", intermediate.display()))?;
+            let e = client.enroll_host(der)?;
+            vmseal_sealer::state::write_atomic(&agent_cert, e.agent_cert_pem.as_bytes())?;
+            vmseal_sealer::state::write_atomic(&agent_key, e.agent_key_pem.as_bytes())?;
+            serde_json::json!({ "host_id": e.host_id, "intermediate_sha256": e.intermediate_sha256, "insecure": e.insecure,
+                "agent_cert": agent_cert, "agent_key": agent_key })
+        }
+        AdminCmd::RegisterVm {
+            vm_id,
+            host_id,
+            threshold,
+            policy,
+        } => {
+            let policy_digest = policy
+                .map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display())))
+                .transpose()?
+                .map(|t| hex::encode(vmseal_sealer::merkle::HashAlg::Sha256.hash(&[&t])));
+            client.post_json(
+                "/v1/vms",
+                &vmseal_client::NewVm {
+                    vm_id,
+                    host_id,
+                    threshold,
+                    policy_digest,
+                },
+            )?
+        }
+        AdminCmd::PromoteBaseline {
+            vm_id,
+            seq,
+            baseline,
+        } => {
+            let b = std::fs::read(&baseline)
+                .with_context(|| format!("cannot read {}", baseline.display()))?;
+            let file: BaselineFile = ciborium::de::from_reader_with_recursion_limit(&b[..], 8)
+                .map_err(|e| {
+                    anyhow::anyhow!("{} is not a vmseal baseline file: {e}", baseline.display())
+                })?;
+            let regions = file
+                .regions
+                .into_iter()
+                .map(|r| vmseal_client::BaselineLeaves {
+                    name: r.name,
+                    leaves: hex::encode(r.leaves),
+                })
+                .collect();
+            client.post_json(
+                &format!("/v1/vms/{vm_id}/baselines"),
+                &vmseal_client::PromoteBaseline { seq, regions },
+            )?
+        }
+    };
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{out}");
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -170,6 +344,7 @@ fn main() -> std::process::ExitCode {
                 );
             })
             .map_err(anyhow::Error::from),
+        Cmd::Admin { conn, cmd } => admin(conn, cmd),
         Cmd::Serve {
             state,
             listen,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
 use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
 use vmseal_sealer::verify::{AnchorRequirement, TrustConfig, verify_evidence, verify_intermediate};
@@ -17,6 +17,7 @@ use vmseal_sealer::verify::{AnchorRequirement, TrustConfig, verify_evidence, ver
 use crate::appraise::{ChainPoint, Freshness, appraise};
 use crate::pki::{Ca, Role, role_of};
 use crate::store::{NewBaselineRegion, Store, StoreError, Verdict};
+pub use vmseal_client::{BaselineLeaves, Enrolled, NewVm, PromoteBaseline};
 
 /// Largest request body accepted (evidence with a large delta, baselines of big VMs).
 pub const MAX_BODY: usize = 64 << 20;
@@ -183,21 +184,6 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Enrollment result: the host's pinned intermediate and its agent credentials.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Enrolled {
-    /// Host id (from the intermediate certificate).
-    pub host_id: String,
-    /// SHA-256 of the pinned intermediate, hex.
-    pub intermediate_sha256: String,
-    /// Whether the SNP anchor was the INSECURE stand-in (accepted by configuration).
-    pub insecure: bool,
-    /// Agent client certificate, PEM.
-    pub agent_cert_pem: String,
-    /// Agent client key, PEM.
-    pub agent_key_pem: String,
-}
-
 /// `POST /v1/hosts` (admin): body = DER intermediate certificate. Verifies its anchors under the
 /// verifier's trust configuration, pins it, and issues the host's agent certificate.
 async fn enroll_host(
@@ -239,22 +225,6 @@ async fn enroll_host(
         agent_cert_pem: cred.cert_pem,
         agent_key_pem: cred.key_pem,
     }))
-}
-
-/// `POST /v1/vms` body.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewVm {
-    /// VM id.
-    pub vm_id: String,
-    /// Host id.
-    pub host_id: String,
-    /// Alert threshold (0–100).
-    #[serde(default)]
-    pub threshold: Option<u8>,
-    /// SHA-256 of the capture policy text the VM must be captured under, hex.
-    #[serde(default)]
-    pub policy_digest: Option<String>,
 }
 
 fn parse_digest(hex_str: &str, what: &'static str) -> Result<Digest, ApiError> {
@@ -420,26 +390,6 @@ async fn submit_evidence(
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(json))
-}
-
-/// `POST /v1/vms/{vm}/baselines` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PromoteBaseline {
-    /// The appraised snapshot the baseline comes from.
-    pub seq: u64,
-    /// Per region, the page hashes (hex of the concatenated 32-byte leaves).
-    pub regions: Vec<BaselineLeaves>,
-}
-
-/// Leaves of one region.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BaselineLeaves {
-    /// Region name.
-    pub name: String,
-    /// Concatenated leaves, hex.
-    pub leaves: String,
 }
 
 /// `POST /v1/vms/{vm}/baselines` (admin): promote the page hashes of an appraised snapshot to a
