@@ -110,6 +110,7 @@ Example:\n  vmseal-host bench --mem-mib 1024 --json"
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
 enum VmCommand {
     /// Start the micro-VM on /dev/kvm and capture it repeatedly; optionally inject attacks.
     #[command(
