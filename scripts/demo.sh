@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# vmseal demo: capture a running KVM guest, seal its memory under a TPM-rooted, post-quantum key
-# hierarchy, detect an injected attack, and check everything from public material.
+# vmseal demo: the whole loop.
 #   1. install dependencies, build
-#   2. start a freshly manufactured swtpm (EK certificate from a private CA) on a free port
+#   2. start the verifier (SQLite, mutual TLS) and a freshly manufactured swtpm
 #   3. vmseal-host init: AK under the EK, ML-DSA-87 intermediate bound by a TPM quote (and the
-#      INSECURE SNP stand-in), intermediate seed sealed to PCRs 0-7
-#   4. vmseal-host vm run: the micro-VM on /dev/kvm; a baseline capture, a clean one, then code and
-#      syscall-table attacks and a capture that shows exactly those regions changed
-#   5. vmseal-certs verify and inspect; a tampered snapshot and the INSECURE root are refused
+#      INSECURE SNP stand-in, since this machine has no SEV-SNP), seed sealed to PCRs 0-7
+#   4. enrol the host at the verifier, register the VM with its capture policy
+#   5. capture the KVM micro-VM; the admin promotes that snapshot to the golden baseline
+#   6. capture again (trust score 100), inject a code patch into the running guest, capture:
+#      the verifier's trust score falls and names the region that changed
+#   7. vmseal-certs verifies the evidence offline; a tampered copy is refused
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -15,44 +16,64 @@ scripts/install-deps.sh
 echo "== building" >&2
 cargo build --quiet --bins
 bin=$root/target/debug
-export TSS2_LOG=all+NONE
+export TSS2_LOG=all+NONE VMSEAL_LOG=warn
 work=$(mktemp -d /tmp/vmseal-demo.XXXXXX)
 . scripts/swtpm.sh
-trap 'swtpm_stop; rm -rf "$work"' EXIT
+verifier_pid=""
+cleanup() {
+    swtpm_stop
+    if [ -n "$verifier_pid" ]; then kill "$verifier_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
 swtpm_start "$work/tpm"
-echo "== swtpm running: $SWTPM_TCTI" >&2
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "vmseal-host init (TPM root; INSECURE software SNP stand-in, since this machine has no SEV-SNP)"
-"$bin/vmseal-host" init --state "$work/state" --tpm "$SWTPM_TCTI" --snp insecure-soft --host-id demo-host
+step "vmseal-host init (TPM root on swtpm; INSECURE software SNP stand-in, since this machine has no SEV-SNP)"
+"$bin/vmseal-host" init --state "$work/host" --tpm "$SWTPM_TCTI" --snp insecure-soft --host-id demo-host
 
-step "vmseal-host vm run: a KVM micro-VM on /dev/kvm runs its guest program; three captures, the first is"
-echo "   the baseline; before the third, rootkit-style attacks patch the guest's code and hook its syscall table"
-"$bin/vmseal-host" vm run --state "$work/state" --vm-id demo-vm --captures 3 --interval-ms 300 \
-    --attack code-patch --attack pointer-hook --attack-after 2 --incremental --out-dir "$work/evidence"
-snap0=$work/evidence/demo-vm-000000.cose
-snap2=$work/evidence/demo-vm-000002.cose
-cp "$snap0" "$work/snap0.cose"
+step "vmseal-verifier init and serve (SQLite in its state directory, mutual TLS on 127.0.0.1)"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+url=https://localhost:$port
+"$bin/vmseal-verifier" init --state "$work/verifier"
+"$bin/vmseal-verifier" serve --state "$work/verifier" --listen "127.0.0.1:$port" --require both \
+    --ek-roots "$SWTPM_EK_CA" --insecure-snp-root "$work/host/insecure-snp-ark.pem" &
+verifier_pid=$!
+admin=("$bin/vmseal-verifier" admin --url "$url" --state "$work/verifier")
+for _ in $(seq 1 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null && break
+    sleep 0.1
+done
 
-step "vmseal-certs verify every snapshot (trusting the swtpm EK CA and, for this demo only, the INSECURE SNP test root)"
-"$bin/vmseal-certs" verify --roots "$SWTPM_EK_CA" --allow-insecure "$work"/evidence/*.cose
+step "the admin enrols the host (TPM quote + EK chain, INSECURE SNP root allowed by config) and registers the VM"
+"${admin[@]}" enroll-host --intermediate "$work/host/intermediate.der" --agent-cert "$work/agent.pem" --agent-key "$work/agent.key"
+"${admin[@]}" register-vm --vm-id demo-vm --host-id demo-host --threshold 70 --policy host/policies/micro-vm.toml
 
-step "vmseal-certs inspect the attacked snapshot: its regions, and which pages changed"
-"$bin/vmseal-certs" inspect --roots "$SWTPM_EK_CA" --allow-insecure "$snap2" | sed -n '1,/certificate:/p' | grep -v "certificate:"
+agent=(--verifier "$url" --verifier-ca "$work/verifier/ca.pem" --agent-cert "$work/agent.pem" --agent-key "$work/agent.key")
 
-step "the same evidence without --allow-insecure: the stand-in's SNP root is refused"
-if "$bin/vmseal-certs" verify --roots "$SWTPM_EK_CA" --require both "$snap2"; then
-    echo "UNEXPECTED: accepted" >&2; exit 1
-fi
+step "capture the KVM micro-VM (real guest code on /dev/kvm) and submit it: no baseline yet"
+"$bin/vmseal-host" vm run --state "$work/host" --vm-id demo-vm --captures 1 --out-dir "$work/ev0" "${agent[@]}"
 
-step "a tampered copy: one byte of the signed claims flipped"
-cp "$work/snap0.cose" "$work/tampered.cose"
+step "the admin promotes that snapshot to the golden baseline"
+"${admin[@]}" promote-baseline --vm-id demo-vm --seq 0 --baseline "$work/ev0/baseline.cbor"
+
+step "capture again, then inject a rootkit-style code patch into the running guest and capture once more"
+"$bin/vmseal-host" vm run --state "$work/host" --vm-id demo-vm --captures 2 --interval-ms 300 \
+    --attack code-patch --attack-after 1 --baseline "$work/ev0/baseline.cbor" --out-dir "$work/ev1" "${agent[@]}" \
+    | tee "$work/run.log"
+grep -q "VERIFIER: trust score 0 (contraindicated)" "$work/run.log"
+
+step "offline: vmseal-certs verifies the attacked snapshot from public material"
+"$bin/vmseal-certs" verify --roots "$SWTPM_EK_CA" --allow-insecure "$work/ev1/demo-vm-000002.cose"
+
+step "a tampered copy of the evidence is refused"
+cp "$work/ev1/demo-vm-000002.cose" "$work/tampered.cose"
 python3 - "$work/tampered.cose" <<'PY'
 import sys
 p = sys.argv[1]
 b = bytearray(open(p, 'rb').read())
-i = b.find(b'memory_root')          # a byte of the signed payload, next to the memory root
+i = b.find(b'memory_root')
 b[i + 20] ^= 0x01
 open(p, 'wb').write(b)
 PY
@@ -60,4 +81,4 @@ if "$bin/vmseal-certs" verify --roots "$SWTPM_EK_CA" --allow-insecure "$work/tam
     echo "UNEXPECTED: tampered evidence accepted" >&2; exit 1
 fi
 
-step "done: every snapshot verifies, the attacks show up as changed code and syscall-table pages, and a tampered snapshot is rejected"
+step "done: baseline promoted, the clean capture scored 100, the code patch dropped the trust score to 0 and named region guest-code"
