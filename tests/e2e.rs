@@ -561,3 +561,196 @@ fn agent_captures_every_vm_on_schedule_and_reports_changes() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("source must be kvm"), "{}", text(&o));
 }
+
+/// Stops the verifier process when the test ends.
+struct Verifier(std::process::Child);
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_whole_loop_verifier_host_baseline_attack_score() {
+    let h = Host::new("insecure-soft");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("https://localhost:{port}");
+    let vst = h.p("verifier");
+    assert!(
+        run("vmseal-verifier", &["init", "--state", &vst])
+            .status
+            .success()
+    );
+    let _server = Verifier(
+        Command::new(bin("vmseal-verifier"))
+            .args([
+                "serve",
+                "--state",
+                &vst,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--require",
+                "both",
+                "--ek-roots",
+                &h.ek_ca(),
+                "--insecure-snp-root",
+                &h.p("state/insecure-snp-ark.pem"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let admin = |args: &[&str]| {
+        let mut a = vec!["admin", "--url", &url, "--state", &vst];
+        a.extend_from_slice(args);
+        run("vmseal-verifier", &a)
+    };
+    let o = admin(&[
+        "enroll-host",
+        "--intermediate",
+        &h.p("state/intermediate.der"),
+        "--agent-cert",
+        &h.p("agent.pem"),
+        "--agent-key",
+        &h.p("agent.key"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let policy =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/policies/micro-vm.toml");
+    let o = admin(&[
+        "register-vm",
+        "--vm-id",
+        "vm-e2e",
+        "--host-id",
+        "e2e-host",
+        "--policy",
+        &policy.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ca = format!("{vst}/ca.pem");
+    let agent = [
+        "--verifier",
+        &url,
+        "--verifier-ca",
+        &ca,
+        "--agent-cert",
+        &h.p("agent.pem"),
+        "--agent-key",
+        &h.p("agent.key"),
+    ];
+    let vm_run = |extra: &[&str], out: &str| {
+        let st = h.p("state");
+        let od = h.p(out);
+        let mut a = vec![
+            "vm",
+            "run",
+            "--state",
+            &st,
+            "--vm-id",
+            "vm-e2e",
+            "--mem-mib",
+            "16",
+            "--ws-pages",
+            "64",
+            "--out-dir",
+            &od,
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&agent);
+        let o = run("vmseal-host", &a);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::Deserializer::from_slice(&o.stdout)
+            .into_iter::<serde_json::Value>()
+            .map(Result::unwrap)
+            .filter_map(|v| v.get("appraisal").cloned())
+            .collect::<Vec<_>>()
+    };
+    let first = vm_run(&["--captures", "1"], "ev0");
+    assert_eq!(first.len(), 1, "one appraisal");
+    assert_eq!(first[0]["score"], 50, "no baseline yet: {}", first[0]);
+    let o = admin(&[
+        "promote-baseline",
+        "--vm-id",
+        "vm-e2e",
+        "--seq",
+        "0",
+        "--baseline",
+        &h.p("ev0/baseline.cbor"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let base = h.p("ev0/baseline.cbor");
+    let after = vm_run(
+        &[
+            "--captures",
+            "2",
+            "--interval-ms",
+            "100",
+            "--attack",
+            "pointer-hook",
+            "--attack-after",
+            "1",
+            "--baseline",
+            &base,
+        ],
+        "ev1",
+    );
+    assert_eq!(after.len(), 2);
+    assert_eq!(
+        (after[0]["score"].as_u64(), after[0]["tier"].as_str()),
+        (Some(100), Some("affirming")),
+        "{}",
+        after[0]
+    );
+    assert_eq!(after[1]["tier"], "warning", "{}", after[1]);
+    assert_eq!(
+        after[1]["score"], 40,
+        "a critical structure change costs 60: {}",
+        after[1]
+    );
+    let changed: Vec<&str> = after[1]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["region"].as_str().unwrap())
+        .collect();
+    assert!(changed.contains(&"syscall-table"), "{changed:?}");
+    assert!(!changed.contains(&"guest-code"), "{changed:?}");
+    // An admin certificate cannot submit evidence, and an agent cannot promote baselines.
+    let o = run(
+        "vmseal-verifier",
+        &[
+            "admin",
+            "--url",
+            &url,
+            "--ca",
+            &ca,
+            "--cert",
+            &h.p("agent.pem"),
+            "--key",
+            &h.p("agent.key"),
+            "promote-baseline",
+            "--vm-id",
+            "vm-e2e",
+            "--seq",
+            "1",
+            "--baseline",
+            &base,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("forbidden"), "{}", text(&o));
+}
