@@ -624,6 +624,23 @@ impl Snapshot {
         out
     }
 
+    /// For every region, how many of its pages differ from `baseline` (0 when equal, or when the
+    /// baseline has no comparable region).
+    pub fn changed_pages(&self, baseline: &Baseline) -> Vec<(String, usize)> {
+        let d = self.delta(baseline);
+        self.plan
+            .regions
+            .iter()
+            .map(|r| {
+                let n = d
+                    .iter()
+                    .find(|d| d.region == r.policy.name)
+                    .map_or(0, |d| d.changes.len());
+                (r.policy.name.clone(), n)
+            })
+            .collect()
+    }
+
     /// This snapshot's trees as a baseline for later deltas.
     pub fn baseline(&self) -> Baseline {
         Baseline {

@@ -819,21 +819,7 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
         let seq = state.vm_chain(&a.vm_id)?.next_seq;
         let out = a.out_dir.join(format!("{}-{seq:06}.cose", a.vm_id));
         let sealed = seal_snapshot(&state, &a.vm_id, &snap, baseline.as_ref(), &out)?;
-        let changes: Option<Vec<(String, usize)>> = baseline.as_ref().map(|b| {
-            let d = snap.delta(b);
-            snap.plan
-                .regions
-                .iter()
-                .map(|r| {
-                    (
-                        r.policy.name.clone(),
-                        d.iter()
-                            .find(|d| d.region == r.policy.name)
-                            .map_or(0, |d| d.changes.len()),
-                    )
-                })
-                .collect()
-        });
+        let changes = baseline.as_ref().map(|b| snap.changed_pages(b));
         report(&sealed, &snap, changes.as_deref(), a.json)?;
         if let Some(v) = &verifier {
             let evidence = std::fs::read(&sealed.out)?;
@@ -973,21 +959,7 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
         write_atomic(p, &snap.baseline().to_bytes())?;
     }
     let sealed = seal_snapshot(&state, &a.vm_id, &snap, baseline.as_ref(), &a.out)?;
-    let changes: Option<Vec<(String, usize)>> = baseline.as_ref().map(|b| {
-        let d = snap.delta(b);
-        snap.plan
-            .regions
-            .iter()
-            .map(|r| {
-                (
-                    r.policy.name.clone(),
-                    d.iter()
-                        .find(|d| d.region == r.policy.name)
-                        .map_or(0, |d| d.changes.len()),
-                )
-            })
-            .collect()
-    });
+    let changes = baseline.as_ref().map(|b| snap.changed_pages(b));
     report(&sealed, &snap, changes.as_deref(), a.json)
 }
 
