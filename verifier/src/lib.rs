@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod appraise;
+pub mod bench;
 pub mod pki;
 pub mod server;
 pub mod store;

@@ -94,6 +94,24 @@ enum AdminCmd {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Load-test the service on loopback (one server worker): appraisals per second, p50/p99.
+    Bench {
+        /// Concurrent clients, one VM each.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Evidence per client.
+        #[arg(long, default_value_t = 250)]
+        per_client: usize,
+        /// Pages of the code, structure and data regions.
+        #[arg(long, value_delimiter = ',', default_value = "256,4,4096")]
+        pages: Vec<u64>,
+        /// Changed data pages per evidence.
+        #[arg(long, default_value_t = 16)]
+        changed: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// The admin's client: enrol hosts, register VMs, promote baselines.
     Admin {
         #[command(flatten)]
@@ -213,6 +231,7 @@ async fn serve(
         store,
         ca,
         settings,
+        baselines: Default::default(),
     });
     tracing::info!("vmseal-verifier listening on https://{listen}");
     actix_web::HttpServer::new(move || {
@@ -345,6 +364,36 @@ fn main() -> std::process::ExitCode {
             })
             .map_err(anyhow::Error::from),
         Cmd::Admin { conn, cmd } => admin(conn, cmd),
+        Cmd::Bench {
+            clients,
+            per_client,
+            pages,
+            changed,
+            json,
+        } => {
+            let p = [
+                pages.first().copied().unwrap_or(256),
+                pages.get(1).copied().unwrap_or(4),
+                pages.get(2).copied().unwrap_or(4096),
+            ];
+            vmseal_verifier::bench::run(clients, per_client, p, changed, &|m| {
+                if !json {
+                    eprintln!("bench: {m}")
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|r| {
+                println!(
+                    "{}",
+                    if json {
+                        serde_json::to_string(&r)?
+                    } else {
+                        serde_json::to_string_pretty(&r)?
+                    }
+                );
+                Ok(())
+            })
+        }
         Cmd::Serve {
             state,
             listen,

@@ -136,6 +136,40 @@ pub struct AppState {
     pub ca: Ca,
     /// Settings.
     pub settings: Settings,
+    /// Baseline trees by (VM, version): versions are immutable, so a cached tree never goes stale.
+    pub baselines: BaselineCache,
+}
+
+/// Cache of immutable baseline versions, so an appraisal does not rebuild a tree from the database.
+#[derive(Debug, Default)]
+pub struct BaselineCache(
+    std::sync::Mutex<std::collections::HashMap<(String, u64), Arc<crate::appraise::Baseline>>>,
+);
+
+impl BaselineCache {
+    async fn get(
+        &self,
+        store: &Store,
+        vm: &str,
+    ) -> Result<Option<Arc<crate::appraise::Baseline>>, StoreError> {
+        let Some(version) = store.active_baseline_version(vm).await? else {
+            return Ok(None);
+        };
+        let key = (vm.to_owned(), version);
+        if let Some(b) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(Some(b.clone()));
+        }
+        let Some(b) = store.active_baseline(vm).await? else {
+            return Ok(None);
+        };
+        let b = Arc::new(b);
+        // Another request may have promoted a newer version meanwhile; key by what was loaded.
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((vm.to_owned(), b.version), b.clone());
+        Ok(Some(b))
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -337,14 +371,14 @@ async fn submit_evidence(
         Some(n) => st.store.nonce_valid(&vm, n, t.unix_timestamp()).await?,
         None => false,
     };
-    let baseline = st.store.active_baseline(&vm).await?;
+    let baseline = st.baselines.get(&st.store, &vm).await?;
     let fresh = Freshness {
         now: t.unix_timestamp(),
         max_age: st.settings.max_age,
         skew: 30,
         nonce_accepted,
     };
-    let a = appraise(&v, &rec, baseline.as_ref(), fresh).map_err(|e| ApiError::Refused {
+    let a = appraise(&v, &rec, baseline.as_deref(), fresh).map_err(|e| ApiError::Refused {
         code: e.code(),
         message: e.to_string(),
     })?;

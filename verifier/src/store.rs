@@ -118,6 +118,11 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
+                        // WAL + NORMAL: a commit survives a crash of the verifier (kill -9);
+                        // only a power loss can lose the last commits.
+                        sqlx::query("PRAGMA synchronous=NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
                         sqlx::query("PRAGMA journal_mode=WAL")
                             .execute(&mut *conn)
                             .await?;
@@ -430,15 +435,21 @@ impl Store {
         Ok(version as u64)
     }
 
-    /// The newest baseline of a VM.
-    pub async fn active_baseline(&self, vm_id: &str) -> Result<Option<Baseline>, StoreError> {
+    /// The newest baseline version of a VM (cheap: no leaves are read).
+    pub async fn active_baseline_version(&self, vm_id: &str) -> Result<Option<u64>, StoreError> {
         let row = sqlx::query("SELECT MAX(version) AS v FROM baselines WHERE vm_id = $1")
             .bind(vm_id)
             .fetch_one(&self.pool)
             .await?;
-        let Some(version) = row.try_get::<Option<i64>, _>("v")? else {
+        Ok(row.try_get::<Option<i64>, _>("v")?.map(|v| v as u64))
+    }
+
+    /// The newest baseline of a VM.
+    pub async fn active_baseline(&self, vm_id: &str) -> Result<Option<Baseline>, StoreError> {
+        let Some(version) = self.active_baseline_version(vm_id).await? else {
             return Ok(None);
         };
+        let version = version as i64;
         let rows = sqlx::query("SELECT name, class, severity, hash_alg, leaves FROM baseline_regions WHERE vm_id = $1 AND version = $2 ORDER BY name")
             .bind(vm_id)
             .bind(version)

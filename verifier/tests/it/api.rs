@@ -59,6 +59,7 @@ fn start() -> Server {
                 store,
                 ca: Ca::load(&state).unwrap(),
                 settings,
+                baselines: Default::default(),
             });
             actix_web::HttpServer::new(move || {
                 actix_web::App::new()
