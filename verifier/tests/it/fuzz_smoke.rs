@@ -17,7 +17,10 @@ fn request_bodies_never_panic() {
             let mut d = seed.to_vec();
             let i = (x as usize) % d.len();
             match x % 3 {
-                0 => d[i] = b"{}[]\":,0\\\x00\xff"[(x >> 8) as usize % 12],
+                0 => {
+                    let alphabet = b"{}[]\":,0\\\x00\xff";
+                    d[i] = alphabet[(x >> 8) as usize % alphabet.len()];
+                }
                 1 => d.truncate(i),
                 _ => d.insert(i, (x >> 16) as u8),
             }
