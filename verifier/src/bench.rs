@@ -267,6 +267,7 @@ pub fn run(
                 ca: Ca::load(&state).map_err(|e| e.to_string())?,
                 settings,
                 baselines: Default::default(),
+                metrics: Default::default(),
             });
             let server = actix_web::HttpServer::new(move || {
                 actix_web::App::new()

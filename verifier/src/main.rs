@@ -232,6 +232,7 @@ async fn serve(
         ca,
         settings,
         baselines: Default::default(),
+        metrics: Default::default(),
     });
     tracing::info!("vmseal-verifier listening on https://{listen}");
     actix_web::HttpServer::new(move || {

@@ -138,6 +138,69 @@ pub struct AppState {
     pub settings: Settings,
     /// Baseline trees by (VM, version): versions are immutable, so a cached tree never goes stale.
     pub baselines: BaselineCache,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+}
+
+/// Prometheus metrics of the service.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: prometheus::Registry,
+    appraisals: prometheus::IntCounterVec,
+    refusals: prometheus::IntCounterVec,
+    seconds: prometheus::Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = prometheus::Registry::new();
+        let appraisals = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("vmseal_appraisals_total", "Accepted appraisals by tier"),
+            &["tier"],
+        )
+        .unwrap_or_else(|_| std::process::abort());
+        let refusals = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("vmseal_refusals_total", "Refused evidence by error code"),
+            &["code"],
+        )
+        .unwrap_or_else(|_| std::process::abort());
+        let seconds = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "vmseal_appraisal_seconds",
+                "Time to appraise one evidence",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5,
+            ]),
+        )
+        .unwrap_or_else(|_| std::process::abort());
+        // Registering fresh, uniquely named collectors into a new registry cannot fail.
+        let _ = registry.register(Box::new(appraisals.clone()));
+        let _ = registry.register(Box::new(refusals.clone()));
+        let _ = registry.register(Box::new(seconds.clone()));
+        Self {
+            registry,
+            appraisals,
+            refusals,
+            seconds,
+        }
+    }
+}
+
+impl Metrics {
+    /// Text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    role(&req)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(st.metrics.render()))
 }
 
 /// Cache of immutable baseline versions, so an appraisal does not rebuild a tree from the database.
@@ -328,6 +391,30 @@ async fn submit_evidence(
     body: web::Bytes,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let timer = st.metrics.seconds.start_timer();
+    let r = appraise_submission(req, path, body, &st).await;
+    timer.observe_duration();
+    match &r {
+        Ok((tier, _)) => st
+            .metrics
+            .appraisals
+            .with_label_values(&[tier.as_str()])
+            .inc(),
+        Err(e) => st.metrics.refusals.with_label_values(&[e.code()]).inc(),
+    }
+    r.map(|(_, json)| {
+        HttpResponse::Ok()
+            .content_type("application/json")
+            .body(json)
+    })
+}
+
+async fn appraise_submission(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    st: &AppState,
+) -> Result<(String, String), ApiError> {
     let vm = path.into_inner();
     let rec = st.store.vm_record(&vm).await?;
     match role(&req)? {
@@ -421,9 +508,7 @@ async fn submit_evidence(
             t.unix_timestamp(),
         )
         .await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(json))
+    Ok((tier, json))
 }
 
 /// `POST /v1/vms/{vm}/baselines` (admin): promote the page hashes of an appraised snapshot to a
@@ -528,6 +613,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .error_handler(|e, _| json_error(e)),
         )
         .route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
         .route("/v1/hosts", web::post().to(enroll_host))
         .route("/v1/vms", web::post().to(register_vm))
         .route("/v1/vms/{vm}/nonce", web::post().to(issue_nonce))

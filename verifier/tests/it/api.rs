@@ -60,6 +60,7 @@ fn start() -> Server {
                 ca: Ca::load(&state).unwrap(),
                 settings,
                 baselines: Default::default(),
+                metrics: Default::default(),
             });
             actix_web::HttpServer::new(move || {
                 actix_web::App::new()
