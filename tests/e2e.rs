@@ -753,4 +753,50 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("forbidden"), "{}", text(&o));
+
+    // The agent (`vmseal-host run`) captures on its schedule and submits to the verifier.
+    std::fs::write(
+        h.p("agent.toml"),
+        format!(
+            "state = \"state\"\nout_dir = \"agent-ev\"\n[verifier]\nurl = \"{url}\"\nca = \"{ca}\"\nagent_cert = \"agent.pem\"\nagent_key = \"agent.key\"\n\
+             [[vm]]\nid = \"vm-e2e\"\nsource = \"kvm\"\ninterval_secs = 1\nbaseline = \"ev0/baseline.cbor\"\n"
+        ),
+    )
+    .unwrap();
+    let o = run(
+        "vmseal-host",
+        &[
+            "run",
+            "--config",
+            &h.p("agent.toml"),
+            "--rounds",
+            "2",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let events: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&o.stdout)
+        .into_iter::<serde_json::Value>()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        assert!(e["submit_error"].is_null(), "{e}");
+        // The agent's micro-VM runs the same code and tables (the syscall-table hook above was in
+        // another VM instance), but it is configured with 1,024 working-set pages where the
+        // baseline VM had 64: its config page (rodata, medium) differs, which costs 25.
+        assert_eq!(e["appraisal"]["score"], 75, "{e}");
+        let changed: Vec<&str> = e["appraisal"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["region"].as_str().unwrap())
+            .collect();
+        assert!(
+            changed.contains(&"config")
+                && !changed.contains(&"guest-code")
+                && !changed.contains(&"syscall-table"),
+            "{changed:?}"
+        );
+    }
 }

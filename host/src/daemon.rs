@@ -74,7 +74,31 @@ struct RawConfig {
     budget_mbps: Option<f64>,
     #[serde(default = "default_full_every")]
     full_every: u32,
+    #[serde(default)]
+    verifier: Option<RawVerifier>,
     vm: Vec<RawVm>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerifier {
+    url: String,
+    ca: PathBuf,
+    agent_cert: PathBuf,
+    agent_key: PathBuf,
+}
+
+/// Where the agent submits evidence.
+#[derive(Debug, Clone)]
+pub struct VerifierConn {
+    /// https://host:port.
+    pub url: String,
+    /// The verifier CA (PEM).
+    pub ca: PathBuf,
+    /// This host's agent certificate (PEM).
+    pub agent_cert: PathBuf,
+    /// Its key (PEM).
+    pub agent_key: PathBuf,
 }
 
 fn default_concurrency() -> usize {
@@ -96,6 +120,8 @@ struct RawVm {
     symbols: Option<PathBuf>,
     #[serde(default)]
     interval_secs: Option<u64>,
+    #[serde(default)]
+    baseline: Option<PathBuf>,
 }
 
 /// One VM the agent captures.
@@ -113,6 +139,9 @@ pub struct VmJob {
     pub interval: Duration,
     /// The kernel's relocations and sections the policy names.
     pub kernel: crate::kaslr::KernelContext,
+    /// Deltas are reported against this baseline (the one promoted at the verifier) instead of
+    /// the VM's first capture.
+    pub baseline: Option<Baseline>,
 }
 
 /// The agent's configuration, loaded and checked.
@@ -132,6 +161,8 @@ pub struct DaemonConfig {
     pub full_every: u32,
     /// VMs.
     pub vms: Vec<VmJob>,
+    /// The verifier evidence is submitted to, if any.
+    pub verifier: Option<VerifierConn>,
 }
 
 impl DaemonConfig {
@@ -235,6 +266,18 @@ impl DaemonConfig {
             } else {
                 v.source.clone()
             };
+            let baseline = v
+                .baseline
+                .as_ref()
+                .map(|p| {
+                    let p = rel(p);
+                    let b = std::fs::read(&p).map_err(io(&p))?;
+                    Baseline::from_bytes(&b).map_err(|e| DaemonError::Config {
+                        path: p.clone(),
+                        message: e.to_string(),
+                    })
+                })
+                .transpose()?;
             vms.push(VmJob {
                 id: v.id.clone(),
                 source,
@@ -242,6 +285,7 @@ impl DaemonConfig {
                 symbols,
                 interval: Duration::from_secs(secs),
                 kernel,
+                baseline,
             });
         }
         Ok(Self {
@@ -251,6 +295,12 @@ impl DaemonConfig {
             max_concurrent: raw.max_concurrent,
             budget_mbps: raw.budget_mbps,
             full_every: raw.full_every.max(1),
+            verifier: raw.verifier.as_ref().map(|v| VerifierConn {
+                url: v.url.clone(),
+                ca: rel(&v.ca),
+                agent_cert: rel(&v.agent_cert),
+                agent_key: rel(&v.agent_key),
+            }),
             vms,
         })
     }
@@ -388,7 +438,7 @@ pub fn run(
                 job: j.clone(),
                 vm: None,
                 last: None,
-                baseline: None,
+                baseline: j.baseline.clone(),
                 captures: 0,
             })
         })

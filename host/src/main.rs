@@ -990,15 +990,44 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
             .map(|s| s.claims.seq)
             .map_err(|e| format!("{e:#}"))
     };
+    let verifier = match &cfg.verifier {
+        Some(v) => {
+            let read =
+                |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+            Some(vmseal_client::Client::new(
+                &v.url,
+                &read(&v.ca)?,
+                &read(&v.agent_cert)?,
+                &read(&v.agent_key)?,
+            )?)
+        }
+        None => None,
+    };
     let failures = std::sync::atomic::AtomicU64::new(0);
     let on_event = |e: &vmseal_host::daemon::CaptureEvent| {
+        // Submit the evidence; the appraisal is reported with the capture.
+        let appraisal = match (&verifier, &e.out) {
+            (Some(v), Some(out)) => Some(
+                std::fs::read(out)
+                    .map_err(|err| err.to_string())
+                    .and_then(|ev| v.submit_evidence(&e.vm, ev).map_err(|err| err.to_string())),
+            ),
+            _ => None,
+        };
+        if matches!(appraisal, Some(Err(_))) {
+            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if e.error.is_some() {
             failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if json {
-            if let Ok(s) = serde_json::to_string(e) {
-                println!("{s}");
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            match &appraisal {
+                Some(Ok(a)) => v["appraisal"] = a.clone(),
+                Some(Err(err)) => v["submit_error"] = serde_json::Value::String(err.clone()),
+                None => {}
             }
+            println!("{v}");
         } else if let Some(err) = &e.error {
             eprintln!("{}: capture failed: {err}", e.vm);
         } else {
@@ -1019,6 +1048,17 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()
             );
+            match &appraisal {
+                Some(Ok(a)) => println!(
+                    "  {}: verifier trust score {} ({}){}",
+                    e.vm,
+                    a["score"],
+                    a["tier"].as_str().unwrap_or("?"),
+                    if a["alert"] == true { " ALERT" } else { "" }
+                ),
+                Some(Err(err)) => eprintln!("  {}: submission failed: {err}", e.vm),
+                None => {}
+            }
         }
     };
     vmseal_host::daemon::run(&cfg, rounds, &stop, &seal, &on_event);
