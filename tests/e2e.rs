@@ -89,6 +89,22 @@ impl Host {
     }
 }
 
+/// Runs the agent (`vmseal-host run`) on `agent.toml` in the host's directory for `rounds`
+/// rounds and returns the JSON events it printed, one per capture.
+fn run_agent(h: &Host, rounds: u32) -> Vec<serde_json::Value> {
+    let rounds = rounds.to_string();
+    let config = h.p("agent.toml");
+    let o = run(
+        "vmseal-host",
+        &["run", "--config", &config, "--rounds", &rounds, "--json"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::Deserializer::from_slice(&o.stdout)
+        .into_iter::<serde_json::Value>()
+        .map(Result::unwrap)
+        .collect()
+}
+
 fn self_path(d: &tempfile::TempDir, f: &str) -> String {
     d.path().join(f).display().to_string()
 }
@@ -517,22 +533,7 @@ fn agent_captures_every_vm_on_schedule_and_reports_changes() {
          [[vm]]\nid = \"img\"\nsource = \"dump:d.raw\"\npolicy = \"p.toml\"\ninterval_secs = 1\n",
     )
     .unwrap();
-    let o = run(
-        "vmseal-host",
-        &[
-            "run",
-            "--config",
-            &h.p("agent.toml"),
-            "--rounds",
-            "3",
-            "--json",
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let events: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&o.stdout)
-        .into_iter::<serde_json::Value>()
-        .map(Result::unwrap)
-        .collect();
+    let events = run_agent(&h, 3);
     assert_eq!(events.len(), 6, "{events:?}");
     assert!(events.iter().all(|e| e["error"].is_null()), "{events:?}");
     let kinds: Vec<String> = events
@@ -763,22 +764,7 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         ),
     )
     .unwrap();
-    let o = run(
-        "vmseal-host",
-        &[
-            "run",
-            "--config",
-            &h.p("agent.toml"),
-            "--rounds",
-            "2",
-            "--json",
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let events: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&o.stdout)
-        .into_iter::<serde_json::Value>()
-        .map(Result::unwrap)
-        .collect();
+    let events = run_agent(&h, 2);
     assert_eq!(events.len(), 2, "{events:?}");
     for e in &events {
         assert!(e["submit_error"].is_null(), "{e}");
