@@ -478,9 +478,7 @@ pub fn appraise(
 mod tests {
     use super::*;
     use time::{Duration, OffsetDateTime};
-    use vmseal_sealer::claims::{
-        CaptureInfo, CaptureKind, Claims, GpaRange, ModuleInfo, PolicyRef, Region, RegionDelta,
-    };
+    use vmseal_sealer::claims::{Claims, RegionDelta};
     use vmseal_sealer::evidence::Sealer;
     use vmseal_sealer::keys::IntermediateKey;
     use vmseal_sealer::merkle::HashAlg;
@@ -586,49 +584,9 @@ mod tests {
                     changes: ch,
                 });
             }
-            regions.push(Region {
-                name: b.name.clone(),
-                class: b.class,
-                severity: b.severity,
-                ranges: vec![GpaRange {
-                    start: 0,
-                    len: t.leaf_count() * 4096,
-                }],
-                pages: t.leaf_count(),
-                root: t.root(),
-            });
+            regions.push((b.name.clone(), b.class, b.severity, t));
         }
-        let (memory_root, code_hash) = Claims::compute_roots(ALG, &regions).unwrap();
-        Claims {
-            vm_id: "vm1".into(),
-            host_id: "h1".into(),
-            seq,
-            prev,
-            iat: OffsetDateTime::now_utc().unix_timestamp(),
-            nonce: None,
-            policy: PolicyRef {
-                name: "p".into(),
-                version: 1,
-                digest: [5; 32],
-            },
-            hash_alg: ALG,
-            regions,
-            memory_root,
-            code_hash,
-            module: ModuleInfo {
-                name: "vmseal-host".into(),
-                version: "0.1.0".into(),
-                build_digest: [0; 32],
-            },
-            capture: CaptureInfo {
-                kind: CaptureKind::Full,
-                pages_read: 26,
-                pause_us: 1,
-                duration_us: 2,
-            },
-            delta,
-            sealed: None,
-        }
+        crate::bench::synthetic_claims("h1", "vm1", seq, prev, &regions, delta, [5; 32])
     }
 
     fn verify(f: &Fixture, c: &Claims) -> VerifiedEvidence {

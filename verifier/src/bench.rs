@@ -110,55 +110,78 @@ fn chain(
                     });
                 }
             }
-            rs.push(Region {
-                name: (*name).into(),
-                class: *class,
-                severity: *sev,
-                ranges: vec![GpaRange {
-                    start: 0,
-                    len: leaves.len() as u64 * 4096,
-                }],
-                pages: leaves.len() as u64,
-                root: t.root(),
-            });
+            rs.push(((*name).to_owned(), *class, *sev, t));
         }
-        let (memory_root, code_hash) = Claims::compute_roots(ALG, &rs).unwrap_or_default();
-        let c = Claims {
-            vm_id: vm.into(),
-            host_id: host.into(),
-            seq,
-            prev,
-            iat: OffsetDateTime::now_utc().unix_timestamp(),
-            nonce: None,
-            policy: PolicyRef {
-                name: "bench".into(),
-                version: 1,
-                digest: [1; 32],
-            },
-            hash_alg: ALG,
-            regions: rs,
-            memory_root,
-            code_hash,
-            module: ModuleInfo {
-                name: "vmseal-host".into(),
-                version: "bench".into(),
-                build_digest: [0; 32],
-            },
-            capture: CaptureInfo {
-                kind: CaptureKind::Full,
-                pages_read: 0,
-                pause_us: 0,
-                duration_us: 0,
-            },
-            delta,
-            sealed: None,
-        };
+        let c = synthetic_claims(host, vm, seq, prev, &rs, delta, [1; 32]);
         if let Ok(ev) = sealer.seal(&c, OffsetDateTime::now_utc()) {
             prev = Some(evidence_digest(&ev));
             out.push(ev);
         }
     }
     out
+}
+
+/// One region of a synthetic snapshot: name, class, severity and its page tree.
+pub type SyntheticRegion = (String, RegionClass, Severity, MerkleTree);
+
+/// Claims for a synthetic VM whose regions are given as page trees (each range starts at GPA 0):
+/// the load generator's evidence and the verifier's tests. `policy_digest` names the policy the
+/// "capture" followed; the nonce is left empty for the caller to set.
+pub fn synthetic_claims(
+    host: &str,
+    vm: &str,
+    seq: u64,
+    prev: Option<Digest>,
+    regions: &[SyntheticRegion],
+    delta: Vec<RegionDelta>,
+    policy_digest: Digest,
+) -> Claims {
+    let regions: Vec<Region> = regions
+        .iter()
+        .map(|(name, class, severity, tree)| Region {
+            name: name.clone(),
+            class: *class,
+            severity: *severity,
+            ranges: vec![GpaRange {
+                start: 0,
+                len: tree.leaf_count() * 4096,
+            }],
+            pages: tree.leaf_count(),
+            root: tree.root(),
+        })
+        .collect();
+    let (memory_root, code_hash) = Claims::compute_roots(ALG, &regions).unwrap_or_default();
+    let pages_read = regions.iter().map(|r| r.pages).sum();
+    Claims {
+        vm_id: vm.into(),
+        host_id: host.into(),
+        seq,
+        prev,
+        iat: OffsetDateTime::now_utc().unix_timestamp(),
+        nonce: None,
+        policy: PolicyRef {
+            name: "synthetic".into(),
+            version: 1,
+            digest: policy_digest,
+        },
+        hash_alg: ALG,
+        regions,
+        memory_root,
+        code_hash,
+        module: ModuleInfo {
+            name: "vmseal-host".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            build_digest: [0; 32],
+        },
+        capture: CaptureInfo {
+            kind: CaptureKind::Full,
+            pages_read,
+            pause_us: 0,
+            duration_us: 0,
+        },
+        delta,
+        sealed: None,
+    }
 }
 
 fn unreachable_tree() -> MerkleTree {

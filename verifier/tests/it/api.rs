@@ -6,15 +6,13 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
-use vmseal_sealer::claims::{
-    CaptureInfo, CaptureKind, Claims, GpaRange, ModuleInfo, PolicyRef, Region, RegionClass,
-    RegionDelta, Severity,
-};
+use vmseal_sealer::claims::{RegionClass, RegionDelta, Severity};
 use vmseal_sealer::evidence::Sealer;
 use vmseal_sealer::keys::IntermediateKey;
 use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
 use vmseal_sealer::verify::{AnchorRequirement, TrustConfig};
 use vmseal_sealer::x509::{IntermediateProfile, issue_intermediate};
+use vmseal_verifier::bench::synthetic_claims;
 use vmseal_verifier::pki::{Ca, Role};
 use vmseal_verifier::server::{AppState, Settings};
 use vmseal_verifier::store::Store;
@@ -197,49 +195,10 @@ impl Host {
                     });
                 }
             }
-            regions.push(Region {
-                name: (*name).into(),
-                class: *class,
-                severity: *sev,
-                ranges: vec![GpaRange {
-                    start: 0,
-                    len: leaves.len() as u64 * 4096,
-                }],
-                pages: leaves.len() as u64,
-                root: t.root(),
-            });
+            regions.push(((*name).to_owned(), *class, *sev, t));
         }
-        let (memory_root, code_hash) = Claims::compute_roots(ALG, &regions).unwrap();
-        let c = Claims {
-            vm_id: vm.into(),
-            host_id: self.id.clone(),
-            seq: self.seq,
-            prev: self.prev,
-            iat: OffsetDateTime::now_utc().unix_timestamp(),
-            nonce,
-            policy: PolicyRef {
-                name: "p".into(),
-                version: 1,
-                digest: [4; 32],
-            },
-            hash_alg: ALG,
-            regions,
-            memory_root,
-            code_hash,
-            module: ModuleInfo {
-                name: "vmseal-host".into(),
-                version: "0.1.0".into(),
-                build_digest: [0; 32],
-            },
-            capture: CaptureInfo {
-                kind: CaptureKind::Full,
-                pages_read: 50,
-                pause_us: 1,
-                duration_us: 1,
-            },
-            delta,
-            sealed: None,
-        };
+        let mut c = synthetic_claims(&self.id, vm, self.seq, self.prev, &regions, delta, [4; 32]);
+        c.nonce = nonce;
         let ev = self.sealer.seal(&c, OffsetDateTime::now_utc()).unwrap();
         self.seq += 1;
         self.prev = Some(vmseal_sealer::evidence::evidence_digest(&ev));
