@@ -383,6 +383,48 @@ async fn issue_nonce(
         .json(serde_json::json!({ "nonce": hex::encode(n), "expires_in": st.settings.nonce_ttl })))
 }
 
+/// Query of `GET /v1/vms/{vm}/appraisals`.
+#[derive(Debug, serde::Deserialize)]
+struct AppraisalsQuery {
+    /// How many, newest first (1..=500; 20 when absent).
+    limit: Option<u32>,
+}
+
+/// Most appraisals one listing returns.
+const MAX_LISTED_APPRAISALS: u32 = 500;
+
+/// `GET /v1/vms/{vm}/appraisals?limit=N` (admin, or the VM's host agent): the VM's most recent
+/// accepted appraisals, newest first, each exactly as it was returned when the evidence was
+/// submitted. Refusals are not listed: they change nothing stored (see /metrics for their count).
+async fn list_appraisals(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<AppraisalsQuery>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let vm = path.into_inner();
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=MAX_LISTED_APPRAISALS).contains(&limit) {
+        return Err(bad(
+            "bad_query",
+            format!("limit must be 1..={MAX_LISTED_APPRAISALS}, not {limit}"),
+        ));
+    }
+    let rec = st.store.vm_record(&vm).await?;
+    admin_or_agent_of(&req, &rec.host_id)?;
+    let appraisals = st
+        .store
+        .recent_appraisals(&vm, limit)
+        .await?
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            ApiError::Internal(format!("stored appraisal of VM {vm:?} is not JSON: {e}"))
+        })?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "vm_id": vm, "appraisals": appraisals })))
+}
+
 /// `POST /v1/vms/{vm}/evidence` (the VM's agent): body = COSE_Sign1 evidence. Returns the
 /// appraisal, or a refusal with its code; a refusal changes nothing stored.
 async fn submit_evidence(
@@ -612,12 +654,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .limit(MAX_BODY)
                 .error_handler(|e, _| json_error(e)),
         )
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            bad("bad_query", format!("query string not understood: {e}")).into()
+        }))
         .route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics))
         .route("/v1/hosts", web::post().to(enroll_host))
         .route("/v1/vms", web::post().to(register_vm))
         .route("/v1/vms/{vm}/nonce", web::post().to(issue_nonce))
         .route("/v1/vms/{vm}/evidence", web::post().to(submit_evidence))
+        .route("/v1/vms/{vm}/appraisals", web::get().to(list_appraisals))
         .route("/v1/vms/{vm}/baselines", web::post().to(promote_baseline));
 }
 

@@ -460,4 +460,40 @@ fn the_appraisal_loop_and_its_refusals() {
             .unwrap(),
     );
     assert_eq!((st, e["code"].as_str().unwrap()), (404, "not_found"));
+
+    // The history: accepted appraisals, newest first, exactly as returned; refusals left out.
+    let list = |c: &reqwest::blocking::Client, q: &str| {
+        json(
+            c.get(format!("{}/v1/vms/vm-a/appraisals{q}", s.url))
+                .send()
+                .unwrap(),
+        )
+    };
+    let (st, l) = list(&agent1, "?limit=2");
+    assert_eq!(st, 200, "{l}");
+    assert_eq!(l["appraisals"], serde_json::json!([a2, a1]));
+    let (st, l) = list(&admin, "");
+    assert_eq!(st, 200, "{l}");
+    let all = l["appraisals"].as_array().unwrap();
+    assert_eq!(all.first(), Some(&a2));
+    assert_eq!(all.last(), Some(&a0));
+    let seqs: Vec<u64> = all.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] == w[1] + 1), "{seqs:?}");
+    let (st, e) = list(&agent2, "");
+    assert_eq!((st, e["code"].as_str().unwrap()), (403, "forbidden"));
+    for q in ["?limit=0", "?limit=501", "?limit=many"] {
+        let (st, e) = list(&admin, q);
+        assert_eq!(
+            (st, e["code"].as_str().unwrap()),
+            (400, "bad_query"),
+            "{q}: {e}"
+        );
+    }
+    let (st, e) = json(
+        admin
+            .get(format!("{}/v1/vms/nope/appraisals", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((st, e["code"].as_str().unwrap()), (404, "not_found"));
 }
