@@ -64,6 +64,9 @@ step "capture again, then inject a rootkit-style code patch into the running gue
     | tee "$work/run.log"
 grep -q "VERIFIER: trust score 0 (contraindicated)" "$work/run.log"
 
+step "the verifier's record of this VM, newest first"
+"${admin[@]}" appraisals --vm-id demo-vm --limit 5
+
 step "offline: vmseal-certs verifies the attacked snapshot from public material"
 "$bin/vmseal-certs" verify --roots "$SWTPM_EK_CA" --allow-insecure "$work/ev1/demo-vm-000002.cose"
 

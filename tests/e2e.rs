@@ -730,6 +730,22 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         .collect();
     assert!(changed.contains(&"syscall-table"), "{changed:?}");
     assert!(!changed.contains(&"guest-code"), "{changed:?}");
+    // The admin's view of the history: newest first, the hook named.
+    let o = admin(&["appraisals", "--vm-id", "vm-e2e", "--limit", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two appraisals: {out}");
+    assert!(
+        lines[1].contains(" 40 ")
+            && lines[1].contains("warning")
+            && lines[1].contains("syscall-table"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains(" 100 ") && lines[2].contains("affirming"),
+        "{out}"
+    );
     // An admin certificate cannot submit evidence, and an agent cannot promote baselines.
     let o = run(
         "vmseal-verifier",

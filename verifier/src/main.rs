@@ -90,6 +90,16 @@ enum AdminCmd {
         #[arg(long)]
         baseline: PathBuf,
     },
+    /// Show a VM's latest accepted appraisals, newest first: sequence number, trust score, tier
+    /// and the regions that changed from the baseline (--json for the whole results).
+    Appraisals {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// How many (1-500).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -337,6 +347,14 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                 &vmseal_client::PromoteBaseline { seq, regions },
             )?
         }
+        AdminCmd::Appraisals { vm_id, limit } => {
+            let out = client.get(&format!("/v1/vms/{vm_id}/appraisals?limit={limit}"))?;
+            if !conn.json {
+                print_appraisals(&out);
+                return Ok(());
+            }
+            out
+        }
     };
     if conn.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -344,6 +362,42 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
         println!("{out}");
     }
     Ok(())
+}
+
+/// One line per appraisal: `#seq  score  tier  changed regions`.
+fn print_appraisals(list: &serde_json::Value) {
+    let empty = Vec::new();
+    let items = list["appraisals"].as_array().unwrap_or(&empty);
+    if items.is_empty() {
+        println!("no accepted appraisals yet");
+        return;
+    }
+    println!("{:>8}  {:>5}  {:<16}  changed", "seq", "score", "tier");
+    for a in items {
+        let changed: Vec<String> = a["changes"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} ({} page(s))",
+                    c["region"].as_str().unwrap_or("?"),
+                    c["changed_pages"]
+                )
+            })
+            .collect();
+        println!(
+            "{:>8}  {:>5}  {:<16}  {}",
+            format!("#{}", a["seq"]),
+            a["score"].to_string(),
+            a["tier"].as_str().unwrap_or("?"),
+            if changed.is_empty() {
+                "-".to_owned()
+            } else {
+                changed.join(", ")
+            }
+        );
+    }
 }
 
 fn main() -> std::process::ExitCode {
