@@ -45,8 +45,8 @@ fn sealed(snp: SnpChoice) -> (Swtpm, tempfile::TempDir, HostState, Vec<u8>) {
     (sw, dir, state, ev)
 }
 
-/// An intermediate without anchors, for links that do not involve the TPM.
-fn bare_sealer() -> Sealer {
+/// An intermediate key and its certificate without anchors, issued at `now`.
+fn bare_intermediate(now: OffsetDateTime) -> (IntermediateKey, Vec<u8>) {
     let key = IntermediateKey::generate().unwrap();
     let der = issue_intermediate(
         &key,
@@ -56,9 +56,15 @@ fn bare_sealer() -> Sealer {
             snp: None,
             validity: Duration::days(1),
         },
-        OffsetDateTime::now_utc(),
+        now,
     )
     .unwrap();
+    (key, der)
+}
+
+/// A sealer under an intermediate without anchors, for links that do not involve the TPM.
+fn bare_sealer() -> Sealer {
+    let (key, der) = bare_intermediate(OffsetDateTime::now_utc());
     Sealer::new(key, der).unwrap()
 }
 
@@ -215,18 +221,7 @@ fn leaf_for_another_vm_or_sequence_is_refused() {
     use vmseal_sealer::keys::LeafKey;
     use vmseal_sealer::x509::LeafIssuer;
     let now = OffsetDateTime::now_utc();
-    let key = IntermediateKey::generate().unwrap();
-    let inter = issue_intermediate(
-        &key,
-        &IntermediateProfile {
-            host_id: "bare",
-            tpm: None,
-            snp: None,
-            validity: Duration::days(1),
-        },
-        now,
-    )
-    .unwrap();
+    let (key, inter) = bare_intermediate(now);
     let issuer = LeafIssuer::new(Arc::new(key), &inter).unwrap();
     for (vm, seq) in [("vm-2", 5), ("vm-1", 6)] {
         let leaf = LeafKey::generate().unwrap();
