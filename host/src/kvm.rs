@@ -307,16 +307,21 @@ impl MicroVm {
             })
     }
 
-    /// Attack: overwrite the body of syscall handler `n` with NOPs (its `ret` stays).
-    pub fn inject_code_patch(&self, n: usize) -> Result<u64, SourceError> {
-        let at = *self
-            .program
+    /// The guest address of syscall handler `n`.
+    fn handler(&self, n: usize) -> Result<u32, SourceError> {
+        self.program
             .handlers
             .get(n)
+            .copied()
             .ok_or(SourceError::OutOfRange {
                 start: n as u64,
                 len: 0,
-            })? as u64;
+            })
+    }
+
+    /// Attack: overwrite the body of syscall handler `n` with NOPs (its `ret` stays).
+    pub fn inject_code_patch(&self, n: usize) -> Result<u64, SourceError> {
+        let at = u64::from(self.handler(n)?);
         // `inc dword ptr [abs32]` is 6 bytes: ff 05 imm32.
         self.write(at, &[0x90; 6])?;
         Ok(at)
@@ -324,14 +329,7 @@ impl MicroVm {
 
     /// Attack: point syscall slot `slot` at handler `to` (a hooked pointer).
     pub fn inject_pointer_hook(&self, slot: u32, to: usize) -> Result<u64, SourceError> {
-        let target = *self
-            .program
-            .handlers
-            .get(to)
-            .ok_or(SourceError::OutOfRange {
-                start: to as u64,
-                len: 0,
-            })?;
+        let target = self.handler(to)?;
         let at = guest::SYSCALLS + 4 * slot as u64;
         self.write(at, &target.to_le_bytes())?;
         Ok(at)
