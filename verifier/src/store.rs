@@ -210,10 +210,7 @@ impl Store {
             .bind(vm_id)
             .execute(&self.pool)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("VM {vm_id:?}")));
-        }
-        Ok(())
+        vm_found(vm_id, r.rows_affected())
     }
 
     /// Set the alert threshold of a VM.
@@ -223,10 +220,7 @@ impl Store {
             .bind(vm_id)
             .execute(&self.pool)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("VM {vm_id:?}")));
-        }
-        Ok(())
+        vm_found(vm_id, r.rows_affected())
     }
 
     /// What the appraisal needs to know about a VM.
@@ -574,6 +568,14 @@ impl Store {
         }
         Ok(rows.len() as u64)
     }
+}
+
+/// An UPDATE keyed by VM id touched `rows` rows: none means the VM is not registered.
+fn vm_found(vm_id: &str, rows: u64) -> Result<(), StoreError> {
+    if rows == 0 {
+        return Err(StoreError::NotFound(format!("VM {vm_id:?}")));
+    }
+    Ok(())
 }
 
 fn aws_lc_rs_fill(b: &mut [u8]) -> Result<(), StoreError> {
