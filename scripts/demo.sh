@@ -46,8 +46,12 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-step "the admin enrols the host (TPM quote + EK chain, INSECURE SNP root allowed by config) and registers the VM"
-"${admin[@]}" enroll-host --intermediate "$work/host/intermediate.der" --agent-cert "$work/agent.pem" --agent-key "$work/agent.key"
+step "the admin makes a one-use enrollment token; the host enrols with it (TPM quote + EK chain + credential activation in swtpm; INSECURE SNP root allowed by config)"
+"${admin[@]}" enrollment-token --host-id demo-host --out-cert "$work/token.pem" --out-key "$work/token.key"
+"$bin/vmseal-host" enroll --state "$work/host" --verifier "$url" --verifier-ca "$work/verifier/ca.pem" \
+    --token-cert "$work/token.pem" --token-key "$work/token.key" --agent-cert "$work/agent.pem" --agent-key "$work/agent.key"
+
+step "the admin registers the VM with its capture policy and alert threshold"
 "${admin[@]}" register-vm --vm-id demo-vm --host-id demo-host --threshold 70 --policy host/policies/micro-vm.toml
 
 agent=(--verifier "$url" --verifier-ca "$work/verifier/ca.pem" --agent-cert "$work/agent.pem" --agent-key "$work/agent.key")

@@ -619,16 +619,50 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         a.extend_from_slice(args);
         run("vmseal-verifier", &a)
     };
+    // The admin makes a one-use enrollment token for the host; the host enrols with it, proving
+    // its AK by credential activation in swtpm; the token is spent afterwards.
     let o = admin(&[
-        "enroll-host",
-        "--intermediate",
-        &h.p("state/intermediate.der"),
-        "--agent-cert",
-        &h.p("agent.pem"),
-        "--agent-key",
-        &h.p("agent.key"),
+        "enrollment-token",
+        "--host-id",
+        "e2e-host",
+        "--out-cert",
+        &h.p("token.pem"),
+        "--out-key",
+        &h.p("token.key"),
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    let enroll = || {
+        run(
+            "vmseal-host",
+            &[
+                "enroll",
+                "--state",
+                &h.p("state"),
+                "--verifier",
+                &url,
+                "--verifier-ca",
+                &format!("{vst}/ca.pem"),
+                "--token-cert",
+                &h.p("token.pem"),
+                "--token-key",
+                &h.p("token.key"),
+                "--agent-cert",
+                &h.p("agent.pem"),
+                "--agent-key",
+                &h.p("agent.key"),
+                "--json",
+            ],
+        )
+    };
+    let o = enroll();
+    assert!(o.status.success(), "{}", text(&o));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["host_id"], "e2e-host");
+    assert_eq!(e["ak_activated"], true, "{e}");
+    assert_eq!(e["insecure_snp"], true, "{e}");
+    let o = enroll();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("token_used"), "{}", text(&o));
     let policy =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/policies/micro-vm.toml");
     let o = admin(&[
@@ -771,17 +805,27 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("forbidden"), "{}", text(&o));
 
-    // The agent (`vmseal-host run`) captures on its schedule and submits to the verifier.
+    // The agent (`vmseal-host run`) enrols itself with a fresh token (it has no agent certificate
+    // at agent2.pem yet), then captures on its schedule and submits to the verifier.
+    let o = admin(&[
+        "enrollment-token",
+        "--out-cert",
+        &h.p("token2.pem"),
+        "--out-key",
+        &h.p("token2.key"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
     std::fs::write(
         h.p("agent.toml"),
         format!(
-            "state = \"state\"\nout_dir = \"agent-ev\"\n[verifier]\nurl = \"{url}\"\nca = \"{ca}\"\nagent_cert = \"agent.pem\"\nagent_key = \"agent.key\"\n\
+            "state = \"state\"\nout_dir = \"agent-ev\"\n[verifier]\nurl = \"{url}\"\nca = \"{ca}\"\nagent_cert = \"agent2.pem\"\nagent_key = \"agent2.key\"\ntoken_cert = \"token2.pem\"\ntoken_key = \"token2.key\"\n\
              [[vm]]\nid = \"vm-e2e\"\nsource = \"kvm\"\ninterval_secs = 1\nbaseline = \"ev0/baseline.cbor\"\n"
         ),
     )
     .unwrap();
     let events = run_agent(&h, 2);
     assert_eq!(events.len(), 2, "{events:?}");
+    assert!(std::path::Path::new(&h.p("agent2.pem")).exists());
     for e in &events {
         assert!(e["submit_error"].is_null(), "{e}");
         // The agent's micro-VM runs the same code and tables (the syscall-table hook above was in

@@ -11,7 +11,78 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
-/// Enrollment result: the host's pinned intermediate and its agent credentials.
+/// `POST /v1/enrollment-tokens` body (admin): a one-use bootstrap credential for one host.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEnrollmentToken {
+    /// Lifetime in minutes (1 to 10,080; 60 when absent).
+    #[serde(default)]
+    pub valid_minutes: Option<u32>,
+    /// Only this host may enrol with it (any host when absent).
+    #[serde(default)]
+    pub host_id: Option<String>,
+}
+
+/// A bootstrap credential: a client certificate with role `enroll`, good for one enrollment.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EnrollmentToken {
+    /// Token id (the certificate's CN).
+    pub token_id: String,
+    /// Unix seconds after which it is refused.
+    pub expires_at: i64,
+    /// Client certificate, PEM.
+    pub cert_pem: String,
+    /// Its private key, PEM. Hand it to the host over a channel you trust.
+    pub key_pem: String,
+}
+
+/// `POST /v1/enrollments` body (bootstrap credential): the host's enrollment bundle.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentRequest {
+    /// The intermediate certificate (DER, base64): its anchors carry the AK, the quote, the EK
+    /// certificate and the SNP report.
+    pub intermediate: String,
+    /// The TPM's EK public area (marshalled `TPMT_PUBLIC`, base64), when the intermediate has a
+    /// TPM anchor: the credential challenge is wrapped for it.
+    #[serde(default)]
+    pub ek_public: Option<String>,
+    /// The agent's certificate request (PKCS#10, PEM); its key never leaves the host.
+    pub csr_pem: String,
+}
+
+/// The verifier's answer to an enrollment request.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum EnrollmentAnswer {
+    /// Prove the AK lives in the TPM of the EK: activate this credential and send back the secret.
+    Challenge(CredentialChallenge),
+    /// Enrolled without a challenge (no TPM anchor).
+    Enrolled(Enrolled),
+}
+
+/// A credential challenge (TPM2_MakeCredential output for the EK, bound to the AK's name).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CredentialChallenge {
+    /// Answer under `POST /v1/enrollments/{enrollment_id}/activation`.
+    pub enrollment_id: String,
+    /// `TPM2B_ID_OBJECT` contents, base64.
+    pub credential_blob: String,
+    /// `TPM2B_ENCRYPTED_SECRET` contents, base64.
+    pub encrypted_secret: String,
+    /// Seconds the challenge stays open.
+    pub expires_in: i64,
+}
+
+/// `POST /v1/enrollments/{id}/activation` body: what TPM2_ActivateCredential returned.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Activation {
+    /// The recovered secret, base64.
+    pub secret: String,
+}
+
+/// Enrollment result: the host's pinned intermediate and its agent certificate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Enrolled {
     /// Host id (from the intermediate certificate).
@@ -20,10 +91,10 @@ pub struct Enrolled {
     pub intermediate_sha256: String,
     /// Whether the SNP anchor was the INSECURE stand-in (accepted by configuration).
     pub insecure: bool,
-    /// Agent client certificate, PEM.
+    /// Whether the AK was bound to the EK by credential activation.
+    pub activated: bool,
+    /// Agent client certificate, PEM (for the key of the certificate request).
     pub agent_cert_pem: String,
-    /// Agent client key, PEM.
-    pub agent_key_pem: String,
 }
 
 /// `POST /v1/vms` body.
@@ -87,6 +158,12 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// The verifier answered 2xx with something this client does not understand.
+    #[error("unexpected answer from the verifier (is it the same vmseal version?): {0}")]
+    Answer(String),
+    /// The TPM could not answer the credential challenge.
+    #[error("credential activation in the TPM failed: {0}")]
+    Activation(String),
     /// The verifier answered with an error.
     #[error("verifier refused ({status}, {}): {}", .body.code, .body.message)]
     Api {
@@ -195,10 +272,26 @@ impl Client {
         self.send(self.http.get(&url), &url)
     }
 
-    /// Enrol a host by its intermediate certificate (admin).
-    pub fn enroll_host(&self, intermediate_der: Vec<u8>) -> Result<Enrolled, ClientError> {
-        let v = self.post_bytes("/v1/hosts", intermediate_der)?;
-        serde_json::from_value(v).map_err(|e| ClientError::Tls(format!("unexpected answer: {e}")))
+    fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ClientError> {
+        serde_json::from_value(v).map_err(|e| ClientError::Answer(e.to_string()))
+    }
+
+    /// Create a one-use enrollment token (admin).
+    pub fn create_enrollment_token(
+        &self,
+        req: &NewEnrollmentToken,
+    ) -> Result<EnrollmentToken, ClientError> {
+        Self::decode(self.post_json("/v1/enrollment-tokens", req)?)
+    }
+
+    /// Send an enrollment bundle (with an enrollment token's certificate).
+    pub fn enroll(&self, req: &EnrollmentRequest) -> Result<EnrollmentAnswer, ClientError> {
+        Self::decode(self.post_json("/v1/enrollments", req)?)
+    }
+
+    /// Answer a credential challenge (with the same enrollment token's certificate).
+    pub fn activate(&self, enrollment_id: &str, a: &Activation) -> Result<Enrolled, ClientError> {
+        Self::decode(self.post_json(&format!("/v1/enrollments/{enrollment_id}/activation"), a)?)
     }
 
     /// Submit evidence for a VM (agent); returns the appraisal.
@@ -209,4 +302,75 @@ impl Client {
     ) -> Result<serde_json::Value, ClientError> {
         self.post_bytes(&format!("/v1/vms/{vm_id}/evidence"), evidence)
     }
+
+    /// Enrol this host with an enrollment token's client (see [`enroll_host`]).
+    pub fn enroll_host(
+        &self,
+        intermediate_der: &[u8],
+        ek_public: &[u8],
+        activate: impl FnOnce(&[u8], &[u8]) -> Result<Vec<u8>, String>,
+    ) -> Result<HostCredentials, ClientError> {
+        enroll_host(self, intermediate_der, ek_public, activate)
+    }
+}
+
+/// A new P-256 key and a certificate request for it (PEM, PEM): the key an agent's certificate
+/// will carry, made where it is used so it never travels.
+pub fn new_key_and_request() -> Result<(String, String), ClientError> {
+    let err = |e: rcgen::Error| ClientError::Tls(format!("making the agent key: {e}"));
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .map_err(err)?;
+    Ok((csr.pem().map_err(err)?, key.serialize_pem()))
+}
+
+/// What enrollment leaves a host with.
+#[derive(Debug, Clone)]
+pub struct HostCredentials {
+    /// The verifier's answer.
+    pub enrolled: Enrolled,
+    /// The agent key (PEM) that `enrolled.agent_cert_pem` certifies.
+    pub agent_key_pem: String,
+}
+
+/// The host side of enrollment, over a client holding an enrollment token: make the agent key,
+/// send the bundle, answer the credential challenge with `activate(credential_blob,
+/// encrypted_secret)` (TPM2_ActivateCredential), and return the agent certificate and key.
+pub fn enroll_host(
+    client: &Client,
+    intermediate_der: &[u8],
+    ek_public: &[u8],
+    activate: impl FnOnce(&[u8], &[u8]) -> Result<Vec<u8>, String>,
+) -> Result<HostCredentials, ClientError> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let (csr_pem, agent_key_pem) = new_key_and_request()?;
+    let answer = client.enroll(&EnrollmentRequest {
+        intermediate: B64.encode(intermediate_der),
+        ek_public: Some(B64.encode(ek_public)),
+        csr_pem,
+    })?;
+    let enrolled = match answer {
+        EnrollmentAnswer::Enrolled(e) => e,
+        EnrollmentAnswer::Challenge(c) => {
+            let blob = B64
+                .decode(&c.credential_blob)
+                .map_err(|e| ClientError::Answer(format!("credential_blob: {e}")))?;
+            let secret = B64
+                .decode(&c.encrypted_secret)
+                .map_err(|e| ClientError::Answer(format!("encrypted_secret: {e}")))?;
+            let got = activate(&blob, &secret).map_err(ClientError::Activation)?;
+            client.activate(
+                &c.enrollment_id,
+                &Activation {
+                    secret: B64.encode(&got),
+                },
+            )?
+        }
+    };
+    Ok(HostCredentials {
+        enrolled,
+        agent_key_pem,
+    })
 }

@@ -84,8 +84,14 @@ struct RawConfig {
 struct RawVerifier {
     url: String,
     ca: PathBuf,
-    agent_cert: PathBuf,
-    agent_key: PathBuf,
+    #[serde(default)]
+    agent_cert: Option<PathBuf>,
+    #[serde(default)]
+    agent_key: Option<PathBuf>,
+    #[serde(default)]
+    token_cert: Option<PathBuf>,
+    #[serde(default)]
+    token_key: Option<PathBuf>,
 }
 
 /// Where the agent submits evidence.
@@ -95,10 +101,12 @@ pub struct VerifierConn {
     pub url: String,
     /// The verifier CA (PEM).
     pub ca: PathBuf,
-    /// This host's agent certificate (PEM).
+    /// This host's agent certificate (PEM; default STATE/agent.pem).
     pub agent_cert: PathBuf,
-    /// Its key (PEM).
+    /// Its key (PEM; default STATE/agent.key).
     pub agent_key: PathBuf,
+    /// An enrollment token (certificate, key) to enrol with when there is no agent certificate yet.
+    pub token: Option<(PathBuf, PathBuf)>,
 }
 
 fn default_concurrency() -> usize {
@@ -295,12 +303,32 @@ impl DaemonConfig {
             max_concurrent: raw.max_concurrent,
             budget_mbps: raw.budget_mbps,
             full_every: raw.full_every.max(1),
-            verifier: raw.verifier.as_ref().map(|v| VerifierConn {
-                url: v.url.clone(),
-                ca: rel(&v.ca),
-                agent_cert: rel(&v.agent_cert),
-                agent_key: rel(&v.agent_key),
-            }),
+            verifier: match &raw.verifier {
+                None => None,
+                Some(v) => Some(VerifierConn {
+                    url: v.url.clone(),
+                    ca: rel(&v.ca),
+                    agent_cert: v
+                        .agent_cert
+                        .as_deref()
+                        .map(rel)
+                        .unwrap_or_else(|| rel(&raw.state).join("agent.pem")),
+                    agent_key: v
+                        .agent_key
+                        .as_deref()
+                        .map(rel)
+                        .unwrap_or_else(|| rel(&raw.state).join("agent.key")),
+                    token: match (&v.token_cert, &v.token_key) {
+                        (Some(c), Some(k)) => Some((rel(c), rel(k))),
+                        (None, None) => None,
+                        _ => {
+                            return Err(cfg(
+                                "[verifier]: give both token_cert and token_key, or neither".into(),
+                            ));
+                        }
+                    },
+                }),
+            },
             vms,
         })
     }

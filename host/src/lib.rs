@@ -9,6 +9,7 @@ pub mod bench;
 pub mod capture;
 pub mod daemon;
 pub mod dump;
+pub mod enroll;
 pub mod guest;
 pub mod kaslr;
 pub mod kvm;

@@ -70,6 +70,16 @@ vmseal-host capture --source kvm --state ./st --vm-id micro --out m.cose --basel
 vmseal-host capture --source kvm --state ./st --vm-id micro --out m2.cose --baseline base.cbor"
     )]
     Capture(CaptureArgs),
+    /// Enrol this host with a verifier using an enrollment token; writes the agent certificate.
+    #[command(
+        after_help = "The verifier's admin makes the token (`vmseal-verifier admin enrollment-token`). \
+The host sends its intermediate certificate (TPM quote, EK certificate, SNP report) and its EK public \
+area; the verifier wraps a secret for the EK bound to the AK's name, and only this TPM can unwrap it \
+(credential activation). The agent key is made here and never leaves the host.\n\n\
+Example:\n  vmseal-host enroll --state ./st --verifier https://verifier:8443 --verifier-ca ca.pem \\\n    \
+--token-cert token.pem --token-key token.key\n  (writes ./st/agent.pem and ./st/agent.key)"
+    )]
+    Enroll(EnrollArgs),
     /// The KVM micro-VM: run it under repeated capture, or show its guest program.
     #[command(subcommand)]
     Vm(VmCommand),
@@ -107,6 +117,37 @@ Example:\n  vmseal-host bench --mem-mib 1024 --json"
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct EnrollArgs {
+    /// State directory made by `init`.
+    #[arg(long)]
+    state: PathBuf,
+    /// TPM TCTI, if not the one recorded at init.
+    #[arg(long, env = "VMSEAL_TPM")]
+    tpm: Option<String>,
+    /// Verifier URL (https://host:port).
+    #[arg(long, env = "VMSEAL_VERIFIER")]
+    verifier: String,
+    /// The verifier's CA certificate (its ca.pem).
+    #[arg(long)]
+    verifier_ca: PathBuf,
+    /// Enrollment token certificate (from the verifier's admin).
+    #[arg(long)]
+    token_cert: PathBuf,
+    /// Enrollment token key.
+    #[arg(long)]
+    token_key: PathBuf,
+    /// Where to write the agent certificate [default: STATE/agent.pem].
+    #[arg(long)]
+    agent_cert: Option<PathBuf>,
+    /// Where to write the agent key [default: STATE/agent.key].
+    #[arg(long)]
+    agent_key: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -299,15 +340,15 @@ struct VmRunArgs {
     #[arg(long)]
     baseline: Option<PathBuf>,
     /// Submit every snapshot to this verifier (https://host:port) and print its appraisal.
-    #[arg(long, requires_all = ["verifier_ca", "agent_cert", "agent_key"])]
+    #[arg(long, requires = "verifier_ca")]
     verifier: Option<String>,
     /// The verifier's CA certificate.
     #[arg(long)]
     verifier_ca: Option<PathBuf>,
-    /// This host's agent certificate (from `vmseal-verifier admin enroll-host`).
+    /// This host's agent certificate (from `vmseal-host enroll`) [default: STATE/agent.pem].
     #[arg(long)]
     agent_cert: Option<PathBuf>,
-    /// This host's agent key.
+    /// This host's agent key [default: STATE/agent.key].
     #[arg(long)]
     agent_key: Option<PathBuf>,
 }
@@ -771,16 +812,29 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
         )?),
         None => None,
     };
-    let verifier = match (&a.verifier, &a.verifier_ca, &a.agent_cert, &a.agent_key) {
-        (Some(url), Some(ca), Some(cert), Some(key)) => {
+    let verifier = match (&a.verifier, &a.verifier_ca) {
+        (Some(url), Some(ca)) => {
+            let cert = a
+                .agent_cert
+                .clone()
+                .unwrap_or_else(|| a.state.join("agent.pem"));
+            let key = a
+                .agent_key
+                .clone()
+                .unwrap_or_else(|| a.state.join("agent.key"));
             let read = |p: &PathBuf| {
-                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+                std::fs::read(p).with_context(|| {
+                    format!(
+                        "cannot read {} (enrol the host first: `vmseal-host enroll`)",
+                        p.display()
+                    )
+                })
             };
             Some(vmseal_client::Client::new(
                 url,
                 &read(ca)?,
-                &read(cert)?,
-                &read(key)?,
+                &read(&cert)?,
+                &read(&key)?,
             )?)
         }
         _ => None,
@@ -992,6 +1046,25 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
     };
     let verifier = match &cfg.verifier {
         Some(v) => {
+            if let Some((token_cert, token_key)) = &v.token
+                && !v.agent_cert.exists()
+            {
+                let e = vmseal_host::enroll::enroll(&vmseal_host::enroll::EnrollOptions {
+                    state: cfg.state.clone(),
+                    tcti: cfg.tpm.clone(),
+                    url: v.url.clone(),
+                    ca: v.ca.clone(),
+                    token_cert: token_cert.clone(),
+                    token_key: token_key.clone(),
+                    agent_cert: v.agent_cert.clone(),
+                    agent_key: v.agent_key.clone(),
+                })
+                .context("enrolling with the verifier's enrollment token")?;
+                eprintln!(
+                    "enrolled host {} with {} (AK activated: {})",
+                    e.host_id, v.url, e.activated
+                );
+            }
             let read =
                 |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
             Some(vmseal_client::Client::new(
@@ -1087,6 +1160,55 @@ fn cmd_bench(mem_mib: u64, threads: Option<usize>, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn cmd_enroll(a: EnrollArgs) -> Result<()> {
+    let o = vmseal_host::enroll::EnrollOptions {
+        agent_cert: a.agent_cert.unwrap_or_else(|| a.state.join("agent.pem")),
+        agent_key: a.agent_key.unwrap_or_else(|| a.state.join("agent.key")),
+        state: a.state,
+        tcti: a.tpm,
+        url: a.verifier,
+        ca: a.verifier_ca,
+        token_cert: a.token_cert,
+        token_key: a.token_key,
+    };
+    let e = vmseal_host::enroll::enroll(&o)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "host_id": e.host_id,
+                "intermediate_sha256": e.intermediate_sha256,
+                "ak_activated": e.activated,
+                "insecure_snp": e.insecure,
+                "agent_cert": o.agent_cert,
+                "agent_key": o.agent_key,
+            })
+        );
+    } else {
+        println!(
+            "enrolled host {} (intermediate {}){}{}",
+            e.host_id,
+            &e.intermediate_sha256[..16],
+            if e.activated {
+                ", AK bound to the EK by credential activation"
+            } else {
+                ""
+            },
+            if e.insecure {
+                "; SNP anchor: INSECURE software stand-in (accepted by the verifier's configuration)"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "agent certificate: {}\nagent key:         {}",
+            o.agent_cert.display(),
+            o.agent_key.display()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -1102,6 +1224,7 @@ fn main() -> std::process::ExitCode {
         Command::Seal(a) => cmd_seal(a),
         Command::Capture(a) => cmd_capture(a),
         Command::Vm(VmCommand::Run(a)) => cmd_vm_run(a),
+        Command::Enroll(a) => cmd_enroll(a),
         Command::Bench {
             mem_mib,
             threads,

@@ -143,7 +143,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         path: path.to_owned(),
         source,
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name has the empty parent: that is the current directory.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(ioe)?;
     tmp.write_all(bytes).map_err(ioe)?;
     tmp.as_file().sync_all().map_err(ioe)?;
@@ -299,6 +303,57 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
         ak_name,
         snp: opts.snp,
     })
+}
+
+/// What a host enrols with: its intermediate certificate, its TPM's EK public area, and the AK
+/// that answers the verifier's credential challenge. Needs no unsealing (PCRs may have moved since
+/// `init`: the verifier decides from the quote in the certificate).
+#[derive(Debug)]
+pub struct EnrollmentMaterial {
+    tpm: Tpm,
+    ak: AkBlob,
+    /// Host id.
+    pub host_id: String,
+    /// The intermediate certificate, DER.
+    pub intermediate_der: Vec<u8>,
+    /// The EK public area (marshalled `TPMT_PUBLIC`).
+    pub ek_public: Vec<u8>,
+}
+
+impl EnrollmentMaterial {
+    /// Read the state in `dir` and open its TPM (`tcti` overrides the one recorded at init).
+    pub fn open(dir: &Path, tcti: Option<&str>) -> Result<Self, StateError> {
+        let cfg_path = dir.join("state.json");
+        if !cfg_path.exists() {
+            return Err(StateError::Missing(dir.to_owned()));
+        }
+        let config: StateConfig =
+            serde_json::from_slice(&read(&cfg_path)?).map_err(|e| malformed(&cfg_path, e))?;
+        let ak_path = dir.join("ak.cbor");
+        let ak: AkBlob =
+            crate::anchor::decode(&read(&ak_path)?).map_err(|e| malformed(&ak_path, e))?;
+        let intermediate_der = read(&dir.join("intermediate.der"))?;
+        let mut tpm = Tpm::open(tcti.unwrap_or(&config.tcti))?;
+        let ek_public = tpm.ek_public()?;
+        Ok(Self {
+            tpm,
+            ak,
+            host_id: config.host_id,
+            intermediate_der,
+            ek_public,
+        })
+    }
+
+    /// TPM2_ActivateCredential with the host's AK: the secret of the verifier's challenge.
+    pub fn activate(
+        &mut self,
+        credential_blob: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, StateError> {
+        Ok(self
+            .tpm
+            .activate_credential(&self.ak, credential_blob, encrypted_secret)?)
+    }
 }
 
 /// A loaded host state, ready to seal.

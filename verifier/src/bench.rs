@@ -244,7 +244,15 @@ pub fn run(
                 .await
                 .map_err(|e| e.to_string())?;
             store
-                .enroll_host("bench-host", &inter, b"", false, 0)
+                .enroll_host(
+                    &crate::store::HostEnrollment {
+                        host_id: "bench-host",
+                        intermediate_der: &inter,
+                        ak_name: b"",
+                        insecure_anchor: false,
+                    },
+                    0,
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             for i in 0..clients {
@@ -311,7 +319,10 @@ pub fn run(
     });
     ready_rx.recv_timeout(Duration::from_secs(60))??;
 
-    let agent = ca.issue_client(&Role::Agent("bench-host".into()))?;
+    let agent = ca.issue_client(
+        &Role::Agent("bench-host".into()),
+        crate::pki::AGENT_CERT_LIFETIME,
+    )?;
     let ca_pem = std::fs::read(dir.path().join("ca.pem"))?;
     let url = format!("https://localhost:{port}");
     progress(&format!("submitting with {clients} concurrent clients"));

@@ -5,6 +5,7 @@
 
 pub mod appraise;
 pub mod bench;
+pub mod enroll;
 pub mod pki;
 pub mod server;
 pub mod store;
@@ -12,11 +13,17 @@ pub mod store;
 /// Entry points for the fuzz targets in `fuzz/`: every request body the server decodes.
 #[doc(hidden)]
 pub mod fuzzing {
-    /// JSON bodies (`POST /v1/vms`, `POST /v1/vms/{vm}/baselines`) and the client's error body.
+    /// JSON bodies (VMs, baselines, enrollment tokens, enrollment bundles, activation answers),
+    /// the client's error body, and the certificate request inside an enrollment bundle.
     pub fn request_bodies(data: &[u8]) {
         let _ = serde_json::from_slice::<vmseal_client::NewVm>(data);
         let _ = serde_json::from_slice::<vmseal_client::PromoteBaseline>(data);
         let _ = serde_json::from_slice::<vmseal_client::ApiErrorBody>(data);
+        let _ = serde_json::from_slice::<vmseal_client::NewEnrollmentToken>(data);
+        let _ = serde_json::from_slice::<vmseal_client::EnrollmentRequest>(data);
+        let _ = serde_json::from_slice::<vmseal_client::EnrollmentAnswer>(data);
+        let _ = serde_json::from_slice::<vmseal_client::Activation>(data);
+        let _ = rcgen::CertificateSigningRequestParams::from_der(&data.into());
         // Evidence and intermediate certificates go through the sealer's public verification,
         // which has its own targets (evidence, certificate).
     }

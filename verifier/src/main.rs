@@ -51,17 +51,28 @@ struct AdminConn {
 
 #[derive(Subcommand)]
 enum AdminCmd {
-    /// Enrol a host by its intermediate certificate; writes the agent's certificate and key.
-    EnrollHost {
-        /// The host's intermediate certificate (STATE/intermediate.der of `vmseal-host init`).
+    /// Create a one-use enrollment token for a host: a short-lived client certificate with which
+    /// its agent enrols (`vmseal-host enroll`), proving its TPM by credential activation.
+    #[command(
+        after_help = "Hand both files to the host over a channel you trust; the token works once.\n\
+Example:\n  vmseal-verifier admin --state /var/lib/vmseal-verifier enrollment-token \\\n    \
+--host-id host-1 --out-cert token.pem --out-key token.key\n  \
+vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443 \\\n    \
+--verifier-ca ca.pem --token-cert token.pem --token-key token.key"
+    )]
+    EnrollmentToken {
+        /// Where to write the token certificate (PEM).
         #[arg(long)]
-        intermediate: PathBuf,
-        /// Where to write the agent certificate (PEM).
+        out_cert: PathBuf,
+        /// Where to write the token key (PEM).
         #[arg(long)]
-        agent_cert: PathBuf,
-        /// Where to write the agent key (PEM).
+        out_key: PathBuf,
+        /// Lifetime in minutes (at most a week).
+        #[arg(long, default_value_t = 60)]
+        valid_minutes: u32,
+        /// Only this host (its id in `vmseal-host init --host-id`) may use it.
         #[arg(long)]
-        agent_key: PathBuf,
+        host_id: Option<String>,
     },
     /// Register a VM on an enrolled host.
     RegisterVm {
@@ -290,18 +301,20 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
         &pick(&conn.key, "admin.key")?,
     )?;
     let out = match cmd {
-        AdminCmd::EnrollHost {
-            intermediate,
-            agent_cert,
-            agent_key,
+        AdminCmd::EnrollmentToken {
+            out_cert,
+            out_key,
+            valid_minutes,
+            host_id,
         } => {
-            let der = std::fs::read(&intermediate)
-                .with_context(|| format!("cannot read {}", intermediate.display()))?;
-            let e = client.enroll_host(der)?;
-            vmseal_sealer::state::write_atomic(&agent_cert, e.agent_cert_pem.as_bytes())?;
-            vmseal_sealer::state::write_atomic(&agent_key, e.agent_key_pem.as_bytes())?;
-            serde_json::json!({ "host_id": e.host_id, "intermediate_sha256": e.intermediate_sha256, "insecure": e.insecure,
-                "agent_cert": agent_cert, "agent_key": agent_key })
+            let t = client.create_enrollment_token(&vmseal_client::NewEnrollmentToken {
+                valid_minutes: Some(valid_minutes),
+                host_id: host_id.clone(),
+            })?;
+            vmseal_sealer::state::write_atomic(&out_key, t.key_pem.as_bytes())?;
+            vmseal_sealer::state::write_atomic(&out_cert, t.cert_pem.as_bytes())?;
+            serde_json::json!({ "token_id": t.token_id, "expires_at": t.expires_at, "host_id": host_id,
+                "cert": out_cert, "key": out_key })
         }
         AdminCmd::RegisterVm {
             vm_id,

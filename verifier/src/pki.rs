@@ -44,13 +44,26 @@ fn cert_err(e: impl std::fmt::Display) -> PkiError {
     PkiError::Cert(e.to_string())
 }
 
-/// A client's role, from its certificate subject (`OU=admin`, or `OU=agent` with `CN=<host id>`).
+/// A client's role, from its certificate subject: `OU=admin`, `OU=agent` with `CN=<host id>`, or
+/// `OU=enroll` with `CN=<token id>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     /// Registers VMs, assigns policies, promotes baselines.
     Admin(String),
     /// Acts for one host and its VMs only.
     Agent(String),
+    /// A one-use bootstrap credential: may only enrol one host (the token id).
+    Enroll(String),
+}
+
+impl Role {
+    fn dn(&self) -> DistinguishedName {
+        match self {
+            Role::Admin(name) => dn("admin", name),
+            Role::Agent(host) => dn("agent", host),
+            Role::Enroll(token) => dn("enroll", token),
+        }
+    }
 }
 
 /// The role a client certificate (DER) carries, if any.
@@ -74,6 +87,7 @@ pub fn role_of(der: &[u8]) -> Option<Role> {
     match ou.as_str() {
         "admin" => Some(Role::Admin(cn)),
         "agent" => Some(Role::Agent(cn)),
+        "enroll" => Some(Role::Enroll(cn)),
         _ => None,
     }
 }
@@ -147,7 +161,7 @@ impl Ca {
         let server = ca.issue_server(names)?;
         write(&dir.join("server.key"), &server.key_pem)?;
         write(&dir.join("server.pem"), &server.cert_pem)?;
-        let admin = ca.issue_client(&Role::Admin("admin".into()))?;
+        let admin = ca.issue_client(&Role::Admin("admin".into()), AGENT_CERT_LIFETIME)?;
         write(&dir.join("admin.key"), &admin.key_pem)?;
         write(&dir.join("admin.pem"), &admin.cert_pem)?;
         Ok(ca)
@@ -161,11 +175,11 @@ impl Ca {
         Ok(Self { issuer, cert_pem })
     }
 
-    fn leaf(&self, mut p: CertificateParams, days: i64) -> Result<Issued, PkiError> {
+    fn leaf(&self, mut p: CertificateParams, lifetime: Duration) -> Result<Issued, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(cert_err)?;
         let now = OffsetDateTime::now_utc();
         p.not_before = now - Duration::minutes(5);
-        p.not_after = now + Duration::days(days);
+        p.not_after = now + lifetime;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let cert = p.signed_by(&key, &self.issuer).map_err(cert_err)?;
         Ok(Issued {
@@ -188,20 +202,59 @@ impl Ca {
             })
             .collect::<Result<_, _>>()?;
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.leaf(p, 825)
+        self.leaf(p, Duration::days(825))
     }
 
-    /// Issue a client certificate for `role`.
-    pub fn issue_client(&self, role: &Role) -> Result<Issued, PkiError> {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = match role {
-            Role::Admin(name) => dn("admin", name),
-            Role::Agent(host) => dn("agent", host),
+    /// Issue a client certificate (and its key) for `role`, valid for `lifetime`.
+    pub fn issue_client(&self, role: &Role, lifetime: Duration) -> Result<Issued, PkiError> {
+        self.leaf(client_params(role), lifetime)
+    }
+
+    /// Certify the public key of a certificate request (PEM or DER `PKCS#10`, signature checked)
+    /// as a client certificate for `role`. Only the key is taken from the request: subject,
+    /// extensions and validity are the CA's. Returns the certificate, PEM.
+    pub fn certify_request(
+        &self,
+        csr_der: &[u8],
+        role: &Role,
+        lifetime: Duration,
+    ) -> Result<String, PkiError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.into())
+            .map_err(|e| PkiError::Cert(format!("certificate request: {e}")))?;
+        if !ACCEPTED_CLIENT_KEYS.contains(&csr.public_key.algorithm()) {
+            return Err(PkiError::Cert(
+                "certificate request: the key must be ECDSA P-256 or P-384, or Ed25519".into(),
+            ));
+        }
+        let mut p = client_params(role);
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - Duration::minutes(5);
+        p.not_after = now + lifetime;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let req = rcgen::CertificateSigningRequestParams {
+            params: p,
+            public_key: csr.public_key,
         };
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.leaf(p, 397)
+        Ok(req.signed_by(&self.issuer).map_err(cert_err)?.pem())
     }
 }
+
+/// Keys a client certificate may carry (what rustls verifies in TLS 1.3 client auth).
+const ACCEPTED_CLIENT_KEYS: [&rcgen::SignatureAlgorithm; 3] = [
+    &PKCS_ECDSA_P256_SHA256,
+    &rcgen::PKCS_ECDSA_P384_SHA384,
+    &rcgen::PKCS_ED25519,
+];
+
+fn client_params(role: &Role) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = role.dn();
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p
+}
+
+/// Lifetime of an agent certificate (13 months, like a public TLS certificate).
+pub const AGENT_CERT_LIFETIME: Duration = Duration::days(397);
 
 #[cfg(test)]
 mod tests {
@@ -224,9 +277,22 @@ mod tests {
         assert!(matches!(Ca::init(d.path(), &[]), Err(PkiError::Exists(_))));
         let admin = pem::parse(std::fs::read(d.path().join("admin.pem")).unwrap()).unwrap();
         assert_eq!(role_of(admin.contents()), Some(Role::Admin("admin".into())));
-        let agent = ca.issue_client(&Role::Agent("host-7".into())).unwrap();
+        let agent = ca
+            .issue_client(&Role::Agent("host-7".into()), AGENT_CERT_LIFETIME)
+            .unwrap();
         let der = pem::parse(agent.cert_pem).unwrap();
         assert_eq!(role_of(der.contents()), Some(Role::Agent("host-7".into())));
+        let (csr, _key) = vmseal_client::new_key_and_request().unwrap();
+        let csr = pem::parse(csr).unwrap();
+        let cert = ca
+            .certify_request(
+                csr.contents(),
+                &Role::Enroll("tok".into()),
+                Duration::hours(1),
+            )
+            .unwrap();
+        let der = pem::parse(cert).unwrap();
+        assert_eq!(role_of(der.contents()), Some(Role::Enroll("tok".into())));
         let server = pem::parse(std::fs::read(d.path().join("server.pem")).unwrap()).unwrap();
         assert_eq!(
             role_of(server.contents()),

@@ -12,12 +12,12 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Serialize;
 use time::OffsetDateTime;
 use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
-use vmseal_sealer::verify::{AnchorRequirement, TrustConfig, verify_evidence, verify_intermediate};
+use vmseal_sealer::verify::{AnchorRequirement, TrustConfig, verify_evidence};
 
 use crate::appraise::{ChainPoint, Freshness, appraise};
 use crate::pki::{Ca, Role, role_of};
 use crate::store::{NewBaselineRegion, Store, StoreError, Verdict};
-pub use vmseal_client::{BaselineLeaves, Enrolled, NewVm, PromoteBaseline};
+pub use vmseal_client::{BaselineLeaves, NewVm, PromoteBaseline};
 
 /// Largest request body accepted (evidence with a large delta, baselines of big VMs).
 pub const MAX_BODY: usize = 64 << 20;
@@ -104,7 +104,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::BadRequest {
         code,
         message: message.into(),
@@ -241,7 +241,7 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-fn role(req: &HttpRequest) -> Result<Role, ApiError> {
+pub(crate) fn role(req: &HttpRequest) -> Result<Role, ApiError> {
     let cert = req
         .conn_data::<PeerCert>()
         .cloned()
@@ -253,12 +253,15 @@ fn role(req: &HttpRequest) -> Result<Role, ApiError> {
     })
 }
 
-fn admin(req: &HttpRequest) -> Result<String, ApiError> {
+pub(crate) fn admin(req: &HttpRequest) -> Result<String, ApiError> {
     match role(req)? {
         Role::Admin(name) => Ok(name),
         Role::Agent(h) => Err(ApiError::Forbidden(format!(
             "agent {h:?} may not do this; it needs an admin certificate"
         ))),
+        Role::Enroll(_) => Err(ApiError::Forbidden(
+            "an enrollment token may only enrol a host; this needs an admin certificate".into(),
+        )),
     }
 }
 
@@ -270,58 +273,19 @@ fn admin_or_agent_of(req: &HttpRequest, host_id: &str) -> Result<String, ApiErro
         Role::Agent(h) => Err(ApiError::Forbidden(format!(
             "agent {h:?} acts only for its own host's VMs, not host {host_id:?}"
         ))),
+        Role::Enroll(_) => Err(ApiError::Forbidden(
+            "an enrollment token may only enrol a host; use the agent certificate it yielded"
+                .into(),
+        )),
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
-}
-
-/// `POST /v1/hosts` (admin): body = DER intermediate certificate. Verifies its anchors under the
-/// verifier's trust configuration, pins it, and issues the host's agent certificate.
-async fn enroll_host(
-    req: HttpRequest,
-    body: web::Bytes,
-    st: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let who = admin(&req)?;
-    let v = verify_intermediate(
-        &body,
-        &st.settings.enrollment_trust,
-        OffsetDateTime::now_utc(),
-    )
-    .map_err(|e| ApiError::Refused {
-        code: "enrollment_refused",
-        message: e.to_string(),
-    })?;
-    let insecure = v.snp.as_ref().is_some_and(|s| s.insecure);
-    let ak_name = v
-        .tpm
-        .as_ref()
-        .map(|q| q.ak_name.clone())
-        .unwrap_or_default();
-    let sha = st
-        .store
-        .enroll_host(&v.host_id, &body, &ak_name, insecure, now())
-        .await?;
-    let cred = st
-        .ca
-        .issue_client(&Role::Agent(v.host_id.clone()))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    st.store
-        .audit(&who, "enroll_host", &serde_json::json!({ "host": v.host_id, "intermediate": hex::encode(sha), "insecure": insecure }).to_string(), now())
-        .await?;
-    Ok(HttpResponse::Created().json(Enrolled {
-        host_id: v.host_id,
-        intermediate_sha256: hex::encode(sha),
-        insecure,
-        agent_cert_pem: cred.cert_pem,
-        agent_key_pem: cred.key_pem,
-    }))
 }
 
 fn parse_digest(hex_str: &str, what: &'static str) -> Result<Digest, ApiError> {
@@ -467,9 +431,9 @@ async fn appraise_submission(
                 rec.host_id
             )));
         }
-        Role::Admin(_) => {
+        Role::Admin(_) | Role::Enroll(_) => {
             return Err(ApiError::Forbidden(
-                "evidence comes from the VM's host agent, not an admin".into(),
+                "evidence comes from the VM's host agent (its agent certificate)".into(),
             ));
         }
     }
@@ -659,7 +623,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         }))
         .route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics))
-        .route("/v1/hosts", web::post().to(enroll_host))
+        .route(
+            "/v1/enrollment-tokens",
+            web::post().to(crate::enroll::create_token),
+        )
+        .route("/v1/enrollments", web::post().to(crate::enroll::begin))
+        .route(
+            "/v1/enrollments/{id}/activation",
+            web::post().to(crate::enroll::activate),
+        )
         .route("/v1/vms", web::post().to(register_vm))
         .route("/v1/vms/{vm}/nonce", web::post().to(issue_nonce))
         .route("/v1/vms/{vm}/evidence", web::post().to(submit_evidence))

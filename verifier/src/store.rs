@@ -142,30 +142,159 @@ impl Store {
         Ok(Self { pool })
     }
 
-    /// Enrol (or re-enrol) a host with its pinned intermediate.
+    /// Enrol (or re-enrol) a host with its pinned intermediate. Re-enrolment replaces the pinned
+    /// intermediate in place (the host's VMs stay registered).
     pub async fn enroll_host(
         &self,
-        host_id: &str,
-        intermediate_der: &[u8],
-        ak_name: &[u8],
-        insecure_anchor: bool,
+        e: &HostEnrollment<'_>,
         now: i64,
     ) -> Result<Digest, StoreError> {
-        let sha = HashAlg::Sha256.hash(&[intermediate_der]);
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM hosts WHERE host_id = $1")
-            .bind(host_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO hosts (host_id, intermediate_der, intermediate_sha256, ak_name, insecure_anchor, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(host_id)
-            .bind(intermediate_der.to_vec())
-            .bind(sha.to_vec())
-            .bind(ak_name.to_vec())
-            .bind(i64::from(insecure_anchor))
+        let sha = upsert_host(&mut tx, e, now).await?;
+        tx.commit().await?;
+        Ok(sha)
+    }
+
+    /// Record a new enrollment token (a one-use bootstrap credential), valid until `expires_at`,
+    /// optionally only for `host_id`.
+    pub async fn create_enrollment_token(
+        &self,
+        token_id: &str,
+        created_by: &str,
+        host_id: Option<&str>,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO enrollment_tokens (token_id, created_by, created_at, expires_at, host_id) VALUES ($1, $2, $3, $4, $5)")
+            .bind(token_id)
+            .bind(created_by)
             .bind(now)
+            .bind(expires_at)
+            .bind(host_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// An enrollment token's state at `now`.
+    pub async fn enrollment_token(
+        &self,
+        token_id: &str,
+        now: i64,
+    ) -> Result<TokenState, StoreError> {
+        let row: Option<AnyRow> = sqlx::query(
+            "SELECT expires_at, used_at, host_id FROM enrollment_tokens WHERE token_id = $1",
+        )
+        .bind(token_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else {
+            return Ok(TokenState::Unknown);
+        };
+        if r.try_get::<Option<i64>, _>("used_at")?.is_some() {
+            return Ok(TokenState::Used);
+        }
+        if r.try_get::<i64, _>("expires_at")? < now {
+            return Ok(TokenState::Expired);
+        }
+        Ok(TokenState::Usable {
+            host_id: r.try_get("host_id")?,
+        })
+    }
+
+    /// Store a credential challenge awaiting its answer (expired ones are swept first).
+    pub async fn begin_enrollment(
+        &self,
+        p: &PendingEnrollment,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM pending_enrollments WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO pending_enrollments (enrollment_id, token_id, host_id, intermediate_der, ak_name, insecure_anchor, csr_der, secret_sha256, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(&p.enrollment_id)
+            .bind(&p.token_id)
+            .bind(&p.host_id)
+            .bind(p.intermediate_der.clone())
+            .bind(p.ak_name.clone())
+            .bind(i64::from(p.insecure_anchor))
+            .bind(p.csr_der.clone())
+            .bind(p.secret_sha256.to_vec())
+            .bind(p.expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The unexpired challenge `enrollment_id` made for `token_id`.
+    pub async fn pending_enrollment(
+        &self,
+        enrollment_id: &str,
+        token_id: &str,
+        now: i64,
+    ) -> Result<Option<PendingEnrollment>, StoreError> {
+        let row: Option<AnyRow> = sqlx::query("SELECT enrollment_id, token_id, host_id, intermediate_der, ak_name, insecure_anchor, csr_der, secret_sha256, expires_at FROM pending_enrollments WHERE enrollment_id = $1 AND token_id = $2 AND expires_at >= $3")
+            .bind(enrollment_id)
+            .bind(token_id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(PendingEnrollment {
+                enrollment_id: r.try_get("enrollment_id")?,
+                token_id: r.try_get("token_id")?,
+                host_id: r.try_get("host_id")?,
+                intermediate_der: r.try_get("intermediate_der")?,
+                ak_name: r.try_get("ak_name")?,
+                insecure_anchor: r.try_get::<i64, _>("insecure_anchor")? != 0,
+                csr_der: r.try_get("csr_der")?,
+                secret_sha256: digest(r.try_get("secret_sha256")?, "enrollment secret hash")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Forget a challenge (a wrong answer ends it: the host starts over).
+    pub async fn drop_pending_enrollment(&self, enrollment_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM pending_enrollments WHERE enrollment_id = $1")
+            .bind(enrollment_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Finish an enrollment in one transaction: use up the token (exactly once, before it
+    /// expires), pin the host's intermediate, and drop the challenge. Nothing is written when the
+    /// token was used meanwhile (another replica, a second answer).
+    pub async fn complete_enrollment(
+        &self,
+        token_id: &str,
+        enrollment_id: Option<&str>,
+        e: &HostEnrollment<'_>,
+        now: i64,
+    ) -> Result<Digest, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let used = sqlx::query("UPDATE enrollment_tokens SET used_at = $1, host_id = $2 WHERE token_id = $3 AND used_at IS NULL AND expires_at >= $1 AND (host_id IS NULL OR host_id = $2)")
+            .bind(now)
+            .bind(e.host_id)
+            .bind(token_id)
             .execute(&mut *tx)
             .await?;
+        if used.rows_affected() != 1 {
+            return Err(StoreError::Conflict(
+                "the enrollment token was used or expired meanwhile; ask the admin for a new one"
+                    .into(),
+            ));
+        }
+        let sha = upsert_host(&mut tx, e, now).await?;
+        if let Some(id) = enrollment_id {
+            sqlx::query("DELETE FROM pending_enrollments WHERE enrollment_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(sha)
     }
@@ -570,6 +699,76 @@ impl Store {
     }
 }
 
+/// A host to pin.
+#[derive(Debug, Clone, Copy)]
+pub struct HostEnrollment<'a> {
+    /// Host id (from the intermediate certificate).
+    pub host_id: &'a str,
+    /// The intermediate certificate, DER.
+    pub intermediate_der: &'a [u8],
+    /// TPM name of the host's AK (empty without a TPM anchor).
+    pub ak_name: &'a [u8],
+    /// Whether the SNP anchor was the INSECURE stand-in.
+    pub insecure_anchor: bool,
+}
+
+/// What an enrollment token allows now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenState {
+    /// No such token.
+    Unknown,
+    /// Already used for an enrollment.
+    Used,
+    /// Past its lifetime.
+    Expired,
+    /// Usable, for any host or only for `host_id`.
+    Usable {
+        /// The only host it may enrol, when the admin named one.
+        host_id: Option<String>,
+    },
+}
+
+/// A credential challenge awaiting its answer.
+#[derive(Debug, Clone)]
+pub struct PendingEnrollment {
+    /// Id the agent answers under.
+    pub enrollment_id: String,
+    /// The token that started it.
+    pub token_id: String,
+    /// Host id.
+    pub host_id: String,
+    /// The intermediate to pin once answered.
+    pub intermediate_der: Vec<u8>,
+    /// AK name the credential was bound to.
+    pub ak_name: Vec<u8>,
+    /// Whether the SNP anchor was the INSECURE stand-in.
+    pub insecure_anchor: bool,
+    /// The agent's certificate request, DER.
+    pub csr_der: Vec<u8>,
+    /// SHA-256 of the secret wrapped for the EK.
+    pub secret_sha256: Digest,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+async fn upsert_host(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    e: &HostEnrollment<'_>,
+    now: i64,
+) -> Result<Digest, StoreError> {
+    let sha = HashAlg::Sha256.hash(&[e.intermediate_der]);
+    sqlx::query("INSERT INTO hosts (host_id, intermediate_der, intermediate_sha256, ak_name, insecure_anchor, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (host_id) DO UPDATE SET intermediate_der = excluded.intermediate_der, intermediate_sha256 = excluded.intermediate_sha256, ak_name = excluded.ak_name, insecure_anchor = excluded.insecure_anchor, enrolled_at = excluded.enrolled_at")
+        .bind(e.host_id)
+        .bind(e.intermediate_der.to_vec())
+        .bind(sha.to_vec())
+        .bind(e.ak_name.to_vec())
+        .bind(i64::from(e.insecure_anchor))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(sha)
+}
+
 /// An UPDATE keyed by VM id touched `rows` rows: none means the VM is not registered.
 fn vm_found(vm_id: &str, rows: u64) -> Result<(), StoreError> {
     if rows == 0 {
@@ -592,11 +791,75 @@ mod tests {
         let s = Store::open(&format!("sqlite://{}", d.path().join("v.db").display()))
             .await
             .unwrap();
-        s.enroll_host("h1", b"intermediate-der", b"ak", false, 100)
-            .await
-            .unwrap();
+        s.enroll_host(
+            &HostEnrollment {
+                host_id: "h1",
+                intermediate_der: b"intermediate-der",
+                ak_name: b"ak",
+                insecure_anchor: false,
+            },
+            100,
+        )
+        .await
+        .unwrap();
         s.register_vm("vm1", "h1", 70, 100).await.unwrap();
         (d, s)
+    }
+
+    #[tokio::test]
+    async fn a_token_enrols_once_and_re_enrolment_keeps_the_vms() {
+        let (_d, s) = store().await;
+        s.create_enrollment_token("t1", "admin", Some("h1"), 100, 200)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.enrollment_token("t1", 150).await.unwrap(),
+            TokenState::Usable {
+                host_id: Some("h1".into())
+            }
+        );
+        assert_eq!(
+            s.enrollment_token("t1", 201).await.unwrap(),
+            TokenState::Expired
+        );
+        assert_eq!(
+            s.enrollment_token("nope", 150).await.unwrap(),
+            TokenState::Unknown
+        );
+        let e = |der: &'static [u8]| HostEnrollment {
+            host_id: "h1",
+            intermediate_der: der,
+            ak_name: b"ak2",
+            insecure_anchor: false,
+        };
+        // A token limited to h1 does not enrol another host.
+        let other = HostEnrollment {
+            host_id: "h2",
+            ..e(b"x")
+        };
+        assert!(matches!(
+            s.complete_enrollment("t1", None, &other, 150).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // h1 already has vm1 (from `store()`): re-enrolment replaces the pin, keeps the VM.
+        let sha = s
+            .complete_enrollment("t1", None, &e(b"new-intermediate"), 150)
+            .await
+            .unwrap();
+        assert_eq!(s.vm_record("vm1").await.unwrap().intermediate_digest, sha);
+        assert_eq!(
+            s.enrollment_token("t1", 150).await.unwrap(),
+            TokenState::Used
+        );
+        assert!(matches!(
+            s.complete_enrollment("t1", None, &e(b"again"), 150).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.vm_record("vm1").await.unwrap().intermediate_digest,
+            sha,
+            "a refused enrollment changes nothing"
+        );
     }
 
     #[tokio::test]

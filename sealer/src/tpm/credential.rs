@@ -29,6 +29,9 @@ pub enum CredentialError {
     /// The RNG failed.
     #[error("the system random number generator failed")]
     Rng,
+    /// The EK public area is not the key the EK certificate certifies.
+    #[error("the EK public area does not hold the key of the EK certificate: {0}")]
+    EkMismatch(String),
 }
 
 /// What TPM2_ActivateCredential takes: the contents of `TPM2B_ID_OBJECT` and
@@ -70,6 +73,46 @@ pub fn kdfa_sha256(
     out
 }
 
+fn ek_rsa_key(ek_public: &[u8]) -> Result<RsaPublicKey, CredentialError> {
+    let public =
+        Public::unmarshall(ek_public).map_err(|e| CredentialError::EkPublic(e.to_string()))?;
+    let Public::Rsa {
+        unique, parameters, ..
+    } = public
+    else {
+        return Err(CredentialError::EkPublic("not an RSA key".into()));
+    };
+    let exponent = match parameters.exponent().value() {
+        0 => 65537,
+        e => e,
+    };
+    RsaPublicKey::new(
+        BigUint::from_bytes_be(unique.value()),
+        BigUint::from(exponent),
+    )
+    .map_err(|e| CredentialError::EkPublic(e.to_string()))
+}
+
+/// Check that `ek_public` (marshalled `TPMT_PUBLIC`) holds the RSA key that the EK certificate
+/// (DER) certifies, so a credential wrapped for it can only be opened by the certified TPM.
+pub fn ek_public_matches_certificate(
+    ek_public: &[u8],
+    ek_cert_der: &[u8],
+) -> Result<(), CredentialError> {
+    use rsa::pkcs8::DecodePublicKey;
+    let from_tpm = ek_rsa_key(ek_public)?;
+    let cert = crate::x509::ParsedCert::from_der(ek_cert_der)
+        .map_err(|e| CredentialError::EkMismatch(format!("EK certificate: {e}")))?;
+    let from_cert = RsaPublicKey::from_public_key_der(&cert.spki_der)
+        .map_err(|e| CredentialError::EkMismatch(format!("EK certificate key: {e}")))?;
+    if from_tpm != from_cert {
+        return Err(CredentialError::EkMismatch(
+            "different RSA modulus or exponent".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Wrap `credential` for the TPM whose EK public area is `ek_public` (marshalled `TPMT_PUBLIC`),
 /// bound to the object named `ak_name`.
 pub fn make_credential(
@@ -83,7 +126,6 @@ pub fn make_credential(
     let public =
         Public::unmarshall(ek_public).map_err(|e| CredentialError::EkPublic(e.to_string()))?;
     let Public::Rsa {
-        unique,
         parameters,
         name_hashing_algorithm,
         ..
@@ -103,15 +145,7 @@ pub fn make_credential(
             "symmetric algorithm is not AES-128-CFB".into(),
         ));
     }
-    let exponent = match parameters.exponent().value() {
-        0 => 65537,
-        e => e,
-    };
-    let key = RsaPublicKey::new(
-        BigUint::from_bytes_be(unique.value()),
-        BigUint::from(exponent),
-    )
-    .map_err(|e| CredentialError::EkPublic(e.to_string()))?;
+    let key = ek_rsa_key(ek_public)?;
 
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     aws_lc_rs::rand::fill(seed.as_mut()).map_err(|_| CredentialError::Rng)?;

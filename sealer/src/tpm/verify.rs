@@ -62,6 +62,9 @@ pub struct VerifiedQuote {
     pub ek_subject: Option<String>,
     /// Whether the EK certificate chained to a trusted root.
     pub ek_chain_verified: bool,
+    /// The EK certificate, DER (empty when the anchor has none): credential activation checks the
+    /// EK public area against it.
+    pub ek_cert: Vec<u8>,
 }
 
 /// Trust inputs for TPM anchors.
@@ -242,5 +245,6 @@ pub fn verify_tpm_anchor(
         clock_ms: attest.clock_info().clock(),
         ek_subject,
         ek_chain_verified,
+        ek_cert: anchor.ek_cert.clone(),
     })
 }

@@ -3,7 +3,9 @@
 
 use vmseal_sealer::anchor::{TpmAnchor, tpm_binding};
 use vmseal_sealer::keys::IntermediateKey;
-use vmseal_sealer::tpm::credential::make_credential;
+use vmseal_sealer::tpm::credential::{
+    CredentialError, ek_public_matches_certificate, make_credential,
+};
 use vmseal_sealer::tpm::verify::{TpmTrust, TpmVerifyError, object_name, verify_tpm_anchor};
 use vmseal_sealer::tpm::{Tpm, TpmError};
 use vmseal_testkit::Swtpm;
@@ -49,9 +51,26 @@ fn credential_activation_binds_the_ak_to_the_ek() {
             .is_err()
     );
 
-    // Another TPM's EK: the secret is not recoverable here.
+    // The EK public area a host sends must be the key its EK certificate certifies.
+    let ek_cert = tpm.ek_certificate().unwrap();
+    ek_public_matches_certificate(&ek_public, &ek_cert).unwrap();
     let sw2 = Swtpm::start().unwrap();
-    let ek2 = Tpm::open(&sw2.tcti()).unwrap().ek_public().unwrap();
+    let mut tpm2 = Tpm::open(&sw2.tcti()).unwrap();
+    let ek2 = tpm2.ek_public().unwrap();
+    assert!(matches!(
+        ek_public_matches_certificate(&ek2, &ek_cert),
+        Err(CredentialError::EkMismatch(_))
+    ));
+    assert!(matches!(
+        ek_public_matches_certificate(&ek_public, &ek_cert[..ek_cert.len() - 1]),
+        Err(CredentialError::EkMismatch(_))
+    ));
+    assert!(matches!(
+        ek_public_matches_certificate(&ek_public[..10], &ek_cert),
+        Err(CredentialError::EkPublic(_))
+    ));
+
+    // Another TPM's EK: the secret is not recoverable here.
     let made = make_credential(&ek2, &name, b"verifier-chosen secret").unwrap();
     assert!(
         tpm.activate_credential(&ak, &made.credential_blob, &made.encrypted_secret)

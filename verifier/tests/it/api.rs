@@ -23,6 +23,13 @@ struct Server {
 }
 
 fn start() -> Server {
+    start_with(TrustConfig {
+        require: AnchorRequirement::from_name("none").unwrap(),
+        ..TrustConfig::default()
+    })
+}
+
+fn start_with(trust: TrustConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     Ca::init(dir.path(), &[]).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -43,10 +50,6 @@ fn start() -> Server {
             let store = Store::open(&format!("sqlite://{}", state.join("v.db").display()))
                 .await
                 .unwrap();
-            let trust = TrustConfig {
-                require: AnchorRequirement::from_name("none").unwrap(),
-                ..TrustConfig::default()
-            };
             let settings = Settings {
                 max_age: 300,
                 nonce_ttl: 60,
@@ -211,6 +214,167 @@ fn json(r: reqwest::blocking::Response) -> (u16, serde_json::Value) {
     (status, r.json().unwrap())
 }
 
+/// An enrollment token from the admin (optionally for one host only), as a client.
+fn token(
+    s: &Server,
+    admin: &reqwest::blocking::Client,
+    host: Option<&str>,
+) -> reqwest::blocking::Client {
+    let (st, t) = json(
+        admin
+            .post(format!("{}/v1/enrollment-tokens", s.url))
+            .json(&serde_json::json!({ "valid_minutes": 5, "host_id": host }))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 201, "{t}");
+    client(
+        s,
+        Some((
+            t["cert_pem"].as_str().unwrap(),
+            t["key_pem"].as_str().unwrap(),
+        )),
+        None,
+    )
+}
+
+fn bundle(h: &Host, csr_pem: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    serde_json::json!({
+        "intermediate": base64::engine::general_purpose::STANDARD.encode(&h.der),
+        "csr_pem": csr_pem,
+    })
+}
+
+/// Enrol `h` (no TPM anchor: one step, no credential challenge); returns its agent's client.
+fn enrol(
+    s: &Server,
+    admin: &reqwest::blocking::Client,
+    h: &Host,
+    only: Option<&str>,
+) -> reqwest::blocking::Client {
+    let t = token(s, admin, only);
+    let (csr, key) = vmseal_client::new_key_and_request().unwrap();
+    let (st, e) = json(
+        t.post(format!("{}/v1/enrollments", s.url))
+            .json(&bundle(h, &csr))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 201, "{e}");
+    assert_eq!(e["status"], "enrolled");
+    assert_eq!(e["host_id"], h.id.as_str());
+    assert_eq!(e["activated"], false, "no TPM anchor, nothing to activate");
+    assert!(
+        e.get("agent_key_pem").is_none(),
+        "the key never leaves the host"
+    );
+    // The token is used up.
+    let (st, again) = json(
+        t.post(format!("{}/v1/enrollments", s.url))
+            .json(&bundle(h, &csr))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((st, again["code"].as_str().unwrap()), (422, "token_used"));
+    client(s, Some((e["agent_cert_pem"].as_str().unwrap(), &key)), None)
+}
+
+#[test]
+fn enrollment_refusals_change_nothing() {
+    let s = start();
+    let admin = admin(&s);
+    for _ in 0..100 {
+        if admin.get(format!("{}/healthz", s.url)).send().is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let h = Host::new("host-9");
+    let (csr, _key) = vmseal_client::new_key_and_request().unwrap();
+    let post = |c: &reqwest::blocking::Client, body: serde_json::Value| {
+        json(
+            c.post(format!("{}/v1/enrollments", s.url))
+                .json(&body)
+                .send()
+                .unwrap(),
+        )
+    };
+    let code = |r: (u16, serde_json::Value)| (r.0, r.1["code"].as_str().unwrap().to_owned());
+
+    // Only an enrollment token enrols; an admin certificate does not.
+    assert_eq!(
+        code(post(&admin, bundle(&h, &csr))),
+        (403, "forbidden".into())
+    );
+    // A token for another host.
+    let other = token(&s, &admin, Some("host-8"));
+    assert_eq!(
+        code(post(&other, bundle(&h, &csr))),
+        (403, "forbidden".into())
+    );
+    // Malformed bundles: bad base64, not a certificate, a bad request, unknown fields.
+    let t = token(&s, &admin, None);
+    let mut b = bundle(&h, &csr);
+    b["intermediate"] = "***".into();
+    assert_eq!(code(post(&t, b)), (400, "bad_base64".into()));
+    let mut b = bundle(&h, &csr);
+    b["intermediate"] = "AAAA".into();
+    assert_eq!(code(post(&t, b)), (422, "enrollment_refused".into()));
+    assert_eq!(
+        code(post(&t, bundle(&h, "not a csr"))),
+        (400, "bad_csr".into())
+    );
+    let mut tampered = pem::parse(&csr).unwrap().into_contents();
+    let n = tampered.len();
+    tampered[n - 5] ^= 1;
+    let tampered = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", tampered));
+    assert_eq!(
+        code(post(&t, bundle(&h, &tampered))),
+        (400, "bad_csr".into())
+    );
+    let mut b = bundle(&h, &csr);
+    b["extra"] = 1.into();
+    assert_eq!(code(post(&t, b)), (400, "bad_json".into()));
+    // A token is not an agent: it cannot ask for nonces or register VMs.
+    let (st, _) = json(
+        t.post(format!("{}/v1/vms", s.url))
+            .json(&serde_json::json!({ "vm_id": "v", "host_id": "host-9" }))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 403);
+    // Token lifetimes are bounded.
+    let (st, e) = json(
+        admin
+            .post(format!("{}/v1/enrollment-tokens", s.url))
+            .json(&serde_json::json!({ "valid_minutes": 0 }))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((st, e["code"].as_str().unwrap()), (400, "bad_lifetime"));
+    // None of that enrolled host-9: registering a VM on it fails, and the token still works.
+    let (st, _) = json(
+        admin
+            .post(format!("{}/v1/vms", s.url))
+            .json(&serde_json::json!({ "vm_id": "v", "host_id": "host-9" }))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 404);
+    let (st, e) = post(&t, bundle(&h, &csr));
+    assert_eq!((st, e["status"].as_str().unwrap()), (201, "enrolled"));
+    // An activation answer for a challenge that was never made.
+    let t2 = token(&s, &admin, None);
+    let (st, e) = json(
+        t2.post(format!("{}/v1/enrollments/0000/activation", s.url))
+            .json(&serde_json::json!({ "secret": "AAAA" }))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((st, e["code"].as_str().unwrap()), (404, "not_found"));
+}
+
 #[test]
 fn the_appraisal_loop_and_its_refusals() {
     let s = start();
@@ -232,7 +396,9 @@ fn the_appraisal_loop_and_its_refusals() {
     );
     let foreign = tempfile::tempdir().unwrap();
     let other = Ca::init(foreign.path(), &[]).unwrap();
-    let stranger = other.issue_client(&Role::Admin("mallory".into())).unwrap();
+    let stranger = other
+        .issue_client(&Role::Admin("mallory".into()), Duration::days(1))
+        .unwrap();
     assert!(
         client(&s, Some((&stranger.cert_pem, &stranger.key_pem)), None)
             .get(format!("{}/healthz", s.url))
@@ -240,40 +406,11 @@ fn the_appraisal_loop_and_its_refusals() {
             .is_err()
     );
 
-    // Enrol two hosts; register a VM on the first.
+    // Enrol two hosts with one-use enrollment tokens; register a VM on the first.
     let mut h1 = Host::new("host-1");
     let h2 = Host::new("host-2");
-    let (st, e1) = json(
-        admin
-            .post(format!("{}/v1/hosts", s.url))
-            .body(h1.der.clone())
-            .send()
-            .unwrap(),
-    );
-    assert_eq!(st, 201, "{e1}");
-    let (_, e2) = json(
-        admin
-            .post(format!("{}/v1/hosts", s.url))
-            .body(h2.der.clone())
-            .send()
-            .unwrap(),
-    );
-    let agent1 = client(
-        &s,
-        Some((
-            e1["agent_cert_pem"].as_str().unwrap(),
-            e1["agent_key_pem"].as_str().unwrap(),
-        )),
-        None,
-    );
-    let agent2 = client(
-        &s,
-        Some((
-            e2["agent_cert_pem"].as_str().unwrap(),
-            e2["agent_key_pem"].as_str().unwrap(),
-        )),
-        None,
-    );
+    let agent1 = enrol(&s, &admin, &h1, None);
+    let agent2 = enrol(&s, &admin, &h2, Some("host-2"));
     let body = serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy_digest": hex::encode([4u8; 32]) });
     assert_eq!(
         admin
@@ -496,4 +633,178 @@ fn the_appraisal_loop_and_its_refusals() {
             .unwrap(),
     );
     assert_eq!((st, e["code"].as_str().unwrap()), (404, "not_found"));
+}
+
+/// Enrollment of a host whose intermediate carries a real TPM anchor (swtpm) and the INSECURE SNP
+/// stand-in: refused unless the verifier is configured to accept the stand-in; the EK public area
+/// must be the certified EK's; a wrong answer to the credential challenge enrols nothing; the
+/// answer only that TPM can give enrols the host with its AK activated.
+#[test]
+fn tpm_enrollment_runs_credential_activation() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use vmseal_sealer::snp::Product;
+    use vmseal_sealer::state::{EnrollmentMaterial, InitOptions, SnpChoice, init};
+
+    let sw = vmseal_testkit::Swtpm::start().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    init(
+        state.path(),
+        &InitOptions {
+            host_id: "tpm-host".into(),
+            tcti: sw.tcti(),
+            pcrs: (0..8).collect(),
+            snp: SnpChoice::InsecureSoft,
+            insecure_product: Product::Milan,
+            insecure_report_version: 3,
+            nonce: None,
+            validity: Duration::days(1),
+        },
+    )
+    .unwrap();
+    let mut trust = TrustConfig {
+        require: AnchorRequirement::from_name("both").unwrap(),
+        ..TrustConfig::default()
+    };
+    trust.tpm.ek_roots = vec![
+        pem::parse(std::fs::read(sw.ek_issuer_pem()).unwrap())
+            .unwrap()
+            .into_contents(),
+    ];
+    trust.tpm.require_ek_chain = true;
+    let mut m = EnrollmentMaterial::open(state.path(), None).unwrap();
+    let (csr, key) = vmseal_client::new_key_and_request().unwrap();
+    let wait = |admin: &reqwest::blocking::Client, s: &Server| {
+        for _ in 0..100 {
+            if admin.get(format!("{}/healthz", s.url)).send().is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+
+    // A verifier that does not accept the stand-in refuses the bundle outright.
+    let strict = start_with(trust.clone());
+    let strict_admin = admin(&strict);
+    wait(&strict_admin, &strict);
+    let (st, e) = json(
+        token(&strict, &strict_admin, None)
+            .post(format!("{}/v1/enrollments", strict.url))
+            .json(&serde_json::json!({
+                "intermediate": B64.encode(&m.intermediate_der),
+                "ek_public": B64.encode(&m.ek_public),
+                "csr_pem": csr,
+            }))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (422, "enrollment_refused")
+    );
+    assert!(e["message"].as_str().unwrap().contains("INSECURE"), "{e}");
+
+    // One that is configured to accept it (tests only).
+    let ark = std::fs::read(state.path().join("insecure-snp-ark.pem")).unwrap();
+    trust.snp = trust.snp.clone().allow_insecure_bundle(&ark).unwrap();
+    let s = start_with(trust);
+    let admin = admin(&s);
+    wait(&admin, &s);
+    let t = token(&s, &admin, Some("tpm-host"));
+    let (der, ek) = (m.intermediate_der.clone(), m.ek_public.clone());
+    let begin = |ek: &[u8]| {
+        json(
+            t.post(format!("{}/v1/enrollments", s.url))
+                .json(&serde_json::json!({
+                    "intermediate": B64.encode(&der),
+                    "ek_public": B64.encode(ek),
+                    "csr_pem": csr,
+                }))
+                .send()
+                .unwrap(),
+        )
+    };
+
+    // Another TPM's EK public area: it is not the certified EK's key.
+    let sw2 = vmseal_testkit::Swtpm::start().unwrap();
+    let ek2 = vmseal_sealer::tpm::Tpm::open(&sw2.tcti())
+        .unwrap()
+        .ek_public()
+        .unwrap();
+    let (st, e) = begin(&ek2);
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (422, "ek_mismatch"),
+        "{e}"
+    );
+
+    // The right EK, a wrong answer: refused, the challenge is gone, nothing enrolled.
+    let (st, c) = begin(&ek);
+    assert_eq!(
+        (st, c["status"].as_str().unwrap()),
+        (200, "challenge"),
+        "{c}"
+    );
+    let id = c["enrollment_id"].as_str().unwrap().to_owned();
+    let activation = |id: &str, secret: &[u8]| {
+        json(
+            t.post(format!("{}/v1/enrollments/{id}/activation", s.url))
+                .json(&serde_json::json!({ "secret": B64.encode(secret) }))
+                .send()
+                .unwrap(),
+        )
+    };
+    let (st, e) = activation(&id, &[7u8; 32]);
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (422, "activation_failed")
+    );
+    let (st, _) = activation(&id, &[7u8; 32]);
+    assert_eq!(st, 404, "a wrong answer ends the challenge");
+    let (st, _) = json(
+        admin
+            .post(format!("{}/v1/vms", s.url))
+            .json(&serde_json::json!({ "vm_id": "v", "host_id": "tpm-host" }))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 404, "nothing enrolled");
+
+    // Start again; the TPM answers: enrolled, AK activated, the agent certificate works.
+    let (st, c) = begin(&ek);
+    assert_eq!(st, 200, "{c}");
+    let secret = m
+        .activate(
+            &B64.decode(c["credential_blob"].as_str().unwrap()).unwrap(),
+            &B64.decode(c["encrypted_secret"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+    let (st, e) = activation(c["enrollment_id"].as_str().unwrap(), &secret);
+    assert_eq!(st, 201, "{e}");
+    assert_eq!(e["host_id"], "tpm-host");
+    assert_eq!(e["activated"], true);
+    assert_eq!(e["insecure"], true);
+    let agent = client(
+        &s,
+        Some((e["agent_cert_pem"].as_str().unwrap(), &key)),
+        None,
+    );
+    let (st, _) = json(
+        admin
+            .post(format!("{}/v1/vms", s.url))
+            .json(&serde_json::json!({ "vm_id": "v", "host_id": "tpm-host" }))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 201);
+    let (st, n) = json(
+        agent
+            .post(format!("{}/v1/vms/v/nonce", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{n}");
+    // The token is spent.
+    let (st, e) = begin(&ek);
+    assert_eq!((st, e["code"].as_str().unwrap()), (422, "token_used"));
 }

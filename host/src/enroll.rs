@@ -1,0 +1,85 @@
+//! Enrolment of this host with a verifier: the enrollment bundle from the host state, the answer
+//! to the verifier's credential challenge from the TPM, and the agent's certificate and key
+//! written next to each other (the key is made here and never leaves the host).
+
+use std::path::{Path, PathBuf};
+
+use vmseal_client::{Client, Enrolled};
+use vmseal_sealer::state::{EnrollmentMaterial, write_atomic};
+
+/// Errors enrolling.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnrollError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The host state or its TPM.
+    #[error(transparent)]
+    State(#[from] vmseal_sealer::state::StateError),
+    /// The verifier refused or could not be reached.
+    #[error(transparent)]
+    Client(#[from] vmseal_client::ClientError),
+}
+
+/// Where enrolment reads its inputs and writes the agent credentials.
+#[derive(Debug, Clone)]
+pub struct EnrollOptions {
+    /// Host state directory (`vmseal-host init`).
+    pub state: PathBuf,
+    /// TPM TCTI override.
+    pub tcti: Option<String>,
+    /// Verifier URL.
+    pub url: String,
+    /// Verifier CA (PEM).
+    pub ca: PathBuf,
+    /// Enrollment token certificate (PEM).
+    pub token_cert: PathBuf,
+    /// Enrollment token key (PEM).
+    pub token_key: PathBuf,
+    /// Where the agent certificate goes.
+    pub agent_cert: PathBuf,
+    /// Where the agent key goes.
+    pub agent_key: PathBuf,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, EnrollError> {
+    std::fs::read(path).map_err(|source| EnrollError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Enrol: send the bundle with the token, answer the challenge in the TPM, write the agent key
+/// and certificate (key first, so a certificate on disk always has its key).
+pub fn enroll(o: &EnrollOptions) -> Result<Enrolled, EnrollError> {
+    let mut material = EnrollmentMaterial::open(&o.state, o.tcti.as_deref())?;
+    let client = Client::new(
+        &o.url,
+        &read(&o.ca)?,
+        &read(&o.token_cert)?,
+        &read(&o.token_key)?,
+    )?;
+    let ek_public = material.ek_public.clone();
+    let intermediate = material.intermediate_der.clone();
+    let creds = client.enroll_host(&intermediate, &ek_public, |blob, secret| {
+        material
+            .activate(blob, secret)
+            .map(|s| s.to_vec())
+            .map_err(|e| e.to_string())
+    })?;
+    write_atomic(&o.agent_key, creds.agent_key_pem.as_bytes())?;
+    write_atomic(&o.agent_cert, creds.enrolled.agent_cert_pem.as_bytes())?;
+    tracing::info!(
+        host = creds.enrolled.host_id,
+        activated = creds.enrolled.activated,
+        "enrolled"
+    );
+    Ok(creds.enrolled)
+}

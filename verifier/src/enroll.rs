@@ -1,0 +1,322 @@
+//! Host enrollment: a one-use bootstrap credential, the enrollment bundle, and TPM credential
+//! activation (TPM 2.0 Part 1 §24) before the verifier pins the host's intermediate and certifies
+//! the agent's key.
+//!
+//! ```text
+//! admin  ── POST /v1/enrollment-tokens ──────────────▶ verifier   one-use client cert, OU=enroll
+//! agent  ── POST /v1/enrollments {intermediate, ──────▶ verifier   anchors verified (quote, EK
+//!            ek_public, csr}   (token certificate)                 chain, SNP report); EK public
+//!                                                                  = EK certificate's key
+//!        ◀── challenge {credential_blob, encrypted_secret}         MakeCredential(EK, AK name, s)
+//! agent  ── TPM2_ActivateCredential (only the TPM with that EK, and only for that AK, gets s)
+//! agent  ── POST /v1/enrollments/{id}/activation {s} ─▶ verifier   token used up, intermediate
+//!        ◀── {agent certificate for the CSR's key}                 pinned, in one transaction
+//! ```
+//!
+//! Without credential activation a quote proves only that *some* AK signed it; activation proves
+//! the AK is resident in the TPM whose EK the manufacturer certified. An intermediate without a
+//! TPM anchor (an SNP-only guest, when the verifier's policy allows it) is enrolled in one step.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use subtle::ConstantTimeEq;
+use time::{Duration, OffsetDateTime};
+use vmseal_client::{
+    Activation, CredentialChallenge, Enrolled, EnrollmentAnswer, EnrollmentRequest,
+    EnrollmentToken, NewEnrollmentToken,
+};
+use vmseal_sealer::merkle::HashAlg;
+use vmseal_sealer::tpm::credential::{ek_public_matches_certificate, make_credential};
+use vmseal_sealer::verify::verify_intermediate;
+
+use crate::pki::{AGENT_CERT_LIFETIME, Role};
+use crate::server::{ApiError, AppState, admin, bad, now, role};
+use crate::store::{HostEnrollment, PendingEnrollment, TokenState};
+
+/// Seconds a credential challenge stays open.
+pub const CHALLENGE_TTL: i64 = 300;
+/// Longest lifetime of an enrollment token (a week).
+pub const MAX_TOKEN_MINUTES: u32 = 7 * 24 * 60;
+
+fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+fn b64(field: &'static str, s: &str) -> Result<Vec<u8>, ApiError> {
+    B64.decode(s.trim())
+        .map_err(|e| bad("bad_base64", format!("{field} is not base64: {e}")))
+}
+
+fn new_id() -> Result<String, ApiError> {
+    let mut b = [0u8; 16];
+    vmseal_sealer::keys::random_bytes(&mut b).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(hex::encode(b))
+}
+
+/// `POST /v1/enrollment-tokens` (admin): a one-use bootstrap client certificate.
+pub(crate) async fn create_token(
+    req: HttpRequest,
+    body: web::Json<NewEnrollmentToken>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let b = body.into_inner();
+    let minutes = b.valid_minutes.unwrap_or(60);
+    if !(1..=MAX_TOKEN_MINUTES).contains(&minutes) {
+        return Err(bad(
+            "bad_lifetime",
+            format!("valid_minutes must be 1..={MAX_TOKEN_MINUTES}, not {minutes}"),
+        ));
+    }
+    if let Some(h) = &b.host_id {
+        vmseal_sealer::state::check_vm_id(h).map_err(|e| bad("bad_host_id", e.to_string()))?;
+    }
+    let token_id = new_id()?;
+    let lifetime = Duration::minutes(i64::from(minutes));
+    let t = now();
+    let expires_at = t + lifetime.whole_seconds();
+    let cred = st
+        .ca
+        .issue_client(&Role::Enroll(token_id.clone()), lifetime)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    st.store
+        .create_enrollment_token(&token_id, &who, b.host_id.as_deref(), t, expires_at)
+        .await?;
+    st.store
+        .audit(
+            &who,
+            "create_enrollment_token",
+            &serde_json::json!({ "token": token_id, "host": b.host_id, "expires_at": expires_at })
+                .to_string(),
+            t,
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(EnrollmentToken {
+        token_id,
+        expires_at,
+        cert_pem: cred.cert_pem,
+        key_pem: cred.key_pem,
+    }))
+}
+
+/// The caller's usable enrollment token; which host it is limited to, if any.
+async fn token(req: &HttpRequest, st: &AppState) -> Result<(String, Option<String>), ApiError> {
+    let Role::Enroll(token_id) = role(req)? else {
+        return Err(ApiError::Forbidden(
+            "enrollment needs an enrollment token's certificate: ask an admin for one \
+             (`vmseal-verifier admin enrollment-token`)"
+                .into(),
+        ));
+    };
+    match st.store.enrollment_token(&token_id, now()).await? {
+        TokenState::Usable { host_id } => Ok((token_id, host_id)),
+        TokenState::Used => Err(refused(
+            "token_used",
+            "this enrollment token was already used; ask the admin for a new one",
+        )),
+        TokenState::Expired => Err(refused(
+            "token_expired",
+            "this enrollment token has expired; ask the admin for a new one",
+        )),
+        TokenState::Unknown => Err(ApiError::Forbidden(
+            "this enrollment token is unknown to the verifier".into(),
+        )),
+    }
+}
+
+/// `POST /v1/enrollments` (enrollment token): verify the bundle; answer with a credential
+/// challenge, or enrol at once when the intermediate has no TPM anchor.
+pub(crate) async fn begin(
+    req: HttpRequest,
+    body: web::Json<EnrollmentRequest>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (token_id, only_host) = token(&req, &st).await?;
+    let b = body.into_inner();
+    let der = b64("intermediate", &b.intermediate)?;
+    let csr_der = pem::parse(b.csr_pem.as_bytes())
+        .ok()
+        .filter(|p| p.tag() == "CERTIFICATE REQUEST")
+        .map(|p| p.into_contents())
+        .ok_or_else(|| bad("bad_csr", "csr_pem is not a PEM CERTIFICATE REQUEST"))?;
+    // Check the request before any state is kept: a bad one fails here, not after activation.
+    st.ca
+        .certify_request(&csr_der, &Role::Agent("probe".into()), Duration::minutes(1))
+        .map_err(|e| bad("bad_csr", e.to_string()))?;
+    let v = verify_intermediate(
+        &der,
+        &st.settings.enrollment_trust,
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| refused("enrollment_refused", e.to_string()))?;
+    if let Some(h) = &only_host
+        && *h != v.host_id
+    {
+        return Err(ApiError::Forbidden(format!(
+            "this enrollment token is for host {h:?}, and the intermediate is host {:?}",
+            v.host_id
+        )));
+    }
+    let insecure = v.snp.as_ref().is_some_and(|s| s.insecure);
+    let Some(quote) = &v.tpm else {
+        let enrolled = finish(
+            &st,
+            &token_id,
+            None,
+            &v.host_id,
+            &der,
+            &[],
+            insecure,
+            &csr_der,
+        )
+        .await?;
+        return Ok(HttpResponse::Created().json(EnrollmentAnswer::Enrolled(enrolled)));
+    };
+    let ek_public = b64(
+        "ek_public",
+        b.ek_public.as_deref().ok_or_else(|| {
+            bad(
+                "ek_public_missing",
+                "the intermediate has a TPM anchor: send the EK public area (ek_public) for \
+                 credential activation",
+            )
+        })?,
+    )?;
+    if !quote.ek_cert.is_empty() {
+        ek_public_matches_certificate(&ek_public, &quote.ek_cert)
+            .map_err(|e| refused("ek_mismatch", e.to_string()))?;
+    }
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    vmseal_sealer::keys::random_bytes(secret.as_mut())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let made = make_credential(&ek_public, &quote.ak_name, secret.as_ref())
+        .map_err(|e| refused("ek_unsupported", e.to_string()))?;
+    let pending = PendingEnrollment {
+        enrollment_id: new_id()?,
+        token_id,
+        host_id: v.host_id.clone(),
+        intermediate_der: der,
+        ak_name: quote.ak_name.clone(),
+        insecure_anchor: insecure,
+        csr_der,
+        secret_sha256: HashAlg::Sha256.hash(&[secret.as_ref()]),
+        expires_at: now() + CHALLENGE_TTL,
+    };
+    st.store.begin_enrollment(&pending, now()).await?;
+    Ok(
+        HttpResponse::Ok().json(EnrollmentAnswer::Challenge(CredentialChallenge {
+            enrollment_id: pending.enrollment_id,
+            credential_blob: B64.encode(&made.credential_blob),
+            encrypted_secret: B64.encode(&made.encrypted_secret),
+            expires_in: CHALLENGE_TTL,
+        })),
+    )
+}
+
+/// `POST /v1/enrollments/{id}/activation` (the same enrollment token): the secret the TPM
+/// recovered. Right: the host is enrolled. Wrong: the challenge ends and nothing is pinned.
+pub(crate) async fn activate(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<Activation>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (token_id, _) = token(&req, &st).await?;
+    let id = path.into_inner();
+    let p = st
+        .store
+        .pending_enrollment(&id, &token_id, now())
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no open credential challenge {id:?} for this token (answered, expired after \
+                 {CHALLENGE_TTL} s, or never made): start the enrollment again"
+            ))
+        })?;
+    let secret = b64("secret", &body.secret)?;
+    let got = HashAlg::Sha256.hash(&[&secret]);
+    if !bool::from(got.ct_eq(&p.secret_sha256)) {
+        st.store.drop_pending_enrollment(&id).await?;
+        return Err(refused(
+            "activation_failed",
+            "the secret is not the one wrapped for this EK and AK: the AK is not resident in \
+             the TPM of the certified EK. Nothing was enrolled; start again with the right TPM",
+        ));
+    }
+    let enrolled = finish(
+        &st,
+        &p.token_id,
+        Some(&id),
+        &p.host_id,
+        &p.intermediate_der,
+        &p.ak_name,
+        p.insecure_anchor,
+        &p.csr_der,
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(enrolled))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    st: &AppState,
+    token_id: &str,
+    enrollment_id: Option<&str>,
+    host_id: &str,
+    intermediate_der: &[u8],
+    ak_name: &[u8],
+    insecure: bool,
+    csr_der: &[u8],
+) -> Result<Enrolled, ApiError> {
+    // Certify first: if that failed after the token was used, the host would be stuck.
+    let agent_cert_pem = st
+        .ca
+        .certify_request(
+            csr_der,
+            &Role::Agent(host_id.to_owned()),
+            AGENT_CERT_LIFETIME,
+        )
+        .map_err(|e| bad("bad_csr", e.to_string()))?;
+    let t = now();
+    let sha = st
+        .store
+        .complete_enrollment(
+            token_id,
+            enrollment_id,
+            &HostEnrollment {
+                host_id,
+                intermediate_der,
+                ak_name,
+                insecure_anchor: insecure,
+            },
+            t,
+        )
+        .await?;
+    let activated = enrollment_id.is_some();
+    st.store
+        .audit(
+            &format!("token:{token_id}"),
+            "enroll_host",
+            &serde_json::json!({
+                "host": host_id,
+                "intermediate": hex::encode(sha),
+                "insecure": insecure,
+                "ak_activated": activated,
+            })
+            .to_string(),
+            t,
+        )
+        .await?;
+    tracing::info!(host = host_id, activated, insecure, "host enrolled");
+    Ok(Enrolled {
+        host_id: host_id.to_owned(),
+        intermediate_sha256: hex::encode(sha),
+        insecure,
+        activated,
+        agent_cert_pem,
+    })
+}
