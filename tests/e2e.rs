@@ -845,4 +845,44 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
             "{changed:?}"
         );
     }
+
+    // On demand: the agent runs as a service; the admin asks for a capture and waits for its
+    // appraisal. The agent picks the request up by long-poll (it has no inbound port).
+    let mut agent = Verifier(
+        Command::new(bin("vmseal-host"))
+            .args(["run", "--config", &h.p("agent.toml")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let o = admin(&[
+        "--json",
+        "request-capture",
+        "--vm-id",
+        "vm-e2e",
+        "--wait",
+        "120",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let done: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["appraisal"]["score"], 75, "{done}");
+    let _ = Command::new("kill").arg(agent.0.id().to_string()).status();
+    let _ = agent.0.wait();
+
+    // The admin's view: every VM with its latest score; thresholds and policies change by admin.
+    let o = admin(&["--json", "vms"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let vms: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(vms["vms"][0]["vm_id"], "vm-e2e");
+    assert_eq!(vms["vms"][0]["score"], 75);
+    assert_eq!(vms["vms"][0]["baseline_version"], 1);
+    let o = admin(&["set-threshold", "--vm-id", "vm-e2e", "--threshold", "80"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = admin(&["vms"]);
+    assert!(text(&o).contains("vm-e2e"), "{}", text(&o));
+    let o = admin(&["set-threshold", "--vm-id", "nope", "--threshold", "80"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("not_found"), "{}", text(&o));
 }

@@ -133,6 +133,40 @@ pub struct BaselineLeaves {
     pub leaves: String,
 }
 
+/// `POST /v1/vms/{vm}/threshold` body (admin).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetThreshold {
+    /// Alert threshold (0–100).
+    pub threshold: u8,
+}
+
+/// `POST /v1/vms/{vm}/policy` body (admin).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignPolicy {
+    /// SHA-256 of the capture policy text, hex.
+    pub policy_digest: String,
+}
+
+/// A capture the verifier asks a host for (`GET /v1/hosts/{host}/capture-requests`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CaptureRequest {
+    /// Id (`GET /v1/capture-requests/{id}` follows it).
+    pub request_id: String,
+    /// VM to capture.
+    pub vm_id: String,
+    /// The nonce the evidence must carry, hex.
+    pub nonce: String,
+}
+
+/// The answer of `GET /v1/hosts/{host}/capture-requests`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CaptureRequests {
+    /// Requests handed to this caller (each is handed out once).
+    pub requests: Vec<CaptureRequest>,
+}
+
 /// An error answer of the verifier.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ApiErrorBody {
@@ -301,6 +335,18 @@ impl Client {
         evidence: Vec<u8>,
     ) -> Result<serde_json::Value, ClientError> {
         self.post_bytes(&format!("/v1/vms/{vm_id}/evidence"), evidence)
+    }
+
+    /// Open capture requests for `host_id` (agent), waiting up to `wait_secs` (0–60) for one.
+    pub fn capture_requests(
+        &self,
+        host_id: &str,
+        wait_secs: u32,
+    ) -> Result<Vec<CaptureRequest>, ClientError> {
+        let r: CaptureRequests = Self::decode(self.get(&format!(
+            "/v1/hosts/{host_id}/capture-requests?wait={wait_secs}"
+        ))?)?;
+        Ok(r.requests)
     }
 
     /// Enrol this host with an enrollment token's client (see [`enroll_host`]).

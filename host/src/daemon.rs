@@ -353,10 +353,12 @@ pub struct CaptureEvent {
     pub changed_regions: Vec<String>,
     /// Error, when it failed.
     pub error: Option<String>,
+    /// The verifier's capture request this capture answers, if it was asked for.
+    pub request_id: Option<String>,
 }
 
 impl CaptureEvent {
-    fn failed(vm: &str, error: String) -> Self {
+    fn failed(vm: &str, error: String, request_id: Option<String>) -> Self {
         Self {
             vm: vm.to_owned(),
             seq: None,
@@ -366,7 +368,45 @@ impl CaptureEvent {
             pause_us: 0,
             changed_regions: vec![],
             error: Some(error),
+            request_id,
         }
+    }
+}
+
+/// A capture the verifier asked for: captured in full, as soon as the VM is not being captured
+/// already, with the verifier's nonce in the claims (and keying any sampled region).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demand {
+    /// The verifier's request id.
+    pub request_id: String,
+    /// VM id.
+    pub vm: String,
+    /// The nonce the evidence must carry.
+    pub nonce: Vec<u8>,
+}
+
+/// Captures asked for on demand, waiting for the agent's loop (filled by the verifier long-poll).
+#[derive(Debug, Default)]
+pub struct Demands(Mutex<std::collections::VecDeque<Demand>>);
+
+impl Demands {
+    /// Queue a demand.
+    pub fn push(&self, d: Demand) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(d);
+    }
+
+    /// Whether no demand is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
+    fn pop_where(&self, ready: impl Fn(&Demand) -> bool) -> Option<Demand> {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let i = q.iter().position(ready)?;
+        q.remove(i)
     }
 }
 
@@ -387,11 +427,12 @@ fn capture_one(
     st: &mut VmState,
     budget: Option<&Arc<Budget>>,
     full_every: u32,
+    nonce: Option<&[u8]>,
 ) -> Result<Snapshot, String> {
     let job = &st.job;
     let plan_for = |src: &dyn MemorySource| -> Result<Plan, String> {
         let mut p =
-            Plan::new(&job.policy, src, job.symbols.as_ref(), None).map_err(|e| e.to_string())?;
+            Plan::new(&job.policy, src, job.symbols.as_ref(), nonce).map_err(|e| e.to_string())?;
         p.budget = budget.cloned();
         Ok(p)
     };
@@ -408,12 +449,14 @@ fn capture_one(
             .symbols
             .clone()
             .unwrap_or_else(|| guest::symbols(vm.program()));
-        let incremental = st.last.is_some() && !st.captures.is_multiple_of(full_every);
+        // A verifier's nonce makes a full capture: an incremental one would carry its base's claims.
+        let incremental =
+            nonce.is_none() && st.last.is_some() && !st.captures.is_multiple_of(full_every);
         return match (&st.last, incremental) {
             (Some((prev, seq)), true) => prev.incremental(vm, *seq).map_err(|e| e.to_string()),
             _ => {
                 let mut p =
-                    Plan::new(&job.policy, vm, Some(&symbols), None).map_err(|e| e.to_string())?;
+                    Plan::new(&job.policy, vm, Some(&symbols), nonce).map_err(|e| e.to_string())?;
                 p.budget = budget.cloned();
                 Snapshot::full(vm, p, Consistency::PreCopy).map_err(|e| e.to_string())
             }
@@ -443,17 +486,20 @@ fn capture_one(
     }
     let mut p = job
         .kernel
-        .plan(&job.policy, &src, job.symbols.as_ref(), None)
+        .plan(&job.policy, &src, job.symbols.as_ref(), nonce)
         .map_err(|e| e.to_string())?;
     p.budget = budget.cloned();
     Snapshot::full(&mut src, p, Consistency::StopCopy).map_err(|e| e.to_string())
 }
 
-/// Run the agent until `stop` is set, or until every VM was captured `rounds` times.
+/// Run the agent until `stop` is set, or until every VM was captured `rounds` times and no
+/// demand is waiting. Demands (the verifier's capture requests) go before scheduled captures and
+/// do not count as rounds.
 pub fn run(
     cfg: &DaemonConfig,
     rounds: Option<u32>,
     stop: &AtomicBool,
+    demands: &Demands,
     seal: &SealFn<'_>,
     on_event: &(dyn Fn(&CaptureEvent) + Sync),
 ) {
@@ -481,36 +527,65 @@ pub fn run(
                 break;
             }
             let finished = rounds.is_some_and(|r| done.iter().all(|&d| d >= r))
-                && busy.iter().all(|b| !b.load(Ordering::Acquire));
+                && busy.iter().all(|b| !b.load(Ordering::Acquire))
+                && demands.is_empty();
             if finished {
                 break;
             }
+            // Demands for VMs this agent does not capture are answered with an error at once.
+            while let Some(d) = demands.pop_where(|d| !cfg.vms.iter().any(|v| v.id == d.vm)) {
+                on_event(&CaptureEvent::failed(
+                    &d.vm,
+                    format!(
+                        "the verifier asked for VM {:?}, which this agent does not capture (not in its configuration)",
+                        d.vm
+                    ),
+                    Some(d.request_id),
+                ));
+            }
             let now = Instant::now();
+            let mut starts: Vec<(usize, Option<Demand>)> = Vec::new();
+            let idle = |i: usize, starts: &[(usize, Option<Demand>)]| {
+                !busy[i].load(Ordering::Acquire) && !starts.iter().any(|(j, _)| *j == i)
+            };
+            while let Some(d) = demands.pop_where(|d| {
+                cfg.vms
+                    .iter()
+                    .position(|v| v.id == d.vm)
+                    .is_some_and(|i| idle(i, &starts))
+            }) {
+                if let Some(i) = cfg.vms.iter().position(|v| v.id == d.vm) {
+                    starts.push((i, Some(d)));
+                }
+            }
             for i in 0..cfg.vms.len() {
-                if rounds.is_some_and(|r| done[i] >= r)
-                    || busy[i].load(Ordering::Acquire)
-                    || now < next_due[i]
-                {
+                if rounds.is_some_and(|r| done[i] >= r) || !idle(i, &starts) || now < next_due[i] {
                     continue;
                 }
+                next_due[i] = now + cfg.vms[i].interval;
+                done[i] += 1;
+                starts.push((i, None));
+            }
+            for (i, demand) in starts {
                 {
+                    // Wait for a slot: a started capture is never dropped.
                     let mut n = slots.0.lock().unwrap_or_else(|p| p.into_inner());
-                    if *n >= cfg.max_concurrent {
-                        continue;
+                    while *n >= cfg.max_concurrent {
+                        n = slots.1.wait(n).unwrap_or_else(|p| p.into_inner());
                     }
                     *n += 1;
                 }
                 busy[i].store(true, Ordering::Release);
-                next_due[i] = now + cfg.vms[i].interval;
-                done[i] += 1;
                 let (state, slots, busy, budget) = (&states[i], &slots, &busy[i], budget.as_ref());
                 let out_dir = cfg.out_dir.join(&cfg.vms[i].id);
                 let full_every = cfg.full_every;
                 scope.spawn(move || {
                     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                     let id = st.job.id.clone();
-                    let ev = match capture_one(&mut st, budget, full_every) {
-                        Err(e) => CaptureEvent::failed(&id, e),
+                    let nonce = demand.as_ref().map(|d| d.nonce.as_slice());
+                    let request_id = demand.as_ref().map(|d| d.request_id.clone());
+                    let ev = match capture_one(&mut st, budget, full_every, nonce) {
+                        Err(e) => CaptureEvent::failed(&id, e, request_id),
                         Ok(snap) => {
                             let _ = std::fs::create_dir_all(&out_dir);
                             let tmp_name = out_dir.join(format!("{id}-next.cose"));
@@ -544,12 +619,14 @@ pub fn run(
                                         pause_us: snap.stats.pause.as_micros() as u64,
                                         changed_regions: changed,
                                         error: None,
+                                        request_id: request_id.clone(),
                                     };
                                     st.captures += 1;
-                                    st.last = Some((snap, seq));
+                                    // A nonce capture is no base for an incremental one.
+                                    st.last = demand.is_none().then_some((snap, seq));
                                     ev
                                 }
-                                Err(e) => CaptureEvent::failed(&id, e),
+                                Err(e) => CaptureEvent::failed(&id, e, request_id),
                             }
                         }
                     };

@@ -1110,10 +1110,14 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
                 format!("CHANGED: {}", e.changed_regions.join(", "))
             };
             println!(
-                "{} #{} {} ({} pages, pause {} µs) -> {}; {changed}",
+                "{} #{} {}{} ({} pages, pause {} µs) -> {}; {changed}",
                 e.vm,
                 e.seq.unwrap_or_default(),
                 e.kind,
+                e.request_id
+                    .as_deref()
+                    .map(|r| format!(" on the verifier's request {r}"))
+                    .unwrap_or_default(),
                 e.pages_read,
                 e.pause_us,
                 e.out
@@ -1134,12 +1138,63 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
             }
         }
     };
-    vmseal_host::daemon::run(&cfg, rounds, &stop, &seal, &on_event);
+    let demands = std::sync::Arc::new(vmseal_host::daemon::Demands::default());
+    if let Some(v) = &verifier {
+        poll_capture_requests(v, &state.config.host_id, &demands, &stop);
+    }
+    vmseal_host::daemon::run(&cfg, rounds, &stop, &demands, &seal, &on_event);
     let n = failures.load(std::sync::atomic::Ordering::Relaxed);
     if rounds.is_some() && n > 0 {
         bail!("{n} capture(s) failed");
     }
     Ok(())
+}
+
+/// Pick up the verifier's capture requests for this host: one look now (requests made while the
+/// agent was down are answered in this run), then a long-poll thread until `stop`. The agent needs
+/// no inbound port.
+fn poll_capture_requests(
+    client: &vmseal_client::Client,
+    host_id: &str,
+    demands: &std::sync::Arc<vmseal_host::daemon::Demands>,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    fn queue(list: Vec<vmseal_client::CaptureRequest>, demands: &vmseal_host::daemon::Demands) {
+        for r in list {
+            match hex::decode(&r.nonce) {
+                Ok(nonce) => demands.push(vmseal_host::daemon::Demand {
+                    request_id: r.request_id,
+                    vm: r.vm_id,
+                    nonce,
+                }),
+                Err(_) => tracing::warn!(
+                    request = r.request_id,
+                    "capture request with a non-hex nonce ignored"
+                ),
+            }
+        }
+    }
+    match client.capture_requests(host_id, 0) {
+        Ok(list) => queue(list, demands),
+        Err(e) => eprintln!("warning: cannot fetch capture requests: {e}"),
+    }
+    let (client, host_id, demands, stop) = (
+        client.clone(),
+        host_id.to_owned(),
+        demands.clone(),
+        stop.clone(),
+    );
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match client.capture_requests(&host_id, 25) {
+                Ok(list) => queue(list, &demands),
+                Err(e) => {
+                    eprintln!("warning: capture-request long-poll failed (retrying in 5 s): {e}");
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+    });
 }
 
 fn cmd_bench(mem_mib: u64, threads: Option<usize>, json: bool) -> Result<()> {

@@ -293,13 +293,11 @@ pub fn run(
                 enrollment_trust: trust,
                 default_threshold: 70,
             };
-            let data = actix_web::web::Data::new(AppState {
+            let data = actix_web::web::Data::new(AppState::new(
                 store,
-                ca: Ca::load(&state).map_err(|e| e.to_string())?,
+                Ca::load(&state).map_err(|e| e.to_string())?,
                 settings,
-                baselines: Default::default(),
-                metrics: Default::default(),
-            });
+            ));
             let server = actix_web::HttpServer::new(move || {
                 actix_web::App::new()
                     .app_data(data.clone())

@@ -5,6 +5,7 @@
 
 pub mod appraise;
 pub mod bench;
+pub mod captures;
 pub mod enroll;
 pub mod pki;
 pub mod server;
@@ -23,6 +24,9 @@ pub mod fuzzing {
         let _ = serde_json::from_slice::<vmseal_client::EnrollmentRequest>(data);
         let _ = serde_json::from_slice::<vmseal_client::EnrollmentAnswer>(data);
         let _ = serde_json::from_slice::<vmseal_client::Activation>(data);
+        let _ = serde_json::from_slice::<vmseal_client::SetThreshold>(data);
+        let _ = serde_json::from_slice::<vmseal_client::AssignPolicy>(data);
+        let _ = serde_json::from_slice::<vmseal_client::CaptureRequests>(data);
         let _ = rcgen::CertificateSigningRequestParams::from_der(&data.into());
         // Evidence and intermediate certificates go through the sealer's public verification,
         // which has its own targets (evidence, certificate).

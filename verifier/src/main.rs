@@ -101,6 +101,40 @@ vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443
         #[arg(long)]
         baseline: PathBuf,
     },
+    /// List the VMs with their latest trust score, tier and baseline version.
+    Vms,
+    /// Set a VM's alert threshold (an appraisal scoring below it raises an alert).
+    SetThreshold {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// Threshold 0-100.
+        #[arg(long)]
+        threshold: u8,
+    },
+    /// Assign the capture policy a VM's evidence must be made under (its SHA-256 is stored).
+    AssignPolicy {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// The policy file (TOML, as the host uses it).
+        #[arg(long)]
+        policy: PathBuf,
+    },
+    /// Ask the VM's host for a capture now (its agent picks the request up by long-poll), and
+    /// optionally wait for the appraisal.
+    #[command(
+        after_help = "Example:\n  vmseal-verifier admin --state DIR request-capture --vm-id web-1 --wait 60\n\
+Exit status with --wait: 0 when the appraisal is in (its score is printed), 1 on timeout."
+    )]
+    RequestCapture {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// Wait up to this many seconds for the appraisal (0: return at once).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
     /// Show a VM's latest accepted appraisals, newest first: sequence number, trust score, tier
     /// and the regions that changed from the baseline (--json for the whole results).
     Appraisals {
@@ -248,13 +282,7 @@ async fn serve(
         enrollment_trust: trust,
         default_threshold: 70,
     };
-    let data = actix_web::web::Data::new(AppState {
-        store,
-        ca,
-        settings,
-        baselines: Default::default(),
-        metrics: Default::default(),
-    });
+    let data = actix_web::web::Data::new(AppState::new(store, ca, settings));
     tracing::info!("vmseal-verifier listening on https://{listen}");
     actix_web::HttpServer::new(move || {
         actix_web::App::new()
@@ -360,6 +388,67 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                 &vmseal_client::PromoteBaseline { seq, regions },
             )?
         }
+        AdminCmd::Vms => {
+            let out = client.get("/v1/vms")?;
+            if !conn.json {
+                print_vms(&out);
+                return Ok(());
+            }
+            out
+        }
+        AdminCmd::SetThreshold { vm_id, threshold } => client.post_json(
+            &format!("/v1/vms/{vm_id}/threshold"),
+            &vmseal_client::SetThreshold { threshold },
+        )?,
+        AdminCmd::AssignPolicy { vm_id, policy } => {
+            let text = std::fs::read(&policy)
+                .with_context(|| format!("cannot read {}", policy.display()))?;
+            client.post_json(
+                &format!("/v1/vms/{vm_id}/policy"),
+                &vmseal_client::AssignPolicy {
+                    policy_digest: hex::encode(
+                        vmseal_sealer::merkle::HashAlg::Sha256.hash(&[&text]),
+                    ),
+                },
+            )?
+        }
+        AdminCmd::RequestCapture { vm_id, wait } => {
+            let made = client.post_json(&format!("/v1/vms/{vm_id}/capture-requests"), &())?;
+            let id = made["request_id"].as_str().unwrap_or_default().to_owned();
+            if wait == 0 {
+                made
+            } else {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+                loop {
+                    let s = client.get(&format!("/v1/capture-requests/{id}"))?;
+                    match s["state"].as_str() {
+                        Some("done") => {
+                            if !conn.json {
+                                let a = &s["appraisal"];
+                                println!(
+                                    "capture request {id}: VM {vm_id} appraised at #{}: trust score {} ({})",
+                                    a["seq"],
+                                    a["score"],
+                                    a["tier"].as_str().unwrap_or("?")
+                                );
+                                return Ok(());
+                            }
+                            break s;
+                        }
+                        Some("expired") => anyhow::bail!(
+                            "capture request {id} expired before VM {vm_id}'s agent answered it: \
+                             is `vmseal-host run` running with a [verifier] section on its host?"
+                        ),
+                        _ if std::time::Instant::now() >= deadline => anyhow::bail!(
+                            "no appraisal for capture request {id} within {wait} s (state: {}); \
+                             the agent may still answer it — check with `admin appraisals --vm-id {vm_id}`",
+                            s["state"].as_str().unwrap_or("?")
+                        ),
+                        _ => std::thread::sleep(std::time::Duration::from_millis(250)),
+                    }
+                }
+            }
+        }
         AdminCmd::Appraisals { vm_id, limit } => {
             let out = client.get(&format!("/v1/vms/{vm_id}/appraisals?limit={limit}"))?;
             if !conn.json {
@@ -375,6 +464,37 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
         println!("{out}");
     }
     Ok(())
+}
+
+/// One line per VM: id, host, score, tier, last seq, threshold, baseline version.
+fn print_vms(list: &serde_json::Value) {
+    let empty = Vec::new();
+    let vms = list["vms"].as_array().unwrap_or(&empty);
+    if vms.is_empty() {
+        println!("no VMs registered yet (`vmseal-verifier admin register-vm`)");
+        return;
+    }
+    let opt = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!(
+        "{:<20} {:<16} {:>5}  {:<16} {:>8} {:>9} {:>8}",
+        "vm", "host", "score", "tier", "last seq", "threshold", "baseline"
+    );
+    for v in vms {
+        println!(
+            "{:<20} {:<16} {:>5}  {:<16} {:>8} {:>9} {:>8}",
+            opt(&v["vm_id"]),
+            opt(&v["host_id"]),
+            opt(&v["score"]),
+            opt(&v["tier"]),
+            opt(&v["last_seq"]),
+            opt(&v["threshold"]),
+            opt(&v["baseline_version"]),
+        );
+    }
 }
 
 /// One line per appraisal: `#seq  score  tier  changed regions`.

@@ -140,6 +140,22 @@ pub struct AppState {
     pub baselines: BaselineCache,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Wakes long-polling agents when a capture request is made on this replica.
+    pub capture_wake: tokio::sync::Notify,
+}
+
+impl AppState {
+    /// The state of a service over `store`, issuing certificates from `ca`.
+    pub fn new(store: Store, ca: Ca, settings: Settings) -> Self {
+        Self {
+            store,
+            ca,
+            settings,
+            baselines: BaselineCache::default(),
+            metrics: Metrics::default(),
+            capture_wake: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 /// Prometheus metrics of the service.
@@ -266,7 +282,7 @@ pub(crate) fn admin(req: &HttpRequest) -> Result<String, ApiError> {
 }
 
 /// The caller must be an admin, or the agent of `host_id`.
-fn admin_or_agent_of(req: &HttpRequest, host_id: &str) -> Result<String, ApiError> {
+pub(crate) fn admin_or_agent_of(req: &HttpRequest, host_id: &str) -> Result<String, ApiError> {
     match role(req)? {
         Role::Admin(name) => Ok(name),
         Role::Agent(h) if h == host_id => Ok(format!("agent:{h}")),
@@ -329,6 +345,61 @@ async fn register_vm(
     Ok(HttpResponse::Created().json(
         serde_json::json!({ "vm_id": b.vm_id, "host_id": b.host_id, "threshold": threshold }),
     ))
+}
+
+/// `GET /v1/vms` (admin): every VM with its latest score and tier.
+async fn list_vms(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    admin(&req)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "vms": st.store.list_vms().await? })))
+}
+
+/// `POST /v1/vms/{vm}/threshold` (admin).
+async fn set_threshold(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<vmseal_client::SetThreshold>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let vm = path.into_inner();
+    if body.threshold > 100 {
+        return Err(bad("bad_threshold", "threshold must be 0 to 100"));
+    }
+    st.store.set_threshold(&vm, body.threshold).await?;
+    st.store
+        .audit(
+            &who,
+            "set_threshold",
+            &serde_json::json!({ "vm": vm, "threshold": body.threshold }).to_string(),
+            now(),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "vm_id": vm, "threshold": body.threshold })))
+}
+
+/// `POST /v1/vms/{vm}/policy` (admin): the capture policy the VM's evidence must be made under.
+async fn assign_policy(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<vmseal_client::AssignPolicy>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let vm = path.into_inner();
+    let d = parse_digest(&body.policy_digest, "policy_digest")?;
+    st.store.assign_policy(&vm, &d).await?;
+    st.store
+        .audit(
+            &who,
+            "assign_policy",
+            &serde_json::json!({ "vm": vm, "policy_digest": body.policy_digest }).to_string(),
+            now(),
+        )
+        .await?;
+    Ok(
+        HttpResponse::Ok()
+            .json(serde_json::json!({ "vm_id": vm, "policy_digest": hex::encode(d) })),
+    )
 }
 
 async fn issue_nonce(
@@ -514,6 +585,9 @@ async fn appraise_submission(
             t.unix_timestamp(),
         )
         .await?;
+    if let Some(n) = &v.claims.nonce {
+        st.store.capture_done(&vm, n, a.seq).await?;
+    }
     Ok((tier, json))
 }
 
@@ -633,6 +707,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(crate::enroll::activate),
         )
         .route("/v1/vms", web::post().to(register_vm))
+        .route("/v1/vms", web::get().to(list_vms))
+        .route("/v1/vms/{vm}/threshold", web::post().to(set_threshold))
+        .route("/v1/vms/{vm}/policy", web::post().to(assign_policy))
+        .route(
+            "/v1/vms/{vm}/capture-requests",
+            web::post().to(crate::captures::create),
+        )
+        .route(
+            "/v1/hosts/{host}/capture-requests",
+            web::get().to(crate::captures::poll),
+        )
+        .route(
+            "/v1/capture-requests/{id}",
+            web::get().to(crate::captures::status),
+        )
         .route("/v1/vms/{vm}/nonce", web::post().to(issue_nonce))
         .route("/v1/vms/{vm}/evidence", web::post().to(submit_evidence))
         .route("/v1/vms/{vm}/appraisals", web::get().to(list_appraisals))

@@ -526,6 +526,133 @@ impl Store {
             .collect()
     }
 
+    /// Every VM with its latest appraisal (score, tier, seq) and active baseline version.
+    pub async fn list_vms(&self) -> Result<Vec<VmSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.vm_id, v.host_id, v.threshold, v.policy_digest, v.last_seq, a.score, a.tier, a.received_at, \
+             (SELECT MAX(b.version) FROM baselines b WHERE b.vm_id = v.vm_id) AS baseline_version \
+             FROM vms v LEFT JOIN appraisals a ON a.vm_id = v.vm_id AND a.seq = v.last_seq ORDER BY v.vm_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VmSummary {
+                    vm_id: r.try_get("vm_id")?,
+                    host_id: r.try_get("host_id")?,
+                    threshold: r.try_get::<i64, _>("threshold")?.clamp(0, 100) as u8,
+                    policy_digest: r
+                        .try_get::<Option<Vec<u8>>, _>("policy_digest")?
+                        .map(hex::encode),
+                    last_seq: r.try_get::<Option<i64>, _>("last_seq")?.map(|s| s as u64),
+                    score: r
+                        .try_get::<Option<i64>, _>("score")?
+                        .map(|s| s.clamp(0, 100) as u8),
+                    tier: r.try_get("tier")?,
+                    appraised_at: r.try_get("received_at")?,
+                    baseline_version: r
+                        .try_get::<Option<i64>, _>("baseline_version")?
+                        .map(|v| v as u64),
+                })
+            })
+            .collect()
+    }
+
+    /// Ask `host_id` for a capture of `vm_id` answering `nonce`, open until `expires_at`.
+    pub async fn create_capture_request(
+        &self,
+        r: &NewCaptureRequest<'_>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO capture_requests (request_id, vm_id, host_id, nonce, requested_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(r.request_id)
+            .bind(r.vm_id)
+            .bind(r.host_id)
+            .bind(r.nonce.to_vec())
+            .bind(r.requested_by)
+            .bind(now)
+            .bind(r.expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Hand out `host_id`'s open capture requests, each exactly once: a request is the caller's
+    /// only if its `picked_at` was still empty when the caller set it (replicas race safely).
+    pub async fn take_capture_requests(
+        &self,
+        host_id: &str,
+        now: i64,
+    ) -> Result<Vec<PickedCapture>, StoreError> {
+        let rows = sqlx::query("SELECT request_id, vm_id, nonce FROM capture_requests WHERE host_id = $1 AND picked_at IS NULL AND expires_at >= $2 ORDER BY created_at")
+            .bind(host_id)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let id: String = r.try_get("request_id")?;
+            let won = sqlx::query(
+                "UPDATE capture_requests SET picked_at = $1 WHERE request_id = $2 AND picked_at IS NULL",
+            )
+            .bind(now)
+            .bind(&id)
+            .execute(&self.pool)
+            .await?;
+            if won.rows_affected() == 1 {
+                out.push(PickedCapture {
+                    request_id: id,
+                    vm_id: r.try_get("vm_id")?,
+                    nonce: r.try_get("nonce")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// A capture request: (VM, host, state, appraised seq).
+    pub async fn capture_request(
+        &self,
+        request_id: &str,
+        now: i64,
+    ) -> Result<CaptureRequestState, StoreError> {
+        let r = sqlx::query("SELECT vm_id, host_id, expires_at, picked_at, done_seq FROM capture_requests WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("capture request {request_id:?}")))?;
+        let done: Option<i64> = r.try_get("done_seq")?;
+        let picked: Option<i64> = r.try_get("picked_at")?;
+        let expired = r.try_get::<i64, _>("expires_at")? < now;
+        Ok(CaptureRequestState {
+            vm_id: r.try_get("vm_id")?,
+            host_id: r.try_get("host_id")?,
+            state: match (done, picked, expired) {
+                (Some(_), _, _) => "done",
+                (None, _, true) => "expired",
+                (None, Some(_), false) => "picked",
+                (None, None, false) => "pending",
+            },
+            seq: done.map(|s| s as u64),
+        })
+    }
+
+    /// Mark the capture request answered by `nonce` (if any) as done by appraisal `seq`.
+    pub async fn capture_done(
+        &self,
+        vm_id: &str,
+        nonce: &[u8],
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE capture_requests SET done_seq = $1 WHERE vm_id = $2 AND nonce = $3 AND done_seq IS NULL")
+            .bind(seq as i64)
+            .bind(vm_id)
+            .bind(nonce.to_vec())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The stored result of an accepted appraisal.
     pub async fn appraisal_result(&self, vm_id: &str, seq: u64) -> Result<String, StoreError> {
         let row = sqlx::query("SELECT result FROM appraisals WHERE vm_id = $1 AND seq = $2")
@@ -697,6 +824,75 @@ impl Store {
         }
         Ok(rows.len() as u64)
     }
+}
+
+/// One VM as `GET /v1/vms` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VmSummary {
+    /// VM id.
+    pub vm_id: String,
+    /// Host id.
+    pub host_id: String,
+    /// Alert threshold.
+    pub threshold: u8,
+    /// Assigned policy digest, hex.
+    pub policy_digest: Option<String>,
+    /// Last accepted sequence number.
+    pub last_seq: Option<u64>,
+    /// Its trust score.
+    pub score: Option<u8>,
+    /// Its tier.
+    pub tier: Option<String>,
+    /// When it was appraised, Unix seconds.
+    pub appraised_at: Option<i64>,
+    /// Active baseline version.
+    pub baseline_version: Option<u64>,
+}
+
+/// A capture request to store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCaptureRequest<'a> {
+    /// Id.
+    pub request_id: &'a str,
+    /// VM.
+    pub vm_id: &'a str,
+    /// Its host.
+    pub host_id: &'a str,
+    /// The nonce the capture must answer.
+    pub nonce: &'a [u8],
+    /// Who asked.
+    pub requested_by: &'a str,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// A capture request handed to an agent.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PickedCapture {
+    /// Id.
+    pub request_id: String,
+    /// VM to capture.
+    pub vm_id: String,
+    /// Nonce to answer.
+    #[serde(serialize_with = "hex_bytes")]
+    pub nonce: Vec<u8>,
+}
+
+fn hex_bytes<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(b))
+}
+
+/// Where a capture request stands.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaptureRequestState {
+    /// VM.
+    pub vm_id: String,
+    /// Host.
+    pub host_id: String,
+    /// pending | picked | done | expired.
+    pub state: &'static str,
+    /// The appraisal that answered it.
+    pub seq: Option<u64>,
 }
 
 /// A host to pin.

@@ -56,13 +56,11 @@ fn start_with(trust: TrustConfig) -> Server {
                 enrollment_trust: trust,
                 default_threshold: 70,
             };
-            let data = actix_web::web::Data::new(AppState {
+            let data = actix_web::web::Data::new(AppState::new(
                 store,
-                ca: Ca::load(&state).unwrap(),
+                Ca::load(&state).unwrap(),
                 settings,
-                baselines: Default::default(),
-                metrics: Default::default(),
-            });
+            ));
             actix_web::HttpServer::new(move || {
                 actix_web::App::new()
                     .app_data(data.clone())
@@ -807,4 +805,126 @@ fn tpm_enrollment_runs_credential_activation() {
     // The token is spent.
     let (st, e) = begin(&ek);
     assert_eq!((st, e["code"].as_str().unwrap()), (422, "token_used"));
+}
+
+/// Captures on demand: an admin's request reaches the host's agent by long-poll (once), the
+/// agent's evidence answering the request's nonce completes it, and other hosts' agents and bad
+/// queries are refused.
+#[test]
+fn capture_requests_reach_the_agent_by_long_poll() {
+    let s = start();
+    let admin = admin(&s);
+    for _ in 0..100 {
+        if admin.get(format!("{}/healthz", s.url)).send().is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut h1 = Host::new("host-1");
+    let h2 = Host::new("host-2");
+    let agent1 = enrol(&s, &admin, &h1, None);
+    let agent2 = enrol(&s, &admin, &h2, None);
+    let (st, _) = json(
+        admin
+            .post(format!("{}/v1/vms", s.url))
+            .json(&serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy_digest": hex::encode([4u8; 32]) }))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 201);
+    let poll = |c: &reqwest::blocking::Client, host: &str, wait: u32| {
+        json(
+            c.get(format!(
+                "{}/v1/hosts/{host}/capture-requests?wait={wait}",
+                s.url
+            ))
+            .send()
+            .unwrap(),
+        )
+    };
+    let request = || {
+        let (st, r) = json(
+            admin
+                .post(format!("{}/v1/vms/vm-a/capture-requests", s.url))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(st, 201, "{r}");
+        r
+    };
+    let status = |id: &str| {
+        json(
+            admin
+                .get(format!("{}/v1/capture-requests/{id}", s.url))
+                .send()
+                .unwrap(),
+        )
+        .1
+    };
+
+    // Refusals: an agent cannot request captures, nor poll another host's requests; wait ≤ 60.
+    let (st, _) = json(
+        agent1
+            .post(format!("{}/v1/vms/vm-a/capture-requests", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 403);
+    assert_eq!(poll(&agent2, "host-1", 0).0, 403);
+    let (st, e) = poll(&agent1, "host-1", 61);
+    assert_eq!((st, e["code"].as_str().unwrap()), (400, "bad_query"));
+    let (st, _) = json(
+        admin
+            .post(format!("{}/v1/vms/nope/capture-requests", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 404);
+
+    // A request is handed out once.
+    let r = request();
+    let id = r["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(status(&id)["state"], "pending");
+    let (st, got) = poll(&agent1, "host-1", 0);
+    assert_eq!(st, 200);
+    let got = got["requests"].as_array().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["request_id"], id.as_str());
+    assert_eq!(got[0]["vm_id"], "vm-a");
+    assert_eq!(got[0]["nonce"], r["nonce"]);
+    assert_eq!(
+        poll(&agent1, "host-1", 0).1["requests"],
+        serde_json::json!([])
+    );
+    assert_eq!(status(&id)["state"], "picked");
+
+    // The evidence answering its nonce completes it.
+    let nonce = hex::decode(got[0]["nonce"].as_str().unwrap()).unwrap();
+    let ev = h1.evidence("vm-a", Some(nonce));
+    let (st, a) = json(
+        agent1
+            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
+            .body(ev)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{a}");
+    let done = status(&id);
+    assert_eq!(done["state"], "done");
+    assert_eq!(done["seq"], 0);
+    assert_eq!(done["appraisal"]["score"], a["score"]);
+
+    // A long-poll waiting when the request is made returns it (woken, not timed out).
+    let waiting = std::thread::scope(|scope| {
+        let h = scope.spawn(|| poll(&agent1, "host-1", 30));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let r = request();
+        let (st, got) = h.join().unwrap();
+        assert_eq!(st, 200);
+        (r, got)
+    });
+    assert_eq!(
+        waiting.1["requests"][0]["request_id"],
+        waiting.0["request_id"]
+    );
 }
