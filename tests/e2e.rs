@@ -588,21 +588,21 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
             .status
             .success()
     );
+    // The service from a configuration file (paths relative to it) plus one environment
+    // variable, as an operator would run it.
+    std::fs::write(
+        h.p("verifier.toml"),
+        format!(
+            "state = \"verifier\"\nrequire = \"both\"\nek_roots = [\"{}\"]\n\
+             insecure_snp_root = \"state/insecure-snp-ark.pem\"\nworkers = 2\n",
+            h.ek_ca()
+        ),
+    )
+    .unwrap();
     let _server = Verifier(
         Command::new(bin("vmseal-verifier"))
-            .args([
-                "serve",
-                "--state",
-                &vst,
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--require",
-                "both",
-                "--ek-roots",
-                &h.ek_ca(),
-                "--insecure-snp-root",
-                &h.p("state/insecure-snp-ark.pem"),
-            ])
+            .args(["serve", "--config", &h.p("verifier.toml")])
+            .env("VMSEAL_LISTEN", format!("127.0.0.1:{port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

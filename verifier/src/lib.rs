@@ -6,6 +6,7 @@
 pub mod appraise;
 pub mod bench;
 pub mod captures;
+pub mod config;
 pub mod enroll;
 pub mod pki;
 pub mod server;

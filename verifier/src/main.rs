@@ -1,7 +1,7 @@
 //! `vmseal-verifier`: the attestation service.
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -188,28 +188,42 @@ DIR/admin.key. Give the admin certificate and key to the operator, ca.pem to age
         names: Vec<String>,
     },
     /// Serve the API over HTTPS with mandatory client certificates.
+    #[command(
+        after_help = "Settings come from, lowest to highest: defaults, --config FILE (TOML), VMSEAL_* \
+environment variables (VMSEAL_STATE, VMSEAL_LISTEN, VMSEAL_DATABASE, VMSEAL_REQUIRE, VMSEAL_EK_ROOTS, \
+VMSEAL_MAX_AGE, VMSEAL_NONCE_TTL, VMSEAL_DEFAULT_THRESHOLD, VMSEAL_WORKERS), and these options. With \
+no file at all, --state is enough: SQLite in the state directory, 127.0.0.1:8443. See docs/operations.md.\n\n\
+Examples:\n  vmseal-verifier serve --state /var/lib/vmseal-verifier --ek-roots tpm-vendor-ca.pem\n  \
+vmseal-verifier serve --config /etc/vmseal/verifier.toml"
+    )]
     Serve {
         /// State directory made by `init`.
         #[arg(long)]
-        state: PathBuf,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8443")]
-        listen: String,
-        /// Database URL (default: SQLite in the state directory); postgres://… for replicas.
-        #[arg(long, env = "VMSEAL_DATABASE")]
+        state: Option<PathBuf>,
+        /// Configuration file (TOML); see docs/operations.md.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:8443].
+        #[arg(long)]
+        listen: Option<String>,
+        /// Database URL [default: SQLite in the state directory]; postgres://… for replicas.
+        #[arg(long)]
         database: Option<String>,
-        /// Anchors an enrolling intermediate must carry: tpm, snp, both or none.
-        #[arg(long, default_value = "tpm")]
-        require: String,
+        /// Anchors an enrolling intermediate must carry: tpm, snp, both or none [default: tpm].
+        #[arg(long)]
+        require: Option<String>,
         /// PEM bundle of trusted TPM EK CAs (repeatable).
         #[arg(long = "ek-roots")]
         ek_roots: Vec<PathBuf>,
         /// Accept the INSECURE software SNP stand-in's test root from this PEM (tests only).
         #[arg(long)]
         insecure_snp_root: Option<PathBuf>,
-        /// Evidence without a nonce may be at most this old (seconds).
-        #[arg(long, default_value_t = 300)]
-        max_age: i64,
+        /// Evidence without a nonce may be at most this old, seconds [default: 300].
+        #[arg(long)]
+        max_age: Option<i64>,
+        /// HTTP worker threads [default: one per core].
+        #[arg(long)]
+        workers: Option<usize>,
     },
 }
 
@@ -226,15 +240,8 @@ fn read_pems(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-async fn serve(
-    state: &Path,
-    listen: &str,
-    database: Option<String>,
-    require: &str,
-    ek_roots: &[PathBuf],
-    insecure_snp_root: Option<&Path>,
-    max_age: i64,
-) -> Result<()> {
+async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
+    let state = c.state.as_path();
     let ca = Ca::load(state).with_context(|| {
         format!(
             "no verifier state in {}: run `vmseal-verifier init --state {}`",
@@ -252,19 +259,21 @@ async fn serve(
         &read("server.key")?,
     )
     .map_err(anyhow::Error::msg)?;
-    let url =
-        database.unwrap_or_else(|| format!("sqlite://{}", state.join("verifier.db").display()));
+    let url = c
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", state.join("verifier.db").display()));
     let store = Store::open(&url)
         .await
         .with_context(|| format!("cannot open database {url}"))?;
     let mut trust = TrustConfig {
-        require: AnchorRequirement::from_name(require)
-            .context("--require must be tpm, snp, both or none")?,
+        require: AnchorRequirement::from_name(&c.require)
+            .context("require must be tpm, snp, both or none")?,
         ..TrustConfig::default()
     };
-    trust.tpm.ek_roots = read_pems(ek_roots)?;
+    trust.tpm.ek_roots = read_pems(&c.ek_roots)?;
     trust.tpm.require_ek_chain = trust.require.tpm;
-    if let Some(p) = insecure_snp_root {
+    if let Some(p) = &c.insecure_snp_root {
         tracing::warn!(
             "accepting the INSECURE software SNP stand-in root from {}: tests only",
             p.display()
@@ -277,23 +286,27 @@ async fn serve(
             .with_context(|| format!("{}", p.display()))?;
     }
     let settings = Settings {
-        max_age,
-        nonce_ttl: 120,
+        max_age: c.max_age,
+        nonce_ttl: c.nonce_ttl,
         enrollment_trust: trust,
-        default_threshold: 70,
+        default_threshold: c.default_threshold,
     };
     let data = actix_web::web::Data::new(AppState::new(store, ca, settings));
-    tracing::info!("vmseal-verifier listening on https://{listen}");
-    actix_web::HttpServer::new(move || {
+    tracing::info!("vmseal-verifier listening on https://{}", c.listen);
+    let mut server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(data.clone())
             .configure(vmseal_verifier::server::routes)
     })
-    .on_connect(vmseal_verifier::server::on_connect)
-    .bind_rustls_0_23(listen, tls)
-    .with_context(|| format!("cannot listen on {listen}"))?
-    .run()
-    .await?;
+    .on_connect(vmseal_verifier::server::on_connect);
+    if let Some(w) = c.workers {
+        server = server.workers(w);
+    }
+    server
+        .bind_rustls_0_23(&c.listen, tls)
+        .with_context(|| format!("cannot listen on {}", c.listen))?
+        .run()
+        .await?;
     Ok(())
 }
 
@@ -584,21 +597,32 @@ fn main() -> std::process::ExitCode {
         }
         Cmd::Serve {
             state,
+            config,
             listen,
             database,
             require,
             ek_roots,
             insecure_snp_root,
             max_age,
-        } => actix_web::rt::System::new().block_on(serve(
-            &state,
-            &listen,
-            database,
-            &require,
-            &ek_roots,
-            insecure_snp_root.as_deref(),
-            max_age,
-        )),
+            workers,
+        } => {
+            let path = |p: PathBuf| p.display().to_string();
+            let mut o: Vec<(&str, String)> = Vec::new();
+            o.extend(state.map(|v| ("state", path(v))));
+            o.extend(listen.map(|v| ("listen", v)));
+            o.extend(database.map(|v| ("database", v)));
+            o.extend(require.map(|v| ("require", v)));
+            if !ek_roots.is_empty() {
+                let list: Vec<String> = ek_roots.into_iter().map(path).collect();
+                o.push(("ek_roots", list.join(",")));
+            }
+            o.extend(insecure_snp_root.map(|v| ("insecure_snp_root", path(v))));
+            o.extend(max_age.map(|v| ("max_age", v.to_string())));
+            o.extend(workers.map(|v| ("workers", v.to_string())));
+            vmseal_verifier::config::ServeConfig::load(config.as_deref(), None, &o)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| actix_web::rt::System::new().block_on(serve(c)))
+        }
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,313 @@
+//! The service's configuration, from (lowest to highest precedence) built-in defaults, a TOML file
+//! (`serve --config FILE`), `VMSEAL_*` environment variables, and the command line.
+//!
+//! ```toml
+//! state = "/var/lib/vmseal-verifier"   # made by `vmseal-verifier init`
+//! listen = "0.0.0.0:8443"
+//! database = "postgres://vmseal@db/vmseal"   # default: SQLite in the state directory
+//! require = "both"                     # anchors an enrolling host must carry: tpm|snp|both|none
+//! ek_roots = ["tpm-vendor-ca.pem"]     # relative paths are relative to this file
+//! max_age = 300                        # seconds: evidence without a nonce may be this old
+//! nonce_ttl = 120                      # seconds a nonce stays valid
+//! default_threshold = 70               # alert threshold of VMs registered without one
+//! workers = 2                          # HTTP worker threads (default: one per core)
+//! ```
+//!
+//! Environment: `VMSEAL_STATE`, `VMSEAL_LISTEN`, `VMSEAL_DATABASE`, `VMSEAL_REQUIRE`,
+//! `VMSEAL_EK_ROOTS` (comma-separated), `VMSEAL_INSECURE_SNP_ROOT`, `VMSEAL_MAX_AGE`,
+//! `VMSEAL_NONCE_TTL`, `VMSEAL_DEFAULT_THRESHOLD`, `VMSEAL_WORKERS`. Other `VMSEAL_*` variables
+//! (`VMSEAL_LOG`, the clients' `VMSEAL_VERIFIER`, …) are not the service's and are ignored; a
+//! misspelt key in the file is an error naming it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors loading the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration {path}: {source}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("configuration {path}: {message}")]
+    File {
+        /// Path.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
+    /// The merged configuration is not valid (a bad environment value, a missing state).
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// The settings of `vmseal-verifier serve`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct ServeConfig {
+    /// State directory made by `init`.
+    pub state: PathBuf,
+    /// Address to listen on.
+    pub listen: String,
+    /// Database URL; SQLite in the state directory when absent.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Anchors an enrolling intermediate must carry: tpm, snp, both or none.
+    pub require: String,
+    /// PEM bundles of trusted TPM EK CAs.
+    #[serde(default)]
+    pub ek_roots: Vec<PathBuf>,
+    /// Accept the INSECURE SNP stand-in's test root from this PEM (tests only).
+    #[serde(default)]
+    pub insecure_snp_root: Option<PathBuf>,
+    /// Evidence without a nonce may be at most this old, seconds.
+    pub max_age: i64,
+    /// Nonce lifetime, seconds.
+    pub nonce_ttl: i64,
+    /// Alert threshold of VMs registered without one.
+    pub default_threshold: u8,
+    /// HTTP worker threads; one per core when absent.
+    #[serde(default)]
+    pub workers: Option<usize>,
+}
+
+/// The file's keys: the same as [`ServeConfig`], all optional, nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read only to reject unknown keys and wrong types with their line
+struct FileKeys {
+    state: Option<PathBuf>,
+    listen: Option<String>,
+    database: Option<String>,
+    require: Option<String>,
+    ek_roots: Option<Vec<PathBuf>>,
+    insecure_snp_root: Option<PathBuf>,
+    max_age: Option<i64>,
+    nonce_ttl: Option<i64>,
+    default_threshold: Option<u8>,
+    workers: Option<usize>,
+}
+
+const PATH_KEYS: [&str; 2] = ["state", "insecure_snp_root"];
+
+/// Read `path`, check its keys, and make its relative paths relative to its directory.
+fn file_source(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file_err = |message: String| ConfigError::File {
+        path: path.to_owned(),
+        message,
+    };
+    toml::from_str::<FileKeys>(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        file_err(match line {
+            Some(l) => format!("line {l}: {}", e.message().trim()),
+            None => e.message().trim().to_owned(),
+        })
+    })?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| file_err(e.to_string()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let rebase = |v: &mut toml::Value| {
+        if let toml::Value::String(s) = v
+            && Path::new(s.as_str()).is_relative()
+        {
+            *s = base.join(&*s).display().to_string();
+        }
+    };
+    for k in PATH_KEYS {
+        if let Some(v) = table.get_mut(k) {
+            rebase(v);
+        }
+    }
+    if let Some(toml::Value::Array(a)) = table.get_mut("ek_roots") {
+        a.iter_mut().for_each(rebase);
+    }
+    toml::to_string(&table).map_err(|e| file_err(e.to_string()))
+}
+
+impl ServeConfig {
+    /// Merge defaults, `file`, the `VMSEAL_*` variables of `env` (the process environment when
+    /// `None`) and the command-line `overrides` (key → value; lists comma-separated).
+    pub fn load(
+        file: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+        overrides: &[(&str, String)],
+    ) -> Result<Self, ConfigError> {
+        let invalid = |e: config::ConfigError| ConfigError::Invalid(e.to_string());
+        let mut b = config::Config::builder()
+            .set_default("listen", "127.0.0.1:8443")
+            .and_then(|b| b.set_default("require", "tpm"))
+            .and_then(|b| b.set_default("max_age", 300))
+            .and_then(|b| b.set_default("nonce_ttl", 120))
+            .and_then(|b| b.set_default("default_threshold", 70))
+            .map_err(invalid)?;
+        if let Some(f) = file {
+            b = b.add_source(config::File::from_str(
+                &file_source(f)?,
+                config::FileFormat::Toml,
+            ));
+        }
+        b = b.add_source(
+            config::Environment::with_prefix("VMSEAL")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("ek_roots")
+                .source(env),
+        );
+        for (k, v) in overrides {
+            b = if *k == "ek_roots" {
+                b.set_override(*k, v.split(',').map(str::to_owned).collect::<Vec<_>>())
+            } else {
+                b.set_override(*k, v.as_str())
+            }
+            .map_err(invalid)?;
+        }
+        let merged = b.build().map_err(invalid)?;
+        if merged.get_string("state").is_err() {
+            return Err(ConfigError::Invalid(
+                "no state directory: give --state DIR, `state = \"DIR\"` in the file, or VMSEAL_STATE"
+                    .into(),
+            ));
+        }
+        let c: Self = merged.try_deserialize().map_err(invalid)?;
+        if c.default_threshold > 100 {
+            return Err(ConfigError::Invalid(
+                "default_threshold must be 0-100".into(),
+            ));
+        }
+        if c.max_age <= 0 || c.nonce_ttl <= 0 {
+            return Err(ConfigError::Invalid(
+                "max_age and nonce_ttl must be positive seconds".into(),
+            ));
+        }
+        if c.workers == Some(0) {
+            return Err(ConfigError::Invalid("workers must be at least 1".into()));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_file_env_and_command_line_in_that_order() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("verifier.toml");
+        std::fs::write(
+            &f,
+            "state = \"st\"\nlisten = \"0.0.0.0:9000\"\nek_roots = [\"ek.pem\", \"/abs/ek2.pem\"]\nmax_age = 60\n",
+        )
+        .unwrap();
+        let c = ServeConfig::load(Some(&f), env(&[]), &[]).unwrap();
+        assert_eq!(c.state, d.path().join("st"), "relative to the file");
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(
+            c.ek_roots,
+            vec![d.path().join("ek.pem"), PathBuf::from("/abs/ek2.pem")]
+        );
+        assert_eq!((c.max_age, c.nonce_ttl, c.default_threshold), (60, 120, 70));
+        assert_eq!(c.require, "tpm");
+
+        // The environment beats the file; other VMSEAL_* variables are ignored.
+        let c = ServeConfig::load(
+            Some(&f),
+            env(&[
+                ("VMSEAL_MAX_AGE", "30"),
+                ("VMSEAL_EK_ROOTS", "a.pem,b.pem"),
+                ("VMSEAL_LOG", "debug"),
+                ("VMSEAL_VERIFIER", "https://x"),
+                ("VMSEAL_DATABASE", "postgres://db/v"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.max_age, 30);
+        assert_eq!(
+            c.ek_roots,
+            vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]
+        );
+        assert_eq!(c.database.as_deref(), Some("postgres://db/v"));
+
+        // The command line beats both.
+        let c = ServeConfig::load(
+            Some(&f),
+            env(&[("VMSEAL_MAX_AGE", "30")]),
+            &[("max_age", "5".into()), ("listen", "127.0.0.1:1".into())],
+        )
+        .unwrap();
+        assert_eq!((c.max_age, c.listen.as_str()), (5, "127.0.0.1:1"));
+
+        // No file at all: --state alone is enough.
+        let c = ServeConfig::load(None, env(&[]), &[("state", "/s".into())]).unwrap();
+        assert_eq!(c.state, PathBuf::from("/s"));
+        assert_eq!(c.listen, "127.0.0.1:8443");
+    }
+
+    #[test]
+    fn bad_configurations_say_what_is_wrong() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("v.toml");
+        std::fs::write(&f, "state = \"s\"\n\nlisen = \"x\"\n").unwrap();
+        let e = ServeConfig::load(Some(&f), env(&[]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("lisen"), "{e}");
+        std::fs::write(&f, "state = \"s\"\nmax_age = \"soon\"\n").unwrap();
+        let e = ServeConfig::load(Some(&f), env(&[]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+        std::fs::write(&f, "state = [\n").unwrap();
+        assert!(matches!(
+            ServeConfig::load(Some(&f), env(&[]), &[]),
+            Err(ConfigError::File { .. })
+        ));
+        let e = ServeConfig::load(None, env(&[]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--state"), "{e}");
+        let e = ServeConfig::load(
+            None,
+            env(&[("VMSEAL_MAX_AGE", "x")]),
+            &[("state", "s".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("max_age"), "{e}");
+        assert!(
+            ServeConfig::load(
+                None,
+                env(&[]),
+                &[("state", "s".into()), ("workers", "0".into())]
+            )
+            .is_err()
+        );
+        assert!(matches!(
+            ServeConfig::load(Some(&d.path().join("missing.toml")), env(&[]), &[]),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}
