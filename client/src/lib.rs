@@ -198,6 +198,9 @@ pub enum ClientError {
     /// The TPM could not answer the credential challenge.
     #[error("credential activation in the TPM failed: {0}")]
     Activation(String),
+    /// The attestation result's signature or certificate did not verify.
+    #[error("the verifier's signed attestation result (EAR) is not valid: {0}")]
+    Ear(#[from] EarError),
     /// The verifier answered with an error.
     #[error("verifier refused ({status}, {}): {}", .body.code, .body.message)]
     Api {
@@ -213,6 +216,7 @@ pub enum ClientError {
 pub struct Client {
     base: String,
     http: reqwest::blocking::Client,
+    ca_pem: Vec<u8>,
 }
 
 impl Client {
@@ -250,6 +254,7 @@ impl Client {
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            ca_pem: ca_pem.to_vec(),
         })
     }
 
@@ -328,13 +333,28 @@ impl Client {
         Self::decode(self.post_json(&format!("/v1/enrollments/{enrollment_id}/activation"), a)?)
     }
 
-    /// Submit evidence for a VM (agent); returns the appraisal.
+    /// Submit evidence for a VM (agent); returns the appraisal once its signed EAR verified
+    /// against the verifier CA and agrees with it (score, tier, sequence number).
     pub fn submit_evidence(
         &self,
         vm_id: &str,
         evidence: Vec<u8>,
     ) -> Result<serde_json::Value, ClientError> {
-        self.post_bytes(&format!("/v1/vms/{vm_id}/evidence"), evidence)
+        let a = self.post_bytes(&format!("/v1/vms/{vm_id}/evidence"), evidence)?;
+        let token = a["ear"]
+            .as_str()
+            .ok_or_else(|| ClientError::Answer("the appraisal carries no EAR".into()))?;
+        let claims = verify_ear(token, &self.ca_pem, time::OffsetDateTime::now_utc())?;
+        let sub = &claims["submods"][vm_id];
+        if sub["vmseal.score"] != a["score"]
+            || sub["ear.status"] != a["tier"]
+            || sub["vmseal.seq"] != a["seq"]
+        {
+            return Err(ClientError::Ear(EarError::Invalid(
+                "the signed EAR disagrees with the appraisal it came with".into(),
+            )));
+        }
+        Ok(a)
     }
 
     /// Open capture requests for `host_id` (agent), waiting up to `wait_secs` (0–60) for one.
@@ -419,4 +439,83 @@ pub fn enroll_host(
         enrolled,
         agent_key_pem,
     })
+}
+
+/// The EAR profile of vmseal's attestation results (draft-ietf-rats-ear).
+pub const EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
+
+/// Extended key usage of the verifier's EAR-signing certificate.
+pub const EAR_SIGNING_EKU: [u64; 5] = vmseal_sealer::oid::EKU_EAR_SIGNING;
+
+/// Why an EAR was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EarError {
+    /// Not a JWT, or its header is not ES256 with an `x5c` certificate.
+    #[error("not a vmseal EAR: {0}")]
+    Format(String),
+    /// The signing certificate is not the verifier's EAR certificate under the trusted CA.
+    #[error("EAR signing certificate: {0}")]
+    Certificate(String),
+    /// The signature does not verify, or the claims are not an EAR.
+    #[error("EAR signature or claims: {0}")]
+    Invalid(String),
+}
+
+/// Verify an EAR (compact JWT) from public material only: its `x5c` certificate must be issued
+/// by one of `ca_pem`'s certificates, valid at `now`, and marked for EAR signing; the ES256
+/// signature must verify with it; the profile must be vmseal's. Returns the claims.
+pub fn verify_ear(
+    token: &str,
+    ca_pem: &[u8],
+    now: time::OffsetDateTime,
+) -> Result<serde_json::Value, EarError> {
+    use base64::Engine as _;
+    use vmseal_sealer::x509::{ParsedCert, chains_to, parse_bundle};
+    let header = jsonwebtoken::decode_header(token).map_err(|e| EarError::Format(e.to_string()))?;
+    if header.alg != jsonwebtoken::Algorithm::ES256 {
+        return Err(EarError::Format(format!(
+            "algorithm {:?}, not ES256",
+            header.alg
+        )));
+    }
+    let x5c = header
+        .x5c
+        .as_ref()
+        .and_then(|c| c.first())
+        .ok_or_else(|| EarError::Format("no x5c certificate in the header".into()))?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(x5c)
+        .map_err(|e| EarError::Format(format!("x5c: {e}")))?;
+    let cert = ParsedCert::from_der(&der).map_err(|e| EarError::Certificate(e.to_string()))?;
+    let roots: Vec<Vec<u8>> = parse_bundle(ca_pem)
+        .map_err(|e| EarError::Certificate(format!("CA: {e}")))?
+        .into_iter()
+        .map(|c| c.der)
+        .collect();
+    chains_to(&cert, &roots).map_err(EarError::Certificate)?;
+    if !cert.valid_at(now.unix_timestamp()) {
+        return Err(EarError::Certificate("outside its validity period".into()));
+    }
+    if !cert.has_eku(vmseal_sealer::oid::EKU_EAR_SIGNING_STR) {
+        return Err(EarError::Certificate(
+            "not marked for signing attestation results (EKU)".into(),
+        ));
+    }
+    let key = jsonwebtoken::DecodingKey::from_ec_der(&cert.public_key);
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.required_spec_claims.clear();
+    v.validate_exp = false;
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+        .map_err(|e| EarError::Invalid(e.to_string()))?;
+    if data.claims["eat_profile"] != EAR_PROFILE {
+        return Err(EarError::Invalid(format!(
+            "eat_profile is {}, not {EAR_PROFILE}",
+            data.claims["eat_profile"]
+        )));
+    }
+    if !data.claims["submods"].is_object() {
+        return Err(EarError::Invalid("no submods".into()));
+    }
+    Ok(data.claims)
 }

@@ -897,7 +897,7 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
                         })
                         .unwrap_or_default();
                     println!(
-                        "  VERIFIER: trust score {} ({}){}{}",
+                        "  VERIFIER: trust score {} ({}){}{} [signed EAR verified]",
                         ap["score"],
                         ap["tier"].as_str().unwrap_or("?"),
                         if ap["alert"] == true { " ALERT" } else { "" },

@@ -41,6 +41,10 @@ vmseal_oid!(
     /// Extended key usage of a leaf certificate: signing vmseal snapshot evidence.
     EKU_EVIDENCE_SIGNING, EKU_EVIDENCE_SIGNING_STR, 2, 1
 );
+vmseal_oid!(
+    /// Extended key usage of the verifier's EAR certificate: signing attestation results.
+    EKU_EAR_SIGNING, EKU_EAR_SIGNING_STR, 2, 2
+);
 
 /// ML-DSA-44 (FIPS 204, RFC 9881).
 pub const ML_DSA_44: &str = "2.16.840.1.101.3.4.3.17";

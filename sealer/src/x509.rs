@@ -321,6 +321,17 @@ impl ParsedCert {
         })
     }
 
+    /// Whether the extended key usage extension lists `oid` (dotted).
+    pub fn has_eku(&self, oid: &str) -> bool {
+        let Ok((_, c)) = X509Certificate::from_der(&self.der) else {
+            return false;
+        };
+        c.extended_key_usage()
+            .ok()
+            .flatten()
+            .is_some_and(|e| e.value.other.iter().any(|o| o.to_id_string() == oid))
+    }
+
     /// The extension with `oid`, if present.
     pub fn extension(&self, oid: &str) -> Option<&Extension> {
         self.extensions.iter().find(|e| e.oid == oid)

@@ -293,11 +293,10 @@ pub fn run(
                 enrollment_trust: trust,
                 default_threshold: 70,
             };
-            let data = actix_web::web::Data::new(AppState::new(
-                store,
-                Ca::load(&state).map_err(|e| e.to_string())?,
-                settings,
-            ));
+            let ca = Ca::load(&state).map_err(|e| e.to_string())?;
+            let ear =
+                crate::ear::EarSigner::load_or_create(&state, &ca).map_err(|e| e.to_string())?;
+            let data = actix_web::web::Data::new(AppState::new(store, ca, ear, settings));
             let server = actix_web::HttpServer::new(move || {
                 actix_web::App::new()
                     .app_data(data.clone())

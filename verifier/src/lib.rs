@@ -7,6 +7,7 @@ pub mod appraise;
 pub mod bench;
 pub mod captures;
 pub mod config;
+pub mod ear;
 pub mod enroll;
 pub mod pki;
 pub mod server;
@@ -29,6 +30,10 @@ pub mod fuzzing {
         let _ = serde_json::from_slice::<vmseal_client::AssignPolicy>(data);
         let _ = serde_json::from_slice::<vmseal_client::CaptureRequests>(data);
         let _ = rcgen::CertificateSigningRequestParams::from_der(&data.into());
+        // What relying parties parse from the verifier: its signed attestation results.
+        if let Ok(token) = std::str::from_utf8(data) {
+            let _ = vmseal_client::verify_ear(token, b"", time::OffsetDateTime::UNIX_EPOCH);
+        }
         // Evidence and intermediate certificates go through the sealer's public verification,
         // which has its own targets (evidence, certificate).
     }

@@ -291,7 +291,9 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
         enrollment_trust: trust,
         default_threshold: c.default_threshold,
     };
-    let data = actix_web::web::Data::new(AppState::new(store, ca, settings));
+    let ear = vmseal_verifier::ear::EarSigner::load_or_create(state, &ca)
+        .context("cannot load or create the EAR signing key")?;
+    let data = actix_web::web::Data::new(AppState::new(store, ca, ear, settings));
     tracing::info!("vmseal-verifier listening on https://{}", c.listen);
     let mut server = actix_web::HttpServer::new(move || {
         actix_web::App::new()

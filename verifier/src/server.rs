@@ -142,14 +142,18 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Wakes long-polling agents when a capture request is made on this replica.
     pub capture_wake: tokio::sync::Notify,
+    /// Signs attestation results (EAR).
+    pub ear: crate::ear::EarSigner,
 }
 
 impl AppState {
-    /// The state of a service over `store`, issuing certificates from `ca`.
-    pub fn new(store: Store, ca: Ca, settings: Settings) -> Self {
+    /// The state of a service over `store`, issuing certificates from `ca` and signing results
+    /// with `ear`.
+    pub fn new(store: Store, ca: Ca, ear: crate::ear::EarSigner, settings: Settings) -> Self {
         Self {
             store,
             ca,
+            ear,
             settings,
             baselines: BaselineCache::default(),
             metrics: Metrics::default(),
@@ -554,6 +558,11 @@ async fn appraise_submission(
         .map(|r| serde_json::json!({ "name": r.name, "class": r.class.name(), "severity": r.severity.name(), "pages": r.pages, "root": hex::encode(r.root) }))
         .collect();
     let mut result = serde_json::to_value(&a).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let ear = st
+        .ear
+        .sign(&a, v.claims.nonce.as_deref(), t.unix_timestamp())
+        .map_err(|e| ApiError::Internal(format!("signing the EAR: {e}")))?;
+    result["ear"] = serde_json::Value::String(ear);
     result["regions"] = serde_json::Value::Array(regions);
     result["hash_alg"] = serde_json::Value::String(v.claims.hash_alg.name().into());
     let json = result.to_string();

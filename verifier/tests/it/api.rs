@@ -56,11 +56,9 @@ fn start_with(trust: TrustConfig) -> Server {
                 enrollment_trust: trust,
                 default_threshold: 70,
             };
-            let data = actix_web::web::Data::new(AppState::new(
-                store,
-                Ca::load(&state).unwrap(),
-                settings,
-            ));
+            let ca = Ca::load(&state).unwrap();
+            let ear = vmseal_verifier::ear::EarSigner::load_or_create(&state, &ca).unwrap();
+            let data = actix_web::web::Data::new(AppState::new(store, ca, ear, settings));
             actix_web::HttpServer::new(move || {
                 actix_web::App::new()
                     .app_data(data.clone())
@@ -205,6 +203,69 @@ impl Host {
         self.prev = Some(vmseal_sealer::evidence::evidence_digest(&ev));
         ev
     }
+}
+
+/// The appraisal's EAR verifies with the verifier's ca.pem alone and says what the JSON says;
+/// tampered, foreign-CA and wrong-key tokens do not verify.
+fn check_ear(s: &Server, a: &serde_json::Value, nonce: Option<&[u8]>) {
+    use base64::Engine as _;
+    use vmseal_client::{EarError, verify_ear};
+    let token = a["ear"].as_str().expect("the appraisal carries an EAR");
+    let ca = std::fs::read(s.dir.path().join("ca.pem")).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let claims = verify_ear(token, &ca, now).unwrap();
+    assert_eq!(claims["eat_profile"], "tag:github.com,2023:veraison/ear");
+    let sub = &claims["submods"][a["vm_id"].as_str().unwrap()];
+    assert_eq!(sub["ear.status"], a["tier"]);
+    assert_eq!(sub["vmseal.score"], a["score"]);
+    assert_eq!(sub["vmseal.seq"], a["seq"]);
+    assert_eq!(sub["vmseal.evidence"], a["evidence"]);
+    assert_eq!(
+        sub["ear.trustworthiness-vector"]["executables"],
+        a["trust_vector"]["executables"]
+    );
+    if let Some(n) = nonce {
+        assert_eq!(
+            claims["eat_nonce"],
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n)
+        );
+    }
+    // One flipped character of the payload.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let mut p: Vec<u8> = parts[1].clone().into_bytes();
+    p[10] = if p[10] == b'A' { b'B' } else { b'A' };
+    parts[1] = String::from_utf8(p).unwrap();
+    assert!(matches!(
+        verify_ear(&parts.join("."), &ca, now),
+        Err(EarError::Invalid(_) | EarError::Format(_))
+    ));
+    // Another CA.
+    let foreign = tempfile::tempdir().unwrap();
+    Ca::init(foreign.path(), &[]).unwrap();
+    let other = std::fs::read(foreign.path().join("ca.pem")).unwrap();
+    assert!(matches!(
+        verify_ear(token, &other, now),
+        Err(EarError::Certificate(_))
+    ));
+    // A certificate of the same CA that is not the EAR signer's (the admin's), signing its own
+    // token: refused for the missing EKU.
+    let admin_pem = std::fs::read(s.dir.path().join("admin.pem")).unwrap();
+    let admin_key = std::fs::read(s.dir.path().join("admin.key")).unwrap();
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    h.x5c = Some(vec![
+        base64::engine::general_purpose::STANDARD
+            .encode(pem::parse(&admin_pem).unwrap().contents()),
+    ]);
+    let forged = jsonwebtoken::encode(
+        &h,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(&admin_key).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        verify_ear(&forged, &ca, now),
+        Err(EarError::Certificate(m)) if m.contains("EKU")
+    ));
 }
 
 fn json(r: reqwest::blocking::Response) -> (u16, serde_json::Value) {
@@ -447,6 +508,7 @@ fn the_appraisal_loop_and_its_refusals() {
     );
     assert_eq!(st, 200, "{a0}");
     assert_eq!(a0["score"], 50);
+    check_ear(&s, &a0, Some(&nonce));
     // Replaying it is named as such, and changes nothing.
     let (st, e) = json(
         agent1

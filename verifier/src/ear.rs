@@ -1,0 +1,136 @@
+//! Signed attestation results: an EAR (draft-ietf-rats-ear, profile
+//! `tag:github.com,2023:veraison/ear`) as a JWT signed with ES256 by the verifier's EAR key,
+//! whose certificate (issued by the verifier CA) travels in the `x5c` header.
+//!
+//! ```json
+//! { "eat_profile": "tag:github.com,2023:veraison/ear",
+//!   "iat": 1764381600,
+//!   "ear.verifier-id": { "developer": "vmseal", "build": "vmseal-verifier 0.1.0" },
+//!   "eat_nonce": "<the evidence's nonce, base64url>",
+//!   "submods": { "<vm id>": {
+//!       "ear.status": "contraindicated",
+//!       "ear.trustworthiness-vector": { "instance-identity": 2, "executables": 96,
+//!                                        "runtime-opaque": 2, "hardware": 32 },
+//!       "ear.appraisal-policy-id": "vmseal:baseline:1",
+//!       "vmseal.score": 0, "vmseal.seq": 2, "vmseal.evidence": "<sha-256, hex>",
+//!       "vmseal.alert": true, "vmseal.changes": [ { "region": "guest-code", … } ] } } }
+//! ```
+//!
+//! A relying party checks it with `vmseal_client::verify_ear` and the verifier's `ca.pem` only.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::appraise::Appraisal;
+use crate::pki::{Ca, PkiError};
+
+/// The EAR profile vmseal emits.
+pub const EAR_PROFILE: &str = vmseal_client::EAR_PROFILE;
+
+/// Signs attestation results.
+pub struct EarSigner {
+    key: jsonwebtoken::EncodingKey,
+    x5c: Vec<String>,
+}
+
+impl std::fmt::Debug for EarSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EarSigner").finish_non_exhaustive()
+    }
+}
+
+fn pki(e: impl std::fmt::Display) -> PkiError {
+    PkiError::Cert(e.to_string())
+}
+
+impl EarSigner {
+    /// The signer of the verifier state in `dir`: `ear.key` and `ear.pem`, made (and the
+    /// certificate issued by the CA) on first use.
+    pub fn load_or_create(dir: &Path, ca: &Ca) -> Result<Self, PkiError> {
+        let (kp, cp) = (dir.join("ear.key"), dir.join("ear.pem"));
+        if !kp.exists() || !cp.exists() {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki)?;
+            let mut p = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::OrganizationName, "vmseal verifier");
+            dn.push(DnType::OrganizationalUnitName, "attestation-results");
+            dn.push(DnType::CommonName, "vmseal EAR signer");
+            p.distinguished_name = dn;
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(
+                vmseal_client::EAR_SIGNING_EKU.to_vec(),
+            )];
+            let now = OffsetDateTime::now_utc();
+            p.not_before = now - Duration::minutes(5);
+            p.not_after = now + Duration::days(825);
+            let cert = ca.sign(p, &key)?;
+            vmseal_sealer::state::write_atomic(&kp, key.serialize_pem().as_bytes()).map_err(pki)?;
+            vmseal_sealer::state::write_atomic(&cp, cert.as_bytes()).map_err(pki)?;
+        }
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| PkiError::Io {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(&read(&kp)?).map_err(pki)?;
+        let cert = pem::parse(read(&cp)?).map_err(pki)?;
+        Ok(Self {
+            key,
+            x5c: vec![STANDARD.encode(cert.contents())],
+        })
+    }
+
+    /// The EAR of an appraisal, answering `nonce` when the evidence carried one.
+    pub fn sign(
+        &self,
+        a: &Appraisal,
+        nonce: Option<&[u8]>,
+        iat: i64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut submod = serde_json::json!({
+            "ear.status": a.tier,
+            "ear.trustworthiness-vector": {
+                "instance-identity": a.trust_vector.instance_identity,
+                "executables": a.trust_vector.executables,
+                "runtime-opaque": a.trust_vector.runtime_opaque,
+                "hardware": a.trust_vector.hardware,
+            },
+            "ear.appraisal-policy-id": match a.baseline_version {
+                Some(v) => format!("vmseal:baseline:{v}"),
+                None => "vmseal:no-baseline".to_owned(),
+            },
+            "vmseal.score": a.score,
+            "vmseal.seq": a.seq,
+            "vmseal.evidence": a.evidence,
+            "vmseal.alert": a.alert,
+            "vmseal.changes": a.changes,
+        });
+        if !a.unbaselined.is_empty() {
+            submod["vmseal.unbaselined"] = serde_json::json!(a.unbaselined);
+        }
+        let mut claims = serde_json::json!({
+            "eat_profile": EAR_PROFILE,
+            "iat": iat,
+            "ear.verifier-id": {
+                "developer": "vmseal",
+                "build": concat!("vmseal-verifier ", env!("CARGO_PKG_VERSION")),
+            },
+            "submods": { a.vm_id.clone(): submod },
+        });
+        if let Some(n) = nonce {
+            claims["eat_nonce"] = URL_SAFE_NO_PAD.encode(n).into();
+        }
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.typ = Some("JWT".into());
+        header.x5c = Some(self.x5c.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key)
+    }
+}
