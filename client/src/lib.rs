@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// `POST /v1/enrollment-tokens` body (admin): a one-use bootstrap credential for one host.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewEnrollmentToken {
     /// Lifetime in minutes (1 to 10,080; 60 when absent).
     #[serde(default)]
@@ -25,6 +26,7 @@ pub struct NewEnrollmentToken {
 
 /// A bootstrap credential: a client certificate with role `enroll`, good for one enrollment.
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollmentToken {
     /// Token id (the certificate's CN).
     pub token_id: String,
@@ -39,6 +41,7 @@ pub struct EnrollmentToken {
 /// `POST /v1/enrollments` body (bootstrap credential): the host's enrollment bundle.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollmentRequest {
     /// The intermediate certificate (DER, base64): its anchors carry the AK, the quote, the EK
     /// certificate and the SNP report.
@@ -54,6 +57,7 @@ pub struct EnrollmentRequest {
 /// The verifier's answer to an enrollment request.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EnrollmentAnswer {
     /// Prove the AK lives in the TPM of the EK: activate this credential and send back the secret.
     Challenge(CredentialChallenge),
@@ -63,6 +67,7 @@ pub enum EnrollmentAnswer {
 
 /// A credential challenge (TPM2_MakeCredential output for the EK, bound to the AK's name).
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CredentialChallenge {
     /// Answer under `POST /v1/enrollments/{enrollment_id}/activation`.
     pub enrollment_id: String,
@@ -77,6 +82,7 @@ pub struct CredentialChallenge {
 /// `POST /v1/enrollments/{id}/activation` body: what TPM2_ActivateCredential returned.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Activation {
     /// The recovered secret, base64.
     pub secret: String,
@@ -84,6 +90,7 @@ pub struct Activation {
 
 /// Enrollment result: the host's pinned intermediate and its agent certificate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Enrolled {
     /// Host id (from the intermediate certificate).
     pub host_id: String,
@@ -100,6 +107,7 @@ pub struct Enrolled {
 /// `POST /v1/vms` body.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewVm {
     /// VM id.
     pub vm_id: String,
@@ -116,6 +124,7 @@ pub struct NewVm {
 /// `POST /v1/vms/{vm}/baselines` body.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PromoteBaseline {
     /// The appraised snapshot the baseline comes from.
     pub seq: u64,
@@ -126,6 +135,7 @@ pub struct PromoteBaseline {
 /// Leaves of one region.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BaselineLeaves {
     /// Region name.
     pub name: String,
@@ -136,6 +146,7 @@ pub struct BaselineLeaves {
 /// `POST /v1/vms/{vm}/threshold` body (admin).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetThreshold {
     /// Alert threshold (0–100).
     pub threshold: u8,
@@ -144,6 +155,7 @@ pub struct SetThreshold {
 /// `POST /v1/vms/{vm}/policy` body (admin).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssignPolicy {
     /// SHA-256 of the capture policy text, hex.
     pub policy_digest: String,
@@ -151,6 +163,7 @@ pub struct AssignPolicy {
 
 /// A capture the verifier asks a host for (`GET /v1/hosts/{host}/capture-requests`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CaptureRequest {
     /// Id (`GET /v1/capture-requests/{id}` follows it).
     pub request_id: String,
@@ -162,6 +175,7 @@ pub struct CaptureRequest {
 
 /// The answer of `GET /v1/hosts/{host}/capture-requests`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CaptureRequests {
     /// Requests handed to this caller (each is handed out once).
     pub requests: Vec<CaptureRequest>,
@@ -169,6 +183,7 @@ pub struct CaptureRequests {
 
 /// An error answer of the verifier.
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiErrorBody {
     /// Stable code.
     pub code: String,

@@ -201,7 +201,7 @@ impl AppraisalError {
 }
 
 /// AR4SI tier (draft-ietf-rats-ar4si).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// Trustworthy.
@@ -224,7 +224,7 @@ impl Tier {
 }
 
 /// The AR4SI trust vector claims vmseal sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TrustVector {
     /// The signing key chain and the enrolled identity.
     pub instance_identity: i8,
@@ -237,7 +237,7 @@ pub struct TrustVector {
 }
 
 /// A region that differs from the baseline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RegionChange {
     /// Name.
     pub region: String,
@@ -254,7 +254,7 @@ pub struct RegionChange {
 }
 
 /// The result of an appraisal.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Appraisal {
     /// VM.
     pub vm_id: String,

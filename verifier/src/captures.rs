@@ -21,6 +21,8 @@ pub const CAPTURE_REQUEST_TTL: i64 = 300;
 pub const MAX_WAIT: u32 = 60;
 
 /// `POST /v1/vms/{vm}/capture-requests` (admin): ask the VM's host for a capture now.
+#[utoipa::path(post, path = "/v1/vms/{vm}/capture-requests", tag = "captures", params(("vm" = String, Path, description = "VM id")),
+    responses((status = 201, description = "`{request_id, vm_id, host_id, nonce, expires_at}`")))]
 pub(crate) async fn create(
     req: HttpRequest,
     path: web::Path<String>,
@@ -75,6 +77,9 @@ pub(crate) struct WaitQuery {
 
 /// `GET /v1/hosts/{host}/capture-requests?wait=N` (the host's agent, or an admin): the host's
 /// open requests, each handed out once; waits up to N seconds for one to appear.
+#[utoipa::path(get, path = "/v1/hosts/{host}/capture-requests", tag = "captures",
+    params(("host" = String, Path, description = "Host id"), ("wait" = Option<u32>, Query, description = "Seconds to wait for a request, 0..=60")),
+    responses((status = 200, description = "Requests handed to this caller", body = CaptureRequests)))]
 pub(crate) async fn poll(
     req: HttpRequest,
     path: web::Path<String>,
@@ -113,6 +118,8 @@ pub(crate) async fn poll(
 
 /// `GET /v1/capture-requests/{id}` (admin, or the agent of the VM's host): pending, picked, done
 /// (with the appraisal that answered it) or expired.
+#[utoipa::path(get, path = "/v1/capture-requests/{id}", tag = "captures", params(("id" = String, Path, description = "Request id")),
+    responses((status = 200, description = "`{request_id, vm_id, host_id, state, seq, appraisal}`")))]
 pub(crate) async fn status(
     req: HttpRequest,
     path: web::Path<String>,

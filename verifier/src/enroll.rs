@@ -58,6 +58,8 @@ fn new_id() -> Result<String, ApiError> {
 }
 
 /// `POST /v1/enrollment-tokens` (admin): a one-use bootstrap client certificate.
+#[utoipa::path(post, path = "/v1/enrollment-tokens", tag = "enrollment", request_body = NewEnrollmentToken,
+    responses((status = 201, description = "A one-use bootstrap credential", body = EnrollmentToken)))]
 pub(crate) async fn create_token(
     req: HttpRequest,
     body: web::Json<NewEnrollmentToken>,
@@ -130,6 +132,10 @@ async fn token(req: &HttpRequest, st: &AppState) -> Result<(String, Option<Strin
 
 /// `POST /v1/enrollments` (enrollment token): verify the bundle; answer with a credential
 /// challenge, or enrol at once when the intermediate has no TPM anchor.
+#[utoipa::path(post, path = "/v1/enrollments", tag = "enrollment", request_body = EnrollmentRequest,
+    responses((status = 200, description = "A credential challenge", body = EnrollmentAnswer),
+        (status = 201, description = "Enrolled at once (no TPM anchor)", body = EnrollmentAnswer),
+        (status = 422, description = "enrollment_refused, ek_mismatch, token_used, …", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn begin(
     req: HttpRequest,
     body: web::Json<EnrollmentRequest>,
@@ -219,6 +225,9 @@ pub(crate) async fn begin(
 
 /// `POST /v1/enrollments/{id}/activation` (the same enrollment token): the secret the TPM
 /// recovered. Right: the host is enrolled. Wrong: the challenge ends and nothing is pinned.
+#[utoipa::path(post, path = "/v1/enrollments/{id}/activation", tag = "enrollment", params(("id" = String, Path, description = "enrollment_id of the challenge")),
+    request_body = Activation,
+    responses((status = 201, description = "Enrolled", body = Enrolled), (status = 422, description = "activation_failed", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn activate(
     req: HttpRequest,
     path: web::Path<String>,

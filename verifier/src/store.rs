@@ -827,7 +827,7 @@ impl Store {
 }
 
 /// One VM as `GET /v1/vms` lists it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct VmSummary {
     /// VM id.
     pub vm_id: String,

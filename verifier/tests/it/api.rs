@@ -465,6 +465,12 @@ fn the_appraisal_loop_and_its_refusals() {
             .is_err()
     );
 
+    // The OpenAPI document is served to any client of the CA.
+    let (st, doc) = json(admin.get(format!("{}/openapi.json", s.url)).send().unwrap());
+    assert_eq!(st, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    assert!(doc["paths"]["/v1/vms/{vm}/evidence"]["post"].is_object());
+
     // Enrol two hosts with one-use enrollment tokens; register a VM on the first.
     let mut h1 = Host::new("host-1");
     let h2 = Host::new("host-2");
