@@ -41,6 +41,8 @@ pub struct VmRecord {
     pub threshold: u8,
     /// Whether the host's enrolled SNP anchor was the INSECURE stand-in (accepted by config).
     pub insecure_anchor: bool,
+    /// The active (newest) golden baseline version, if any.
+    pub baseline_version: Option<u64>,
 }
 
 /// One region of a golden baseline.
@@ -550,6 +552,7 @@ mod tests {
             last: None,
             threshold: 70,
             insecure_anchor: false,
+            baseline_version: Some(1),
         };
         Fixture {
             sealer: Sealer::new(key, der).unwrap(),

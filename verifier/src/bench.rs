@@ -36,8 +36,12 @@ pub struct LoadReport {
     pub seconds: f64,
     /// Appraisals per second (with `server_workers` workers).
     pub appraisals_per_sec: f64,
-    /// Appraisals per second per server worker.
+    /// Appraisals per second per server worker (wall time; the clients share the machine).
     pub appraisals_per_sec_per_core: f64,
+    /// CPU time the service's threads (HTTP worker and SQLite worker) used, seconds.
+    pub server_cpu_seconds: f64,
+    /// Appraisals per CPU-second of the service: what one dedicated core sustains.
+    pub appraisals_per_server_cpu_second: f64,
     /// Median latency, ms.
     pub p50_ms: f64,
     /// 99th percentile latency, ms.
@@ -48,9 +52,41 @@ pub struct LoadReport {
     pub changed_pages: u64,
     /// Errors (must be zero).
     pub errors: u64,
+    /// TLS connections the service accepted during the run (keep-alive: one per client).
+    pub tls_connections: u64,
 }
 
 const ALG: HashAlg = HashAlg::Sha256;
+
+/// CPU seconds used so far by this process's service threads (actix's runtime threads and the
+/// SQLite worker), from /proc/self/task/*/stat (utime + stime, in USER_HZ = 100 ticks/s on
+/// Linux). The load generator's client threads are not counted.
+fn server_cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let mut ticks = 0u64;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !(comm.starts_with("actix-rt") || comm.starts_with("sqlx-sqlite")) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += field(14) + field(15);
+    }
+    ticks as f64 / 100.0
+}
 
 fn regions(pages: [u64; 3]) -> Vec<(&'static str, RegionClass, Severity, Vec<Digest>)> {
     let leaves = |tag: u8, n: u64| -> Vec<Digest> {
@@ -324,6 +360,8 @@ pub fn run(
     let url = format!("https://localhost:{port}");
     progress(&format!("submitting with {clients} concurrent clients"));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let cpu_before = server_cpu_seconds();
+    let conns_before = crate::server::TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
     let handles: Vec<_> = chains
         .into_iter()
@@ -358,6 +396,7 @@ pub fn run(
         .flat_map(|h| h.join().unwrap_or_default())
         .collect();
     let secs = start.elapsed().as_secs_f64();
+    let server_cpu = server_cpu_seconds() - cpu_before;
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
@@ -371,10 +410,18 @@ pub fn run(
         seconds: secs,
         appraisals_per_sec: n as f64 / secs,
         appraisals_per_sec_per_core: n as f64 / secs,
+        server_cpu_seconds: server_cpu,
+        appraisals_per_server_cpu_second: if server_cpu > 0.0 {
+            n as f64 / server_cpu
+        } else {
+            0.0
+        },
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         pages,
         changed_pages: changed,
         errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        tls_connections: crate::server::TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed)
+            - conns_before,
     })
 }

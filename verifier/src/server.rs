@@ -144,6 +144,9 @@ pub struct AppState {
     pub capture_wake: tokio::sync::Notify,
     /// Signs attestation results (EAR).
     pub ear: crate::ear::EarSigner,
+    /// The trust evidence is verified under, but for the host's pinned intermediate (built once:
+    /// the default SNP roots are parsed certificates).
+    evidence_trust: TrustConfig,
 }
 
 impl AppState {
@@ -158,6 +161,13 @@ impl AppState {
             baselines: BaselineCache::default(),
             metrics: Metrics::default(),
             capture_wake: tokio::sync::Notify::new(),
+            evidence_trust: TrustConfig {
+                require: AnchorRequirement {
+                    tpm: false,
+                    snp: false,
+                },
+                ..TrustConfig::default()
+            },
         }
     }
 }
@@ -212,6 +222,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out.push_str(&format!(
+            "# HELP vmseal_tls_connections_total TLS connections accepted (mutual TLS handshakes)\n\
+             # TYPE vmseal_tls_connections_total counter\n\
+             vmseal_tls_connections_total {}\n",
+            TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed)
+        ));
         out
     }
 }
@@ -232,12 +248,14 @@ pub struct BaselineCache(
 );
 
 impl BaselineCache {
+    /// The baseline of `vm` at `version` (the VM record's active version, read with it).
     async fn get(
         &self,
         store: &Store,
         vm: &str,
+        version: Option<u64>,
     ) -> Result<Option<Arc<crate::appraise::Baseline>>, StoreError> {
-        let Some(version) = store.active_baseline_version(vm).await? else {
+        let Some(version) = version else {
             return Ok(None);
         };
         let key = (vm.to_owned(), version);
@@ -536,14 +554,8 @@ async fn appraise_submission(
             ));
         }
     }
-    let trust = TrustConfig {
-        require: AnchorRequirement {
-            tpm: false,
-            snp: false,
-        },
-        pinned_intermediates: vec![rec.intermediate_digest],
-        ..TrustConfig::default()
-    };
+    let mut trust = st.evidence_trust.clone();
+    trust.pinned_intermediates = vec![rec.intermediate_digest];
     let t = OffsetDateTime::now_utc();
     let v = verify_evidence(&body, &trust, t).map_err(|e| ApiError::Refused {
         code: "evidence_invalid",
@@ -563,7 +575,10 @@ async fn appraise_submission(
         Some(n) => st.store.nonce_valid(&vm, n, t.unix_timestamp()).await?,
         None => false,
     };
-    let baseline = st.baselines.get(&st.store, &vm).await?;
+    let baseline = st
+        .baselines
+        .get(&st.store, &vm, rec.baseline_version)
+        .await?;
     let fresh = Freshness {
         now: t.unix_timestamp(),
         max_age: st.settings.max_age,
@@ -881,8 +896,12 @@ pub fn tls_config(
         .map_err(|e| e.to_string())
 }
 
+/// TLS connections accepted by this process (exported as `vmseal_tls_connections_total`).
+pub static TLS_CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Stash the peer certificate of each TLS connection for the handlers.
 pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    TLS_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Some(tls) = conn
         .downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>()
     {

@@ -115,6 +115,9 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 1 } else { 16 })
+            // A local SQLite file needs no liveness ping before each use (a round trip to its
+            // worker thread per query); a PostgreSQL connection may have dropped, so it is tested.
+            .test_before_acquire(!sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
@@ -355,7 +358,8 @@ impl Store {
     /// What the appraisal needs to know about a VM.
     pub async fn vm_record(&self, vm_id: &str) -> Result<VmRecord, StoreError> {
         let row = sqlx::query(
-            "SELECT v.vm_id, v.host_id, v.policy_digest, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, h.intermediate_sha256, h.insecure_anchor \
+            "SELECT v.vm_id, v.host_id, v.policy_digest, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, h.intermediate_sha256, h.insecure_anchor, \
+             (SELECT MAX(b.version) FROM baselines b WHERE b.vm_id = v.vm_id) AS baseline_version \
              FROM vms v JOIN hosts h ON h.host_id = v.host_id WHERE v.vm_id = $1",
         )
         .bind(vm_id)
@@ -391,6 +395,9 @@ impl Store {
             last,
             threshold: row.try_get::<i64, _>("threshold")?.clamp(0, 100) as u8,
             insecure_anchor: row.try_get::<i64, _>("insecure_anchor")? != 0,
+            baseline_version: row
+                .try_get::<Option<i64>, _>("baseline_version")?
+                .map(|v| v as u64),
         })
     }
 

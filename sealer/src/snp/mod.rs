@@ -41,7 +41,19 @@ impl Product {
     }
 
     /// Genuine AMD roots for this product, as published by the AMD KDS: `(ARK, ASK, ASVK)` DER.
+    /// Parsed once per process.
     pub fn genuine_roots(self) -> Option<verify::AmdRoots> {
+        static PARSED: std::sync::LazyLock<Vec<verify::AmdRoots>> =
+            std::sync::LazyLock::new(|| {
+                Product::ALL
+                    .iter()
+                    .filter_map(|p| p.parse_genuine_roots())
+                    .collect()
+            });
+        PARSED.iter().find(|r| r.product == self).cloned()
+    }
+
+    fn parse_genuine_roots(self) -> Option<verify::AmdRoots> {
         let pem: &[u8] = match self {
             Self::Milan => include_bytes!("../../roots/amd/milan-ask-ark-asvk.pem"),
             Self::Genoa => include_bytes!("../../roots/amd/genoa-ask-ark-asvk.pem"),
