@@ -305,6 +305,26 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
     })
 }
 
+/// The state's `state.json`, checked for its format version.
+fn read_config(dir: &Path) -> Result<StateConfig, StateError> {
+    let cfg_path = dir.join("state.json");
+    if !cfg_path.exists() {
+        return Err(StateError::Missing(dir.to_owned()));
+    }
+    let config: StateConfig =
+        serde_json::from_slice(&read(&cfg_path)?).map_err(|e| malformed(&cfg_path, e))?;
+    if config.version != STATE_VERSION {
+        return Err(malformed(
+            &cfg_path,
+            format!(
+                "format version {} (expected {STATE_VERSION})",
+                config.version
+            ),
+        ));
+    }
+    Ok(config)
+}
+
 /// What a host enrols with: its intermediate certificate, its TPM's EK public area, and the AK
 /// that answers the verifier's credential challenge. Needs no unsealing (PCRs may have moved since
 /// `init`: the verifier decides from the quote in the certificate).
@@ -323,12 +343,7 @@ pub struct EnrollmentMaterial {
 impl EnrollmentMaterial {
     /// Read the state in `dir` and open its TPM (`tcti` overrides the one recorded at init).
     pub fn open(dir: &Path, tcti: Option<&str>) -> Result<Self, StateError> {
-        let cfg_path = dir.join("state.json");
-        if !cfg_path.exists() {
-            return Err(StateError::Missing(dir.to_owned()));
-        }
-        let config: StateConfig =
-            serde_json::from_slice(&read(&cfg_path)?).map_err(|e| malformed(&cfg_path, e))?;
+        let config = read_config(dir)?;
         let ak_path = dir.join("ak.cbor");
         let ak: AkBlob =
             crate::anchor::decode(&read(&ak_path)?).map_err(|e| malformed(&ak_path, e))?;
@@ -379,21 +394,7 @@ impl HostState {
     /// Load the state, unsealing the intermediate key through the TPM (`tcti` overrides the one
     /// recorded at init).
     pub fn load(dir: &Path, tcti: Option<&str>) -> Result<Self, StateError> {
-        let cfg_path = dir.join("state.json");
-        if !cfg_path.exists() {
-            return Err(StateError::Missing(dir.to_owned()));
-        }
-        let config: StateConfig =
-            serde_json::from_slice(&read(&cfg_path)?).map_err(|e| malformed(&cfg_path, e))?;
-        if config.version != STATE_VERSION {
-            return Err(malformed(
-                &cfg_path,
-                format!(
-                    "format version {} (expected {STATE_VERSION})",
-                    config.version
-                ),
-            ));
-        }
+        let config = read_config(dir)?;
         let sealed_path = dir.join("intermediate-key.sealed");
         let sealed: SealedBlob =
             crate::anchor::decode(&read(&sealed_path)?).map_err(|e| malformed(&sealed_path, e))?;

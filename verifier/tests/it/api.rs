@@ -73,7 +73,16 @@ fn start_with(trust: TrustConfig) -> Server {
             .unwrap();
         });
     });
-    Server { url, dir }
+    let s = Server { url, dir };
+    // Ready once it answers an admin.
+    let a = admin(&s);
+    for _ in 0..100 {
+        if a.get(format!("{}/healthz", s.url)).send().is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    s
 }
 
 fn client(
@@ -268,6 +277,16 @@ fn check_ear(s: &Server, a: &serde_json::Value, nonce: Option<&[u8]>) {
     ));
 }
 
+/// POST a JSON body to `base` + `path`; the status and the JSON answer.
+fn post_to(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    path: &str,
+    body: impl serde::Serialize,
+) -> (u16, serde_json::Value) {
+    json(c.post(format!("{base}{path}")).json(&body).send().unwrap())
+}
+
 fn json(r: reqwest::blocking::Response) -> (u16, serde_json::Value) {
     let status = r.status().as_u16();
     (status, r.json().unwrap())
@@ -279,12 +298,11 @@ fn token(
     admin: &reqwest::blocking::Client,
     host: Option<&str>,
 ) -> reqwest::blocking::Client {
-    let (st, t) = json(
-        admin
-            .post(format!("{}/v1/enrollment-tokens", s.url))
-            .json(&serde_json::json!({ "valid_minutes": 5, "host_id": host }))
-            .send()
-            .unwrap(),
+    let (st, t) = post_to(
+        admin,
+        &s.url,
+        "/v1/enrollment-tokens",
+        serde_json::json!({ "valid_minutes": 5, "host_id": host }),
     );
     assert_eq!(st, 201, "{t}");
     client(
@@ -314,12 +332,7 @@ fn enrol(
 ) -> reqwest::blocking::Client {
     let t = token(s, admin, only);
     let (csr, key) = vmseal_client::new_key_and_request().unwrap();
-    let (st, e) = json(
-        t.post(format!("{}/v1/enrollments", s.url))
-            .json(&bundle(h, &csr))
-            .send()
-            .unwrap(),
-    );
+    let (st, e) = post_to(&t, &s.url, "/v1/enrollments", bundle(h, &csr));
     assert_eq!(st, 201, "{e}");
     assert_eq!(e["status"], "enrolled");
     assert_eq!(e["host_id"], h.id.as_str());
@@ -329,12 +342,7 @@ fn enrol(
         "the key never leaves the host"
     );
     // The token is used up.
-    let (st, again) = json(
-        t.post(format!("{}/v1/enrollments", s.url))
-            .json(&bundle(h, &csr))
-            .send()
-            .unwrap(),
-    );
+    let (st, again) = post_to(&t, &s.url, "/v1/enrollments", bundle(h, &csr));
     assert_eq!((st, again["code"].as_str().unwrap()), (422, "token_used"));
     client(s, Some((e["agent_cert_pem"].as_str().unwrap(), &key)), None)
 }
@@ -343,21 +351,10 @@ fn enrol(
 fn enrollment_refusals_change_nothing() {
     let s = start();
     let admin = admin(&s);
-    for _ in 0..100 {
-        if admin.get(format!("{}/healthz", s.url)).send().is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     let h = Host::new("host-9");
     let (csr, _key) = vmseal_client::new_key_and_request().unwrap();
     let post = |c: &reqwest::blocking::Client, body: serde_json::Value| {
-        json(
-            c.post(format!("{}/v1/enrollments", s.url))
-                .json(&body)
-                .send()
-                .unwrap(),
-        )
+        post_to(c, &s.url, "/v1/enrollments", body)
     };
     let code = |r: (u16, serde_json::Value)| (r.0, r.1["code"].as_str().unwrap().to_owned());
 
@@ -396,40 +393,38 @@ fn enrollment_refusals_change_nothing() {
     b["extra"] = 1.into();
     assert_eq!(code(post(&t, b)), (400, "bad_json".into()));
     // A token is not an agent: it cannot ask for nonces or register VMs.
-    let (st, _) = json(
-        t.post(format!("{}/v1/vms", s.url))
-            .json(&serde_json::json!({ "vm_id": "v", "host_id": "host-9" }))
-            .send()
-            .unwrap(),
+    let (st, _) = post_to(
+        &t,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "v", "host_id": "host-9" }),
     );
     assert_eq!(st, 403);
     // Token lifetimes are bounded.
-    let (st, e) = json(
-        admin
-            .post(format!("{}/v1/enrollment-tokens", s.url))
-            .json(&serde_json::json!({ "valid_minutes": 0 }))
-            .send()
-            .unwrap(),
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/enrollment-tokens",
+        serde_json::json!({ "valid_minutes": 0 }),
     );
     assert_eq!((st, e["code"].as_str().unwrap()), (400, "bad_lifetime"));
     // None of that enrolled host-9: registering a VM on it fails, and the token still works.
-    let (st, _) = json(
-        admin
-            .post(format!("{}/v1/vms", s.url))
-            .json(&serde_json::json!({ "vm_id": "v", "host_id": "host-9" }))
-            .send()
-            .unwrap(),
+    let (st, _) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "v", "host_id": "host-9" }),
     );
     assert_eq!(st, 404);
     let (st, e) = post(&t, bundle(&h, &csr));
     assert_eq!((st, e["status"].as_str().unwrap()), (201, "enrolled"));
     // An activation answer for a challenge that was never made.
     let t2 = token(&s, &admin, None);
-    let (st, e) = json(
-        t2.post(format!("{}/v1/enrollments/0000/activation", s.url))
-            .json(&serde_json::json!({ "secret": "AAAA" }))
-            .send()
-            .unwrap(),
+    let (st, e) = post_to(
+        &t2,
+        &s.url,
+        "/v1/enrollments/0000/activation",
+        serde_json::json!({ "secret": "AAAA" }),
     );
     assert_eq!((st, e["code"].as_str().unwrap()), (404, "not_found"));
 }
@@ -438,13 +433,6 @@ fn enrollment_refusals_change_nothing() {
 fn the_appraisal_loop_and_its_refusals() {
     let s = start();
     let admin = admin(&s);
-    // Wait for the server.
-    for _ in 0..100 {
-        if admin.get(format!("{}/healthz", s.url)).send().is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 
     // No client certificate, or one from another CA: the handshake fails, no handler runs.
     assert!(
@@ -487,12 +475,11 @@ fn the_appraisal_loop_and_its_refusals() {
         201
     );
     // An agent cannot register VMs.
-    let (st, e) = json(
-        agent1
-            .post(format!("{}/v1/vms", s.url))
-            .json(&serde_json::json!({ "vm_id": "vm-x", "host_id": "host-1" }))
-            .send()
-            .unwrap(),
+    let (st, e) = post_to(
+        &agent1,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "vm-x", "host_id": "host-1" }),
     );
     assert_eq!((st, e["code"].as_str().unwrap()), (403, "forbidden"));
 
@@ -549,12 +536,11 @@ fn the_appraisal_loop_and_its_refusals() {
         .iter()
         .map(|(n, _, _, l)| serde_json::json!({ "name": n, "leaves": hex::encode(l.concat()) }))
         .collect();
-    let (st, b) = json(
-        admin
-            .post(format!("{}/v1/vms/vm-a/baselines", s.url))
-            .json(&serde_json::json!({ "seq": 0, "regions": leaves }))
-            .send()
-            .unwrap(),
+    let (st, b) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms/vm-a/baselines",
+        serde_json::json!({ "seq": 0, "regions": leaves }),
     );
     assert_eq!(st, 201, "{b}");
     assert_eq!(b["version"], 1);
@@ -562,12 +548,11 @@ fn the_appraisal_loop_and_its_refusals() {
     // Forged leaves are refused; an agent may not promote.
     let mut forged = leaves.clone();
     forged[0]["leaves"] = serde_json::Value::String(hex::encode([[9u8; 32]; 16].concat()));
-    let (st, e) = json(
-        admin
-            .post(format!("{}/v1/vms/vm-a/baselines", s.url))
-            .json(&serde_json::json!({ "seq": 0, "regions": forged }))
-            .send()
-            .unwrap(),
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms/vm-a/baselines",
+        serde_json::json!({ "seq": 0, "regions": forged }),
     );
     assert_eq!(
         (st, e["code"].as_str().unwrap()),
@@ -740,19 +725,10 @@ fn tpm_enrollment_runs_credential_activation() {
     trust.tpm.require_ek_chain = true;
     let mut m = EnrollmentMaterial::open(state.path(), None).unwrap();
     let (csr, key) = vmseal_client::new_key_and_request().unwrap();
-    let wait = |admin: &reqwest::blocking::Client, s: &Server| {
-        for _ in 0..100 {
-            if admin.get(format!("{}/healthz", s.url)).send().is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    };
 
     // A verifier that does not accept the stand-in refuses the bundle outright.
     let strict = start_with(trust.clone());
     let strict_admin = admin(&strict);
-    wait(&strict_admin, &strict);
     let (st, e) = json(
         token(&strict, &strict_admin, None)
             .post(format!("{}/v1/enrollments", strict.url))
@@ -775,19 +751,18 @@ fn tpm_enrollment_runs_credential_activation() {
     trust.snp = trust.snp.clone().allow_insecure_bundle(&ark).unwrap();
     let s = start_with(trust);
     let admin = admin(&s);
-    wait(&admin, &s);
     let t = token(&s, &admin, Some("tpm-host"));
     let (der, ek) = (m.intermediate_der.clone(), m.ek_public.clone());
     let begin = |ek: &[u8]| {
-        json(
-            t.post(format!("{}/v1/enrollments", s.url))
-                .json(&serde_json::json!({
-                    "intermediate": B64.encode(&der),
-                    "ek_public": B64.encode(ek),
-                    "csr_pem": csr,
-                }))
-                .send()
-                .unwrap(),
+        post_to(
+            &t,
+            &s.url,
+            "/v1/enrollments",
+            serde_json::json!({
+                "intermediate": B64.encode(&der),
+                "ek_public": B64.encode(ek),
+                "csr_pem": csr,
+            }),
         )
     };
 
@@ -813,11 +788,11 @@ fn tpm_enrollment_runs_credential_activation() {
     );
     let id = c["enrollment_id"].as_str().unwrap().to_owned();
     let activation = |id: &str, secret: &[u8]| {
-        json(
-            t.post(format!("{}/v1/enrollments/{id}/activation", s.url))
-                .json(&serde_json::json!({ "secret": B64.encode(secret) }))
-                .send()
-                .unwrap(),
+        post_to(
+            &t,
+            &s.url,
+            &format!("/v1/enrollments/{id}/activation"),
+            serde_json::json!({ "secret": B64.encode(secret) }),
         )
     };
     let (st, e) = activation(&id, &[7u8; 32]);
@@ -827,12 +802,11 @@ fn tpm_enrollment_runs_credential_activation() {
     );
     let (st, _) = activation(&id, &[7u8; 32]);
     assert_eq!(st, 404, "a wrong answer ends the challenge");
-    let (st, _) = json(
-        admin
-            .post(format!("{}/v1/vms", s.url))
-            .json(&serde_json::json!({ "vm_id": "v", "host_id": "tpm-host" }))
-            .send()
-            .unwrap(),
+    let (st, _) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "v", "host_id": "tpm-host" }),
     );
     assert_eq!(st, 404, "nothing enrolled");
 
@@ -855,12 +829,11 @@ fn tpm_enrollment_runs_credential_activation() {
         Some((e["agent_cert_pem"].as_str().unwrap(), &key)),
         None,
     );
-    let (st, _) = json(
-        admin
-            .post(format!("{}/v1/vms", s.url))
-            .json(&serde_json::json!({ "vm_id": "v", "host_id": "tpm-host" }))
-            .send()
-            .unwrap(),
+    let (st, _) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "v", "host_id": "tpm-host" }),
     );
     assert_eq!(st, 201);
     let (st, n) = json(
@@ -882,12 +855,6 @@ fn tpm_enrollment_runs_credential_activation() {
 fn capture_requests_reach_the_agent_by_long_poll() {
     let s = start();
     let admin = admin(&s);
-    for _ in 0..100 {
-        if admin.get(format!("{}/healthz", s.url)).send().is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     let mut h1 = Host::new("host-1");
     let h2 = Host::new("host-2");
     let agent1 = enrol(&s, &admin, &h1, None);
