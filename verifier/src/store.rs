@@ -468,8 +468,9 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Record an accepted appraisal and advance the VM's chain, if the chain still stands where
-    /// the appraisal found it (`expected`); otherwise nothing is written.
+    /// Record an accepted appraisal, advance the VM's chain and append the verdict to the audit
+    /// log, if the chain still stands where the appraisal found it (`expected`); otherwise nothing
+    /// is written.
     pub async fn record_appraisal(
         &self,
         vm_id: &str,
@@ -509,6 +510,16 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        // The verdict joins the audit chain in the same transaction: stored together or not at all.
+        let detail = serde_json::json!({
+            "vm": vm_id,
+            "seq": point.seq,
+            "evidence": hex::encode(point.digest),
+            "score": verdict.score,
+            "tier": verdict.tier,
+        })
+        .to_string();
+        append_audit(&mut tx, "verifier", "appraisal", &detail, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -770,36 +781,9 @@ impl Store {
         now: i64,
     ) -> Result<AuditEntry, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let last = sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (id, prev) = match last {
-            Some(r) => (
-                r.try_get::<i64, _>("id")? + 1,
-                r.try_get::<Vec<u8>, _>("hash")?,
-            ),
-            None => (1, vec![0u8; 32]),
-        };
-        let h = audit_hash(&prev, id, now, actor, action, detail);
-        sqlx::query("INSERT INTO audit_log (id, at, actor, action, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(id)
-            .bind(now)
-            .bind(actor)
-            .bind(action)
-            .bind(detail)
-            .bind(prev)
-            .bind(h.to_vec())
-            .execute(&mut *tx)
-            .await?;
+        let e = append_audit(&mut tx, actor, action, detail, now).await?;
         tx.commit().await?;
-        Ok(AuditEntry {
-            id,
-            at: now,
-            actor: actor.into(),
-            action: action.into(),
-            detail: detail.into(),
-            hash: hex::encode(h),
-        })
+        Ok(e)
     }
 
     /// Re-hash the whole audit log; returns the number of entries, or where it breaks.
@@ -952,6 +936,45 @@ pub struct PendingEnrollment {
     pub secret_sha256: Digest,
     /// Unix seconds.
     pub expires_at: i64,
+}
+
+/// Append one entry to the hash-chained audit log inside `tx`.
+async fn append_audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    actor: &str,
+    action: &str,
+    detail: &str,
+    now: i64,
+) -> Result<AuditEntry, StoreError> {
+    let last = sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (id, prev) = match last {
+        Some(r) => (
+            r.try_get::<i64, _>("id")? + 1,
+            r.try_get::<Vec<u8>, _>("hash")?,
+        ),
+        None => (1, vec![0u8; 32]),
+    };
+    let h = audit_hash(&prev, id, now, actor, action, detail);
+    sqlx::query("INSERT INTO audit_log (id, at, actor, action, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(id)
+        .bind(now)
+        .bind(actor)
+        .bind(action)
+        .bind(detail)
+        .bind(prev)
+        .bind(h.to_vec())
+        .execute(&mut **tx)
+        .await?;
+    Ok(AuditEntry {
+        id,
+        at: now,
+        actor: actor.into(),
+        action: action.into(),
+        detail: detail.into(),
+        hash: hex::encode(h),
+    })
 }
 
 async fn upsert_host(
@@ -1138,6 +1161,15 @@ mod tests {
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(s.vm_record("vm1").await.unwrap().last, Some(p1));
+        // Two verdicts in the audit chain; the refused ones left no entry.
+        assert_eq!(s.verify_audit().await.unwrap(), 2);
+        let last: String =
+            sqlx::query("SELECT detail FROM audit_log WHERE action = 'appraisal' ORDER BY id DESC")
+                .fetch_one(&s.pool)
+                .await
+                .unwrap()
+                .get("detail");
+        assert!(last.contains("\"seq\":1"), "{last}");
     }
 
     #[tokio::test]
