@@ -300,7 +300,13 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
             .app_data(data.clone())
             .configure(vmseal_verifier::server::routes)
     })
-    .on_connect(vmseal_verifier::server::on_connect);
+    .on_connect(vmseal_verifier::server::on_connect)
+    // A client has 10 s to send a request's head (slow-loris connections are dropped); an idle
+    // keep-alive connection lives 75 s, longer than an agent's 25 s capture-request long-poll;
+    // on SIGTERM, requests in flight get 30 s to finish.
+    .client_request_timeout(std::time::Duration::from_secs(10))
+    .keep_alive(std::time::Duration::from_secs(75))
+    .shutdown_timeout(30);
     if let Some(w) = c.workers {
         server = server.workers(w);
     }

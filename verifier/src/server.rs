@@ -51,6 +51,9 @@ pub enum ApiError {
     /// Another request changed the same state first.
     #[error("{0}")]
     Conflict(String),
+    /// The request body is larger than the service accepts.
+    #[error("{0}")]
+    TooLarge(String),
     /// A server-side failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -64,6 +67,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::BadRequest { code, .. } | Self::Refused { code, .. } => code,
             Self::Conflict(_) => "conflict",
+            Self::TooLarge(_) => "too_large",
             Self::Internal(_) => "internal",
         }
     }
@@ -83,6 +87,7 @@ impl ResponseError for ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -511,11 +516,14 @@ async fn list_appraisals(
 async fn submit_evidence(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let timer = st.metrics.seconds.start_timer();
-    let r = appraise_submission(req, path, body, &st).await;
+    let r = match read_body(payload).await {
+        Ok(body) => appraise_submission(req, path, body, &st).await,
+        Err(e) => Err(e),
+    };
     timer.observe_duration();
     match &r {
         Ok((tier, _)) => st
@@ -773,12 +781,37 @@ async fn openapi_json(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(openapi()))
 }
 
-fn json_error(e: impl std::fmt::Display) -> actix_web::Error {
-    ApiError::BadRequest {
-        code: "bad_json",
-        message: format!("request body is not the expected JSON: {e}"),
+fn too_large() -> ApiError {
+    ApiError::TooLarge(format!(
+        "request body larger than {} MiB; send less (e.g. a full capture instead of a huge delta)",
+        MAX_BODY >> 20
+    ))
+}
+
+fn json_error(e: actix_web::error::JsonPayloadError) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    match e {
+        J::Overflow { .. } | J::OverflowKnownLength { .. } => too_large().into(),
+        e => ApiError::BadRequest {
+            code: "bad_json",
+            message: format!("request body is not the expected JSON: {e}"),
+        }
+        .into(),
     }
-    .into()
+}
+
+/// Read a raw request body of at most [`MAX_BODY`] bytes (a JSON `too_large` error beyond).
+async fn read_body(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    use futures_util::StreamExt as _;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| bad("bad_body", format!("reading the request body: {e}")))?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Every route: method, path (OpenAPI form) and handler. `/openapi.json` is checked against this
@@ -861,6 +894,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     for (_, path, route) in route_table() {
         cfg.route(path, route);
     }
+    cfg.default_service(web::to(|req: HttpRequest| async move {
+        ApiError::NotFound(format!(
+            "no endpoint {} {}; the API is described at /openapi.json",
+            req.method(),
+            req.path()
+        ))
+        .error_response()
+    }));
 }
 
 /// The rustls configuration: TLS 1.3, client certificates from the verifier CA required.
@@ -960,6 +1001,7 @@ mod tests {
                 422,
             ),
             (ApiError::Conflict("x".into()), "conflict", 409),
+            (ApiError::TooLarge("x".into()), "too_large", 413),
             (ApiError::Internal("x".into()), "internal", 500),
         ];
         for (e, code, status) in cases {

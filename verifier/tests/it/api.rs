@@ -184,6 +184,11 @@ impl Host {
     }
 
     fn evidence(&mut self, vm: &str, nonce: Option<Vec<u8>>) -> Vec<u8> {
+        self.evidence_aged(vm, nonce, 0)
+    }
+
+    /// Evidence whose claims say it was made `age` seconds ago.
+    fn evidence_aged(&mut self, vm: &str, nonce: Option<Vec<u8>>, age: i64) -> Vec<u8> {
         let mut regions = Vec::new();
         let mut delta = Vec::new();
         for (i, (name, class, sev, leaves)) in self.regions.iter().enumerate() {
@@ -207,6 +212,7 @@ impl Host {
         }
         let mut c = synthetic_claims(&self.id, vm, self.seq, self.prev, &regions, delta, [4; 32]);
         c.nonce = nonce;
+        c.iat -= age;
         let ev = self.sealer.seal(&c, OffsetDateTime::now_utc()).unwrap();
         self.seq += 1;
         self.prev = Some(vmseal_sealer::evidence::evidence_digest(&ev));
@@ -962,4 +968,67 @@ fn capture_requests_reach_the_agent_by_long_poll() {
         waiting.1["requests"][0]["request_id"],
         waiting.0["request_id"]
     );
+}
+
+/// Freshness, identity and size refusals over HTTP, each changing nothing: a consumed nonce used
+/// again, a stale timestamp, evidence for another VM, and bodies over the limit.
+#[test]
+fn replayed_nonces_stale_evidence_wrong_vms_and_oversized_bodies_are_refused() {
+    let s = start();
+    let admin = admin(&s);
+    let mut h = Host::new("host-1");
+    let agent = enrol(&s, &admin, &h, None);
+    for vm in ["vm-a", "vm-b"] {
+        let (st, e) = post_to(
+            &admin,
+            &s.url,
+            "/v1/vms",
+            serde_json::json!({ "vm_id": vm, "host_id": "host-1", "policy_digest": hex::encode([4u8; 32]) }),
+        );
+        assert_eq!(st, 201, "{e}");
+    }
+    let submit = |vm: &str, body: Vec<u8>| {
+        json(
+            agent
+                .post(format!("{}/v1/vms/{vm}/evidence", s.url))
+                .body(body)
+                .send()
+                .unwrap(),
+        )
+    };
+    let (_, n) = post_to(&agent, &s.url, "/v1/vms/vm-a/nonce", ());
+    let nonce = hex::decode(n["nonce"].as_str().unwrap()).unwrap();
+    let (st, a) = submit("vm-a", h.evidence("vm-a", Some(nonce.clone())));
+    assert_eq!(st, 200, "{a}");
+    let (seq, prev) = (h.seq, h.prev);
+    let refused = |h: &mut Host, vm: &str, ev: Vec<u8>, code: &str| {
+        let (st, e) = submit(vm, ev);
+        assert_eq!((st, e["code"].as_str().unwrap()), (422, code), "{e}");
+        (h.seq, h.prev) = (seq, prev);
+    };
+    // The nonce was consumed by the accepted evidence.
+    let ev = h.evidence("vm-a", Some(nonce));
+    refused(&mut h, "vm-a", ev, "bad_nonce");
+    // Without a nonce, evidence older than max_age (300 s) is stale.
+    let ev = h.evidence_aged("vm-a", None, 3600);
+    refused(&mut h, "vm-a", ev, "stale");
+    // Evidence about vm-b sent as vm-a's.
+    let ev = h.evidence("vm-b", None);
+    refused(&mut h, "vm-a", ev, "wrong_vm");
+    // Bodies over 64 MiB, raw and JSON.
+    let (st, e) = submit("vm-a", vec![0u8; (64 << 20) + 1]);
+    assert_eq!((st, e["code"].as_str().unwrap()), (413, "too_large"), "{e}");
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "x".repeat((64 << 20) + 1), "host_id": "host-1" }),
+    );
+    assert_eq!((st, e["code"].as_str().unwrap()), (413, "too_large"), "{e}");
+    // An unknown endpoint answers JSON too.
+    let (st, e) = json(admin.get(format!("{}/v1/nothing", s.url)).send().unwrap());
+    assert_eq!((st, e["code"].as_str().unwrap()), (404, "not_found"), "{e}");
+    // None of that moved the chain: the next evidence in sequence is accepted.
+    let (st, a) = submit("vm-a", h.evidence("vm-a", None));
+    assert_eq!((st, a["seq"].as_u64()), (200, Some(1)), "{a}");
 }
