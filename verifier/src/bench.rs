@@ -54,6 +54,12 @@ pub struct LoadReport {
     pub errors: u64,
     /// TLS connections the service accepted during the run (keep-alive: one per client).
     pub tls_connections: u64,
+    /// Baseline in the same process: `GET /healthz` (same clients, mutual TLS, keep-alive; no
+    /// appraisal, no database) per CPU-second of the service.
+    pub healthz_per_server_cpu_second: f64,
+    /// Service CPU per appraisal over service CPU per `/healthz` request: how many bare mutual-TLS
+    /// requests one appraisal costs.
+    pub appraisal_cost_in_healthz: f64,
 }
 
 const ALG: HashAlg = HashAlg::Sha256;
@@ -403,6 +409,43 @@ pub fn run(
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
     let n = lat.len() as u64;
+
+    let tls_connections =
+        crate::server::TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed) - conns_before;
+
+    // The baseline: the same clients asking /healthz as often, over mutual TLS.
+    progress("baseline: the same number of GET /healthz");
+    let cpu_before = server_cpu_seconds();
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let client = vmseal_client::Client::new(
+                &url,
+                &ca_pem,
+                agent.cert_pem.as_bytes(),
+                agent.key_pem.as_bytes(),
+            );
+            let errors = errors.clone();
+            std::thread::spawn(move || {
+                let Ok(client) = client else {
+                    errors.fetch_add(per_client as u64, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                };
+                for _ in 0..per_client {
+                    if client.get("/healthz").is_err() {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    let healthz_cpu = server_cpu_seconds() - cpu_before;
+    let healthz_n = (clients * per_client) as f64;
+    let per = |n: f64, cpu: f64| if cpu > 0.0 { n / cpu } else { 0.0 };
+    let healthz_rate = per(healthz_n, healthz_cpu);
+    let appraisal_rate = per(n as f64, server_cpu);
     Ok(LoadReport {
         server_workers: 1,
         clients,
@@ -411,17 +454,18 @@ pub fn run(
         appraisals_per_sec: n as f64 / secs,
         appraisals_per_sec_per_core: n as f64 / secs,
         server_cpu_seconds: server_cpu,
-        appraisals_per_server_cpu_second: if server_cpu > 0.0 {
-            n as f64 / server_cpu
-        } else {
-            0.0
-        },
+        appraisals_per_server_cpu_second: appraisal_rate,
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         pages,
         changed_pages: changed,
         errors: errors.load(std::sync::atomic::Ordering::Relaxed),
-        tls_connections: crate::server::TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed)
-            - conns_before,
+        tls_connections,
+        healthz_per_server_cpu_second: healthz_rate,
+        appraisal_cost_in_healthz: if appraisal_rate > 0.0 {
+            healthz_rate / appraisal_rate
+        } else {
+            0.0
+        },
     })
 }
