@@ -362,6 +362,31 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             })?;
             vmseal_sealer::state::write_atomic(&out_key, t.key_pem.as_bytes())?;
             vmseal_sealer::state::write_atomic(&out_cert, t.cert_pem.as_bytes())?;
+            if !conn.json {
+                let until = time::OffsetDateTime::from_unix_timestamp(t.expires_at)
+                    .ok()
+                    .and_then(|d| {
+                        d.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(|| t.expires_at.to_string());
+                println!(
+                    "enrollment token {} {}, usable once until {until}:\n  {}\n  {}\n\
+                     Give both files to the host, which runs:\n  vmseal-host enroll --state STATE \
+                     --verifier {} --verifier-ca ca.pem --token-cert {} --token-key {}",
+                    t.token_id,
+                    host_id
+                        .as_deref()
+                        .map(|h| format!("for host {h}"))
+                        .unwrap_or_else(|| "for any host".into()),
+                    out_cert.display(),
+                    out_key.display(),
+                    conn.url,
+                    out_cert.display(),
+                    out_key.display(),
+                );
+                return Ok(());
+            }
             serde_json::json!({ "token_id": t.token_id, "expires_at": t.expires_at, "host_id": host_id,
                 "cert": out_cert, "key": out_key })
         }
