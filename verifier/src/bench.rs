@@ -368,17 +368,20 @@ pub fn run(
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cpu_before = server_cpu_seconds();
     let conns_before = crate::server::TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed);
+    let new_client = || {
+        vmseal_client::Client::new(
+            &url,
+            &ca_pem,
+            agent.cert_pem.as_bytes(),
+            agent.key_pem.as_bytes(),
+        )
+    };
     let start = Instant::now();
     let handles: Vec<_> = chains
         .into_iter()
         .enumerate()
         .map(|(i, evs)| {
-            let client = vmseal_client::Client::new(
-                &url,
-                &ca_pem,
-                agent.cert_pem.as_bytes(),
-                agent.key_pem.as_bytes(),
-            );
+            let client = new_client();
             let errors = errors.clone();
             std::thread::spawn(move || {
                 let mut lat = Vec::with_capacity(evs.len());
@@ -418,12 +421,7 @@ pub fn run(
     let cpu_before = server_cpu_seconds();
     let handles: Vec<_> = (0..clients)
         .map(|_| {
-            let client = vmseal_client::Client::new(
-                &url,
-                &ca_pem,
-                agent.cert_pem.as_bytes(),
-                agent.key_pem.as_bytes(),
-            );
+            let client = new_client();
             let errors = errors.clone();
             std::thread::spawn(move || {
                 let Ok(client) = client else {
