@@ -1,5 +1,5 @@
 //! The verifier's own PKI for mutual TLS: a CA, the server certificate, and client certificates
-//! whose role (admin, or agent of one host) is in the subject.
+//! whose role (admin, agent of one host, or one-use enrollment token) is in the subject.
 //!
 //! TLS authentication uses ECDSA P-256 (what every TLS stack verifies); the key exchange is the
 //! hybrid post-quantum X25519MLKEM768 that rustls with aws-lc-rs negotiates by default. Evidence
@@ -9,6 +9,8 @@
 //! DIR/ca.pem, DIR/ca.key           the verifier CA (keep ca.key offline in production)
 //! DIR/server.pem, DIR/server.key   the server certificate (localhost, 127.0.0.1, ::1 + names)
 //! DIR/admin.pem, DIR/admin.key     the first admin's client certificate
+//! DIR/ear.pem, DIR/ear.key         the attestation-result (EAR) signer, made at the first `serve`
+//! DIR/verifier.db                  SQLite (unless --database names another database)
 //! ```
 
 use std::path::{Path, PathBuf};
