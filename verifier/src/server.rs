@@ -104,6 +104,13 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(w) => Self::NotFound(format!("{w}; register it first")),
             StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::NonceUsed => Self::Refused {
+                code: "bad_nonce",
+                message:
+                    "the nonce was used by another submission meanwhile, or expired; request a \
+                          new one"
+                        .into(),
+            },
             other => Self::Internal(other.to_string()),
         }
     }
@@ -613,18 +620,12 @@ async fn appraise_submission(
     result["regions"] = serde_json::Value::Array(regions);
     result["hash_alg"] = serde_json::Value::String(v.claims.hash_alg.name().into());
     let json = result.to_string();
-    if let Some(n) = &v.claims.nonce
-        && !st.store.consume_nonce(&vm, n, t.unix_timestamp()).await?
-    {
-        return Err(ApiError::Refused {
-            code: "bad_nonce",
-            message: "the nonce was used by another submission meanwhile; request a new one".into(),
-        });
-    }
     let tier = serde_json::to_value(a.tier)
         .ok()
         .and_then(|t| t.as_str().map(str::to_owned))
         .unwrap_or_default();
+    // One transaction: the chain advances, the nonce is used up (and the capture request it
+    // answered is done), the appraisal and its audit entry are stored — or nothing is.
     st.store
         .record_appraisal(
             &vm,
@@ -637,13 +638,11 @@ async fn appraise_submission(
                 score: a.score,
                 tier: &tier,
                 json: &json,
+                nonce: v.claims.nonce.as_deref(),
             },
             t.unix_timestamp(),
         )
         .await?;
-    if let Some(n) = &v.claims.nonce {
-        st.store.capture_done(&vm, n, a.seq).await?;
-    }
     Ok((tier, json))
 }
 

@@ -31,6 +31,9 @@ pub enum StoreError {
     /// Another request changed the same row first.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The evidence's nonce was used or expired before its appraisal could be stored.
+    #[error("nonce already used or expired")]
+    NonceUsed,
     /// A stored value is corrupt.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
@@ -71,6 +74,8 @@ pub struct Verdict<'a> {
     pub tier: &'a str,
     /// The full result, JSON.
     pub json: &'a str,
+    /// The verifier nonce the evidence answered, used up with the appraisal.
+    pub nonce: Option<&'a [u8]>,
 }
 
 /// An audit log entry.
@@ -451,26 +456,11 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Consume a nonce: true exactly once, for the VM it was issued to, before it expires.
-    pub async fn consume_nonce(
-        &self,
-        vm_id: &str,
-        nonce: &[u8],
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let r =
-            sqlx::query("DELETE FROM nonces WHERE nonce = $1 AND vm_id = $2 AND expires_at >= $3")
-                .bind(nonce.to_vec())
-                .bind(vm_id)
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    /// Record an accepted appraisal, advance the VM's chain and append the verdict to the audit
-    /// log, if the chain still stands where the appraisal found it (`expected`); otherwise nothing
-    /// is written.
+    /// Record an accepted appraisal in one transaction: advance the VM's chain, use up the nonce
+    /// the evidence answered (completing the capture request that asked for it), store the
+    /// appraisal and append the verdict to the audit log. Nothing is written when the chain no
+    /// longer stands where the appraisal found it (`expected`: [`StoreError::Conflict`]) or the
+    /// nonce was used or expired meanwhile ([`StoreError::NonceUsed`]).
     pub async fn record_appraisal(
         &self,
         vm_id: &str,
@@ -510,6 +500,25 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        if let Some(n) = verdict.nonce {
+            let used = sqlx::query(
+                "DELETE FROM nonces WHERE nonce = $1 AND vm_id = $2 AND expires_at >= $3",
+            )
+            .bind(n.to_vec())
+            .bind(vm_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if used.rows_affected() != 1 {
+                return Err(StoreError::NonceUsed);
+            }
+            sqlx::query("UPDATE capture_requests SET done_seq = $1 WHERE vm_id = $2 AND nonce = $3 AND done_seq IS NULL")
+                .bind(point.seq as i64)
+                .bind(vm_id)
+                .bind(n.to_vec())
+                .execute(&mut *tx)
+                .await?;
+        }
         // The verdict joins the audit chain in the same transaction: stored together or not at all.
         let detail = serde_json::json!({
             "vm": vm_id,
@@ -653,22 +662,6 @@ impl Store {
             },
             seq: done.map(|s| s as u64),
         })
-    }
-
-    /// Mark the capture request answered by `nonce` (if any) as done by appraisal `seq`.
-    pub async fn capture_done(
-        &self,
-        vm_id: &str,
-        nonce: &[u8],
-        seq: u64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE capture_requests SET done_seq = $1 WHERE vm_id = $2 AND nonce = $3 AND done_seq IS NULL")
-            .bind(seq as i64)
-            .bind(vm_id)
-            .bind(nonce.to_vec())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     /// The stored result of an accepted appraisal.
@@ -1119,24 +1112,53 @@ mod tests {
     #[tokio::test]
     async fn nonces_are_single_use_per_vm_and_expire() {
         let (_d, s) = store().await;
+        s.register_vm("vm2", "h1", 70, 100).await.unwrap();
+        let point = |seq: u64| ChainPoint {
+            seq,
+            digest: [seq as u8 + 1; 32],
+        };
+        fn with(n: &[u8]) -> Verdict<'_> {
+            Verdict {
+                nonce: Some(n),
+                ..V
+            }
+        }
         let n = s.issue_nonce("vm1", 60, 1000).await.unwrap();
-        assert!(
-            !s.consume_nonce("vm2", &n, 1001).await.unwrap(),
-            "another VM"
-        );
-        assert!(s.consume_nonce("vm1", &n, 1001).await.unwrap());
-        assert!(
-            !s.consume_nonce("vm1", &n, 1002).await.unwrap(),
-            "second use"
-        );
+        assert!(s.nonce_valid("vm1", &n, 1001).await.unwrap());
+        assert!(!s.nonce_valid("vm2", &n, 1001).await.unwrap());
+        // Another VM's appraisal cannot use it; nothing is written.
+        assert!(matches!(
+            s.record_appraisal("vm2", None, point(0), &with(&n), 1001)
+                .await,
+            Err(StoreError::NonceUsed)
+        ));
+        assert_eq!(s.vm_record("vm2").await.unwrap().last, None);
+        // Its own VM's appraisal uses it up; a second use is refused.
+        s.record_appraisal("vm1", None, point(0), &with(&n), 1001)
+            .await
+            .unwrap();
+        assert!(!s.nonce_valid("vm1", &n, 1002).await.unwrap());
+        assert!(matches!(
+            s.record_appraisal("vm1", Some(0), point(1), &with(&n), 1002)
+                .await,
+            Err(StoreError::NonceUsed)
+        ));
+        // After its lifetime it is refused too.
         let n2 = s.issue_nonce("vm1", 60, 1000).await.unwrap();
-        assert!(!s.consume_nonce("vm1", &n2, 1061).await.unwrap(), "expired");
+        assert!(!s.nonce_valid("vm1", &n2, 1061).await.unwrap(), "expired");
+        assert!(matches!(
+            s.record_appraisal("vm1", Some(0), point(1), &with(&n2), 1061)
+                .await,
+            Err(StoreError::NonceUsed)
+        ));
+        assert_eq!(s.vm_record("vm1").await.unwrap().last, Some(point(0)));
     }
 
     const V: Verdict<'static> = Verdict {
         score: 100,
         tier: "affirming",
         json: "{}",
+        nonce: None,
     };
 
     #[tokio::test]
@@ -1170,6 +1192,30 @@ mod tests {
                 .unwrap()
                 .get("detail");
         assert!(last.contains("\"seq\":1"), "{last}");
+
+        // With a nonce: used up in the same transaction; a second use writes nothing.
+        let n = s.issue_nonce("vm1", 60, 3).await.unwrap();
+        let with = Verdict {
+            nonce: Some(&n),
+            ..V
+        };
+        let p2 = ChainPoint {
+            seq: 2,
+            digest: [3; 32],
+        };
+        s.record_appraisal("vm1", Some(1), p2, &with, 4)
+            .await
+            .unwrap();
+        let p3 = ChainPoint {
+            seq: 3,
+            digest: [4; 32],
+        };
+        assert!(matches!(
+            s.record_appraisal("vm1", Some(2), p3, &with, 5).await,
+            Err(StoreError::NonceUsed)
+        ));
+        assert_eq!(s.vm_record("vm1").await.unwrap().last, Some(p2));
+        assert_eq!(s.verify_audit().await.unwrap(), 3);
     }
 
     #[tokio::test]
