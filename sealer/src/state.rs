@@ -305,6 +305,11 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
     })
 }
 
+/// A CBOR file of the state.
+fn read_cbor<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, StateError> {
+    crate::anchor::decode(&read(path)?).map_err(|e| malformed(path, e))
+}
+
 /// The state's `state.json`, checked for its format version.
 fn read_config(dir: &Path) -> Result<StateConfig, StateError> {
     let cfg_path = dir.join("state.json");
@@ -344,9 +349,7 @@ impl EnrollmentMaterial {
     /// Read the state in `dir` and open its TPM (`tcti` overrides the one recorded at init).
     pub fn open(dir: &Path, tcti: Option<&str>) -> Result<Self, StateError> {
         let config = read_config(dir)?;
-        let ak_path = dir.join("ak.cbor");
-        let ak: AkBlob =
-            crate::anchor::decode(&read(&ak_path)?).map_err(|e| malformed(&ak_path, e))?;
+        let ak: AkBlob = read_cbor(&dir.join("ak.cbor"))?;
         let intermediate_der = read(&dir.join("intermediate.der"))?;
         let mut tpm = Tpm::open(tcti.unwrap_or(&config.tcti))?;
         let ek_public = tpm.ek_public()?;
@@ -396,8 +399,7 @@ impl HostState {
     pub fn load(dir: &Path, tcti: Option<&str>) -> Result<Self, StateError> {
         let config = read_config(dir)?;
         let sealed_path = dir.join("intermediate-key.sealed");
-        let sealed: SealedBlob =
-            crate::anchor::decode(&read(&sealed_path)?).map_err(|e| malformed(&sealed_path, e))?;
+        let sealed: SealedBlob = read_cbor(&sealed_path)?;
         let mut tpm = Tpm::open(tcti.unwrap_or(&config.tcti))?;
         let seed = tpm.unseal(&sealed)?;
         let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
@@ -424,8 +426,7 @@ impl HostState {
 
     /// The AK blob.
     pub fn ak(&self) -> Result<AkBlob, StateError> {
-        let p = self.dir.join("ak.cbor");
-        crate::anchor::decode(&read(&p)?).map_err(|e| malformed(&p, e))
+        read_cbor(&self.dir.join("ak.cbor"))
     }
 
     fn vm_path(&self, vm_id: &str) -> Result<PathBuf, StateError> {

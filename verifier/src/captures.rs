@@ -33,9 +33,7 @@ pub(crate) async fn create(
     let rec = st.store.vm_record(&vm).await?;
     let t = now();
     let nonce = st.store.issue_nonce(&vm, CAPTURE_REQUEST_TTL, t).await?;
-    let mut id = [0u8; 16];
-    vmseal_sealer::keys::random_bytes(&mut id).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let request_id = hex::encode(id);
+    let request_id = crate::enroll::new_id()?;
     let expires_at = t + CAPTURE_REQUEST_TTL;
     st.store
         .create_capture_request(

@@ -226,13 +226,7 @@ impl Ca {
         role: &Role,
         lifetime: Duration,
     ) -> Result<String, PkiError> {
-        let csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.into())
-            .map_err(|e| PkiError::Cert(format!("certificate request: {e}")))?;
-        if !ACCEPTED_CLIENT_KEYS.contains(&csr.public_key.algorithm()) {
-            return Err(PkiError::Cert(
-                "certificate request: the key must be ECDSA P-256 or P-384, or Ed25519".into(),
-            ));
-        }
+        let csr = check_request(csr_der)?;
         let mut p = client_params(role);
         let now = OffsetDateTime::now_utc();
         p.not_before = now - Duration::minutes(5);
@@ -244,6 +238,19 @@ impl Ca {
         };
         Ok(req.signed_by(&self.issuer).map_err(cert_err)?.pem())
     }
+}
+
+/// Parse a certificate request (DER `PKCS#10`), check its signature and that its key is one a
+/// client certificate may carry; nothing is signed.
+pub fn check_request(csr_der: &[u8]) -> Result<rcgen::CertificateSigningRequestParams, PkiError> {
+    let csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.into())
+        .map_err(|e| PkiError::Cert(format!("certificate request: {e}")))?;
+    if !ACCEPTED_CLIENT_KEYS.contains(&csr.public_key.algorithm()) {
+        return Err(PkiError::Cert(
+            "certificate request: the key must be ECDSA P-256 or P-384, or Ed25519".into(),
+        ));
+    }
+    Ok(csr)
 }
 
 /// Keys a client certificate may carry (what rustls verifies in TLS 1.3 client auth).
