@@ -11,6 +11,13 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
+mod alerts;
+
+pub use alerts::{
+    ALERT_JWT_TYP, Alert, AlertDelivery, DeliveryState, NewSilence, NewWebhook, SetSchedule,
+    Silence, Webhook, verify_alert,
+};
+
 /// `POST /v1/enrollment-tokens` body (admin): a one-use bootstrap credential for one host.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -485,6 +492,28 @@ pub fn verify_ear(
     ca_pem: &[u8],
     now: time::OffsetDateTime,
 ) -> Result<serde_json::Value, EarError> {
+    let claims = verify_signed(token, ca_pem, "JWT", now)?;
+    if claims["eat_profile"] != EAR_PROFILE {
+        return Err(EarError::Invalid(format!(
+            "eat_profile is {}, not {EAR_PROFILE}",
+            claims["eat_profile"]
+        )));
+    }
+    if !claims["submods"].is_object() {
+        return Err(EarError::Invalid("no submods".into()));
+    }
+    Ok(claims)
+}
+
+/// The checks every JWS the verifier signs gets: ES256 with `typ`, an `x5c` certificate issued
+/// by one of `ca_pem`'s certificates, valid at `now` and marked for signing results; the
+/// signature. Returns the claims.
+fn verify_signed(
+    token: &str,
+    ca_pem: &[u8],
+    typ: &str,
+    now: time::OffsetDateTime,
+) -> Result<serde_json::Value, EarError> {
     use base64::Engine as _;
     use vmseal_sealer::x509::{ParsedCert, chains_to, parse_bundle};
     let header = jsonwebtoken::decode_header(token).map_err(|e| EarError::Format(e.to_string()))?;
@@ -492,6 +521,12 @@ pub fn verify_ear(
         return Err(EarError::Format(format!(
             "algorithm {:?}, not ES256",
             header.alg
+        )));
+    }
+    if header.typ.as_deref() != Some(typ) {
+        return Err(EarError::Format(format!(
+            "typ {:?}, not {typ:?}",
+            header.typ.as_deref().unwrap_or("")
         )));
     }
     let x5c = header
@@ -521,16 +556,8 @@ pub fn verify_ear(
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     v.required_spec_claims.clear();
     v.validate_exp = false;
+    v.validate_aud = false;
     let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
         .map_err(|e| EarError::Invalid(e.to_string()))?;
-    if data.claims["eat_profile"] != EAR_PROFILE {
-        return Err(EarError::Invalid(format!(
-            "eat_profile is {}, not {EAR_PROFILE}",
-            data.claims["eat_profile"]
-        )));
-    }
-    if !data.claims["submods"].is_object() {
-        return Err(EarError::Invalid("no submods".into()));
-    }
     Ok(data.claims)
 }

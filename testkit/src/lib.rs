@@ -1,5 +1,5 @@
 //! Test helpers shared by vmseal's crates: a real, freshly manufactured swtpm per test, and the
-//! paths of the public test vectors in `../shared/vectors`.
+//! paths of the public test vectors in `../shared/vectors`, and a private PostgreSQL cluster.
 //!
 //! Nothing here is a mock: [`Swtpm`] runs Debian's `swtpm`, manufactured by `swtpm_setup` with EK
 //! certificates issued by `swtpm_localca` under a CA private to the instance.
@@ -9,6 +9,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod postgres;
 
 /// A running swtpm with its own state directory and EK CA.
 #[derive(Debug)]

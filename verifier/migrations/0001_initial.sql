@@ -1,10 +1,11 @@
--- vmseal verifier schema. Portable between SQLite and PostgreSQL: TEXT, BIGINT, BLOB/BYTEA via
--- the Any driver's bytes, BOOLEAN stored as BIGINT 0/1.
+-- vmseal verifier schema. One text for SQLite and PostgreSQL: TEXT, BIGINT and BYTEA (SQLite stores
+-- the bytes as BLOBs: a BYTEA column has NUMERIC affinity, which never converts a BLOB), booleans as
+-- BIGINT 0/1. Never edit an applied migration: add the next one.
 CREATE TABLE hosts (
     host_id            TEXT PRIMARY KEY,
-    intermediate_der   BLOB NOT NULL,
-    intermediate_sha256 BLOB NOT NULL,
-    ak_name            BLOB NOT NULL,
+    intermediate_der   BYTEA NOT NULL,
+    intermediate_sha256 BYTEA NOT NULL,
+    ak_name            BYTEA NOT NULL,
     insecure_anchor    BIGINT NOT NULL,
     enrolled_at        BIGINT NOT NULL
 );
@@ -12,16 +13,16 @@ CREATE TABLE hosts (
 CREATE TABLE vms (
     vm_id           TEXT PRIMARY KEY,
     host_id         TEXT NOT NULL REFERENCES hosts(host_id),
-    policy_digest   BLOB,
+    policy_digest   BYTEA,
     threshold       BIGINT NOT NULL,
     allowed_modules TEXT NOT NULL,
     last_seq        BIGINT,
-    last_digest     BLOB,
+    last_digest     BYTEA,
     created_at      BIGINT NOT NULL
 );
 
 CREATE TABLE nonces (
-    nonce       BLOB PRIMARY KEY,
+    nonce       BYTEA PRIMARY KEY,
     vm_id       TEXT NOT NULL,
     expires_at  BIGINT NOT NULL
 );
@@ -42,14 +43,14 @@ CREATE TABLE baseline_regions (
     class     TEXT NOT NULL,
     severity  TEXT NOT NULL,
     hash_alg  TEXT NOT NULL,
-    leaves    BLOB NOT NULL,
+    leaves    BYTEA NOT NULL,
     PRIMARY KEY (vm_id, version, name)
 );
 
 CREATE TABLE appraisals (
     vm_id       TEXT NOT NULL,
     seq         BIGINT NOT NULL,
-    evidence    BLOB NOT NULL,
+    evidence    BYTEA NOT NULL,
     score       BIGINT NOT NULL,
     tier        TEXT NOT NULL,
     result      TEXT NOT NULL,
@@ -63,6 +64,6 @@ CREATE TABLE audit_log (
     actor     TEXT NOT NULL,
     action    TEXT NOT NULL,
     detail    TEXT NOT NULL,
-    prev_hash BLOB NOT NULL,
-    hash      BLOB NOT NULL
+    prev_hash BYTEA NOT NULL,
+    hash      BYTEA NOT NULL
 );

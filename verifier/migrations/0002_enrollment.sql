@@ -15,11 +15,11 @@ CREATE TABLE pending_enrollments (
     enrollment_id    TEXT PRIMARY KEY,
     token_id         TEXT NOT NULL REFERENCES enrollment_tokens(token_id),
     host_id          TEXT NOT NULL,
-    intermediate_der BLOB NOT NULL,
-    ak_name          BLOB NOT NULL,
+    intermediate_der BYTEA NOT NULL,
+    ak_name          BYTEA NOT NULL,
     insecure_anchor  BIGINT NOT NULL,
-    csr_der          BLOB NOT NULL,
-    secret_sha256    BLOB NOT NULL,
+    csr_der          BYTEA NOT NULL,
+    secret_sha256    BYTEA NOT NULL,
     expires_at       BIGINT NOT NULL
 );
 
@@ -28,7 +28,7 @@ CREATE TABLE capture_requests (
     request_id   TEXT PRIMARY KEY,
     vm_id        TEXT NOT NULL REFERENCES vms(vm_id),
     host_id      TEXT NOT NULL,
-    nonce        BLOB NOT NULL,
+    nonce        BYTEA NOT NULL,
     requested_by TEXT NOT NULL,
     created_at   BIGINT NOT NULL,
     expires_at   BIGINT NOT NULL,

@@ -43,6 +43,10 @@ pub struct VmRecord {
     pub insecure_anchor: bool,
     /// The active (newest) golden baseline version, if any.
     pub baseline_version: Option<u64>,
+    /// Tier of the last accepted appraisal.
+    pub last_tier: Option<String>,
+    /// The VM's unresolved below-threshold alert, if any.
+    pub threshold_alert: Option<i64>,
 }
 
 /// One region of a golden baseline.
@@ -553,6 +557,8 @@ mod tests {
             threshold: 70,
             insecure_anchor: false,
             baseline_version: Some(1),
+            last_tier: None,
+            threshold_alert: None,
         };
         Fixture {
             sealer: Sealer::new(key, der).unwrap(),

@@ -133,4 +133,26 @@ impl EarSigner {
         header.x5c = Some(self.x5c.clone());
         jsonwebtoken::encode(&header, &claims, &self.key)
     }
+
+    /// A webhook delivery of `alert` to `webhook` (see `vmseal_client::verify_alert`).
+    pub fn sign_alert(
+        &self,
+        alert: &vmseal_client::Alert,
+        webhook: &str,
+        attempt: i64,
+        iat: i64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let claims = serde_json::json!({
+            "iss": "vmseal-verifier",
+            "iat": iat,
+            "jti": format!("{}/{webhook}", alert.alert_id),
+            "aud": webhook,
+            "vmseal.attempt": attempt,
+            "vmseal.alert": alert,
+        });
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.typ = Some(vmseal_client::ALERT_JWT_TYP.into());
+        header.x5c = Some(self.x5c.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key)
+    }
 }

@@ -3,6 +3,7 @@
 //! API, enrollment, storage) builds on it.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod appraise;
 pub mod bench;
 pub mod captures;

@@ -294,6 +294,7 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
     let ear = vmseal_verifier::ear::EarSigner::load_or_create(state, &ca)
         .context("cannot load or create the EAR signing key")?;
     let data = actix_web::web::Data::new(AppState::new(store, ca, ear, settings));
+    vmseal_verifier::alerts::spawn_workers(data.clone());
     tracing::info!("vmseal-verifier listening on https://{}", c.listen);
     let mut server = actix_web::HttpServer::new(move || {
         actix_web::App::new()

@@ -46,8 +46,8 @@ fn cert_err(e: impl std::fmt::Display) -> PkiError {
     PkiError::Cert(e.to_string())
 }
 
-/// A client's role, from its certificate subject: `OU=admin`, `OU=agent` with `CN=<host id>`, or
-/// `OU=enroll` with `CN=<token id>`.
+/// A client's role, from its certificate subject: `OU=admin`, `OU=viewer`, `OU=agent` with
+/// `CN=<host id>`, or `OU=enroll` with `CN=<token id>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     /// Registers VMs, assigns policies, promotes baselines.
@@ -56,6 +56,8 @@ pub enum Role {
     Agent(String),
     /// A one-use bootstrap credential: may only enrol one host (the token id).
     Enroll(String),
+    /// Reads what admins read (VMs, appraisals, alerts, the web page); changes nothing.
+    Viewer(String),
 }
 
 impl Role {
@@ -64,6 +66,7 @@ impl Role {
             Role::Admin(name) => dn("admin", name),
             Role::Agent(host) => dn("agent", host),
             Role::Enroll(token) => dn("enroll", token),
+            Role::Viewer(name) => dn("viewer", name),
         }
     }
 }
@@ -90,6 +93,7 @@ pub fn role_of(der: &[u8]) -> Option<Role> {
         "admin" => Some(Role::Admin(cn)),
         "agent" => Some(Role::Agent(cn)),
         "enroll" => Some(Role::Enroll(cn)),
+        "viewer" => Some(Role::Viewer(cn)),
         _ => None,
     }
 }

@@ -54,6 +54,9 @@ pub enum ApiError {
     /// The request body is larger than the service accepts.
     #[error("{0}")]
     TooLarge(String),
+    /// The database cannot be reached now; the client should retry.
+    #[error("{0}")]
+    Unavailable(String),
     /// A server-side failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -68,6 +71,7 @@ impl ApiError {
             Self::BadRequest { code, .. } | Self::Refused { code, .. } => code,
             Self::Conflict(_) => "conflict",
             Self::TooLarge(_) => "too_large",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -88,11 +92,16 @@ impl ResponseError for ApiError {
             Self::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut r = HttpResponse::build(self.status_code());
+        if let Self::Unavailable(_) = self {
+            r.insert_header(("retry-after", "2"));
+        }
+        r.json(ErrorBody {
             code: self.code(),
             message: self.to_string(),
         })
@@ -111,6 +120,13 @@ impl From<StoreError> for ApiError {
                           new one"
                         .into(),
             },
+            StoreError::Unavailable(why) => {
+                tracing::warn!("database unavailable: {why}");
+                Self::Unavailable(
+                    "the verifier's database is unavailable; nothing was changed: retry shortly"
+                        .into(),
+                )
+            }
             other => Self::Internal(other.to_string()),
         }
     }
@@ -154,6 +170,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Wakes long-polling agents when a capture request is made on this replica.
     pub capture_wake: tokio::sync::Notify,
+    /// Wakes this replica's webhook delivery worker when it raised an alert.
+    pub alert_wake: tokio::sync::Notify,
     /// Signs attestation results (EAR).
     pub ear: crate::ear::EarSigner,
     /// The trust evidence is verified under, but for the host's pinned intermediate (built once:
@@ -173,6 +191,7 @@ impl AppState {
             baselines: BaselineCache::default(),
             metrics: Metrics::default(),
             capture_wake: tokio::sync::Notify::new(),
+            alert_wake: tokio::sync::Notify::new(),
             evidence_trust: TrustConfig {
                 require: AnchorRequirement {
                     tpm: false,
@@ -191,6 +210,8 @@ pub struct Metrics {
     appraisals: prometheus::IntCounterVec,
     refusals: prometheus::IntCounterVec,
     seconds: prometheus::Histogram,
+    alerts: prometheus::IntCounterVec,
+    deliveries: prometheus::IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -216,20 +237,50 @@ impl Default for Metrics {
             ]),
         )
         .unwrap_or_else(|_| std::process::abort());
+        let alerts = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "vmseal_alerts_raised_total",
+                "Alerts this replica raised, by kind",
+            ),
+            &["kind"],
+        )
+        .unwrap_or_else(|_| std::process::abort());
+        let deliveries = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "vmseal_webhook_deliveries_total",
+                "Webhook delivery attempts by outcome (delivered, retry, given_up)",
+            ),
+            &["outcome"],
+        )
+        .unwrap_or_else(|_| std::process::abort());
         // Registering fresh, uniquely named collectors into a new registry cannot fail.
         let _ = registry.register(Box::new(appraisals.clone()));
         let _ = registry.register(Box::new(refusals.clone()));
         let _ = registry.register(Box::new(seconds.clone()));
+        let _ = registry.register(Box::new(alerts.clone()));
+        let _ = registry.register(Box::new(deliveries.clone()));
         Self {
             registry,
             appraisals,
             refusals,
             seconds,
+            alerts,
+            deliveries,
         }
     }
 }
 
 impl Metrics {
+    /// Count an alert raised.
+    pub fn alert_raised(&self, kind: &str) {
+        self.alerts.with_label_values(&[kind]).inc();
+    }
+
+    /// Count a webhook delivery attempt's outcome.
+    pub fn delivery(&self, outcome: &str) {
+        self.deliveries.with_label_values(&[outcome]).inc();
+    }
+
     /// Text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -300,7 +351,8 @@ pub(crate) fn role(req: &HttpRequest) -> Result<Role, ApiError> {
         .ok_or_else(|| ApiError::Forbidden("no client certificate on this connection".into()))?;
     role_of(&cert.0).ok_or_else(|| {
         ApiError::Forbidden(
-            "the client certificate carries no vmseal role (OU=admin or OU=agent)".into(),
+            "the client certificate carries no vmseal role (OU=admin, viewer, agent or enroll)"
+                .into(),
         )
     })
 }
@@ -313,6 +365,22 @@ pub(crate) fn admin(req: &HttpRequest) -> Result<String, ApiError> {
         ))),
         Role::Enroll(_) => Err(ApiError::Forbidden(
             "an enrollment token may only enrol a host; this needs an admin certificate".into(),
+        )),
+        Role::Viewer(v) => Err(ApiError::Forbidden(format!(
+            "viewer {v:?} may only read; this needs an admin certificate"
+        ))),
+    }
+}
+
+/// The caller must be an admin or a viewer (read-only); returns the name.
+pub(crate) fn reader(req: &HttpRequest) -> Result<String, ApiError> {
+    match role(req)? {
+        Role::Admin(name) | Role::Viewer(name) => Ok(name),
+        Role::Agent(h) => Err(ApiError::Forbidden(format!(
+            "agent {h:?} may not read this; it needs an admin or viewer certificate"
+        ))),
+        Role::Enroll(_) => Err(ApiError::Forbidden(
+            "an enrollment token may only enrol a host".into(),
         )),
     }
 }
@@ -329,6 +397,9 @@ pub(crate) fn admin_or_agent_of(req: &HttpRequest, host_id: &str) -> Result<Stri
             "an enrollment token may only enrol a host; use the agent certificate it yielded"
                 .into(),
         )),
+        Role::Viewer(v) => Err(ApiError::Forbidden(format!(
+            "viewer {v:?} may only read; this needs an admin certificate"
+        ))),
     }
 }
 
@@ -388,11 +459,11 @@ async fn register_vm(
     ))
 }
 
-/// `GET /v1/vms` (admin): every VM with its latest score and tier.
+/// `GET /v1/vms` (admin or viewer): every VM with its latest score and tier.
 #[utoipa::path(get, path = "/v1/vms", tag = "vms",
     responses((status = 200, description = "`{vms: [VmSummary]}`", body = inline(VmList))))]
 async fn list_vms(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    admin(&req)?;
+    reader(&req)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "vms": st.store.list_vms().await? })))
 }
 
@@ -479,7 +550,7 @@ struct AppraisalsQuery {
 /// Most appraisals one listing returns.
 const MAX_LISTED_APPRAISALS: u32 = 500;
 
-/// `GET /v1/vms/{vm}/appraisals?limit=N` (admin, or the VM's host agent): the VM's most recent
+/// `GET /v1/vms/{vm}/appraisals?limit=N` (admin, viewer, or the VM's host agent): the VM's most recent
 /// accepted appraisals, newest first, each exactly as it was returned when the evidence was
 /// submitted. Refusals are not listed: they change nothing stored (see /metrics for their count).
 #[utoipa::path(get, path = "/v1/vms/{vm}/appraisals", tag = "evidence",
@@ -500,7 +571,9 @@ async fn list_appraisals(
         ));
     }
     let rec = st.store.vm_record(&vm).await?;
-    admin_or_agent_of(&req, &rec.host_id)?;
+    if !matches!(role(&req)?, Role::Viewer(_)) {
+        admin_or_agent_of(&req, &rec.host_id)?;
+    }
     let appraisals = st
         .store
         .recent_appraisals(&vm, limit)
@@ -563,7 +636,7 @@ async fn appraise_submission(
                 rec.host_id
             )));
         }
-        Role::Admin(_) | Role::Enroll(_) => {
+        Role::Admin(_) | Role::Enroll(_) | Role::Viewer(_) => {
             return Err(ApiError::Forbidden(
                 "evidence comes from the VM's host agent (its agent certificate)".into(),
             ));
@@ -625,8 +698,11 @@ async fn appraise_submission(
         .and_then(|t| t.as_str().map(str::to_owned))
         .unwrap_or_default();
     // One transaction: the chain advances, the nonce is used up (and the capture request it
-    // answered is done), the appraisal and its audit entry are stored — or nothing is.
-    st.store
+    // answered is done), the appraisal and its audit entry are stored, and an alert it raises
+    // enters the outbox — or nothing is.
+    let plan = crate::alerts::plan(&rec, &a);
+    let raised = st
+        .store
         .record_appraisal(
             &vm,
             rec.last.map(|l| l.seq),
@@ -640,9 +716,13 @@ async fn appraise_submission(
                 json: &json,
                 nonce: v.claims.nonce.as_deref(),
             },
+            &plan,
             t.unix_timestamp(),
         )
         .await?;
+    if let Some(alert) = raised {
+        crate::alerts::announce(st, &alert);
+    }
     Ok((tier, json))
 }
 
@@ -749,7 +829,8 @@ struct VmList {
         description = "Runtime memory attestation of virtual machines: enrollment, nonces, \
 evidence appraisal against golden baselines, trust scores and signed attestation results. \
 Mutual TLS: every client presents a certificate from the verifier CA; its role (admin, agent of a \
-host, enrollment token) is in the subject. Errors are `{code, message}`."
+host, viewer, enrollment token) is in the subject. Errors are `{code, message}`; 503 `unavailable` \
+(with Retry-After) while the database cannot be reached."
     ),
     paths(
         healthz, metrics, openapi_json,
@@ -757,12 +838,17 @@ host, enrollment token) is in the subject. Errors are `{code, message}`."
         register_vm, list_vms, set_threshold, assign_policy, promote_baseline,
         issue_nonce, submit_evidence, list_appraisals,
         crate::captures::create, crate::captures::poll, crate::captures::status,
+        crate::alerts::list, crate::alerts::show, crate::alerts::ack, crate::alerts::stream,
+        crate::alerts::add_webhook, crate::alerts::list_webhooks, crate::alerts::remove_webhook,
+        crate::alerts::add_silence, crate::alerts::list_silences, crate::alerts::end_silence,
+        crate::alerts::set_schedule,
     ),
     tags(
         (name = "enrollment", description = "Hosts enrol with a one-use token and TPM credential activation"),
         (name = "vms", description = "VM registration, policies, thresholds and golden baselines (admin)"),
         (name = "evidence", description = "Nonces, evidence and appraisals (agents)"),
         (name = "captures", description = "Captures on demand, picked up by the agent's long-poll"),
+        (name = "alerts", description = "Alerts, their webhooks (signed deliveries, at least once), silences and the event stream"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]
@@ -875,6 +961,53 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
             M::POST,
             "/v1/vms/{vm}/baselines",
             r(M::POST).to(promote_baseline),
+        ),
+        (
+            M::POST,
+            "/v1/vms/{vm}/schedule",
+            r(M::POST).to(crate::alerts::set_schedule),
+        ),
+        (M::GET, "/v1/alerts", r(M::GET).to(crate::alerts::list)),
+        (
+            M::GET,
+            "/v1/alerts/stream",
+            r(M::GET).to(crate::alerts::stream),
+        ),
+        (M::GET, "/v1/alerts/{id}", r(M::GET).to(crate::alerts::show)),
+        (
+            M::POST,
+            "/v1/alerts/{id}/ack",
+            r(M::POST).to(crate::alerts::ack),
+        ),
+        (
+            M::POST,
+            "/v1/webhooks",
+            r(M::POST).to(crate::alerts::add_webhook),
+        ),
+        (
+            M::GET,
+            "/v1/webhooks",
+            r(M::GET).to(crate::alerts::list_webhooks),
+        ),
+        (
+            M::DELETE,
+            "/v1/webhooks/{name}",
+            r(M::DELETE).to(crate::alerts::remove_webhook),
+        ),
+        (
+            M::POST,
+            "/v1/silences",
+            r(M::POST).to(crate::alerts::add_silence),
+        ),
+        (
+            M::GET,
+            "/v1/silences",
+            r(M::GET).to(crate::alerts::list_silences),
+        ),
+        (
+            M::DELETE,
+            "/v1/silences/{id}",
+            r(M::DELETE).to(crate::alerts::end_silence),
         ),
     ]
 }

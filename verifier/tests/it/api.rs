@@ -59,6 +59,7 @@ fn start_with(trust: TrustConfig) -> Server {
             let ca = Ca::load(&state).unwrap();
             let ear = vmseal_verifier::ear::EarSigner::load_or_create(&state, &ca).unwrap();
             let data = actix_web::web::Data::new(AppState::new(store, ca, ear, settings));
+            vmseal_verifier::alerts::spawn_workers(data.clone());
             actix_web::HttpServer::new(move || {
                 actix_web::App::new()
                     .app_data(data.clone())

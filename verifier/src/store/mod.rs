@@ -1,10 +1,13 @@
-//! Storage: hosts, VMs, nonces, versioned baselines, appraisals and the hash-chained audit log.
+//! Storage: hosts, VMs, nonces, versioned baselines, appraisals, alerts and the hash-chained
+//! audit log.
 //!
 //! One code path for SQLite (the default: one file, WAL) and PostgreSQL (several verifier
-//! replicas), through sqlx's `Any` driver; migrations run at open. Operations that replicas could
-//! race on are single conditional statements: a nonce is consumed by a `DELETE` that must remove
-//! exactly one row, and a VM's chain advances by an `UPDATE … WHERE last_seq = expected`, so two
-//! replicas can never both accept the same nonce or the same sequence number.
+//! replicas), through sqlx's `Any` driver; the same migrations run at open on both. Operations that
+//! replicas could race on are single conditional statements: a nonce is consumed by a `DELETE` that
+//! must remove exactly one row, and a VM's chain advances by an `UPDATE … WHERE last_seq =
+//! expected`, so two replicas can never both accept the same nonce or the same sequence number.
+//! Audit entries (and so alerts, whose ids are their audit entries') are ordered by the one-row
+//! `audit_head` table, whose row lock serializes appends across replicas.
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -13,7 +16,23 @@ use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
 
 use crate::appraise::{Baseline, BaselineRegion, ChainPoint, VmRecord};
 
+mod alerts;
+
+pub use alerts::{
+    Alert, AlertPlan, ClaimedDelivery, DELIVERY_LEASE_S, DeliveryState, MAX_DELIVERY_ATTEMPTS,
+    NewAlert, Silence, Webhook, backoff_s,
+};
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The database engine behind a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One SQLite file (WAL): one verifier process.
+    Sqlite,
+    /// PostgreSQL: one or more verifier replicas.
+    Postgres,
+}
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +40,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+    /// The database cannot be reached now (down, restarting, out of connections): retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// A migration failed.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -39,10 +61,31 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        let unavailable = match &e {
+            E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::Tls(_) | E::WorkerCrashed => true,
+            // SQLSTATE class 08 (connection exception) and 57P (operator intervention: the
+            // server is shutting down or starting up).
+            E::Database(d) => d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        };
+        if unavailable {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Db(e)
+        }
+    }
+}
+
 /// The verifier's store.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    backend: Backend,
 }
 
 fn digest(v: Vec<u8>, what: &str) -> Result<Digest, StoreError> {
@@ -120,6 +163,9 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 1 } else { 16 })
+            // A request waits at most this long for a connection; then it fails with 503
+            // instead of hanging while the database is down.
+            .acquire_timeout(std::time::Duration::from_secs(3))
             // A local SQLite file needs no liveness ping before each use (a round trip to its
             // worker thread per query); a PostgreSQL connection may have dropped, so it is tested.
             .test_before_acquire(!sqlite)
@@ -147,7 +193,25 @@ impl Store {
             .connect(&url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            backend: if sqlite {
+                Backend::Sqlite
+            } else {
+                Backend::Postgres
+            },
+        })
+    }
+
+    /// The engine behind this store.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Enrol (or re-enrol) a host with its pinned intermediate. Re-enrolment replaces the pinned
@@ -331,7 +395,7 @@ impl Store {
             .await
             .map_err(|e| match e {
                 sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(format!("VM {vm_id:?} is already registered")),
-                e => StoreError::Db(e),
+                e => StoreError::from(e),
             })?;
         Ok(())
     }
@@ -363,7 +427,7 @@ impl Store {
     /// What the appraisal needs to know about a VM.
     pub async fn vm_record(&self, vm_id: &str) -> Result<VmRecord, StoreError> {
         let row = sqlx::query(
-            "SELECT v.vm_id, v.host_id, v.policy_digest, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, h.intermediate_sha256, h.insecure_anchor, \
+            "SELECT v.vm_id, v.host_id, v.policy_digest, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, h.intermediate_sha256, h.insecure_anchor, \
              (SELECT MAX(b.version) FROM baselines b WHERE b.vm_id = v.vm_id) AS baseline_version \
              FROM vms v JOIN hosts h ON h.host_id = v.host_id WHERE v.vm_id = $1",
         )
@@ -403,6 +467,8 @@ impl Store {
             baseline_version: row
                 .try_get::<Option<i64>, _>("baseline_version")?
                 .map(|v| v as u64),
+            last_tier: row.try_get("last_tier")?,
+            threshold_alert: row.try_get("threshold_alert")?,
         })
     }
 
@@ -458,33 +524,47 @@ impl Store {
 
     /// Record an accepted appraisal in one transaction: advance the VM's chain, use up the nonce
     /// the evidence answered (completing the capture request that asked for it), store the
-    /// appraisal and append the verdict to the audit log. Nothing is written when the chain no
-    /// longer stands where the appraisal found it (`expected`: [`StoreError::Conflict`]) or the
-    /// nonce was used or expired meanwhile ([`StoreError::NonceUsed`]).
+    /// appraisal, append the verdict to the audit log, and carry out the alert `plan` (resolve the
+    /// VM's below-threshold alert, raise a new alert into the outbox). Nothing is written when the
+    /// chain no longer stands where the appraisal found it (`expected`: [`StoreError::Conflict`])
+    /// or the nonce was used or expired meanwhile ([`StoreError::NonceUsed`]). Returns the alert
+    /// raised, if any.
     pub async fn record_appraisal(
         &self,
         vm_id: &str,
         expected: Option<u64>,
         point: ChainPoint,
         verdict: &Verdict<'_>,
+        plan: &AlertPlan,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Alert>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let r = match expected {
-            None => sqlx::query("UPDATE vms SET last_seq = $1, last_digest = $2 WHERE vm_id = $3 AND last_seq IS NULL")
-                .bind(point.seq as i64)
-                .bind(point.digest.to_vec())
-                .bind(vm_id)
-                .execute(&mut *tx)
-                .await?,
-            Some(e) => sqlx::query("UPDATE vms SET last_seq = $1, last_digest = $2 WHERE vm_id = $3 AND last_seq = $4")
-                .bind(point.seq as i64)
-                .bind(point.digest.to_vec())
-                .bind(vm_id)
-                .bind(e as i64)
-                .execute(&mut *tx)
-                .await?,
+        // Evidence arriving ends a silence alert (the sweeper resolves it); a score back at or
+        // above the threshold ends the below-threshold one.
+        macro_rules! advance {
+            ($cond:literal) => {
+                concat!(
+                    "UPDATE vms SET last_seq = $1, last_digest = $2, last_tier = $3, last_seen = $4, silent_alert = NULL, ",
+                    "threshold_alert = CASE WHEN $5 = 1 THEN NULL ELSE threshold_alert END WHERE vm_id = $6 AND ",
+                    $cond
+                )
+            };
+        }
+        let resolve = i64::from(plan.resolve_threshold.is_some());
+        let sql = match expected {
+            None => advance!("last_seq IS NULL AND $7 = 0"),
+            Some(_) => advance!("last_seq = $7"),
         };
+        let r = sqlx::query(sql)
+            .bind(point.seq as i64)
+            .bind(point.digest.to_vec())
+            .bind(verdict.tier)
+            .bind(now)
+            .bind(resolve)
+            .bind(vm_id)
+            .bind(expected.map_or(0, |e| e as i64))
+            .execute(&mut *tx)
+            .await?;
         if r.rows_affected() != 1 {
             return Err(StoreError::Conflict(format!(
                 "VM {vm_id:?} advanced past #{expected:?} meanwhile"
@@ -529,8 +609,15 @@ impl Store {
         })
         .to_string();
         append_audit(&mut tx, "verifier", "appraisal", &detail, now).await?;
+        if let Some(id) = plan.resolve_threshold {
+            alerts::resolve(&mut tx, id, now).await?;
+        }
+        let raised = match &plan.raise {
+            Some(a) => Some(alerts::raise(&mut tx, a, now).await?),
+            None => None,
+        };
         tx.commit().await?;
-        Ok(())
+        Ok(raised)
     }
 
     /// The stored results of a VM's most recent accepted appraisals, newest first, at most
@@ -806,6 +893,20 @@ impl Store {
             }
             prev = stored;
         }
+        // The head must name the last entry: a chain cut short at its end shows here.
+        let head = sqlx::query("SELECT id, hash FROM audit_head WHERE one = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let head_hash = head
+            .try_get::<Option<Vec<u8>>, _>("hash")?
+            .unwrap_or_else(|| vec![0u8; 32]);
+        if head.try_get::<i64, _>("id")? != rows.len() as i64 || head_hash != prev {
+            return Err(StoreError::Corrupt(format!(
+                "audit log ends at entry {} but its head names entry {}",
+                rows.len(),
+                head.try_get::<i64, _>("id")?
+            )));
+        }
         Ok(rows.len() as u64)
     }
 }
@@ -931,7 +1032,8 @@ pub struct PendingEnrollment {
     pub expires_at: i64,
 }
 
-/// Append one entry to the hash-chained audit log inside `tx`.
+/// Append one entry to the hash-chained audit log inside `tx`. The head row's lock (held to the
+/// end of `tx`) orders concurrent appends, across replicas too.
 async fn append_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     actor: &str,
@@ -939,17 +1041,19 @@ async fn append_audit(
     detail: &str,
     now: i64,
 ) -> Result<AuditEntry, StoreError> {
-    let last = sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
+    // RETURNING sees the new id and the hash the statement did not change: the previous entry's.
+    let head = sqlx::query("UPDATE audit_head SET id = id + 1 WHERE one = 1 RETURNING id, hash")
+        .fetch_one(&mut **tx)
         .await?;
-    let (id, prev) = match last {
-        Some(r) => (
-            r.try_get::<i64, _>("id")? + 1,
-            r.try_get::<Vec<u8>, _>("hash")?,
-        ),
-        None => (1, vec![0u8; 32]),
-    };
+    let id: i64 = head.try_get("id")?;
+    let prev = head
+        .try_get::<Option<Vec<u8>>, _>("hash")?
+        .unwrap_or_else(|| vec![0u8; 32]);
     let h = audit_hash(&prev, id, now, actor, action, detail);
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE one = 1")
+        .bind(h.to_vec())
+        .execute(&mut **tx)
+        .await?;
     sqlx::query("INSERT INTO audit_log (id, at, actor, action, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(id)
         .bind(now)
@@ -1005,11 +1109,71 @@ fn aws_lc_rs_fill(b: &mut [u8]) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let d = tempfile::tempdir().unwrap();
-        let s = Store::open(&format!("sqlite://{}", d.path().join("v.db").display()))
-            .await
-            .unwrap();
+    /// Each named test, as `on_sqlite::NAME` and `on_postgres::NAME`.
+    macro_rules! on_both {
+        ($($name:ident),* $(,)?) => {
+            mod on_sqlite {
+                $(#[tokio::test]
+                async fn $name() {
+                    super::$name(super::Db::Sqlite).await
+                })*
+            }
+            mod on_postgres {
+                $(#[tokio::test]
+                async fn $name() {
+                    super::$name(super::Db::Postgres).await
+                })*
+            }
+        };
+    }
+    pub(super) use on_both;
+
+    on_both!(
+        a_token_enrols_once_and_re_enrolment_keeps_the_vms,
+        vms_need_an_enrolled_host_and_unique_ids,
+        nonces_are_single_use_per_vm_and_expire,
+        the_chain_advances_once_per_sequence,
+        baselines_are_versioned_never_overwritten,
+        audit_log_is_hash_chained_and_tampering_shows,
+    );
+
+    /// Which engine a test runs on: every store test runs on both.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) enum Db {
+        Sqlite,
+        Postgres,
+    }
+
+    /// Keeps a test's database alive.
+    #[allow(dead_code)]
+    pub(super) enum Guard {
+        Dir(tempfile::TempDir),
+        Pg(vmseal_testkit::postgres::PgDatabase),
+    }
+
+    /// An empty, migrated store on `db`.
+    pub(super) async fn empty(db: Db) -> (Guard, Store) {
+        let (g, url) = match db {
+            Db::Sqlite => {
+                let d = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", d.path().join("v.db").display());
+                (Guard::Dir(d), url)
+            }
+            Db::Postgres => {
+                let pg = tokio::task::spawn_blocking(vmseal_testkit::postgres::PgDatabase::create)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let url = pg.url.clone();
+                (Guard::Pg(pg), url)
+            }
+        };
+        (g, Store::open(&url).await.unwrap())
+    }
+
+    /// A store with host h1 enrolled and its VM vm1 (threshold 70) registered.
+    pub(super) async fn store(db: Db) -> (Guard, Store) {
+        let (d, s) = empty(db).await;
         s.enroll_host(
             &HostEnrollment {
                 host_id: "h1",
@@ -1025,9 +1189,8 @@ mod tests {
         (d, s)
     }
 
-    #[tokio::test]
-    async fn a_token_enrols_once_and_re_enrolment_keeps_the_vms() {
-        let (_d, s) = store().await;
+    async fn a_token_enrols_once_and_re_enrolment_keeps_the_vms(db: Db) {
+        let (_d, s) = store(db).await;
         s.create_enrollment_token("t1", "admin", Some("h1"), 100, 200)
             .await
             .unwrap();
@@ -1081,9 +1244,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn vms_need_an_enrolled_host_and_unique_ids() {
-        let (_d, s) = store().await;
+    async fn vms_need_an_enrolled_host_and_unique_ids(db: Db) {
+        let (_d, s) = store(db).await;
         assert!(matches!(
             s.register_vm("vm2", "nohost", 70, 1).await,
             Err(StoreError::NotFound(_))
@@ -1109,9 +1271,8 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn nonces_are_single_use_per_vm_and_expire() {
-        let (_d, s) = store().await;
+    async fn nonces_are_single_use_per_vm_and_expire(db: Db) {
+        let (_d, s) = store(db).await;
         s.register_vm("vm2", "h1", 70, 100).await.unwrap();
         let point = |seq: u64| ChainPoint {
             seq,
@@ -1128,18 +1289,18 @@ mod tests {
         assert!(!s.nonce_valid("vm2", &n, 1001).await.unwrap());
         // Another VM's appraisal cannot use it; nothing is written.
         assert!(matches!(
-            s.record_appraisal("vm2", None, point(0), &with(&n), 1001)
+            s.record_appraisal("vm2", None, point(0), &with(&n), &NO, 1001)
                 .await,
             Err(StoreError::NonceUsed)
         ));
         assert_eq!(s.vm_record("vm2").await.unwrap().last, None);
         // Its own VM's appraisal uses it up; a second use is refused.
-        s.record_appraisal("vm1", None, point(0), &with(&n), 1001)
+        s.record_appraisal("vm1", None, point(0), &with(&n), &NO, 1001)
             .await
             .unwrap();
         assert!(!s.nonce_valid("vm1", &n, 1002).await.unwrap());
         assert!(matches!(
-            s.record_appraisal("vm1", Some(0), point(1), &with(&n), 1002)
+            s.record_appraisal("vm1", Some(0), point(1), &with(&n), &NO, 1002)
                 .await,
             Err(StoreError::NonceUsed)
         ));
@@ -1147,39 +1308,47 @@ mod tests {
         let n2 = s.issue_nonce("vm1", 60, 1000).await.unwrap();
         assert!(!s.nonce_valid("vm1", &n2, 1061).await.unwrap(), "expired");
         assert!(matches!(
-            s.record_appraisal("vm1", Some(0), point(1), &with(&n2), 1061)
+            s.record_appraisal("vm1", Some(0), point(1), &with(&n2), &NO, 1061)
                 .await,
             Err(StoreError::NonceUsed)
         ));
         assert_eq!(s.vm_record("vm1").await.unwrap().last, Some(point(0)));
     }
 
-    const V: Verdict<'static> = Verdict {
+    pub(super) const NO: AlertPlan = AlertPlan {
+        raise: None,
+        resolve_threshold: None,
+    };
+
+    pub(super) const V: Verdict<'static> = Verdict {
         score: 100,
         tier: "affirming",
         json: "{}",
         nonce: None,
     };
 
-    #[tokio::test]
-    async fn the_chain_advances_once_per_sequence() {
-        let (_d, s) = store().await;
+    async fn the_chain_advances_once_per_sequence(db: Db) {
+        let (_d, s) = store(db).await;
         let p0 = ChainPoint {
             seq: 0,
             digest: [1; 32],
         };
-        s.record_appraisal("vm1", None, p0, &V, 1).await.unwrap();
+        s.record_appraisal("vm1", None, p0, &V, &NO, 1)
+            .await
+            .unwrap();
         assert!(matches!(
-            s.record_appraisal("vm1", None, p0, &V, 1).await,
+            s.record_appraisal("vm1", None, p0, &V, &NO, 1).await,
             Err(StoreError::Conflict(_))
         ));
         let p1 = ChainPoint {
             seq: 1,
             digest: [2; 32],
         };
-        s.record_appraisal("vm1", Some(0), p1, &V, 2).await.unwrap();
+        s.record_appraisal("vm1", Some(0), p1, &V, &NO, 2)
+            .await
+            .unwrap();
         assert!(matches!(
-            s.record_appraisal("vm1", Some(0), p1, &V, 2).await,
+            s.record_appraisal("vm1", Some(0), p1, &V, &NO, 2).await,
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(s.vm_record("vm1").await.unwrap().last, Some(p1));
@@ -1203,7 +1372,7 @@ mod tests {
             seq: 2,
             digest: [3; 32],
         };
-        s.record_appraisal("vm1", Some(1), p2, &with, 4)
+        s.record_appraisal("vm1", Some(1), p2, &with, &NO, 4)
             .await
             .unwrap();
         let p3 = ChainPoint {
@@ -1211,16 +1380,15 @@ mod tests {
             digest: [4; 32],
         };
         assert!(matches!(
-            s.record_appraisal("vm1", Some(2), p3, &with, 5).await,
+            s.record_appraisal("vm1", Some(2), p3, &with, &NO, 5).await,
             Err(StoreError::NonceUsed)
         ));
         assert_eq!(s.vm_record("vm1").await.unwrap().last, Some(p2));
         assert_eq!(s.verify_audit().await.unwrap(), 3);
     }
 
-    #[tokio::test]
-    async fn baselines_are_versioned_never_overwritten() {
-        let (_d, s) = store().await;
+    async fn baselines_are_versioned_never_overwritten(db: Db) {
+        let (_d, s) = store(db).await;
         assert!(s.active_baseline("vm1").await.unwrap().is_none());
         let region = |tag: u8| NewBaselineRegion {
             name: "code".into(),
@@ -1255,9 +1423,8 @@ mod tests {
         assert_eq!(old, 1, "version 1 is kept");
     }
 
-    #[tokio::test]
-    async fn audit_log_is_hash_chained_and_tampering_shows() {
-        let (_d, s) = store().await;
+    async fn audit_log_is_hash_chained_and_tampering_shows(db: Db) {
+        let (_d, s) = store(db).await;
         s.audit("admin", "register_vm", "{\"vm\":\"vm1\"}", 1)
             .await
             .unwrap();

@@ -1,0 +1,660 @@
+//! Alerting: which alert an appraisal raises or resolves, the webhook outbox worker, the
+//! silence sweeper, the server-sent-events stream, and the admin API over alerts, webhooks and
+//! silences.
+//!
+//! Alerts live in the database (see [`crate::store`]): each is raised in the transaction of the
+//! appraisal that caused it, with one outbox row per webhook. Every replica runs a delivery worker
+//! that claims due rows under a lease and posts them signed ([`crate::ear::EarSigner::sign_alert`]);
+//! a delivery is retried with backoff until the receiver answers 2xx. Each replica also sweeps for
+//! VMs whose evidence stopped arriving, and each SSE client reads alerts by id from the database, so
+//! a stream on any replica sees the alerts every replica raised.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use vmseal_client::{NewSilence, NewWebhook, SetSchedule};
+
+use crate::appraise::{Appraisal, Tier, VmRecord};
+use crate::server::{ApiError, AppState, admin, bad, now, reader};
+use crate::store::{Alert, AlertPlan, ClaimedDelivery, NewAlert, Silence, Webhook};
+
+/// How long a webhook has to answer.
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a replica looks for silent VMs.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often an idle delivery worker looks for due deliveries raised on other replicas (those
+/// raised on its own replica wake it at once).
+pub const DELIVERY_POLL: Duration = Duration::from_secs(1);
+/// Longest silence, seconds.
+pub const MAX_SILENCE_S: i64 = 30 * 24 * 3600;
+
+fn rank(tier: &str) -> u8 {
+    match tier {
+        "affirming" => 0,
+        "warning" => 1,
+        _ => 2,
+    }
+}
+
+fn tier_name(t: Tier) -> &'static str {
+    match t {
+        Tier::Affirming => "affirming",
+        Tier::Warning => "warning",
+        Tier::Contraindicated => "contraindicated",
+    }
+}
+
+/// What appraisal `a` of the VM `rec` does to alerts: a score under the threshold raises
+/// `below_threshold` unless the VM already has one unresolved (one alert per episode, not one per
+/// snapshot); otherwise a worse tier than the last appraisal's raises `tier_drop`; a score back at
+/// or above the threshold resolves the open `below_threshold` alert.
+pub fn plan(rec: &VmRecord, a: &Appraisal) -> AlertPlan {
+    let tier = tier_name(a.tier);
+    let below = a.score < rec.threshold;
+    let dropped = rec
+        .last_tier
+        .as_deref()
+        .is_some_and(|last| rank(tier) > rank(last));
+    let kind = if below && rec.threshold_alert.is_none() {
+        Some("below_threshold")
+    } else if dropped {
+        Some("tier_drop")
+    } else {
+        None
+    };
+    AlertPlan {
+        raise: kind.map(|kind| NewAlert {
+            vm_id: a.vm_id.clone(),
+            kind,
+            seq: Some(a.seq),
+            score: Some(a.score),
+            tier: Some(tier.to_owned()),
+            threshold: rec.threshold,
+            message: message(rec, a, kind),
+        }),
+        resolve_threshold: if below { None } else { rec.threshold_alert },
+    }
+}
+
+fn message(rec: &VmRecord, a: &Appraisal, kind: &str) -> String {
+    let tier = tier_name(a.tier);
+    let was = rec
+        .last_tier
+        .as_deref()
+        .map(|t| format!(", was {t}"))
+        .unwrap_or_default();
+    let what = match kind {
+        "below_threshold" => format!(
+            "trust score {} is below its threshold {} ({tier}{was})",
+            a.score, rec.threshold
+        ),
+        _ => format!("tier dropped to {tier}{was} (score {})", a.score),
+    };
+    let changes: Vec<String> = a
+        .changes
+        .iter()
+        .map(|c| {
+            format!(
+                "{} ({} {}, {} of {} page(s))",
+                c.region, c.class, c.severity, c.changed_pages, c.pages
+            )
+        })
+        .collect();
+    let mut m = format!("VM {} snapshot #{}: {what}", a.vm_id, a.seq);
+    if !changes.is_empty() {
+        m.push_str("; changed: ");
+        m.push_str(&changes.join(", "));
+    }
+    if !a.unbaselined.is_empty() {
+        m.push_str("; not in the baseline: ");
+        m.push_str(&a.unbaselined.join(", "));
+    }
+    m
+}
+
+/// Log a raised alert (once: by the replica that raised it) and wake this replica's delivery
+/// worker.
+pub fn announce(st: &AppState, a: &Alert) {
+    st.metrics.alert_raised(&a.kind);
+    if a.silenced {
+        tracing::info!(alert = a.alert_id, vm = %a.vm_id, kind = %a.kind, "silenced alert: {}", a.message);
+    } else {
+        tracing::warn!(alert = a.alert_id, vm = %a.vm_id, kind = %a.kind, "ALERT: {}", a.message);
+    }
+    st.alert_wake.notify_one();
+}
+
+/// Start this replica's background alert work on the current runtime: the webhook delivery
+/// worker and the silence sweeper. They run until the runtime stops.
+pub fn spawn_workers(st: web::Data<AppState>) {
+    actix_web::rt::spawn(deliver_forever(st.clone()));
+    actix_web::rt::spawn(sweep_forever(st));
+}
+
+async fn sweep_forever(st: web::Data<AppState>) {
+    loop {
+        match st.store.sweep_silent(now()).await {
+            Ok(raised) => raised.iter().for_each(|a| announce(&st, a)),
+            Err(e) => tracing::warn!("looking for silent VMs: {e}; retrying"),
+        }
+        tokio::time::sleep(SWEEP_EVERY).await;
+    }
+}
+
+/// A name for this replica's leases: host, process and a random part.
+fn replica_id() -> String {
+    let mut r = [0u8; 4];
+    let _ = vmseal_sealer::keys::random_bytes(&mut r);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}:{}", host.trim(), std::process::id(), hex::encode(r))
+}
+
+async fn deliver_forever(st: web::Data<AppState>) {
+    let owner = replica_id();
+    let http = match reqwest::Client::builder()
+        .timeout(WEBHOOK_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("vmseal-verifier/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                "cannot build the webhook HTTP client: {e}; alerts will not be delivered"
+            );
+            return;
+        }
+    };
+    loop {
+        match st.store.claim_deliveries(&owner, now(), 32).await {
+            Ok(batch) if !batch.is_empty() => {
+                futures_util::future::join_all(
+                    batch.iter().map(|d| deliver(&st, &http, &owner, d)),
+                )
+                .await;
+            }
+            Ok(_) => {
+                let _ = tokio::time::timeout(DELIVERY_POLL, st.alert_wake.notified()).await;
+            }
+            Err(e) => {
+                tracing::warn!("claiming alert deliveries: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, d: &ClaimedDelivery) {
+    let outcome = match st.ear.sign_alert(&d.alert, &d.webhook, d.attempt, now()) {
+        Err(e) => Err(format!("signing: {e}")),
+        Ok(jwt) => http
+            .post(&d.url)
+            .header("content-type", "application/jwt")
+            .header("vmseal-alert-id", d.alert.alert_id.to_string())
+            .header(
+                "vmseal-delivery",
+                format!("{}/{}", d.alert.alert_id, d.webhook),
+            )
+            .body(jwt)
+            .send()
+            .await
+            .map_err(|e| format!("{e}"))
+            .and_then(|r| -> Result<(), String> {
+                if r.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("the receiver answered {}", r.status()))
+                }
+            }),
+    };
+    let t = now();
+    match outcome {
+        Ok(()) => {
+            st.metrics.delivery("delivered");
+            tracing::info!(alert = d.alert.alert_id, webhook = %d.webhook, attempt = d.attempt, "alert delivered");
+            if let Err(e) = st.store.delivery_done(d, owner, t).await {
+                tracing::warn!(alert = d.alert.alert_id, webhook = %d.webhook, "delivered, but recording it failed ({e}): it will be delivered again");
+            }
+        }
+        Err(why) => match st.store.delivery_failed(d, owner, &why, t).await {
+            Ok(true) => {
+                st.metrics.delivery("given_up");
+                tracing::error!(alert = d.alert.alert_id, webhook = %d.webhook, "alert delivery given up after {} attempts: {why}", d.attempt);
+            }
+            Ok(false) => {
+                st.metrics.delivery("retry");
+                tracing::warn!(alert = d.alert.alert_id, webhook = %d.webhook, attempt = d.attempt, "alert delivery failed: {why}; retrying in {} s", crate::store::backoff_s(d.attempt));
+            }
+            Err(e) => tracing::warn!(alert = d.alert.alert_id, "recording a failed delivery: {e}"),
+        },
+    }
+}
+
+/// Query of `GET /v1/alerts`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AlertsQuery {
+    /// `open`, `acknowledged`, `resolved`, or `active` (open or acknowledged); all when absent.
+    state: Option<String>,
+    /// Only this VM's.
+    vm: Option<String>,
+    /// At most this many, 1..=500 (default 100).
+    limit: Option<u32>,
+}
+
+/// `GET /v1/alerts` (admin or viewer): alerts, newest first.
+#[utoipa::path(get, path = "/v1/alerts", tag = "alerts", params(AlertsQuery),
+    responses((status = 200, description = "`{alerts: [Alert]}`, newest first"), (status = 400, description = "bad_query", body = vmseal_client::ApiErrorBody)))]
+pub(crate) async fn list(
+    req: HttpRequest,
+    q: web::Query<AlertsQuery>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    reader(&req)?;
+    if let Some(s) = &q.state
+        && !["open", "acknowledged", "resolved", "active"].contains(&s.as_str())
+    {
+        return Err(bad(
+            "bad_query",
+            format!("state must be open, acknowledged, resolved or active, not {s:?}"),
+        ));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(bad(
+            "bad_query",
+            format!("limit must be 1..=500, not {limit}"),
+        ));
+    }
+    let alerts = st
+        .store
+        .alerts(q.state.as_deref(), q.vm.as_deref(), None, limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "alerts": alerts })))
+}
+
+fn alert_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse().map_err(|_| {
+        bad(
+            "bad_alert_id",
+            format!("{raw:?} is not an alert id (a number)"),
+        )
+    })
+}
+
+/// `GET /v1/alerts/{id}` (admin or viewer): an alert and its webhook deliveries.
+#[utoipa::path(get, path = "/v1/alerts/{id}", tag = "alerts", params(("id" = i64, Path, description = "Alert id")),
+    responses((status = 200, description = "`{alert: Alert, deliveries: [DeliveryState]}`"), (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
+pub(crate) async fn show(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    reader(&req)?;
+    let id = alert_id(&path)?;
+    let alert = st.store.alert(id).await?;
+    let deliveries = st.store.deliveries(id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "alert": alert, "deliveries": deliveries })))
+}
+
+/// `POST /v1/alerts/{id}/ack` (admin): acknowledge an alert.
+#[utoipa::path(post, path = "/v1/alerts/{id}/ack", tag = "alerts", params(("id" = i64, Path, description = "Alert id")),
+    responses((status = 200, description = "The alert", body = Alert), (status = 409, description = "already resolved", body = vmseal_client::ApiErrorBody)))]
+pub(crate) async fn ack(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let id = alert_id(&path)?;
+    Ok(HttpResponse::Ok().json(st.store.ack_alert(id, &who, now()).await?))
+}
+
+/// Query of `GET /v1/alerts/stream`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamQuery {
+    /// Start after this alert id (as the `Last-Event-ID` header does); by default only alerts
+    /// raised from now on are sent.
+    after: Option<i64>,
+}
+
+/// `GET /v1/alerts/stream` (admin or viewer): server-sent events, one `alert` event per alert
+/// (silenced ones excepted), with the alert id as the event id; a client that reconnects with
+/// `Last-Event-ID` misses nothing.
+#[utoipa::path(get, path = "/v1/alerts/stream", tag = "alerts", params(StreamQuery),
+    responses((status = 200, description = "`text/event-stream` of `alert` events whose data is an Alert")))]
+pub(crate) async fn stream(
+    req: HttpRequest,
+    q: web::Query<StreamQuery>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    reader(&req)?;
+    let header = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim().parse::<i64>().map_err(|_| {
+                bad(
+                    "bad_query",
+                    format!("Last-Event-ID {v:?} is not an alert id"),
+                )
+            })
+        })
+        .transpose()?;
+    let after = match header.or(q.after) {
+        Some(a) => a,
+        None => st
+            .store
+            .alerts(None, None, None, 1)
+            .await?
+            .first()
+            .map_or(0, |a| a.alert_id),
+    };
+    struct S {
+        st: web::Data<AppState>,
+        after: i64,
+        queue: VecDeque<Alert>,
+        quiet: u32,
+        first: bool,
+    }
+    let init = S {
+        st: st.clone(),
+        after,
+        queue: VecDeque::new(),
+        quiet: 0,
+        first: true,
+    };
+    let events = futures_util::stream::unfold(init, |mut s| async move {
+        if s.first {
+            // Tell the client how soon to reconnect, and open the stream at once.
+            s.first = false;
+            return Some((
+                Ok::<_, actix_web::Error>(web::Bytes::from_static(b"retry: 2000\n\n")),
+                s,
+            ));
+        }
+        loop {
+            if let Some(a) = s.queue.pop_front() {
+                s.after = a.alert_id;
+                let data = serde_json::to_string(&a).unwrap_or_default();
+                let ev = format!("id: {}\nevent: alert\ndata: {data}\n\n", a.alert_id);
+                return Some((Ok(web::Bytes::from(ev)), s));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match s.st.store.alerts(None, None, Some(s.after), 100).await {
+                Ok(found) => {
+                    for a in found {
+                        if a.silenced {
+                            s.after = a.alert_id;
+                        } else {
+                            s.queue.push_back(a);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!("alert stream: {e}"),
+            }
+            s.quiet += 1;
+            if s.queue.is_empty() && s.quiet >= 15 {
+                s.quiet = 0;
+                return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), s));
+            }
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .streaming(events))
+}
+
+fn valid_name(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// `POST /v1/webhooks` (admin): deliver alerts to a URL from now on.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "alerts", request_body = NewWebhook,
+    responses((status = 201, description = "The webhook", body = Webhook), (status = 409, description = "name taken", body = vmseal_client::ApiErrorBody)))]
+pub(crate) async fn add_webhook(
+    req: HttpRequest,
+    body: web::Json<NewWebhook>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let b = body.into_inner();
+    if !valid_name(&b.name) {
+        return Err(bad(
+            "bad_webhook",
+            format!("webhook name {:?}: 1 to 64 of A-Z a-z 0-9 . _ -", b.name),
+        ));
+    }
+    let url = reqwest::Url::parse(&b.url)
+        .map_err(|e| bad("bad_webhook", format!("webhook URL {:?}: {e}", b.url)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad(
+            "bad_webhook",
+            format!(
+                "webhook URL {:?} must be http:// or https:// with a host",
+                b.url
+            ),
+        ));
+    }
+    let w = Webhook {
+        name: b.name,
+        url: url.to_string(),
+        created_by: who,
+        created_at: now(),
+    };
+    st.store.add_webhook(&w).await?;
+    Ok(HttpResponse::Created().json(w))
+}
+
+/// `GET /v1/webhooks` (admin).
+#[utoipa::path(get, path = "/v1/webhooks", tag = "alerts",
+    responses((status = 200, description = "`{webhooks: [Webhook]}`")))]
+pub(crate) async fn list_webhooks(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&req)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "webhooks": st.store.webhooks().await? })))
+}
+
+/// `DELETE /v1/webhooks/{name}` (admin): stop delivering to it; its undelivered alerts are given up.
+#[utoipa::path(delete, path = "/v1/webhooks/{name}", tag = "alerts", params(("name" = String, Path, description = "Webhook name")),
+    responses((status = 204, description = "Removed"), (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
+pub(crate) async fn remove_webhook(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    st.store.remove_webhook(&path, &who, now()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /v1/silences` (admin): record but do not deliver alerts of a VM (or of all) for a while.
+#[utoipa::path(post, path = "/v1/silences", tag = "alerts", request_body = NewSilence,
+    responses((status = 201, description = "The silence", body = Silence)))]
+pub(crate) async fn add_silence(
+    req: HttpRequest,
+    body: web::Json<NewSilence>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let b = body.into_inner();
+    if !(1..=MAX_SILENCE_S).contains(&b.duration_s) {
+        return Err(bad(
+            "bad_silence",
+            format!(
+                "duration_s must be 1..={MAX_SILENCE_S} (30 days), not {}",
+                b.duration_s
+            ),
+        ));
+    }
+    if b.reason.trim().is_empty() || b.reason.len() > 500 {
+        return Err(bad(
+            "bad_silence",
+            "a silence needs a reason (1 to 500 characters): it is shown with the silenced alerts",
+        ));
+    }
+    let t = now();
+    let s = Silence {
+        silence_id: crate::enroll::new_id()?,
+        vm_id: b.vm_id,
+        ends_at: t + b.duration_s,
+        reason: b.reason,
+        created_by: who,
+        created_at: t,
+    };
+    st.store.add_silence(&s).await?;
+    Ok(HttpResponse::Created().json(s))
+}
+
+/// `GET /v1/silences` (admin or viewer): the silences in force.
+#[utoipa::path(get, path = "/v1/silences", tag = "alerts",
+    responses((status = 200, description = "`{silences: [Silence]}`")))]
+pub(crate) async fn list_silences(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    reader(&req)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "silences": st.store.silences(now()).await? })))
+}
+
+/// `DELETE /v1/silences/{id}` (admin): end a silence now.
+#[utoipa::path(delete, path = "/v1/silences/{id}", tag = "alerts", params(("id" = String, Path, description = "Silence id")),
+    responses((status = 204, description = "Ended"), (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
+pub(crate) async fn end_silence(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    st.store.end_silence(&path, &who, now()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /v1/vms/{vm}/schedule` (admin): how often the VM's evidence is expected; a `silent`
+/// alert is raised when none is accepted for twice that.
+#[utoipa::path(post, path = "/v1/vms/{vm}/schedule", tag = "alerts", params(("vm" = String, Path, description = "VM id")),
+    request_body = SetSchedule,
+    responses((status = 200, description = "`{vm_id, expect_every_s}`")))]
+pub(crate) async fn set_schedule(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<SetSchedule>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let vm = path.into_inner();
+    if let Some(e) = body.expect_every_s
+        && !(1..=MAX_SILENCE_S).contains(&e)
+    {
+        return Err(bad(
+            "bad_schedule",
+            format!("expect_every_s must be 1..={MAX_SILENCE_S}, not {e}"),
+        ));
+    }
+    st.store.set_schedule(&vm, body.expect_every_s).await?;
+    let detail = serde_json::json!({ "vm": vm, "expect_every_s": body.expect_every_s });
+    st.store
+        .audit(&who, "set_schedule", &detail.to_string(), now())
+        .await?;
+    Ok(HttpResponse::Ok().json(detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::appraise::{RegionChange, TrustVector};
+
+    fn rec(last_tier: Option<&str>, open: Option<i64>) -> VmRecord {
+        VmRecord {
+            vm_id: "vm1".into(),
+            host_id: "h".into(),
+            intermediate_digest: [0; 32],
+            policy_digest: None,
+            allowed_modules: vec![],
+            last: None,
+            threshold: 70,
+            insecure_anchor: false,
+            baseline_version: Some(1),
+            last_tier: last_tier.map(str::to_owned),
+            threshold_alert: open,
+        }
+    }
+
+    fn appraisal(score: u8, tier: Tier) -> Appraisal {
+        Appraisal {
+            vm_id: "vm1".into(),
+            seq: 7,
+            evidence: String::new(),
+            score,
+            tier,
+            trust_vector: TrustVector {
+                instance_identity: 2,
+                executables: 2,
+                runtime_opaque: 2,
+                hardware: 2,
+            },
+            changes: vec![RegionChange {
+                region: "guest-code".into(),
+                class: "code",
+                severity: "critical",
+                changed_pages: 1,
+                pages: 256,
+                penalty: 100,
+            }],
+            unbaselined: vec![],
+            baseline_version: Some(1),
+            alert: score < 70,
+        }
+    }
+
+    #[test]
+    fn falling_below_the_threshold_raises_once_per_episode() {
+        let p = plan(
+            &rec(Some("affirming"), None),
+            &appraisal(0, Tier::Contraindicated),
+        );
+        let a = p.raise.unwrap();
+        assert_eq!(a.kind, "below_threshold");
+        assert_eq!(
+            a.message,
+            "VM vm1 snapshot #7: trust score 0 is below its threshold 70 (contraindicated, was affirming); changed: guest-code (code critical, 1 of 256 page(s))"
+        );
+        assert_eq!(p.resolve_threshold, None);
+        // Still below, same tier, alert open: nothing new.
+        let p = plan(
+            &rec(Some("contraindicated"), Some(9)),
+            &appraisal(0, Tier::Contraindicated),
+        );
+        assert_eq!(p, AlertPlan::default());
+        // Still below but the tier got worse: a tier drop.
+        let p = plan(
+            &rec(Some("warning"), Some(9)),
+            &appraisal(10, Tier::Contraindicated),
+        );
+        assert_eq!(p.raise.unwrap().kind, "tier_drop");
+        // Back above: the open alert is resolved, nothing raised.
+        let p = plan(
+            &rec(Some("contraindicated"), Some(9)),
+            &appraisal(100, Tier::Affirming),
+        );
+        assert_eq!(p.raise, None);
+        assert_eq!(p.resolve_threshold, Some(9));
+    }
+
+    #[test]
+    fn a_tier_drop_above_the_threshold_raises_tier_drop() {
+        let p = plan(&rec(Some("affirming"), None), &appraisal(80, Tier::Warning));
+        assert_eq!(p.raise.unwrap().kind, "tier_drop");
+        // The first appraisal has no tier to drop from.
+        let p = plan(&rec(None, None), &appraisal(80, Tier::Warning));
+        assert_eq!(p, AlertPlan::default());
+    }
+}
