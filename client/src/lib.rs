@@ -333,6 +333,65 @@ impl Client {
         self.send(self.http.get(&url), &url)
     }
 
+    /// DELETE.
+    pub fn delete(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.send(self.http.delete(&url), &url)
+    }
+
+    /// Follow the alert stream (`GET /v1/alerts/stream`, server-sent events) from after alert
+    /// `after` (None: from now on), calling `on_alert` for each until it returns false or the
+    /// connection ends. Returns the id of the last alert seen, to resume from.
+    pub fn follow_alerts(
+        &self,
+        after: Option<i64>,
+        mut on_alert: impl FnMut(Alert) -> bool,
+    ) -> Result<Option<i64>, ClientError> {
+        use std::io::BufRead as _;
+        let path = match after {
+            Some(a) => format!("/v1/alerts/stream?after={a}"),
+            None => "/v1/alerts/stream".to_owned(),
+        };
+        let url = format!("{}{path}", self.base);
+        let transport = |source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        };
+        // A stream stays open: no overall deadline (the server sends a keep-alive every 15 s).
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(365 * 24 * 3600))
+            .send()
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = resp.text().map_err(transport)?;
+            let body = serde_json::from_str(&text).unwrap_or(ApiErrorBody {
+                code: "http".into(),
+                message: text,
+            });
+            return Err(ClientError::Api { status, body });
+        }
+        let mut last = after;
+        let mut data = String::new();
+        for line in std::io::BufReader::new(resp).lines() {
+            let line = line.map_err(|e| ClientError::Answer(format!("alert stream: {e}")))?;
+            if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.trim_start());
+            } else if line.is_empty() && !data.is_empty() {
+                let alert: Alert = serde_json::from_str(&data)
+                    .map_err(|e| ClientError::Answer(format!("alert stream event: {e}")))?;
+                data.clear();
+                last = Some(alert.alert_id);
+                if !on_alert(alert) {
+                    break;
+                }
+            }
+        }
+        Ok(last)
+    }
+
     fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ClientError> {
         serde_json::from_value(v).map_err(|e| ClientError::Answer(e.to_string()))
     }

@@ -49,7 +49,13 @@ fn tier_name(t: Tier) -> &'static str {
 /// `below_threshold` unless the VM already has one unresolved (one alert per episode, not one per
 /// snapshot); otherwise a worse tier than the last appraisal's raises `tier_drop`; a score back at
 /// or above the threshold resolves the open `below_threshold` alert.
+///
+/// A VM without a golden baseline raises nothing: its score only says "not yet baselined", which
+/// is expected between deployment and the admin's promotion of a baseline.
 pub fn plan(rec: &VmRecord, a: &Appraisal) -> AlertPlan {
+    if a.baseline_version.is_none() {
+        return AlertPlan::default();
+    }
     let tier = tier_name(a.tier);
     let below = a.score < rec.threshold;
     let dropped = rec
@@ -656,5 +662,12 @@ mod tests {
         // The first appraisal has no tier to drop from.
         let p = plan(&rec(None, None), &appraisal(80, Tier::Warning));
         assert_eq!(p, AlertPlan::default());
+        // Before a baseline is promoted, a low score is expected: no alert.
+        let mut unbaselined = appraisal(50, Tier::Warning);
+        unbaselined.baseline_version = None;
+        assert_eq!(
+            plan(&rec(Some("affirming"), None), &unbaselined),
+            AlertPlan::default()
+        );
     }
 }

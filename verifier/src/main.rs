@@ -10,6 +10,8 @@ use vmseal_verifier::pki::Ca;
 use vmseal_verifier::server::{AppState, Settings};
 use vmseal_verifier::store::Store;
 
+mod alerts_cli;
+
 #[derive(Parser)]
 #[command(
     name = "vmseal-verifier",
@@ -145,6 +147,25 @@ Exit status with --wait: 0 when the appraisal is in (its score is printed), 1 on
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// List, show, acknowledge, silence and watch alerts.
+    #[command(subcommand)]
+    Alerts(alerts_cli::AlertsCmd),
+    /// Where alerts are delivered: add, list and remove webhooks.
+    #[command(subcommand)]
+    Webhooks(alerts_cli::WebhooksCmd),
+    /// Say how often a VM's evidence is expected: a `silent` alert is raised when none is
+    /// accepted for twice that.
+    SetSchedule {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// Expected interval: 60s, 5m, 1h …
+        #[arg(long, value_parser = humantime::parse_duration, required_unless_present = "none")]
+        every: Option<std::time::Duration>,
+        /// Remove the schedule (no silence alerts).
+        #[arg(long, conflicts_with = "every")]
+        none: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,7 +188,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The admin's client: enrol hosts, register VMs, promote baselines.
+    /// A reference webhook receiver: verifies each alert delivery's signature with the
+    /// verifier's CA alone, drops duplicates, prints the alert.
+    #[command(
+        after_help = "Example:\n  vmseal-verifier webhook-receiver --listen 127.0.0.1:9099 --ca STATE/ca.pem --name ops\n  \
+vmseal-verifier admin --state STATE webhooks add --name ops --url http://127.0.0.1:9099/"
+    )]
+    WebhookReceiver(alerts_cli::ReceiverArgs),
+    /// The admin's client: enrol hosts, register VMs, promote baselines, alerts.
     Admin {
         #[command(flatten)]
         conn: AdminConn,
@@ -496,6 +524,24 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                 }
             }
         }
+        AdminCmd::Alerts(cmd) => match alerts_cli::alerts(&client, cmd, conn.json)? {
+            Some(v) => v,
+            None => return Ok(()),
+        },
+        AdminCmd::Webhooks(cmd) => match alerts_cli::webhooks(&client, cmd, conn.json)? {
+            Some(v) => v,
+            None => return Ok(()),
+        },
+        AdminCmd::SetSchedule {
+            vm_id,
+            every,
+            none: _,
+        } => client.post_json(
+            &format!("/v1/vms/{vm_id}/schedule"),
+            &vmseal_client::SetSchedule {
+                expect_every_s: every.map(|d| d.as_secs().max(1) as i64),
+            },
+        )?,
         AdminCmd::Appraisals { vm_id, limit } => {
             let out = client.get(&format!("/v1/vms/{vm_id}/appraisals?limit={limit}"))?;
             if !conn.json {
@@ -599,6 +645,7 @@ fn main() -> std::process::ExitCode {
             })
             .map_err(anyhow::Error::from),
         Cmd::Admin { conn, cmd } => admin(conn, cmd),
+        Cmd::WebhookReceiver(a) => alerts_cli::receiver(a),
         Cmd::Bench {
             clients,
             per_client,

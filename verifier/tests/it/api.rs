@@ -1033,3 +1033,319 @@ fn replayed_nonces_stale_evidence_wrong_vms_and_oversized_bodies_are_refused() {
     let (st, a) = submit("vm-a", h.evidence("vm-a", None));
     assert_eq!((st, a["seq"].as_u64()), (200, Some(1)), "{a}");
 }
+
+/// A webhook receiver on loopback: answers 503 to the first `fail_first` deliveries, 200 after;
+/// every body it gets goes to the channel.
+fn webhook_receiver(fail_first: usize) -> (String, std::sync::mpsc::Receiver<(u16, String)>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/hook",
+        listener.local_addr().unwrap().port()
+    );
+    let hits = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            actix_web::HttpServer::new(move || {
+                let (tx, hits) = (tx.clone(), hits.clone());
+                actix_web::App::new().route(
+                    "/hook",
+                    actix_web::web::post().to(move |body: String| {
+                        let n = hits.fetch_add(1, Ordering::SeqCst);
+                        let status = if n < fail_first { 503 } else { 200 };
+                        let _ = tx.send((status, body));
+                        async move {
+                            actix_web::HttpResponse::build(
+                                actix_web::http::StatusCode::from_u16(status).unwrap(),
+                            )
+                            .finish()
+                        }
+                    }),
+                )
+            })
+            .workers(1)
+            .listen(listener)
+            .unwrap()
+            .run()
+            .await
+        })
+    });
+    (url, rx)
+}
+
+#[test]
+fn alerts_reach_webhooks_signed_and_the_event_stream() {
+    use vmseal_client::{Alert, EarError, verify_alert};
+    let s = start();
+    let admin = admin(&s);
+    let ca = std::fs::read(s.dir.path().join("ca.pem")).unwrap();
+    let viewer_cert = Ca::load(s.dir.path())
+        .unwrap()
+        .issue_client(&Role::Viewer("carol".into()), Duration::days(1))
+        .unwrap();
+    let viewer = client(
+        &s,
+        Some((&viewer_cert.cert_pem, &viewer_cert.key_pem)),
+        None,
+    );
+    let mut h = Host::new("host-1");
+    let agent = enrol(&s, &admin, &h, None);
+    let (st, _) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy_digest": hex::encode([4u8; 32]) }),
+    );
+    assert_eq!(st, 201);
+
+    // Webhooks: an admin adds one; bad ones and viewers are refused.
+    let (hook_url, hits) = webhook_receiver(1);
+    let (st, w) = post_to(
+        &admin,
+        &s.url,
+        "/v1/webhooks",
+        serde_json::json!({ "name": "ops", "url": hook_url }),
+    );
+    assert_eq!(st, 201, "{w}");
+    for (name, url) in [
+        ("ops", hook_url.as_str()),
+        ("x y", hook_url.as_str()),
+        ("ftp", "ftp://h/x"),
+        ("rel", "/x"),
+    ] {
+        let (st, e) = post_to(
+            &admin,
+            &s.url,
+            "/v1/webhooks",
+            serde_json::json!({ "name": name, "url": url }),
+        );
+        assert!(
+            matches!(
+                (st, e["code"].as_str().unwrap()),
+                (409, "conflict") | (400, "bad_webhook")
+            ),
+            "{name}: {st} {e}"
+        );
+    }
+    let (st, _) = post_to(
+        &viewer,
+        &s.url,
+        "/v1/webhooks",
+        serde_json::json!({ "name": "v", "url": hook_url }),
+    );
+    assert_eq!(st, 403);
+
+    // The event stream, followed from the start with the admin's client.
+    let follower = vmseal_client::Client::new(
+        &s.url,
+        &ca,
+        &std::fs::read(s.dir.path().join("admin.pem")).unwrap(),
+        &std::fs::read(s.dir.path().join("admin.key")).unwrap(),
+    )
+    .unwrap();
+    let (etx, events) = std::sync::mpsc::channel::<Alert>();
+    std::thread::spawn(move || {
+        let _ = follower.follow_alerts(Some(0), |a| etx.send(a).is_ok());
+    });
+
+    let submit = |h: &mut Host| {
+        let (st, a) = json(
+            agent
+                .post(format!("{}/v1/vms/vm-a/evidence", s.url))
+                .body(h.evidence("vm-a", None))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(st, 200, "{a}");
+        a
+    };
+    // Not baselined yet (score 50 < 70): no alert. Then the baseline, and a clean snapshot.
+    assert_eq!(submit(&mut h)["score"], 50);
+    let leaves: Vec<serde_json::Value> = h
+        .regions
+        .iter()
+        .map(|(n, _, _, l)| serde_json::json!({ "name": n, "leaves": hex::encode(l.concat()) }))
+        .collect();
+    let (st, _) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms/vm-a/baselines",
+        serde_json::json!({ "seq": 0, "regions": leaves }),
+    );
+    assert_eq!(st, 201);
+    h.baseline = Some(h.regions.iter().map(|r| r.3.clone()).collect());
+    assert_eq!(submit(&mut h)["score"], 100);
+    assert!(hits.try_recv().is_err(), "nothing to deliver yet");
+
+    // The kernel text is patched: one alert, to the stream and the webhook.
+    h.regions[0].3[3] = ALG.leaf(b"rootkit");
+    assert_eq!(submit(&mut h)["score"], 0);
+    let streamed = events
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        (streamed.kind.as_str(), streamed.score, streamed.seq),
+        ("below_threshold", Some(0), Some(2))
+    );
+    assert!(
+        streamed
+            .message
+            .contains("changed: kernel-text (code critical, 1 of 16 page(s))"),
+        "{}",
+        streamed.message
+    );
+    // The receiver answered 503 first: the verifier retries (after 5 s) until it gets a 2xx.
+    let (first, body1) = hits
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(first, 503);
+    let (second, body2) = hits
+        .recv_timeout(std::time::Duration::from_secs(15))
+        .unwrap();
+    assert_eq!(second, 200);
+    let now = OffsetDateTime::now_utc();
+    let d1 = verify_alert(&body1, &ca, "ops", 300, now).unwrap();
+    let d2 = verify_alert(&body2, &ca, "ops", 300, now).unwrap();
+    assert_eq!((d1.attempt, d2.attempt), (1, 2));
+    assert_eq!(d1.jti, d2.jti, "the same delivery id on every retry");
+    assert_eq!(d2.alert, streamed);
+    // What a receiver must refuse: another webhook's delivery, a forged body, an EAR, another CA.
+    assert!(matches!(
+        verify_alert(&body2, &ca, "pager", 300, now),
+        Err(EarError::Invalid(_))
+    ));
+    let mut forged: Vec<String> = body2.split('.').map(str::to_owned).collect();
+    let mut p = forged[1].clone().into_bytes();
+    p[12] = if p[12] == b'A' { b'B' } else { b'A' };
+    forged[1] = String::from_utf8(p).unwrap();
+    assert!(verify_alert(&forged.join("."), &ca, "ops", 300, now).is_err());
+    let foreign = tempfile::tempdir().unwrap();
+    Ca::init(foreign.path(), &[]).unwrap();
+    assert!(matches!(
+        verify_alert(
+            &body2,
+            &std::fs::read(foreign.path().join("ca.pem")).unwrap(),
+            "ops",
+            300,
+            now
+        ),
+        Err(EarError::Certificate(_))
+    ));
+    assert!(
+        verify_alert(&body2, &ca, "ops", 300, now + Duration::hours(1)).is_err(),
+        "stale"
+    );
+    // The delivery is recorded as made, after two attempts.
+    let id = streamed.alert_id;
+    let mut shown = serde_json::Value::Null;
+    for _ in 0..50 {
+        shown = json(
+            admin
+                .get(format!("{}/v1/alerts/{id}", s.url))
+                .send()
+                .unwrap(),
+        )
+        .1;
+        if !shown["deliveries"][0]["delivered_at"].is_null() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(shown["deliveries"][0]["attempts"], 2, "{shown}");
+    assert!(shown["deliveries"][0]["delivered_at"].is_i64(), "{shown}");
+
+    // Viewers read; only admins acknowledge.
+    let (st, l) = json(
+        viewer
+            .get(format!("{}/v1/alerts?state=open", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((st, l["alerts"].as_array().unwrap().len()), (200, 1));
+    let (st, e) = json(
+        viewer
+            .get(format!("{}/v1/alerts?state=bogus", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((st, e["code"].as_str().unwrap()), (400, "bad_query"));
+    assert_eq!(
+        post_to(&viewer, &s.url, &format!("/v1/alerts/{id}/ack"), ()).0,
+        403
+    );
+    assert_eq!(post_to(&agent, &s.url, "/v1/alerts/1/ack", ()).0, 403);
+    let (st, k) = post_to(&admin, &s.url, &format!("/v1/alerts/{id}/ack"), ());
+    assert_eq!(
+        (st, k["state"].as_str(), k["acked_by"].as_str()),
+        (200, Some("acknowledged"), Some("admin"))
+    );
+    assert_eq!(post_to(&admin, &s.url, "/v1/alerts/x/ack", ()).0, 400);
+    assert_eq!(post_to(&admin, &s.url, "/v1/alerts/99999/ack", ()).0, 404);
+
+    // Still compromised: no second alert. Repaired: the alert is resolved.
+    submit(&mut h);
+    h.regions[0].3[3] = h.baseline.as_ref().unwrap()[0][3];
+    assert_eq!(submit(&mut h)["score"], 100);
+    let (_, a) = json(
+        admin
+            .get(format!("{}/v1/alerts/{id}", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(a["alert"]["state"], "resolved");
+
+    // Silenced: recorded, but neither delivered nor streamed.
+    let (st, sil) = post_to(
+        &admin,
+        &s.url,
+        "/v1/silences",
+        serde_json::json!({ "vm_id": "vm-a", "duration_s": 3600, "reason": "patching" }),
+    );
+    assert_eq!(st, 201, "{sil}");
+    for bad in [
+        serde_json::json!({ "vm_id": "vm-a", "duration_s": 0, "reason": "x" }),
+        serde_json::json!({ "vm_id": "vm-a", "duration_s": 60, "reason": " " }),
+    ] {
+        assert_eq!(post_to(&admin, &s.url, "/v1/silences", bad).0, 400);
+    }
+    h.regions[0].3[4] = ALG.leaf(b"patch");
+    assert_eq!(submit(&mut h)["score"], 0);
+    let (_, l) = json(
+        admin
+            .get(format!("{}/v1/alerts?vm=vm-a&limit=1", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (
+            l["alerts"][0]["silenced"].as_bool(),
+            l["alerts"][0]["kind"].as_str()
+        ),
+        (Some(true), Some("below_threshold"))
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        hits.try_recv().is_err(),
+        "a silenced alert is not delivered"
+    );
+    assert!(events.try_recv().is_err(), "nor streamed");
+
+    let (_, m) = (
+        200,
+        admin
+            .get(format!("{}/metrics", s.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+    );
+    assert!(
+        m.contains("vmseal_alerts_raised_total{kind=\"below_threshold\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("vmseal_webhook_deliveries_total{outcome=\"delivered\"} 1"),
+        "{m}"
+    );
+}
