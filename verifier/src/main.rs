@@ -147,6 +147,8 @@ Exit status with --wait: 0 when the appraisal is in (its score is printed), 1 on
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Re-hash the audit log's whole chain and say whether it is intact (exit 1 if not).
+    AuditVerify,
     /// List, show, acknowledge, silence and watch alerts.
     #[command(subcommand)]
     Alerts(alerts_cli::AlertsCmd),
@@ -523,6 +525,20 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                     }
                 }
             }
+        }
+        AdminCmd::AuditVerify => {
+            let out = client.get("/v1/audit/verify")?;
+            if out["ok"] != true {
+                anyhow::bail!(
+                    "the audit log is NOT intact: {}",
+                    out["error"].as_str().unwrap_or("?")
+                );
+            }
+            if !conn.json {
+                println!("audit log intact: {} entries", out["entries"]);
+                return Ok(());
+            }
+            out
         }
         AdminCmd::Alerts(cmd) => match alerts_cli::alerts(&client, cmd, conn.json)? {
             Some(v) => v,

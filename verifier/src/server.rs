@@ -814,6 +814,20 @@ async fn promote_baseline(
         .json(serde_json::json!({ "vm_id": vm, "version": version, "source_seq": b.seq })))
 }
 
+/// `GET /v1/audit/verify` (admin or viewer): re-hash the whole audit chain.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "operations",
+    responses((status = 200, description = "`{ok: true, entries}` or `{ok: false, error}` where the chain breaks")))]
+async fn verify_audit(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    reader(&req)?;
+    Ok(
+        HttpResponse::Ok().json(match st.store.verify_audit().await {
+            Ok(n) => serde_json::json!({ "ok": true, "entries": n }),
+            Err(StoreError::Corrupt(why)) => serde_json::json!({ "ok": false, "error": why }),
+            Err(e) => return Err(e.into()),
+        }),
+    )
+}
+
 /// `GET /v1/vms` answer.
 #[derive(Serialize, utoipa::ToSchema)]
 #[allow(dead_code)] // a schema only: the handler builds the same shape
@@ -833,7 +847,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
 (with Retry-After) while the database cannot be reached."
     ),
     paths(
-        healthz, metrics, openapi_json,
+        healthz, metrics, openapi_json, verify_audit,
         crate::enroll::create_token, crate::enroll::begin, crate::enroll::activate,
         register_vm, list_vms, set_threshold, assign_policy, promote_baseline,
         issue_nonce, submit_evidence, list_appraisals,
@@ -908,6 +922,7 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
         (M::GET, "/healthz", r(M::GET).to(healthz)),
         (M::GET, "/metrics", r(M::GET).to(metrics)),
         (M::GET, "/openapi.json", r(M::GET).to(openapi_json)),
+        (M::GET, "/v1/audit/verify", r(M::GET).to(verify_audit)),
         (
             M::POST,
             "/v1/enrollment-tokens",

@@ -17,9 +17,9 @@ use vmseal_verifier::pki::{Ca, Role};
 use vmseal_verifier::server::{AppState, Settings};
 use vmseal_verifier::store::Store;
 
-struct Server {
-    url: String,
-    dir: tempfile::TempDir,
+pub(crate) struct Server {
+    pub(crate) url: String,
+    pub(crate) dir: Arc<tempfile::TempDir>,
 }
 
 fn start() -> Server {
@@ -74,7 +74,10 @@ fn start_with(trust: TrustConfig) -> Server {
             .unwrap();
         });
     });
-    let s = Server { url, dir };
+    let s = Server {
+        url,
+        dir: Arc::new(dir),
+    };
     // Ready once it answers an admin.
     let a = admin(&s);
     for _ in 0..100 {
@@ -86,7 +89,7 @@ fn start_with(trust: TrustConfig) -> Server {
     s
 }
 
-fn client(
+pub(crate) fn client(
     s: &Server,
     cert_key: Option<(&str, &str)>,
     extra_ca: Option<&str>,
@@ -123,27 +126,27 @@ fn client(
         .unwrap()
 }
 
-fn admin(s: &Server) -> reqwest::blocking::Client {
+pub(crate) fn admin(s: &Server) -> reqwest::blocking::Client {
     let c = std::fs::read_to_string(s.dir.path().join("admin.pem")).unwrap();
     let k = std::fs::read_to_string(s.dir.path().join("admin.key")).unwrap();
     client(s, Some((&c, &k)), None)
 }
 
-const ALG: HashAlg = HashAlg::Sha256;
+pub(crate) const ALG: HashAlg = HashAlg::Sha256;
 
 /// A host: its intermediate and sealer, and the VM's current memory (page leaves per region).
-struct Host {
-    id: String,
+pub(crate) struct Host {
+    pub(crate) id: String,
     der: Vec<u8>,
     sealer: Sealer,
-    regions: Vec<(&'static str, RegionClass, Severity, Vec<Digest>)>,
-    seq: u64,
+    pub(crate) regions: Vec<(&'static str, RegionClass, Severity, Vec<Digest>)>,
+    pub(crate) seq: u64,
     prev: Option<Digest>,
-    baseline: Option<Vec<Vec<Digest>>>,
+    pub(crate) baseline: Option<Vec<Vec<Digest>>>,
 }
 
 impl Host {
-    fn new(id: &str) -> Self {
+    pub(crate) fn new(id: &str) -> Self {
         let key = IntermediateKey::generate().unwrap();
         let der = issue_intermediate(
             &key,
@@ -184,7 +187,7 @@ impl Host {
         }
     }
 
-    fn evidence(&mut self, vm: &str, nonce: Option<Vec<u8>>) -> Vec<u8> {
+    pub(crate) fn evidence(&mut self, vm: &str, nonce: Option<Vec<u8>>) -> Vec<u8> {
         self.evidence_aged(vm, nonce, 0)
     }
 
@@ -223,7 +226,7 @@ impl Host {
 
 /// The appraisal's EAR verifies with the verifier's ca.pem alone and says what the JSON says;
 /// tampered, foreign-CA and wrong-key tokens do not verify.
-fn check_ear(s: &Server, a: &serde_json::Value, nonce: Option<&[u8]>) {
+pub(crate) fn check_ear(s: &Server, a: &serde_json::Value, nonce: Option<&[u8]>) {
     use base64::Engine as _;
     use vmseal_client::{EarError, verify_ear};
     let token = a["ear"].as_str().expect("the appraisal carries an EAR");
@@ -285,7 +288,7 @@ fn check_ear(s: &Server, a: &serde_json::Value, nonce: Option<&[u8]>) {
 }
 
 /// POST a JSON body to `base` + `path`; the status and the JSON answer.
-fn post_to(
+pub(crate) fn post_to(
     c: &reqwest::blocking::Client,
     base: &str,
     path: &str,
@@ -294,13 +297,13 @@ fn post_to(
     json(c.post(format!("{base}{path}")).json(&body).send().unwrap())
 }
 
-fn json(r: reqwest::blocking::Response) -> (u16, serde_json::Value) {
+pub(crate) fn json(r: reqwest::blocking::Response) -> (u16, serde_json::Value) {
     let status = r.status().as_u16();
     (status, r.json().unwrap())
 }
 
 /// An enrollment token from the admin (optionally for one host only), as a client.
-fn token(
+pub(crate) fn token(
     s: &Server,
     admin: &reqwest::blocking::Client,
     host: Option<&str>,
@@ -322,7 +325,7 @@ fn token(
     )
 }
 
-fn bundle(h: &Host, csr_pem: &str) -> serde_json::Value {
+pub(crate) fn bundle(h: &Host, csr_pem: &str) -> serde_json::Value {
     use base64::Engine as _;
     serde_json::json!({
         "intermediate": base64::engine::general_purpose::STANDARD.encode(&h.der),
@@ -331,7 +334,7 @@ fn bundle(h: &Host, csr_pem: &str) -> serde_json::Value {
 }
 
 /// Enrol `h` (no TPM anchor: one step, no credential challenge); returns its agent's client.
-fn enrol(
+pub(crate) fn enrol(
     s: &Server,
     admin: &reqwest::blocking::Client,
     h: &Host,
@@ -1036,7 +1039,9 @@ fn replayed_nonces_stale_evidence_wrong_vms_and_oversized_bodies_are_refused() {
 
 /// A webhook receiver on loopback: answers 503 to the first `fail_first` deliveries, 200 after;
 /// every body it gets goes to the channel.
-fn webhook_receiver(fail_first: usize) -> (String, std::sync::mpsc::Receiver<(u16, String)>) {
+pub(crate) fn webhook_receiver(
+    fail_first: usize,
+) -> (String, std::sync::mpsc::Receiver<(u16, String)>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let (tx, rx) = std::sync::mpsc::channel();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

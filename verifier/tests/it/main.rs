@@ -4,3 +4,4 @@
 
 mod api;
 mod fuzz_smoke;
+mod replicas;

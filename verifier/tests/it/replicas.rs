@@ -1,0 +1,402 @@
+//! Several `vmseal-verifier serve` processes on one PostgreSQL, and the faults a deployment
+//! meets: a replica killed with SIGKILL under load, the database stopped and started.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vmseal_testkit::postgres::{PgCluster, PgDatabase};
+use vmseal_verifier::pki::Ca;
+
+use crate::api::{ALG, Host, Server, admin, enrol, json, post_to, webhook_receiver};
+
+/// One `vmseal-verifier serve` process.
+struct Replica {
+    child: Child,
+    server: Server,
+    port: u16,
+    database: String,
+}
+
+impl Replica {
+    fn start(dir: &Arc<tempfile::TempDir>, database: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(dir, database, port)
+    }
+
+    fn start_on(dir: &Arc<tempfile::TempDir>, database: &str, port: u16) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_vmseal-verifier"))
+            .args([
+                "serve",
+                "--require",
+                "none",
+                "--workers",
+                "2",
+                "--database",
+                database,
+            ])
+            .arg("--state")
+            .arg(dir.path())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let r = Self {
+            child,
+            server: Server {
+                url: format!("https://localhost:{port}"),
+                dir: dir.clone(),
+            },
+            port,
+            database: database.to_owned(),
+        };
+        let a = admin(&r.server);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while a.get(format!("{}/healthz", r.server.url)).send().is_err() {
+            assert!(Instant::now() < deadline, "replica on {port} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn state() -> Arc<tempfile::TempDir> {
+    let dir = tempfile::tempdir().unwrap();
+    Ca::init(dir.path(), &[]).unwrap();
+    Arc::new(dir)
+}
+
+fn register(s: &Server, vm: &str, host: &str) {
+    let (st, e) = post_to(
+        &admin(s),
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": vm, "host_id": host, "policy_digest": hex::encode([4u8; 32]) }),
+    );
+    assert_eq!(st, 201, "{e}");
+}
+
+fn promote(s: &Server, vm: &str, h: &mut Host, seq: u64) {
+    let leaves: Vec<serde_json::Value> = h
+        .regions
+        .iter()
+        .map(|(n, _, _, l)| serde_json::json!({ "name": n, "leaves": hex::encode(l.concat()) }))
+        .collect();
+    let (st, b) = post_to(
+        &admin(s),
+        &s.url,
+        &format!("/v1/vms/{vm}/baselines"),
+        serde_json::json!({ "seq": seq, "regions": leaves }),
+    );
+    assert_eq!(st, 201, "{b}");
+    h.baseline = Some(h.regions.iter().map(|r| r.3.clone()).collect());
+}
+
+#[test]
+fn two_replicas_share_nonces_store_each_appraisal_once_and_alert_once() {
+    let pg = PgDatabase::create().unwrap();
+    let dir = state();
+    let a = Replica::start(&dir, &pg.url);
+    let b = Replica::start(&dir, &pg.url);
+    let (sa, sb) = (&a.server, &b.server);
+    let mut h = Host::new("host-1");
+    // Enrolled through A, its VM registered through B: one database.
+    let agent = enrol(sa, &admin(sa), &h, None);
+    register(sb, "vm-a", "host-1");
+    let (hook, hits) = webhook_receiver(0);
+    let (st, _) = post_to(
+        &admin(sa),
+        &sa.url,
+        "/v1/webhooks",
+        serde_json::json!({ "name": "ops", "url": hook }),
+    );
+    assert_eq!(st, 201);
+
+    // A nonce from A answers at B; the same evidence again, at A, is a replay.
+    let (_, n) = json(
+        agent
+            .post(format!("{}/v1/vms/vm-a/nonce", sa.url))
+            .send()
+            .unwrap(),
+    );
+    let nonce = hex::decode(n["nonce"].as_str().unwrap()).unwrap();
+    let ev = h.evidence("vm-a", Some(nonce));
+    let (st, r) = json(
+        agent
+            .post(format!("{}/v1/vms/vm-a/evidence", sb.url))
+            .body(ev.clone())
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{r}");
+    let (st, e) = json(
+        agent
+            .post(format!("{}/v1/vms/vm-a/evidence", sa.url))
+            .body(ev)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 422, "{e}");
+    promote(sb, "vm-a", &mut h, 0);
+
+    // A code patch appraised at A: one alert, delivered once although both replicas deliver.
+    h.regions[0].3[1] = ALG.leaf(b"patch");
+    let (st, r) = json(
+        agent
+            .post(format!("{}/v1/vms/vm-a/evidence", sa.url))
+            .body(h.evidence("vm-a", None))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((st, r["score"].as_u64()), (200, Some(0)), "{r}");
+    let (status, body) = hits.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(status, 200);
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let d = vmseal_client::verify_alert(&body, &ca, "ops", 300, time::OffsetDateTime::now_utc())
+        .unwrap();
+    assert_eq!(d.alert.kind, "below_threshold");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        hits.try_recv().is_err(),
+        "delivered once, not once per replica"
+    );
+    // B's event stream shows the alert A raised.
+    let follower = vmseal_client::Client::new(
+        &sb.url,
+        &ca,
+        &std::fs::read(dir.path().join("admin.pem")).unwrap(),
+        &std::fs::read(dir.path().join("admin.key")).unwrap(),
+    )
+    .unwrap();
+    let mut seen = None;
+    follower
+        .follow_alerts(Some(0), |x| {
+            seen = Some(x);
+            false
+        })
+        .unwrap();
+    assert_eq!(seen.unwrap().alert_id, d.alert.alert_id);
+    let (_, v) = json(
+        admin(sa)
+            .get(format!("{}/v1/audit/verify", sa.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+/// Agents submit to two replicas; one is killed with SIGKILL in the middle. Every appraisal any
+/// replica answered 2xx is in the database afterwards, and the audit chain verifies.
+#[test]
+fn a_replica_killed_under_load_loses_nothing_it_acknowledged() {
+    let pg = PgDatabase::create().unwrap();
+    let dir = state();
+    let mut a = Replica::start(&dir, &pg.url);
+    let b = Replica::start(&dir, &pg.url);
+    const AGENTS: usize = 6;
+    const ROUNDS: u64 = 30;
+    let mut hosts = Vec::new();
+    for i in 0..AGENTS {
+        let mut h = Host::new(&format!("host-{i}"));
+        let agent = enrol(&a.server, &admin(&a.server), &h, None);
+        let vm = format!("vm-{i}");
+        register(&b.server, &vm, &h.id);
+        let (st, _) = json(
+            agent
+                .post(format!("{}/v1/vms/{vm}/evidence", a.server.url))
+                .body(h.evidence(&vm, None))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(st, 200);
+        promote(&a.server, &vm, &mut h, 0);
+        hosts.push((h, agent, vm));
+    }
+    let urls = [a.server.url.clone(), b.server.url.clone()];
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = hosts
+        .into_iter()
+        .map(|(mut h, agent, vm)| {
+            let urls = urls.clone();
+            let killed = killed.clone();
+            std::thread::spawn(move || {
+                let mut acked = vec![0u64];
+                let mut failovers = 0;
+                for round in 0..ROUNDS {
+                    let ev = h.evidence(&vm, None);
+                    let seq = h.seq - 1;
+                    // Alternate replicas; after the kill, A refuses connections: fail over to B
+                    // with the same evidence (stored already: a replay; not stored: accepted).
+                    let first = if killed.load(std::sync::atomic::Ordering::SeqCst) {
+                        1
+                    } else {
+                        (round % 2) as usize
+                    };
+                    let mut ok = false;
+                    for u in [first, 1] {
+                        match agent
+                            .post(format!("{}/v1/vms/{vm}/evidence", urls[u]))
+                            .body(ev.clone())
+                            .send()
+                        {
+                            Ok(r) if r.status().is_success() => {
+                                acked.push(seq);
+                                ok = true;
+                                break;
+                            }
+                            Ok(r) if r.status().as_u16() == 422 => {
+                                let e: serde_json::Value = r.json().unwrap();
+                                assert_eq!(e["code"], "replay", "{e}");
+                                ok = true;
+                                break;
+                            }
+                            Ok(r) => panic!("{}: {}", r.status(), r.text().unwrap()),
+                            Err(_) => failovers += 1,
+                        }
+                    }
+                    assert!(ok, "neither replica took #{seq}");
+                }
+                (vm, acked, failovers)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    a.kill9();
+    killed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+
+    // Restart A on the same database; both see every acknowledged appraisal.
+    let a2 = Replica::start_on(&dir, &a.database, a.port);
+    for s in [&a2.server, &b.server] {
+        for (vm, acked, _) in &results {
+            let (st, l) = json(
+                admin(s)
+                    .get(format!("{}/v1/vms/{vm}/appraisals?limit=500", s.url))
+                    .send()
+                    .unwrap(),
+            );
+            assert_eq!(st, 200);
+            let stored: std::collections::BTreeSet<u64> = l["appraisals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["seq"].as_u64().unwrap())
+                .collect();
+            for seq in acked {
+                assert!(
+                    stored.contains(seq),
+                    "{vm} #{seq} was acknowledged but is not stored"
+                );
+            }
+            assert_eq!(
+                stored.len() as u64,
+                ROUNDS + 1,
+                "{vm}: every round stored once"
+            );
+        }
+        let (_, v) = json(
+            admin(s)
+                .get(format!("{}/v1/audit/verify", s.url))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(v["ok"], true, "{v}");
+    }
+    let failovers: usize = results.iter().map(|r| r.2).sum();
+    eprintln!("failovers after the kill: {failovers}");
+}
+
+/// PostgreSQL stopped under a running verifier: requests fail fast with 503 `unavailable` and
+/// change nothing; started again, the same process serves again, no restart.
+#[test]
+fn a_database_outage_gives_clear_503s_and_recovers_without_a_restart() {
+    let mut cluster = PgCluster::start().unwrap();
+    let url = cluster.url("postgres");
+    let dir = state();
+    let r = Replica::start(&dir, &url);
+    let s = &r.server;
+    let mut h = Host::new("host-1");
+    let agent = enrol(s, &admin(s), &h, None);
+    register(s, "vm-a", "host-1");
+    let send = |ev: &[u8]| {
+        agent
+            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
+            .body(ev.to_vec())
+            .send()
+            .unwrap()
+    };
+    assert_eq!(send(&h.evidence("vm-a", None)).status(), 200);
+    cluster.stop().unwrap();
+    let t = Instant::now();
+    let refused = h.evidence("vm-a", None);
+    let down = send(&refused);
+    assert_eq!(down.status(), 503);
+    assert_eq!(down.headers()["retry-after"], "2");
+    let e: serde_json::Value = down.json().unwrap();
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("database is unavailable"),
+        "{e}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "fails fast: {:?}",
+        t.elapsed()
+    );
+    let (st, _) = json(admin(s).get(format!("{}/v1/vms", s.url)).send().unwrap());
+    assert_eq!(st, 503);
+    assert_eq!(
+        admin(s)
+            .get(format!("{}/healthz", s.url))
+            .send()
+            .unwrap()
+            .status(),
+        200,
+        "the process lives"
+    );
+    cluster.start_again().unwrap();
+    // The refused evidence was not stored: the agent sends it again and it is accepted, by the
+    // same process.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = 0;
+    while Instant::now() < deadline {
+        last = send(&refused).status().as_u16();
+        if last == 200 {
+            break;
+        }
+        assert_eq!(last, 503, "only 503 while recovering");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(last, 200, "recovered without a restart");
+    assert_eq!(send(&h.evidence("vm-a", None)).status(), 200);
+    let (_, v) = json(
+        admin(s)
+            .get(format!("{}/v1/audit/verify", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(v["ok"], true, "{v}");
+}
