@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install what vmseal needs on Debian 12 (idempotent): the TPM stack and swtpm for the root of
 # trust, a C toolchain for aws-lc-sys and tss-esapi-sys, QEMU, busybox and cpio for the Linux guest
-# tests, and the test kernel itself (scripts/fetch-test-kernel.sh). Needs root (or sudo).
+# tests, PostgreSQL (the tests start their own clusters; the packaged one is not used), and the test
+# kernel itself (scripts/fetch-test-kernel.sh). Needs root (or sudo).
 set -euo pipefail
 
 packages=(build-essential pkg-config cmake libtss2-dev swtpm swtpm-tools tpm2-tools
-          qemu-system-x86 busybox-static cpio)
+          qemu-system-x86 busybox-static cpio postgresql)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
