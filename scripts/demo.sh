@@ -8,7 +8,8 @@
 #   5. capture the KVM micro-VM; the admin promotes that snapshot to the golden baseline
 #   6. capture again (trust score 100), inject a code patch into the running guest, capture:
 #      the verifier's trust score falls and names the region that changed
-#   7. vmseal-certs verifies the evidence offline; a tampered copy is refused
+#   7. the alert reaches a local webhook receiver, which verifies its signature with ca.pem
+#   8. vmseal-certs verifies the evidence offline; a tampered copy is refused
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -20,9 +21,11 @@ export TSS2_LOG=all+NONE VMSEAL_LOG=warn
 work=$(mktemp -d /tmp/vmseal-demo.XXXXXX)
 . scripts/swtpm.sh
 verifier_pid=""
+receiver_pid=""
 cleanup() {
     swtpm_stop
     if [ -n "$verifier_pid" ]; then kill "$verifier_pid" 2>/dev/null || true; fi
+    if [ -n "$receiver_pid" ]; then kill "$receiver_pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -54,6 +57,13 @@ step "the admin makes a one-use enrollment token; the host enrols with it (TPM q
 step "the admin registers the VM with its capture policy and alert threshold"
 "${admin[@]}" register-vm --vm-id demo-vm --host-id demo-host --threshold 70 --policy host/policies/micro-vm.toml
 
+step "a webhook receiver on 127.0.0.1 (it checks each alert's signature with the verifier's ca.pem alone); the admin adds it"
+hook_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+"$bin/vmseal-verifier" webhook-receiver --listen "127.0.0.1:$hook_port" --ca "$work/verifier/ca.pem" \
+    --name ops --count 1 >"$work/webhook.log" &
+receiver_pid=$!
+"${admin[@]}" webhooks add --name ops --url "http://127.0.0.1:$hook_port/vmseal"
+
 agent=(--verifier "$url" --verifier-ca "$work/verifier/ca.pem" --agent-cert "$work/agent.pem" --agent-key "$work/agent.key")
 
 step "capture the KVM micro-VM (real guest code on /dev/kvm) and submit it: no baseline yet"
@@ -70,6 +80,13 @@ grep -q "VERIFIER: trust score 0 (contraindicated)" "$work/run.log"
 
 step "the verifier's record of this VM, newest first"
 "${admin[@]}" appraisals --vm-id demo-vm --limit 5
+
+step "the alert: in the verifier, and at the webhook receiver with its signature verified"
+"${admin[@]}" alerts list --state-filter open
+for _ in $(seq 1 100); do grep -q "verified alert" "$work/webhook.log" && break; sleep 0.1; done
+cat "$work/webhook.log"
+grep -q "verified alert (signature OK" "$work/webhook.log"
+wait "$receiver_pid"; receiver_pid=""
 
 step "offline: vmseal-certs verifies the attacked snapshot from public material"
 "$bin/vmseal-certs" verify --roots "$SWTPM_EK_CA" --allow-insecure "$work/ev1/demo-vm-000002.cose"
@@ -88,4 +105,4 @@ if "$bin/vmseal-certs" verify --roots "$SWTPM_EK_CA" --allow-insecure "$work/tam
     echo "UNEXPECTED: tampered evidence accepted" >&2; exit 1
 fi
 
-step "done: baseline promoted, the clean capture scored 100, the code patch dropped the trust score to 0 and named region guest-code"
+step "done: baseline promoted, the clean capture scored 100, the code patch dropped the trust score to 0 and named region guest-code; the signed alert reached the webhook"

@@ -727,6 +727,37 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         &h.p("ev0/baseline.cbor"),
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    // A webhook receiver that checks signatures with ca.pem alone, added by the admin.
+    let hook_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut receiver = Command::new(bin("vmseal-verifier"))
+        .args([
+            "webhook-receiver",
+            "--ca",
+            &ca,
+            "--name",
+            "ops",
+            "--count",
+            "1",
+            "--json",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{hook_port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let o = admin(&[
+        "webhooks",
+        "add",
+        "--name",
+        "ops",
+        "--url",
+        &format!("http://127.0.0.1:{hook_port}/vmseal"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
     let base = h.p("ev0/baseline.cbor");
     let after = vm_run(
         &[
@@ -764,6 +795,43 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         .collect();
     assert!(changed.contains(&"syscall-table"), "{changed:?}");
     assert!(!changed.contains(&"guest-code"), "{changed:?}");
+    // Score 40 < threshold 70: the alert reached the receiver, its signature verified there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while receiver.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert reached the webhook"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut receiver.stdout.take().unwrap(), &mut got).unwrap();
+    let delivered: serde_json::Value = serde_json::from_str(got.trim()).unwrap();
+    assert_eq!(
+        (delivered["kind"].as_str(), delivered["score"].as_u64()),
+        (Some("below_threshold"), Some(40)),
+        "{delivered}"
+    );
+    assert!(
+        delivered["message"]
+            .as_str()
+            .unwrap()
+            .contains("syscall-table"),
+        "{delivered}"
+    );
+    let o = admin(&["--json", "alerts", "list", "--state-filter", "open"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let open: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        open["alerts"][0]["alert_id"], delivered["alert_id"],
+        "{open}"
+    );
+    let id = delivered["alert_id"].to_string();
+    let o = admin(&["alerts", "ack", &id]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("acknowledged by admin"), "{}", text(&o));
+    let o = admin(&["alerts", "show", &id]);
+    assert!(text(&o).contains("webhook ops: delivered"), "{}", text(&o));
     // The admin's view of the history: newest first, the hook named.
     let o = admin(&["appraisals", "--vm-id", "vm-e2e", "--limit", "2"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -885,4 +953,11 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     let o = admin(&["set-threshold", "--vm-id", "nope", "--threshold", "80"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("not_found"), "{}", text(&o));
+    // The agent's snapshots scored 75 >= 70: the alert was resolved by them.
+    let o = admin(&["--json", "alerts", "show", &id]);
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(shown["alert"]["state"], "resolved", "{shown}");
+    let o = admin(&["audit-verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("audit log intact"), "{}", text(&o));
 }

@@ -472,7 +472,10 @@ pub(crate) fn receiver(a: ReceiverArgs) -> Result<()> {
         let stopper = r.clone();
         actix_web::rt::spawn(async move {
             stopper.stop.notified().await;
-            handle.stop(true).await;
+            // Let the last 200 reach the verifier, then stop. (Not a graceful stop: actix-server
+            // 2.9's graceful path underflows its connection counter in debug builds.)
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            handle.stop(false).await;
         });
         server.await.context("webhook receiver")
     })

@@ -17,8 +17,9 @@ pub mod store;
 /// Entry points for the fuzz targets in `fuzz/`: every request body the server decodes.
 #[doc(hidden)]
 pub mod fuzzing {
-    /// JSON bodies (VMs, baselines, enrollment tokens, enrollment bundles, activation answers),
-    /// the client's error body, and the certificate request inside an enrollment bundle.
+    /// JSON bodies (VMs, baselines, enrollment tokens, enrollment bundles, activation answers,
+    /// webhooks, silences, schedules), the client's error body, the certificate request inside an
+    /// enrollment bundle, and the signed results and alerts relying parties verify.
     pub fn request_bodies(data: &[u8]) {
         let _ = serde_json::from_slice::<vmseal_client::NewVm>(data);
         let _ = serde_json::from_slice::<vmseal_client::PromoteBaseline>(data);
@@ -30,10 +31,22 @@ pub mod fuzzing {
         let _ = serde_json::from_slice::<vmseal_client::SetThreshold>(data);
         let _ = serde_json::from_slice::<vmseal_client::AssignPolicy>(data);
         let _ = serde_json::from_slice::<vmseal_client::CaptureRequests>(data);
+        let _ = serde_json::from_slice::<vmseal_client::NewWebhook>(data);
+        let _ = serde_json::from_slice::<vmseal_client::NewSilence>(data);
+        let _ = serde_json::from_slice::<vmseal_client::SetSchedule>(data);
+        let _ = serde_json::from_slice::<vmseal_client::Alert>(data);
         let _ = rcgen::CertificateSigningRequestParams::from_der(&data.into());
         // What relying parties parse from the verifier: its signed attestation results.
         if let Ok(token) = std::str::from_utf8(data) {
             let _ = vmseal_client::verify_ear(token, b"", time::OffsetDateTime::UNIX_EPOCH);
+            // And what webhook receivers parse: signed alert deliveries.
+            let _ = vmseal_client::verify_alert(
+                token,
+                b"",
+                "ops",
+                300,
+                time::OffsetDateTime::UNIX_EPOCH,
+            );
         }
         // Evidence and intermediate certificates go through the sealer's public verification,
         // which has its own targets (evidence, certificate).

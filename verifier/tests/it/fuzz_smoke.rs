@@ -2,10 +2,12 @@
 
 #[test]
 fn request_bodies_never_panic() {
-    let seeds: [&[u8]; 3] = [
+    let seeds: [&[u8]; 5] = [
         br#"{"vm_id":"vm-a","host_id":"h1","threshold":70,"policy_digest":"00"}"#,
         br#"{"seq":3,"regions":[{"name":"code","leaves":"ab"}]}"#,
         br#"{"code":"replay","message":"x"}"#,
+        br#"{"vm_id":"vm-a","duration_s":3600,"reason":"patch"}"#,
+        br#"{"name":"ops","url":"https://hooks.example/x"}"#,
     ];
     let mut x: u64 = 0x1234_5678_9abc_def1;
     for seed in seeds {
