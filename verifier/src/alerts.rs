@@ -612,6 +612,8 @@ mod tests {
                 class: "code",
                 severity: "critical",
                 changed_pages: 1,
+                changed_ranges: vec![[3, 4]],
+                ranges_truncated: false,
                 pages: 256,
                 penalty: 100,
             }],

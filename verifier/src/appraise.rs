@@ -253,10 +253,38 @@ pub struct RegionChange {
     pub severity: &'static str,
     /// Changed pages.
     pub changed_pages: u64,
+    /// Which pages: `[first, end)` index ranges, ascending, at most [`MAX_CHANGED_RANGES`] (then
+    /// `ranges_truncated`).
+    pub changed_ranges: Vec<[u64; 2]>,
+    /// Whether more ranges changed than `changed_ranges` lists.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ranges_truncated: bool,
     /// Pages in the region.
     pub pages: u64,
     /// Score points this change cost.
     pub penalty: u8,
+}
+
+/// Most page ranges a region change lists (the count is always exact).
+pub const MAX_CHANGED_RANGES: usize = 1024;
+
+/// The ascending page indices `changed` as `[first, end)` ranges, at most `max` of them; and
+/// whether some were left out.
+fn ranges(changed: impl Iterator<Item = u64>, max: usize) -> (Vec<[u64; 2]>, bool) {
+    let mut out: Vec<[u64; 2]> = Vec::new();
+    for i in changed {
+        if let Some(r) = out.last_mut()
+            && r[1] >= i
+        {
+            r[1] = r[1].max(i + 1);
+            continue;
+        }
+        if out.len() == max {
+            return (out, true);
+        }
+        out.push([i, i + 1]);
+    }
+    (out, false)
 }
 
 /// The result of an appraisal.
@@ -418,16 +446,20 @@ pub fn appraise(
                 return Err(AppraisalError::Delta(r.name.clone()));
             }
             // Leaves the delta sets to the baseline value are not changes.
-            let changed = delta
-                .iter()
-                .filter(|(i, d)| br.tree.leaves().get(*i as usize) != Some(d))
-                .count() as u64;
+            let is_change = |(i, d): &&(u64, Digest)| br.tree.leaves().get(*i as usize) != Some(d);
+            let changed = delta.iter().filter(is_change).count() as u64;
             if changed > 0 {
+                let (changed_ranges, ranges_truncated) = ranges(
+                    delta.iter().filter(is_change).map(|(i, _)| *i),
+                    MAX_CHANGED_RANGES,
+                );
                 changes.push(RegionChange {
                     region: r.name.clone(),
                     class: r.class.name(),
                     severity: r.severity.name(),
                     changed_pages: changed,
+                    changed_ranges,
+                    ranges_truncated,
                     pages: r.pages,
                     penalty: penalty(r.class, r.severity),
                 });
@@ -652,6 +684,7 @@ mod tests {
             ["code", "tasks"]
         );
         assert_eq!(a.changes[0].changed_pages, 1);
+        assert_eq!(a.changes[0].changed_ranges.len(), 1);
         assert!(a.alert);
         let a = appraise(
             &verify(&f, &claims(&f, 0, None, &[("tasks", 1)], false)),
@@ -748,5 +781,23 @@ mod tests {
         let no_base = appraise(&v0, &f.vm, None, fresh()).unwrap();
         assert_eq!(no_base.score, 50);
         assert_eq!(no_base.unbaselined.len(), 3);
+    }
+
+    #[test]
+    fn changed_pages_become_ranges_bounded_in_number() {
+        assert_eq!(ranges([].into_iter(), 4), (vec![], false));
+        assert_eq!(
+            ranges([1, 2, 3, 7, 9, 10].into_iter(), 4),
+            (vec![[1, 4], [7, 8], [9, 11]], false)
+        );
+        assert_eq!(
+            ranges([0, 2, 4, 6, 8].into_iter(), 2),
+            (vec![[0, 1], [2, 3]], true)
+        );
+        // Extending the last range is always possible, even at the limit.
+        assert_eq!(
+            ranges([0, 2, 3, 4].into_iter(), 2),
+            (vec![[0, 1], [2, 5]], false)
+        );
     }
 }

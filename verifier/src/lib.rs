@@ -13,6 +13,7 @@ pub mod enroll;
 pub mod pki;
 pub mod server;
 pub mod store;
+pub mod ui;
 
 /// Entry points for the fuzz targets in `fuzz/`: every request body the server decodes.
 #[doc(hidden)]

@@ -217,6 +217,33 @@ DIR/admin.key. Give the admin certificate and key to the operator, ca.pem to age
         #[arg(long = "name")]
         names: Vec<String>,
     },
+    /// Issue a client certificate from the CA in DIR (offline: needs ca.key): another admin, or a
+    /// read-only viewer for the web page (https://VERIFIER/ui) and the read API.
+    #[command(
+        after_help = "Example:\n  vmseal-verifier issue-cert --state /var/lib/vmseal-verifier --role viewer --name carol \\\n    \
+--out-cert carol.pem --out-key carol.key\n\
+For a browser, bundle them: openssl pkcs12 -export -in carol.pem -inkey carol.key -out carol.p12"
+    )]
+    IssueCert {
+        /// State directory made by `init`.
+        #[arg(long)]
+        state: PathBuf,
+        /// admin or viewer.
+        #[arg(long, value_parser = ["admin", "viewer"])]
+        role: String,
+        /// Who it is for (the certificate's CN; shown in the audit log).
+        #[arg(long)]
+        name: String,
+        /// Where to write the certificate (PEM).
+        #[arg(long)]
+        out_cert: PathBuf,
+        /// Where to write the key (PEM).
+        #[arg(long)]
+        out_key: PathBuf,
+        /// Lifetime in days.
+        #[arg(long, default_value_t = 365)]
+        valid_days: u32,
+    },
     /// Serve the API over HTTPS with mandatory client certificates.
     #[command(
         after_help = "Settings come from, lowest to highest: defaults, --config FILE (TOML), VMSEAL_* \
@@ -662,6 +689,34 @@ fn main() -> std::process::ExitCode {
             .map_err(anyhow::Error::from),
         Cmd::Admin { conn, cmd } => admin(conn, cmd),
         Cmd::WebhookReceiver(a) => alerts_cli::receiver(a),
+        Cmd::IssueCert {
+            state,
+            role,
+            name,
+            out_cert,
+            out_key,
+            valid_days,
+        } => (|| {
+            let ca = Ca::load(&state)
+                .with_context(|| format!("cannot load the CA in {}", state.display()))?;
+            let role = match role.as_str() {
+                "admin" => vmseal_verifier::pki::Role::Admin(name.clone()),
+                _ => vmseal_verifier::pki::Role::Viewer(name.clone()),
+            };
+            let issued = ca.issue_client(&role, time::Duration::days(i64::from(valid_days)))?;
+            vmseal_sealer::state::write_atomic(&out_key, issued.key_pem.as_bytes())?;
+            vmseal_sealer::state::write_atomic(&out_cert, issued.cert_pem.as_bytes())?;
+            println!(
+                "issued {} {name:?}: {} and {}",
+                match role {
+                    vmseal_verifier::pki::Role::Admin(_) => "admin",
+                    _ => "viewer",
+                },
+                out_cert.display(),
+                out_key.display()
+            );
+            Ok(())
+        })(),
         Cmd::Bench {
             clients,
             per_client,

@@ -848,6 +848,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
     ),
     paths(
         healthz, metrics, openapi_json, verify_audit,
+        crate::ui::root, crate::ui::index, crate::ui::script, crate::ui::style, crate::ui::icon,
         crate::enroll::create_token, crate::enroll::begin, crate::enroll::activate,
         register_vm, list_vms, set_threshold, assign_policy, promote_baseline,
         issue_nonce, submit_evidence, list_appraisals,
@@ -864,6 +865,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
         (name = "captures", description = "Captures on demand, picked up by the agent's long-poll"),
         (name = "alerts", description = "Alerts, their webhooks (signed deliveries, at least once), silences and the event stream"),
         (name = "operations", description = "Health, metrics and this document"),
+        (name = "ui", description = "The web page for admins and viewers"),
     )
 )]
 pub struct ApiDoc;
@@ -922,6 +924,11 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
         (M::GET, "/healthz", r(M::GET).to(healthz)),
         (M::GET, "/metrics", r(M::GET).to(metrics)),
         (M::GET, "/openapi.json", r(M::GET).to(openapi_json)),
+        (M::GET, "/", r(M::GET).to(crate::ui::root)),
+        (M::GET, "/ui", r(M::GET).to(crate::ui::index)),
+        (M::GET, "/ui/app.js", r(M::GET).to(crate::ui::script)),
+        (M::GET, "/ui/app.css", r(M::GET).to(crate::ui::style)),
+        (M::GET, "/ui/favicon.svg", r(M::GET).to(crate::ui::icon)),
         (M::GET, "/v1/audit/verify", r(M::GET).to(verify_audit)),
         (
             M::POST,

@@ -22,7 +22,7 @@ pub(crate) struct Server {
     pub(crate) dir: Arc<tempfile::TempDir>,
 }
 
-fn start() -> Server {
+pub(crate) fn start() -> Server {
     start_with(TrustConfig {
         require: AnchorRequirement::from_name("none").unwrap(),
         ..TrustConfig::default()

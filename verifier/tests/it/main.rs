@@ -5,3 +5,4 @@
 mod api;
 mod fuzz_smoke;
 mod replicas;
+mod ui;
