@@ -250,29 +250,12 @@ impl Client {
         cert_pem: &[u8],
         key_pem: &[u8],
     ) -> Result<Self, ClientError> {
-        let tls = |e: String| ClientError::Tls(e);
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(ca_pem) {
-            roots
-                .add(c.map_err(|e| tls(format!("CA: {e}")))?)
-                .map_err(|e| tls(format!("CA: {e}")))?;
-        }
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| tls(format!("certificate: {e}")))?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| tls(format!("key: {e}")))?;
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| tls(e.to_string()))?;
+        let cfg = tls_config(ca_pem, cert_pem, key_pem)?;
         let http = reqwest::blocking::Client::builder()
             .tls_backend_preconfigured(cfg)
             .timeout(std::time::Duration::from_secs(60))
             .build()
-            .map_err(|e| tls(e.to_string()))?;
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             http,
@@ -541,6 +524,34 @@ pub enum EarError {
     /// The signature does not verify, or the claims are not an EAR.
     #[error("EAR signature or claims: {0}")]
     Invalid(String),
+}
+
+/// The TLS configuration every vmseal client uses: TLS 1.3, the verifier's CA (`ca_pem`) as the
+/// only root, and a client certificate and key (PEM). For async clients, e.g. a
+/// `reqwest::Client` built with `tls_backend_preconfigured`.
+pub fn tls_config(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<rustls::ClientConfig, ClientError> {
+    let tls = |e: String| ClientError::Tls(e);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots
+            .add(c.map_err(|e| tls(format!("CA: {e}")))?)
+            .map_err(|e| tls(format!("CA: {e}")))?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls(format!("certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| tls(format!("key: {e}")))?;
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| tls(e.to_string()))
 }
 
 /// Verify an EAR (compact JWT) from public material only: its `x5c` certificate must be issued

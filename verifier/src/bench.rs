@@ -62,12 +62,12 @@ pub struct LoadReport {
     pub appraisal_cost_in_healthz: f64,
 }
 
-const ALG: HashAlg = HashAlg::Sha256;
+pub(crate) const ALG: HashAlg = HashAlg::Sha256;
 
 /// CPU seconds used so far by this process's service threads (actix's runtime threads and the
 /// SQLite worker), from /proc/self/task/*/stat (utime + stime, in USER_HZ = 100 ticks/s on
 /// Linux). The load generator's client threads are not counted.
-fn server_cpu_seconds() -> f64 {
+pub(crate) fn server_cpu_seconds() -> f64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
@@ -94,7 +94,7 @@ fn server_cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
-fn regions(pages: [u64; 3]) -> Vec<(&'static str, RegionClass, Severity, Vec<Digest>)> {
+pub(crate) fn regions(pages: [u64; 3]) -> Vec<(&'static str, RegionClass, Severity, Vec<Digest>)> {
     let leaves = |tag: u8, n: u64| -> Vec<Digest> {
         (0..n)
             .map(|i| ALG.leaf(&[tag, (i % 251) as u8, (i / 251) as u8]))
@@ -123,7 +123,7 @@ fn regions(pages: [u64; 3]) -> Vec<(&'static str, RegionClass, Severity, Vec<Dig
 }
 
 /// Pre-seal `n` evidence for `vm`: each with `changed` heap pages differing from the baseline.
-fn chain(
+pub(crate) fn chain(
     sealer: &Sealer,
     host: &str,
     vm: &str,

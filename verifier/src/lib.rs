@@ -10,6 +10,7 @@ pub mod captures;
 pub mod config;
 pub mod ear;
 pub mod enroll;
+pub mod fleet;
 pub mod pki;
 pub mod server;
 pub mod store;

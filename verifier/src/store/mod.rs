@@ -25,6 +25,11 @@ pub use alerts::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Seconds a request waits for the SQLite connection (see [`Store::open`]).
+pub const SQLITE_ACQUIRE_TIMEOUT_S: u64 = 30;
+/// Seconds a request waits for a PostgreSQL connection before answering 503.
+pub const POSTGRES_ACQUIRE_TIMEOUT_S: u64 = 5;
+
 /// The database engine behind a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -163,9 +168,21 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 1 } else { 16 })
-            // A request waits at most this long for a connection; then it fails with 503
-            // instead of hanging while the database is down.
-            .acquire_timeout(std::time::Duration::from_secs(3))
+            // How long a request may wait for a connection before it fails with 503. SQLite:
+            // one local writer, so waiting is queueing behind the other appraisals (a thousand
+            // agents at once wait seconds), never an outage. PostgreSQL: past this, the
+            // database is down or overloaded, and the agent is told to retry.
+            .acquire_timeout(std::time::Duration::from_secs(if sqlite {
+                SQLITE_ACQUIRE_TIMEOUT_S
+            } else {
+                POSTGRES_ACQUIRE_TIMEOUT_S
+            }))
+            // A long wait for the SQLite writer under load is expected, not worth a warning each.
+            .acquire_slow_threshold(std::time::Duration::from_secs(if sqlite {
+                SQLITE_ACQUIRE_TIMEOUT_S
+            } else {
+                2
+            }))
             // A local SQLite file needs no liveness ping before each use (a round trip to its
             // worker thread per query); a PostgreSQL connection may have dropped, so it is tested.
             .test_before_acquire(!sqlite)
