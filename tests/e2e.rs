@@ -961,3 +961,185 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("audit log intact"), "{}", text(&o));
 }
+
+/// `vmseal-host run --json` in the background: its events, line by line, on a channel.
+struct Agent {
+    child: std::process::Child,
+    events: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Agent {
+    fn start(config: &str) -> Self {
+        let mut child = Command::new(bin("vmseal-host"))
+            .args(["run", "--config", config, "--json"])
+            .env("TSS2_LOG", "all+NONE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, events) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line)
+                    && tx.send(v).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Self { child, events }
+    }
+
+    /// Events until `done` says enough (at most `secs` seconds).
+    fn until(
+        &self,
+        secs: u64,
+        mut done: impl FnMut(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let mut got = Vec::new();
+        while !done(&got) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "timed out; events so far: {got:?}");
+            if let Ok(e) = self.events.recv_timeout(left) {
+                got.push(e);
+            }
+        }
+        got
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn count(events: &[serde_json::Value], vm: &str, ok: bool) -> usize {
+    events
+        .iter()
+        .filter(|e| e["vm"] == vm && e["error"].is_null() == ok)
+        .count()
+}
+
+#[test]
+fn the_agent_seals_through_a_swtpm_restart_and_names_a_missing_tpm() {
+    let mut h = Host::new("none");
+    let img: Vec<u8> = (0..16 * 4096).map(|i| (i % 249) as u8).collect();
+    std::fs::write(h.p("d.raw"), &img).unwrap();
+    std::fs::write(
+        h.p("p.toml"),
+        "name = \"img\"\nversion = 1\n[[region]]\nname = \"all\"\nclass = \"code\"\nseverity = \"high\"\ngpa = { start = 0, len = 0x10000 }\n",
+    )
+    .unwrap();
+    let agent_toml = h.p("agent.toml");
+    let config = |tcti: &str| {
+        std::fs::write(
+            &agent_toml,
+            format!(
+                "state = \"state\"\nout_dir = \"agent-ev\"\ntpm = \"{tcti}\"\n\
+                 [[vm]]\nid = \"micro\"\nsource = \"kvm\"\ninterval_secs = 1\n\
+                 [[vm]]\nid = \"img\"\nsource = \"dump:d.raw\"\npolicy = \"p.toml\"\ninterval_secs = 1\n"
+            ),
+        )
+        .unwrap();
+    };
+    let old = h.sw.tcti();
+    config(&old);
+    let agent = Agent::start(&h.p("agent.toml"));
+    agent.until(60, |e| {
+        count(e, "micro", true) >= 1 && count(e, "img", true) >= 1
+    });
+    // The TPM goes away and comes back (another port: the old address is dead). The running
+    // agent holds its unsealed intermediate and keeps sealing both VMs.
+    h.sw.restart().unwrap();
+    let after = agent.until(60, |e| {
+        count(e, "micro", true) >= 2 && count(e, "img", true) >= 2
+    });
+    assert!(
+        after.iter().all(|e| e["error"].is_null()),
+        "no capture failed: {after:?}"
+    );
+    drop(agent);
+    // Started where no TPM answers: a clear error, nothing sealed.
+    let o = run(
+        "vmseal-host",
+        &["run", "--config", &h.p("agent.toml"), "--rounds", "1"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let msg = text(&o);
+    assert!(msg.contains("cannot load host state"), "{msg}");
+    assert!(msg.contains("TPM"), "{msg}");
+    assert!(!msg.contains("panicked"), "{msg}");
+    // Pointed at the restarted TPM: it unseals (same PCRs after its restart) and seals again.
+    config(&h.sw.tcti());
+    let events = run_agent(&h, 1);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().all(|e| e["error"].is_null()), "{events:?}");
+    assert_ne!(old, h.sw.tcti());
+}
+
+#[test]
+fn a_qemu_guest_exiting_mid_capture_is_a_clean_error_and_the_agent_goes_on() {
+    // A 1 GiB guest captured whole (stop-copy): each capture pauses it for about a second, and
+    // with a 1 s interval the next one starts as soon as the last ends.
+    let g = vmseal_testkit::QemuGuest::boot(1024, false).unwrap();
+    let h = Host::new("none");
+    std::fs::write(
+        h.p("linux.toml"),
+        "name = \"ram\"\nversion = 1\n[[region]]\nname = \"ram\"\nclass = \"data\"\nseverity = \"low\"\ngpa = { start = 0x100000, len = 0x3ff00000 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        h.p("agent.toml"),
+        format!(
+            "state = \"state\"\nout_dir = \"agent-ev\"\nmax_concurrent = 2\n\
+             [[vm]]\nid = \"linux\"\nsource = \"qemu:{},{}\"\npolicy = \"linux.toml\"\ninterval_secs = 1\n\
+             [[vm]]\nid = \"micro\"\nsource = \"kvm\"\ninterval_secs = 1\n",
+            g.qmp().display(),
+            g.mem().display()
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::start(&h.p("agent.toml"));
+    let before = agent.until(120, |e| {
+        count(e, "linux", true) >= 1 && count(e, "micro", true) >= 1
+    });
+    assert!(before.iter().all(|e| e["error"].is_null()), "{before:?}");
+    // The next capture of the guest started at once; a moment into it, QEMU is killed (its QMP
+    // socket and RAM file go with it).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(g);
+    let after = agent.until(60, |e| {
+        count(e, "linux", false) >= 2 && count(e, "micro", true) >= 2
+    });
+    let guest: Vec<&serde_json::Value> = after.iter().filter(|e| e["vm"] == "linux").collect();
+    assert_eq!(count(&after, "linux", true), 0, "{guest:?}");
+    let errors: Vec<&str> = guest.iter().filter_map(|e| e["error"].as_str()).collect();
+    eprintln!("the guest's capture errors: {errors:?}");
+    // The capture in flight fails with the cause (the guest went away while paused), not a
+    // panic; the later ones cannot attach, and say where they looked.
+    assert!(
+        !errors[0].contains("cannot attach") && !errors[0].contains("panicked"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("cannot attach to the VM: QMP socket"),
+        "{errors:?}"
+    );
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent still runs"
+    );
+    // The micro-VM's chain went on: sequence numbers kept increasing, none lost.
+    let seqs: Vec<u64> = before
+        .iter()
+        .chain(&after)
+        .filter(|e| e["vm"] == "micro" && e["error"].is_null())
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}
