@@ -208,7 +208,7 @@ impl Plan {
             let name = rp.name.as_str();
             // Virtual selectors resolve to [s, e) and are translated page by page.
             let virt: Option<(u64, u64)> = match &rp.selector {
-                Selector::Gpa { .. } => None,
+                Selector::Gpa { .. } | Selector::Mapping { .. } => None,
                 Selector::Gva { start, len } => Some((*start, start + len)),
                 Selector::Section { name: sec } => {
                     let secs = sections.ok_or_else(|| plan_err(name, "selects an ELF section, but no ELF file was loaded (policy `elf` or `kernel`)"))?;
@@ -241,6 +241,31 @@ impl Plan {
             let mut gvas: Option<Vec<u64>> = None;
             let mut pfns: Vec<u64> = match (&rp.selector, virt) {
                 (Selector::Gpa { start, len }, _) => (start / PAGE..(start + len) / PAGE).collect(),
+                (Selector::Mapping { path, perms }, _) => {
+                    let found: Vec<_> = source
+                        .mappings()
+                        .into_iter()
+                        .filter(|m| m.path == *path && m.perms.get(..3) == Some(perms.as_str()))
+                        .collect();
+                    if found.is_empty() {
+                        return Err(plan_err(
+                            name,
+                            format!("{} has no {perms} mapping of {path:?}", source.describe()),
+                        ));
+                    }
+                    let vas: Vec<u64> = found
+                        .iter()
+                        .flat_map(|m| {
+                            (m.start / PAGE..(m.start + m.len).div_ceil(PAGE)).map(|v| v * PAGE)
+                        })
+                        .collect();
+                    let pfns = vas
+                        .iter()
+                        .map(|&va| source.virt_to_phys(va).map(|pa| pa / PAGE))
+                        .collect::<Result<_, _>>()?;
+                    gvas = Some(vas);
+                    pfns
+                }
                 (_, Some((s, e))) => {
                     if e <= s {
                         return Err(plan_err(

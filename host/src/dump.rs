@@ -2,6 +2,10 @@
 //! guest-physical address N) and ELF core files ([`ElfDump`], QEMU's `dump-guest-memory`: one
 //! `PT_LOAD` per RAM range, `p_paddr` = guest-physical address). Read with positioned reads (no
 //! mapping); a dump never changes, so pausing is free and there is no dirty log.
+//!
+//! The same reader serves a running kernel's own memory from inside its guest: `/proc/kcore` is an
+//! ELF core whose `PT_LOAD` segments are keyed by kernel *virtual* address ([`AddressKey::Virtual`];
+//! `vmseal-shim`), so kallsyms addresses select regions directly.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -90,8 +94,27 @@ pub struct Segment {
     pub offset: u64,
 }
 
-/// Parse the `PT_LOAD` segments of an ELF64 little-endian core from its first bytes.
+/// Which address of a `PT_LOAD` segment a core is read by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressKey {
+    /// `p_paddr`: guest-physical (QEMU's `dump-guest-memory`).
+    Physical,
+    /// `p_vaddr`: virtual (the running kernel's `/proc/kcore`).
+    Virtual,
+}
+
+/// Parse the `PT_LOAD` segments of an ELF64 little-endian core from its first bytes, by
+/// guest-physical address.
 pub fn parse_elf_segments(head: &[u8], file_len: u64) -> Result<Vec<Segment>, SourceError> {
+    parse_elf_segments_by(head, file_len, AddressKey::Physical)
+}
+
+/// [`parse_elf_segments`], keyed by `key` (the returned `gpa` is then that address).
+pub fn parse_elf_segments_by(
+    head: &[u8],
+    file_len: u64,
+    key: AddressKey,
+) -> Result<Vec<Segment>, SourceError> {
     use object::elf::{FileHeader64, PT_LOAD};
     use object::read::elf::{FileHeader, ProgramHeader};
     let hdr = FileHeader64::<object::Endianness>::parse(head)
@@ -115,7 +138,10 @@ pub fn parse_elf_segments(head: &[u8], file_len: u64) -> Result<Vec<Segment>, So
             continue;
         }
         let s = Segment {
-            gpa: ph.p_paddr(endian),
+            gpa: match key {
+                AddressKey::Physical => ph.p_paddr(endian),
+                AddressKey::Virtual => ph.p_vaddr(endian),
+            },
             len: ph.p_filesz(endian),
             offset: ph.p_offset(endian),
         };
@@ -151,20 +177,48 @@ pub struct ElfDump {
     path: PathBuf,
     file: File,
     segments: Vec<Segment>,
+    key: AddressKey,
 }
 
 impl ElfDump {
-    /// Open an ELF core and index its `PT_LOAD` segments.
+    /// Open an ELF core and index its `PT_LOAD` segments by guest-physical address.
     pub fn open(path: &Path) -> Result<Self, SourceError> {
-        let file = File::open(path)?;
+        Self::open_by(path, AddressKey::Physical)
+    }
+
+    /// Open an ELF core and index its `PT_LOAD` segments by `key`: [`AddressKey::Virtual`] for
+    /// `/proc/kcore` (its size is the kernel's address space, so only the headers are read).
+    pub fn open_by(path: &Path, key: AddressKey) -> Result<Self, SourceError> {
+        let file = File::open(path).map_err(|e| {
+            SourceError::Io(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            ))
+        })?;
         let len = file.metadata()?.len();
-        let mut head = vec![0u8; len.min(ELF_HEAD_MAX) as usize];
-        file.read_exact_at(&mut head, 0)?;
-        let segments = parse_elf_segments(&head, len)?;
+        // /proc/kcore's headers come first and are small; what follows is live kernel memory.
+        let max = match key {
+            AddressKey::Physical => ELF_HEAD_MAX,
+            AddressKey::Virtual => 1 << 16,
+        };
+        let mut head = vec![0u8; len.min(max) as usize];
+        // A short read is fine: the parser checks the program headers are within what was read.
+        let mut got = 0;
+        while got < head.len() {
+            match file.read_at(&mut head[got..], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(_) if got > 0 => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        head.truncate(got);
+        let segments = parse_elf_segments_by(&head, len, key)?;
         Ok(Self {
             path: path.to_owned(),
             file,
             segments,
+            key,
         })
     }
 
@@ -193,7 +247,31 @@ pub fn open_dump(path: &Path) -> Result<Box<dyn MemorySource>, SourceError> {
 
 impl MemorySource for ElfDump {
     fn describe(&self) -> String {
-        format!("ELF core {}", self.path.display())
+        match self.key {
+            AddressKey::Physical => format!("ELF core {}", self.path.display()),
+            AddressKey::Virtual => format!("kernel memory {}", self.path.display()),
+        }
+    }
+    fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
+        // Keyed by virtual address, the source's addresses *are* the virtual ones.
+        match self.key {
+            AddressKey::Virtual
+                if self
+                    .segments
+                    .iter()
+                    .any(|s| gva >= s.gpa && gva - s.gpa < s.len) =>
+            {
+                Ok(gva)
+            }
+            AddressKey::Virtual => Err(SourceError::Translate {
+                gva,
+                reason: format!("not in any segment of {}", self.path.display()),
+            }),
+            AddressKey::Physical => Err(SourceError::Translate {
+                gva,
+                reason: format!("{} holds guest-physical memory only", self.path.display()),
+            }),
+        }
     }
     fn ram(&self) -> Vec<(u64, u64)> {
         self.segments.iter().map(|s| (s.gpa, s.len)).collect()

@@ -26,6 +26,13 @@
 //! severity = "low"
 //! gpa = { start = 0x100000, len = 0x400000 }
 //! sample = 16                     # 16 pages chosen by a PRF keyed with the verifier's nonce
+//!
+//! [[region]]                        # inside a guest (vmseal-shim), of a process's memory:
+//! name = "sshd-code"
+//! class = "code"
+//! severity = "critical"
+//! mapping = "/usr/sbin/sshd"        # its mappings of this file (or "[heap]", "[stack]" …)
+//! perms = "r-x"                     # with these permissions (default r-x)
 //! ```
 
 use std::collections::BTreeMap;
@@ -110,6 +117,10 @@ struct RawRegion {
     #[serde(default)]
     end_symbol: Option<toml::Spanned<String>>,
     #[serde(default)]
+    mapping: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    perms: Option<toml::Spanned<String>>,
+    #[serde(default)]
     len: Option<u64>,
     #[serde(default)]
     sample: Option<toml::Spanned<u64>>,
@@ -147,6 +158,14 @@ pub enum Selector {
         end: Option<String>,
         /// Length, when no end symbol.
         len: Option<u64>,
+    },
+    /// A process's mappings of a file (or of `[heap]`, `[stack]` …) with given permissions: the
+    /// sources that capture a process from inside its guest (`vmseal-shim`) list them.
+    Mapping {
+        /// The mapped path, as /proc/PID/maps shows it.
+        path: String,
+        /// Permissions, `r-x` style (the private/shared flag is not compared).
+        perms: String,
     },
 }
 
@@ -296,15 +315,31 @@ impl Policy {
                 r.gva.is_some(),
                 r.symbol.is_some(),
                 r.section.is_some(),
+                r.mapping.is_some(),
             ];
             if given.iter().filter(|g| **g).count() > 1 {
                 return Err(err_at(
                     text,
                     span,
                     format!(
-                        "region {name:?}: give exactly one selector of `gpa`, `gva`, `symbol` or `section`"
+                        "region {name:?}: give exactly one selector of `gpa`, `gva`, `symbol`, `section` or `mapping`"
                     ),
                 ));
+            }
+            if let Some(p) = &r.perms {
+                let ok = r.mapping.is_some()
+                    && p.get_ref().len() == 3
+                    && p.get_ref()
+                        .chars()
+                        .zip(['r', 'w', 'x'])
+                        .all(|(c, want)| c == want || c == '-');
+                if !ok {
+                    return Err(err_at(
+                        text,
+                        p.span(),
+                        "`perms` goes with `mapping` and reads like \"r-x\" or \"rw-\"",
+                    ));
+                }
             }
             if (r.end_symbol.is_some() || r.len.is_some()) && r.symbol.is_none() {
                 return Err(err_at(
@@ -362,12 +397,20 @@ impl Policy {
                     end: r.end_symbol.as_ref().map(|e| e.get_ref().clone()),
                     len: r.len,
                 }
+            } else if let Some(m) = &r.mapping {
+                Selector::Mapping {
+                    path: m.get_ref().clone(),
+                    perms: r
+                        .perms
+                        .as_ref()
+                        .map_or_else(|| "r-x".to_owned(), |p| p.get_ref().clone()),
+                }
             } else {
                 return Err(err_at(
                     text,
                     span,
                     format!(
-                        "region {name:?} needs a selector: `gpa = {{ start = …, len = … }}`, `gva = {{ … }}`, `symbol = \"…\"` or `section = \"…\"`"
+                        "region {name:?} needs a selector: `gpa = {{ start = …, len = … }}`, `gva = {{ … }}`, `symbol = \"…\"`, `section = \"…\"` or `mapping = \"…\"`"
                     ),
                 ));
             };
@@ -626,6 +669,38 @@ sample = 4
         assert!(e.to_string().contains("exactly one selector"), "{e}");
         let e = err(&format!("{base}gva = {{ start = 0x10, len = 0x1000 }}\n"));
         assert!(e.to_string().contains("gva range"), "{e}");
+    }
+
+    #[test]
+    fn mapping_selectors_name_a_file_and_permissions() {
+        let base = "name = \"p\"\nversion = 1\n[[region]]\nname = \"t\"\nclass = \"code\"\nseverity = \"high\"\n";
+        let p = Policy::parse(&format!("{base}mapping = \"/usr/sbin/sshd\"\n")).unwrap();
+        assert_eq!(
+            p.regions[0].selector,
+            Selector::Mapping {
+                path: "/usr/sbin/sshd".into(),
+                perms: "r-x".into()
+            }
+        );
+        let p = Policy::parse(&format!("{base}mapping = \"[heap]\"\nperms = \"rw-\"\n")).unwrap();
+        assert!(
+            matches!(&p.regions[0].selector, Selector::Mapping { perms, .. } if perms == "rw-")
+        );
+        for (bad, why) in [
+            ("mapping = \"x\"\nperms = \"rwxp\"\n", "reads like"),
+            ("mapping = \"x\"\nperms = \"x--\"\n", "reads like"),
+            (
+                "gpa = { start = 0, len = 0x1000 }\nperms = \"r-x\"\n",
+                "goes with `mapping`",
+            ),
+            (
+                "mapping = \"x\"\nsymbol = \"y\"\nlen = 1\n",
+                "exactly one selector",
+            ),
+        ] {
+            let e = err(&format!("{base}{bad}"));
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -117,6 +117,19 @@ impl DirtyPages {
     }
 }
 
+/// One mapping of a process (a line of /proc/PID/maps), for sources that capture a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// Start address.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Permissions, e.g. `r-xp`.
+    pub perms: String,
+    /// The mapped file, `[heap]`, `[stack]`, or empty for anonymous memory.
+    pub path: String,
+}
+
 /// A guest's memory, as the capture engine sees it.
 pub trait MemorySource: Send + Sync {
     /// A short description ("kvm micro-VM", "qemu:/run/vm.qmp", "dump:core.elf").
@@ -133,6 +146,10 @@ pub trait MemorySource: Send + Sync {
     /// page). `None` when the source cannot track writes (a dump never changes; a QEMU file
     /// backend has no dirty log).
     fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError>;
+    /// The process mappings `mapping` selectors choose from (sources of a process only).
+    fn mappings(&self) -> Vec<Mapping> {
+        Vec::new()
+    }
     /// Translate a guest-virtual address to guest-physical, as the guest's MMU would now.
     fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
         Err(SourceError::Translate {
