@@ -16,3 +16,15 @@
 
 pub mod kernel;
 pub mod process;
+
+/// Entry points for the fuzz targets in `fuzz/`: what the shim parses from the guest's kernel.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// `/proc/PID/maps` text and `/proc/kallsyms` text: errors, never panics.
+    pub fn proc_text(data: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(data) {
+            let _ = crate::process::parse_maps(text);
+            let _ = vmseal_host::policy::SymbolMap::parse(text);
+        }
+    }
+}

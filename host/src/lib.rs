@@ -38,8 +38,14 @@ pub mod fuzzing {
         let _ = crate::kaslr::Sections::from_elf(data);
     }
 
-    /// ELF core headers (the dump reader): errors, never panics.
+    /// ELF core headers (the dump reader, by physical and by virtual address as /proc/kcore is
+    /// read): errors, never panics.
     pub fn elf_dump(data: &[u8]) {
         let _ = crate::dump::parse_elf_segments(data, data.len() as u64);
+        let _ = crate::dump::parse_elf_segments_by(
+            data,
+            data.len() as u64,
+            crate::dump::AddressKey::Virtual,
+        );
     }
 }
