@@ -6,7 +6,9 @@
 //! DIR/ak.cbor                attestation key blob (TPM-wrapped private part + public)
 //! DIR/ek-cert.der            EK certificate read from the TPM
 //! DIR/intermediate.der       the intermediate certificate (anchors inside)
-//! DIR/intermediate-key.sealed  the ML-DSA-87 seed, sealed by the TPM to the PCR policy
+//! DIR/intermediate-key.sealed  the ML-DSA-87 seed, sealed by the TPM to the PCR policy — or, in
+//!                            an SEV-SNP guest without a TPM (`vmseal-shim init`), by a key the
+//!                            Secure Processor derives for the guest's launch measurement
 //! DIR/insecure-snp.cbor      INSECURE stand-in hierarchy with private keys (insecure-soft only)
 //! DIR/insecure-snp-ark.pem   its test ARK and ASK, for a verifier that is told to accept them
 //! DIR/vms/<vm>.json          next sequence number and digest of the last evidence
@@ -98,6 +100,18 @@ pub enum SnpChoice {
     InsecureSoft,
 }
 
+/// What seals the intermediate key's seed at rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeedSeal {
+    /// The TPM, to a PCR policy (hosts; guests with a vTPM).
+    #[default]
+    Tpm,
+    /// AES-256-GCM under the key the SEV-SNP Secure Processor derives for this guest's launch
+    /// measurement and policy (`/dev/sev-guest`), or the INSECURE stand-in's imitation of it.
+    SnpDerived,
+}
+
 /// The persisted configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StateConfig {
@@ -111,6 +125,9 @@ pub struct StateConfig {
     pub pcrs: Vec<u8>,
     /// SNP provider.
     pub snp: SnpChoice,
+    /// What seals the seed (states written before this field existed: the TPM).
+    #[serde(default)]
+    pub seal: SeedSeal,
     /// When the state was created (RFC 3339).
     pub created: String,
 }
@@ -290,6 +307,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
         tcti: opts.tcti.clone(),
         pcrs: opts.pcrs.clone(),
         snp: opts.snp,
+        seal: SeedSeal::Tpm,
         created: OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
@@ -303,6 +321,142 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
         ak_name,
         snp: opts.snp,
     })
+}
+
+/// What `init_guest` sets up: a state for an SEV-SNP guest without a TPM.
+#[derive(Debug, Clone)]
+pub struct GuestInitOptions {
+    /// The guest's identity at the verifier (its "host id").
+    pub host_id: String,
+    /// The SNP provider: configfs-tsm or /dev/sev-guest (either way the seed is sealed with the
+    /// key /dev/sev-guest derives), or the INSECURE stand-in.
+    pub snp: SnpChoice,
+    /// Product layout for the stand-in.
+    pub insecure_product: Product,
+    /// Report version for the stand-in.
+    pub insecure_report_version: u32,
+    /// Nonce to bind; random when absent.
+    pub nonce: Option<Vec<u8>>,
+    /// Intermediate certificate lifetime.
+    pub validity: Duration,
+}
+
+/// Create the state of an SEV-SNP guest without a TPM in `dir`: an intermediate key whose
+/// certificate carries the guest's SNP report (REPORT_DATA binding the key), its seed sealed with
+/// the guest's derived key ([`SeedSeal::SnpDerived`]).
+pub fn init_guest(dir: &Path, opts: &GuestInitOptions) -> Result<InitReport, StateError> {
+    if dir.join("state.json").exists() {
+        return Err(StateError::Exists(dir.to_owned()));
+    }
+    if opts.snp == SnpChoice::None {
+        return Err(malformed(
+            dir,
+            "a guest state without a TPM needs an SNP anchor: configfs, sev-guest or insecure-soft",
+        ));
+    }
+    std::fs::create_dir_all(dir.join("vms")).map_err(|source| StateError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    crate::keys::warm_up();
+    let key = IntermediateKey::generate()?;
+    let nonce = match &opts.nonce {
+        Some(n) => n.clone(),
+        None => {
+            let mut n = vec![0u8; 32];
+            aws_lc_rs::rand::fill(&mut n).map_err(|_| crate::keys::KeyError::Rng)?;
+            n
+        }
+    };
+    let report_data = snp_binding(key.spki_der(), &nonce);
+    let (evidence, derived, insecure) = match opts.snp {
+        SnpChoice::InsecureSoft => {
+            let h = TestHierarchy::generate(opts.insecure_product)?;
+            let ev = InsecureSoft {
+                hierarchy: h.clone(),
+                version: opts.insecure_report_version,
+            }
+            .report(&report_data)?;
+            let k = crate::snp::derived::insecure_key(&h).map_err(|e| malformed(dir, e))?;
+            (ev, k, Some(h))
+        }
+        SnpChoice::Configfs => (
+            ConfigfsTsm::default().report(&report_data)?,
+            crate::snp::derived::sev_guest_key().map_err(|e| malformed(dir, e))?,
+            None,
+        ),
+        SnpChoice::SevGuest | SnpChoice::None => (
+            SevGuest::default().report(&report_data)?,
+            crate::snp::derived::sev_guest_key().map_err(|e| malformed(dir, e))?,
+            None,
+        ),
+    };
+    let snp_anchor = SnpAnchor {
+        provider: evidence.provider,
+        report: evidence.report,
+        vek: evidence.vek,
+        ask: evidence.ask,
+        ark: evidence.ark,
+        nonce,
+    };
+    let intermediate_der = issue_intermediate(
+        &key,
+        &IntermediateProfile {
+            host_id: &opts.host_id,
+            tpm: None,
+            snp: Some(&snp_anchor),
+            validity: opts.validity,
+        },
+        OffsetDateTime::now_utc(),
+    )?;
+    let sealed = crate::snp::derived::seal(&derived, opts.host_id.as_bytes(), key.seed().as_ref())
+        .map_err(|e| malformed(dir, e))?;
+    if let Some(h) = &insecure {
+        write_atomic(&dir.join("insecure-snp.cbor"), &h.to_bytes())?;
+        let pem = pem::encode_many(&[
+            pem::Pem::new("CERTIFICATE", h.ark.clone()),
+            pem::Pem::new("CERTIFICATE", h.ask.clone()),
+        ]);
+        write_atomic(&dir.join("insecure-snp-ark.pem"), pem.as_bytes())?;
+    }
+    write_atomic(&dir.join("intermediate-key.sealed"), &sealed)?;
+    write_atomic(&dir.join("intermediate.der"), &intermediate_der)?;
+    let cfg = StateConfig {
+        version: STATE_VERSION,
+        host_id: opts.host_id.clone(),
+        tcti: String::new(),
+        pcrs: Vec::new(),
+        snp: opts.snp,
+        seal: SeedSeal::SnpDerived,
+        created: OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    };
+    let json =
+        serde_json::to_vec_pretty(&cfg).map_err(|e| malformed(&dir.join("state.json"), e))?;
+    write_atomic(&dir.join("state.json"), &json)?;
+    Ok(InitReport {
+        intermediate_der,
+        ak_name: Vec::new(),
+        snp: opts.snp,
+    })
+}
+
+/// The seed of a [`SeedSeal::SnpDerived`] state, opened with this guest's derived key.
+fn open_guest_seed(dir: &Path, config: &StateConfig) -> Result<Zeroizing<Vec<u8>>, StateError> {
+    let sealed_path = dir.join("intermediate-key.sealed");
+    let blob = read(&sealed_path)?;
+    let key = match config.snp {
+        SnpChoice::InsecureSoft => {
+            let hp = dir.join("insecure-snp.cbor");
+            let h = TestHierarchy::from_bytes(&read(&hp)?).map_err(|e| malformed(&hp, e))?;
+            crate::snp::derived::insecure_key(&h)
+        }
+        _ => crate::snp::derived::sev_guest_key(),
+    }
+    .map_err(|e| malformed(&sealed_path, e))?;
+    crate::snp::derived::open(&key, config.host_id.as_bytes(), &blob)
+        .map_err(|e| malformed(&sealed_path, e))
 }
 
 /// A CBOR file of the state.
@@ -335,8 +489,8 @@ fn read_config(dir: &Path) -> Result<StateConfig, StateError> {
 /// `init`: the verifier decides from the quote in the certificate).
 #[derive(Debug)]
 pub struct EnrollmentMaterial {
-    tpm: Tpm,
-    ak: AkBlob,
+    /// The TPM and its AK; none in a guest state without a TPM (nothing to activate).
+    tpm: Option<(Tpm, AkBlob)>,
     /// Host id.
     pub host_id: String,
     /// The intermediate certificate, DER.
@@ -349,13 +503,20 @@ impl EnrollmentMaterial {
     /// Read the state in `dir` and open its TPM (`tcti` overrides the one recorded at init).
     pub fn open(dir: &Path, tcti: Option<&str>) -> Result<Self, StateError> {
         let config = read_config(dir)?;
-        let ak: AkBlob = read_cbor(&dir.join("ak.cbor"))?;
         let intermediate_der = read(&dir.join("intermediate.der"))?;
+        if config.seal == SeedSeal::SnpDerived {
+            return Ok(Self {
+                tpm: None,
+                host_id: config.host_id,
+                intermediate_der,
+                ek_public: Vec::new(),
+            });
+        }
+        let ak: AkBlob = read_cbor(&dir.join("ak.cbor"))?;
         let mut tpm = Tpm::open(tcti.unwrap_or(&config.tcti))?;
         let ek_public = tpm.ek_public()?;
         Ok(Self {
-            tpm,
-            ak,
+            tpm: Some((tpm, ak)),
             host_id: config.host_id,
             intermediate_der,
             ek_public,
@@ -368,9 +529,13 @@ impl EnrollmentMaterial {
         credential_blob: &[u8],
         encrypted_secret: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, StateError> {
-        Ok(self
-            .tpm
-            .activate_credential(&self.ak, credential_blob, encrypted_secret)?)
+        let (tpm, ak) = self.tpm.as_mut().ok_or_else(|| {
+            malformed(
+                Path::new("state.json"),
+                "the verifier sent a TPM credential challenge, but this state has no TPM",
+            )
+        })?;
+        Ok(tpm.activate_credential(ak, credential_blob, encrypted_secret)?)
     }
 }
 
@@ -399,9 +564,14 @@ impl HostState {
     pub fn load(dir: &Path, tcti: Option<&str>) -> Result<Self, StateError> {
         let config = read_config(dir)?;
         let sealed_path = dir.join("intermediate-key.sealed");
-        let sealed: SealedBlob = read_cbor(&sealed_path)?;
-        let mut tpm = Tpm::open(tcti.unwrap_or(&config.tcti))?;
-        let seed = tpm.unseal(&sealed)?;
+        let seed = match config.seal {
+            SeedSeal::SnpDerived => open_guest_seed(dir, &config)?,
+            SeedSeal::Tpm => {
+                let sealed: SealedBlob = read_cbor(&sealed_path)?;
+                let mut tpm = Tpm::open(tcti.unwrap_or(&config.tcti))?;
+                tpm.unseal(&sealed)?
+            }
+        };
         let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
             seed.as_slice()
                 .try_into()

@@ -2,6 +2,7 @@
 //! ([`verify`]), and the providers that obtain reports inside a guest ([`provider`]), including the
 //! INSECURE software stand-in ([`standin`]) used where no SNP hardware exists.
 
+pub mod derived;
 pub mod provider;
 pub mod report;
 pub mod standin;

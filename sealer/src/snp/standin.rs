@@ -226,6 +226,11 @@ fn tcb_u64(product: Product, t: TcbParts) -> u64 {
 }
 
 impl TestHierarchy {
+    /// The stand-in VCEK's private key (PKCS#8): what its INSECURE "derived key" comes from.
+    pub(crate) fn vcek_key_pkcs8(&self) -> &[u8] {
+        &self.vcek_key
+    }
+
     /// Generate a fresh INSECURE test ARK, ASK and VCEK for `product`.
     pub fn generate(product: Product) -> Result<Self, StandInError> {
         tracing::warn!(

@@ -4,6 +4,7 @@
 
 mod evidence;
 mod fuzz_smoke;
+mod guest_state;
 mod pqc_vectors;
 mod snp_standin;
 mod snp_vectors;
