@@ -15,6 +15,7 @@ pub mod kaslr;
 pub mod kvm;
 pub mod policy;
 pub mod qemu;
+pub mod seal;
 pub mod source;
 mod sys;
 

@@ -12,15 +12,16 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 use vmseal_host::capture::{Baseline, Consistency, Plan, Snapshot};
 use vmseal_host::dump::{RawDump, open_dump};
 use vmseal_host::guest;
 use vmseal_host::kvm::{MicroVm, MicroVmConfig};
 use vmseal_host::policy::{Policy, RegionPolicy, Sampling, Selector, SymbolMap};
 use vmseal_host::qemu::QemuSource;
+use vmseal_host::seal::Sealed;
 use vmseal_host::source::MemorySource;
-use vmseal_sealer::claims::{CaptureKind, Claims, ModuleInfo, RegionClass, Severity};
+use vmseal_sealer::claims::{CaptureKind, RegionClass, Severity};
 use vmseal_sealer::merkle::{HashAlg, PAGE_SIZE};
 use vmseal_sealer::snp::Product;
 use vmseal_sealer::state::{HostState, InitOptions, SnpChoice, check_vm_id, init, write_atomic};
@@ -432,13 +433,6 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-fn self_digest() -> [u8; 32] {
-    std::env::current_exe()
-        .and_then(std::fs::read)
-        .map(|b| HashAlg::Sha256.hash(&[&b]))
-        .unwrap_or_default()
-}
-
 fn cmd_init(a: InitArgs) -> Result<()> {
     let InitArgs {
         state,
@@ -625,13 +619,6 @@ fn with_progress<T>(pages: u64, f: impl FnOnce() -> T) -> T {
     r
 }
 
-struct Sealed {
-    claims: Claims,
-    out: PathBuf,
-    bytes: usize,
-    digest: [u8; 32],
-}
-
 /// Seal a snapshot as the next evidence of `vm_id` and write it to `out`.
 fn seal_snapshot(
     state: &HostState,
@@ -640,41 +627,8 @@ fn seal_snapshot(
     baseline: Option<&Baseline>,
     out: &Path,
 ) -> Result<Sealed> {
-    let chain = state.vm_chain(vm_id)?;
-    let prev = chain
-        .prev
-        .as_deref()
-        .map(|h| -> Result<[u8; 32]> {
-            hex::decode(h)?
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("stored prev digest is not 32 bytes"))
-        })
-        .transpose()?;
-    let now = OffsetDateTime::now_utc();
-    let module = ModuleInfo {
-        name: "vmseal-host".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        build_digest: self_digest(),
-    };
-    let claims = snap.claims(
-        vm_id,
-        &state.config.host_id,
-        chain.next_seq,
-        prev,
-        now.unix_timestamp(),
-        module,
-        baseline,
-    )?;
-    let evidence = state.sealer.seal(&claims, now)?;
-    write_atomic(out, &evidence).with_context(|| format!("cannot write {}", out.display()))?;
-    let digest = vmseal_sealer::evidence::evidence_digest(&evidence);
-    state.advance(vm_id, claims.seq, &digest)?;
-    Ok(Sealed {
-        claims,
-        out: out.to_owned(),
-        bytes: evidence.len(),
-        digest,
-    })
+    vmseal_host::seal::seal_snapshot(state, "vmseal-host", vm_id, snap, baseline, out)
+        .with_context(|| format!("cannot seal evidence of {vm_id} to {}", out.display()))
 }
 
 fn report(
@@ -692,7 +646,7 @@ fn report(
             "memory_root": hex::encode(c.memory_root),
             "code_hash": hex::encode(c.code_hash),
             "evidence_sha256": hex::encode(s.digest),
-            "bytes": s.bytes,
+            "bytes": s.evidence.len(),
             "pages": c.regions.iter().map(|r| r.pages).sum::<u64>(),
             "pages_read": c.capture.pages_read,
             "pause_us": c.capture.pause_us,
@@ -715,7 +669,7 @@ fn report(
         c.vm_id,
         c.seq,
         s.out.display(),
-        s.bytes,
+        s.evidence.len(),
         snap.stats.pages_read,
         c.capture.pause_us,
         c.capture.duration_us as f64 / 1000.0
@@ -876,7 +830,7 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
         let changes = baseline.as_ref().map(|b| snap.changed_pages(b));
         report(&sealed, &snap, changes.as_deref(), a.json)?;
         if let Some(v) = &verifier {
-            let evidence = std::fs::read(&sealed.out)?;
+            let evidence = sealed.evidence.clone();
             match v.submit_evidence(&a.vm_id, evidence) {
                 Ok(ap) if a.json => println!("{}", serde_json::json!({ "appraisal": ap })),
                 Ok(ap) => {
