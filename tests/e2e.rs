@@ -1143,3 +1143,194 @@ fn a_qemu_guest_exiting_mid_capture_is_a_clean_error_and_the_agent_goes_on() {
         .collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
+
+/// The guest shim against a real verifier, on this machine: a process attested from "inside"
+/// (its memory read through /proc/PID/mem), sealed under an SNP-anchored intermediate — the
+/// INSECURE stand-in here, accepted because the verifier is told to — affirming, then
+/// contraindicated once its code is patched; the exit status is the verdict.
+#[test]
+fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |f: &str| self_path(&d, f);
+    let shim = |args: &[&str]| run("vmseal-shim", args);
+    let o = shim(&[
+        "init",
+        "--state",
+        &p("shim"),
+        "--snp",
+        "insecure-soft",
+        "--id",
+        "guest-1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("INSECURE"), "{}", text(&o));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("https://localhost:{port}");
+    assert!(
+        run("vmseal-verifier", &["init", "--state", &p("verifier")])
+            .status
+            .success()
+    );
+    let _server = Verifier(
+        Command::new(bin("vmseal-verifier"))
+            .args(["serve", "--state", &p("verifier"), "--require", "snp"])
+            .args(["--insecure-snp-root", &p("shim/insecure-snp-ark.pem")])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let vstate = p("verifier");
+    let admin = |args: &[&str]| {
+        let mut a = vec!["admin", "--url", &url, "--state", &vstate];
+        a.extend_from_slice(args);
+        run("vmseal-verifier", &a)
+    };
+    let ca = p("verifier/ca.pem");
+    let o = admin(&[
+        "enrollment-token",
+        "--host-id",
+        "guest-1",
+        "--out-cert",
+        &p("t.pem"),
+        "--out-key",
+        &p("t.key"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = shim(&[
+        "enroll",
+        "--state",
+        &p("shim"),
+        "--verifier",
+        &url,
+        "--verifier-ca",
+        &ca,
+        "--token-cert",
+        &p("t.pem"),
+        "--token-key",
+        &p("t.key"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("INSECURE stand-in"), "{}", text(&o));
+
+    // The process: its own code and libc's, as the shim policy selects them.
+    let sleep_path = std::fs::canonicalize("/bin/sleep")
+        .unwrap()
+        .display()
+        .to_string();
+    let mut child = Command::new(&sleep_path).arg("120").spawn().unwrap();
+    let pid = child.id();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::fs::write(
+        p("sleep.toml"),
+        format!(
+            "name = \"sleep\"\nversion = 1\n[[region]]\nname = \"sleep-code\"\nclass = \"code\"\nseverity = \"critical\"\nmapping = \"{sleep_path}\"\n"
+        ),
+    )
+    .unwrap();
+    let o = admin(&[
+        "register-vm",
+        "--vm-id",
+        "g1",
+        "--host-id",
+        "guest-1",
+        "--policy",
+        &p("sleep.toml"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let source = format!("process:{pid}");
+    let (shim_state, policy) = (p("shim"), p("sleep.toml"));
+    let attest = |extra: &[&str]| {
+        let mut a = vec![
+            "attest",
+            "--state",
+            &shim_state,
+            "--verifier",
+            &url,
+            "--verifier-ca",
+            &ca,
+            "--vm-id",
+            "g1",
+            "--source",
+            &source,
+            "--policy",
+            &policy,
+        ];
+        a.extend_from_slice(extra);
+        shim(&a)
+    };
+    // No baseline yet: a warning (exit 1).
+    let o = attest(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("(warning)") && text(&o).contains("[signed EAR verified]"),
+        "{}",
+        text(&o)
+    );
+    let o = admin(&[
+        "promote-baseline",
+        "--vm-id",
+        "g1",
+        "--seq",
+        "0",
+        "--baseline",
+        &p("shim/evidence/g1-000000.baseline.cbor"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // From now on the deltas are against the promoted snapshot's page hashes.
+    let base = p("shim/evidence/g1-000000.baseline.cbor");
+    let o = attest(&["--json", "--baseline", &base]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (a["tier"].as_str(), a["score"].as_u64()),
+        (Some("affirming"), Some(100)),
+        "{a}"
+    );
+    // A hook in the process's code: contraindicated (exit 2), the region named.
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let code = maps
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("r-xp") && l.ends_with(&sleep_path))
+        .unwrap();
+    let at = u64::from_str_radix(code.split('-').next().unwrap(), 16).unwrap() + 0x100;
+    let mem = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .unwrap();
+    let mut b = [0u8; 1];
+    std::os::unix::fs::FileExt::read_exact_at(&mem, &mut b, at).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&mem, &[b[0] ^ 0xff], at).unwrap();
+    let o = attest(&["--baseline", &base]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("(contraindicated)") && text(&o).contains("sleep-code (1 page(s))"),
+        "{}",
+        text(&o)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    // The process is gone: no attestation (exit 3), and why; --json says it as JSON.
+    let o = attest(&["--json", "--baseline", &base]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("no process {pid}")),
+        "{e}"
+    );
+}

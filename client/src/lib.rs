@@ -397,6 +397,15 @@ impl Client {
         Self::decode(self.post_json(&format!("/v1/enrollments/{enrollment_id}/activation"), a)?)
     }
 
+    /// A single-use verifier nonce for the VM (its host's agent, or an admin).
+    pub fn nonce(&self, vm_id: &str) -> Result<Vec<u8>, ClientError> {
+        let n = self.post_json(&format!("/v1/vms/{vm_id}/nonce"), &())?;
+        n["nonce"]
+            .as_str()
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| ClientError::Answer("the nonce is not hex".into()))
+    }
+
     /// Submit evidence for a VM (agent); returns the appraisal once its signed EAR verified
     /// against the verifier CA and agrees with it (score, tier, sequence number).
     pub fn submit_evidence(
@@ -478,7 +487,7 @@ pub fn enroll_host(
     let (csr_pem, agent_key_pem) = new_key_and_request()?;
     let answer = client.enroll(&EnrollmentRequest {
         intermediate: B64.encode(intermediate_der),
-        ek_public: Some(B64.encode(ek_public)),
+        ek_public: (!ek_public.is_empty()).then(|| B64.encode(ek_public)),
         csr_pem,
     })?;
     let enrolled = match answer {
