@@ -1298,6 +1298,41 @@ fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
         (Some("affirming"), Some(100)),
         "{a}"
     );
+    // As a service: `run` on a configuration file (paths relative to it), two rounds.
+    std::fs::write(
+        p("shim.toml"),
+        format!(
+            "state = \"shim\"\nverifier = \"{url}\"\nverifier_ca = \"verifier/ca.pem\"\ninterval_secs = 1\n\
+             [[target]]\nvm_id = \"g1\"\nsource = \"process:{pid}\"\npolicy = \"sleep.toml\"\nbaseline = \"shim/evidence/g1-000000.baseline.cbor\"\n"
+        ),
+    )
+    .unwrap();
+    let o = shim(&[
+        "run",
+        "--config",
+        &p("shim.toml"),
+        "--rounds",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&o.stdout)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", text(&o));
+    assert!(
+        lines.iter().all(|l| l["appraisal"]["tier"] == "affirming"),
+        "{lines:?}"
+    );
+    std::fs::write(
+        p("bad.toml"),
+        "state = \"shim\"\nverifier = \"x\"\nverifier_ca = \"y\"\n",
+    )
+    .unwrap();
+    let o = shim(&["run", "--config", &p("bad.toml"), "--rounds", "1"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(text(&o).contains("target"), "{}", text(&o));
     // A hook in the process's code: contraindicated (exit 2), the region named.
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let code = maps

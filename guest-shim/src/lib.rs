@@ -14,6 +14,7 @@
 //!   read-only data are stable, live data is read as it changes.
 #![forbid(unsafe_code)]
 
+pub mod attest;
 pub mod kernel;
 pub mod process;
 

@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use vmseal_host::capture::{Baseline, Consistency, Plan, Snapshot};
-use vmseal_host::policy::{Policy, SymbolMap};
-use vmseal_host::source::MemorySource;
+use vmseal_host::capture::{Baseline, Snapshot};
 use vmseal_sealer::state::{GuestInitOptions, HostState, SnpChoice};
+use vmseal_shim::attest::{
+    RunConfig, TargetSpec, attest_once, capture, load_baseline, verdict_line,
+};
 
 /// Exit status of `attest`: the verdict, or why there is none.
 const EXIT_AFFIRMING: u8 = 0;
@@ -47,7 +48,8 @@ enum Snp {
 
 #[derive(clap::Args)]
 struct Target {
-    /// `process:PID` (its mappings, stopped while read) or `kernel[:KCORE]` (/proc/kcore).
+    /// `process:PID` or `process:NAME` (its mappings, stopped while read), or `kernel[:KCORE]`
+    /// (/proc/kcore).
     #[arg(long)]
     source: String,
     /// The capture policy (TOML, docs/policy.md): `mapping` selectors for a process, `symbol`
@@ -121,6 +123,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Attest every target of a configuration file on a schedule, as a service (see
+    /// packaging/vmseal-shim.service).
+    #[command(
+        after_help = "The configuration (TOML; relative paths are relative to it):\n\n  \
+state = \"/var/lib/vmseal-shim\"\n  verifier = \"https://verifier:8443\"\n  verifier_ca = \"/etc/vmseal/ca.pem\"\n  \
+interval_secs = 300\n\n  [[target]]\n  vm_id = \"web-1\"\n  source = \"kernel\"\n  policy = \"linux.toml\"\n\n  \
+[[target]]\n  vm_id = \"web-1-sshd\"\n  source = \"process:sshd\"\n  policy = \"sshd.toml\"\n  baseline = \"sshd.base\""
+    )]
+    Run {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Stop after this many rounds (default: until SIGTERM).
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// One JSON object per attestation.
+        #[arg(long)]
+        json: bool,
+    },
     /// Attest: a nonce from the verifier, a capture answering it, sealed, submitted; prints the
     /// verdict and trust score. Exit 0 affirming, 1 warning, 2 contraindicated, 3 no attestation.
     Attest {
@@ -162,67 +183,42 @@ fn main() -> ExitCode {
     }
 }
 
-fn open_source(t: &Target) -> Result<(Box<dyn MemorySource>, Option<SymbolMap>)> {
-    if let Some(pid) = t.source.strip_prefix("process:") {
-        let pid: u32 = pid
-            .parse()
-            .with_context(|| format!("{pid:?} is not a process id"))?;
-        let src =
-            vmseal_shim::process::ProcessSource::attach(pid).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok((Box::new(src), None))
-    } else if t.source == "kernel" || t.source.starts_with("kernel:") {
-        let kcore = t.source.strip_prefix("kernel:").unwrap_or("/proc/kcore");
-        let syms = vmseal_shim::kernel::symbols(&t.kallsyms).map_err(anyhow::Error::msg)?;
-        let src = vmseal_shim::kernel::open(kcore.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok((Box::new(src), Some(syms)))
-    } else {
-        bail!(
-            "--source must be process:PID or kernel[:KCORE], not {:?}",
-            t.source
-        )
+impl Target {
+    fn spec(&self) -> TargetSpec {
+        TargetSpec {
+            source: self.source.clone(),
+            policy: self.policy.clone(),
+            kallsyms: self.kallsyms.clone(),
+            baseline: self.baseline.clone(),
+        }
     }
 }
 
-fn load_policy(p: &Path) -> Result<Policy> {
-    let text =
-        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-    Policy::parse(&text).with_context(|| format!("{}", p.display()))
-}
-
-fn load_baseline(p: Option<&PathBuf>) -> Result<Option<Baseline>> {
-    p.map(|p| -> Result<Baseline> {
-        let b = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-        Baseline::from_bytes(&b).with_context(|| format!("{}", p.display()))
-    })
-    .transpose()
-}
-
-fn capture(t: &Target, nonce: Option<&[u8]>) -> Result<(Snapshot, String)> {
-    let policy = load_policy(&t.policy)?;
-    let (mut src, symbols) = open_source(t)?;
-    let plan = Plan::new(&policy, src.as_ref(), symbols.as_ref(), nonce)
-        .with_context(|| format!("planning the capture of {}", src.describe()))?;
-    let snap = Snapshot::full(src.as_mut(), plan, Consistency::StopCopy)
-        .with_context(|| format!("capturing {}", src.describe()))?;
-    Ok((snap, src.describe()))
-}
-
-fn client(state: &Path, v: &Verifier) -> Result<vmseal_client::Client> {
+fn client(
+    state: &Path,
+    url: &str,
+    ca: &Path,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<vmseal_client::Client> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let cert = v
-        .agent_cert
-        .clone()
-        .unwrap_or_else(|| state.join("agent.pem"));
-    let key = v
-        .agent_key
-        .clone()
-        .unwrap_or_else(|| state.join("agent.key"));
+    let cert = cert.map_or_else(|| state.join("agent.pem"), Path::to_owned);
+    let key = key.map_or_else(|| state.join("agent.key"), Path::to_owned);
     Ok(vmseal_client::Client::new(
-        &v.verifier,
-        &read(&v.verifier_ca)?,
+        url,
+        &read(ca)?,
         &read(&cert).context("no agent certificate: enrol first (`vmseal-shim enroll`)")?,
         &read(&key)?,
     )?)
+}
+
+fn exit_for(tier: &str) -> Result<u8> {
+    Ok(match tier {
+        "affirming" => EXIT_AFFIRMING,
+        "warning" => EXIT_WARNING,
+        "contraindicated" => EXIT_CONTRAINDICATED,
+        other => bail!("the verifier answered an unknown tier {other:?}"),
+    })
 }
 
 fn run(cmd: Cmd) -> Result<u8> {
@@ -298,8 +294,8 @@ fn run(cmd: Cmd) -> Result<u8> {
             baseline_out,
             json,
         } => {
-            let baseline = load_baseline(target.baseline.as_ref())?;
-            let (snap, what) = capture(&target, None)?;
+            let baseline = load_baseline(target.baseline.as_deref())?;
+            let (snap, what) = capture(&target.spec(), None)?;
             if let Some(p) = &baseline_out {
                 vmseal_sealer::state::write_atomic(p, &snap.baseline().to_bytes())?;
             }
@@ -316,77 +312,100 @@ fn run(cmd: Cmd) -> Result<u8> {
         } => {
             let st = HostState::load(&state, None)
                 .with_context(|| format!("cannot load the shim state {}", state.display()))?;
-            let client = client(&state, &verifier)?;
-            let baseline = load_baseline(target.baseline.as_ref())?;
-            let nonce = client
-                .nonce(&vm_id)
-                .context("asking the verifier for a nonce")?;
-            let (snap, what) = capture(&target, Some(&nonce))?;
+            let client = client(
+                &state,
+                &verifier.verifier,
+                &verifier.verifier_ca,
+                verifier.agent_cert.as_deref(),
+                verifier.agent_key.as_deref(),
+            )?;
             let dir = out_dir.unwrap_or_else(|| state.join("evidence"));
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let seq = st.vm_chain(&vm_id)?.next_seq;
-            let out = dir.join(format!("{vm_id}-{seq:06}.cose"));
-            let sealed = vmseal_host::seal::seal_snapshot(
-                &st,
-                "vmseal-shim",
-                &vm_id,
-                &snap,
-                baseline.as_ref(),
-                &out,
-            )
-            .context("sealing the evidence")?;
-            // The page hashes beside it: what an admin promotes to the golden baseline.
-            let base = dir.join(format!("{vm_id}-{seq:06}.baseline.cbor"));
-            vmseal_sealer::state::write_atomic(&base, &snap.baseline().to_bytes())?;
-            let a = client
-                .submit_evidence(&vm_id, sealed.evidence.clone())
-                .map_err(|e| {
-                    let hint = if e.to_string().contains("incomplete_delta") {
-                        " (the verifier has a golden baseline: give --baseline with the page hashes \
-                         of the snapshot it was promoted from, e.g. STATE/evidence/VM-000000.baseline.cbor)"
-                    } else {
-                        ""
-                    };
-                    anyhow::anyhow!("submitting the evidence: {e}{hint}")
-                })?;
-            let tier = a["tier"].as_str().unwrap_or("");
+            let (a, what) = attest_once(&st, &client, &vm_id, &target.spec(), &dir)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&a)?);
             } else {
-                let changed: Vec<String> = a["changes"]
-                    .as_array()
-                    .map(|c| {
-                        c.iter()
-                            .map(|x| {
-                                format!(
-                                    "{} ({} page(s))",
-                                    x["region"].as_str().unwrap_or("?"),
-                                    x["changed_pages"]
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                println!(
-                    "{what}: snapshot #{} of {vm_id}: trust score {} ({tier}){} [signed EAR verified]",
-                    a["seq"],
-                    a["score"],
-                    if changed.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; changed: {}", changed.join(", "))
-                    }
-                );
+                println!("{}", verdict_line(&vm_id, &what, &a));
             }
-            Ok(match tier {
-                "affirming" => EXIT_AFFIRMING,
-                "warning" => EXIT_WARNING,
-                "contraindicated" => EXIT_CONTRAINDICATED,
-                other => bail!("the verifier answered an unknown tier {other:?}"),
-            })
+            exit_for(a["tier"].as_str().unwrap_or(""))
+        }
+        Cmd::Run {
+            config,
+            rounds,
+            json,
+        } => run_schedule(&config, rounds, json),
+    }
+}
+
+/// `run`: attest every target on the schedule until SIGTERM/SIGINT (or `rounds`); a failed
+/// attestation is reported and retried at the next interval. Exit status: the worst verdict of
+/// the last round.
+fn run_schedule(config: &Path, rounds: Option<u32>, json: bool) -> Result<u8> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = RunConfig::load(config)?;
+    let st = HostState::load(&c.state, None)
+        .with_context(|| format!("cannot load the shim state {}", c.state.display()))?;
+    let client = client(
+        &c.state,
+        &c.verifier,
+        &c.verifier_ca,
+        c.agent_cert.as_deref(),
+        c.agent_key.as_deref(),
+    )?;
+    let out_dir = c
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| c.state.join("evidence"));
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handlers")?;
+    }
+    eprintln!(
+        "vmseal-shim: attesting {} target(s) every {} s to {}",
+        c.targets.len(),
+        c.interval_secs,
+        c.verifier
+    );
+    let mut round = 0u32;
+    let mut worst = EXIT_AFFIRMING;
+    while !stop.load(Ordering::Relaxed) && rounds.is_none_or(|r| round < r) {
+        round += 1;
+        worst = EXIT_AFFIRMING;
+        for t in &c.targets {
+            let code = match attest_once(&st, &client, &t.vm_id, &t.spec, &out_dir) {
+                Ok((a, what)) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({ "vm_id": t.vm_id, "appraisal": a })
+                        );
+                    } else {
+                        println!("{}", verdict_line(&t.vm_id, &what, &a));
+                    }
+                    exit_for(a["tier"].as_str().unwrap_or("")).unwrap_or(EXIT_NO_ATTESTATION)
+                }
+                Err(e) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({ "vm_id": t.vm_id, "error": e.to_string() })
+                        );
+                    }
+                    eprintln!("{}: could not attest: {e}", t.vm_id);
+                    EXIT_NO_ATTESTATION
+                }
+            };
+            worst = worst.max(code);
+        }
+        if rounds.is_some_and(|r| round >= r) {
+            break;
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(c.interval_secs);
+        while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
+    Ok(worst)
 }
 
 fn print_regions(

@@ -1,0 +1,274 @@
+//! One attestation, and the schedule that repeats it (`vmseal-shim attest` and `run`): a nonce
+//! from the verifier, a capture answering it, sealed under the guest's intermediate, submitted;
+//! the appraisal comes back with a signed EAR the client has verified.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use vmseal_host::capture::{Baseline, Consistency, Plan, Snapshot};
+use vmseal_host::policy::{Policy, SymbolMap};
+use vmseal_host::source::MemorySource;
+use vmseal_sealer::state::HostState;
+
+/// Why an attestation did not happen.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AttestError(pub String);
+
+fn err(e: impl std::fmt::Display) -> AttestError {
+    AttestError(e.to_string())
+}
+
+/// What to capture.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// `process:PID`, `process:NAME` (the oldest process of that name, looked up at each
+    /// capture), or `kernel[:KCORE]`.
+    pub source: String,
+    /// The capture policy file.
+    pub policy: PathBuf,
+    /// Kernel symbols [default: /proc/kallsyms].
+    #[serde(default = "default_kallsyms")]
+    pub kallsyms: PathBuf,
+    /// Deltas against this baseline (the promoted snapshot's page hashes).
+    #[serde(default)]
+    pub baseline: Option<PathBuf>,
+}
+
+fn default_kallsyms() -> PathBuf {
+    PathBuf::from("/proc/kallsyms")
+}
+
+/// The pid of the oldest process named `name` (its `comm`).
+pub fn pid_of(name: &str) -> Option<u32> {
+    let mut found: Vec<(u64, u32)> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            if comm.trim() != name {
+                return None;
+            }
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // Field 22: start time.
+            let start = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(19)?
+                .parse()
+                .ok()?;
+            Some((start, pid))
+        })
+        .collect();
+    found.sort();
+    found.first().map(|&(_, pid)| pid)
+}
+
+/// Open the source `spec` names.
+pub fn open_source(
+    t: &TargetSpec,
+) -> Result<(Box<dyn MemorySource>, Option<SymbolMap>), AttestError> {
+    if let Some(p) = t.source.strip_prefix("process:") {
+        let pid = match p.parse::<u32>() {
+            Ok(pid) => pid,
+            Err(_) => pid_of(p).ok_or_else(|| err(format!("no process named {p:?} is running")))?,
+        };
+        let src = crate::process::ProcessSource::attach(pid).map_err(err)?;
+        Ok((Box::new(src), None))
+    } else if t.source == "kernel" || t.source.starts_with("kernel:") {
+        let kcore = t.source.strip_prefix("kernel:").unwrap_or("/proc/kcore");
+        let syms = crate::kernel::symbols(&t.kallsyms).map_err(err)?;
+        let src = crate::kernel::open(kcore.as_ref()).map_err(err)?;
+        Ok((Box::new(src), Some(syms)))
+    } else {
+        Err(err(format!(
+            "source must be process:PID, process:NAME or kernel[:KCORE], not {:?}",
+            t.source
+        )))
+    }
+}
+
+/// Read and parse a policy file.
+pub fn load_policy(p: &Path) -> Result<Policy, AttestError> {
+    let text =
+        std::fs::read_to_string(p).map_err(|e| err(format!("cannot read {}: {e}", p.display())))?;
+    Policy::parse(&text).map_err(|e| err(format!("{}: {e}", p.display())))
+}
+
+/// Read a baseline file.
+pub fn load_baseline(p: Option<&Path>) -> Result<Option<Baseline>, AttestError> {
+    p.map(|p| {
+        let b = std::fs::read(p).map_err(|e| err(format!("cannot read {}: {e}", p.display())))?;
+        Baseline::from_bytes(&b).map_err(|e| err(format!("{}: {e}", p.display())))
+    })
+    .transpose()
+}
+
+/// Capture `t` once (with the verifier's nonce, when attesting); the snapshot and what it was.
+pub fn capture(t: &TargetSpec, nonce: Option<&[u8]>) -> Result<(Snapshot, String), AttestError> {
+    let policy = load_policy(&t.policy)?;
+    let (mut src, symbols) = open_source(t)?;
+    let plan = Plan::new(&policy, src.as_ref(), symbols.as_ref(), nonce)
+        .map_err(|e| err(format!("planning the capture of {}: {e}", src.describe())))?;
+    let snap = Snapshot::full(src.as_mut(), plan, Consistency::StopCopy)
+        .map_err(|e| err(format!("capturing {}: {e}", src.describe())))?;
+    Ok((snap, src.describe()))
+}
+
+/// Attest `t` as `vm_id`: the appraisal (JSON, its EAR verified) and what was captured. The
+/// evidence and its page hashes (`VM-SEQ.baseline.cbor`) are kept in `out_dir`.
+pub fn attest_once(
+    state: &HostState,
+    client: &vmseal_client::Client,
+    vm_id: &str,
+    t: &TargetSpec,
+    out_dir: &Path,
+) -> Result<(serde_json::Value, String), AttestError> {
+    let baseline = load_baseline(t.baseline.as_deref())?;
+    let nonce = client
+        .nonce(vm_id)
+        .map_err(|e| err(format!("asking the verifier for a nonce: {e}")))?;
+    let (snap, what) = capture(t, Some(&nonce))?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| err(format!("cannot create {}: {e}", out_dir.display())))?;
+    let seq = state.vm_chain(vm_id).map_err(err)?.next_seq;
+    let out = out_dir.join(format!("{vm_id}-{seq:06}.cose"));
+    let sealed = vmseal_host::seal::seal_snapshot(
+        state,
+        "vmseal-shim",
+        vm_id,
+        &snap,
+        baseline.as_ref(),
+        &out,
+    )
+    .map_err(|e| err(format!("sealing the evidence: {e}")))?;
+    // The page hashes beside it: what an admin promotes to the golden baseline.
+    let base = out_dir.join(format!("{vm_id}-{seq:06}.baseline.cbor"));
+    vmseal_sealer::state::write_atomic(&base, &snap.baseline().to_bytes()).map_err(err)?;
+    let a = client
+        .submit_evidence(vm_id, sealed.evidence)
+        .map_err(|e| {
+            let hint = if e.to_string().contains("incomplete_delta") {
+                " (the verifier has a golden baseline: give the page hashes of the snapshot it was \
+             promoted from as the baseline, e.g. STATE/evidence/VM-000000.baseline.cbor)"
+            } else {
+                ""
+            };
+            err(format!("submitting the evidence: {e}{hint}"))
+        })?;
+    Ok((a, what))
+}
+
+/// One line for an appraisal.
+pub fn verdict_line(vm_id: &str, what: &str, a: &serde_json::Value) -> String {
+    let changed: Vec<String> = a["changes"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|x| {
+                    format!(
+                        "{} ({} page(s))",
+                        x["region"].as_str().unwrap_or("?"),
+                        x["changed_pages"]
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{what}: snapshot #{} of {vm_id}: trust score {} ({}){} [signed EAR verified]",
+        a["seq"],
+        a["score"],
+        a["tier"].as_str().unwrap_or("?"),
+        if changed.is_empty() {
+            String::new()
+        } else {
+            format!("; changed: {}", changed.join(", "))
+        }
+    )
+}
+
+/// `vmseal-shim run`'s configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The shim's state directory.
+    pub state: PathBuf,
+    /// Verifier URL.
+    pub verifier: String,
+    /// The verifier's CA certificate.
+    pub verifier_ca: PathBuf,
+    /// Agent certificate [default: STATE/agent.pem].
+    #[serde(default)]
+    pub agent_cert: Option<PathBuf>,
+    /// Its key [default: STATE/agent.key].
+    #[serde(default)]
+    pub agent_key: Option<PathBuf>,
+    /// Seconds between attestations of each target.
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    /// Evidence directory [default: STATE/evidence].
+    #[serde(default)]
+    pub out_dir: Option<PathBuf>,
+    /// What to attest.
+    #[serde(rename = "target")]
+    pub targets: Vec<RunTarget>,
+}
+
+fn default_interval() -> u64 {
+    300
+}
+
+/// One `[[target]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunTarget {
+    /// The VM id its evidence is appraised under.
+    pub vm_id: String,
+    /// What to capture.
+    #[serde(flatten)]
+    pub spec: TargetSpec,
+}
+
+impl RunConfig {
+    /// Load `path`; relative paths in it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, AttestError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+        let mut c: Self =
+            toml::from_str(&text).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        if c.targets.is_empty() {
+            return Err(err(format!("{}: no [[target]] to attest", path.display())));
+        }
+        if c.interval_secs == 0 {
+            return Err(err(format!(
+                "{}: interval_secs must be at least 1",
+                path.display()
+            )));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut c.state);
+        abs(&mut c.verifier_ca);
+        for p in [&mut c.agent_cert, &mut c.agent_key, &mut c.out_dir]
+            .into_iter()
+            .flatten()
+        {
+            abs(p);
+        }
+        for t in &mut c.targets {
+            abs(&mut t.spec.policy);
+            if let Some(b) = &mut t.spec.baseline {
+                abs(b);
+            }
+        }
+        Ok(c)
+    }
+}
