@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Fetch the Linux kernel the QEMU tests boot (Debian's linux-image-cloud-amd64, unpacked with
-# dpkg-deb -x, not installed) and build a busybox initramfs whose init prints the kernel symbols the
-# tests need, then idles. Output: $VMSEAL_TEST_KERNEL_DIR (default ~/.cache/vmseal/kernel):
-#   vmlinuz, initrd.gz
+# dpkg-deb -x, not installed) with the modules a guest needs for user-mode networking (virtio-net),
+# and build a busybox initramfs whose init prints the kernel symbols the tests need, then idles.
+# Output: $VMSEAL_TEST_KERNEL_DIR (default ~/.cache/vmseal/kernel):
+#   vmlinuz, initrd.gz, modules/*.ko (the same kernel build as vmlinuz)
 set -euo pipefail
 dir=${VMSEAL_TEST_KERNEL_DIR:-$HOME/.cache/vmseal/kernel}
 mkdir -p "$dir"
-if [ ! -s "$dir/vmlinuz" ]; then
+# The network modules, in load order (virtio and virtio-pci are modules in the cloud kernel).
+modules="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net"
+if [ ! -s "$dir/vmlinuz" ] || [ ! -s "$dir/modules/virtio_net.ko" ]; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     ( cd "$tmp"
@@ -14,6 +17,13 @@ if [ ! -s "$dir/vmlinuz" ]; then
       [ -n "$pkg" ] || { echo "cannot resolve linux-image-cloud-amd64 (run apt-get update)" >&2; exit 1; }
       apt-get download -q "$pkg" 2>/dev/null
       dpkg-deb -x ./*.deb x
+      mkdir -p "$dir/modules.tmp"
+      for m in $modules; do
+          f=$(find x/lib/modules -name "$m.ko*" | head -1)
+          [ -n "$f" ] || { echo "module $m not in $pkg" >&2; exit 1; }
+          cp "$f" "$dir/modules.tmp/$m.ko"
+      done
+      rm -rf "$dir/modules" && mv "$dir/modules.tmp" "$dir/modules"
       cp x/boot/vmlinuz-* "$dir/vmlinuz.tmp" && mv "$dir/vmlinuz.tmp" "$dir/vmlinuz" )
 fi
 if [ ! -s "$dir/initrd.gz" ]; then

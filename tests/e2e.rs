@@ -1369,3 +1369,346 @@ fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
         "{e}"
     );
 }
+
+/// Copy `binary` and the shared libraries it loads (per `ldd`) into `root` at their own paths.
+fn install_with_libs(binary: &Path, root: &Path, dest: &str) {
+    let target = root.join(dest.trim_start_matches('/'));
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::copy(binary, &target).unwrap();
+    // Debug info is most of a debug build; the guest only runs it.
+    assert!(
+        Command::new("strip")
+            .arg(&target)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let ldd = Command::new("ldd").arg(binary).output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = match line.split("=>").nth(1) {
+            Some(rest) => rest.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            let to = root.join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(p, &to).unwrap();
+        }
+    }
+}
+
+/// The shim inside a real Linux guest (Debian's cloud kernel under QEMU TCG, a busybox
+/// initramfs, user-mode networking to the verifier on the host's loopback at 10.0.2.2): it
+/// attests the kernel through /proc/kcore and a process through /proc/PID/mem; after the admin
+/// promotes baselines both are affirming; a write into the process's code page from inside the
+/// guest drives its verdict to contraindicated while the kernel stays affirming. The SNP anchor
+/// is the INSECURE stand-in, which this verifier is configured to accept (and only this test).
+#[test]
+fn the_shim_attests_from_inside_a_linux_guest() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |f: &str| self_path(&d, f);
+    let root = d.path().join("initramfs");
+    for dir in ["bin", "proc", "sys", "dev", "tmp", "lib/modules", "shim"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    // The verifier: its server certificate names 10.0.2.2, where the guest reaches the host.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("https://localhost:{port}");
+    let o = run(
+        "vmseal-verifier",
+        &["init", "--state", &p("verifier"), "--name", "10.0.2.2"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // The guest's shim state, made on the host (the stand-in's RSA-4096 test keys would take
+    // minutes under TCG) and enrolled from here too; the attestations run in the guest.
+    let state = root.join("shim/state");
+    let o = run(
+        "vmseal-shim",
+        &[
+            "init",
+            "--state",
+            state.to_str().unwrap(),
+            "--snp",
+            "insecure-soft",
+            "--id",
+            "guest-1",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let _server = Verifier(
+        Command::new(bin("vmseal-verifier"))
+            .args(["serve", "--state", &p("verifier"), "--require", "snp"])
+            .arg("--insecure-snp-root")
+            .arg(state.join("insecure-snp-ark.pem"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let vstate = p("verifier");
+    let admin = |args: &[&str]| {
+        let mut a = vec!["admin", "--url", &url, "--state", &vstate];
+        a.extend_from_slice(args);
+        let o = run("vmseal-verifier", &a);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        o
+    };
+    admin(&[
+        "enrollment-token",
+        "--host-id",
+        "guest-1",
+        "--out-cert",
+        &p("t.pem"),
+        "--out-key",
+        &p("t.key"),
+    ]);
+    let ca = p("verifier/ca.pem");
+    let o = run(
+        "vmseal-shim",
+        &[
+            "enroll",
+            "--state",
+            state.to_str().unwrap(),
+            "--verifier",
+            &url,
+            "--verifier-ca",
+            &ca,
+            "--token-cert",
+            &p("t.pem"),
+            "--token-key",
+            &p("t.key"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::copy(&ca, root.join("shim/ca.pem")).unwrap();
+    let kernel_policy = "name = \"linux\"\nversion = 1\n[[region]]\nname = \"kernel-text\"\nclass = \"code\"\nseverity = \"critical\"\nsymbol = \"_stext\"\nend_symbol = \"_etext\"\n";
+    let proc_policy = "name = \"busybox\"\nversion = 1\n[[region]]\nname = \"busybox-code\"\nclass = \"code\"\nseverity = \"critical\"\nmapping = \"/bin/busybox\"\n";
+    std::fs::write(root.join("shim/kernel.toml"), kernel_policy).unwrap();
+    std::fs::write(root.join("shim/proc.toml"), proc_policy).unwrap();
+    std::fs::write(p("kernel.toml"), kernel_policy).unwrap();
+    std::fs::write(p("proc.toml"), proc_policy).unwrap();
+    admin(&[
+        "register-vm",
+        "--vm-id",
+        "guest-kernel",
+        "--host-id",
+        "guest-1",
+        "--policy",
+        &p("kernel.toml"),
+    ]);
+    admin(&[
+        "register-vm",
+        "--vm-id",
+        "guest-proc",
+        "--host-id",
+        "guest-1",
+        "--policy",
+        &p("proc.toml"),
+    ]);
+
+    // The initramfs: busybox, the network modules, the shim with its libraries, its state.
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sleep")).unwrap();
+    let kdir = vmseal_testkit::QemuGuest::kernel_dir().unwrap();
+    let modules = "virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net";
+    for m in modules.split(' ') {
+        std::fs::copy(
+            kdir.join(format!("modules/{m}.ko")),
+            root.join(format!("lib/modules/{m}.ko")),
+        )
+        .expect("network modules missing: run scripts/fetch-test-kernel.sh");
+    }
+    install_with_libs(&bin("vmseal-shim"), &root, "/shim/vmseal-shim");
+    let attest_sh = format!(
+        "#!/bin/busybox sh\n\
+         out=$(/shim/vmseal-shim attest --state /shim/state --verifier https://10.0.2.2:{port} \
+         --verifier-ca /shim/ca.pem --vm-id \"$1\" --source \"$2\" --policy \"$3\" ${{4:+--baseline $4}} --json 2>/tmp/err)\n\
+         code=$?\n/bin/busybox cat /tmp/err\necho vmseal-begin\necho \"$out\"\necho \"vmseal-end $code\"\n"
+    );
+    let scripts = [
+        ("shim/attest.sh", attest_sh.as_str()),
+        (
+            "shim/baseline.sh",
+            "#!/bin/busybox sh\necho vmseal-b64-begin\n/bin/busybox base64 /shim/state/evidence/\"$1\"-000000.baseline.cbor\necho vmseal-b64-end\n",
+        ),
+        // One byte of the process's code (its second code page), rewritten through
+        // /proc/PID/mem from inside the guest.
+        (
+            "shim/patch.sh",
+            "#!/bin/busybox sh\nB=/bin/busybox\n\
+             start=$($B grep ' r-xp .*/bin/busybox' /proc/$1/maps | $B head -1 | $B cut -d- -f1)\n\
+             at=$(( 0x$start + 4096 + 256 ))\n\
+             printf '\\314\\314\\314\\314' | $B dd of=/proc/$1/mem bs=1 seek=$at conv=notrunc 2>/dev/null\n\
+             echo \"vmseal-patched $?\"\n",
+        ),
+        (
+            "init",
+            "#!/bin/busybox sh\nB=/bin/busybox\n\
+             $B mount -t proc proc /proc\n$B mount -t sysfs sys /sys\n$B mount -t devtmpfs dev /dev\n\
+             echo 0 > /proc/sys/kernel/kptr_restrict\n\
+             for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net; do\n\
+               $B insmod /lib/modules/$m.ko || echo \"vmseal-insmod-failed $m\"\ndone\n\
+             n=0; while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 50 ]; do $B sleep 0.2; n=$((n+1)); done\n\
+             $B ip link set lo up\n$B ip link set eth0 up\n$B ip addr add 10.0.2.15/24 dev eth0\n$B ip route add default via 10.0.2.2\n\
+             /bin/sleep 1000000 &\necho \"vmseal-target $!\"\necho vmseal-ready\n\
+             exec 3</dev/ttyS1\n             while true; do\n  IFS= read -r line <&3 || continue\n  $B sh -c \"$line\"\n  echo \"vmseal-done $?\"\ndone\n",
+        ),
+    ];
+    for (f, text) in scripts {
+        std::fs::write(root.join(f), text).unwrap();
+        std::fs::set_permissions(
+            root.join(f),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let initrd = p("initrd.gz");
+    let pack = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | cpio -o -H newc 2>/dev/null | gzip -1 > {initrd}",
+            root.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(pack.success());
+
+    let mut g = vmseal_testkit::QemuGuest::boot_with(&vmseal_testkit::GuestOptions {
+        mem_mib: 512,
+        kaslr: false,
+        initrd: Some(initrd.into()),
+        net: true,
+        control: true,
+    })
+    .unwrap();
+    let console = g.console();
+    assert!(!console.contains("vmseal-insmod-failed"), "{console}");
+    let pid: u32 = console
+        .lines()
+        .find_map(|l| l.strip_prefix("vmseal-target "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut at = 0;
+    let wait = std::time::Duration::from_secs(300);
+    fn attest(
+        g: &mut vmseal_testkit::QemuGuest,
+        at: &mut usize,
+        args: &str,
+    ) -> (i32, serde_json::Value) {
+        g.send(&format!("/shim/attest.sh {args}")).unwrap();
+        let (out, next) = g
+            .wait_for("vmseal-end", *at, std::time::Duration::from_secs(300))
+            .unwrap();
+        *at = next;
+        let code: i32 = out
+            .lines()
+            .last()
+            .unwrap()
+            .trim_start_matches("vmseal-end ")
+            .trim()
+            .parse()
+            .unwrap();
+        let body = out.split("vmseal-begin").nth(1).unwrap();
+        let body = body.rsplit_once("vmseal-end").unwrap().0;
+        let v = serde_json::from_str(body.trim())
+            .unwrap_or_else(|_| serde_json::json!({ "raw": body }));
+        (code, v)
+    }
+    let proc_src = format!("process:{pid}");
+    // Not baselined yet: warnings.
+    let (c, v) = attest(&mut g, &mut at, "guest-kernel kernel /shim/kernel.toml");
+    assert_eq!(c, 1, "{v}");
+    assert!(
+        v["regions"][0]["pages"].as_u64().unwrap_or(0) > 1000,
+        "the kernel text: {v}"
+    );
+    let (c, v) = attest(
+        &mut g,
+        &mut at,
+        &format!("guest-proc {proc_src} /shim/proc.toml"),
+    );
+    assert_eq!(c, 1, "{v}");
+    // The admin promotes both first snapshots (their page hashes, copied out of the guest).
+    for vm in ["guest-kernel", "guest-proc"] {
+        g.send(&format!("/shim/baseline.sh {vm}")).unwrap();
+        let (out, next) = g.wait_for("vmseal-b64-end", at, wait).unwrap();
+        at = next;
+        let b64: String = out
+            .split("vmseal-b64-begin")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("vmseal-"))
+            .collect();
+        let file = p(&format!("{vm}.baseline.cbor"));
+        std::fs::write(p("b64"), b64.trim()).unwrap();
+        let dec = Command::new("sh")
+            .arg("-c")
+            .arg(format!("base64 -d {} > {file}", p("b64")))
+            .status()
+            .unwrap();
+        assert!(dec.success());
+        admin(&[
+            "promote-baseline",
+            "--vm-id",
+            vm,
+            "--seq",
+            "0",
+            "--baseline",
+            &file,
+        ]);
+    }
+    let kb = "/shim/state/evidence/guest-kernel-000000.baseline.cbor";
+    let pb = "/shim/state/evidence/guest-proc-000000.baseline.cbor";
+    let (c, v) = attest(
+        &mut g,
+        &mut at,
+        &format!("guest-kernel kernel /shim/kernel.toml {kb}"),
+    );
+    assert_eq!((c, v["tier"].as_str()), (0, Some("affirming")), "{v}");
+    let (c, v) = attest(
+        &mut g,
+        &mut at,
+        &format!("guest-proc {proc_src} /shim/proc.toml {pb}"),
+    );
+    assert_eq!((c, v["tier"].as_str()), (0, Some("affirming")), "{v}");
+    // Inside the guest, a write into the process's code.
+    g.send(&format!("/shim/patch.sh {pid}")).unwrap();
+    let (out, next) = g.wait_for("vmseal-patched", at, wait).unwrap();
+    at = next;
+    assert!(out.contains("vmseal-patched 0"), "{out}");
+    let (c, v) = attest(
+        &mut g,
+        &mut at,
+        &format!("guest-proc {proc_src} /shim/proc.toml {pb}"),
+    );
+    assert_eq!((c, v["tier"].as_str()), (2, Some("contraindicated")), "{v}");
+    assert_eq!(v["changes"][0]["region"], "busybox-code", "{v}");
+    assert_eq!(v["changes"][0]["changed_pages"], 1, "{v}");
+    let (c, v) = attest(
+        &mut g,
+        &mut at,
+        &format!("guest-kernel kernel /shim/kernel.toml {kb}"),
+    );
+    assert_eq!(
+        (c, v["tier"].as_str()),
+        (0, Some("affirming")),
+        "the kernel is untouched: {v}"
+    );
+}

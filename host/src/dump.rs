@@ -154,6 +154,15 @@ pub fn parse_elf_segments_by(
             )));
         }
         if !s.gpa.is_multiple_of(PAGE) || !s.len.is_multiple_of(PAGE) {
+            if key == AddressKey::Virtual && s.gpa.is_multiple_of(PAGE) && s.len >= PAGE {
+                // /proc/kcore sizes some areas (vmalloc, vmemmap) as 2^n - 1 bytes: keep
+                // the whole pages.
+                out.push(Segment {
+                    len: s.len - s.len % PAGE,
+                    ..s
+                });
+                continue;
+            }
             return Err(invalid(format!(
                 "PT_LOAD at gpa {:#x}+{:#x} is not page-aligned",
                 s.gpa, s.len

@@ -210,18 +210,53 @@ pub struct QemuGuest {
     mem: PathBuf,
     /// Kernel symbols the guest printed from /proc/kallsyms (System.map format).
     pub system_map: String,
+    control: Option<std::fs::File>,
+}
+
+/// How [`QemuGuest::boot_with`] boots.
+#[derive(Debug, Clone, Default)]
+pub struct GuestOptions {
+    /// RAM, MiB.
+    pub mem_mib: u64,
+    /// Leave KASLR on.
+    pub kaslr: bool,
+    /// An initramfs of the test's own (default: the one `fetch-test-kernel.sh` built).
+    pub initrd: Option<PathBuf>,
+    /// A virtio-net NIC on QEMU's user-mode network (needs the modules in `kernel_dir()/modules`).
+    pub net: bool,
+    /// A control line: the guest's /dev/ttyS1.
+    pub control: bool,
 }
 
 impl QemuGuest {
-    /// Boot a guest with `mem_mib` MiB; `kaslr` leaves kernel address randomisation on.
-    pub fn boot(mem_mib: u64, kaslr: bool) -> Result<Self, String> {
-        let kdir = std::env::var_os("VMSEAL_TEST_KERNEL_DIR")
+    /// The directory of the test kernel, its initramfs and its network modules
+    /// (`scripts/fetch-test-kernel.sh`).
+    pub fn kernel_dir() -> Result<PathBuf, String> {
+        std::env::var_os("VMSEAL_TEST_KERNEL_DIR")
             .map(PathBuf::from)
             .or_else(|| {
                 std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vmseal/kernel"))
             })
-            .ok_or("no HOME and no VMSEAL_TEST_KERNEL_DIR")?;
-        let (kernel, initrd) = (kdir.join("vmlinuz"), kdir.join("initrd.gz"));
+            .ok_or_else(|| "no HOME and no VMSEAL_TEST_KERNEL_DIR".into())
+    }
+
+    /// Boot a guest with `mem_mib` MiB; `kaslr` leaves kernel address randomisation on.
+    pub fn boot(mem_mib: u64, kaslr: bool) -> Result<Self, String> {
+        Self::boot_with(&GuestOptions {
+            mem_mib,
+            kaslr,
+            ..GuestOptions::default()
+        })
+    }
+
+    /// Boot a guest as `o` says: its own initramfs (whose init must print `vmseal-ready`),
+    /// user-mode networking (the host's loopback is 10.0.2.2 in the guest), a control line
+    /// (the guest's /dev/ttyS1, written with [`QemuGuest::send`]).
+    pub fn boot_with(o: &GuestOptions) -> Result<Self, String> {
+        let (mem_mib, kaslr) = (o.mem_mib, o.kaslr);
+        let kdir = Self::kernel_dir()?;
+        let kernel = kdir.join("vmlinuz");
+        let initrd = o.initrd.clone().unwrap_or_else(|| kdir.join("initrd.gz"));
         if !kernel.exists() || !initrd.exists() {
             return Err(format!(
                 "test kernel missing in {}: run scripts/fetch-test-kernel.sh",
@@ -241,7 +276,29 @@ impl QemuGuest {
             "console=ttyS0 quiet panic=-1{}",
             if kaslr { "" } else { " nokaslr" }
         );
-        let child = Command::new("qemu-system-x86_64")
+        let mut cmd = Command::new("qemu-system-x86_64");
+        if o.net {
+            cmd.args([
+                "-netdev",
+                "user,id=n0",
+                "-device",
+                "virtio-net-pci,netdev=n0",
+            ]);
+        }
+        if o.control {
+            let ctl = dir.path().join("ctl");
+            for end in ["in", "out"] {
+                let f = ctl.with_extension(end);
+                let st = Command::new("mkfifo")
+                    .arg(&f)
+                    .status()
+                    .map_err(|e| e.to_string())?;
+                if !st.success() {
+                    return Err(format!("mkfifo {} failed", f.display()));
+                }
+            }
+        }
+        let child = cmd
             .args(["-machine", "q35,memory-backend=mem", "-accel", "tcg", "-m"])
             .arg(format!("{mem_mib}M"))
             .arg("-object")
@@ -262,6 +319,15 @@ impl QemuGuest {
                 "-serial",
             ])
             .arg(format!("file:{}", dir.path().join("console.log").display()))
+            // The guest's second serial port, the control line: QEMU reads ctl.in, writes ctl.out.
+            .args(if o.control {
+                vec![
+                    "-serial".to_owned(),
+                    format!("pipe:{}", dir.path().join("ctl").display()),
+                ]
+            } else {
+                vec![]
+            })
             .arg("-qmp")
             .arg(format!(
                 "unix:{},server=on,wait=off",
@@ -278,7 +344,23 @@ impl QemuGuest {
             child: Some(child),
             mem,
             system_map: String::new(),
+            control: None,
         };
+        if o.control {
+            // Opening the write end waits for QEMU to open the read end.
+            let w = std::fs::OpenOptions::new()
+                .write(true)
+                .open(me.dir.path().join("ctl.in"))
+                .map_err(|e| format!("control line: {e}"))?;
+            me.control = Some(w);
+            // Keep QEMU's output end drained.
+            let out = me.dir.path().join("ctl.out");
+            std::thread::spawn(move || {
+                if let Ok(mut f) = std::fs::File::open(out) {
+                    let _ = std::io::copy(&mut f, &mut std::io::sink());
+                }
+            });
+        }
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let log =
@@ -299,6 +381,51 @@ impl QemuGuest {
             }
             if Instant::now() > deadline {
                 return Err(format!("guest not ready after 180 s:\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What the guest printed on its console so far.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("console.log"))
+            .unwrap_or_default()
+            .replace('\r', "")
+    }
+
+    /// Send one line to the guest's control line (/dev/ttyS1).
+    pub fn send(&mut self, line: &str) -> Result<(), String> {
+        let w = self
+            .control
+            .as_mut()
+            .ok_or("booted without a control line")?;
+        w.write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| w.flush())
+            .map_err(|e| format!("control line: {e}"))
+    }
+
+    /// Wait until the console shows `marker` after byte `from`; returns the console text from
+    /// `from` up to and including the marker's line, and where the next wait should start.
+    pub fn wait_for(
+        &self,
+        marker: &str,
+        from: usize,
+        timeout: Duration,
+    ) -> Result<(String, usize), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.console();
+            if let Some(i) = log.get(from..).and_then(|t| t.find(marker)) {
+                let end = log[from + i..]
+                    .find('\n')
+                    .map_or(log.len(), |n| from + i + n + 1);
+                return Ok((log[from..end].to_owned(), end));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no {marker:?} on the guest console within {timeout:?}:\n{}",
+                    log.get(from..).unwrap_or("")
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
