@@ -1177,7 +1177,9 @@ fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
     );
     let _server = Verifier(
         Command::new(bin("vmseal-verifier"))
-            .args(["serve", "--state", &p("verifier"), "--require", "snp"])
+            // The service's default stays `--require tpm` (its hosts); the shim's token asks
+            // for SNP.
+            .args(["serve", "--state", &p("verifier")])
             .args(["--insecure-snp-root", &p("shim/insecure-snp-ark.pem")])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdout(std::process::Stdio::null())
@@ -1202,6 +1204,8 @@ fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
         "enrollment-token",
         "--host-id",
         "guest-1",
+        "--require",
+        "snp",
         "--out-cert",
         &p("t.pem"),
         "--out-key",
@@ -1444,7 +1448,9 @@ fn the_shim_attests_from_inside_a_linux_guest() {
     assert!(o.status.success(), "{}", text(&o));
     let _server = Verifier(
         Command::new(bin("vmseal-verifier"))
-            .args(["serve", "--state", &p("verifier"), "--require", "snp"])
+            // The service's default stays `--require tpm` (its hosts); the shim's token asks
+            // for SNP.
+            .args(["serve", "--state", &p("verifier")])
             .arg("--insecure-snp-root")
             .arg(state.join("insecure-snp-ark.pem"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -1471,6 +1477,8 @@ fn the_shim_attests_from_inside_a_linux_guest() {
         "enrollment-token",
         "--host-id",
         "guest-1",
+        "--require",
+        "snp",
         "--out-cert",
         &p("t.pem"),
         "--out-key",

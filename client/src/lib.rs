@@ -29,6 +29,10 @@ pub struct NewEnrollmentToken {
     /// Only this host may enrol with it (any host when absent).
     #[serde(default)]
     pub host_id: Option<String>,
+    /// The anchors the enrolling intermediate must carry: `tpm`, `snp`, `both` or `none`
+    /// (the service's `--require` when absent). A guest shim in a confidential VM has `snp`.
+    #[serde(default)]
+    pub require: Option<String>,
 }
 
 /// A bootstrap credential: a client certificate with role `enroll`, good for one enrollment.

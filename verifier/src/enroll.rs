@@ -28,7 +28,7 @@ use vmseal_client::{
 };
 use vmseal_sealer::merkle::HashAlg;
 use vmseal_sealer::tpm::credential::{ek_public_matches_certificate, make_credential};
-use vmseal_sealer::verify::verify_intermediate;
+use vmseal_sealer::verify::{AnchorRequirement, verify_intermediate};
 
 use crate::pki::{AGENT_CERT_LIFETIME, Role};
 use crate::server::{ApiError, AppState, admin, bad, now, role};
@@ -78,6 +78,14 @@ pub(crate) async fn create_token(
     if let Some(h) = &b.host_id {
         vmseal_sealer::state::check_vm_id(h).map_err(|e| bad("bad_host_id", e.to_string()))?;
     }
+    if let Some(r) = &b.require
+        && AnchorRequirement::from_name(r).is_none()
+    {
+        return Err(bad(
+            "bad_require",
+            format!("require must be tpm, snp, both or none, not {r:?}"),
+        ));
+    }
     let token_id = new_id()?;
     let lifetime = Duration::minutes(i64::from(minutes));
     let t = now();
@@ -87,13 +95,20 @@ pub(crate) async fn create_token(
         .issue_client(&Role::Enroll(token_id.clone()), lifetime)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     st.store
-        .create_enrollment_token(&token_id, &who, b.host_id.as_deref(), t, expires_at)
+        .create_enrollment_token(
+            &token_id,
+            &who,
+            b.host_id.as_deref(),
+            b.require.as_deref(),
+            t,
+            expires_at,
+        )
         .await?;
     st.store
         .audit(
             &who,
             "create_enrollment_token",
-            &serde_json::json!({ "token": token_id, "host": b.host_id, "expires_at": expires_at })
+            &serde_json::json!({ "token": token_id, "host": b.host_id, "require": b.require, "expires_at": expires_at })
                 .to_string(),
             t,
         )
@@ -106,8 +121,12 @@ pub(crate) async fn create_token(
     }))
 }
 
-/// The caller's usable enrollment token; which host it is limited to, if any.
-async fn token(req: &HttpRequest, st: &AppState) -> Result<(String, Option<String>), ApiError> {
+/// The caller's usable enrollment token: its id, the host it is limited to and the anchors it
+/// requires, if any.
+async fn token(
+    req: &HttpRequest,
+    st: &AppState,
+) -> Result<(String, Option<String>, Option<String>), ApiError> {
     let Role::Enroll(token_id) = role(req)? else {
         return Err(ApiError::Forbidden(
             "enrollment needs an enrollment token's certificate: ask an admin for one \
@@ -116,7 +135,7 @@ async fn token(req: &HttpRequest, st: &AppState) -> Result<(String, Option<Strin
         ));
     };
     match st.store.enrollment_token(&token_id, now()).await? {
-        TokenState::Usable { host_id } => Ok((token_id, host_id)),
+        TokenState::Usable { host_id, require } => Ok((token_id, host_id, require)),
         TokenState::Used => Err(refused(
             "token_used",
             "this enrollment token was already used; ask the admin for a new one",
@@ -142,7 +161,7 @@ pub(crate) async fn begin(
     body: web::Json<EnrollmentRequest>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (token_id, only_host) = token(&req, &st).await?;
+    let (token_id, only_host, require) = token(&req, &st).await?;
     let b = body.into_inner();
     let der = b64("intermediate", &b.intermediate)?;
     let csr_der = pem::parse(b.csr_pem.as_bytes())
@@ -152,12 +171,14 @@ pub(crate) async fn begin(
         .ok_or_else(|| bad("bad_csr", "csr_pem is not a PEM CERTIFICATE REQUEST"))?;
     // Check the request before any state is kept: a bad one fails here, not after activation.
     crate::pki::check_request(&csr_der).map_err(|e| bad("bad_csr", e.to_string()))?;
-    let v = verify_intermediate(
-        &der,
-        &st.settings.enrollment_trust,
-        OffsetDateTime::now_utc(),
-    )
-    .map_err(|e| refused("enrollment_refused", e.to_string()))?;
+    // The token's own anchor requirement (a guest shim's: snp), else the service's default.
+    let mut trust = st.settings.enrollment_trust.clone();
+    if let Some(r) = require.as_deref().and_then(AnchorRequirement::from_name) {
+        trust.require = r;
+        trust.tpm.require_ek_chain = r.tpm;
+    }
+    let v = verify_intermediate(&der, &trust, OffsetDateTime::now_utc())
+        .map_err(|e| refused("enrollment_refused", e.to_string()))?;
     if let Some(h) = &only_host
         && *h != v.host_id
     {
@@ -233,7 +254,7 @@ pub(crate) async fn activate(
     body: web::Json<Activation>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (token_id, _) = token(&req, &st).await?;
+    let (token_id, _, _) = token(&req, &st).await?;
     let id = path.into_inner();
     let p = st
         .store

@@ -75,6 +75,10 @@ vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443
         /// Only this host (its id in `vmseal-host init --host-id`) may use it.
         #[arg(long)]
         host_id: Option<String>,
+        /// The anchors its intermediate must carry, instead of the service's `--require`:
+        /// tpm (a host agent), snp (a guest shim in an SEV-SNP guest), both, or none.
+        #[arg(long, value_parser = ["tpm", "snp", "both", "none"])]
+        require: Option<String>,
     },
     /// Register a VM on an enrolled host.
     RegisterVm {
@@ -446,10 +450,12 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             out_key,
             valid_minutes,
             host_id,
+            require,
         } => {
             let t = client.create_enrollment_token(&vmseal_client::NewEnrollmentToken {
                 valid_minutes: Some(valid_minutes),
                 host_id: host_id.clone(),
+                require,
             })?;
             vmseal_sealer::state::write_atomic(&out_key, t.key_pem.as_bytes())?;
             vmseal_sealer::state::write_atomic(&out_cert, t.cert_pem.as_bytes())?;

@@ -245,21 +245,24 @@ impl Store {
     }
 
     /// Record a new enrollment token (a one-use bootstrap credential), valid until `expires_at`,
-    /// optionally only for `host_id`.
+    /// optionally only for `host_id`, optionally requiring other anchors than the service's
+    /// default (`require`: tpm, snp, both or none).
     pub async fn create_enrollment_token(
         &self,
         token_id: &str,
         created_by: &str,
         host_id: Option<&str>,
+        require: Option<&str>,
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO enrollment_tokens (token_id, created_by, created_at, expires_at, host_id) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO enrollment_tokens (token_id, created_by, created_at, expires_at, host_id, require_anchors) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(token_id)
             .bind(created_by)
             .bind(now)
             .bind(expires_at)
             .bind(host_id)
+            .bind(require)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -272,7 +275,7 @@ impl Store {
         now: i64,
     ) -> Result<TokenState, StoreError> {
         let row: Option<AnyRow> = sqlx::query(
-            "SELECT expires_at, used_at, host_id FROM enrollment_tokens WHERE token_id = $1",
+            "SELECT expires_at, used_at, host_id, require_anchors FROM enrollment_tokens WHERE token_id = $1",
         )
         .bind(token_id)
         .fetch_optional(&self.pool)
@@ -288,6 +291,7 @@ impl Store {
         }
         Ok(TokenState::Usable {
             host_id: r.try_get("host_id")?,
+            require: r.try_get("require_anchors")?,
         })
     }
 
@@ -1023,6 +1027,8 @@ pub enum TokenState {
     Usable {
         /// The only host it may enrol, when the admin named one.
         host_id: Option<String>,
+        /// The anchors its host must carry, when not the service's default.
+        require: Option<String>,
     },
 }
 
@@ -1208,13 +1214,14 @@ mod tests {
 
     async fn a_token_enrols_once_and_re_enrolment_keeps_the_vms(db: Db) {
         let (_d, s) = store(db).await;
-        s.create_enrollment_token("t1", "admin", Some("h1"), 100, 200)
+        s.create_enrollment_token("t1", "admin", Some("h1"), Some("snp"), 100, 200)
             .await
             .unwrap();
         assert_eq!(
             s.enrollment_token("t1", 150).await.unwrap(),
             TokenState::Usable {
-                host_id: Some("h1".into())
+                host_id: Some("h1".into()),
+                require: Some("snp".into())
             }
         );
         assert_eq!(

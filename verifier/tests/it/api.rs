@@ -410,6 +410,37 @@ fn enrollment_refusals_change_nothing() {
         serde_json::json!({ "vm_id": "v", "host_id": "host-9" }),
     );
     assert_eq!(st, 403);
+    // A token may require anchors the service does not: a host without a TPM anchor is refused
+    // under a token that requires one; an unknown requirement is refused when the token is made.
+    let (st, tt) = post_to(
+        &admin,
+        &s.url,
+        "/v1/enrollment-tokens",
+        serde_json::json!({ "valid_minutes": 5, "require": "tpm" }),
+    );
+    assert_eq!(st, 201, "{tt}");
+    let strict = client(
+        &s,
+        Some((
+            tt["cert_pem"].as_str().unwrap(),
+            tt["key_pem"].as_str().unwrap(),
+        )),
+        None,
+    );
+    let (st, e) = post(&strict, bundle(&h, &csr));
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (422, "enrollment_refused"),
+        "{e}"
+    );
+    assert!(e["message"].as_str().unwrap().contains("TPM"), "{e}");
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/enrollment-tokens",
+        serde_json::json!({ "valid_minutes": 5, "require": "quantum" }),
+    );
+    assert_eq!((st, e["code"].as_str().unwrap()), (400, "bad_require"));
     // Token lifetimes are bounded.
     let (st, e) = post_to(
         &admin,
