@@ -1720,3 +1720,140 @@ fn the_shim_attests_from_inside_a_linux_guest() {
         "the kernel is untouched: {v}"
     );
 }
+
+/// A guest with a vTPM (swtpm here, as an SVSM vTPM would be): the shim's intermediate carries both
+/// anchors, its seed is sealed by the TPM, enrollment proves the AK by credential activation under
+/// a token that requires both anchors, and the guest attests.
+#[test]
+fn a_shim_with_a_vtpm_enrols_by_credential_activation_and_attests() {
+    let sw = Swtpm::start().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let p = |f: &str| self_path(&d, f);
+    let o = run(
+        "vmseal-shim",
+        &[
+            "init",
+            "--state",
+            &p("shim"),
+            "--snp",
+            "insecure-soft",
+            "--id",
+            "guest-2",
+            "--tpm",
+            &sw.tcti(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("https://localhost:{port}");
+    assert!(
+        run("vmseal-verifier", &["init", "--state", &p("verifier")])
+            .status
+            .success()
+    );
+    let _server = Verifier(
+        Command::new(bin("vmseal-verifier"))
+            .args(["serve", "--state", &p("verifier"), "--ek-roots"])
+            .arg(sw.ek_issuer_pem())
+            .args(["--insecure-snp-root", &p("shim/insecure-snp-ark.pem")])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let vstate = p("verifier");
+    let admin = |args: &[&str]| {
+        let mut a = vec!["admin", "--url", &url, "--state", &vstate];
+        a.extend_from_slice(args);
+        let o = run("vmseal-verifier", &a);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    };
+    admin(&[
+        "enrollment-token",
+        "--host-id",
+        "guest-2",
+        "--require",
+        "both",
+        "--out-cert",
+        &p("t.pem"),
+        "--out-key",
+        &p("t.key"),
+    ]);
+    let ca = p("verifier/ca.pem");
+    let o = run(
+        "vmseal-shim",
+        &[
+            "enroll",
+            "--state",
+            &p("shim"),
+            "--verifier",
+            &url,
+            "--verifier-ca",
+            &ca,
+            "--token-cert",
+            &p("t.pem"),
+            "--token-key",
+            &p("t.key"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("AK activated"), "{}", text(&o));
+    let sleep_path = std::fs::canonicalize("/bin/sleep")
+        .unwrap()
+        .display()
+        .to_string();
+    let mut child = Command::new(&sleep_path).arg("60").spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::fs::write(
+        p("sleep.toml"),
+        format!("name = \"sleep\"\nversion = 1\n[[region]]\nname = \"code\"\nclass = \"code\"\nseverity = \"critical\"\nmapping = \"{sleep_path}\"\n"),
+    )
+    .unwrap();
+    admin(&[
+        "register-vm",
+        "--vm-id",
+        "g2",
+        "--host-id",
+        "guest-2",
+        "--policy",
+        &p("sleep.toml"),
+    ]);
+    let source = format!("process:{}", child.id());
+    let o = run(
+        "vmseal-shim",
+        &[
+            "attest",
+            "--state",
+            &p("shim"),
+            "--verifier",
+            &url,
+            "--verifier-ca",
+            &ca,
+            "--vm-id",
+            "g2",
+            "--source",
+            &source,
+            "--policy",
+            &p("sleep.toml"),
+            "--json",
+        ],
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(o.status.code(), Some(1), "no baseline yet: {}", text(&o));
+    let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Both anchors were verified at enrollment; the SNP one is the INSECURE stand-in, which the
+    // trust vector flags (hardware 32, not 2).
+    assert_eq!(a["trust_vector"]["hardware"], 32, "{a}");
+}

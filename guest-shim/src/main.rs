@@ -97,6 +97,11 @@ enum Cmd {
         /// Intermediate certificate lifetime, days.
         #[arg(long, default_value_t = 365)]
         validity_days: i64,
+        /// The guest's (v)TPM, e.g. an SVSM vTPM (`device:/dev/tpmrm0`): the intermediate is then
+        /// also bound by a quote, and its seed sealed by the TPM to PCRs 0-7 instead of the
+        /// SNP-derived key. Enrollment then proves the AK by credential activation.
+        #[arg(long)]
+        tpm: Option<String>,
     },
     /// Enrol this guest at the verifier with a one-use enrollment token from its admin.
     Enroll {
@@ -228,6 +233,7 @@ fn run(cmd: Cmd) -> Result<u8> {
             snp,
             id,
             validity_days,
+            tpm,
         } => {
             let snp = match snp {
                 Snp::Configfs => SnpChoice::Configfs,
@@ -235,17 +241,36 @@ fn run(cmd: Cmd) -> Result<u8> {
                 Snp::InsecureSoft => SnpChoice::InsecureSoft,
             };
             vmseal_sealer::state::check_vm_id(&id)?;
-            vmseal_sealer::state::init_guest(
-                &state,
-                &GuestInitOptions {
-                    host_id: id.clone(),
-                    snp,
-                    insecure_product: vmseal_sealer::snp::Product::Genoa,
-                    insecure_report_version: 3,
-                    nonce: None,
-                    validity: time::Duration::days(validity_days),
-                },
-            )
+            let validity = time::Duration::days(validity_days);
+            match tpm {
+                // A vTPM: the host's state layout, the TPM sealing the seed, both anchors.
+                Some(tcti) => vmseal_sealer::state::init(
+                    &state,
+                    &vmseal_sealer::state::InitOptions {
+                        host_id: id.clone(),
+                        tcti,
+                        pcrs: (0..8).collect(),
+                        snp,
+                        insecure_product: vmseal_sealer::snp::Product::Genoa,
+                        insecure_report_version: 3,
+                        nonce: None,
+                        validity,
+                    },
+                )
+                .map(drop),
+                None => vmseal_sealer::state::init_guest(
+                    &state,
+                    &GuestInitOptions {
+                        host_id: id.clone(),
+                        snp,
+                        insecure_product: vmseal_sealer::snp::Product::Genoa,
+                        insecure_report_version: 3,
+                        nonce: None,
+                        validity,
+                    },
+                )
+                .map(drop),
+            }
             .with_context(|| format!("cannot create the shim state in {}", state.display()))?;
             if snp == SnpChoice::InsecureSoft {
                 eprintln!(
@@ -279,8 +304,9 @@ fn run(cmd: Cmd) -> Result<u8> {
             })
             .context("enrolling with the verifier")?;
             println!(
-                "enrolled guest {} (SNP anchor{})",
+                "enrolled guest {}{} (SNP anchor{})",
                 e.host_id,
+                if e.activated { " (AK activated)" } else { "" },
                 if e.insecure {
                     ", INSECURE stand-in"
                 } else {
