@@ -401,6 +401,20 @@ impl Client {
         Self::decode(self.post_json(&format!("/v1/enrollments/{enrollment_id}/activation"), a)?)
     }
 
+    /// The VM's active golden baseline (`GET /v1/vms/{vm}/baseline`), or None before one is
+    /// promoted.
+    pub fn active_baseline(&self, vm_id: &str) -> Result<Option<serde_json::Value>, ClientError> {
+        match self.get(&format!("/v1/vms/{vm_id}/baseline")) {
+            Ok(b) => Ok(Some(b)),
+            Err(ClientError::Api { status: 404, body })
+                if body.message.contains("no golden baseline") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// A single-use verifier nonce for the VM (its host's agent, or an admin).
     pub fn nonce(&self, vm_id: &str) -> Result<Vec<u8>, ClientError> {
         let n = self.post_json(&format!("/v1/vms/{vm_id}/nonce"), &())?;

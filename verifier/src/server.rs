@@ -814,6 +814,43 @@ async fn promote_baseline(
         .json(serde_json::json!({ "vm_id": vm, "version": version, "source_seq": b.seq })))
 }
 
+/// `GET /v1/vms/{vm}/baseline` (admin, viewer, or the VM's host agent): the active golden
+/// baseline's page hashes, so an agent computes its deltas against exactly what the verifier
+/// appraises with.
+#[utoipa::path(get, path = "/v1/vms/{vm}/baseline", tag = "vms", params(("vm" = String, Path, description = "VM id")),
+    responses((status = 200, description = "`{vm_id, version, policy_digest, hash_alg, regions: [{name, class, severity, pages, leaves (hex)}]}`"),
+        (status = 404, description = "not_found: no such VM, or no baseline promoted yet", body = vmseal_client::ApiErrorBody)))]
+async fn active_baseline(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let vm = path.into_inner();
+    let rec = st.store.vm_record(&vm).await?;
+    if !matches!(role(&req)?, Role::Viewer(_)) {
+        admin_or_agent_of(&req, &rec.host_id)?;
+    }
+    let b = st.store.active_baseline(&vm).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "VM {vm:?} has no golden baseline yet: an admin promotes one (`admin promote-baseline`)"
+        ))
+    })?;
+    let alg = b.regions.first().map_or("sha256", |r| r.tree.alg().name());
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "vm_id": vm,
+        "version": b.version,
+        "policy_digest": rec.policy_digest.map(hex::encode),
+        "hash_alg": alg,
+        "regions": b.regions.iter().map(|r| serde_json::json!({
+            "name": r.name,
+            "class": r.class.name(),
+            "severity": r.severity.name(),
+            "pages": r.tree.leaf_count(),
+            "leaves": hex::encode(r.tree.leaves().concat()),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
 /// `GET /v1/audit/verify` (admin or viewer): re-hash the whole audit chain.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "operations",
     responses((status = 200, description = "`{ok: true, entries}` or `{ok: false, error}` where the chain breaks")))]
@@ -850,7 +887,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
         healthz, metrics, openapi_json, verify_audit,
         crate::ui::root, crate::ui::index, crate::ui::script, crate::ui::style, crate::ui::icon,
         crate::enroll::create_token, crate::enroll::begin, crate::enroll::activate,
-        register_vm, list_vms, set_threshold, assign_policy, promote_baseline,
+        register_vm, list_vms, set_threshold, assign_policy, promote_baseline, active_baseline,
         issue_nonce, submit_evidence, list_appraisals,
         crate::captures::create, crate::captures::poll, crate::captures::status,
         crate::alerts::list, crate::alerts::show, crate::alerts::ack, crate::alerts::stream,
@@ -983,6 +1020,11 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
             M::POST,
             "/v1/vms/{vm}/baselines",
             r(M::POST).to(promote_baseline),
+        ),
+        (
+            M::GET,
+            "/v1/vms/{vm}/baseline",
+            r(M::GET).to(active_baseline),
         ),
         (
             M::POST,

@@ -586,6 +586,33 @@ fn the_appraisal_loop_and_its_refusals() {
     assert_eq!(st, 201, "{b}");
     assert_eq!(b["version"], 1);
     h1.baseline = Some(h1.regions.iter().map(|r| r.3.clone()).collect());
+    // The host's agent reads the active baseline back (to compute its deltas); another host's
+    // agent may not.
+    let (st, got) = json(
+        agent1
+            .get(format!("{}/v1/vms/vm-a/baseline", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((st, got["version"].as_u64()), (200, Some(1)), "{got}");
+    let kernel = got["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "kernel-text")
+        .unwrap();
+    assert_eq!(
+        kernel["leaves"].as_str().unwrap(),
+        hex::encode(h1.regions[0].3.concat())
+    );
+    assert_eq!(
+        agent2
+            .get(format!("{}/v1/vms/vm-a/baseline", s.url))
+            .send()
+            .unwrap()
+            .status(),
+        403
+    );
     // Forged leaves are refused; an agent may not promote.
     let mut forged = leaves.clone();
     forged[0]["leaves"] = serde_json::Value::String(hex::encode([[9u8; 32]; 16].concat()));
