@@ -231,14 +231,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
     let ak = tpm.create_ak()?;
     let ak_name = tpm.ak_name(&ak)?;
     let key = IntermediateKey::generate()?;
-    let nonce = match &opts.nonce {
-        Some(n) => n.clone(),
-        None => {
-            let mut n = vec![0u8; 32];
-            aws_lc_rs::rand::fill(&mut n).map_err(|_| crate::keys::KeyError::Rng)?;
-            n
-        }
-    };
+    let nonce = binding_nonce(opts.nonce.as_deref())?;
     let quote = tpm.quote(&ak, &tpm_binding(key.spki_der(), &nonce), &opts.pcrs)?;
     let tpm_anchor = TpmAnchor {
         attest: quote.attest,
@@ -287,12 +280,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
     let sealed = tpm.seal(key.seed().as_ref(), &opts.pcrs)?;
 
     if let Some(h) = &insecure {
-        write_atomic(&dir.join("insecure-snp.cbor"), &h.to_bytes())?;
-        let pem = pem::encode_many(&[
-            pem::Pem::new("CERTIFICATE", h.ark.clone()),
-            pem::Pem::new("CERTIFICATE", h.ask.clone()),
-        ]);
-        write_atomic(&dir.join("insecure-snp-ark.pem"), pem.as_bytes())?;
+        write_insecure(dir, h)?;
     }
     write_atomic(&dir.join("ak.cbor"), &crate::anchor::encode(&ak))?;
     write_atomic(&dir.join("ek-cert.der"), &ek_cert)?;
@@ -308,9 +296,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
         pcrs: opts.pcrs.clone(),
         snp: opts.snp,
         seal: SeedSeal::Tpm,
-        created: OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        created: now_rfc3339(),
     };
     // state.json last: its presence marks a complete state.
     let json =
@@ -321,6 +307,35 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
         ak_name,
         snp: opts.snp,
     })
+}
+
+/// Keep the INSECURE stand-in's hierarchy (it is the guest's "derived key" too) and its test
+/// roots, for a verifier that is told to accept them.
+fn write_insecure(dir: &Path, h: &TestHierarchy) -> Result<(), StateError> {
+    write_atomic(&dir.join("insecure-snp.cbor"), &h.to_bytes())?;
+    let pem = pem::encode_many(&[
+        pem::Pem::new("CERTIFICATE", h.ark.clone()),
+        pem::Pem::new("CERTIFICATE", h.ask.clone()),
+    ]);
+    write_atomic(&dir.join("insecure-snp-ark.pem"), pem.as_bytes())
+}
+
+/// The nonce an anchor binds: the verifier's challenge, or 32 fresh random bytes.
+fn binding_nonce(given: Option<&[u8]>) -> Result<Vec<u8>, StateError> {
+    match given {
+        Some(n) => Ok(n.to_vec()),
+        None => {
+            let mut n = vec![0u8; 32];
+            aws_lc_rs::rand::fill(&mut n).map_err(|_| crate::keys::KeyError::Rng)?;
+            Ok(n)
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// What `init_guest` sets up: a state for an SEV-SNP guest without a TPM.
@@ -360,14 +375,7 @@ pub fn init_guest(dir: &Path, opts: &GuestInitOptions) -> Result<InitReport, Sta
     })?;
     crate::keys::warm_up();
     let key = IntermediateKey::generate()?;
-    let nonce = match &opts.nonce {
-        Some(n) => n.clone(),
-        None => {
-            let mut n = vec![0u8; 32];
-            aws_lc_rs::rand::fill(&mut n).map_err(|_| crate::keys::KeyError::Rng)?;
-            n
-        }
-    };
+    let nonce = binding_nonce(opts.nonce.as_deref())?;
     let report_data = snp_binding(key.spki_der(), &nonce);
     let (evidence, derived, insecure) = match opts.snp {
         SnpChoice::InsecureSoft => {
@@ -412,12 +420,7 @@ pub fn init_guest(dir: &Path, opts: &GuestInitOptions) -> Result<InitReport, Sta
     let sealed = crate::snp::derived::seal(&derived, opts.host_id.as_bytes(), key.seed().as_ref())
         .map_err(|e| malformed(dir, e))?;
     if let Some(h) = &insecure {
-        write_atomic(&dir.join("insecure-snp.cbor"), &h.to_bytes())?;
-        let pem = pem::encode_many(&[
-            pem::Pem::new("CERTIFICATE", h.ark.clone()),
-            pem::Pem::new("CERTIFICATE", h.ask.clone()),
-        ]);
-        write_atomic(&dir.join("insecure-snp-ark.pem"), pem.as_bytes())?;
+        write_insecure(dir, h)?;
     }
     write_atomic(&dir.join("intermediate-key.sealed"), &sealed)?;
     write_atomic(&dir.join("intermediate.der"), &intermediate_der)?;
@@ -428,9 +431,7 @@ pub fn init_guest(dir: &Path, opts: &GuestInitOptions) -> Result<InitReport, Sta
         pcrs: Vec::new(),
         snp: opts.snp,
         seal: SeedSeal::SnpDerived,
-        created: OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        created: now_rfc3339(),
     };
     let json =
         serde_json::to_vec_pretty(&cfg).map_err(|e| malformed(&dir.join("state.json"), e))?;

@@ -231,6 +231,68 @@ fn unreachable_tree() -> MerkleTree {
     MerkleTree::from_leaves(ALG, vec![[0; 32]]).unwrap_or_else(|_| std::process::abort())
 }
 
+/// Start the real service in this process on a loopback port (its own thread and actix system),
+/// over the verifier state in `state` and the database `database`, with `workers` HTTP workers:
+/// what the load generators measure. Returns the port once it listens.
+pub(crate) fn spawn_service(
+    state: std::path::PathBuf,
+    database: String,
+    workers: usize,
+) -> Result<u16, Box<dyn std::error::Error>> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    std::thread::spawn(move || {
+        let ready = ready_tx.clone();
+        let r = actix_web::rt::System::new().block_on(async move {
+            let read = |f: &str| std::fs::read(state.join(f)).map_err(|e| e.to_string());
+            let tls = crate::server::tls_config(
+                &read("ca.pem")?,
+                &read("server.pem")?,
+                &read("server.key")?,
+            )?;
+            let store = Store::open(&database).await.map_err(|e| e.to_string())?;
+            let settings = Settings {
+                max_age: 3600,
+                nonce_ttl: 60,
+                enrollment_trust: TrustConfig {
+                    require: AnchorRequirement {
+                        tpm: false,
+                        snp: false,
+                    },
+                    ..TrustConfig::default()
+                },
+                default_threshold: 70,
+            };
+            let ca = Ca::load(&state).map_err(|e| e.to_string())?;
+            let ear =
+                crate::ear::EarSigner::load_or_create(&state, &ca).map_err(|e| e.to_string())?;
+            let data = actix_web::web::Data::new(AppState::new(store, ca, ear, settings));
+            let server = actix_web::HttpServer::new(move || {
+                actix_web::App::new()
+                    .app_data(data.clone())
+                    .configure(crate::server::routes)
+            })
+            .on_connect(crate::server::on_connect)
+            .workers(workers)
+            // As `serve`: a client that pauses keeps its connection.
+            .keep_alive(Duration::from_secs(75))
+            .client_request_timeout(Duration::from_secs(10))
+            .backlog(4096)
+            .listen_rustls_0_23(listener, tls)
+            .map_err(|e| e.to_string())?
+            .run();
+            let _ = ready.send(Ok(()));
+            server.await.map_err(|e| e.to_string())
+        });
+        if let Err(e) = r {
+            let _ = ready_tx.send(Err(e));
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(60))??;
+    Ok(port)
+}
+
 /// Run the load test: `clients` VMs × `per_client` evidence each.
 pub fn run(
     clients: usize,
@@ -268,23 +330,13 @@ pub fn run(
         })
         .collect();
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    let state = dir.path().to_owned();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let database = format!("sqlite://{}", dir.path().join("v.db").display());
     let base = regions(pages);
-    std::thread::spawn(move || {
-        let ready = ready_tx.clone();
-        let r = actix_web::rt::System::new().block_on(async move {
-            let read = |f: &str| std::fs::read(state.join(f)).map_err(|e| e.to_string());
-            let tls = crate::server::tls_config(
-                &read("ca.pem")?,
-                &read("server.pem")?,
-                &read("server.key")?,
-            )?;
-            let store = Store::open(&format!("sqlite://{}", state.join("v.db").display()))
-                .await
-                .map_err(|e| e.to_string())?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let store = Store::open(&database).await?;
             store
                 .enroll_host(
                     &crate::store::HostEnrollment {
@@ -295,68 +347,26 @@ pub fn run(
                     },
                     0,
                 )
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
+            let rs: Vec<NewBaselineRegion> = base
+                .iter()
+                .map(|(n, c, s, l)| NewBaselineRegion {
+                    name: (*n).into(),
+                    class: *c,
+                    severity: *s,
+                    hash: ALG,
+                    leaves: l.clone(),
+                })
+                .collect();
             for i in 0..clients {
                 let vm = format!("vm{i}");
-                store
-                    .register_vm(&vm, "bench-host", 70, 0)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                store
-                    .assign_policy(&vm, &[1; 32])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let rs: Vec<NewBaselineRegion> = base
-                    .iter()
-                    .map(|(n, c, s, l)| NewBaselineRegion {
-                        name: (*n).into(),
-                        class: *c,
-                        severity: *s,
-                        hash: ALG,
-                        leaves: l.clone(),
-                    })
-                    .collect();
-                store
-                    .promote_baseline(&vm, 0, &rs, "bench", 0)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                store.register_vm(&vm, "bench-host", 70, 0).await?;
+                store.assign_policy(&vm, &[1; 32]).await?;
+                store.promote_baseline(&vm, 0, &rs, "bench", 0).await?;
             }
-            let trust = TrustConfig {
-                require: AnchorRequirement {
-                    tpm: false,
-                    snp: false,
-                },
-                ..TrustConfig::default()
-            };
-            let settings = Settings {
-                max_age: 3600,
-                nonce_ttl: 60,
-                enrollment_trust: trust,
-                default_threshold: 70,
-            };
-            let ca = Ca::load(&state).map_err(|e| e.to_string())?;
-            let ear =
-                crate::ear::EarSigner::load_or_create(&state, &ca).map_err(|e| e.to_string())?;
-            let data = actix_web::web::Data::new(AppState::new(store, ca, ear, settings));
-            let server = actix_web::HttpServer::new(move || {
-                actix_web::App::new()
-                    .app_data(data.clone())
-                    .configure(crate::server::routes)
-            })
-            .on_connect(crate::server::on_connect)
-            .workers(1)
-            .listen_rustls_0_23(listener, tls)
-            .map_err(|e| e.to_string())?
-            .run();
-            let _ = ready.send(Ok(()));
-            server.await.map_err(|e| e.to_string())
-        });
-        if let Err(e) = r {
-            let _ = ready_tx.send(Err(e));
-        }
-    });
-    ready_rx.recv_timeout(Duration::from_secs(60))??;
+            Ok::<_, crate::store::StoreError>(())
+        })?;
+    let port = spawn_service(dir.path().to_owned(), database, 1)?;
 
     let agent = ca.issue_client(
         &Role::Agent("bench-host".into()),

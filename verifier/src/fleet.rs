@@ -12,12 +12,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use vmseal_sealer::evidence::Sealer;
 use vmseal_sealer::keys::IntermediateKey;
-use vmseal_sealer::verify::{AnchorRequirement, TrustConfig};
 use vmseal_sealer::x509::{IntermediateProfile, issue_intermediate};
 
 use crate::bench::{ALG, chain, regions, server_cpu_seconds};
 use crate::pki::{AGENT_CERT_LIFETIME, Ca, Role};
-use crate::server::{AppState, Settings};
 use crate::store::{HostEnrollment, NewBaselineRegion, Store};
 
 /// What to run.
@@ -80,10 +78,6 @@ pub struct FleetReport {
     /// Appraisal p99 over `/healthz` p99.
     pub p99_over_healthz_p99: f64,
 }
-
-/// Connections each server worker accepts (actix's default, 25,000, made explicit: every agent
-/// keeps one open).
-const MAX_CONNECTIONS: usize = 25_000;
 
 fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -266,60 +260,7 @@ pub fn run(
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    let state = dir.path().to_owned();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let (db, workers) = (database.clone(), o.workers);
-    std::thread::spawn(move || {
-        let ready = ready_tx.clone();
-        let r = actix_web::rt::System::new().block_on(async move {
-            let read = |f: &str| std::fs::read(state.join(f)).map_err(|e| e.to_string());
-            let tls = crate::server::tls_config(
-                &read("ca.pem")?,
-                &read("server.pem")?,
-                &read("server.key")?,
-            )?;
-            let store = Store::open(&db).await.map_err(|e| e.to_string())?;
-            let settings = Settings {
-                max_age: 3600,
-                nonce_ttl: 60,
-                enrollment_trust: TrustConfig {
-                    require: AnchorRequirement {
-                        tpm: false,
-                        snp: false,
-                    },
-                    ..TrustConfig::default()
-                },
-                default_threshold: 70,
-            };
-            let ca = Ca::load(&state).map_err(|e| e.to_string())?;
-            let ear =
-                crate::ear::EarSigner::load_or_create(&state, &ca).map_err(|e| e.to_string())?;
-            let data = actix_web::web::Data::new(AppState::new(store, ca, ear, settings));
-            let server = actix_web::HttpServer::new(move || {
-                actix_web::App::new()
-                    .app_data(data.clone())
-                    .configure(crate::server::routes)
-            })
-            .on_connect(crate::server::on_connect)
-            .workers(workers)
-            // As `serve`: agents that finish early keep their connection for the baseline.
-            .keep_alive(Duration::from_secs(75))
-            .client_request_timeout(Duration::from_secs(10))
-            .backlog(4096)
-            .max_connections(MAX_CONNECTIONS)
-            .listen_rustls_0_23(listener, tls)
-            .map_err(|e| e.to_string())?
-            .run();
-            let _ = ready.send(Ok(()));
-            server.await.map_err(|e| e.to_string())
-        });
-        if let Err(e) = r {
-            let _ = ready_tx.send(Err(e));
-        }
-    });
-    ready_rx.recv_timeout(Duration::from_secs(60))??;
+    let port = crate::bench::spawn_service(dir.path().to_owned(), database.clone(), o.workers)?;
 
     let ca_pem = std::fs::read(dir.path().join("ca.pem"))?;
     let url = format!("https://localhost:{port}");

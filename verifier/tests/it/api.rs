@@ -333,6 +333,23 @@ pub(crate) fn bundle(h: &Host, csr_pem: &str) -> serde_json::Value {
     })
 }
 
+/// The admin promotes snapshot `seq` of `vm` (the host's current memory) to its golden baseline.
+pub(crate) fn promote(s: &Server, vm: &str, h: &mut Host, seq: u64) {
+    let leaves: Vec<serde_json::Value> = h
+        .regions
+        .iter()
+        .map(|(n, _, _, l)| serde_json::json!({ "name": n, "leaves": hex::encode(l.concat()) }))
+        .collect();
+    let (st, b) = post_to(
+        &admin(s),
+        &s.url,
+        &format!("/v1/vms/{vm}/baselines"),
+        serde_json::json!({ "seq": seq, "regions": leaves }),
+    );
+    assert_eq!(st, 201, "{b}");
+    h.baseline = Some(h.regions.iter().map(|r| r.3.clone()).collect());
+}
+
 /// Enrol `h` (no TPM anchor: one step, no credential challenge); returns its agent's client.
 pub(crate) fn enrol(
     s: &Server,

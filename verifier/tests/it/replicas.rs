@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use vmseal_testkit::postgres::{PgCluster, PgDatabase};
 use vmseal_verifier::pki::Ca;
 
-use crate::api::{ALG, Host, Server, admin, enrol, json, post_to, webhook_receiver};
+use crate::api::{ALG, Host, Server, admin, enrol, json, post_to, promote, webhook_receiver};
 
 /// One `vmseal-verifier serve` process.
 struct Replica {
@@ -94,22 +94,6 @@ fn register(s: &Server, vm: &str, host: &str) {
         serde_json::json!({ "vm_id": vm, "host_id": host, "policy_digest": hex::encode([4u8; 32]) }),
     );
     assert_eq!(st, 201, "{e}");
-}
-
-fn promote(s: &Server, vm: &str, h: &mut Host, seq: u64) {
-    let leaves: Vec<serde_json::Value> = h
-        .regions
-        .iter()
-        .map(|(n, _, _, l)| serde_json::json!({ "name": n, "leaves": hex::encode(l.concat()) }))
-        .collect();
-    let (st, b) = post_to(
-        &admin(s),
-        &s.url,
-        &format!("/v1/vms/{vm}/baselines"),
-        serde_json::json!({ "seq": seq, "regions": leaves }),
-    );
-    assert_eq!(st, 201, "{b}");
-    h.baseline = Some(h.regions.iter().map(|r| r.3.clone()).collect());
 }
 
 #[test]

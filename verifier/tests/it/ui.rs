@@ -9,26 +9,10 @@ use std::process::Command;
 use time::Duration;
 use vmseal_verifier::pki::{Ca, Role};
 
-use crate::api::{ALG, Host, admin, client, enrol, json, post_to, start};
+use crate::api::{ALG, Host, admin, client, enrol, json, post_to, promote, start};
 
 fn ui_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
-}
-
-fn promote(s: &crate::api::Server, vm: &str, h: &mut Host, seq: u64) {
-    let leaves: Vec<serde_json::Value> = h
-        .regions
-        .iter()
-        .map(|(n, _, _, l)| serde_json::json!({ "name": n, "leaves": hex::encode(l.concat()) }))
-        .collect();
-    let (st, b) = post_to(
-        &admin(s),
-        &s.url,
-        &format!("/v1/vms/{vm}/baselines"),
-        serde_json::json!({ "seq": seq, "regions": leaves }),
-    );
-    assert_eq!(st, 201, "{b}");
-    h.baseline = Some(h.regions.iter().map(|r| r.3.clone()).collect());
 }
 
 #[test]
