@@ -566,6 +566,33 @@ fn agent_captures_every_vm_on_schedule_and_reports_changes() {
 /// Stops the verifier process when the test ends.
 struct Verifier(std::process::Child);
 
+impl Verifier {
+    /// `vmseal-verifier serve --state STATE ARGS… --listen 127.0.0.1:PORT` on a free port, once
+    /// it accepts connections; and its URL.
+    fn serve(state: &str, args: &[&str]) -> (Self, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin("vmseal-verifier"))
+            .args(["serve", "--state", state])
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (Self(child), format!("https://localhost:{port}"))
+    }
+}
+
 impl Drop for Verifier {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -1164,35 +1191,15 @@ fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("INSECURE"), "{}", text(&o));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("https://localhost:{port}");
     assert!(
         run("vmseal-verifier", &["init", "--state", &p("verifier")])
             .status
             .success()
     );
-    let _server = Verifier(
-        Command::new(bin("vmseal-verifier"))
-            // The service's default stays `--require tpm` (its hosts); the shim's token asks
-            // for SNP.
-            .args(["serve", "--state", &p("verifier")])
-            .args(["--insecure-snp-root", &p("shim/insecure-snp-ark.pem")])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_server, url) = Verifier::serve(
+        &p("verifier"),
+        &["--insecure-snp-root", &p("shim/insecure-snp-ark.pem")],
     );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     let vstate = p("verifier");
     let admin = |args: &[&str]| {
         let mut a = vec!["admin", "--url", &url, "--state", &vstate];
@@ -1420,12 +1427,6 @@ fn the_shim_attests_from_inside_a_linux_guest() {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
     // The verifier: its server certificate names 10.0.2.2, where the guest reaches the host.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("https://localhost:{port}");
     let o = run(
         "vmseal-verifier",
         &["init", "--state", &p("verifier"), "--name", "10.0.2.2"],
@@ -1447,25 +1448,14 @@ fn the_shim_attests_from_inside_a_linux_guest() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let _server = Verifier(
-        Command::new(bin("vmseal-verifier"))
-            // The service's default stays `--require tpm` (its hosts); the shim's token asks
-            // for SNP.
-            .args(["serve", "--state", &p("verifier")])
-            .arg("--insecure-snp-root")
-            .arg(state.join("insecure-snp-ark.pem"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_server, url) = Verifier::serve(
+        &p("verifier"),
+        &[
+            "--insecure-snp-root",
+            state.join("insecure-snp-ark.pem").to_str().unwrap(),
+        ],
     );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let port = url.rsplit(':').next().unwrap().to_owned();
     let vstate = p("verifier");
     let admin = |args: &[&str]| {
         let mut a = vec!["admin", "--url", &url, "--state", &vstate];
@@ -1736,34 +1726,20 @@ fn a_shim_with_a_vtpm_enrols_by_credential_activation_and_attests() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("https://localhost:{port}");
     assert!(
         run("vmseal-verifier", &["init", "--state", &p("verifier")])
             .status
             .success()
     );
-    let _server = Verifier(
-        Command::new(bin("vmseal-verifier"))
-            .args(["serve", "--state", &p("verifier"), "--ek-roots"])
-            .arg(sw.ek_issuer_pem())
-            .args(["--insecure-snp-root", &p("shim/insecure-snp-ark.pem")])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_server, url) = Verifier::serve(
+        &p("verifier"),
+        &[
+            "--ek-roots",
+            sw.ek_issuer_pem().to_str().unwrap(),
+            "--insecure-snp-root",
+            &p("shim/insecure-snp-ark.pem"),
+        ],
     );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     let vstate = p("verifier");
     let admin = |args: &[&str]| {
         let mut a = vec!["admin", "--url", &url, "--state", &vstate];
