@@ -384,3 +384,121 @@ fn a_database_outage_gives_clear_503s_and_recovers_without_a_restart() {
     );
     assert_eq!(v["ok"], true, "{v}");
 }
+
+/// The default deployment — one verifier on SQLite (WAL) — killed with SIGKILL while agents
+/// submit, and started again on the same file: every appraisal it answered 2xx is there, each
+/// round once, and the audit chain verifies. Agents retry the same evidence until it is back.
+#[test]
+fn a_sqlite_verifier_killed_under_load_loses_nothing_it_acknowledged() {
+    let dir = state();
+    let db = format!("sqlite://{}", dir.path().join("v.db").display());
+    let mut v = Replica::start(&dir, &db);
+    const AGENTS: usize = 4;
+    let mut hosts = Vec::new();
+    for i in 0..AGENTS {
+        let mut h = Host::new(&format!("host-{i}"));
+        let agent = enrol(&v.server, &admin(&v.server), &h, None);
+        let vm = format!("vm-{i}");
+        register(&v.server, &vm, &h.id);
+        let (st, _) = json(
+            agent
+                .post(format!("{}/v1/vms/{vm}/evidence", v.server.url))
+                .body(h.evidence(&vm, None))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(st, 200);
+        promote(&v.server, &vm, &mut h, 0);
+        hosts.push((h, agent, vm));
+    }
+    let url = v.server.url.clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = hosts
+        .into_iter()
+        .map(|(mut h, agent, vm)| {
+            let url = url.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut acked = vec![0u64];
+                let mut retries = 0;
+                let mut rounds = 0u64;
+                // Submit continuously until the test has killed and restarted the verifier.
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    rounds += 1;
+                    let ev = h.evidence(&vm, None);
+                    let seq = h.seq - 1;
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        assert!(
+                            Instant::now() < deadline,
+                            "{vm} #{seq}: the verifier never came back"
+                        );
+                        match agent
+                            .post(format!("{url}/v1/vms/{vm}/evidence"))
+                            .body(ev.clone())
+                            .send()
+                        {
+                            Ok(r) if r.status().is_success() => {
+                                acked.push(seq);
+                                break;
+                            }
+                            // Stored just before the kill, answered never: a replay now.
+                            Ok(r) if r.status().as_u16() == 422 => break,
+                            Ok(r) => panic!("{}: {}", r.status(), r.text().unwrap()),
+                            Err(_) => {
+                                retries += 1;
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                        }
+                    }
+                }
+                (vm, acked, retries, rounds)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    v.kill9();
+    let v2 = Replica::start_on(&dir, &db, v.port);
+    std::thread::sleep(Duration::from_millis(1000));
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let s = &v2.server;
+    for (vm, acked, _, rounds) in &results {
+        let (st, l) = json(
+            admin(s)
+                .get(format!("{}/v1/vms/{vm}/appraisals?limit=500", s.url))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(st, 200);
+        let stored: std::collections::BTreeSet<u64> = l["appraisals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["seq"].as_u64().unwrap())
+            .collect();
+        for seq in acked {
+            assert!(
+                stored.contains(seq),
+                "{vm} #{seq} was acknowledged but is not stored"
+            );
+        }
+        assert_eq!(
+            stored.len() as u64,
+            rounds + 1,
+            "{vm}: every round stored once"
+        );
+    }
+    let (_, a) = json(
+        admin(s)
+            .get(format!("{}/v1/audit/verify", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(a["ok"], true, "{a}");
+    let retries: usize = results.iter().map(|r| r.2).sum();
+    assert!(
+        retries > 0,
+        "the kill happened while agents were submitting"
+    );
+}
