@@ -901,7 +901,8 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     assert!(text(&o).contains("forbidden"), "{}", text(&o));
 
     // The agent (`vmseal-host run`) enrols itself with a fresh token (it has no agent certificate
-    // at agent2.pem yet), then captures on its schedule and submits to the verifier.
+    // at agent2.pem yet), then captures on its schedule and submits to the verifier; it has no
+    // baseline file, so its deltas go against the baseline the verifier serves.
     let o = admin(&[
         "enrollment-token",
         "--out-cert",
@@ -914,7 +915,7 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         h.p("agent.toml"),
         format!(
             "state = \"state\"\nout_dir = \"agent-ev\"\n[verifier]\nurl = \"{url}\"\nca = \"{ca}\"\nagent_cert = \"agent2.pem\"\nagent_key = \"agent2.key\"\ntoken_cert = \"token2.pem\"\ntoken_key = \"token2.key\"\n\
-             [[vm]]\nid = \"vm-e2e\"\nsource = \"kvm\"\ninterval_secs = 1\nbaseline = \"ev0/baseline.cbor\"\n"
+             [[vm]]\nid = \"vm-e2e\"\nsource = \"kvm\"\ninterval_secs = 1\n"
         ),
     )
     .unwrap();

@@ -134,7 +134,7 @@ pub fn attest_once(
         None => client
             .active_baseline(vm_id)
             .map_err(|e| err(format!("asking the verifier for the VM's baseline: {e}")))?
-            .map(|b| baseline_from_json(&b))
+            .map(|b| Baseline::from_verifier_json(&b).map_err(err))
             .transpose()?,
     };
     let nonce = client
@@ -169,38 +169,6 @@ pub fn attest_once(
             err(format!("submitting the evidence: {e}{hint}"))
         })?;
     Ok((a, what))
-}
-
-/// The verifier's `GET /v1/vms/{vm}/baseline` answer as the capture engine's baseline.
-pub fn baseline_from_json(b: &serde_json::Value) -> Result<Baseline, AttestError> {
-    let bad = |w: &str| err(format!("the verifier's baseline: {w}"));
-    let regions = b["regions"]
-        .as_array()
-        .ok_or_else(|| bad("no regions"))?
-        .iter()
-        .map(|r| {
-            Ok(vmseal_host::capture::BaselineRegion {
-                name: r["name"]
-                    .as_str()
-                    .ok_or_else(|| bad("a region has no name"))?
-                    .to_owned(),
-                leaves: hex::decode(r["leaves"].as_str().unwrap_or(""))
-                    .map_err(|_| bad("leaves are not hex"))?,
-            })
-        })
-        .collect::<Result<Vec<_>, AttestError>>()?;
-    let policy_digest = match b["policy_digest"].as_str() {
-        Some(h) => hex::decode(h).map_err(|_| bad("policy digest is not hex"))?,
-        None => Vec::new(),
-    };
-    let encoded = Baseline {
-        policy_digest,
-        hash: b["hash_alg"].as_str().unwrap_or("sha256").to_owned(),
-        regions,
-    }
-    .to_bytes();
-    // Through the decoder, which checks the leaves are whole digests.
-    Baseline::from_bytes(&encoded).map_err(|e| bad(&e.to_string()))
 }
 
 /// One line for an appraisal.

@@ -784,6 +784,40 @@ impl BaselineRegion {
 }
 
 impl Baseline {
+    /// The verifier's active baseline as `GET /v1/vms/{vm}/baseline` serves it (region names and
+    /// hex leaves), checked like a decoded file.
+    pub fn from_verifier_json(b: &serde_json::Value) -> Result<Self, CaptureError> {
+        let bad = |w: &str| CaptureError::Baseline(format!("the verifier's baseline: {w}"));
+        let regions = b["regions"]
+            .as_array()
+            .ok_or_else(|| bad("no regions"))?
+            .iter()
+            .map(|r| {
+                Ok(BaselineRegion {
+                    name: r["name"]
+                        .as_str()
+                        .ok_or_else(|| bad("a region has no name"))?
+                        .to_owned(),
+                    leaves: hex::decode(r["leaves"].as_str().unwrap_or(""))
+                        .map_err(|_| bad("leaves are not hex"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, CaptureError>>()?;
+        let policy_digest = match b["policy_digest"].as_str() {
+            Some(h) => hex::decode(h).map_err(|_| bad("policy digest is not hex"))?,
+            None => Vec::new(),
+        };
+        // Through the decoder, which checks the leaves are whole digests.
+        Self::from_bytes(
+            &Self {
+                policy_digest,
+                hash: b["hash_alg"].as_str().unwrap_or("sha256").to_owned(),
+                regions,
+            }
+            .to_bytes(),
+        )
+    }
+
     /// Encode as CBOR.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();

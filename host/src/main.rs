@@ -989,15 +989,6 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
                 .unwrap_or_default()
         );
     }
-    let seal = |vm: &str,
-                snap: &Snapshot,
-                baseline: Option<&Baseline>,
-                out: &Path|
-     -> std::result::Result<u64, String> {
-        seal_snapshot(&state, vm, snap, baseline, out)
-            .map(|s| s.claims.seq)
-            .map_err(|e| format!("{e:#}"))
-    };
     let verifier = match &cfg.verifier {
         Some(v) => {
             if let Some((token_cert, token_key)) = &v.token
@@ -1029,6 +1020,26 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
             )?)
         }
         None => None,
+    };
+    let seal = |vm: &str,
+                snap: &Snapshot,
+                baseline: Option<&Baseline>,
+                out: &Path|
+     -> std::result::Result<u64, String> {
+        // The delta must be against the baseline the verifier appraises with: its active one when
+        // it has one, else the VM's own (configured, or its first capture).
+        let served = match &verifier {
+            Some(v) => v
+                .active_baseline(vm)
+                .map_err(|e| format!("asking the verifier for {vm}'s baseline: {e}"))?
+                .map(|b| Baseline::from_verifier_json(&b))
+                .transpose()
+                .map_err(|e| e.to_string())?,
+            None => None,
+        };
+        seal_snapshot(&state, vm, snap, served.as_ref().or(baseline), out)
+            .map(|s| s.claims.seq)
+            .map_err(|e| format!("{e:#}"))
     };
     let failures = std::sync::atomic::AtomicU64::new(0);
     let on_event = |e: &vmseal_host::daemon::CaptureEvent| {
