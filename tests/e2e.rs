@@ -1564,8 +1564,9 @@ fn the_shim_attests_from_inside_a_linux_guest() {
                $B insmod /lib/modules/$m.ko || echo \"vmseal-insmod-failed $m\"\ndone\n\
              n=0; while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 50 ]; do $B sleep 0.2; n=$((n+1)); done\n\
              $B ip link set lo up\n$B ip link set eth0 up\n$B ip addr add 10.0.2.15/24 dev eth0\n$B ip route add default via 10.0.2.2\n\
-             /bin/sleep 1000000 &\necho \"vmseal-target $!\"\necho vmseal-ready\n\
-             exec 3</dev/ttyS1\n             while true; do\n  IFS= read -r line <&3 || continue\n  $B sh -c \"$line\"\n  echo \"vmseal-done $?\"\ndone\n",
+             /bin/sleep 1000000 &\necho \"vmseal-target $!\"\n\
+             exec 3</dev/ttyS1\necho vmseal-ready\n\
+             while true; do\n  IFS= read -r line <&3 || continue\n  $B sh -c \"$line\"\n  echo \"vmseal-done $?\"\ndone\n",
         ),
     ];
     for (f, text) in scripts {
