@@ -122,6 +122,20 @@ pub(crate) fn regions(pages: [u64; 3]) -> Vec<(&'static str, RegionClass, Severi
     ]
 }
 
+/// The synthetic VM's regions as a baseline to promote.
+pub(crate) fn baseline_regions(pages: [u64; 3]) -> Vec<NewBaselineRegion> {
+    regions(pages)
+        .into_iter()
+        .map(|(n, c, s, l)| NewBaselineRegion {
+            name: n.into(),
+            class: c,
+            severity: s,
+            hash: ALG,
+            leaves: l,
+        })
+        .collect()
+}
+
 /// Pre-seal `n` evidence for `vm`: each with `changed` heap pages differing from the baseline.
 pub(crate) fn chain(
     sealer: &Sealer,
@@ -331,7 +345,6 @@ pub fn run(
         .collect();
 
     let database = format!("sqlite://{}", dir.path().join("v.db").display());
-    let base = regions(pages);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -348,16 +361,7 @@ pub fn run(
                     0,
                 )
                 .await?;
-            let rs: Vec<NewBaselineRegion> = base
-                .iter()
-                .map(|(n, c, s, l)| NewBaselineRegion {
-                    name: (*n).into(),
-                    class: *c,
-                    severity: *s,
-                    hash: ALG,
-                    leaves: l.clone(),
-                })
-                .collect();
+            let rs = baseline_regions(pages);
             for i in 0..clients {
                 let vm = format!("vm{i}");
                 store.register_vm(&vm, "bench-host", 70, 0).await?;

@@ -14,9 +14,9 @@ use vmseal_sealer::evidence::Sealer;
 use vmseal_sealer::keys::IntermediateKey;
 use vmseal_sealer::x509::{IntermediateProfile, issue_intermediate};
 
-use crate::bench::{ALG, chain, regions, server_cpu_seconds};
+use crate::bench::{chain, server_cpu_seconds};
 use crate::pki::{AGENT_CERT_LIFETIME, Ca, Role};
-use crate::store::{HostEnrollment, NewBaselineRegion, Store};
+use crate::store::{HostEnrollment, Store};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -208,17 +208,7 @@ pub fn run(
         .thread_name("fleet-agent")
         .enable_all()
         .build()?;
-    let base = regions(o.pages);
-    let baseline: Vec<NewBaselineRegion> = base
-        .iter()
-        .map(|(n, c, s, l)| NewBaselineRegion {
-            name: (*n).into(),
-            class: *c,
-            severity: *s,
-            hash: ALG,
-            leaves: l.clone(),
-        })
-        .collect();
+    let baseline = crate::bench::baseline_regions(o.pages);
     rt.block_on(async {
         let store = Store::open(&database).await?;
         let mut tasks = tokio::task::JoinSet::new();

@@ -96,6 +96,46 @@ fn register(s: &Server, vm: &str, host: &str) {
     assert_eq!(st, 201, "{e}");
 }
 
+/// Every appraisal of `vm` the agent saw acknowledged is stored at `s`, and each of the
+/// `rounds` (plus the first, baseline snapshot) exactly once.
+fn assert_acknowledged_stored(s: &Server, vm: &str, acked: &[u64], rounds: u64) {
+    let (st, l) = json(
+        admin(s)
+            .get(format!("{}/v1/vms/{vm}/appraisals?limit=500", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200);
+    let stored: std::collections::BTreeSet<u64> = l["appraisals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["seq"].as_u64().unwrap())
+        .collect();
+    for seq in acked {
+        assert!(
+            stored.contains(seq),
+            "{vm} #{seq} was acknowledged but is not stored"
+        );
+    }
+    assert_eq!(
+        stored.len() as u64,
+        rounds + 1,
+        "{vm}: every round stored once"
+    );
+}
+
+/// The audit chain at `s` verifies.
+fn assert_audit_intact(s: &Server) {
+    let (_, v) = json(
+        admin(s)
+            .get(format!("{}/v1/audit/verify", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(v["ok"], true, "{v}");
+}
+
 #[test]
 fn two_replicas_share_nonces_store_each_appraisal_once_and_alert_once() {
     let pg = PgDatabase::create().unwrap();
@@ -180,13 +220,7 @@ fn two_replicas_share_nonces_store_each_appraisal_once_and_alert_once() {
         })
         .unwrap();
     assert_eq!(seen.unwrap().alert_id, d.alert.alert_id);
-    let (_, v) = json(
-        admin(sa)
-            .get(format!("{}/v1/audit/verify", sa.url))
-            .send()
-            .unwrap(),
-    );
-    assert_eq!(v["ok"], true, "{v}");
+    assert_audit_intact(sa);
 }
 
 /// Agents submit to two replicas; one is killed with SIGKILL in the middle. Every appraisal any
@@ -273,38 +307,9 @@ fn a_replica_killed_under_load_loses_nothing_it_acknowledged() {
     let a2 = Replica::start_on(&dir, &a.database, a.port);
     for s in [&a2.server, &b.server] {
         for (vm, acked, _) in &results {
-            let (st, l) = json(
-                admin(s)
-                    .get(format!("{}/v1/vms/{vm}/appraisals?limit=500", s.url))
-                    .send()
-                    .unwrap(),
-            );
-            assert_eq!(st, 200);
-            let stored: std::collections::BTreeSet<u64> = l["appraisals"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x["seq"].as_u64().unwrap())
-                .collect();
-            for seq in acked {
-                assert!(
-                    stored.contains(seq),
-                    "{vm} #{seq} was acknowledged but is not stored"
-                );
-            }
-            assert_eq!(
-                stored.len() as u64,
-                ROUNDS + 1,
-                "{vm}: every round stored once"
-            );
+            assert_acknowledged_stored(s, vm, acked, ROUNDS);
         }
-        let (_, v) = json(
-            admin(s)
-                .get(format!("{}/v1/audit/verify", s.url))
-                .send()
-                .unwrap(),
-        );
-        assert_eq!(v["ok"], true, "{v}");
+        assert_audit_intact(s);
     }
     let failovers: usize = results.iter().map(|r| r.2).sum();
     eprintln!("failovers after the kill: {failovers}");
@@ -376,13 +381,7 @@ fn a_database_outage_gives_clear_503s_and_recovers_without_a_restart() {
     }
     assert_eq!(last, 200, "recovered without a restart");
     assert_eq!(send(&h.evidence("vm-a", None)).status(), 200);
-    let (_, v) = json(
-        admin(s)
-            .get(format!("{}/v1/audit/verify", s.url))
-            .send()
-            .unwrap(),
-    );
-    assert_eq!(v["ok"], true, "{v}");
+    assert_audit_intact(s);
 }
 
 /// The default deployment — one verifier on SQLite (WAL) — killed with SIGKILL while agents
@@ -464,38 +463,9 @@ fn a_sqlite_verifier_killed_under_load_loses_nothing_it_acknowledged() {
     let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
     let s = &v2.server;
     for (vm, acked, _, rounds) in &results {
-        let (st, l) = json(
-            admin(s)
-                .get(format!("{}/v1/vms/{vm}/appraisals?limit=500", s.url))
-                .send()
-                .unwrap(),
-        );
-        assert_eq!(st, 200);
-        let stored: std::collections::BTreeSet<u64> = l["appraisals"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["seq"].as_u64().unwrap())
-            .collect();
-        for seq in acked {
-            assert!(
-                stored.contains(seq),
-                "{vm} #{seq} was acknowledged but is not stored"
-            );
-        }
-        assert_eq!(
-            stored.len() as u64,
-            rounds + 1,
-            "{vm}: every round stored once"
-        );
+        assert_acknowledged_stored(s, vm, acked, *rounds);
     }
-    let (_, a) = json(
-        admin(s)
-            .get(format!("{}/v1/audit/verify", s.url))
-            .send()
-            .unwrap(),
-    );
-    assert_eq!(a["ok"], true, "{a}");
+    assert_audit_intact(s);
     let retries: usize = results.iter().map(|r| r.2).sum();
     assert!(
         retries > 0,
