@@ -1364,7 +1364,8 @@ fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
     let o = attest(&[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("(contraindicated)") && text(&o).contains("sleep-code (1 page(s))"),
+        text(&o).contains("(contraindicated)")
+            && text(&o).contains("sleep-code (code critical, 1 page(s) changed)"),
         "{}",
         text(&o)
     );

@@ -127,9 +127,11 @@ pub struct NewVm {
     /// Alert threshold (0–100).
     #[serde(default)]
     pub threshold: Option<u8>,
-    /// SHA-256 of the capture policy text the VM must be captured under, hex.
+    /// The capture policy (TOML text, docs/policy.md) the VM must be captured under: the
+    /// verifier parses it with the host's own parser, keeps it, serves it to the VM's agent, and
+    /// appraises by its regions.
     #[serde(default)]
-    pub policy_digest: Option<String>,
+    pub policy: Option<String>,
 }
 
 /// `POST /v1/vms/{vm}/baselines` body.
@@ -168,8 +170,17 @@ pub struct SetThreshold {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssignPolicy {
-    /// SHA-256 of the capture policy text, hex.
-    pub policy_digest: String,
+    /// The capture policy, TOML text (docs/policy.md); its SHA-256 is what evidence must name.
+    pub policy: String,
+}
+
+/// `POST /v1/vms/{vm}/modules` body (admin): which capture modules may capture the VM.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AllowModules {
+    /// Rules `NAME VERSION [BUILD-SHA256]` (e.g. `vmseal-host 0.1.0`); empty allows any module.
+    pub allowed: Vec<String>,
 }
 
 /// A capture the verifier asks a host for (`GET /v1/hosts/{host}/capture-requests`).
@@ -657,4 +668,36 @@ fn verify_signed(
     let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
         .map_err(|e| EarError::Invalid(e.to_string()))?;
     Ok(data.claims)
+}
+
+/// One line for a region change of an appraisal (an element of its `changes`): the region, the
+/// verifier's class and severity, and what is wrong — e.g. `guest-code (code critical, 1
+/// page(s) changed)` or `guest-code (code critical, MISSING from the evidence)`.
+pub fn describe_change(c: &serde_json::Value) -> String {
+    let s = |k: &str| c[k].as_str().unwrap_or("?").to_owned();
+    let findings: Vec<String> = c["findings"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .map(|x| match x.as_str().unwrap_or("?") {
+                    "changed" => format!("{} page(s) changed", c["changed_pages"]),
+                    "missing" => "MISSING from the evidence".into(),
+                    "relabelled" => format!(
+                        "RELABELLED {} by the evidence",
+                        c["claimed"].as_str().unwrap_or("?")
+                    ),
+                    "resized" => format!("RESIZED to {} page(s)", c["pages"]),
+                    "remapped" => "REMAPPED to other guest-physical pages within one boot".into(),
+                    other => other.to_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![format!("{} page(s) changed", c["changed_pages"])]);
+    format!(
+        "{} ({} {}, {})",
+        s("region"),
+        s("class"),
+        s("severity"),
+        findings.join(", ")
+    )
 }

@@ -175,17 +175,7 @@ pub fn attest_once(
 pub fn verdict_line(vm_id: &str, what: &str, a: &serde_json::Value) -> String {
     let changed: Vec<String> = a["changes"]
         .as_array()
-        .map(|c| {
-            c.iter()
-                .map(|x| {
-                    format!(
-                        "{} ({} page(s))",
-                        x["region"].as_str().unwrap_or("?"),
-                        x["changed_pages"]
-                    )
-                })
-                .collect()
-        })
+        .map(|c| c.iter().map(vmseal_client::describe_change).collect())
         .unwrap_or_default();
     format!(
         "{what}: snapshot #{} of {vm_id}: trust score {} ({}){} [signed EAR verified]",

@@ -8,13 +8,21 @@ use vmseal_host::dump::{AddressKey, ElfDump};
 use vmseal_host::policy::SymbolMap;
 use vmseal_host::source::SourceError;
 
-/// Open the kernel's memory (`/proc/kcore`, or a copy of its format at `path`).
+/// Open the kernel's memory (`/proc/kcore`, or a copy of its format at `path`). The live
+/// `/proc/kcore` is this boot of this kernel (the `boot` claim); a copy cannot say which.
 pub fn open(path: &Path) -> Result<ElfDump, SourceError> {
-    ElfDump::open_by(path, AddressKey::Virtual).map_err(|e| {
-        SourceError::Io(std::io::Error::other(format!(
-            "{e} (the kernel needs CONFIG_PROC_KCORE, and reading it needs root)"
-        )))
-    })
+    let boot = if path == Path::new("/proc/kcore") {
+        vmseal_host::source::kernel_boot_id()
+    } else {
+        None
+    };
+    ElfDump::open_by(path, AddressKey::Virtual)
+        .map(|d| d.with_boot(boot))
+        .map_err(|e| {
+            SourceError::Io(std::io::Error::other(format!(
+                "{e} (the kernel needs CONFIG_PROC_KCORE, and reading it needs root)"
+            )))
+        })
 }
 
 /// The kernel's symbols from `/proc/kallsyms` (or a file of its format), refusing the all-zero

@@ -129,6 +129,9 @@ impl ProcessSource {
 }
 
 impl MemorySource for ProcessSource {
+    fn boot_id(&self) -> Option<[u8; 16]> {
+        vmseal_host::source::process_boot_id(self.pid)
+    }
     fn describe(&self) -> String {
         format!("process {} ({})", self.pid, self.comm)
     }

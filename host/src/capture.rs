@@ -106,6 +106,8 @@ pub struct Plan {
     pub policy: PolicyRef,
     /// Nonce the sampling was keyed with.
     pub nonce: Option<Vec<u8>>,
+    /// The guest boot the source reported (the `boot` claim).
+    pub boot: Option<[u8; 16]>,
     /// Hashing bandwidth budget shared with other captures (never applied while the guest is
     /// paused, so it cannot lengthen a pause).
     pub budget: Option<std::sync::Arc<Budget>>,
@@ -155,28 +157,6 @@ impl Budget {
             std::thread::sleep(Duration::from_secs_f64(wait));
         }
     }
-}
-
-/// Choose `k` of `n` leaf positions with HMAC-SHA256(nonce, region ‖ 0 ‖ counter), ascending.
-fn sample(nonce: &[u8], region: &str, n: usize, k: usize) -> Vec<usize> {
-    if k >= n {
-        return (0..n).collect();
-    }
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, nonce);
-    let mut chosen = std::collections::BTreeSet::new();
-    let mut counter = 0u64;
-    while chosen.len() < k {
-        let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
-        ctx.update(region.as_bytes());
-        ctx.update(&[0]);
-        ctx.update(&counter.to_le_bytes());
-        let tag = ctx.sign();
-        let mut v = [0u8; 8];
-        v.copy_from_slice(&tag.as_ref()[..8]);
-        chosen.insert((u64::from_le_bytes(v) % n as u64) as usize);
-        counter += 1;
-    }
-    chosen.into_iter().collect()
 }
 
 impl Plan {
@@ -291,7 +271,7 @@ impl Plan {
                 let nonce = nonce.ok_or_else(|| {
                     plan_err(name, "samples pages by the verifier's nonce; give --nonce")
                 })?;
-                let idx = sample(nonce, name, pfns.len(), k as usize);
+                let idx = vmseal_policy::sample_indices(nonce, name, pfns.len(), k as usize);
                 pfns = idx.iter().map(|&i| pfns[i]).collect();
                 gvas = gvas.map(|g| idx.iter().map(|&i| g[i]).collect());
             }
@@ -316,6 +296,7 @@ impl Plan {
                 digest: policy.digest,
             },
             nonce: nonce.map(<[u8]>::to_vec),
+            boot: source.boot_id(),
             budget: None,
             index,
             fixups: HashMap::new(),
@@ -620,7 +601,9 @@ impl Snapshot {
             .collect()
     }
 
-    /// Changed leaves against a baseline, per region present in both with the same size.
+    /// Changed leaves against a baseline, per region present in both with the same size — or,
+    /// for a region sampled by the verifier's nonce, against the baseline pages that nonce
+    /// selects (the verifier compares the sample with exactly those).
     pub fn delta(&self, baseline: &Baseline) -> Vec<RegionDelta> {
         let mut out = Vec::new();
         for (r, tree) in self.plan.regions.iter().zip(&self.trees) {
@@ -628,13 +611,23 @@ impl Snapshot {
                 continue;
             };
             let leaves = b.leaves();
-            if leaves.len() != tree.leaves().len() {
+            let reference: Vec<Digest> = if leaves.len() == tree.leaves().len() {
+                leaves
+            } else if let (Sampling::Pages(k), Some(nonce)) = (r.policy.sampling, &self.plan.nonce)
+            {
+                let idx =
+                    vmseal_policy::sample_indices(nonce, &r.policy.name, leaves.len(), k as usize);
+                if idx.len() != tree.leaves().len() {
+                    continue;
+                }
+                idx.iter().map(|&i| leaves[i]).collect()
+            } else {
                 continue;
-            }
+            };
             let changes: Vec<(u64, Digest)> = tree
                 .leaves()
                 .iter()
-                .zip(&leaves)
+                .zip(&reference)
                 .enumerate()
                 .filter(|(_, (a, b))| a != b)
                 .map(|(i, (a, _))| (i as u64, *a))
@@ -706,6 +699,7 @@ impl Snapshot {
             prev,
             iat,
             nonce: self.plan.nonce.clone(),
+            boot: self.plan.boot,
             policy: self.plan.policy.clone(),
             hash_alg: self.plan.hash,
             regions,
@@ -835,21 +829,5 @@ impl Baseline {
             ));
         }
         Ok(v)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sampling_is_deterministic_per_nonce_and_distinct() {
-        let a = sample(b"nonce-1", "heap", 1000, 16);
-        assert_eq!(a, sample(b"nonce-1", "heap", 1000, 16));
-        assert_ne!(a, sample(b"nonce-2", "heap", 1000, 16));
-        assert_ne!(a, sample(b"nonce-1", "other", 1000, 16));
-        assert_eq!(a.len(), 16);
-        assert!(a.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(sample(b"n", "r", 5, 9), vec![0, 1, 2, 3, 4]);
     }
 }

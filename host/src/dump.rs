@@ -187,6 +187,7 @@ pub struct ElfDump {
     file: File,
     segments: Vec<Segment>,
     key: AddressKey,
+    boot: Option<[u8; 16]>,
 }
 
 impl ElfDump {
@@ -228,7 +229,15 @@ impl ElfDump {
             file,
             segments,
             key,
+            boot: None,
         })
+    }
+
+    /// Say which boot this memory belongs to (the `boot` claim): a live `/proc/kcore` is
+    /// this boot of this machine ([`crate::source::kernel_boot_id`]); a dump file cannot tell.
+    pub fn with_boot(mut self, boot: Option<[u8; 16]>) -> Self {
+        self.boot = boot;
+        self
     }
 
     /// The segments.
@@ -260,6 +269,9 @@ impl MemorySource for ElfDump {
             AddressKey::Physical => format!("ELF core {}", self.path.display()),
             AddressKey::Virtual => format!("kernel memory {}", self.path.display()),
         }
+    }
+    fn boot_id(&self) -> Option<[u8; 16]> {
+        self.boot
     }
     fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
         // Keyed by virtual address, the source's addresses *are* the virtual ones.

@@ -105,6 +105,7 @@ pub struct MicroVm {
     program: Program,
     config: MicroVmConfig,
     dirty_started: bool,
+    boot: [u8; 16],
     _kvm: Kvm,
 }
 
@@ -246,6 +247,7 @@ impl MicroVm {
             program,
             config: MicroVmConfig { ws_pages, ..config },
             dirty_started: false,
+            boot: fresh_boot_id()?,
             _kvm: kvm,
         })
     }
@@ -351,7 +353,18 @@ impl MicroVm {
     }
 }
 
+/// A random id for a new micro-VM: each one is a boot of its own.
+fn fresh_boot_id() -> Result<[u8; 16], KvmError> {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b)
+        .map_err(|_| KvmError::Memory("no randomness for the boot id".into()))?;
+    Ok(b)
+}
+
 impl MemorySource for MicroVm {
+    fn boot_id(&self) -> Option<[u8; 16]> {
+        Some(self.boot)
+    }
     fn describe(&self) -> String {
         format!(
             "kvm micro-VM ({} MiB, {} working-set pages)",

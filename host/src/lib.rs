@@ -13,7 +13,7 @@ pub mod enroll;
 pub mod guest;
 pub mod kaslr;
 pub mod kvm;
-pub mod policy;
+pub use vmseal_policy as policy;
 pub mod qemu;
 pub mod seal;
 pub mod source;

@@ -275,6 +275,11 @@ struct CaptureArgs {
     /// Verifier nonce (hex): goes into the claims and keys page sampling.
     #[arg(long)]
     nonce: Option<String>,
+    /// Capture every page of regions the policy samples (`sample = k`): a golden baseline needs
+    /// them whole, since each later nonce selects other pages of it. The evidence still names the
+    /// same policy; the verifier accepts a whole region where a sample is asked for.
+    #[arg(long)]
+    all_pages: bool,
     /// Baseline trees (from --baseline-out) to report a delta against.
     #[arg(long)]
     baseline: Option<PathBuf>,
@@ -711,6 +716,16 @@ enum ConsistencyArg {
     StopCopy,
 }
 
+/// With `all_pages`, the policy with every sampled region captured whole.
+fn whole(mut policy: Policy, all_pages: bool) -> Policy {
+    if all_pages {
+        for r in &mut policy.regions {
+            r.sampling = Sampling::All;
+        }
+    }
+    policy
+}
+
 fn load_policy(path: Option<&Path>, default: &str) -> Result<Policy> {
     match path {
         None => Ok(Policy::parse(default)?),
@@ -836,19 +851,7 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
                 Ok(ap) => {
                     let changed: Vec<String> = ap["changes"]
                         .as_array()
-                        .map(|c| {
-                            c.iter()
-                                .map(|x| {
-                                    format!(
-                                        "{} ({} {}, {} page(s))",
-                                        x["region"].as_str().unwrap_or("?"),
-                                        x["class"].as_str().unwrap_or("?"),
-                                        x["severity"].as_str().unwrap_or("?"),
-                                        x["changed_pages"]
-                                    )
-                                })
-                                .collect()
-                        })
+                        .map(|c| c.iter().map(vmseal_client::describe_change).collect())
                         .unwrap_or_default();
                     println!(
                         "  VERIFIER: trust score {} ({}){}{} [signed EAR verified]",
@@ -905,7 +908,7 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
             if a.policy.is_none() {
                 bail!("a dump needs --policy FILE (see docs/policy.md)");
             }
-            let policy = load_policy(a.policy.as_deref(), "")?;
+            let policy = whole(load_policy(a.policy.as_deref(), "")?, a.all_pages);
             let mut src = open_dump(Path::new(path))?;
             let plan = Plan::new(&policy, src.as_ref(), symbols.as_ref(), nonce.as_deref())?;
             (
@@ -916,7 +919,10 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
             )
         }
         ("kvm", "") => {
-            let policy = load_policy(a.policy.as_deref(), guest::POLICY)?;
+            let policy = whole(
+                load_policy(a.policy.as_deref(), guest::POLICY)?,
+                a.all_pages,
+            );
             let mut vm = MicroVm::start(MicroVmConfig::default())?;
             vm.wait_heartbeats(2, std::time::Duration::from_secs(30));
             let syms = symbols.unwrap_or_else(|| guest::symbols(vm.program()));
@@ -934,7 +940,7 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
             if a.policy.is_none() {
                 bail!("a QEMU guest needs --policy FILE (see docs/policy.md)");
             }
-            let policy = load_policy(a.policy.as_deref(), "")?;
+            let policy = whole(load_policy(a.policy.as_deref(), "")?, a.all_pages);
             let mut src = QemuSource::attach(Path::new(qmp), Path::new(mem), memdev)?;
             if policy
                 .regions

@@ -84,6 +84,12 @@ impl Qmp {
         Ok(q)
     }
 
+    /// The QEMU process at the other end of the socket (SO_PEERCRED), if the kernel says.
+    pub fn peer_pid(&self) -> Option<u32> {
+        let cred = rustix::net::sockopt::socket_peercred(&self.writer).ok()?;
+        u32::try_from(rustix::process::Pid::as_raw(Some(cred.pid))).ok()
+    }
+
     fn read_message(&mut self) -> Result<Value, QmpError> {
         let mut line = String::new();
         let n = self
@@ -286,6 +292,7 @@ pub struct QemuSource {
     ram: Vec<RamRange>,
     paging: Option<Paging>,
     paused: bool,
+    boot: Option<[u8; 16]>,
 }
 
 impl QemuSource {
@@ -322,6 +329,7 @@ impl QemuSource {
                 ),
             });
         }
+        let boot = qmp.peer_pid().and_then(crate::source::process_boot_id);
         let mut me = Self {
             qmp,
             mem_path: mem_path.to_owned(),
@@ -329,6 +337,7 @@ impl QemuSource {
             ram,
             paging: None,
             paused: false,
+            boot,
         };
         // Paging registers are only meaningful once the guest kernel runs; a guest still in
         // firmware has none yet, which only matters for symbol selectors.
@@ -389,6 +398,11 @@ impl QemuSource {
 }
 
 impl MemorySource for QemuSource {
+    /// The QEMU process's identity (pid and start time, on this boot of the host): a guest reset
+    /// inside the same process keeps it, so after one a moved kernel shows as `remapped`.
+    fn boot_id(&self) -> Option<[u8; 16]> {
+        self.boot
+    }
     fn describe(&self) -> String {
         format!(
             "qemu guest ({}, {} RAM ranges)",

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// Guest pages are 4 KiB.
-pub const PAGE: u64 = 4096;
+pub const PAGE: u64 = vmseal_policy::PAGE;
 
 /// Errors of a memory source.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +130,32 @@ pub struct Mapping {
     pub path: String,
 }
 
+/// A boot id for a process of this machine: SHA-256 over the kernel's boot id
+/// (`/proc/sys/kernel/random/boot_id`), the process id and its start time (field 22 of
+/// `/proc/PID/stat`), cut to 16 bytes. It changes when the machine reboots or the process is
+/// restarted, and only then. `None` when the process is gone.
+pub fn process_boot_id(pid: u32) -> Option<[u8; 16]> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count fields after its end.
+    let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
+    let d = vmseal_sealer::merkle::HashAlg::Sha256.hash(&[
+        b"vmseal-boot\0",
+        boot.trim().as_bytes(),
+        &pid.to_le_bytes(),
+        start.as_bytes(),
+    ]);
+    d[..16].try_into().ok()
+}
+
+/// The boot id of this machine's kernel, as [`process_boot_id`] derives it without a process.
+pub fn kernel_boot_id() -> Option<[u8; 16]> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let d =
+        vmseal_sealer::merkle::HashAlg::Sha256.hash(&[b"vmseal-boot\0", boot.trim().as_bytes()]);
+    d[..16].try_into().ok()
+}
+
 /// A guest's memory, as the capture engine sees it.
 pub trait MemorySource: Send + Sync {
     /// A short description ("kvm micro-VM", "qemu:/run/vm.qmp", "dump:core.elf").
@@ -146,6 +172,12 @@ pub trait MemorySource: Send + Sync {
     /// page). `None` when the source cannot track writes (a dump never changes; a QEMU file
     /// backend has no dirty log).
     fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError>;
+    /// Which boot of the guest this is (the `boot` claim): ranges of code may move across boots
+    /// (KASLR) but never within one, and the verifier compares them between snapshots of the same
+    /// boot. `None` when the source cannot tell (a dump file).
+    fn boot_id(&self) -> Option<[u8; 16]> {
+        None
+    }
     /// The process mappings `mapping` selectors choose from (sources of a process only).
     fn mappings(&self) -> Vec<Mapping> {
         Vec::new()

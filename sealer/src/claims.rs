@@ -13,6 +13,9 @@ use crate::merkle::{Digest, HashAlg, MerkleError, root_of};
 /// The EAT profile of vmseal snapshot claims.
 pub const PROFILE: &str = "tag:vmseal.dev,2026:snapshot-evidence/v1";
 
+/// The page size of every region's ranges.
+pub const PAGE: u64 = 4096;
+
 /// Upper bound on an encoded claims map, to refuse absurd inputs before parsing.
 pub const MAX_CLAIMS_LEN: usize = 64 * 1024 * 1024;
 
@@ -222,6 +225,11 @@ pub struct Claims {
     pub iat: i64,
     /// The verifier's nonce, when the capture answers a challenge.
     pub nonce: Option<Vec<u8>>,
+    /// Which boot of the guest the snapshot belongs to, as its capture source knows it (16
+    /// bytes). Guest-physical ranges of code may move across boots (KASLR), never within one:
+    /// the verifier compares them between snapshots of the same boot. Absent: the source cannot
+    /// tell, and the verifier treats every such snapshot as one boot.
+    pub boot: Option<[u8; 16]>,
     /// Capture policy.
     pub policy: PolicyRef,
     /// Page and tree hash.
@@ -268,9 +276,10 @@ impl Claims {
         if self.regions.is_empty() {
             return Err(field("regions", "no regions"));
         }
-        let mut names = std::collections::BTreeSet::new();
+        // Linear in regions + delta entries: one index of names, looked up once per entry.
+        let mut names = std::collections::HashMap::with_capacity(self.regions.len());
         for r in &self.regions {
-            if !names.insert(r.name.as_str()) {
+            if names.insert(r.name.as_str(), r).is_some() {
                 return Err(field(
                     "regions",
                     format!("region {:?} appears twice", r.name),
@@ -279,14 +288,38 @@ impl Claims {
             if r.pages == 0 {
                 return Err(field(format!("regions.{}.pages", r.name), "zero pages"));
             }
+            // The ranges are the pages read: whole pages, as many as the region has.
+            let mut total = 0u64;
+            for g in &r.ranges {
+                if g.len == 0 || g.start % PAGE != 0 || g.len % PAGE != 0 {
+                    return Err(field(
+                        format!("regions.{}.ranges", r.name),
+                        "a range is not whole, non-empty pages",
+                    ));
+                }
+                total = total.saturating_add(g.len / PAGE);
+            }
+            if total != r.pages {
+                return Err(field(
+                    format!("regions.{}.ranges", r.name),
+                    format!("cover {total} pages, but the region has {}", r.pages),
+                ));
+            }
         }
+        let mut seen = std::collections::HashSet::with_capacity(self.delta.len());
         for d in &self.delta {
-            let Some(r) = self.regions.iter().find(|r| r.name == d.region) else {
+            let Some(r) = names.get(d.region.as_str()) else {
                 return Err(field(
                     "delta",
                     format!("names unknown region {:?}", d.region),
                 ));
             };
+            if !seen.insert(d.region.as_str()) {
+                return Err(field(
+                    "delta",
+                    format!("region {:?} has two delta entries", d.region),
+                ));
+            }
             if !d.changes.windows(2).all(|w| w[0].0 < w[1].0) {
                 return Err(field(
                     format!("delta.{}", d.region),
@@ -351,6 +384,9 @@ impl Claims {
         m.int("iat", self.iat);
         if let Some(n) = &self.nonce {
             m.bytes("nonce", n);
+        }
+        if let Some(b) = &self.boot {
+            m.bytes("boot", b);
         }
         let mut p = MapBuilder::default();
         p.text("name", &self.policy.name);
@@ -477,6 +513,7 @@ impl Claims {
             "prev",
             "iat",
             "nonce",
+            "boot",
             "policy",
             "hash_alg",
             "regions",
@@ -494,6 +531,15 @@ impl Claims {
             prev: m.opt("prev").map(|_| m.digest("prev")).transpose()?,
             iat: m.int("iat")?,
             nonce: m.opt("nonce").map(|_| m.bytes("nonce")).transpose()?,
+            boot: m
+                .opt("boot")
+                .map(|_| {
+                    let b = m.bytes("boot")?;
+                    <[u8; 16]>::try_from(b.as_slice()).map_err(|_| {
+                        field("claims.boot", format!("expected 16 bytes, got {}", b.len()))
+                    })
+                })
+                .transpose()?,
             policy,
             hash_alg,
             regions,
@@ -749,6 +795,7 @@ pub mod example {
             prev: None,
             iat: 1_790_000_000,
             nonce: Some(vec![1, 2, 3, 4]),
+            boot: Some([7; 16]),
             policy: PolicyRef {
                 name: "default".into(),
                 version: 1,
@@ -798,7 +845,7 @@ mod tests {
             .iter()
             .map(|(k, _)| k.as_text().unwrap().to_owned())
             .collect();
-        assert_eq!(&keys[..3], ["iat", "seq", "delta"]);
+        assert_eq!(&keys[..4], ["iat", "seq", "boot", "delta"]);
     }
 
     #[test]
@@ -864,5 +911,38 @@ mod tests {
             Claims::decode(&bytes),
             Err(ClaimsError::Field { .. })
         ));
+    }
+
+    #[test]
+    fn duplicate_regions_and_delta_entries_are_refused() {
+        let mut c = example::claims("vm-a", 3);
+        let again = c.delta[0].clone();
+        c.delta.push(again);
+        let e = Claims::decode(&c.encode()).unwrap_err().to_string();
+        assert!(e.contains("two delta entries"), "{e}");
+        let mut c = example::claims("vm-a", 3);
+        let again = c.regions[0].clone();
+        c.regions.push(again);
+        let (m, h) = Claims::compute_roots(c.hash_alg, &c.regions).unwrap();
+        (c.memory_root, c.code_hash) = (m, h);
+        let e = Claims::decode(&c.encode()).unwrap_err().to_string();
+        assert!(e.contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn boot_is_sixteen_bytes() {
+        let c = example::claims("vm-a", 3);
+        let Value::Map(mut m) = c.to_value() else {
+            panic!()
+        };
+        for (k, v) in &mut m {
+            if k.as_text() == Some("boot") {
+                *v = Value::Bytes(vec![1; 15]);
+            }
+        }
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
+        let e = Claims::decode(&bytes).unwrap_err().to_string();
+        assert!(e.contains("expected 16 bytes"), "{e}");
     }
 }

@@ -101,10 +101,9 @@ fn message(rec: &VmRecord, a: &Appraisal, kind: &str) -> String {
         .changes
         .iter()
         .map(|c| {
-            format!(
-                "{} ({} {}, {} of {} page(s))",
-                c.region, c.class, c.severity, c.changed_pages, c.pages
-            )
+            serde_json::to_value(c)
+                .map(|v| vmseal_client::describe_change(&v))
+                .unwrap_or_else(|_| c.region.clone())
         })
         .collect();
     let mut m = format!("VM {} snapshot #{}: {what}", a.vm_id, a.seq);
@@ -584,6 +583,7 @@ mod tests {
             host_id: "h".into(),
             intermediate_digest: [0; 32],
             policy_digest: None,
+            policy: None,
             allowed_modules: vec![],
             last: None,
             threshold: 70,
@@ -591,6 +591,8 @@ mod tests {
             baseline_version: Some(1),
             last_tier: last_tier.map(str::to_owned),
             threshold_alert: open,
+            boot: None,
+            layout: Default::default(),
         }
     }
 
@@ -611,6 +613,8 @@ mod tests {
                 region: "guest-code".into(),
                 class: "code",
                 severity: "critical",
+                findings: vec![crate::appraise::Finding::Changed],
+                claimed: None,
                 changed_pages: 1,
                 changed_ranges: vec![[3, 4]],
                 ranges_truncated: false,
@@ -619,7 +623,10 @@ mod tests {
             }],
             unbaselined: vec![],
             baseline_version: Some(1),
+            baseline_note: None,
+            boot_changed: false,
             alert: score < 70,
+            layout_update: None,
         }
     }
 
@@ -633,7 +640,7 @@ mod tests {
         assert_eq!(a.kind, "below_threshold");
         assert_eq!(
             a.message,
-            "VM vm1 snapshot #7: trust score 0 is below its threshold 70 (contraindicated, was affirming); changed: guest-code (code critical, 1 of 256 page(s))"
+            "VM vm1 snapshot #7: trust score 0 is below its threshold 70 (contraindicated, was affirming); changed: guest-code (code critical, 1 page(s) changed)"
         );
         assert_eq!(p.resolve_threshold, None);
         // Still below, same tier, alert open: nothing new.

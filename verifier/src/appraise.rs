@@ -2,14 +2,26 @@
 //!
 //! [`appraise`] runs, in order, the checks that need the verifier's state — the VM and host the
 //! evidence claims, the pinned intermediate, freshness (nonce or timestamp window), sequence
-//! continuity (gap, replay, reorder), the assigned policy, the allowed capture modules — and then
-//! the **Merkle diff**: for every region, the stored golden baseline tree with the evidence's delta
-//! applied must recompute the signed region root, so a change left out of the delta is caught, in
-//! O(k log n) node hashes for k changed pages. The changed regions, weighed by class and severity,
-//! give a trust score 0–100, a tier, and an AR4SI trust vector.
+//! continuity (gap, replay, reorder), the assigned policy and the baseline's policy, the allowed
+//! capture modules — and then walks **the verifier's own list of regions** (the assigned policy's,
+//! else the golden baseline's): a region the evidence leaves out, labels with another class or
+//! severity, resizes, or (code and rodata) moves within one guest boot is a finding at the
+//! verifier's class and severity, never at the evidence's. For every region the stored golden
+//! baseline tree with the evidence's delta applied must recompute the signed region root, so a
+//! change left out of the delta is caught, in O(k log n) node hashes for k changed pages; a
+//! sampled region must hold exactly the pages the verifier's nonce selects. The findings, weighed
+//! by class and severity, give a trust score 0–100, a tier, and an AR4SI trust vector.
+//!
+//! The evidence's description of itself is only ever checked, never trusted: a host whose
+//! userspace is compromised can unseal its intermediate and sign any claims
+//! (docs/threat-model.md), so everything it could lie about to look healthy is decided here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
-use vmseal_sealer::claims::{RegionClass, Severity};
+use vmseal_policy::{Policy, Sampling};
+use vmseal_sealer::claims::{GpaRange, Region, RegionClass, Severity};
 use vmseal_sealer::merkle::{Digest, MerkleTree};
 use vmseal_sealer::verify::VerifiedEvidence;
 
@@ -20,6 +32,73 @@ pub struct ChainPoint {
     pub seq: u64,
     /// SHA-256 of that evidence.
     pub digest: Digest,
+}
+
+/// Guest-physical ranges (`[start, len]` in bytes) of every fully captured region, by name.
+pub type Layout = BTreeMap<String, Vec<[u64; 2]>>;
+
+/// The ranges of a region as `[start, len]` pairs.
+pub fn range_pairs(ranges: &[GpaRange]) -> Vec<[u64; 2]> {
+    ranges.iter().map(|r| [r.start, r.len]).collect()
+}
+
+/// One entry of a VM's capture-module allow-list: `name version [build-digest-hex]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleRule {
+    /// Module name (`vmseal-host`, `vmseal-shim`).
+    pub name: String,
+    /// Exact version.
+    pub version: String,
+    /// SHA-256 of the module's binary, when the rule pins a build.
+    pub build_digest: Option<Digest>,
+}
+
+impl ModuleRule {
+    /// Parse `name version [build-digest-hex]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut w = s.split_whitespace();
+        let (Some(name), Some(version)) = (w.next(), w.next()) else {
+            return Err(format!(
+                "{s:?}: a module rule is `NAME VERSION [BUILD-SHA256]`, e.g. `vmseal-host 0.1.0`"
+            ));
+        };
+        let build_digest = w
+            .next()
+            .map(|h| {
+                hex::decode(h)
+                    .ok()
+                    .and_then(|b| Digest::try_from(b.as_slice()).ok())
+                    .ok_or_else(|| format!("{s:?}: the build digest must be 64 hex digits"))
+            })
+            .transpose()?;
+        if w.next().is_some() {
+            return Err(format!(
+                "{s:?}: too many words; `NAME VERSION [BUILD-SHA256]`"
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            build_digest,
+        })
+    }
+
+    /// Whether the evidence's module is allowed by this rule.
+    fn allows(&self, m: &vmseal_sealer::claims::ModuleInfo) -> bool {
+        self.name == m.name
+            && self.version == m.version
+            && self.build_digest.is_none_or(|d| d == m.build_digest)
+    }
+}
+
+impl std::fmt::Display for ModuleRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.name, self.version)?;
+        if let Some(d) = &self.build_digest {
+            write!(f, " {}", hex::encode(d))?;
+        }
+        Ok(())
+    }
 }
 
 /// What the verifier knows about a VM.
@@ -33,8 +112,11 @@ pub struct VmRecord {
     pub intermediate_digest: Digest,
     /// Digest of the policy assigned to the VM, if one is.
     pub policy_digest: Option<Digest>,
-    /// Allowed capture modules as "name version"; empty allows any.
-    pub allowed_modules: Vec<String>,
+    /// The assigned policy, parsed from the text the verifier stores (absent for a policy
+    /// assigned by digest only, before the verifier kept texts).
+    pub policy: Option<Arc<Policy>>,
+    /// Allowed capture modules; empty allows any.
+    pub allowed_modules: Vec<ModuleRule>,
     /// The last appraised evidence.
     pub last: Option<ChainPoint>,
     /// Score below which an appraisal raises an alert.
@@ -47,6 +129,11 @@ pub struct VmRecord {
     pub last_tier: Option<String>,
     /// The VM's unresolved below-threshold alert, if any.
     pub threshold_alert: Option<i64>,
+    /// The guest boot of the last accepted snapshot (empty when that evidence named none);
+    /// `None` before the first.
+    pub boot: Option<Vec<u8>>,
+    /// The ranges first seen in that boot.
+    pub layout: Layout,
 }
 
 /// One region of a golden baseline.
@@ -60,6 +147,9 @@ pub struct BaselineRegion {
     pub severity: Severity,
     /// The page-hash tree.
     pub tree: MerkleTree,
+    /// The guest-physical ranges of the snapshot it was promoted from (`[start, len]`); absent
+    /// for baselines promoted before the verifier kept them.
+    pub ranges: Option<Vec<[u64; 2]>>,
 }
 
 /// A golden baseline.
@@ -67,6 +157,9 @@ pub struct BaselineRegion {
 pub struct Baseline {
     /// Version (baselines are never overwritten).
     pub version: u64,
+    /// The policy its snapshot was captured under; absent for baselines promoted before the
+    /// verifier kept it (evidence cannot be appraised against those: promote again).
+    pub policy_digest: Option<Digest>,
     /// Regions.
     pub regions: Vec<BaselineRegion>,
 }
@@ -147,6 +240,16 @@ pub enum AppraisalError {
         /// Got.
         got: u64,
     },
+    /// The first evidence of a VM must be #0.
+    #[error(
+        "VM {vm:?} has no evidence yet, so its chain starts at #0, not #{got}; an admin resets a chain explicitly"
+    )]
+    ChainStart {
+        /// VM.
+        vm: String,
+        /// Claimed sequence.
+        got: u64,
+    },
     /// `prev` does not name the last appraised evidence.
     #[error(
         "broken chain: evidence #{seq} does not follow the last appraised evidence (prev digest differs)"
@@ -163,25 +266,45 @@ pub enum AppraisalError {
         /// Assigned digest, hex.
         want: String,
     },
+    /// Captured under another policy than the golden baseline's (no policy assigned).
+    #[error(
+        "captured under policy {got} but golden baseline v{version} was captured under policy {want}; capture under that policy, or assign the new policy (`admin assign-policy`) and promote a baseline under it"
+    )]
+    BaselinePolicy {
+        /// Claimed digest, hex.
+        got: String,
+        /// The baseline's digest, hex.
+        want: String,
+        /// Baseline version.
+        version: u64,
+    },
+    /// The active baseline predates the verifier's record of policies.
+    #[error(
+        "golden baseline v{0} was promoted before the verifier recorded the policy of baselines; promote it again (`admin promote-baseline`)"
+    )]
+    BaselinePolicyUnknown(u64),
     /// Capture module not allowed.
-    #[error("capture module {0:?} is not allowed for this VM")]
+    #[error(
+        "capture module {0} is not allowed for this VM; an admin allows it with `admin allow-modules`"
+    )]
     Module(String),
     /// A region's delta does not recompute its root: a change was left out or forged.
     #[error(
         "region {0:?}: the baseline with the evidence's delta does not give the signed root (incomplete or forged delta)"
     )]
     Delta(String),
-    /// A region has another size than in the baseline.
+    /// A sampled region without the verifier's nonce to key the sample.
     #[error(
-        "region {region:?} has {got} pages but the baseline has {want}; promote a new baseline after a verified change"
+        "region {0:?} is sampled by the policy, which needs the verifier's nonce in the evidence (capture on a challenge)"
     )]
-    RegionSize {
+    SampleUnkeyed(String),
+    /// A sampled region holds other pages than the verifier's nonce selects.
+    #[error("region {region:?}: {reason}")]
+    SampleMismatch {
         /// Region.
         region: String,
-        /// Claimed pages.
-        got: u64,
-        /// Baseline pages.
-        want: u64,
+        /// What differs.
+        reason: String,
     },
 }
 
@@ -197,11 +320,15 @@ impl AppraisalError {
             Self::Replay { .. } => "replay",
             Self::Reordered { .. } => "reordered",
             Self::Gap { .. } => "seq_gap",
+            Self::ChainStart { .. } => "chain_start",
             Self::BrokenChain { .. } => "broken_chain",
             Self::Policy { .. } => "policy_mismatch",
+            Self::BaselinePolicy { .. } => "baseline_policy_mismatch",
+            Self::BaselinePolicyUnknown(_) => "baseline_policy_unknown",
             Self::Module(_) => "module_not_allowed",
             Self::Delta(_) => "incomplete_delta",
-            Self::RegionSize { .. } => "region_size",
+            Self::SampleUnkeyed(_) => "sample_unkeyed",
+            Self::SampleMismatch { .. } => "sample_mismatch",
         }
     }
 }
@@ -242,16 +369,37 @@ pub struct TrustVector {
     pub hardware: i8,
 }
 
-/// A region that differs from the baseline.
+/// What is wrong with a region the verifier expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Finding {
+    /// Pages differ from the golden baseline.
+    Changed,
+    /// The evidence leaves the region out.
+    Missing,
+    /// The evidence gives it another class or severity than the verifier's.
+    Relabelled,
+    /// The evidence gives it another number of pages than the baseline.
+    Resized,
+    /// Code or rodata at other guest-physical pages than earlier in the same guest boot.
+    Remapped,
+}
+
+/// A region that differs from what the verifier expects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RegionChange {
     /// Name.
     pub region: String,
-    /// Class.
+    /// Class (the verifier's).
     pub class: &'static str,
-    /// Severity.
+    /// Severity (the verifier's).
     pub severity: &'static str,
-    /// Changed pages.
+    /// What is wrong, most serious first (`changed` alone for a plain content change).
+    pub findings: Vec<Finding>,
+    /// What the evidence claimed, `class/severity`, when it was relabelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed: Option<String>,
+    /// Changed pages (for a missing or resized region: every page).
     pub changed_pages: u64,
     /// Which pages: `[first, end)` index ranges, ascending, at most [`MAX_CHANGED_RANGES`] (then
     /// `ranges_truncated`).
@@ -261,7 +409,7 @@ pub struct RegionChange {
     pub ranges_truncated: bool,
     /// Pages in the region.
     pub pages: u64,
-    /// Score points this change cost.
+    /// Score points this region cost (once per region, whatever its findings).
     pub penalty: u8,
 }
 
@@ -302,14 +450,24 @@ pub struct Appraisal {
     pub tier: Tier,
     /// AR4SI trust vector.
     pub trust_vector: TrustVector,
-    /// Regions that differ from the baseline.
+    /// Regions that differ from what the verifier expects.
     pub changes: Vec<RegionChange>,
-    /// Regions the baseline does not cover.
+    /// Regions of the evidence no baseline covers.
     pub unbaselined: Vec<String>,
     /// Baseline version compared against.
     pub baseline_version: Option<u64>,
+    /// Why no baseline was compared against although one exists (it was captured under another
+    /// policy than the one assigned: promote one under the assigned policy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_note: Option<String>,
+    /// Whether the evidence belongs to another guest boot than the VM's previous snapshot.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub boot_changed: bool,
     /// Whether the score is below the VM's alert threshold.
     pub alert: bool,
+    /// The VM's boot and layout after this appraisal (stored with it, not part of the result).
+    #[serde(skip)]
+    pub layout_update: Option<(Vec<u8>, Layout)>,
 }
 
 /// Points a change in a region costs, by class and severity (documented in docs/api.md).
@@ -339,6 +497,30 @@ pub fn tier(score: u8) -> Tier {
         40.. => Tier::Warning,
         _ => Tier::Contraindicated,
     }
+}
+
+/// A region the verifier expects, with its own class and severity.
+struct Expected<'a> {
+    name: &'a str,
+    class: RegionClass,
+    severity: Severity,
+    sampling: Sampling,
+}
+
+/// The pages (page-aligned addresses) of `[start, len]` ranges, or `None` when they do not
+/// describe exactly `pages` pages (the claims check guarantees they do for evidence).
+fn expand(ranges: &[[u64; 2]], pages: u64) -> Option<Vec<u64>> {
+    let total = ranges
+        .iter()
+        .try_fold(0u64, |n, r| n.checked_add(r[1] / vmseal_policy::PAGE))?;
+    if total != pages {
+        return None;
+    }
+    let mut out = Vec::with_capacity(pages as usize);
+    for r in ranges {
+        out.extend((0..r[1] / vmseal_policy::PAGE).map(|i| r[0] + i * vmseal_policy::PAGE));
+    }
+    Some(out)
 }
 
 /// Appraise publicly verified evidence for `vm` against its baseline.
@@ -384,6 +566,12 @@ pub fn appraise(
         });
     }
     match vm.last {
+        None if c.seq != 0 || c.prev.is_some() => {
+            return Err(AppraisalError::ChainStart {
+                vm: vm.vm_id.clone(),
+                got: c.seq,
+            });
+        }
         None => {}
         Some(last) if c.seq == last.seq && v.digest == last.digest => {
             return Err(AppraisalError::Replay { seq: c.seq });
@@ -405,68 +593,226 @@ pub fn appraise(
         }
         Some(_) => {}
     }
-    if let Some(p) = vm.policy_digest
-        && p != c.policy.digest
-    {
-        return Err(AppraisalError::Policy {
-            got: hex::encode(c.policy.digest),
-            want: hex::encode(p),
-        });
+    // The policy: the one an admin assigned, else the golden baseline's. A baseline captured
+    // under another policy than the assigned one does not apply (the admin changed the policy and
+    // promotes a baseline under it next).
+    let mut baseline_note = None;
+    let baseline = match (vm.policy_digest, baseline) {
+        (Some(p), b) => {
+            if p != c.policy.digest {
+                return Err(AppraisalError::Policy {
+                    got: hex::encode(c.policy.digest),
+                    want: hex::encode(p),
+                });
+            }
+            match b {
+                Some(b) if b.policy_digest != Some(p) => {
+                    baseline_note = Some(format!(
+                        "golden baseline v{} was captured under another policy than the assigned one; promote a baseline under the assigned policy",
+                        b.version
+                    ));
+                    None
+                }
+                b => b,
+            }
+        }
+        (None, Some(b)) => {
+            let Some(bp) = b.policy_digest else {
+                return Err(AppraisalError::BaselinePolicyUnknown(b.version));
+            };
+            if bp != c.policy.digest {
+                return Err(AppraisalError::BaselinePolicy {
+                    got: hex::encode(c.policy.digest),
+                    want: hex::encode(bp),
+                    version: b.version,
+                });
+            }
+            Some(b)
+        }
+        (None, None) => None,
+    };
+    if !vm.allowed_modules.is_empty() && !vm.allowed_modules.iter().any(|m| m.allows(&c.module)) {
+        return Err(AppraisalError::Module(format!(
+            "\"{} {}\" (build {})",
+            c.module.name,
+            c.module.version,
+            hex::encode(c.module.build_digest)
+        )));
     }
-    let module = format!("{} {}", c.module.name, c.module.version);
-    if !vm.allowed_modules.is_empty() && !vm.allowed_modules.contains(&module) {
-        return Err(AppraisalError::Module(module));
-    }
+
+    // The verifier's list: the assigned policy's regions, else the baseline's.
+    let expected: Vec<Expected<'_>> = match (&vm.policy, baseline) {
+        (Some(p), _) => p
+            .regions
+            .iter()
+            .map(|r| Expected {
+                name: &r.name,
+                class: r.class,
+                severity: r.severity,
+                sampling: r.sampling,
+            })
+            .collect(),
+        (None, Some(b)) => b
+            .regions
+            .iter()
+            .map(|r| Expected {
+                name: &r.name,
+                class: r.class,
+                severity: r.severity,
+                sampling: Sampling::All,
+            })
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    let evidence: HashMap<&str, &Region> = c.regions.iter().map(|r| (r.name.as_str(), r)).collect();
+    let deltas: HashMap<&str, &[(u64, Digest)]> = c
+        .delta
+        .iter()
+        .map(|d| (d.region.as_str(), d.changes.as_slice()))
+        .collect();
+    let base: HashMap<&str, &BaselineRegion> = baseline
+        .map(|b| b.regions.iter().map(|r| (r.name.as_str(), r)).collect())
+        .unwrap_or_default();
+    let boot = c.boot.map(|b| b.to_vec()).unwrap_or_default();
+    let same_boot = vm.boot.as_deref() == Some(boot.as_slice());
+    let mut layout = if same_boot {
+        vm.layout.clone()
+    } else {
+        Layout::new()
+    };
 
     let mut changes = Vec::new();
     let mut unbaselined = Vec::new();
-    if let Some(b) = baseline {
-        for r in &c.regions {
-            let Some(br) = b.regions.iter().find(|br| br.name == r.name) else {
-                unbaselined.push(r.name.clone());
-                continue;
-            };
-            if br.tree.leaf_count() != r.pages {
-                return Err(AppraisalError::RegionSize {
-                    region: r.name.clone(),
-                    got: r.pages,
-                    want: br.tree.leaf_count(),
-                });
-            }
-            let delta: &[(u64, Digest)] = c
-                .delta
-                .iter()
-                .find(|d| d.region == r.name)
-                .map_or(&[], |d| &d.changes);
-            let root = br
-                .tree
-                .root_with_changes(delta)
-                .map_err(|_| AppraisalError::Delta(r.name.clone()))?;
-            if root != r.root {
-                return Err(AppraisalError::Delta(r.name.clone()));
-            }
-            // Leaves the delta sets to the baseline value are not changes.
-            let is_change = |(i, d): &&(u64, Digest)| br.tree.leaves().get(*i as usize) != Some(d);
-            let changed = delta.iter().filter(is_change).count() as u64;
-            if changed > 0 {
-                let (changed_ranges, ranges_truncated) = ranges(
-                    delta.iter().filter(is_change).map(|(i, _)| *i),
-                    MAX_CHANGED_RANGES,
-                );
-                changes.push(RegionChange {
-                    region: r.name.clone(),
-                    class: r.class.name(),
-                    severity: r.severity.name(),
-                    changed_pages: changed,
-                    changed_ranges,
-                    ranges_truncated,
-                    pages: r.pages,
-                    penalty: penalty(r.class, r.severity),
-                });
-            }
+    let mut seen = std::collections::HashSet::with_capacity(expected.len());
+    for e in &expected {
+        seen.insert(e.name);
+        let mut change = RegionChange {
+            region: e.name.to_owned(),
+            class: e.class.name(),
+            severity: e.severity.name(),
+            findings: Vec::new(),
+            claimed: None,
+            changed_pages: 0,
+            changed_ranges: Vec::new(),
+            ranges_truncated: false,
+            pages: 0,
+            penalty: penalty(e.class, e.severity),
+        };
+        let Some(r) = evidence.get(e.name) else {
+            change.findings.push(Finding::Missing);
+            change.pages = base.get(e.name).map_or(0, |b| b.tree.leaf_count());
+            change.changed_pages = change.pages;
+            changes.push(change);
+            continue;
+        };
+        change.pages = r.pages;
+        if r.class != e.class || r.severity != e.severity {
+            change.findings.push(Finding::Relabelled);
+            change.claimed = Some(format!("{}/{}", r.class.name(), r.severity.name()));
         }
-    } else {
-        unbaselined = c.regions.iter().map(|r| r.name.clone()).collect();
+        let delta = deltas.get(e.name).copied().unwrap_or(&[]);
+        let full = match (e.sampling, base.get(e.name)) {
+            (Sampling::Pages(_), Some(b)) => r.pages == b.tree.leaf_count(),
+            (Sampling::Pages(k), None) => r.pages > k,
+            (Sampling::All, _) => true,
+        };
+        let pairs = range_pairs(&r.ranges);
+        if full {
+            if matches!(e.class, RegionClass::Code | RegionClass::Rodata)
+                && layout.get(e.name).is_some_and(|l| *l != pairs)
+            {
+                change.findings.push(Finding::Remapped);
+            }
+            layout
+                .entry(e.name.to_owned())
+                .or_insert_with(|| pairs.clone());
+        }
+        let Some(br) = base.get(e.name) else {
+            unbaselined.push(e.name.to_owned());
+            if !change.findings.is_empty() {
+                changes.push(change);
+            }
+            continue;
+        };
+        // Which baseline pages the evidence's leaves stand for: all, or the nonce's sample.
+        let positions: Option<Vec<usize>> = match e.sampling {
+            Sampling::Pages(k) if !full => {
+                let nonce = c
+                    .nonce
+                    .as_deref()
+                    .ok_or_else(|| AppraisalError::SampleUnkeyed(e.name.to_owned()))?;
+                let n = br.tree.leaf_count() as usize;
+                let idx = vmseal_policy::sample_indices(nonce, e.name, n, k as usize);
+                if r.pages != idx.len() as u64 {
+                    return Err(AppraisalError::SampleMismatch {
+                        region: e.name.to_owned(),
+                        reason: format!(
+                            "holds {} pages, but the verifier's nonce selects {} of the baseline's {n}",
+                            r.pages,
+                            idx.len()
+                        ),
+                    });
+                }
+                // Where this boot's full ranges are known, the sampled pages must be exactly
+                // the selected ones.
+                if let Some(all) = layout.get(e.name).and_then(|l| expand(l, n as u64)) {
+                    let want: Vec<u64> = idx.iter().map(|&i| all[i]).collect();
+                    if expand(&pairs, r.pages).as_deref() != Some(want.as_slice()) {
+                        return Err(AppraisalError::SampleMismatch {
+                            region: e.name.to_owned(),
+                            reason: "sampled other pages than the verifier's nonce selects".into(),
+                        });
+                    }
+                }
+                Some(idx)
+            }
+            _ => None,
+        };
+        let tree;
+        let reference = match &positions {
+            Some(idx) => {
+                tree = MerkleTree::from_leaves(
+                    br.tree.alg(),
+                    idx.iter().map(|&i| br.tree.leaves()[i]).collect(),
+                )
+                .map_err(|_| AppraisalError::Delta(e.name.to_owned()))?;
+                &tree
+            }
+            None if br.tree.leaf_count() != r.pages => {
+                change.findings.push(Finding::Resized);
+                change.changed_pages = r.pages.max(br.tree.leaf_count());
+                changes.push(change);
+                continue;
+            }
+            None => &br.tree,
+        };
+        let root = reference
+            .root_with_changes(delta)
+            .map_err(|_| AppraisalError::Delta(e.name.to_owned()))?;
+        if root != r.root {
+            return Err(AppraisalError::Delta(e.name.to_owned()));
+        }
+        // Leaves the delta sets to the baseline value are not changes.
+        let is_change = |(i, d): &&(u64, Digest)| reference.leaves().get(*i as usize) != Some(d);
+        let changed = delta.iter().filter(is_change).count() as u64;
+        if changed > 0 {
+            change.findings.insert(0, Finding::Changed);
+            let at = |i: u64| positions.as_ref().map_or(i, |p| p[i as usize] as u64);
+            (change.changed_ranges, change.ranges_truncated) = ranges(
+                delta.iter().filter(is_change).map(|(i, _)| at(*i)),
+                MAX_CHANGED_RANGES,
+            );
+            change.changed_pages = changed;
+        }
+        if !change.findings.is_empty() {
+            changes.push(change);
+        }
+    }
+    // Regions the evidence adds beyond the verifier's list are only listed.
+    for r in &c.regions {
+        if !seen.contains(r.name.as_str()) {
+            unbaselined.push(r.name.clone());
+        }
     }
     let lost: u32 = changes.iter().map(|ch| ch.penalty as u32).sum();
     let mut score = 100u32.saturating_sub(lost) as u8;
@@ -476,7 +822,8 @@ pub fn appraise(
     }
     let code_changed = changes.iter().any(|ch| ch.class == "code");
     let opaque_changed = changes.iter().any(|ch| {
-        matches!(ch.class, "structure" | "rodata") || (ch.class == "data" && ch.penalty > 0)
+        matches!(ch.class, "structure" | "rodata")
+            || (ch.class == "data" && (ch.penalty > 0 || ch.findings[0] != Finding::Changed))
     });
     let trust_vector = TrustVector {
         instance_identity: Tier::Affirming.ar4si(),
@@ -498,6 +845,14 @@ pub fn appraise(
             Tier::Affirming.ar4si()
         },
     };
+    if expected.is_empty() {
+        // Nothing expected yet (no policy text, no baseline): the layout is what this boot shows.
+        for r in &c.regions {
+            layout
+                .entry(r.name.clone())
+                .or_insert_with(|| range_pairs(&r.ranges));
+        }
+    }
     Ok(Appraisal {
         vm_id: c.vm_id.clone(),
         seq: c.seq,
@@ -508,7 +863,10 @@ pub fn appraise(
         changes,
         unbaselined,
         baseline_version: baseline.map(|b| b.version),
+        baseline_note,
+        boot_changed: vm.boot.is_some() && !same_boot,
         alert: score < vm.threshold,
+        layout_update: Some((boot, layout)),
     })
 }
 
@@ -564,26 +922,31 @@ mod tests {
                     class: RegionClass::Code,
                     severity: Severity::Critical,
                     tree: MerkleTree::from_leaves(ALG, leaves(1, 8)).unwrap(),
+                    ranges: Some(vec![[0, 8 * 4096]]),
                 },
                 BaselineRegion {
                     name: "tasks".into(),
                     class: RegionClass::Structure,
                     severity: Severity::High,
                     tree: MerkleTree::from_leaves(ALG, leaves(2, 2)).unwrap(),
+                    ranges: Some(vec![[0, 2 * 4096]]),
                 },
                 BaselineRegion {
                     name: "heap".into(),
                     class: RegionClass::Data,
                     severity: Severity::Low,
                     tree: MerkleTree::from_leaves(ALG, leaves(3, 16)).unwrap(),
+                    ranges: Some(vec![[0, 16 * 4096]]),
                 },
             ],
+            policy_digest: Some([5; 32]),
         };
         let vm = VmRecord {
             vm_id: "vm1".into(),
             host_id: "h1".into(),
             intermediate_digest: digest,
             policy_digest: Some([5; 32]),
+            policy: None,
             allowed_modules: vec![],
             last: None,
             threshold: 70,
@@ -591,6 +954,8 @@ mod tests {
             baseline_version: Some(1),
             last_tier: None,
             threshold_alert: None,
+            boot: None,
+            layout: Layout::new(),
         };
         Fixture {
             sealer: Sealer::new(key, der).unwrap(),
@@ -773,7 +1138,7 @@ mod tests {
             "not_enrolled"
         );
         let mut other = f.vm.clone();
-        other.allowed_modules = vec!["vmseal-host 9.9".into()];
+        other.allowed_modules = vec![ModuleRule::parse("vmseal-host 9.9").unwrap()];
         assert_eq!(
             appraise(&v0, &other, b, fresh()).unwrap_err().code(),
             "module_not_allowed"
@@ -799,5 +1164,252 @@ mod tests {
             ranges([0, 2, 3, 4].into_iter(), 2),
             (vec![[0, 1], [2, 5]], false)
         );
+    }
+
+    /// Appraise `c` for the fixture's VM with its baseline.
+    fn run(f: &Fixture, vm: &VmRecord, c: &Claims) -> Result<Appraisal, AppraisalError> {
+        appraise(&verify(f, c), vm, Some(&f.baseline), fresh())
+    }
+
+    fn finding(a: &Appraisal, region: &str) -> Vec<Finding> {
+        a.changes
+            .iter()
+            .find(|c| c.region == region)
+            .map(|c| c.findings.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_region_left_out_is_a_finding_at_the_baselines_severity() {
+        let f = fixture();
+        let mut c = claims(&f, 0, None, &[], false);
+        c.regions.retain(|r| r.name != "code");
+        (c.memory_root, c.code_hash) = Claims::compute_roots(ALG, &c.regions).unwrap();
+        let a = run(&f, &f.vm, &c).unwrap();
+        assert_eq!(finding(&a, "code"), [Finding::Missing]);
+        assert_eq!((a.score, a.tier), (0, Tier::Contraindicated));
+        assert_eq!(a.trust_vector.executables, 96);
+        // A low data region left out costs what a change to it costs (nothing), but is named.
+        let mut c = claims(&f, 0, None, &[], false);
+        c.regions.retain(|r| r.name != "heap");
+        (c.memory_root, c.code_hash) = Claims::compute_roots(ALG, &c.regions).unwrap();
+        let a = run(&f, &f.vm, &c).unwrap();
+        assert_eq!(finding(&a, "heap"), [Finding::Missing]);
+        assert_eq!(a.trust_vector.runtime_opaque, 32);
+    }
+
+    #[test]
+    fn relabelled_renamed_and_resized_regions_score_as_the_verifier_says() {
+        let f = fixture();
+        // The patched code region calls itself low data: scored as critical code all the same.
+        let mut c = claims(&f, 0, None, &[("code", 2)], false);
+        c.regions[0].class = RegionClass::Data;
+        c.regions[0].severity = Severity::Low;
+        (c.memory_root, c.code_hash) = Claims::compute_roots(ALG, &c.regions).unwrap();
+        let a = run(&f, &f.vm, &c).unwrap();
+        assert_eq!(finding(&a, "code"), [Finding::Changed, Finding::Relabelled]);
+        let ch = &a.changes[0];
+        assert_eq!((ch.class, ch.severity), ("code", "critical"));
+        assert_eq!(ch.claimed.as_deref(), Some("data/low"));
+        assert_eq!(a.score, 0);
+        // Renamed: the verifier's "code" is missing, the new name is only listed.
+        let mut c = claims(&f, 0, None, &[], false);
+        c.regions[0].name = "code2".into();
+        let a = run(&f, &f.vm, &c).unwrap();
+        assert_eq!(finding(&a, "code"), [Finding::Missing]);
+        assert_eq!(a.unbaselined, ["code2"]);
+        assert_eq!(a.score, 0);
+        // Resized (one page fewer): a finding, not a refusal.
+        let mut c = claims(&f, 0, None, &[], false);
+        let t = MerkleTree::from_leaves(ALG, leaves(1, 7)).unwrap();
+        c.regions[0].pages = 7;
+        c.regions[0].ranges[0].len = 7 * 4096;
+        c.regions[0].root = t.root();
+        (c.memory_root, c.code_hash) = Claims::compute_roots(ALG, &c.regions).unwrap();
+        let a = run(&f, &f.vm, &c).unwrap();
+        assert_eq!(finding(&a, "code"), [Finding::Resized]);
+        assert_eq!(a.score, 0);
+    }
+
+    #[test]
+    fn code_moved_within_a_boot_is_a_finding_and_across_boots_is_not() {
+        let f = fixture();
+        let a0 = run(&f, &f.vm, &claims(&f, 0, None, &[], false)).unwrap();
+        assert_eq!(a0.score, 100);
+        let (boot, layout) = a0.layout_update.clone().unwrap();
+        assert_eq!(layout["code"], [[0, 8 * 4096]]);
+        let mut vm = f.vm.clone();
+        vm.boot = Some(boot);
+        vm.layout = layout;
+        // Same boot, the code region read from other pages (a clean copy the guest does not run).
+        let mut c = claims(&f, 0, None, &[], false);
+        c.regions[0].ranges[0].start = 0x10_0000;
+        let a = run(&f, &vm, &c).unwrap();
+        assert_eq!(finding(&a, "code"), [Finding::Remapped]);
+        assert_eq!(a.score, 0);
+        // The stored layout keeps what the boot first showed.
+        assert_eq!(a.layout_update.unwrap().1["code"], [[0, 8 * 4096]]);
+        // A data region may move; and in a new boot (KASLR) code may too, which is reported.
+        let mut c = claims(&f, 0, None, &[], false);
+        c.regions[2].ranges[0].start = 0x10_0000;
+        assert_eq!(run(&f, &vm, &c).unwrap().score, 100);
+        let mut c = claims(&f, 0, None, &[], false);
+        c.regions[0].ranges[0].start = 0x10_0000;
+        c.boot = Some([2; 16]);
+        let a = run(&f, &vm, &c).unwrap();
+        assert_eq!((a.score, a.boot_changed), (100, true));
+        assert_eq!(a.layout_update.unwrap().1["code"], [[0x10_0000, 8 * 4096]]);
+        // Evidence that names no boot is one boot with every other such evidence.
+        let mut vm2 = f.vm.clone();
+        vm2.boot = Some(Vec::new());
+        vm2.layout = vm.layout.clone();
+        let mut c = claims(&f, 0, None, &[], false);
+        c.boot = None;
+        c.regions[0].ranges[0].start = 0x10_0000;
+        assert_eq!(
+            finding(&run(&f, &vm2, &c).unwrap(), "code"),
+            [Finding::Remapped]
+        );
+    }
+
+    #[test]
+    fn evidence_under_another_policy_than_the_baselines_is_refused() {
+        let f = fixture();
+        let mut vm = f.vm.clone();
+        vm.policy_digest = None;
+        let mut c = claims(&f, 0, None, &[], false);
+        c.policy.digest = [6; 32];
+        let e = run(&f, &vm, &c).unwrap_err();
+        assert_eq!(e.code(), "baseline_policy_mismatch", "{e}");
+        // A baseline from before the verifier kept policies: promote again.
+        let mut f2 = fixture();
+        f2.baseline.policy_digest = None;
+        let mut vm2 = f2.vm.clone();
+        vm2.policy_digest = None;
+        let e = run(&f2, &vm2, &claims(&f2, 0, None, &[], false)).unwrap_err();
+        assert_eq!(e.code(), "baseline_policy_unknown");
+        // An admin assigned a new policy: evidence under it is appraised without the old
+        // baseline (and says so) until one is promoted under it.
+        let mut vm = f.vm.clone();
+        vm.policy_digest = Some([6; 32]);
+        let a = run(&f, &vm, &c).unwrap();
+        assert_eq!((a.baseline_version, a.score), (None, 50));
+        assert!(a.baseline_note.is_some());
+    }
+
+    #[test]
+    fn a_new_vms_chain_starts_at_zero() {
+        let f = fixture();
+        let e = run(&f, &f.vm, &claims(&f, 3, None, &[], false)).unwrap_err();
+        assert_eq!(e.code(), "chain_start");
+        let e = run(&f, &f.vm, &claims(&f, 0, Some([1; 32]), &[], false)).unwrap_err();
+        assert_eq!(e.code(), "chain_start");
+    }
+
+    #[test]
+    fn module_rules_pin_versions_and_builds() {
+        let f = fixture();
+        let c = claims(&f, 0, None, &[], false);
+        let version = env!("CARGO_PKG_VERSION");
+        let mut vm = f.vm.clone();
+        vm.allowed_modules = vec![ModuleRule::parse(&format!("vmseal-host {version}")).unwrap()];
+        run(&f, &vm, &c).unwrap();
+        let pinned = format!("vmseal-host {version} {}", "00".repeat(32));
+        vm.allowed_modules = vec![ModuleRule::parse(&pinned).unwrap()];
+        run(&f, &vm, &c).unwrap();
+        let other = format!("vmseal-host {version} {}", "11".repeat(32));
+        vm.allowed_modules = vec![ModuleRule::parse(&other).unwrap()];
+        assert_eq!(run(&f, &vm, &c).unwrap_err().code(), "module_not_allowed");
+        assert_eq!(ModuleRule::parse(&other).unwrap().to_string(), other);
+        assert!(ModuleRule::parse("vmseal-host").is_err());
+        assert!(ModuleRule::parse("vmseal-host 1 abc").is_err());
+        assert!(ModuleRule::parse("a b c d").is_err());
+    }
+
+    /// A policy sampling 4 of the heap's 16 pages.
+    fn sampling_vm(f: &Fixture) -> VmRecord {
+        let text = "name = \"p\"\nversion = 1\n\
+            [[region]]\nname = \"code\"\nclass = \"code\"\nseverity = \"critical\"\ngpa = { start = 0, len = 0x8000 }\n\
+            [[region]]\nname = \"tasks\"\nclass = \"structure\"\nseverity = \"high\"\ngpa = { start = 0x8000, len = 0x2000 }\n\
+            [[region]]\nname = \"heap\"\nclass = \"data\"\nseverity = \"low\"\ngpa = { start = 0, len = 0x10000 }\nsample = 4\n";
+        let mut vm = f.vm.clone();
+        vm.policy = Some(Arc::new(Policy::parse(text).unwrap()));
+        vm
+    }
+
+    /// Claims whose heap holds the baseline's pages at `idx`, with `changed` of them patched.
+    fn sampled(f: &Fixture, nonce: &[u8], idx: &[usize], changed: &[u64]) -> Claims {
+        let mut c = claims(f, 0, None, &[], false);
+        let heap = &f.baseline.regions[2];
+        let mut t =
+            MerkleTree::from_leaves(ALG, idx.iter().map(|&i| heap.tree.leaves()[i]).collect())
+                .unwrap();
+        let delta: Vec<(u64, Digest)> = changed.iter().map(|&i| (i, ALG.leaf(b"evil"))).collect();
+        t.apply_delta(&delta).unwrap();
+        let r = &mut c.regions[2];
+        r.pages = idx.len() as u64;
+        r.root = t.root();
+        r.ranges = idx
+            .iter()
+            .map(|&i| GpaRange {
+                start: i as u64 * 4096,
+                len: 4096,
+            })
+            .collect();
+        if !delta.is_empty() {
+            c.delta.push(RegionDelta {
+                region: "heap".into(),
+                changes: delta,
+            });
+        }
+        (c.memory_root, c.code_hash) = Claims::compute_roots(ALG, &c.regions).unwrap();
+        c.nonce = Some(nonce.to_vec());
+        c
+    }
+
+    #[test]
+    fn a_sampled_region_holds_exactly_the_pages_the_nonce_selects() {
+        let f = fixture();
+        let vm = sampling_vm(&f);
+        let with_nonce = Freshness {
+            nonce_accepted: true,
+            ..fresh()
+        };
+        let go =
+            |c: &Claims, vm: &VmRecord| appraise(&verify(&f, c), vm, Some(&f.baseline), with_nonce);
+        let nonce = b"verifier-nonce";
+        let idx = vmseal_policy::sample_indices(nonce, "heap", 16, 4);
+        let a = go(&sampled(&f, nonce, &idx, &[]), &vm).unwrap();
+        assert_eq!(a.score, 100, "{:?}", a.changes);
+        // A change in a sampled page is found, and named by its page in the whole region.
+        let a = go(&sampled(&f, nonce, &idx, &[1]), &vm).unwrap();
+        assert_eq!(a.changes[0].region, "heap");
+        assert_eq!(
+            a.changes[0].changed_ranges,
+            [[idx[1] as u64, idx[1] as u64 + 1]]
+        );
+        // The host picks other pages (clean ones): their hashes are not the selected pages'.
+        let mut other: Vec<usize> = (0..16).filter(|i| !idx.contains(i)).take(4).collect();
+        other.sort();
+        let e = go(&sampled(&f, nonce, &other, &[]), &vm).unwrap_err();
+        assert_eq!(e.code(), "incomplete_delta", "{e}");
+        // Fewer pages than selected.
+        let e = go(&sampled(&f, nonce, &idx[..3], &[]), &vm).unwrap_err();
+        assert_eq!(e.code(), "sample_mismatch", "{e}");
+        // Without the verifier's nonce there is nothing to key the sample with.
+        let mut c = sampled(&f, nonce, &idx, &[]);
+        c.nonce = None;
+        let e = appraise(&verify(&f, &c), &vm, Some(&f.baseline), fresh()).unwrap_err();
+        assert_eq!(e.code(), "sample_unkeyed");
+        // Once this boot's whole layout is known, the sampled addresses must be the selected
+        // ones too: the selected hashes read from other pages are refused.
+        let mut vm = vm;
+        vm.boot = Some(vec![1; 16]);
+        vm.layout.insert("heap".into(), vec![[0, 16 * 4096]]);
+        let mut c = sampled(&f, nonce, &idx, &[]);
+        c.regions[2].ranges[0].start += 0x100_0000;
+        let e = go(&c, &vm).unwrap_err();
+        assert_eq!(e.code(), "sample_mismatch", "{e}");
+        go(&sampled(&f, nonce, &idx, &[]), &vm).unwrap();
     }
 }

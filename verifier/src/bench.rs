@@ -131,6 +131,7 @@ pub(crate) fn baseline_regions(pages: [u64; 3]) -> Vec<NewBaselineRegion> {
             class: c,
             severity: s,
             hash: ALG,
+            ranges: vec![[0, l.len() as u64 * 4096]],
             leaves: l,
         })
         .collect()
@@ -215,6 +216,7 @@ pub fn synthetic_claims(
         prev,
         iat: OffsetDateTime::now_utc().unix_timestamp(),
         nonce: None,
+        boot: Some([1; 16]),
         policy: PolicyRef {
             name: "synthetic".into(),
             version: 1,
@@ -365,8 +367,9 @@ pub fn run(
             for i in 0..clients {
                 let vm = format!("vm{i}");
                 store.register_vm(&vm, "bench-host", 70, 0).await?;
-                store.assign_policy(&vm, &[1; 32]).await?;
-                store.promote_baseline(&vm, 0, &rs, "bench", 0).await?;
+                store
+                    .promote_baseline(&vm, 0, &[1; 32], &rs, "bench", 0)
+                    .await?;
             }
             Ok::<_, crate::store::StoreError>(())
         })?;

@@ -235,9 +235,8 @@ pub fn run(
                         .await?;
                     for vm in vms {
                         store.register_vm(&vm, &host, 70, 0).await?;
-                        store.assign_policy(&vm, &[1; 32]).await?;
                         store
-                            .promote_baseline(&vm, 0, &baseline, "bench", 0)
+                            .promote_baseline(&vm, 0, &[1; 32], &baseline, "bench", 0)
                             .await?;
                     }
                 }

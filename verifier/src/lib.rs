@@ -31,7 +31,15 @@ pub mod fuzzing {
         let _ = serde_json::from_slice::<vmseal_client::EnrollmentAnswer>(data);
         let _ = serde_json::from_slice::<vmseal_client::Activation>(data);
         let _ = serde_json::from_slice::<vmseal_client::SetThreshold>(data);
-        let _ = serde_json::from_slice::<vmseal_client::AssignPolicy>(data);
+        if let Ok(p) = serde_json::from_slice::<vmseal_client::AssignPolicy>(data) {
+            // What the verifier does with an assigned policy's text: the host's own parser.
+            let _ = vmseal_policy::Policy::parse(&p.policy);
+        }
+        if let Ok(m) = serde_json::from_slice::<vmseal_client::AllowModules>(data) {
+            for r in &m.allowed {
+                let _ = crate::appraise::ModuleRule::parse(r);
+            }
+        }
         let _ = serde_json::from_slice::<vmseal_client::CaptureRequests>(data);
         let _ = serde_json::from_slice::<vmseal_client::NewWebhook>(data);
         let _ = serde_json::from_slice::<vmseal_client::NewSilence>(data);

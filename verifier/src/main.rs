@@ -118,14 +118,34 @@ vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443
         #[arg(long)]
         threshold: u8,
     },
-    /// Assign the capture policy a VM's evidence must be made under (its SHA-256 is stored).
+    /// Assign the capture policy a VM's evidence must be made under. The verifier checks it with
+    /// the host's own parser, keeps its text, serves it to the VM's agent, and appraises by its
+    /// regions, classes and severities — never by what evidence says of itself.
     AssignPolicy {
         /// VM id.
         #[arg(long)]
         vm_id: String,
-        /// The policy file (TOML, as the host uses it).
+        /// The policy file (TOML, docs/policy.md).
         #[arg(long)]
         policy: PathBuf,
+    },
+    /// Say which capture modules may capture a VM; evidence made by any other is refused
+    /// `module_not_allowed`.
+    #[command(
+        after_help = "Example:\n  vmseal-verifier admin --state DIR allow-modules --vm-id web-1 \\\n    \
+--module \"vmseal-host 0.1.0\" --module \"vmseal-host 0.2.0 $(sha256sum /usr/bin/vmseal-host | cut -c1-64)\"\n\
+The evidence names its module (name, version, SHA-256 of the binary): `vmseal-certs inspect` shows it."
+    )]
+    AllowModules {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// An allowed module, `NAME VERSION [BUILD-SHA256]` (repeat for several).
+        #[arg(long)]
+        module: Vec<String>,
+        /// Allow any module (clears the list).
+        #[arg(long, conflicts_with = "module")]
+        any: bool,
     },
     /// Ask the VM's host for a capture now (its agent picks the request up by long-poll), and
     /// optionally wait for the appraisal.
@@ -321,6 +341,11 @@ vmseal-verifier serve --config /etc/vmseal/verifier.toml"
     },
 }
 
+/// Read a policy file as text, for the verifier to check and keep.
+fn read_policy(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
 fn read_pems(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     for p in paths {
@@ -493,17 +518,14 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             threshold,
             policy,
         } => {
-            let policy_digest = policy
-                .map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display())))
-                .transpose()?
-                .map(|t| hex::encode(vmseal_sealer::merkle::HashAlg::Sha256.hash(&[&t])));
+            let policy = policy.map(|p| read_policy(&p)).transpose()?;
             client.post_json(
                 "/v1/vms",
                 &vmseal_client::NewVm {
                     vm_id,
                     host_id,
                     threshold,
-                    policy_digest,
+                    policy,
                 },
             )?
         }
@@ -543,16 +565,21 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             &format!("/v1/vms/{vm_id}/threshold"),
             &vmseal_client::SetThreshold { threshold },
         )?,
-        AdminCmd::AssignPolicy { vm_id, policy } => {
-            let text = std::fs::read(&policy)
-                .with_context(|| format!("cannot read {}", policy.display()))?;
+        AdminCmd::AssignPolicy { vm_id, policy } => client.post_json(
+            &format!("/v1/vms/{vm_id}/policy"),
+            &vmseal_client::AssignPolicy {
+                policy: read_policy(&policy)?,
+            },
+        )?,
+        AdminCmd::AllowModules { vm_id, module, any } => {
+            if module.is_empty() && !any {
+                anyhow::bail!(
+                    "name the allowed modules with --module \"NAME VERSION [BUILD-SHA256]\", or say --any"
+                );
+            }
             client.post_json(
-                &format!("/v1/vms/{vm_id}/policy"),
-                &vmseal_client::AssignPolicy {
-                    policy_digest: hex::encode(
-                        vmseal_sealer::merkle::HashAlg::Sha256.hash(&[&text]),
-                    ),
-                },
+                &format!("/v1/vms/{vm_id}/modules"),
+                &vmseal_client::AllowModules { allowed: module },
             )?
         }
         AdminCmd::RequestCapture { vm_id, wait } => {
@@ -686,13 +713,7 @@ fn print_appraisals(list: &serde_json::Value) {
             .as_array()
             .unwrap_or(&empty)
             .iter()
-            .map(|c| {
-                format!(
-                    "{} ({} page(s))",
-                    c["region"].as_str().unwrap_or("?"),
-                    c["changed_pages"]
-                )
-            })
+            .map(vmseal_client::describe_change)
             .collect();
         println!(
             "{:>8}  {:>5}  {:<16}  {}",

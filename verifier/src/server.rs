@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
 use vmseal_sealer::verify::{AnchorRequirement, TrustConfig, verify_evidence};
 
-use crate::appraise::{ChainPoint, Freshness, appraise};
+use crate::appraise::{ChainPoint, Freshness, ModuleRule, appraise, range_pairs};
 use crate::pki::{Ca, Role, role_of};
 use crate::store::{NewBaselineRegion, Store, StoreError, Verdict};
 pub use vmseal_client::{BaselineLeaves, NewVm, PromoteBaseline};
@@ -413,11 +413,10 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-fn parse_digest(hex_str: &str, what: &'static str) -> Result<Digest, ApiError> {
-    hex::decode(hex_str)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad("bad_digest", format!("{what} must be 64 hex digits")))
+/// Parse policy text with the host's own parser: an admin learns of a mistake (with its line and
+/// column) when assigning the policy, not at the first refused snapshot.
+fn check_policy(text: &str) -> Result<vmseal_policy::Policy, ApiError> {
+    vmseal_policy::Policy::parse(text).map_err(|e| bad("bad_policy", format!("the policy: {e}")))
 }
 
 #[utoipa::path(post, path = "/v1/vms", tag = "vms", request_body = vmseal_client::NewVm,
@@ -435,22 +434,20 @@ async fn register_vm(
     if threshold > 100 {
         return Err(bad("bad_threshold", "threshold must be 0 to 100"));
     }
-    let policy = b
-        .policy_digest
-        .as_deref()
-        .map(|p| parse_digest(p, "policy_digest"))
-        .transpose()?;
+    let policy = b.policy.as_deref().map(check_policy).transpose()?;
     st.store
         .register_vm(&b.vm_id, &b.host_id, threshold, now())
         .await?;
-    if let Some(p) = policy {
-        st.store.assign_policy(&b.vm_id, &p).await?;
+    if let (Some(p), Some(text)) = (&policy, &b.policy) {
+        st.store.assign_policy(&b.vm_id, &p.digest, text).await?;
     }
     st.store
         .audit(
             &who,
             "register_vm",
-            &serde_json::to_string(&b).unwrap_or_default(),
+            &serde_json::json!({ "vm": b.vm_id, "host": b.host_id, "threshold": threshold,
+                "policy_digest": policy.as_ref().map(|p| hex::encode(p.digest)) })
+            .to_string(),
             now(),
         )
         .await?;
@@ -506,20 +503,82 @@ async fn assign_policy(
 ) -> Result<HttpResponse, ApiError> {
     let who = admin(&req)?;
     let vm = path.into_inner();
-    let d = parse_digest(&body.policy_digest, "policy_digest")?;
-    st.store.assign_policy(&vm, &d).await?;
+    let p = check_policy(&body.policy)?;
+    st.store.assign_policy(&vm, &p.digest, &body.policy).await?;
+    let d = hex::encode(p.digest);
     st.store
         .audit(
             &who,
             "assign_policy",
-            &serde_json::json!({ "vm": vm, "policy_digest": body.policy_digest }).to_string(),
+            &serde_json::json!({ "vm": vm, "policy_digest": d, "policy": p.name, "version": p.version })
+                .to_string(),
             now(),
         )
         .await?;
     Ok(
-        HttpResponse::Ok()
-            .json(serde_json::json!({ "vm_id": vm, "policy_digest": hex::encode(d) })),
+        HttpResponse::Ok().json(serde_json::json!({ "vm_id": vm, "policy_digest": d,
+        "regions": p.regions.iter().map(|r| &r.name).collect::<Vec<_>>() })),
     )
+}
+
+/// `GET /v1/vms/{vm}/policy` (admin, viewer, or the VM's host agent): the assigned capture
+/// policy's text, so the agent captures by exactly what the verifier appraises by.
+#[utoipa::path(get, path = "/v1/vms/{vm}/policy", tag = "vms", params(("vm" = String, Path, description = "VM id")),
+    responses((status = 200, description = "`{vm_id, policy_digest, policy}` (the TOML text)"),
+        (status = 404, description = "not_found: no such VM, or no policy assigned", body = vmseal_client::ApiErrorBody)))]
+async fn get_policy(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let vm = path.into_inner();
+    let rec = st.store.vm_record(&vm).await?;
+    if !matches!(role(&req)?, Role::Viewer(_)) {
+        admin_or_agent_of(&req, &rec.host_id)?;
+    }
+    let (d, text) = st.store.policy_text(&vm).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "VM {vm:?} has no policy assigned: an admin assigns one (`admin assign-policy`)"
+        ))
+    })?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "vm_id": vm, "policy_digest": hex::encode(d), "policy": text })))
+}
+
+/// `POST /v1/vms/{vm}/modules` (admin): the capture modules (name, version, optionally the
+/// SHA-256 of the binary) allowed to capture the VM; evidence from any other is refused
+/// `module_not_allowed`. An empty list allows any module.
+#[utoipa::path(post, path = "/v1/vms/{vm}/modules", tag = "vms", params(("vm" = String, Path, description = "VM id")),
+    request_body = vmseal_client::AllowModules,
+    responses((status = 200, description = "`{vm_id, allowed}`"), (status = 400, description = "bad_module", body = vmseal_client::ApiErrorBody),
+        (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
+async fn allow_modules(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<vmseal_client::AllowModules>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let vm = path.into_inner();
+    if body.allowed.len() > 64 {
+        return Err(bad("bad_module", "at most 64 module rules"));
+    }
+    let rules = body
+        .allowed
+        .iter()
+        .map(|r| ModuleRule::parse(r).map_err(|e| bad("bad_module", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    st.store.set_allowed_modules(&vm, &rules).await?;
+    let allowed: Vec<String> = rules.iter().map(ToString::to_string).collect();
+    st.store
+        .audit(
+            &who,
+            "allow_modules",
+            &serde_json::json!({ "vm": vm, "allowed": allowed }).to_string(),
+            now(),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "vm_id": vm, "allowed": allowed })))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{vm}/nonce", tag = "evidence", params(("vm" = String, Path, description = "VM id")),
@@ -682,7 +741,7 @@ async fn appraise_submission(
         .claims
         .regions
         .iter()
-        .map(|r| serde_json::json!({ "name": r.name, "class": r.class.name(), "severity": r.severity.name(), "pages": r.pages, "root": hex::encode(r.root) }))
+        .map(|r| serde_json::json!({ "name": r.name, "class": r.class.name(), "severity": r.severity.name(), "pages": r.pages, "root": hex::encode(r.root), "ranges": range_pairs(&r.ranges) }))
         .collect();
     let mut result = serde_json::to_value(&a).map_err(|e| ApiError::Internal(e.to_string()))?;
     let ear = st
@@ -692,6 +751,8 @@ async fn appraise_submission(
     result["ear"] = serde_json::Value::String(ear);
     result["regions"] = serde_json::Value::Array(regions);
     result["hash_alg"] = serde_json::Value::String(v.claims.hash_alg.name().into());
+    result["policy_digest"] = serde_json::Value::String(hex::encode(v.claims.policy.digest));
+    result["nonce"] = serde_json::Value::Bool(v.claims.nonce.is_some());
     let json = result.to_string();
     let tier = serde_json::to_value(a.tier)
         .ok()
@@ -715,6 +776,7 @@ async fn appraise_submission(
                 tier: &tier,
                 json: &json,
                 nonce: v.claims.nonce.as_deref(),
+                layout: a.layout_update.as_ref(),
             },
             &plan,
             t.unix_timestamp(),
@@ -748,7 +810,78 @@ async fn promote_baseline(
         .as_str()
         .and_then(HashAlg::from_name)
         .ok_or_else(|| ApiError::Internal("stored appraisal lacks hash_alg".into()))?;
+    let policy_digest: Digest = result["policy_digest"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|d| d.try_into().ok())
+        .ok_or_else(|| ApiError::Refused {
+            code: "baseline_policy_unknown",
+            message: format!(
+                "snapshot #{} was appraised before the verifier recorded policies; promote a newer snapshot",
+                b.seq
+            ),
+        })?;
+    let rec = st.store.vm_record(&vm).await?;
+    if let Some(p) = rec.policy_digest
+        && p != policy_digest
+    {
+        return Err(ApiError::Refused {
+            code: "policy_mismatch",
+            message: format!(
+                "snapshot #{} was captured under policy {}, not the VM's assigned policy {}",
+                b.seq,
+                hex::encode(policy_digest),
+                hex::encode(p)
+            ),
+        });
+    }
     let signed = result["regions"].as_array().cloned().unwrap_or_default();
+    // With a policy text, the verifier's regions, classes and severities are the policy's: the
+    // snapshot must hold each region whole, and its labels are not taken.
+    if let Some(p) = &rec.policy {
+        for pr in &p.regions {
+            let Some(s) = signed.iter().find(|s| s["name"] == pr.name.as_str()) else {
+                return Err(bad(
+                    "baseline_incomplete",
+                    format!(
+                        "snapshot #{} has no region {:?}, which the assigned policy names",
+                        b.seq, pr.name
+                    ),
+                ));
+            };
+            if let vmseal_policy::Sampling::Pages(k) = pr.sampling
+                && s["pages"].as_u64().unwrap_or(0) <= k
+                && result_had_nonce(&result)
+            {
+                return Err(bad(
+                    "baseline_sampled",
+                    format!(
+                        "region {:?} of snapshot #{} holds a sample; a baseline needs it whole: capture with `vmseal-host capture --all-pages` and promote that",
+                        pr.name, b.seq
+                    ),
+                ));
+            }
+        }
+    }
+    let labels = |name: &str, s: &serde_json::Value| {
+        if let Some(pr) = rec
+            .policy
+            .as_ref()
+            .and_then(|p| p.regions.iter().find(|r| r.name == name))
+        {
+            return Ok((pr.class, pr.severity));
+        }
+        Ok::<_, ApiError>((
+            s["class"]
+                .as_str()
+                .and_then(vmseal_sealer::claims::RegionClass::from_name)
+                .ok_or_else(|| ApiError::Internal("class".into()))?,
+            s["severity"]
+                .as_str()
+                .and_then(vmseal_sealer::claims::Severity::from_name)
+                .ok_or_else(|| ApiError::Internal("severity".into()))?,
+        ))
+    };
     let mut regions = Vec::new();
     for s in &signed {
         let name = s["name"].as_str().unwrap_or_default();
@@ -784,23 +917,19 @@ async fn promote_baseline(
                 ),
             });
         }
+        let (class, severity) = labels(name, s)?;
         regions.push(NewBaselineRegion {
             name: name.to_owned(),
-            class: s["class"]
-                .as_str()
-                .and_then(vmseal_sealer::claims::RegionClass::from_name)
-                .ok_or_else(|| ApiError::Internal("class".into()))?,
-            severity: s["severity"]
-                .as_str()
-                .and_then(vmseal_sealer::claims::Severity::from_name)
-                .ok_or_else(|| ApiError::Internal("severity".into()))?,
+            class,
+            severity,
             hash: alg,
             leaves,
+            ranges: serde_json::from_value(s["ranges"].clone()).unwrap_or_default(),
         });
     }
     let version = st
         .store
-        .promote_baseline(&vm, b.seq, &regions, &who, now())
+        .promote_baseline(&vm, b.seq, &policy_digest, &regions, &who, now())
         .await?;
     st.store
         .audit(
@@ -812,6 +941,11 @@ async fn promote_baseline(
         .await?;
     Ok(HttpResponse::Created()
         .json(serde_json::json!({ "vm_id": vm, "version": version, "source_seq": b.seq })))
+}
+
+/// Whether a stored appraisal answered a verifier nonce (its EAR carries it).
+fn result_had_nonce(result: &serde_json::Value) -> bool {
+    result["nonce"].as_bool().unwrap_or(true)
 }
 
 /// `GET /v1/vms/{vm}/baseline` (admin, viewer, or the VM's host agent): the active golden
@@ -839,7 +973,7 @@ async fn active_baseline(
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "vm_id": vm,
         "version": b.version,
-        "policy_digest": rec.policy_digest.map(hex::encode),
+        "policy_digest": b.policy_digest.map(hex::encode),
         "hash_alg": alg,
         "regions": b.regions.iter().map(|r| serde_json::json!({
             "name": r.name,
@@ -887,7 +1021,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
         healthz, metrics, openapi_json, verify_audit,
         crate::ui::root, crate::ui::index, crate::ui::script, crate::ui::style, crate::ui::icon,
         crate::enroll::create_token, crate::enroll::begin, crate::enroll::activate,
-        register_vm, list_vms, set_threshold, assign_policy, promote_baseline, active_baseline,
+        register_vm, list_vms, set_threshold, assign_policy, get_policy, allow_modules, promote_baseline, active_baseline,
         issue_nonce, submit_evidence, list_appraisals,
         crate::captures::create, crate::captures::poll, crate::captures::status,
         crate::alerts::list, crate::alerts::show, crate::alerts::ack, crate::alerts::stream,
@@ -990,6 +1124,12 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
             r(M::POST).to(set_threshold),
         ),
         (M::POST, "/v1/vms/{vm}/policy", r(M::POST).to(assign_policy)),
+        (M::GET, "/v1/vms/{vm}/policy", r(M::GET).to(get_policy)),
+        (
+            M::POST,
+            "/v1/vms/{vm}/modules",
+            r(M::POST).to(allow_modules),
+        ),
         (
             M::POST,
             "/v1/vms/{vm}/capture-requests",

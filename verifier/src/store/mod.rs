@@ -14,7 +14,7 @@ use sqlx::{AnyPool, Row};
 use vmseal_sealer::claims::{RegionClass, Severity};
 use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
 
-use crate::appraise::{Baseline, BaselineRegion, ChainPoint, VmRecord};
+use crate::appraise::{Baseline, BaselineRegion, ChainPoint, Layout, ModuleRule, VmRecord};
 
 mod alerts;
 
@@ -111,6 +111,8 @@ pub struct NewBaselineRegion {
     pub hash: HashAlg,
     /// Leaves.
     pub leaves: Vec<Digest>,
+    /// Guest-physical ranges of the snapshot, `[start, len]`.
+    pub ranges: Vec<[u64; 2]>,
 }
 
 /// The outcome stored with an appraisal.
@@ -124,6 +126,8 @@ pub struct Verdict<'a> {
     pub json: &'a str,
     /// The verifier nonce the evidence answered, used up with the appraisal.
     pub nonce: Option<&'a [u8]>,
+    /// The VM's guest boot and the ranges first seen in it, after this appraisal.
+    pub layout: Option<&'a (Vec<u8>, Layout)>,
 }
 
 /// An audit log entry.
@@ -421,18 +425,55 @@ impl Store {
         Ok(())
     }
 
-    /// Assign the policy (by digest) a VM's evidence must be captured under.
+    /// Assign the policy a VM's evidence must be captured under: its text (already parsed and
+    /// validated by the caller) and the digest of that text.
     pub async fn assign_policy(
         &self,
         vm_id: &str,
         policy_digest: &Digest,
+        policy_text: &str,
     ) -> Result<(), StoreError> {
-        let r = sqlx::query("UPDATE vms SET policy_digest = $1 WHERE vm_id = $2")
+        let r = sqlx::query("UPDATE vms SET policy_digest = $1, policy_text = $2 WHERE vm_id = $3")
             .bind(policy_digest.to_vec())
+            .bind(policy_text)
             .bind(vm_id)
             .execute(&self.pool)
             .await?;
         vm_found(vm_id, r.rows_affected())
+    }
+
+    /// Set the capture modules allowed to capture a VM (empty: any).
+    pub async fn set_allowed_modules(
+        &self,
+        vm_id: &str,
+        rules: &[ModuleRule],
+    ) -> Result<(), StoreError> {
+        let text = rules
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let r = sqlx::query("UPDATE vms SET allowed_modules = $1 WHERE vm_id = $2")
+            .bind(text)
+            .bind(vm_id)
+            .execute(&self.pool)
+            .await?;
+        vm_found(vm_id, r.rows_affected())
+    }
+
+    /// The policy text assigned to a VM, with its digest; `None` when none is.
+    pub async fn policy_text(&self, vm_id: &str) -> Result<Option<(Digest, String)>, StoreError> {
+        let row = sqlx::query("SELECT policy_digest, policy_text FROM vms WHERE vm_id = $1")
+            .bind(vm_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("VM {vm_id:?}")))?;
+        let d: Option<Vec<u8>> = row.try_get("policy_digest")?;
+        let t: Option<String> = row.try_get("policy_text")?;
+        Ok(match (d, t) {
+            (Some(d), Some(t)) => Some((digest(d, "policy digest")?, t)),
+            _ => None,
+        })
     }
 
     /// Set the alert threshold of a VM.
@@ -448,7 +489,7 @@ impl Store {
     /// What the appraisal needs to know about a VM.
     pub async fn vm_record(&self, vm_id: &str) -> Result<VmRecord, StoreError> {
         let row = sqlx::query(
-            "SELECT v.vm_id, v.host_id, v.policy_digest, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, h.intermediate_sha256, h.insecure_anchor, \
+            "SELECT v.vm_id, v.host_id, v.policy_digest, v.policy_text, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, v.boot, v.layout, h.intermediate_sha256, h.insecure_anchor, \
              (SELECT MAX(b.version) FROM baselines b WHERE b.vm_id = v.vm_id) AS baseline_version \
              FROM vms v JOIN hosts h ON h.host_id = v.host_id WHERE v.vm_id = $1",
         )
@@ -466,7 +507,23 @@ impl Store {
             _ => None,
         };
         let modules: String = row.try_get("allowed_modules")?;
+        let policy = row
+            .try_get::<Option<String>, _>("policy_text")?
+            .map(|t| {
+                vmseal_policy::Policy::parse(&t)
+                    .map(std::sync::Arc::new)
+                    .map_err(|e| StoreError::Corrupt(format!("VM {vm_id:?}: stored policy: {e}")))
+            })
+            .transpose()?;
+        let layout: Layout = match row.try_get::<Option<String>, _>("layout")? {
+            Some(t) => serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt(format!("VM {vm_id:?}: layout: {e}")))?,
+            None => Layout::new(),
+        };
         Ok(VmRecord {
+            policy,
+            boot: row.try_get("boot")?,
+            layout,
             vm_id: row.try_get("vm_id")?,
             host_id: row.try_get("host_id")?,
             intermediate_digest: digest(
@@ -479,9 +536,9 @@ impl Store {
                 .transpose()?,
             allowed_modules: modules
                 .split('\n')
-                .filter(|m| !m.is_empty())
-                .map(str::to_owned)
-                .collect(),
+                .filter(|m| !m.trim().is_empty())
+                .map(|m| ModuleRule::parse(m).map_err(StoreError::Corrupt))
+                .collect::<Result<_, _>>()?,
             last,
             threshold: row.try_get::<i64, _>("threshold")?.clamp(0, 100) as u8,
             insecure_anchor: row.try_get::<i64, _>("insecure_anchor")? != 0,
@@ -590,6 +647,16 @@ impl Store {
             return Err(StoreError::Conflict(format!(
                 "VM {vm_id:?} advanced past #{expected:?} meanwhile"
             )));
+        }
+        if let Some((boot, layout)) = verdict.layout {
+            let layout = serde_json::to_string(layout)
+                .map_err(|e| StoreError::Corrupt(format!("layout: {e}")))?;
+            sqlx::query("UPDATE vms SET boot = $1, layout = $2 WHERE vm_id = $3")
+                .bind(boot.clone())
+                .bind(layout)
+                .bind(vm_id)
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query("INSERT INTO appraisals (vm_id, seq, evidence, score, tier, result, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(vm_id)
@@ -790,6 +857,7 @@ impl Store {
         &self,
         vm_id: &str,
         source_seq: u64,
+        policy_digest: &Digest,
         regions: &[NewBaselineRegion],
         by: &str,
         now: i64,
@@ -800,16 +868,19 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let version = row.try_get::<Option<i64>, _>("v")?.unwrap_or(0) + 1;
-        sqlx::query("INSERT INTO baselines (vm_id, version, source_seq, promoted_by, promoted_at) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO baselines (vm_id, version, source_seq, promoted_by, promoted_at, policy_digest) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(vm_id)
             .bind(version)
             .bind(source_seq as i64)
             .bind(by)
             .bind(now)
+            .bind(policy_digest.to_vec())
             .execute(&mut *tx)
             .await?;
         for r in regions {
-            sqlx::query("INSERT INTO baseline_regions (vm_id, version, name, class, severity, hash_alg, leaves) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            let ranges = serde_json::to_string(&r.ranges)
+                .map_err(|e| StoreError::Corrupt(format!("ranges: {e}")))?;
+            sqlx::query("INSERT INTO baseline_regions (vm_id, version, name, class, severity, hash_alg, leaves, ranges) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(vm_id)
                 .bind(version)
                 .bind(&r.name)
@@ -817,6 +888,7 @@ impl Store {
                 .bind(r.severity.name())
                 .bind(r.hash.name())
                 .bind(r.leaves.concat())
+                .bind(ranges)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -839,7 +911,16 @@ impl Store {
             return Ok(None);
         };
         let version = version as i64;
-        let rows = sqlx::query("SELECT name, class, severity, hash_alg, leaves FROM baseline_regions WHERE vm_id = $1 AND version = $2 ORDER BY name")
+        let policy_digest =
+            sqlx::query("SELECT policy_digest FROM baselines WHERE vm_id = $1 AND version = $2")
+                .bind(vm_id)
+                .bind(version)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get::<Option<Vec<u8>>, _>("policy_digest")?
+                .map(|d| digest(d, "baseline policy digest"))
+                .transpose()?;
+        let rows = sqlx::query("SELECT name, class, severity, hash_alg, leaves, ranges FROM baseline_regions WHERE vm_id = $1 AND version = $2 ORDER BY name")
             .bind(vm_id)
             .bind(version)
             .fetch_all(&self.pool)
@@ -852,6 +933,10 @@ impl Store {
             let alg: String = r.try_get("hash_alg")?;
             let leaves: Vec<u8> = r.try_get("leaves")?;
             let bad = |w: &str| StoreError::Corrupt(format!("baseline region {name:?}: {w}"));
+            let ranges: Option<Vec<[u64; 2]>> = r
+                .try_get::<Option<String>, _>("ranges")?
+                .map(|t| serde_json::from_str(&t).map_err(|_| bad("ranges")))
+                .transpose()?;
             let leaves: Vec<Digest> = leaves
                 .chunks_exact(32)
                 .map(|c| c.try_into().map_err(|_| bad("leaf")))
@@ -864,11 +949,13 @@ impl Store {
                     leaves,
                 )
                 .map_err(|e| bad(&e.to_string()))?,
+                ranges,
                 name,
             });
         }
         Ok(Some(Baseline {
             version: version as u64,
+            policy_digest,
             regions,
         }))
     }
@@ -1284,10 +1371,14 @@ mod tests {
             HashAlg::Sha256.hash(&[b"intermediate-der"])
         );
         assert_eq!((r.threshold, r.last, r.policy_digest), (70, None, None));
-        s.assign_policy("vm1", &[7; 32]).await.unwrap();
+        let text = "name = \"p\"\nversion = 1\n[[region]]\nname = \"c\"\nclass = \"code\"\nseverity = \"critical\"\ngpa = { start = 0, len = 0x1000 }\n";
+        s.assign_policy("vm1", &[7; 32], text).await.unwrap();
+        let r = s.vm_record("vm1").await.unwrap();
+        assert_eq!(r.policy_digest, Some([7; 32]));
+        assert_eq!(r.policy.unwrap().regions[0].name, "c");
         assert_eq!(
-            s.vm_record("vm1").await.unwrap().policy_digest,
-            Some([7; 32])
+            s.policy_text("vm1").await.unwrap(),
+            Some(([7; 32], text.to_owned()))
         );
         assert!(matches!(
             s.vm_record("nope").await,
@@ -1349,6 +1440,7 @@ mod tests {
         tier: "affirming",
         json: "{}",
         nonce: None,
+        layout: None,
     };
 
     async fn the_chain_advances_once_per_sequence(db: Db) {
@@ -1420,21 +1512,24 @@ mod tests {
             severity: Severity::Critical,
             hash: HashAlg::Sha256,
             leaves: vec![[tag; 32], [tag + 1; 32], [tag + 2; 32]],
+            ranges: vec![[0x1000, 0x3000]],
         };
         assert_eq!(
-            s.promote_baseline("vm1", 0, &[region(1)], "admin", 5)
+            s.promote_baseline("vm1", 0, &[3; 32], &[region(1)], "admin", 5)
                 .await
                 .unwrap(),
             1
         );
         assert_eq!(
-            s.promote_baseline("vm1", 4, &[region(9)], "admin", 6)
+            s.promote_baseline("vm1", 4, &[4; 32], &[region(9)], "admin", 6)
                 .await
                 .unwrap(),
             2
         );
         let b = s.active_baseline("vm1").await.unwrap().unwrap();
         assert_eq!(b.version, 2);
+        assert_eq!(b.policy_digest, Some([4; 32]));
+        assert_eq!(b.regions[0].ranges, Some(vec![[0x1000, 0x3000]]));
         assert_eq!(b.regions[0].tree.leaves()[0], [9; 32]);
         let old: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM baseline_regions WHERE vm_id = 'vm1' AND version = 1",

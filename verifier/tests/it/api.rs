@@ -22,6 +22,17 @@ pub(crate) struct Server {
     pub(crate) dir: Arc<tempfile::TempDir>,
 }
 
+/// The capture policy the tests' synthetic host captures under (its regions are the host's).
+pub(crate) const POLICY: &str = "name = \"it\"\nversion = 1\n\
+[[region]]\nname = \"kernel-text\"\nclass = \"code\"\nseverity = \"critical\"\ngpa = { start = 0, len = 0x10000 }\n\
+[[region]]\nname = \"task-table\"\nclass = \"structure\"\nseverity = \"high\"\ngpa = { start = 0x10000, len = 0x2000 }\n\
+[[region]]\nname = \"heap\"\nclass = \"data\"\nseverity = \"low\"\ngpa = { start = 0x12000, len = 0x20000 }\n";
+
+/// SHA-256 of [`POLICY`]: what the synthetic evidence names.
+pub(crate) fn policy_digest() -> Digest {
+    HashAlg::Sha256.hash(&[POLICY.as_bytes()])
+}
+
 pub(crate) fn start() -> Server {
     start_with(TrustConfig {
         require: AnchorRequirement::from_name("none").unwrap(),
@@ -214,7 +225,15 @@ impl Host {
             }
             regions.push(((*name).to_owned(), *class, *sev, t));
         }
-        let mut c = synthetic_claims(&self.id, vm, self.seq, self.prev, &regions, delta, [4; 32]);
+        let mut c = synthetic_claims(
+            &self.id,
+            vm,
+            self.seq,
+            self.prev,
+            &regions,
+            delta,
+            policy_digest(),
+        );
         c.nonce = nonce;
         c.iat -= age;
         let ev = self.sealer.seal(&c, OffsetDateTime::now_utc()).unwrap();
@@ -522,7 +541,7 @@ fn the_appraisal_loop_and_its_refusals() {
     let h2 = Host::new("host-2");
     let agent1 = enrol(&s, &admin, &h1, None);
     let agent2 = enrol(&s, &admin, &h2, Some("host-2"));
-    let body = serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy_digest": hex::encode([4u8; 32]) });
+    let body = serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY });
     assert_eq!(
         admin
             .post(format!("{}/v1/vms", s.url))
@@ -947,7 +966,7 @@ fn capture_requests_reach_the_agent_by_long_poll() {
     let (st, _) = json(
         admin
             .post(format!("{}/v1/vms", s.url))
-            .json(&serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy_digest": hex::encode([4u8; 32]) }))
+            .json(&serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }))
             .send()
             .unwrap(),
     );
@@ -1062,7 +1081,7 @@ fn replayed_nonces_stale_evidence_wrong_vms_and_oversized_bodies_are_refused() {
             &admin,
             &s.url,
             "/v1/vms",
-            serde_json::json!({ "vm_id": vm, "host_id": "host-1", "policy_digest": hex::encode([4u8; 32]) }),
+            serde_json::json!({ "vm_id": vm, "host_id": "host-1", "policy": POLICY }),
         );
         assert_eq!(st, 201, "{e}");
     }
@@ -1175,7 +1194,7 @@ fn alerts_reach_webhooks_signed_and_the_event_stream() {
         &admin,
         &s.url,
         "/v1/vms",
-        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy_digest": hex::encode([4u8; 32]) }),
+        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
     );
     assert_eq!(st, 201);
 
@@ -1271,7 +1290,7 @@ fn alerts_reach_webhooks_signed_and_the_event_stream() {
     assert!(
         streamed
             .message
-            .contains("changed: kernel-text (code critical, 1 of 16 page(s))"),
+            .contains("changed: kernel-text (code critical, 1 page(s) changed)"),
         "{}",
         streamed.message
     );

@@ -3,7 +3,7 @@
 #[test]
 fn request_bodies_never_panic() {
     let seeds: [&[u8]; 5] = [
-        br#"{"vm_id":"vm-a","host_id":"h1","threshold":70,"policy_digest":"00"}"#,
+        br#"{"vm_id":"vm-a","host_id":"h1","threshold":70,"policy":"name = 1"}"#,
         br#"{"seq":3,"regions":[{"name":"code","leaves":"ab"}]}"#,
         br#"{"code":"replay","message":"x"}"#,
         br#"{"vm_id":"vm-a","duration_s":3600,"reason":"patch"}"#,

@@ -91,7 +91,7 @@ fn register(s: &Server, vm: &str, host: &str) {
         &admin(s),
         &s.url,
         "/v1/vms",
-        serde_json::json!({ "vm_id": vm, "host_id": host, "policy_digest": hex::encode([4u8; 32]) }),
+        serde_json::json!({ "vm_id": vm, "host_id": host, "policy": crate::api::POLICY }),
     );
     assert_eq!(st, 201, "{e}");
 }

@@ -33,7 +33,7 @@ fn the_web_page_shows_vms_scores_changed_pages_and_alerts_in_chromium() {
             &admin_c,
             &s.url,
             "/v1/vms",
-            serde_json::json!({ "vm_id": vm, "host_id": host, "policy_digest": hex::encode([4u8; 32]) }),
+            serde_json::json!({ "vm_id": vm, "host_id": host, "policy": crate::api::POLICY }),
         );
         assert_eq!(st, 201, "{e}");
     }

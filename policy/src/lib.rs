@@ -42,7 +42,8 @@ use serde::Deserialize;
 use vmseal_sealer::claims::{RegionClass, Severity};
 use vmseal_sealer::merkle::HashAlg;
 
-use crate::source::PAGE;
+/// The page size every policy range is measured in.
+pub const PAGE: u64 = 4096;
 
 /// Largest policy file accepted.
 pub const MAX_POLICY_LEN: usize = 1 << 20;
@@ -533,6 +534,32 @@ impl SymbolMap {
     }
 }
 
+/// The page positions a region sampled with `sample = k` must hold: `k` of its `n` pages chosen
+/// by HMAC-SHA256(nonce, region ‖ 0 ‖ counter), ascending (every page when `k >= n`).
+///
+/// The host captures exactly these pages; the verifier recomputes them from the nonce it issued
+/// and refuses evidence that sampled any other, so the host cannot choose which pages are seen.
+pub fn sample_indices(nonce: &[u8], region: &str, n: usize, k: usize) -> Vec<usize> {
+    if k >= n {
+        return (0..n).collect();
+    }
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, nonce);
+    let mut chosen = std::collections::BTreeSet::new();
+    let mut counter = 0u64;
+    while chosen.len() < k {
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
+        ctx.update(region.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(&counter.to_le_bytes());
+        let tag = ctx.sign();
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&tag.as_ref()[..8]);
+        chosen.insert((u64::from_le_bytes(v) % n as u64) as usize);
+        counter += 1;
+    }
+    chosen.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,5 +737,16 @@ sample = 4
         assert_eq!(SymbolMap::parse(&m.render()).unwrap(), m);
         assert!(SymbolMap::parse("zz T x").is_err());
         assert!(SymbolMap::parse("1000 T").is_err());
+    }
+
+    #[test]
+    fn sampling_is_deterministic_per_nonce_and_distinct() {
+        let a = sample_indices(b"nonce-1", "heap", 1000, 16);
+        assert_eq!(a, sample_indices(b"nonce-1", "heap", 1000, 16));
+        assert_ne!(a, sample_indices(b"nonce-2", "heap", 1000, 16));
+        assert_ne!(a, sample_indices(b"nonce-1", "other", 1000, 16));
+        assert_eq!(a.len(), 16);
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(sample_indices(b"n", "r", 5, 9), vec![0, 1, 2, 3, 4]);
     }
 }
