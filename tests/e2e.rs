@@ -989,6 +989,325 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("audit log intact"), "{}", text(&o));
 }
+/// A host whose userspace is compromised, TPM intact: it unseals its intermediate (the TPM lets it,
+/// in its measured boot state) and signs what it likes, chained on the verifier's head.
+fn forge(
+    h: &Host,
+    vm: &str,
+    from: &str,
+    prev: &str,
+    edit: impl FnOnce(&mut vmseal_sealer::claims::Claims),
+) -> Vec<u8> {
+    use vmseal_sealer::claims::Claims;
+    use vmseal_sealer::evidence::{DecodedEvidence, evidence_digest};
+    let ev = std::fs::read(h.p(from)).unwrap();
+    let prev_ev = DecodedEvidence::decode(&std::fs::read(h.p(prev)).unwrap()).unwrap();
+    let prev_seq = Claims::decode(&prev_ev.payload).unwrap().seq;
+    let mut c = Claims::decode(&DecodedEvidence::decode(&ev).unwrap().payload).unwrap();
+    c.seq = prev_seq + 1;
+    c.prev = Some(prev_ev.digest);
+    c.iat = time::OffsetDateTime::now_utc().unix_timestamp();
+    edit(&mut c);
+    (c.memory_root, c.code_hash) = Claims::compute_roots(c.hash_alg, &c.regions).unwrap();
+    let state = vmseal_sealer::state::HostState::load(
+        std::path::Path::new(&h.p("state")),
+        Some(&h.sw.tcti()),
+    )
+    .unwrap();
+    let out = state
+        .sealer
+        .seal(&c, time::OffsetDateTime::now_utc())
+        .unwrap();
+    state.advance(vm, c.seq, &evidence_digest(&out)).unwrap();
+    out
+}
+
+#[test]
+fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
+    let h = Host::new("insecure-soft");
+    let vst = h.p("verifier");
+    assert!(
+        run("vmseal-verifier", &["init", "--state", &vst])
+            .status
+            .success()
+    );
+    let ek = h.ek_ca();
+    let standin = h.p("state/insecure-snp-ark.pem");
+    let (_server, url) = Verifier::serve(
+        &vst,
+        &[
+            "--require",
+            "both",
+            "--ek-roots",
+            &ek,
+            "--insecure-snp-root",
+            &standin,
+        ],
+    );
+    let admin = |args: &[&str]| {
+        let mut a = vec!["admin", "--url", &url, "--state", &vst];
+        a.extend_from_slice(args);
+        run("vmseal-verifier", &a)
+    };
+    let ok = |o: Output| {
+        assert!(o.status.success(), "{}", text(&o));
+        o
+    };
+    ok(admin(&[
+        "enrollment-token",
+        "--host-id",
+        "e2e-host",
+        "--out-cert",
+        &h.p("token.pem"),
+        "--out-key",
+        &h.p("token.key"),
+    ]));
+    let ca = format!("{vst}/ca.pem");
+    ok(run(
+        "vmseal-host",
+        &[
+            "enroll",
+            "--state",
+            &h.p("state"),
+            "--verifier",
+            &url,
+            "--verifier-ca",
+            &ca,
+            "--token-cert",
+            &h.p("token.pem"),
+            "--token-key",
+            &h.p("token.key"),
+            "--agent-cert",
+            &h.p("agent.pem"),
+            "--agent-key",
+            &h.p("agent.key"),
+        ],
+    ));
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../host/policies/micro-vm.toml")
+        .display()
+        .to_string();
+    // vm-a: the admin assigned the policy; vm-b: only its baseline says which policy.
+    ok(admin(&[
+        "register-vm",
+        "--vm-id",
+        "vm-a",
+        "--host-id",
+        "e2e-host",
+        "--policy",
+        &policy,
+    ]));
+    ok(admin(&[
+        "register-vm",
+        "--vm-id",
+        "vm-b",
+        "--host-id",
+        "e2e-host",
+    ]));
+    let vm_run = |vm: &str, extra: &[&str], out: &str, submit: bool| {
+        let st = h.p("state");
+        let od = h.p(out);
+        let (cert, key) = (h.p("agent.pem"), h.p("agent.key"));
+        let mut a = vec![
+            "vm",
+            "run",
+            "--state",
+            &st,
+            "--vm-id",
+            vm,
+            "--mem-mib",
+            "16",
+            "--ws-pages",
+            "64",
+            "--out-dir",
+            &od,
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        if submit {
+            a.extend_from_slice(&[
+                "--verifier",
+                &url,
+                "--verifier-ca",
+                &ca,
+                "--agent-cert",
+                &cert,
+                "--agent-key",
+                &key,
+            ]);
+        }
+        run("vmseal-host", &a)
+    };
+    let appraisals = |o: &Output| -> Vec<serde_json::Value> {
+        serde_json::Deserializer::from_slice(&o.stdout)
+            .into_iter::<serde_json::Value>()
+            .map(Result::unwrap)
+            .filter_map(|v| v.get("appraisal").cloned())
+            .collect()
+    };
+    for vm in ["vm-a", "vm-b"] {
+        let o = ok(vm_run(vm, &["--captures", "1"], &format!("{vm}0"), true));
+        assert_eq!(appraisals(&o)[0]["score"], 50, "{}", text(&o));
+        ok(admin(&[
+            "promote-baseline",
+            "--vm-id",
+            vm,
+            "--seq",
+            "0",
+            "--baseline",
+            &h.p(&format!("{vm}0/baseline.cbor")),
+        ]));
+    }
+    let client = vmseal_client::Client::new(
+        &url,
+        &std::fs::read(&ca).unwrap(),
+        &std::fs::read(h.p("agent.pem")).unwrap(),
+        &std::fs::read(h.p("agent.key")).unwrap(),
+    )
+    .unwrap();
+
+    // The compromised host patches the guest's code and captures it without submitting…
+    let base = h.p("vm-a0/baseline.cbor");
+    ok(vm_run(
+        "vm-a",
+        &[
+            "--captures",
+            "1",
+            "--attack",
+            "code-patch",
+            "--attack-after",
+            "0",
+            "--baseline",
+            &base,
+        ],
+        "vm-a1",
+        false,
+    ));
+    // …then signs claims that leave the patched code region out, on the verifier's chain head.
+    let ev = forge(
+        &h,
+        "vm-a",
+        "vm-a1/vm-a-000001.cose",
+        "vm-a0/vm-a-000000.cose",
+        |c| {
+            assert!(
+                c.delta.iter().any(|d| d.region == "guest-code"),
+                "the patch is captured"
+            );
+            c.regions.retain(|r| r.name != "guest-code");
+            c.delta.retain(|d| d.region != "guest-code");
+        },
+    );
+    std::fs::write(h.p("forged-1.cose"), &ev).unwrap();
+    let a = client.submit_evidence("vm-a", ev).unwrap();
+    assert_eq!(
+        (a["score"].as_u64(), a["tier"].as_str()),
+        (Some(0), Some("contraindicated")),
+        "{a}"
+    );
+    assert_eq!(a["changes"][0]["region"], "guest-code", "{a}");
+    assert_eq!(
+        a["changes"][0]["findings"],
+        serde_json::json!(["missing"]),
+        "{a}"
+    );
+    // …or keeps it but calls it unimportant data.
+    let ev = forge(&h, "vm-a", "vm-a1/vm-a-000001.cose", "forged-1.cose", |c| {
+        let code = c
+            .regions
+            .iter_mut()
+            .find(|r| r.name == "guest-code")
+            .unwrap();
+        code.class = vmseal_sealer::claims::RegionClass::Data;
+        code.severity = vmseal_sealer::claims::Severity::Low;
+    });
+    let a = client.submit_evidence("vm-a", ev).unwrap();
+    assert_eq!(a["score"], 0, "{a}");
+    let code = a["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["region"] == "guest-code")
+        .unwrap();
+    assert_eq!(
+        (code["class"].as_str(), code["severity"].as_str()),
+        (Some("code"), Some("critical"))
+    );
+    assert_eq!(
+        code["findings"],
+        serde_json::json!(["changed", "relabelled"]),
+        "{a}"
+    );
+
+    // The real host binary under a doctored policy without the code region: refused, for vm-a
+    // by its assigned policy, for vm-b by its baseline's.
+    let text_of = std::fs::read_to_string(&policy).unwrap();
+    let doctored: Vec<&str> = text_of
+        .split("[[region]]")
+        .filter(|b| !b.contains("name = \"guest-code\""))
+        .collect();
+    std::fs::write(h.p("doctored.toml"), doctored.join("[[region]]")).unwrap();
+    let doctored = h.p("doctored.toml");
+    let o = vm_run(
+        "vm-a",
+        &["--captures", "1", "--policy", &doctored],
+        "vm-a2",
+        true,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("policy_mismatch"), "{}", text(&o));
+
+    // vm-b: a module rule pinning the real binary's build lets it capture; the doctored policy
+    // does not.
+    let build = hex::encode(
+        vmseal_sealer::merkle::HashAlg::Sha256.hash(&[&std::fs::read(bin("vmseal-host")).unwrap()]),
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    ok(admin(&[
+        "allow-modules",
+        "--vm-id",
+        "vm-b",
+        "--module",
+        &format!("vmseal-host {version} {build}"),
+    ]));
+    let o = ok(vm_run(
+        "vm-b",
+        &["--captures", "1", "--baseline", &h.p("vm-b0/baseline.cbor")],
+        "vm-b1",
+        true,
+    ));
+    assert_eq!(appraisals(&o)[0]["tier"], "affirming", "{}", text(&o));
+    let o = vm_run(
+        "vm-b",
+        &["--captures", "1", "--policy", &doctored],
+        "vm-b2",
+        true,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("baseline_policy_mismatch"),
+        "{}",
+        text(&o)
+    );
+    // A module the admin did not allow: refused before anything else is looked at.
+    ok(admin(&[
+        "register-vm",
+        "--vm-id",
+        "vm-c",
+        "--host-id",
+        "e2e-host",
+    ]));
+    ok(admin(&[
+        "allow-modules",
+        "--vm-id",
+        "vm-c",
+        "--module",
+        "vmseal-host 9.9.9",
+    ]));
+    let o = vm_run("vm-c", &["--captures", "1"], "vm-c0", true);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("module_not_allowed"), "{}", text(&o));
+}
 
 /// `vmseal-host run --json` in the background: its events, line by line, on a channel.
 struct Agent {

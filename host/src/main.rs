@@ -809,6 +809,7 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
         _ => None,
     };
     let mut prev: Option<(Snapshot, u64)> = None;
+    let mut failed: Vec<String> = Vec::new();
     for i in 0..a.captures.max(1) {
         if i > 0 {
             std::thread::sleep(std::time::Duration::from_millis(a.interval_ms));
@@ -865,7 +866,17 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
                         }
                     );
                 }
-                Err(e) => println!("  VERIFIER: {e}"),
+                Err(e) => {
+                    if a.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({ "seq": seq, "error": e.to_string() })
+                        );
+                    } else {
+                        println!("  VERIFIER: {e}");
+                    }
+                    failed.push(format!("#{seq}: {e}"));
+                }
             }
         }
         if baseline.is_none() {
@@ -874,6 +885,13 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
             baseline = Some(b);
         }
         prev = Some((snap, seq));
+    }
+    if !failed.is_empty() {
+        bail!(
+            "the verifier did not accept {} of the snapshots: {}",
+            failed.len(),
+            failed.join("; ")
+        );
     }
     Ok(())
 }

@@ -204,6 +204,18 @@ impl Host {
 
     /// Evidence whose claims say it was made `age` seconds ago.
     fn evidence_aged(&mut self, vm: &str, nonce: Option<Vec<u8>>, age: i64) -> Vec<u8> {
+        self.evidence_edited(vm, nonce, age, |_| {})
+    }
+
+    /// Evidence whose claims `edit` changes before they are signed, as a host whose userspace
+    /// is compromised can (its roots are recomputed, so the claims stay consistent).
+    pub(crate) fn evidence_edited(
+        &mut self,
+        vm: &str,
+        nonce: Option<Vec<u8>>,
+        age: i64,
+        edit: impl FnOnce(&mut vmseal_sealer::claims::Claims),
+    ) -> Vec<u8> {
         let mut regions = Vec::new();
         let mut delta = Vec::new();
         for (i, (name, class, sev, leaves)) in self.regions.iter().enumerate() {
@@ -236,6 +248,9 @@ impl Host {
         );
         c.nonce = nonce;
         c.iat -= age;
+        edit(&mut c);
+        (c.memory_root, c.code_hash) =
+            vmseal_sealer::claims::Claims::compute_roots(ALG, &c.regions).unwrap();
         let ev = self.sealer.seal(&c, OffsetDateTime::now_utc()).unwrap();
         self.seq += 1;
         self.prev = Some(vmseal_sealer::evidence::evidence_digest(&ev));
@@ -794,6 +809,144 @@ fn the_appraisal_loop_and_its_refusals() {
 /// stand-in: refused unless the verifier is configured to accept the stand-in; the EK public area
 /// must be the certified EK's; a wrong answer to the credential challenge enrols nothing; the
 /// answer only that TPM can give enrols the host with its AK activated.
+#[test]
+fn an_assigned_policy_is_the_verifiers() {
+    let s = start();
+    let admin = admin(&s);
+    let mut h = Host::new("host-1");
+    let agent = enrol(&s, &admin, &h, None);
+    let code = |r: (u16, serde_json::Value)| (r.0, r.1["code"].as_str().unwrap_or("").to_owned());
+    // A policy the host's parser refuses is refused at once, with its line and column.
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": "name = \"p\"\nversion = 1\n[[region]]\nname = \"x\"\nclass = \"kode\"\n" }),
+    );
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (400, "bad_policy"),
+        "{e}"
+    );
+    assert!(e["message"].as_str().unwrap().contains("line"), "{e}");
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
+    );
+    assert_eq!(st, 201, "{e}");
+    // The agent reads the policy it must capture by; another host's agent may not.
+    let (st, p) = json(
+        agent
+            .get(format!("{}/v1/vms/vm-a/policy", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{p}");
+    assert_eq!(p["policy"], POLICY);
+    assert_eq!(p["policy_digest"], hex::encode(policy_digest()));
+    let h2 = Host::new("host-2");
+    let agent2 = enrol(&s, &admin, &h2, None);
+    let r = agent2
+        .get(format!("{}/v1/vms/vm-a/policy", s.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Only admins set module rules; malformed rules are refused.
+    let rules = |c: &reqwest::blocking::Client, allowed: &[&str]| {
+        code(post_to(
+            c,
+            &s.url,
+            "/v1/vms/vm-a/modules",
+            serde_json::json!({ "allowed": allowed }),
+        ))
+    };
+    assert_eq!(rules(&agent, &[]), (403, "forbidden".into()));
+    assert_eq!(rules(&admin, &["vmseal-host"]), (400, "bad_module".into()));
+    assert_eq!(rules(&admin, &["vmseal-host 9.9.9"]).0, 200);
+
+    let submit = |ev: Vec<u8>| {
+        json(
+            agent
+                .post(format!("{}/v1/vms/vm-a/evidence", s.url))
+                .body(ev)
+                .send()
+                .unwrap(),
+        )
+    };
+    let ev = h.evidence("vm-a", None);
+    let (st, e) = submit(ev);
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (422, "module_not_allowed"),
+        "{e}"
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("allow-modules"),
+        "{e}"
+    );
+    h.seq = 0;
+    h.prev = None;
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(rules(&admin, &[&format!("vmseal-host {version}")]).0, 200);
+    let (st, a) = submit(h.evidence("vm-a", None));
+    assert_eq!(st, 200, "{a}");
+    promote(&s, "vm-a", &mut h, 0);
+    // A compromised host drops the critical code region from otherwise genuine claims, and
+    // patches it: the verifier's policy says it must be there.
+    h.regions[0].3[3] = ALG.leaf(b"patched");
+    let (st, a) = submit(h.evidence_edited("vm-a", None, 0, |c| {
+        c.regions.retain(|r| r.name != "kernel-text");
+        c.delta.retain(|d| d.region != "kernel-text");
+    }));
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(
+        (a["score"].as_u64(), a["tier"].as_str()),
+        (Some(0), Some("contraindicated")),
+        "{a}"
+    );
+    assert_eq!(a["changes"][0]["region"], "kernel-text");
+    assert_eq!(a["changes"][0]["findings"], serde_json::json!(["missing"]));
+    // It keeps the region but calls it low data.
+    let (st, a) = submit(h.evidence_edited("vm-a", None, 0, |c| {
+        c.regions[0].class = RegionClass::Data;
+        c.regions[0].severity = Severity::Low;
+    }));
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["score"], 0, "{a}");
+    assert_eq!(a["changes"][0]["class"], "code");
+    assert_eq!(
+        a["changes"][0]["findings"],
+        serde_json::json!(["changed", "relabelled"])
+    );
+    assert_eq!(a["changes"][0]["claimed"], "data/low");
+    // It reads the code region from another copy within the same boot.
+    let (st, a) = submit(h.evidence_edited("vm-a", None, 0, |c| {
+        c.regions[0].ranges[0].start += 0x100_0000;
+    }));
+    assert_eq!(st, 200, "{a}");
+    assert!(
+        a["changes"][0]["findings"]
+            .as_array()
+            .unwrap()
+            .contains(&"remapped".into()),
+        "{a}"
+    );
+    // It captures under another policy than the assigned one.
+    let (seq, prev) = (h.seq, h.prev);
+    let (st, e) = submit(h.evidence_edited("vm-a", None, 0, |c| c.policy.digest = [9; 32]));
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (422, "policy_mismatch"),
+        "{e}"
+    );
+    // Refused evidence changes nothing: the chain still stands where it was.
+    (h.seq, h.prev) = (seq, prev);
+    let (st, a) = submit(h.evidence("vm-a", None));
+    assert_eq!(st, 200, "the chain goes on after refusals: {a}");
+}
+
 #[test]
 fn tpm_enrollment_runs_credential_activation() {
     use base64::Engine as _;
