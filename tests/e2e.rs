@@ -989,6 +989,118 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("audit log intact"), "{}", text(&o));
 }
+/// Handshake with the verifier at `port` as `cfg` says; the negotiated key exchange group.
+fn negotiated_group(port: u16, cfg: rustls::ClientConfig) -> Result<rustls::NamedGroup, String> {
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).map_err(|e| e.to_string())?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).map_err(|e| e.to_string())?;
+    }
+    conn.negotiated_key_exchange_group()
+        .map(|g| g.name())
+        .ok_or_else(|| "no key exchange group".into())
+}
+
+#[test]
+fn every_connection_negotiates_x25519mlkem768_and_pq_only_refuses_classical_peers() {
+    let d = tempfile::tempdir().unwrap();
+    let vst = self_path(&d, "verifier");
+    assert!(
+        run("vmseal-verifier", &["init", "--state", &vst])
+            .status
+            .success()
+    );
+    let read = |f: &str| std::fs::read(format!("{vst}/{f}")).unwrap();
+    let (ca, cert, key) = (read("ca.pem"), read("admin.pem"), read("admin.key"));
+    let classical = || {
+        use rustls::pki_types::pem::PemObject;
+        let mut p = rustls::crypto::aws_lc_rs::default_provider();
+        p.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(p))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                rustls::pki_types::CertificateDer::pem_slice_iter(&cert)
+                    .map(Result::unwrap)
+                    .collect(),
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(&key).unwrap(),
+            )
+            .unwrap()
+    };
+    let port_of = |url: &str| url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let metric = |port: u16, group: &str| -> u64 {
+        // GET /metrics over vmseal's own client configuration.
+        use std::io::{Read as _, Write as _};
+        let cfg = vmseal_client::tls_config(&ca, &cert, &key).unwrap();
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut conn = rustls::ClientConnection::new(
+            std::sync::Arc::new(cfg),
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+        tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut t = String::new();
+        let _ = tls.read_to_string(&mut t);
+        t.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "vmseal_tls_key_exchange_total{{group=\"{group}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {group} count in {t}"))
+    };
+    {
+        // The default: the hybrid group for vmseal's own clients, X25519 for a peer without it.
+        let (_server, url) = Verifier::serve(&vst, &[]);
+        let port = port_of(&url);
+        let ours = vmseal_client::tls_config(&ca, &cert, &key).unwrap();
+        assert_eq!(
+            negotiated_group(port, ours),
+            Ok(rustls::NamedGroup::X25519MLKEM768)
+        );
+        assert_eq!(
+            negotiated_group(port, classical()),
+            Ok(rustls::NamedGroup::X25519)
+        );
+        // The admin client (a separate process) negotiated the hybrid group too: the server
+        // counts what each connection negotiated.
+        let o = run(
+            "vmseal-verifier",
+            &["admin", "--url", &url, "--state", &vst, "vms"],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(metric(port, "X25519MLKEM768") >= 3);
+        assert_eq!(metric(port, "classical"), 1);
+    }
+    // pq-only: a classical-only client cannot connect; vmseal's can.
+    let (_server, url) = Verifier::serve(&vst, &["--tls-key-exchange", "pq-only"]);
+    let port = port_of(&url);
+    let e = negotiated_group(port, classical()).unwrap_err();
+    assert!(e.to_lowercase().contains("handshake"), "{e}");
+    let ours = vmseal_client::tls_config(&ca, &cert, &key).unwrap();
+    assert_eq!(
+        negotiated_group(port, ours),
+        Ok(rustls::NamedGroup::X25519MLKEM768)
+    );
+    let o = run(
+        "vmseal-verifier",
+        &["admin", "--url", &url, "--state", &vst, "vms"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(metric(port, "classical"), 0);
+}
+
 /// A host whose userspace is compromised, TPM intact: it unseals its intermediate (the TPM lets it,
 /// in its measured boot state) and signs what it likes, chained on the verifier's head.
 fn forge(

@@ -564,16 +564,68 @@ pub enum EarError {
     Invalid(String),
 }
 
-/// The TLS configuration every vmseal client uses: TLS 1.3, the verifier's CA (`ca_pem`) as the
-/// only root, and a client certificate and key (PEM). For async clients, e.g. a
-/// `reqwest::Client` built with `tls_backend_preconfigured`.
+/// Which TLS key exchanges a vmseal endpoint offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyExchange {
+    /// The hybrid post-quantum X25519MLKEM768 first (offered with a key share, so it is what two
+    /// vmseal endpoints negotiate), classical X25519, P-256 and P-384 after it for peers without it.
+    #[default]
+    PostQuantumPreferred,
+    /// X25519MLKEM768 only: a classical-only peer cannot connect.
+    PostQuantumOnly,
+}
+
+impl KeyExchange {
+    /// From its configuration name: `pq-preferred` or `pq-only`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "pq-preferred" => Some(Self::PostQuantumPreferred),
+            "pq-only" => Some(Self::PostQuantumOnly),
+            _ => None,
+        }
+    }
+}
+
+/// The rustls crypto provider of every vmseal TLS endpoint: aws-lc-rs with the key-exchange
+/// groups of `kx`, in preference order. (rustls's own default, without its
+/// `prefer-post-quantum` feature, puts X25519 first, and a client sends its key share for the
+/// first group only: the connection then settles on classical X25519.)
+pub fn crypto_provider(kx: KeyExchange) -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.kx_groups = match kx {
+        KeyExchange::PostQuantumPreferred => vec![
+            kx_group::X25519MLKEM768,
+            kx_group::X25519,
+            kx_group::SECP256R1,
+            kx_group::SECP384R1,
+        ],
+        KeyExchange::PostQuantumOnly => vec![kx_group::X25519MLKEM768],
+    };
+    p
+}
+
+/// The TLS configuration every vmseal client uses: TLS 1.3, X25519MLKEM768 preferred (see
+/// [`crypto_provider`]), the verifier's CA (`ca_pem`) as the only root, and a client certificate
+/// and key (PEM). For async clients, e.g. a `reqwest::Client` built with
+/// `tls_backend_preconfigured`.
 pub fn tls_config(
     ca_pem: &[u8],
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<rustls::ClientConfig, ClientError> {
+    tls_config_with(ca_pem, cert_pem, key_pem, KeyExchange::default())
+}
+
+/// [`tls_config`] with the key exchanges of `kx`.
+pub fn tls_config_with(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    kx: KeyExchange,
+) -> Result<rustls::ClientConfig, ClientError> {
     let tls = |e: String| ClientError::Tls(e);
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(crypto_provider(kx));
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem) {
         roots

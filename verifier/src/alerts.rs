@@ -155,14 +155,31 @@ fn replica_id() -> String {
     format!("{}:{}:{}", host.trim(), std::process::id(), hex::encode(r))
 }
 
+/// TLS for https webhooks: the platform's roots, X25519MLKEM768 preferred with classical groups
+/// for receivers without it (TLS 1.2 allowed: a receiver is any operator's HTTPS endpoint).
+fn webhook_tls() -> Result<rustls::ClientConfig, String> {
+    use rustls_platform_verifier::BuilderVerifierExt as _;
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        vmseal_client::crypto_provider(vmseal_client::KeyExchange::PostQuantumPreferred),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_platform_verifier()
+    .map_err(|e| e.to_string())
+    .map(|b| b.with_no_client_auth())
+}
+
 async fn deliver_forever(st: web::Data<AppState>) {
     let owner = replica_id();
-    let http = match reqwest::Client::builder()
-        .timeout(WEBHOOK_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("vmseal-verifier/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let http = match webhook_tls().and_then(|tls| {
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(WEBHOOK_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("vmseal-verifier/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())
+    }) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(

@@ -11,11 +11,13 @@
 //! nonce_ttl = 120                      # seconds a nonce stays valid
 //! default_threshold = 70               # alert threshold of VMs registered without one
 //! workers = 2                          # HTTP worker threads (default: one per core)
+//! tls_key_exchange = "pq-only"         # pq-preferred (default): X25519MLKEM768 first, classical
+//!                                      # groups for peers without it; pq-only: refuse those peers
 //! ```
 //!
 //! Environment: `VMSEAL_STATE`, `VMSEAL_LISTEN`, `VMSEAL_DATABASE`, `VMSEAL_REQUIRE`,
 //! `VMSEAL_EK_ROOTS` (comma-separated), `VMSEAL_INSECURE_SNP_ROOT`, `VMSEAL_MAX_AGE`,
-//! `VMSEAL_NONCE_TTL`, `VMSEAL_DEFAULT_THRESHOLD`, `VMSEAL_WORKERS`. Other `VMSEAL_*` variables
+//! `VMSEAL_NONCE_TTL`, `VMSEAL_DEFAULT_THRESHOLD`, `VMSEAL_WORKERS`, `VMSEAL_TLS_KEY_EXCHANGE`. Other `VMSEAL_*` variables
 //! (`VMSEAL_LOG`, the clients' `VMSEAL_VERIFIER`, …) are not the service's and are ignored; a
 //! misspelt key in the file is an error naming it.
 
@@ -77,6 +79,8 @@ pub struct ServeConfig {
     /// HTTP worker threads; one per core when absent.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// TLS key exchange: `pq-preferred` or `pq-only`.
+    pub tls_key_exchange: String,
 }
 
 /// The file's keys: the same as [`ServeConfig`], all optional, nothing else.
@@ -94,6 +98,7 @@ struct FileKeys {
     nonce_ttl: Option<i64>,
     default_threshold: Option<u8>,
     workers: Option<usize>,
+    tls_key_exchange: Option<String>,
 }
 
 const PATH_KEYS: [&str; 2] = ["state", "insecure_snp_root"];
@@ -152,6 +157,7 @@ impl ServeConfig {
             .and_then(|b| b.set_default("max_age", 300))
             .and_then(|b| b.set_default("nonce_ttl", 120))
             .and_then(|b| b.set_default("default_threshold", 70))
+            .and_then(|b| b.set_default("tls_key_exchange", "pq-preferred"))
             .map_err(invalid)?;
         if let Some(f) = file {
             b = b.add_source(config::File::from_str(
@@ -191,6 +197,12 @@ impl ServeConfig {
             return Err(ConfigError::Invalid(
                 "max_age and nonce_ttl must be positive seconds".into(),
             ));
+        }
+        if vmseal_client::KeyExchange::from_name(&c.tls_key_exchange).is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "tls_key_exchange must be pq-preferred or pq-only, not {:?}",
+                c.tls_key_exchange
+            )));
         }
         if c.workers == Some(0) {
             return Err(ConfigError::Invalid("workers must be at least 1".into()));

@@ -305,7 +305,7 @@ For a browser, bundle them: openssl pkcs12 -export -in carol.pem -inkey carol.ke
     #[command(
         after_help = "Settings come from, lowest to highest: defaults, --config FILE (TOML), VMSEAL_* \
 environment variables (VMSEAL_STATE, VMSEAL_LISTEN, VMSEAL_DATABASE, VMSEAL_REQUIRE, VMSEAL_EK_ROOTS, \
-VMSEAL_MAX_AGE, VMSEAL_NONCE_TTL, VMSEAL_DEFAULT_THRESHOLD, VMSEAL_WORKERS), and these options. With \
+VMSEAL_MAX_AGE, VMSEAL_NONCE_TTL, VMSEAL_DEFAULT_THRESHOLD, VMSEAL_WORKERS, VMSEAL_TLS_KEY_EXCHANGE), and these options. With \
 no file at all, --state is enough: SQLite in the state directory, 127.0.0.1:8443. See docs/operations.md.\n\n\
 Examples:\n  vmseal-verifier serve --state /var/lib/vmseal-verifier --ek-roots tpm-vendor-ca.pem\n  \
 vmseal-verifier serve --config /etc/vmseal/verifier.toml"
@@ -338,6 +338,11 @@ vmseal-verifier serve --config /etc/vmseal/verifier.toml"
         /// HTTP worker threads [default: one per core].
         #[arg(long)]
         workers: Option<usize>,
+        /// TLS key exchange: pq-preferred (X25519MLKEM768 first, classical groups for clients
+        /// without it) or pq-only (refuse clients that cannot do X25519MLKEM768) [default:
+        /// pq-preferred].
+        #[arg(long, value_parser = ["pq-preferred", "pq-only"])]
+        tls_key_exchange: Option<String>,
     },
 }
 
@@ -372,10 +377,13 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
         std::fs::read(state.join(f))
             .with_context(|| format!("cannot read {}", state.join(f).display()))
     };
-    let tls = vmseal_verifier::server::tls_config(
+    let kx = vmseal_client::KeyExchange::from_name(&c.tls_key_exchange)
+        .context("tls_key_exchange must be pq-preferred or pq-only")?;
+    let tls = vmseal_verifier::server::tls_config_with(
         &read("ca.pem")?,
         &read("server.pem")?,
         &read("server.key")?,
+        kx,
     )
     .map_err(anyhow::Error::msg)?;
     let url = c
@@ -863,6 +871,7 @@ fn main() -> std::process::ExitCode {
             insecure_snp_root,
             max_age,
             workers,
+            tls_key_exchange,
         } => {
             let path = |p: PathBuf| p.display().to_string();
             let mut o: Vec<(&str, String)> = Vec::new();
@@ -877,6 +886,7 @@ fn main() -> std::process::ExitCode {
             o.extend(insecure_snp_root.map(|v| ("insecure_snp_root", path(v))));
             o.extend(max_age.map(|v| ("max_age", v.to_string())));
             o.extend(workers.map(|v| ("workers", v.to_string())));
+            o.extend(tls_key_exchange.map(|v| ("tls_key_exchange", v)));
             vmseal_verifier::config::ServeConfig::load(config.as_deref(), None, &o)
                 .map_err(anyhow::Error::from)
                 .and_then(|c| actix_web::rt::System::new().block_on(serve(c)))

@@ -285,11 +285,18 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         out.push_str(&format!(
             "# HELP vmseal_tls_connections_total TLS connections accepted (mutual TLS handshakes)\n\
              # TYPE vmseal_tls_connections_total counter\n\
-             vmseal_tls_connections_total {}\n",
-            TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed)
+             vmseal_tls_connections_total {}\n\
+             # HELP vmseal_tls_key_exchange_total TLS connections by negotiated key exchange group\n\
+             # TYPE vmseal_tls_key_exchange_total counter\n\
+             vmseal_tls_key_exchange_total{{group=\"X25519MLKEM768\"}} {}\n\
+             vmseal_tls_key_exchange_total{{group=\"classical\"}} {}\n",
+            n(&TLS_CONNECTIONS),
+            n(&TLS_PQ_CONNECTIONS),
+            n(&TLS_CLASSICAL_CONNECTIONS),
         ));
         out
     }
@@ -1240,15 +1247,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }));
 }
 
-/// The rustls configuration: TLS 1.3, client certificates from the verifier CA required.
+/// The rustls configuration: TLS 1.3, X25519MLKEM768 preferred (classical groups after it), client
+/// certificates from the verifier CA required.
 pub fn tls_config(
     ca_pem: &[u8],
     server_cert_pem: &[u8],
     server_key_pem: &[u8],
 ) -> Result<rustls::ServerConfig, String> {
+    tls_config_with(
+        ca_pem,
+        server_cert_pem,
+        server_key_pem,
+        vmseal_client::KeyExchange::default(),
+    )
+}
+
+/// [`tls_config`] with the key exchanges of `kx` (`pq-only` refuses classical-only clients).
+pub fn tls_config_with(
+    ca_pem: &[u8],
+    server_cert_pem: &[u8],
+    server_key_pem: &[u8],
+    kx: vmseal_client::KeyExchange,
+) -> Result<rustls::ServerConfig, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(vmseal_client::crypto_provider(kx));
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem) {
         roots
@@ -1275,6 +1298,11 @@ pub fn tls_config(
 
 /// TLS connections accepted by this process (exported as `vmseal_tls_connections_total`).
 pub static TLS_CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Of those, the ones that negotiated the hybrid post-quantum X25519MLKEM768.
+pub static TLS_PQ_CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Of those, the ones that negotiated a classical group (a peer without X25519MLKEM768).
+pub static TLS_CLASSICAL_CONNECTIONS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
 
 /// Stash the peer certificate of each TLS connection for the handlers.
 pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
@@ -1283,6 +1311,11 @@ pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions
         .downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>>()
     {
         let (_, session) = tls.get_ref();
+        match session.negotiated_key_exchange_group().map(|g| g.name()) {
+            Some(rustls::NamedGroup::X25519MLKEM768) => &TLS_PQ_CONNECTIONS,
+            _ => &TLS_CLASSICAL_CONNECTIONS,
+        }
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) {
             ext.insert(PeerCert(leaf.to_vec()));
         }
