@@ -1368,6 +1368,21 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("policy_mismatch"), "{}", text(&o));
+    // The refusal is an event: audited and alerted, with its code.
+    let o = ok(admin(&[
+        "alerts",
+        "list",
+        "--vm-id",
+        "vm-a",
+        "--state-filter",
+        "open",
+    ]));
+    assert!(
+        text(&o).contains("evidence_refused") && text(&o).contains("(policy_mismatch)"),
+        "{}",
+        text(&o)
+    );
+    ok(admin(&["audit-verify"]));
 
     // vm-b: a module rule pinning the real binary's build lets it capture; the doctored policy
     // does not.

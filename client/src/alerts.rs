@@ -31,7 +31,8 @@ pub struct Alert {
     /// VM.
     pub vm_id: String,
     /// `below_threshold` (the score fell under the VM's threshold), `tier_drop` (the tier got
-    /// worse) or `silent` (no evidence within the VM's schedule).
+    /// worse), `silent` (no evidence within the VM's schedule) or `evidence_refused` (the
+    /// verifier refused the VM's evidence; `code` says why).
     pub kind: String,
     /// The appraisal that raised it (none for `silent`).
     pub seq: Option<u64>,
@@ -55,6 +56,17 @@ pub struct Alert {
     pub resolved_at: Option<i64>,
     /// Whether a silence covered it: recorded, not delivered.
     pub silenced: bool,
+    /// For `evidence_refused`: the refusal code (`policy_mismatch`, `broken_chain`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// How many times it happened while the alert was unresolved (refusals of one code count on
+    /// one alert).
+    #[serde(default = "one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// A webhook alerts are posted to.

@@ -8,3 +8,12 @@ ALTER TABLE vms ADD COLUMN boot BYTEA;
 ALTER TABLE vms ADD COLUMN layout TEXT;
 ALTER TABLE baselines ADD COLUMN policy_digest BYTEA;
 ALTER TABLE baseline_regions ADD COLUMN ranges TEXT;
+
+-- Refusals are events: every refused evidence of a known VM is audited, and raises an
+-- `evidence_refused` alert naming the code; while one is unresolved for a (VM, code), further
+-- refusals only count on it (a flood is one alert with a count). Resolved by the VM's next
+-- accepted evidence.
+ALTER TABLE alerts ADD COLUMN code TEXT;
+ALTER TABLE alerts ADD COLUMN count BIGINT NOT NULL DEFAULT 1;
+CREATE UNIQUE INDEX alerts_one_refusal_episode ON alerts(vm_id, code)
+    WHERE kind = 'evidence_refused' AND state <> 'resolved';

@@ -71,6 +71,7 @@ pub fn plan(rec: &VmRecord, a: &Appraisal) -> AlertPlan {
     };
     AlertPlan {
         raise: kind.map(|kind| NewAlert {
+            code: None,
             vm_id: a.vm_id.clone(),
             kind,
             seq: Some(a.seq),

@@ -121,6 +121,9 @@ pub(crate) fn alert_line(a: &Alert) -> String {
     if let Some(by) = &a.acked_by {
         flags.push_str(&format!(" [acknowledged by {by}]"));
     }
+    if a.count > 1 {
+        flags.push_str(&format!(" [{} times]", a.count));
+    }
     format!(
         "#{:<5} {}  {:<12} {:<15} {}{}",
         a.alert_id,

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
 use vmseal_sealer::verify::{AnchorRequirement, TrustConfig, verify_evidence};
 
-use crate::appraise::{ChainPoint, Freshness, ModuleRule, appraise, range_pairs};
+use crate::appraise::{ChainPoint, Freshness, ModuleRule, VmRecord, appraise, range_pairs};
 use crate::pki::{Ca, Role, role_of};
 use crate::store::{NewBaselineRegion, Store, StoreError, Verdict};
 pub use vmseal_client::{BaselineLeaves, NewVm, PromoteBaseline};
@@ -666,8 +666,18 @@ async fn submit_evidence(
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let timer = st.metrics.seconds.start_timer();
+    let vm = path.into_inner();
     let r = match read_body(payload).await {
-        Ok(body) => appraise_submission(req, path, body, &st).await,
+        Ok(body) => match authorize_submission(&req, &vm, &st).await {
+            Ok(rec) => {
+                let r = appraise_submission(&vm, &rec, body.clone(), &st).await;
+                if let Err(ApiError::Refused { code, message }) = &r {
+                    refusal_event(&st, &rec, code, message, &body).await;
+                }
+                r
+            }
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     timer.observe_duration();
@@ -686,15 +696,14 @@ async fn submit_evidence(
     })
 }
 
-async fn appraise_submission(
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: web::Bytes,
+/// The VM's record, when the client is the agent of the VM's host (the only one who submits).
+async fn authorize_submission(
+    req: &HttpRequest,
+    vm: &str,
     st: &AppState,
-) -> Result<(String, String), ApiError> {
-    let vm = path.into_inner();
-    let rec = st.store.vm_record(&vm).await?;
-    match role(&req)? {
+) -> Result<VmRecord, ApiError> {
+    let rec = st.store.vm_record(vm).await?;
+    match role(req)? {
         Role::Agent(h) if h == rec.host_id => {}
         Role::Agent(h) => {
             return Err(ApiError::Forbidden(format!(
@@ -708,6 +717,42 @@ async fn appraise_submission(
             ));
         }
     }
+    Ok(rec)
+}
+
+/// Refused evidence of a known VM from its own host's agent is an event: audited, and an
+/// `evidence_refused` alert (one per VM and code while unresolved, counting the rest). A failure
+/// to record it is logged; the refusal itself stands either way.
+async fn refusal_event(st: &AppState, rec: &VmRecord, code: &str, message: &str, body: &[u8]) {
+    // The sequence number the evidence claims, when its claims can be read at all.
+    let seq = vmseal_sealer::evidence::DecodedEvidence::decode(body)
+        .ok()
+        .and_then(|d| vmseal_sealer::claims::Claims::decode(&d.payload).ok())
+        .map(|c| c.seq);
+    let r = crate::store::Refusal {
+        vm_id: &rec.vm_id,
+        code,
+        message,
+        seq,
+        threshold: rec.threshold,
+    };
+    match st.store.record_refusal(&r, now()).await {
+        Ok(Some(alert)) => crate::alerts::announce(st, &alert),
+        Ok(None) => {}
+        Err(e) => tracing::error!(
+            "refused evidence of VM {} ({code}) could not be recorded: {e}",
+            rec.vm_id
+        ),
+    }
+}
+
+async fn appraise_submission(
+    vm: &str,
+    rec: &VmRecord,
+    body: web::Bytes,
+    st: &AppState,
+) -> Result<(String, String), ApiError> {
+    let vm = vm.to_owned();
     let mut trust = st.evidence_trust.clone();
     trust.pinned_intermediates = vec![rec.intermediate_digest];
     let t = OffsetDateTime::now_utc();
@@ -739,7 +784,7 @@ async fn appraise_submission(
         skew: 30,
         nonce_accepted,
     };
-    let a = appraise(&v, &rec, baseline.as_deref(), fresh).map_err(|e| ApiError::Refused {
+    let a = appraise(&v, rec, baseline.as_deref(), fresh).map_err(|e| ApiError::Refused {
         code: e.code(),
         message: e.to_string(),
     })?;
@@ -768,7 +813,7 @@ async fn appraise_submission(
     // One transaction: the chain advances, the nonce is used up (and the capture request it
     // answered is done), the appraisal and its audit entry are stored, and an alert it raises
     // enters the outbox — or nothing is.
-    let plan = crate::alerts::plan(&rec, &a);
+    let plan = crate::alerts::plan(rec, &a);
     let raised = st
         .store
         .record_appraisal(

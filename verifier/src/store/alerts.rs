@@ -22,8 +22,10 @@ pub const MAX_DELIVERY_ATTEMPTS: i64 = 25;
 pub struct NewAlert {
     /// VM.
     pub vm_id: String,
-    /// `below_threshold`, `tier_drop` or `silent`.
+    /// `below_threshold`, `tier_drop`, `silent` or `evidence_refused`.
     pub kind: &'static str,
+    /// For `evidence_refused`: the refusal code.
+    pub code: Option<String>,
     /// The appraisal that raised it.
     pub seq: Option<u64>,
     /// Its score.
@@ -34,6 +36,21 @@ pub struct NewAlert {
     pub threshold: u8,
     /// What happened, for people.
     pub message: String,
+}
+
+/// Evidence of a known VM that the verifier refused.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal<'a> {
+    /// VM.
+    pub vm_id: &'a str,
+    /// Its refusal code.
+    pub code: &'a str,
+    /// Why, for people.
+    pub message: &'a str,
+    /// The sequence number the evidence claimed, when it could be read.
+    pub seq: Option<u64>,
+    /// The VM's threshold.
+    pub threshold: u8,
 }
 
 /// What an appraisal does to alerts (decided by [`crate::alerts::plan`]).
@@ -60,7 +77,7 @@ pub struct ClaimedDelivery {
 
 macro_rules! alert_columns {
     () => {
-        "alert_id, vm_id, kind, seq, score, tier, threshold, message, created_at, state, acked_by, acked_at, resolved_at, silenced"
+        "alert_id, vm_id, kind, seq, score, tier, threshold, message, created_at, state, acked_by, acked_at, resolved_at, silenced, code, count"
     };
 }
 
@@ -82,6 +99,8 @@ fn alert_row(r: &AnyRow) -> Result<Alert, StoreError> {
         acked_at: r.try_get("acked_at")?,
         resolved_at: r.try_get("resolved_at")?,
         silenced: r.try_get::<i64, _>("silenced")? != 0,
+        code: r.try_get("code")?,
+        count: r.try_get::<i64, _>("count")?.max(1) as u64,
     })
 }
 
@@ -106,7 +125,7 @@ pub(super) async fn raise(
     .fetch_optional(&mut **tx)
     .await?
     .is_some();
-    sqlx::query("INSERT INTO alerts (alert_id, vm_id, kind, seq, score, tier, threshold, message, created_at, state, silenced) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10)")
+    sqlx::query("INSERT INTO alerts (alert_id, vm_id, kind, seq, score, tier, threshold, message, created_at, state, silenced, code) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $11)")
         .bind(entry.id)
         .bind(&a.vm_id)
         .bind(a.kind)
@@ -117,6 +136,7 @@ pub(super) async fn raise(
         .bind(&a.message)
         .bind(now)
         .bind(i64::from(silenced))
+        .bind(a.code.as_deref())
         .execute(&mut **tx)
         .await?;
     if !silenced {
@@ -153,6 +173,8 @@ pub(super) async fn raise(
         acked_at: None,
         resolved_at: None,
         silenced,
+        code: a.code.clone(),
+        count: 1,
     })
 }
 
@@ -514,6 +536,67 @@ impl Store {
         super::vm_found(vm_id, r.rows_affected())
     }
 
+    /// Record refused evidence of a known VM: an audit entry, and an `evidence_refused` alert
+    /// naming `code` — or, while one for this VM and code is unresolved, one more on its count.
+    /// Returns the alert when a new one was raised.
+    pub async fn record_refusal(
+        &self,
+        r: &Refusal<'_>,
+        now: i64,
+    ) -> Result<Option<Alert>, StoreError> {
+        match self.record_refusal_once(r, now).await {
+            // Another replica raised the alert for this (VM, code) meanwhile: count on it.
+            Err(StoreError::Conflict(_)) => self.record_refusal_once(r, now).await,
+            other => other,
+        }
+    }
+
+    async fn record_refusal_once(
+        &self,
+        r: &Refusal<'_>,
+        now: i64,
+    ) -> Result<Option<Alert>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let detail = serde_json::json!({
+            "vm": r.vm_id, "code": r.code, "seq": r.seq, "message": r.message,
+        })
+        .to_string();
+        append_audit(&mut tx, "verifier", "evidence_refused", &detail, now).await?;
+        let bumped = sqlx::query("UPDATE alerts SET count = count + 1 WHERE kind = 'evidence_refused' AND vm_id = $1 AND code = $2 AND state <> 'resolved'")
+            .bind(r.vm_id)
+            .bind(r.code)
+            .execute(&mut *tx)
+            .await?;
+        if bumped.rows_affected() > 0 {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let a = NewAlert {
+            vm_id: r.vm_id.to_owned(),
+            kind: "evidence_refused",
+            code: Some(r.code.to_owned()),
+            seq: r.seq,
+            score: None,
+            tier: None,
+            threshold: r.threshold,
+            message: format!(
+                "VM {}: evidence{} refused ({}): {}",
+                r.vm_id,
+                r.seq.map(|s| format!(" #{s}")).unwrap_or_default(),
+                r.code,
+                r.message
+            ),
+        };
+        let raised = raise(&mut tx, &a, now).await.map_err(|e| match e {
+            StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                StoreError::Conflict("an evidence_refused alert was raised meanwhile".into())
+            }
+            e => e,
+        })?;
+        tx.commit().await?;
+        Ok(Some(raised))
+    }
+
     /// Raise a `silent` alert for every VM on a schedule whose evidence is overdue (none
     /// accepted for twice its interval) and that has none yet; resolve `silent` alerts of VMs
     /// heard from since. Each alert is raised once, whichever replica sweeps first.
@@ -544,6 +627,7 @@ impl Store {
             let a = NewAlert {
                 vm_id: vm.clone(),
                 kind: "silent",
+                code: None,
                 seq: None,
                 score: None,
                 tier: None,
@@ -572,6 +656,7 @@ mod tests {
             raise: Some(NewAlert {
                 vm_id: "vm1".into(),
                 kind: "below_threshold",
+                code: None,
                 seq: Some(seq),
                 score: Some(0),
                 tier: Some("contraindicated".into()),
@@ -953,7 +1038,70 @@ mod tests {
         assert_eq!(all, ids);
     }
 
+    async fn refusals_are_audited_and_a_flood_is_one_alert_with_a_count(db: Db) {
+        let (_d, s) = store(db).await;
+        s.add_webhook(&hook("ops")).await.unwrap();
+        let refusal = |code: &'static str| Refusal {
+            vm_id: "vm1",
+            code,
+            message: "captured under policy aa but the VM is assigned policy bb",
+            seq: Some(4),
+            threshold: 70,
+        };
+        let audit_before = s.verify_audit().await.unwrap();
+        let a = s
+            .record_refusal(&refusal("policy_mismatch"), 10)
+            .await
+            .unwrap()
+            .expect("the first refusal raises an alert");
+        assert_eq!(
+            (a.kind.as_str(), a.code.as_deref(), a.count),
+            ("evidence_refused", Some("policy_mismatch"), 1)
+        );
+        assert!(
+            a.message.contains("#4 refused (policy_mismatch)"),
+            "{}",
+            a.message
+        );
+        assert_eq!(s.deliveries(a.alert_id).await.unwrap().len(), 1);
+        // A flood of the same refusal: audited each time, counted on the one alert, delivered once.
+        for t in 11..20 {
+            assert!(
+                s.record_refusal(&refusal("policy_mismatch"), t)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        let again = s.alert(a.alert_id).await.unwrap();
+        assert_eq!((again.count, again.state.as_str()), (10, "open"));
+        assert_eq!(s.deliveries(a.alert_id).await.unwrap().len(), 1);
+        // Audit entries: ten refusals and the alert.
+        assert_eq!(s.verify_audit().await.unwrap(), audit_before + 11);
+        // Another code is another alert.
+        let b = s
+            .record_refusal(&refusal("broken_chain"), 20)
+            .await
+            .unwrap()
+            .expect("another code, another alert");
+        assert_ne!(a.alert_id, b.alert_id);
+        // Accepted evidence resolves both; the next refusal starts a new episode.
+        s.record_appraisal("vm1", None, point(0), &V, &AlertPlan::default(), 21)
+            .await
+            .unwrap();
+        for id in [a.alert_id, b.alert_id] {
+            assert_eq!(s.alert(id).await.unwrap().state, "resolved");
+        }
+        let c = s
+            .record_refusal(&refusal("policy_mismatch"), 22)
+            .await
+            .unwrap()
+            .expect("a new episode");
+        assert_eq!(c.count, 1);
+    }
+
     on_both!(
+        refusals_are_audited_and_a_flood_is_one_alert_with_a_count,
         an_alert_enters_the_outbox_once_per_webhook,
         acknowledging_records_who_and_changes_nothing_else,
         silenced_alerts_are_recorded_not_queued,

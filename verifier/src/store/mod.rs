@@ -20,7 +20,7 @@ mod alerts;
 
 pub use alerts::{
     Alert, AlertPlan, ClaimedDelivery, DELIVERY_LEASE_S, DeliveryState, MAX_DELIVERY_ATTEMPTS,
-    NewAlert, Silence, Webhook, backoff_s,
+    NewAlert, Refusal, Silence, Webhook, backoff_s,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -648,6 +648,12 @@ impl Store {
                 "VM {vm_id:?} advanced past #{expected:?} meanwhile"
             )));
         }
+        // Accepted evidence ends the VM's refusal episodes (their alerts stay in the log).
+        sqlx::query("UPDATE alerts SET state = 'resolved', resolved_at = $1 WHERE vm_id = $2 AND kind = 'evidence_refused' AND state <> 'resolved'")
+            .bind(now)
+            .bind(vm_id)
+            .execute(&mut *tx)
+            .await?;
         if let Some((boot, layout)) = verdict.layout {
             let layout = serde_json::to_string(layout)
                 .map_err(|e| StoreError::Corrupt(format!("layout: {e}")))?;

@@ -941,6 +941,23 @@ fn an_assigned_policy_is_the_verifiers() {
         (422, "policy_mismatch"),
         "{e}"
     );
+    // Both refusals (the module, the policy) were alerts naming their codes; the module's was
+    // resolved by the evidence accepted after it.
+    let (st, al) = json(
+        admin
+            .get(format!("{}/v1/alerts?vm=vm-a&state=open", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{al}");
+    let codes: Vec<&str> = al["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "evidence_refused")
+        .map(|a| a["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["policy_mismatch"], "{al}");
     // Refused evidence changes nothing: the chain still stands where it was.
     (h.seq, h.prev) = (seq, prev);
     let (st, a) = submit(h.evidence("vm-a", None));
