@@ -1434,6 +1434,16 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
     let o = vm_run("vm-c", &["--captures", "1"], "vm-c0", true);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("module_not_allowed"), "{}", text(&o));
+    // The host sealed #0 for vm-c, which the verifier refused: its next is #1, and the verifier,
+    // holding no evidence of vm-c, expects #0. An admin clears the rule and restarts the chain
+    // where the host stands (audited); the next capture is accepted.
+    ok(admin(&["allow-modules", "--vm-id", "vm-c", "--any"]));
+    let o = vm_run("vm-c", &["--captures", "1"], "vm-c1", true);
+    assert!(text(&o).contains("chain_start"), "{}", text(&o));
+    ok(admin(&["reset-chain", "--vm-id", "vm-c", "--at", "2"]));
+    let o = ok(vm_run("vm-c", &["--captures", "1"], "vm-c2", true));
+    assert_eq!(appraisals(&o)[0]["seq"], 2, "{}", text(&o));
+    ok(admin(&["audit-verify"]));
 }
 
 /// `vmseal-host run --json` in the background: its events, line by line, on a channel.

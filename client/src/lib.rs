@@ -174,6 +174,17 @@ pub struct AssignPolicy {
     pub policy: String,
 }
 
+/// `POST /v1/vms/{vm}/reset-chain` body (admin).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResetChain {
+    /// The sequence number the VM's next evidence must carry (0 when absent): the host's next
+    /// one (`vmseal-host` keeps it in its state).
+    #[serde(default)]
+    pub at: u64,
+}
+
 /// `POST /v1/vms/{vm}/modules` body (admin): which capture modules may capture the VM.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -17,3 +17,7 @@ ALTER TABLE alerts ADD COLUMN code TEXT;
 ALTER TABLE alerts ADD COLUMN count BIGINT NOT NULL DEFAULT 1;
 CREATE UNIQUE INDEX alerts_one_refusal_episode ON alerts(vm_id, code)
     WHERE kind = 'evidence_refused' AND state <> 'resolved';
+
+-- A VM's chain starts at #0, or where an admin's audited reset says (`admin reset-chain --at N`):
+-- the first evidence after a reset must carry exactly this sequence number.
+ALTER TABLE vms ADD COLUMN chain_start BIGINT NOT NULL DEFAULT 0;

@@ -604,6 +604,7 @@ mod tests {
             policy: None,
             allowed_modules: vec![],
             last: None,
+            chain_start: 0,
             threshold: 70,
             insecure_anchor: false,
             baseline_version: Some(1),

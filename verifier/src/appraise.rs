@@ -119,6 +119,8 @@ pub struct VmRecord {
     pub allowed_modules: Vec<ModuleRule>,
     /// The last appraised evidence.
     pub last: Option<ChainPoint>,
+    /// Where the chain starts when there is no last evidence: 0, or where an admin's reset said.
+    pub chain_start: u64,
     /// Score below which an appraisal raises an alert.
     pub threshold: u8,
     /// Whether the host's enrolled SNP anchor was the INSECURE stand-in (accepted by config).
@@ -240,15 +242,17 @@ pub enum AppraisalError {
         /// Got.
         got: u64,
     },
-    /// The first evidence of a VM must be #0.
+    /// The first evidence of a VM must be #0 (or where an admin's reset said).
     #[error(
-        "VM {vm:?} has no evidence yet, so its chain starts at #0, not #{got}; an admin resets a chain explicitly"
+        "VM {vm:?} has no evidence since its chain (re)started, so it starts at #{want}, not #{got}; an admin resets a chain explicitly (`admin reset-chain --vm-id VM --at N`)"
     )]
     ChainStart {
         /// VM.
         vm: String,
         /// Claimed sequence.
         got: u64,
+        /// Where the chain starts.
+        want: u64,
     },
     /// `prev` does not name the last appraised evidence.
     #[error(
@@ -566,10 +570,13 @@ pub fn appraise(
         });
     }
     match vm.last {
-        None if c.seq != 0 || c.prev.is_some() => {
+        // From #0 nothing precedes; after a reset to #N the evidence's `prev` names the host's
+        // own record of #N-1, which the verifier no longer holds.
+        None if c.seq != vm.chain_start || (vm.chain_start == 0 && c.prev.is_some()) => {
             return Err(AppraisalError::ChainStart {
                 vm: vm.vm_id.clone(),
                 got: c.seq,
+                want: vm.chain_start,
             });
         }
         None => {}
@@ -949,6 +956,7 @@ mod tests {
             policy: None,
             allowed_modules: vec![],
             last: None,
+            chain_start: 0,
             threshold: 70,
             insecure_anchor: false,
             baseline_version: Some(1),
@@ -1304,6 +1312,13 @@ mod tests {
         assert_eq!(e.code(), "chain_start");
         let e = run(&f, &f.vm, &claims(&f, 0, Some([1; 32]), &[], false)).unwrap_err();
         assert_eq!(e.code(), "chain_start");
+        // After an admin's reset to #7, the chain resumes exactly there.
+        let mut vm = f.vm.clone();
+        vm.chain_start = 7;
+        let e = run(&f, &vm, &claims(&f, 0, None, &[], false)).unwrap_err();
+        assert_eq!(e.code(), "chain_start");
+        assert!(e.to_string().contains("starts at #7"), "{e}");
+        run(&f, &vm, &claims(&f, 7, Some([1; 32]), &[], false)).unwrap();
     }
 
     #[test]

@@ -129,6 +129,17 @@ vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443
         #[arg(long)]
         policy: PathBuf,
     },
+    /// Restart a VM's evidence chain (audited): the next evidence must carry sequence number
+    /// --at. For a host rebuilt from scratch (its chain starts again at 0) or a chain abandoned
+    /// on purpose; appraisals, alerts and baselines stay.
+    ResetChain {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// The sequence number the next evidence carries (the host's next one).
+        #[arg(long, default_value_t = 0)]
+        at: u64,
+    },
     /// Say which capture modules may capture a VM; evidence made by any other is refused
     /// `module_not_allowed`.
     #[command(
@@ -578,6 +589,10 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             &vmseal_client::AssignPolicy {
                 policy: read_policy(&policy)?,
             },
+        )?,
+        AdminCmd::ResetChain { vm_id, at } => client.post_json(
+            &format!("/v1/vms/{vm_id}/reset-chain"),
+            &vmseal_client::ResetChain { at },
         )?,
         AdminCmd::AllowModules { vm_id, module, any } => {
             if module.is_empty() && !any {

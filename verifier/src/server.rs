@@ -552,6 +552,37 @@ async fn get_policy(
         .json(serde_json::json!({ "vm_id": vm, "policy_digest": hex::encode(d), "policy": text })))
 }
 
+/// `POST /v1/vms/{vm}/reset-chain` (admin): restart the VM's evidence chain at `at` (0 by
+/// default), audited with where it stood. For a host rebuilt from scratch, or a chain an operator
+/// decided to abandon; alerts, appraisals and baselines stay.
+#[utoipa::path(post, path = "/v1/vms/{vm}/reset-chain", tag = "vms", params(("vm" = String, Path, description = "VM id")),
+    request_body = vmseal_client::ResetChain,
+    responses((status = 200, description = "`{vm_id, previous_seq, next_seq}`"), (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
+async fn reset_chain(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<vmseal_client::ResetChain>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let vm = path.into_inner();
+    if body.at > i64::MAX as u64 {
+        return Err(bad("bad_seq", "at is beyond the largest sequence number"));
+    }
+    let previous = st.store.reset_chain(&vm, body.at).await?;
+    st.store
+        .audit(
+            &who,
+            "reset_chain",
+            &serde_json::json!({ "vm": vm, "previous_seq": previous, "next_seq": body.at })
+                .to_string(),
+            now(),
+        )
+        .await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "vm_id": vm, "previous_seq": previous, "next_seq": body.at })))
+}
+
 /// `POST /v1/vms/{vm}/modules` (admin): the capture modules (name, version, optionally the
 /// SHA-256 of the binary) allowed to capture the VM; evidence from any other is refused
 /// `module_not_allowed`. An empty list allows any module.
@@ -1073,7 +1104,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
         healthz, metrics, openapi_json, verify_audit,
         crate::ui::root, crate::ui::index, crate::ui::script, crate::ui::style, crate::ui::icon,
         crate::enroll::create_token, crate::enroll::begin, crate::enroll::activate,
-        register_vm, list_vms, set_threshold, assign_policy, get_policy, allow_modules, promote_baseline, active_baseline,
+        register_vm, list_vms, set_threshold, assign_policy, get_policy, allow_modules, reset_chain, promote_baseline, active_baseline,
         issue_nonce, submit_evidence, list_appraisals,
         crate::captures::create, crate::captures::poll, crate::captures::status,
         crate::alerts::list, crate::alerts::show, crate::alerts::ack, crate::alerts::stream,
@@ -1181,6 +1212,11 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
             M::POST,
             "/v1/vms/{vm}/modules",
             r(M::POST).to(allow_modules),
+        ),
+        (
+            M::POST,
+            "/v1/vms/{vm}/reset-chain",
+            r(M::POST).to(reset_chain),
         ),
         (
             M::POST,

@@ -442,6 +442,26 @@ impl Store {
         vm_found(vm_id, r.rows_affected())
     }
 
+    /// Restart a VM's evidence chain at `at` (audited by the caller): the verifier forgets the
+    /// last evidence and the boot layout, and the next evidence must be #`at`. Alerts, appraisals
+    /// and baselines stay.
+    pub async fn reset_chain(&self, vm_id: &str, at: u64) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let last: Option<i64> = sqlx::query("SELECT last_seq FROM vms WHERE vm_id = $1")
+            .bind(vm_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("VM {vm_id:?}")))?
+            .try_get("last_seq")?;
+        sqlx::query("UPDATE vms SET last_seq = NULL, last_digest = NULL, boot = NULL, layout = NULL, chain_start = $1 WHERE vm_id = $2")
+            .bind(at as i64)
+            .bind(vm_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(last.map(|l| l as u64))
+    }
+
     /// Set the capture modules allowed to capture a VM (empty: any).
     pub async fn set_allowed_modules(
         &self,
@@ -489,7 +509,7 @@ impl Store {
     /// What the appraisal needs to know about a VM.
     pub async fn vm_record(&self, vm_id: &str) -> Result<VmRecord, StoreError> {
         let row = sqlx::query(
-            "SELECT v.vm_id, v.host_id, v.policy_digest, v.policy_text, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, v.boot, v.layout, h.intermediate_sha256, h.insecure_anchor, \
+            "SELECT v.vm_id, v.host_id, v.policy_digest, v.policy_text, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, v.boot, v.layout, v.chain_start, h.intermediate_sha256, h.insecure_anchor, \
              (SELECT MAX(b.version) FROM baselines b WHERE b.vm_id = v.vm_id) AS baseline_version \
              FROM vms v JOIN hosts h ON h.host_id = v.host_id WHERE v.vm_id = $1",
         )
@@ -521,6 +541,7 @@ impl Store {
             None => Layout::new(),
         };
         Ok(VmRecord {
+            chain_start: row.try_get::<i64, _>("chain_start")?.max(0) as u64,
             policy,
             boot: row.try_get("boot")?,
             layout,
