@@ -9,7 +9,9 @@
 #   6. capture again (trust score 100), inject a code patch into the running guest, capture:
 #      the verifier's trust score falls and names the region that changed
 #   7. the alert reaches a local webhook receiver, which verifies its signature with ca.pem
-#   8. vmseal-certs verifies the evidence offline; a tampered copy is refused
+#   8. a host that captures under a doctored policy leaving out the code region is refused, and the
+#      refusal is an alert
+#   9. vmseal-certs verifies the evidence offline; a tampered copy is refused
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -60,7 +62,7 @@ step "the admin registers the VM with its capture policy and alert threshold"
 step "a webhook receiver on 127.0.0.1 (it checks each alert's signature with the verifier's ca.pem alone); the admin adds it"
 hook_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 "$bin/vmseal-verifier" webhook-receiver --listen "127.0.0.1:$hook_port" --ca "$work/verifier/ca.pem" \
-    --name ops --count 1 >"$work/webhook.log" &
+    --name ops --count 2 >"$work/webhook.log" &
 receiver_pid=$!
 "${admin[@]}" webhooks add --name ops --url "http://127.0.0.1:$hook_port/vmseal"
 
@@ -86,6 +88,22 @@ step "the alert: in the verifier, and at the webhook receiver with its signature
 for _ in $(seq 1 100); do grep -q "verified alert" "$work/webhook.log" && break; sleep 0.1; done
 cat "$work/webhook.log"
 grep -q "verified alert (signature OK" "$work/webhook.log"
+
+step "a compromised host captures under a doctored policy without the code region: the verifier, which holds the policy, refuses it and raises an alert"
+python3 - host/policies/micro-vm.toml "$work/doctored.toml" <<'PY'
+import sys
+blocks = open(sys.argv[1]).read().split('[[region]]')
+open(sys.argv[2], 'w').write('[[region]]'.join(b for b in blocks if 'name = "guest-code"' not in b))
+PY
+if "$bin/vmseal-host" vm run --state "$work/host" --vm-id demo-vm --captures 1 --policy "$work/doctored.toml" \
+    --out-dir "$work/ev2" "${agent[@]}" 2>&1 | tee "$work/refused.log"; then
+    echo "UNEXPECTED: evidence under a doctored policy accepted" >&2; exit 1
+fi
+grep -q "policy_mismatch" "$work/refused.log"
+"${admin[@]}" alerts list --state-filter open --vm-id demo-vm | tee "$work/alerts.log"
+grep -q "evidence_refused" "$work/alerts.log"
+for _ in $(seq 1 100); do grep -q "evidence_refused" "$work/webhook.log" && break; sleep 0.1; done
+grep "evidence_refused" "$work/webhook.log"
 wait "$receiver_pid"; receiver_pid=""
 
 step "offline: vmseal-certs verifies the attacked snapshot from public material"
@@ -105,4 +123,4 @@ if "$bin/vmseal-certs" verify --roots "$SWTPM_EK_CA" --allow-insecure "$work/tam
     echo "UNEXPECTED: tampered evidence accepted" >&2; exit 1
 fi
 
-step "done: baseline promoted, the clean capture scored 100, the code patch dropped the trust score to 0 and named region guest-code; the signed alert reached the webhook"
+step "done: baseline promoted, the clean capture scored 100, the code patch dropped the trust score to 0 and named region guest-code; the signed alert reached the webhook; a capture under a doctored policy was refused and alerted"

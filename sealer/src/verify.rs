@@ -102,6 +102,9 @@ pub enum VerifyError {
     /// The intermediate is not an ML-DSA-87 self-signed certificate.
     #[error("intermediate certificate: {0}")]
     Intermediate(&'static str),
+    /// The intermediate carries a critical extension vmseal does not process.
+    #[error("intermediate certificate: critical extension {0} is not one vmseal processes")]
+    UnknownCritical(String),
     /// The intermediate is outside its validity period.
     #[error("intermediate certificate is not valid at the verification time")]
     IntermediateExpired,
@@ -196,6 +199,18 @@ pub fn verify_intermediate(
     now: OffsetDateTime,
 ) -> Result<VerifiedIntermediate, VerifyError> {
     let cert = ParsedCert::from_der(der).map_err(VerifyError::IntermediateParse)?;
+    // What vmseal processes: basic constraints, key usage, extended key usage, subject and
+    // authority key identifiers, subject alternative name. Its own extensions are non-critical.
+    if let Some(oid) = cert.unknown_critical(&[
+        "2.5.29.19",
+        "2.5.29.15",
+        "2.5.29.37",
+        "2.5.29.14",
+        "2.5.29.35",
+        "2.5.29.17",
+    ]) {
+        return Err(VerifyError::UnknownCritical(oid.to_owned()));
+    }
     if cert.ml_dsa() != Some(MlDsa::MlDsa87) {
         return Err(VerifyError::Intermediate("key is not ML-DSA-87"));
     }

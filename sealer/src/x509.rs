@@ -79,6 +79,16 @@ pub fn issue_intermediate(
     profile: &IntermediateProfile<'_>,
     now: OffsetDateTime,
 ) -> Result<Vec<u8>, CertError> {
+    let cert = intermediate_params(profile, now)
+        .self_signed(&RcgenSigner(key))
+        .map_err(|e| CertError::Issue(e.to_string()))?;
+    Ok(cert.der().to_vec())
+}
+
+fn intermediate_params(
+    profile: &IntermediateProfile<'_>,
+    now: OffsetDateTime,
+) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name = intermediate_dn(profile.host_id);
     p.serial_number = Some(random_serial());
@@ -108,10 +118,7 @@ pub fn issue_intermediate(
             wrap_octets(&anchor::encode(s)),
         ));
     }
-    let cert = p
-        .self_signed(&RcgenSigner(key))
-        .map_err(|e| CertError::Issue(e.to_string()))?;
-    Ok(cert.der().to_vec())
+    p
 }
 
 /// The extension value is an OCTET STRING (DER) wrapping the CBOR, so generic tools show it as
@@ -281,6 +288,17 @@ impl ParsedCert {
             .as_ref()
             .and_then(|p| p.as_oid().ok())
             .map(|o| o.to_id_string());
+        // RFC 5280 §4.2: a certificate must not include more than one instance of an extension;
+        // with two, which one a reader honours is ambiguous.
+        let mut seen = std::collections::HashSet::new();
+        for e in c.extensions() {
+            if !seen.insert(e.oid.to_id_string()) {
+                return Err(CertError::Parse(format!(
+                    "extension {} appears twice",
+                    e.oid.to_id_string()
+                )));
+            }
+        }
         let is_ca = c
             .basic_constraints()
             .ok()
@@ -319,6 +337,15 @@ impl ParsedCert {
                 })
                 .collect(),
         })
+    }
+
+    /// The first critical extension not in `known` (dotted OIDs), if any: RFC 5280 §4.2 says a
+    /// relying party must refuse a certificate with a critical extension it does not process.
+    pub fn unknown_critical(&self, known: &[&str]) -> Option<&str> {
+        self.extensions
+            .iter()
+            .find(|e| e.critical && !known.contains(&e.oid.as_str()))
+            .map(|e| e.oid.as_str())
     }
 
     /// Whether the extended key usage extension lists `oid` (dotted).
@@ -604,5 +631,47 @@ mod tests {
         }
         assert!(unwrap_octets(&[0x04, 0x05, 1]).is_none());
         assert!(unwrap_octets(&[0x04, 0x85, 0, 0, 0, 0, 1]).is_none());
+    }
+
+    #[test]
+    fn duplicate_and_unknown_critical_extensions_are_refused() {
+        let k = IntermediateKey::generate().unwrap();
+        let profile = IntermediateProfile {
+            host_id: "h1",
+            tpm: None,
+            snp: None,
+            validity: Duration::days(30),
+        };
+        let now = OffsetDateTime::now_utc();
+        // The host-identity extension twice: which one would a reader honour?
+        let mut p = intermediate_params(&profile, now);
+        p.custom_extensions.push(CustomExtension::from_oid_content(
+            &oid::EXT_HOST_IDENTITY,
+            wrap_octets(&anchor::encode(&HostIdentity {
+                host_id: "h2".into(),
+            })),
+        ));
+        let der = p.self_signed(&RcgenSigner(&k)).unwrap().der().to_vec();
+        let e = ParsedCert::from_der(&der).unwrap_err().to_string();
+        assert!(e.contains("appears twice"), "{e}");
+        // A critical extension vmseal does not process.
+        let mut p = intermediate_params(&profile, now);
+        let mut x =
+            CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![0x05, 0x00]);
+        x.set_criticality(true);
+        p.custom_extensions.push(x);
+        let der = p.self_signed(&RcgenSigner(&k)).unwrap().der().to_vec();
+        let trust = crate::verify::TrustConfig {
+            require: crate::verify::AnchorRequirement::from_name("none").unwrap(),
+            ..Default::default()
+        };
+        let e = crate::verify::verify_intermediate(&der, &trust, now).unwrap_err();
+        assert!(
+            matches!(&e, crate::verify::VerifyError::UnknownCritical(o) if o == "1.3.6.1.4.1.99999.1"),
+            "{e}"
+        );
+        // The same without the extra extension verifies.
+        let der = issue_intermediate(&k, &profile, now).unwrap();
+        crate::verify::verify_intermediate(&der, &trust, now).unwrap();
     }
 }
