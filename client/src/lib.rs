@@ -279,6 +279,7 @@ impl Client {
         let cfg = tls_config(ca_pem, cert_pem, key_pem)?;
         let http = reqwest::blocking::Client::builder()
             .tls_backend_preconfigured(cfg)
+            .default_headers(default_headers())
             .timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| ClientError::Tls(e.to_string()))?;
@@ -573,6 +574,21 @@ pub enum EarError {
     /// The signature does not verify, or the claims are not an EAR.
     #[error("EAR signature or claims: {0}")]
     Invalid(String),
+}
+
+/// The header every vmseal client sends: the verifier refuses state-changing requests that carry
+/// neither it nor a JSON or octet-stream body, so a page of another origin in a browser holding an
+/// admin's client certificate cannot change anything (no CORS preflight is ever granted).
+pub const REQUEST_HEADER: &str = "x-vmseal-request";
+
+/// Default headers of vmseal's HTTP clients ([`REQUEST_HEADER`]).
+pub fn default_headers() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        REQUEST_HEADER,
+        reqwest::header::HeaderValue::from_static("1"),
+    );
+    h
 }
 
 /// Which TLS key exchanges a vmseal endpoint offers.

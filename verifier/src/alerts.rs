@@ -208,6 +208,19 @@ async fn deliver_forever(st: web::Data<AppState>) {
     }
 }
 
+/// A failed delivery's cause, without the webhook's URL (it may carry credentials, and the error
+/// is shown to operators): the error and its sources.
+fn delivery_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(c) = src {
+        s.push_str(&format!(": {c}"));
+        src = c.source();
+    }
+    s
+}
+
 async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, d: &ClaimedDelivery) {
     let outcome = match st.ear.sign_alert(&d.alert, &d.webhook, d.attempt, now()) {
         Err(e) => Err(format!("signing: {e}")),
@@ -222,7 +235,7 @@ async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, d: &Claimed
             .body(jwt)
             .send()
             .await
-            .map_err(|e| format!("{e}"))
+            .map_err(delivery_error)
             .and_then(|r| -> Result<(), String> {
                 if r.status().is_success() {
                     Ok(())
@@ -317,7 +330,17 @@ pub(crate) async fn show(
     reader(&req)?;
     let id = alert_id(&path)?;
     let alert = st.store.alert(id).await?;
-    let deliveries = st.store.deliveries(id).await?;
+    let mut deliveries = st.store.deliveries(id).await?;
+    // A viewer sees whether alerts got out, not why a webhook failed: errors are for admins,
+    // who also see the webhooks' URLs.
+    if matches!(crate::server::role(&req)?, crate::pki::Role::Viewer(_)) {
+        for d in &mut deliveries {
+            d.last_error = d
+                .last_error
+                .as_ref()
+                .map(|_| "(admins see the error)".into());
+        }
+    }
     Ok(HttpResponse::Ok().json(serde_json::json!({ "alert": alert, "deliveries": deliveries })))
 }
 

@@ -266,6 +266,7 @@ pub fn run(
                 vmseal_client::tls_config(&ca_pem, a.cert_pem.as_bytes(), a.key_pem.as_bytes())?;
             reqwest::Client::builder()
                 .tls_backend_preconfigured(cfg)
+                .default_headers(vmseal_client::default_headers())
                 .pool_max_idle_per_host(1)
                 .timeout(Duration::from_secs(120))
                 .build()

@@ -351,7 +351,40 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// The header vmseal's clients send on every request (`vmseal_client::REQUEST_HEADER`).
+const REQUEST_HEADER: &str = "x-vmseal-request";
+
+/// A state-changing request must show it was not made cross-site by a browser holding an admin's
+/// client certificate: a JSON or octet-stream body (which a page of another origin cannot send
+/// without a CORS preflight the service never grants), or vmseal's request header.
+fn same_site(req: &HttpRequest) -> Result<(), ApiError> {
+    use actix_web::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Ok(());
+    }
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    };
+    let ct = header("content-type");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if !header(REQUEST_HEADER).is_empty()
+        || matches!(media, "application/json" | "application/octet-stream")
+    {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "a {} request needs a JSON body or the {REQUEST_HEADER} header (cross-site requests are refused)",
+        req.method()
+    )))
+}
+
 pub(crate) fn role(req: &HttpRequest) -> Result<Role, ApiError> {
+    same_site(req)?;
     let cert = req
         .conn_data::<PeerCert>()
         .cloned()

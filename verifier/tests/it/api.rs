@@ -133,6 +133,7 @@ pub(crate) fn client(
     };
     reqwest::blocking::Client::builder()
         .tls_backend_preconfigured(cfg)
+        .default_headers(vmseal_client::default_headers())
         .build()
         .unwrap()
 }
@@ -962,6 +963,120 @@ fn an_assigned_policy_is_the_verifiers() {
     (h.seq, h.prev) = (seq, prev);
     let (st, a) = submit(h.evidence("vm-a", None));
     assert_eq!(st, 200, "the chain goes on after refusals: {a}");
+}
+
+#[test]
+fn viewers_never_see_webhook_urls_or_their_credentials() {
+    let s = start();
+    let admin = admin(&s);
+    let mut h = Host::new("host-1");
+    let agent = enrol(&s, &admin, &h, None);
+    let viewer_cert = Ca::load(s.dir.path())
+        .unwrap()
+        .issue_client(&Role::Viewer("auditor".into()), Duration::days(1))
+        .unwrap();
+    let viewer = client(
+        &s,
+        Some((&viewer_cert.cert_pem, &viewer_cert.key_pem)),
+        None,
+    );
+    // A webhook whose URL carries a credential, on a port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let url = format!("http://ops:s3cret-token@127.0.0.1:{port}/hook");
+    let (st, w) = post_to(
+        &admin,
+        &s.url,
+        "/v1/webhooks",
+        serde_json::json!({ "name": "pager", "url": url }),
+    );
+    assert_eq!(st, 201, "{w}");
+    assert_eq!(
+        viewer
+            .get(format!("{}/v1/webhooks", s.url))
+            .send()
+            .unwrap()
+            .status(),
+        403
+    );
+    // What a page of another origin could make an admin's browser send: a form post, a bodiless
+    // DELETE. Refused before anything is read or changed.
+    let (st, e) = json(
+        admin
+            .delete(format!("{}/v1/webhooks/pager", s.url))
+            .header(vmseal_client::REQUEST_HEADER, "")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 403, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("cross-site"), "{e}");
+    let (st, _) = json(
+        admin
+            .post(format!("{}/v1/vms", s.url))
+            .header(vmseal_client::REQUEST_HEADER, "")
+            .header("content-type", "text/plain")
+            .body(r#"{"vm_id":"vm-x","host_id":"host-1"}"#)
+            .send()
+            .unwrap(),
+    );
+    assert!(matches!(st, 400 | 403), "{st}");
+    let (_, v) = json(admin.get(format!("{}/v1/vms", s.url)).send().unwrap());
+    assert!(!v.to_string().contains("vm-x"), "{v}");
+    let (_, w) = json(admin.get(format!("{}/v1/webhooks", s.url)).send().unwrap());
+    assert_eq!(
+        w["webhooks"].as_array().unwrap().len(),
+        1,
+        "still there: {w}"
+    );
+    let (st, _) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
+    );
+    assert_eq!(st, 201);
+    // A refused snapshot raises an alert, whose delivery fails.
+    let ev = h.evidence_edited("vm-a", None, 0, |c| c.policy.digest = [9; 32]);
+    let r = agent
+        .post(format!("{}/v1/vms/vm-a/evidence", s.url))
+        .body(ev)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let (_, l) = json(
+        admin
+            .get(format!("{}/v1/alerts?vm=vm-a", s.url))
+            .send()
+            .unwrap(),
+    );
+    let id = l["alerts"][0]["alert_id"]
+        .as_i64()
+        .expect("an evidence_refused alert");
+    let show = |c: &reqwest::blocking::Client| {
+        json(c.get(format!("{}/v1/alerts/{id}", s.url)).send().unwrap()).1
+    };
+    let mut shown = show(&admin);
+    for _ in 0..100 {
+        if shown["deliveries"][0]["last_error"].is_string() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        shown = show(&admin);
+    }
+    let err = shown["deliveries"][0]["last_error"]
+        .as_str()
+        .expect("a failed attempt");
+    assert!(
+        !err.contains("s3cret") && !err.contains("127.0.0.1"),
+        "{err}"
+    );
+    let seen = show(&viewer);
+    assert_eq!(
+        seen["deliveries"][0]["last_error"], "(admins see the error)",
+        "{seen}"
+    );
+    assert!(!seen.to_string().contains("s3cret"), "{seen}");
 }
 
 #[test]

@@ -181,6 +181,16 @@ fn two_replicas_share_nonces_store_each_appraisal_once_and_alert_once() {
             .unwrap(),
     );
     assert_eq!(st, 422, "{e}");
+    // The refused replay is an event: one evidence_refused alert, delivered once.
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let (status, body) = hits.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(status, 200);
+    let d = vmseal_client::verify_alert(&body, &ca, "ops", 300, time::OffsetDateTime::now_utc())
+        .unwrap();
+    assert_eq!(
+        (d.alert.kind.as_str(), d.alert.code.as_deref()),
+        ("evidence_refused", Some("replay"))
+    );
     promote(sb, "vm-a", &mut h, 0);
 
     // A code patch appraised at A: one alert, delivered once although both replicas deliver.
@@ -195,7 +205,6 @@ fn two_replicas_share_nonces_store_each_appraisal_once_and_alert_once() {
     assert_eq!((st, r["score"].as_u64()), (200, Some(0)), "{r}");
     let (status, body) = hits.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(status, 200);
-    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
     let d = vmseal_client::verify_alert(&body, &ca, "ops", 300, time::OffsetDateTime::now_utc())
         .unwrap();
     assert_eq!(d.alert.kind, "below_threshold");
@@ -212,14 +221,19 @@ fn two_replicas_share_nonces_store_each_appraisal_once_and_alert_once() {
         &std::fs::read(dir.path().join("admin.key")).unwrap(),
     )
     .unwrap();
-    let mut seen = None;
+    let mut seen = Vec::new();
     follower
         .follow_alerts(Some(0), |x| {
-            seen = Some(x);
-            false
+            seen.push((x.alert_id, x.kind));
+            seen.len() < 2
         })
         .unwrap();
-    assert_eq!(seen.unwrap().alert_id, d.alert.alert_id);
+    assert_eq!(
+        seen[1],
+        (d.alert.alert_id, "below_threshold".into()),
+        "{seen:?}"
+    );
+    assert_eq!(seen[0].1, "evidence_refused", "{seen:?}");
     assert_audit_intact(sa);
 }
 
