@@ -33,6 +33,10 @@ pub struct NewEnrollmentToken {
     /// (the service's `--require` when absent). A guest shim in a confidential VM has `snp`.
     #[serde(default)]
     pub require: Option<String>,
+    /// Let another hardware root take over `host_id` (a replaced machine). Without it, a host id
+    /// stays with the TPM / SNP platform that first enrolled it.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// A bootstrap credential: a client certificate with role `enroll`, good for one enrollment.

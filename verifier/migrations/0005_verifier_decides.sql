@@ -21,3 +21,18 @@ CREATE UNIQUE INDEX alerts_one_refusal_episode ON alerts(vm_id, code)
 -- A VM's chain starts at #0, or where an admin's audited reset says (`admin reset-chain --at N`):
 -- the first evidence after a reset must carry exactly this sequence number.
 ALTER TABLE vms ADD COLUMN chain_start BIGINT NOT NULL DEFAULT 0;
+
+-- Host identity is continuous: a host id stays with the hardware root that first enrolled it (the
+-- TPM's EK, the SNP chip id or VLEK), unless an admin's token says to replace it. Agent
+-- certificates an enrolment or `admin hosts disable` supersedes are revoked; every request checks.
+ALTER TABLE hosts ADD COLUMN hardware_root TEXT;
+ALTER TABLE hosts ADD COLUMN agent_serial TEXT;
+ALTER TABLE hosts ADD COLUMN disabled_at BIGINT;
+ALTER TABLE pending_enrollments ADD COLUMN hardware_root TEXT;
+ALTER TABLE enrollment_tokens ADD COLUMN replace_host BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE revoked_certs (
+    serial     TEXT PRIMARY KEY,
+    host_id    TEXT,
+    reason     TEXT NOT NULL,
+    revoked_at BIGINT NOT NULL
+);

@@ -135,7 +135,16 @@ pub fn announce(st: &AppState, a: &Alert) {
 /// worker and the silence sweeper. They run until the runtime stops.
 pub fn spawn_workers(st: web::Data<AppState>) {
     actix_web::rt::spawn(deliver_forever(st.clone()));
+    actix_web::rt::spawn(revocations_forever(st.clone()));
     actix_web::rt::spawn(sweep_forever(st));
+}
+
+/// Keep this replica's list of revoked certificates fresh (revocations made on other replicas).
+async fn revocations_forever(st: web::Data<AppState>) {
+    loop {
+        st.revoked.refresh(&st.store).await;
+        tokio::time::sleep(crate::server::REVOCATION_REFRESH).await;
+    }
 }
 
 async fn sweep_forever(st: web::Data<AppState>) {

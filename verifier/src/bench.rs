@@ -359,6 +359,9 @@ pub fn run(
                         intermediate_der: &inter,
                         ak_name: b"",
                         insecure_anchor: false,
+                        hardware_root: "",
+                        agent_serial: "",
+                        replace: false,
                     },
                     0,
                 )

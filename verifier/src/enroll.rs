@@ -28,7 +28,7 @@ use vmseal_client::{
 };
 use vmseal_sealer::merkle::HashAlg;
 use vmseal_sealer::tpm::credential::{ek_public_matches_certificate, make_credential};
-use vmseal_sealer::verify::{AnchorRequirement, verify_intermediate};
+use vmseal_sealer::verify::{AnchorRequirement, VerifiedIntermediate, verify_intermediate};
 
 use crate::pki::{AGENT_CERT_LIFETIME, Role};
 use crate::server::{ApiError, AppState, admin, bad, now, role};
@@ -78,6 +78,12 @@ pub(crate) async fn create_token(
     if let Some(h) = &b.host_id {
         vmseal_sealer::state::check_vm_id(h).map_err(|e| bad("bad_host_id", e.to_string()))?;
     }
+    if b.replace && b.host_id.is_none() {
+        return Err(bad(
+            "bad_replace",
+            "a replacing token must name the host it replaces (host_id)",
+        ));
+    }
     if let Some(r) = &b.require
         && AnchorRequirement::from_name(r).is_none()
     {
@@ -95,20 +101,21 @@ pub(crate) async fn create_token(
         .issue_client(&Role::Enroll(token_id.clone()), lifetime)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     st.store
-        .create_enrollment_token(
-            &token_id,
-            &who,
-            b.host_id.as_deref(),
-            b.require.as_deref(),
-            t,
+        .create_enrollment_token(&crate::store::NewToken {
+            token_id: &token_id,
+            created_by: &who,
+            host_id: b.host_id.as_deref(),
+            require: b.require.as_deref(),
+            replace: b.replace,
+            now: t,
             expires_at,
-        )
+        })
         .await?;
     st.store
         .audit(
             &who,
             "create_enrollment_token",
-            &serde_json::json!({ "token": token_id, "host": b.host_id, "require": b.require, "expires_at": expires_at })
+            &serde_json::json!({ "token": token_id, "host": b.host_id, "require": b.require, "replace": b.replace, "expires_at": expires_at })
                 .to_string(),
             t,
         )
@@ -121,12 +128,19 @@ pub(crate) async fn create_token(
     }))
 }
 
-/// The caller's usable enrollment token: its id, the host it is limited to and the anchors it
-/// requires, if any.
-async fn token(
-    req: &HttpRequest,
-    st: &AppState,
-) -> Result<(String, Option<String>, Option<String>), ApiError> {
+/// What an enrollment token allows.
+struct Token {
+    id: String,
+    /// The only host it enrols, when the admin named one.
+    host: Option<String>,
+    /// The anchors its host must carry, when not the service's default.
+    require: Option<String>,
+    /// Whether it hands `host` to another hardware root.
+    replace: bool,
+}
+
+/// The caller's usable enrollment token.
+async fn token(req: &HttpRequest, st: &AppState) -> Result<Token, ApiError> {
     let Role::Enroll(token_id) = role(req)? else {
         return Err(ApiError::Forbidden(
             "enrollment needs an enrollment token's certificate: ask an admin for one \
@@ -135,7 +149,16 @@ async fn token(
         ));
     };
     match st.store.enrollment_token(&token_id, now()).await? {
-        TokenState::Usable { host_id, require } => Ok((token_id, host_id, require)),
+        TokenState::Usable {
+            host_id,
+            require,
+            replace,
+        } => Ok(Token {
+            id: token_id,
+            host: host_id,
+            require,
+            replace,
+        }),
         TokenState::Used => Err(refused(
             "token_used",
             "this enrollment token was already used; ask the admin for a new one",
@@ -161,7 +184,8 @@ pub(crate) async fn begin(
     body: web::Json<EnrollmentRequest>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (token_id, only_host, require) = token(&req, &st).await?;
+    let tok = token(&req, &st).await?;
+    let (token_id, only_host, require) = (tok.id.clone(), tok.host.clone(), tok.require.clone());
     let b = body.into_inner();
     let der = b64("intermediate", &b.intermediate)?;
     let csr_der = pem::parse(b.csr_pem.as_bytes())
@@ -188,30 +212,51 @@ pub(crate) async fn begin(
         )));
     }
     let insecure = v.snp.as_ref().is_some_and(|s| s.insecure);
+    let ek_public = match (&v.tpm, b.ek_public.as_deref()) {
+        (Some(_), Some(e)) => Some(b64("ek_public", e)?),
+        _ => None,
+    };
+    let root = hardware_root(&v, ek_public.as_deref());
+    // A host id stays with its hardware: refuse early (and raise an alert) rather than after
+    // a credential challenge; the enrollment's own transaction checks again.
+    if let Some(old) = st.store.host_hardware_root(&v.host_id).await?
+        && !tok.replace
+        && !crate::store::hardware_root_continues(&old, &root)
+    {
+        let message = format!(
+            "host {:?} was enrolled with hardware root {old}; this enrollment presents {root}.              Enrol it from the same TPM / SNP platform, or an admin replaces it with a token              that names the host and says --replace",
+            v.host_id
+        );
+        identity_alert(&st, &v.host_id, &message).await;
+        return Err(ApiError::IdentityChanged(message));
+    }
     let Some(quote) = &v.tpm else {
         let enrolled = finish(
             &st,
-            &token_id,
+            &tok,
             None,
             &v.host_id,
             &der,
             &[],
             insecure,
             &csr_der,
+            &root,
         )
         .await?;
         return Ok(HttpResponse::Created().json(EnrollmentAnswer::Enrolled(enrolled)));
     };
-    let ek_public = b64(
-        "ek_public",
-        b.ek_public.as_deref().ok_or_else(|| {
-            bad(
-                "ek_public_missing",
-                "the intermediate has a TPM anchor: send the EK public area (ek_public) for \
+    let ek_public = ek_public.map(Ok).unwrap_or_else(|| {
+        b64(
+            "ek_public",
+            b.ek_public.as_deref().ok_or_else(|| {
+                bad(
+                    "ek_public_missing",
+                    "the intermediate has a TPM anchor: send the EK public area (ek_public) for \
                  credential activation",
-            )
-        })?,
-    )?;
+                )
+            })?,
+        )
+    })?;
     if !quote.ek_cert.is_empty() {
         ek_public_matches_certificate(&ek_public, &quote.ek_cert)
             .map_err(|e| refused("ek_mismatch", e.to_string()))?;
@@ -231,6 +276,7 @@ pub(crate) async fn begin(
         csr_der,
         secret_sha256: HashAlg::Sha256.hash(&[secret.as_ref()]),
         expires_at: now() + CHALLENGE_TTL,
+        hardware_root: root,
     };
     st.store.begin_enrollment(&pending, now()).await?;
     Ok(
@@ -254,7 +300,8 @@ pub(crate) async fn activate(
     body: web::Json<Activation>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (token_id, _, _) = token(&req, &st).await?;
+    let tok = token(&req, &st).await?;
+    let token_id = tok.id.clone();
     let id = path.into_inner();
     let p = st
         .store
@@ -278,29 +325,102 @@ pub(crate) async fn activate(
     }
     let enrolled = finish(
         &st,
-        &p.token_id,
+        &tok,
         Some(&id),
         &p.host_id,
         &p.intermediate_der,
         &p.ak_name,
         p.insecure_anchor,
         &p.csr_der,
+        &p.hardware_root,
     )
     .await?;
     Ok(HttpResponse::Created().json(enrolled))
 }
 
+/// The hardware root of a verified intermediate: `tpm:` SHA-256 of the EK public area (the EK the
+/// credential challenge proves the AK lives beside), and `snp:` the chip id a VCEK certifies, or
+/// SHA-256 of the VLEK's key (a masked chip id or a cloud provider's key).
+pub(crate) fn hardware_root(v: &VerifiedIntermediate, ek_public: Option<&[u8]>) -> String {
+    let mut parts = Vec::new();
+    if v.tpm.is_some()
+        && let Some(ek) = ek_public
+    {
+        parts.push(format!("tpm:{}", hex::encode(HashAlg::Sha256.hash(&[ek]))));
+    }
+    if let Some(s) = &v.snp {
+        let id = if s.chip_id_checked && s.report.chip_id.iter().any(|b| *b != 0) {
+            hex::encode(HashAlg::Sha256.hash(&[&s.report.chip_id]))
+        } else {
+            let vek = v
+                .cert
+                .vmseal_extension::<vmseal_sealer::anchor::SnpAnchor>(
+                    vmseal_sealer::oid::EXT_SNP_ANCHOR_STR,
+                )
+                .ok()
+                .flatten()
+                .and_then(|a| vmseal_sealer::x509::ParsedCert::from_der(&a.vek).ok())
+                .map(|c| c.spki_der)
+                .unwrap_or_default();
+            hex::encode(HashAlg::Sha256.hash(&[&vek]))
+        };
+        parts.push(format!("snp:{id}"));
+    }
+    parts.join(";")
+}
+
+/// An enrollment that would take over a host id from other hardware: audited, and alerted on
+/// every VM of that host (alerts are per VM).
+async fn identity_alert(st: &AppState, host_id: &str, message: &str) {
+    let vms = match st.store.list_vms().await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!("recording a refused enrollment of host {host_id:?}: {e}");
+            return;
+        }
+    };
+    let mut any = false;
+    for vm in vms.iter().filter(|v| v.host_id == host_id) {
+        any = true;
+        let r = crate::store::Refusal {
+            vm_id: &vm.vm_id,
+            code: "host_identity_changed",
+            message,
+            seq: None,
+            threshold: vm.threshold,
+        };
+        match st.store.record_refusal(&r, now()).await {
+            Ok(Some(a)) => crate::alerts::announce(st, &a),
+            Ok(None) => {}
+            Err(e) => tracing::error!("recording a refused enrollment of host {host_id:?}: {e}"),
+        }
+    }
+    if !any {
+        let detail = serde_json::json!({ "host": host_id, "code": "host_identity_changed", "message": message });
+        if let Err(e) = st
+            .store
+            .audit("verifier", "enrollment_refused", &detail.to_string(), now())
+            .await
+        {
+            tracing::error!("recording a refused enrollment of host {host_id:?}: {e}");
+        }
+    }
+    tracing::warn!(host = host_id, "enrollment refused: {message}");
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn finish(
     st: &AppState,
-    token_id: &str,
+    tok: &Token,
     enrollment_id: Option<&str>,
     host_id: &str,
     intermediate_der: &[u8],
     ak_name: &[u8],
     insecure: bool,
     csr_der: &[u8],
+    hardware_root: &str,
 ) -> Result<Enrolled, ApiError> {
+    let token_id = tok.id.as_str();
     // Certify first: if that failed after the token was used, the host would be stuck.
     let agent_cert_pem = st
         .ca
@@ -310,6 +430,11 @@ async fn finish(
             AGENT_CERT_LIFETIME,
         )
         .map_err(|e| bad("bad_csr", e.to_string()))?;
+    let agent_serial = pem::parse(agent_cert_pem.as_bytes())
+        .ok()
+        .and_then(|p| vmseal_sealer::x509::ParsedCert::from_der(p.contents()).ok())
+        .map(|c| c.serial_hex)
+        .ok_or_else(|| ApiError::Internal("the issued agent certificate does not parse".into()))?;
     let t = now();
     let sha = st
         .store
@@ -321,10 +446,14 @@ async fn finish(
                 intermediate_der,
                 ak_name,
                 insecure_anchor: insecure,
+                hardware_root,
+                agent_serial: &agent_serial,
+                replace: tok.replace,
             },
             t,
         )
         .await?;
+    st.revoked.refresh(&st.store).await;
     let activated = enrollment_id.is_some();
     st.store
         .audit(
@@ -335,6 +464,9 @@ async fn finish(
                 "intermediate": hex::encode(sha),
                 "insecure": insecure,
                 "ak_activated": activated,
+                "hardware_root": hardware_root,
+                "replace": tok.replace,
+                "agent_serial": agent_serial,
             })
             .to_string(),
             t,

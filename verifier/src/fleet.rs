@@ -229,6 +229,9 @@ pub fn run(
                                 intermediate_der: &der,
                                 ak_name: b"",
                                 insecure_anchor: false,
+                                hardware_root: "",
+                                agent_serial: "",
+                                replace: false,
                             },
                             0,
                         )

@@ -79,7 +79,15 @@ vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443
         /// tpm (a host agent), snp (a guest shim in an SEV-SNP guest), both, or none.
         #[arg(long, value_parser = ["tpm", "snp", "both", "none"])]
         require: Option<String>,
+        /// Let new hardware take over --host-id (a replaced machine). Without it a host id stays
+        /// with the TPM / SNP platform that first enrolled it, and another one is refused
+        /// (409 host_identity_changed, alerted).
+        #[arg(long, requires = "host_id")]
+        replace: bool,
     },
+    /// The enrolled hosts (list), or disable one: its agent certificate is revoked at once.
+    #[command(subcommand)]
+    Hosts(HostsCmd),
     /// Register a VM on an enrolled host.
     RegisterVm {
         /// VM id.
@@ -202,6 +210,20 @@ Exit status with --wait: 0 when the appraisal is in (its score is printed), 1 on
         /// Remove the schedule (no silence alerts).
         #[arg(long, conflicts_with = "every")]
         none: bool,
+    },
+}
+
+/// `admin hosts …`.
+#[derive(Subcommand)]
+enum HostsCmd {
+    /// Every enrolled host: hardware root, INSECURE anchor, when enrolled or disabled.
+    List,
+    /// Revoke a host's agent certificate (every replica refuses it within seconds); it comes back
+    /// only by enrolling again with a token from an admin.
+    Disable {
+        /// Host id.
+        #[arg(long)]
+        host_id: String,
     },
 }
 
@@ -495,11 +517,13 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             valid_minutes,
             host_id,
             require,
+            replace,
         } => {
             let t = client.create_enrollment_token(&vmseal_client::NewEnrollmentToken {
                 valid_minutes: Some(valid_minutes),
                 host_id: host_id.clone(),
                 require,
+                replace,
             })?;
             vmseal_sealer::state::write_atomic(&out_key, t.key_pem.as_bytes())?;
             vmseal_sealer::state::write_atomic(&out_cert, t.cert_pem.as_bytes())?;
@@ -590,6 +614,40 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                 policy: read_policy(&policy)?,
             },
         )?,
+        AdminCmd::Hosts(HostsCmd::List) => {
+            let out = client.get("/v1/hosts")?;
+            if !conn.json {
+                let empty = Vec::new();
+                let hosts = out["hosts"].as_array().unwrap_or(&empty);
+                if hosts.is_empty() {
+                    println!("no hosts enrolled");
+                }
+                for h in hosts {
+                    println!(
+                        "{:<20} {}{}{}",
+                        h["host_id"].as_str().unwrap_or("?"),
+                        h["hardware_root"]
+                            .as_str()
+                            .unwrap_or("(hardware root not recorded)"),
+                        if h["insecure_anchor"] == true {
+                            " [INSECURE SNP stand-in]"
+                        } else {
+                            ""
+                        },
+                        if h["disabled_at"].is_i64() {
+                            " [disabled]"
+                        } else {
+                            ""
+                        },
+                    );
+                }
+                return Ok(());
+            }
+            out
+        }
+        AdminCmd::Hosts(HostsCmd::Disable { host_id }) => {
+            client.post_json(&format!("/v1/hosts/{host_id}/disable"), &())?
+        }
         AdminCmd::ResetChain { vm_id, at } => client.post_json(
             &format!("/v1/vms/{vm_id}/reset-chain"),
             &vmseal_client::ResetChain { at },

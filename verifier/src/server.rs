@@ -51,6 +51,9 @@ pub enum ApiError {
     /// Another request changed the same state first.
     #[error("{0}")]
     Conflict(String),
+    /// A host id is claimed by another hardware root than the one that enrolled it.
+    #[error("{0}")]
+    IdentityChanged(String),
     /// The request body is larger than the service accepts.
     #[error("{0}")]
     TooLarge(String),
@@ -70,6 +73,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::BadRequest { code, .. } | Self::Refused { code, .. } => code,
             Self::Conflict(_) => "conflict",
+            Self::IdentityChanged(_) => "host_identity_changed",
             Self::TooLarge(_) => "too_large",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
@@ -90,7 +94,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::IdentityChanged(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,6 +117,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(w) => Self::NotFound(format!("{w}; register it first")),
             StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::IdentityChanged(m) => Self::IdentityChanged(m),
             StoreError::NonceUsed => Self::Refused {
                 code: "bad_nonce",
                 message:
@@ -139,9 +144,38 @@ pub(crate) fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     }
 }
 
-/// The client certificate of a connection, stashed by `on_connect`.
+/// The client certificate of a connection, stashed by `on_connect`: DER, and its serial (hex) for
+/// the revocation check of every request.
 #[derive(Debug, Clone)]
-pub struct PeerCert(pub Vec<u8>);
+pub struct PeerCert(pub Vec<u8>, pub String);
+
+/// Revoked client-certificate serials, as this replica last read them (every
+/// [`REVOCATION_REFRESH`], and at once after an enrollment or a disable on this replica).
+#[derive(Debug, Default)]
+pub struct Revocations(std::sync::RwLock<std::collections::HashSet<String>>);
+
+/// How often each replica re-reads the revocation table: a certificate revoked on another replica
+/// is refused here within this long.
+pub const REVOCATION_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Revocations {
+    /// Re-read the table; on a database error the previous set stays (logged).
+    pub async fn refresh(&self, store: &Store) {
+        match store.revoked_serials().await {
+            Ok(s) => {
+                if let Ok(mut w) = self.0.write() {
+                    *w = s;
+                }
+            }
+            Err(e) => tracing::warn!("reading revoked certificates: {e}; keeping the last list"),
+        }
+    }
+
+    /// Whether `serial` (hex) is revoked.
+    pub fn contains(&self, serial: &str) -> bool {
+        self.0.read().map(|s| s.contains(serial)).unwrap_or(true)
+    }
+}
 
 /// Service settings.
 #[derive(Debug, Clone)]
@@ -174,6 +208,8 @@ pub struct AppState {
     pub alert_wake: tokio::sync::Notify,
     /// Signs attestation results (EAR).
     pub ear: crate::ear::EarSigner,
+    /// Revoked client certificates.
+    pub revoked: Revocations,
     /// The trust evidence is verified under, but for the host's pinned intermediate (built once:
     /// the default SNP roots are parsed certificates).
     evidence_trust: TrustConfig,
@@ -192,6 +228,7 @@ impl AppState {
             metrics: Metrics::default(),
             capture_wake: tokio::sync::Notify::new(),
             alert_wake: tokio::sync::Notify::new(),
+            revoked: Revocations::default(),
             evidence_trust: TrustConfig {
                 require: AnchorRequirement {
                     tpm: false,
@@ -389,6 +426,15 @@ pub(crate) fn role(req: &HttpRequest) -> Result<Role, ApiError> {
         .conn_data::<PeerCert>()
         .cloned()
         .ok_or_else(|| ApiError::Forbidden("no client certificate on this connection".into()))?;
+    if let Some(st) = req.app_data::<web::Data<AppState>>()
+        && st.revoked.contains(&cert.1)
+    {
+        return Err(ApiError::Forbidden(
+            "this client certificate was revoked (its host re-enrolled or was disabled): enrol \
+             again with a token from an admin"
+                .into(),
+        ));
+    }
     role_of(&cert.0).ok_or_else(|| {
         ApiError::Forbidden(
             "the client certificate carries no vmseal role (OU=admin, viewer, agent or enroll)"
@@ -583,6 +629,39 @@ async fn get_policy(
     })?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "vm_id": vm, "policy_digest": hex::encode(d), "policy": text })))
+}
+
+/// `GET /v1/hosts` (admin or viewer): the enrolled hosts with their hardware roots.
+#[utoipa::path(get, path = "/v1/hosts", tag = "enrollment",
+    responses((status = 200, description = "`{hosts: [{host_id, hardware_root, insecure_anchor, enrolled_at, disabled_at, intermediate_sha256}]}`")))]
+async fn list_hosts(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    reader(&req)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "hosts": st.store.hosts().await? })))
+}
+
+/// `POST /v1/hosts/{host}/disable` (admin): revoke the host's agent certificate (every replica
+/// refuses it within [`REVOCATION_REFRESH`]); the host is enrolled again only with an admin's
+/// token.
+#[utoipa::path(post, path = "/v1/hosts/{host}/disable", tag = "enrollment", params(("host" = String, Path, description = "Host id")),
+    responses((status = 200, description = "`{host_id, revoked_serial}`"), (status = 404, description = "Unknown host", body = vmseal_client::ApiErrorBody)))]
+async fn disable_host(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = admin(&req)?;
+    let host = path.into_inner();
+    let serial = st.store.disable_host(&host, now()).await?;
+    st.revoked.refresh(&st.store).await;
+    st.store
+        .audit(
+            &who,
+            "disable_host",
+            &serde_json::json!({ "host": host, "revoked_serial": serial }).to_string(),
+            now(),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "host_id": host, "revoked_serial": serial })))
 }
 
 /// `POST /v1/vms/{vm}/reset-chain` (admin): restart the VM's evidence chain at `at` (0 by
@@ -1137,7 +1216,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
         healthz, metrics, openapi_json, verify_audit,
         crate::ui::root, crate::ui::index, crate::ui::script, crate::ui::style, crate::ui::icon,
         crate::enroll::create_token, crate::enroll::begin, crate::enroll::activate,
-        register_vm, list_vms, set_threshold, assign_policy, get_policy, allow_modules, reset_chain, promote_baseline, active_baseline,
+        register_vm, list_vms, set_threshold, assign_policy, get_policy, allow_modules, reset_chain, list_hosts, disable_host, promote_baseline, active_baseline,
         issue_nonce, submit_evidence, list_appraisals,
         crate::captures::create, crate::captures::poll, crate::captures::status,
         crate::alerts::list, crate::alerts::show, crate::alerts::ack, crate::alerts::stream,
@@ -1250,6 +1329,12 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
             M::POST,
             "/v1/vms/{vm}/reset-chain",
             r(M::POST).to(reset_chain),
+        ),
+        (M::GET, "/v1/hosts", r(M::GET).to(list_hosts)),
+        (
+            M::POST,
+            "/v1/hosts/{host}/disable",
+            r(M::POST).to(disable_host),
         ),
         (
             M::POST,
@@ -1431,7 +1516,11 @@ pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions
         }
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) {
-            ext.insert(PeerCert(leaf.to_vec()));
+            use x509_parser::prelude::{FromDer, X509Certificate};
+            let serial = X509Certificate::from_der(leaf)
+                .map(|(_, c)| hex::encode(c.raw_serial()))
+                .unwrap_or_default();
+            ext.insert(PeerCert(leaf.to_vec(), serial));
         }
     }
 }

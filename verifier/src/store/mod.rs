@@ -64,6 +64,9 @@ pub enum StoreError {
     /// A stored value is corrupt.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// An enrollment would hand a host id to another hardware root.
+    #[error("{0}")]
+    IdentityChanged(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -248,25 +251,16 @@ impl Store {
         Ok(sha)
     }
 
-    /// Record a new enrollment token (a one-use bootstrap credential), valid until `expires_at`,
-    /// optionally only for `host_id`, optionally requiring other anchors than the service's
-    /// default (`require`: tpm, snp, both or none).
-    pub async fn create_enrollment_token(
-        &self,
-        token_id: &str,
-        created_by: &str,
-        host_id: Option<&str>,
-        require: Option<&str>,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO enrollment_tokens (token_id, created_by, created_at, expires_at, host_id, require_anchors) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(token_id)
-            .bind(created_by)
-            .bind(now)
-            .bind(expires_at)
-            .bind(host_id)
-            .bind(require)
+    /// Record a new enrollment token.
+    pub async fn create_enrollment_token(&self, t: &NewToken<'_>) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO enrollment_tokens (token_id, created_by, created_at, expires_at, host_id, require_anchors, replace_host) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(t.token_id)
+            .bind(t.created_by)
+            .bind(t.now)
+            .bind(t.expires_at)
+            .bind(t.host_id)
+            .bind(t.require)
+            .bind(i64::from(t.replace))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -279,7 +273,7 @@ impl Store {
         now: i64,
     ) -> Result<TokenState, StoreError> {
         let row: Option<AnyRow> = sqlx::query(
-            "SELECT expires_at, used_at, host_id, require_anchors FROM enrollment_tokens WHERE token_id = $1",
+            "SELECT expires_at, used_at, host_id, require_anchors, replace_host FROM enrollment_tokens WHERE token_id = $1",
         )
         .bind(token_id)
         .fetch_optional(&self.pool)
@@ -296,6 +290,7 @@ impl Store {
         Ok(TokenState::Usable {
             host_id: r.try_get("host_id")?,
             require: r.try_get("require_anchors")?,
+            replace: r.try_get::<i64, _>("replace_host")? != 0,
         })
     }
 
@@ -309,7 +304,7 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
-        sqlx::query("INSERT INTO pending_enrollments (enrollment_id, token_id, host_id, intermediate_der, ak_name, insecure_anchor, csr_der, secret_sha256, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        sqlx::query("INSERT INTO pending_enrollments (enrollment_id, token_id, host_id, intermediate_der, ak_name, insecure_anchor, csr_der, secret_sha256, expires_at, hardware_root) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(&p.enrollment_id)
             .bind(&p.token_id)
             .bind(&p.host_id)
@@ -319,6 +314,7 @@ impl Store {
             .bind(p.csr_der.clone())
             .bind(p.secret_sha256.to_vec())
             .bind(p.expires_at)
+            .bind(&p.hardware_root)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -331,7 +327,7 @@ impl Store {
         token_id: &str,
         now: i64,
     ) -> Result<Option<PendingEnrollment>, StoreError> {
-        let row: Option<AnyRow> = sqlx::query("SELECT enrollment_id, token_id, host_id, intermediate_der, ak_name, insecure_anchor, csr_der, secret_sha256, expires_at FROM pending_enrollments WHERE enrollment_id = $1 AND token_id = $2 AND expires_at >= $3")
+        let row: Option<AnyRow> = sqlx::query("SELECT enrollment_id, token_id, host_id, intermediate_der, ak_name, insecure_anchor, csr_der, secret_sha256, expires_at, hardware_root FROM pending_enrollments WHERE enrollment_id = $1 AND token_id = $2 AND expires_at >= $3")
             .bind(enrollment_id)
             .bind(token_id)
             .bind(now)
@@ -348,6 +344,9 @@ impl Store {
                 csr_der: r.try_get("csr_der")?,
                 secret_sha256: digest(r.try_get("secret_sha256")?, "enrollment secret hash")?,
                 expires_at: r.try_get("expires_at")?,
+                hardware_root: r
+                    .try_get::<Option<String>, _>("hardware_root")?
+                    .unwrap_or_default(),
             })
         })
         .transpose()
@@ -394,6 +393,76 @@ impl Store {
         }
         tx.commit().await?;
         Ok(sha)
+    }
+
+    /// The hardware root a host id was enrolled with, if the host exists and has one recorded.
+    pub async fn host_hardware_root(&self, host_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query("SELECT hardware_root FROM hosts WHERE host_id = $1")
+                .bind(host_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get::<Option<String>, _>("hardware_root"))
+                .transpose()?
+                .flatten(),
+        )
+    }
+
+    /// Disable a host: its agent certificate is revoked (every request checks) and its evidence
+    /// refused until it is enrolled again with an admin's token. Returns the revoked serial.
+    pub async fn disable_host(
+        &self,
+        host_id: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let serial: Option<String> =
+            sqlx::query("SELECT agent_serial FROM hosts WHERE host_id = $1")
+                .bind(host_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("host {host_id:?}")))?
+                .try_get("agent_serial")?;
+        if let Some(s) = &serial {
+            revoke(&mut tx, s, host_id, "host disabled by an admin", now).await?;
+        }
+        sqlx::query("UPDATE hosts SET disabled_at = $1 WHERE host_id = $2")
+            .bind(now)
+            .bind(host_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(serial)
+    }
+
+    /// Every revoked certificate serial (hex).
+    pub async fn revoked_serials(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        sqlx::query("SELECT serial FROM revoked_certs")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok(r.try_get::<String, _>("serial")?))
+            .collect()
+    }
+
+    /// The enrolled hosts: id, hardware root, whether the SNP anchor was INSECURE, when enrolled
+    /// and when disabled.
+    pub async fn hosts(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        sqlx::query("SELECT host_id, hardware_root, insecure_anchor, enrolled_at, disabled_at, intermediate_sha256 FROM hosts ORDER BY host_id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(serde_json::json!({
+                    "host_id": r.try_get::<String, _>("host_id")?,
+                    "hardware_root": r.try_get::<Option<String>, _>("hardware_root")?,
+                    "insecure_anchor": r.try_get::<i64, _>("insecure_anchor")? != 0,
+                    "enrolled_at": r.try_get::<i64, _>("enrolled_at")?,
+                    "disabled_at": r.try_get::<Option<i64>, _>("disabled_at")?,
+                    "intermediate_sha256": hex::encode(r.try_get::<Vec<u8>, _>("intermediate_sha256")?),
+                }))
+            })
+            .collect()
     }
 
     /// Register a VM on an enrolled host.
@@ -1126,6 +1195,46 @@ pub struct HostEnrollment<'a> {
     pub ak_name: &'a [u8],
     /// Whether the SNP anchor was the INSECURE stand-in.
     pub insecure_anchor: bool,
+    /// The hardware root ([`hardware_root_continues`]): `tpm:<hex>`, `snp:<hex>`, `;`-joined.
+    pub hardware_root: &'a str,
+    /// Serial (hex) of the agent certificate issued with this enrollment.
+    pub agent_serial: &'a str,
+    /// Whether the admin's token allows another hardware root to take over an existing host id.
+    pub replace: bool,
+}
+
+/// Whether `new` may take over a host id enrolled with `old`: every anchor the host had must be
+/// there again, with the same identity (an anchor may be added, never dropped or changed).
+pub fn hardware_root_continues(old: &str, new: &str) -> bool {
+    let parts = |s: &str| -> Vec<(String, String)> {
+        s.split(';')
+            .filter_map(|p| p.split_once(':'))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    let new = parts(new);
+    parts(old)
+        .iter()
+        .all(|(k, v)| new.iter().any(|(k2, v2)| k2 == k && v2 == v))
+}
+
+/// An enrollment token to record.
+#[derive(Debug, Clone, Copy)]
+pub struct NewToken<'a> {
+    /// Its id (the CN of its certificate).
+    pub token_id: &'a str,
+    /// The admin who made it.
+    pub created_by: &'a str,
+    /// The only host it enrols, if any.
+    pub host_id: Option<&'a str>,
+    /// The anchors its host must carry, if not the service's default.
+    pub require: Option<&'a str>,
+    /// Whether it hands `host_id` to other hardware.
+    pub replace: bool,
+    /// Unix seconds.
+    pub now: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
 }
 
 /// What an enrollment token allows now.
@@ -1143,6 +1252,8 @@ pub enum TokenState {
         host_id: Option<String>,
         /// The anchors its host must carry, when not the service's default.
         require: Option<String>,
+        /// Whether it may give `host_id` to another hardware root (the admin said --replace).
+        replace: bool,
     },
 }
 
@@ -1167,6 +1278,8 @@ pub struct PendingEnrollment {
     pub secret_sha256: Digest,
     /// Unix seconds.
     pub expires_at: i64,
+    /// The enrolling hardware root ([`HostEnrollment::hardware_root`]).
+    pub hardware_root: String,
 }
 
 /// Append one entry to the hash-chained audit log inside `tx`. The head row's lock (held to the
@@ -1216,17 +1329,58 @@ async fn upsert_host(
     e: &HostEnrollment<'_>,
     now: i64,
 ) -> Result<Digest, StoreError> {
+    // An existing host id keeps its hardware root (or an admin replaces it), and its previous
+    // agent certificate is revoked.
+    let old = sqlx::query("SELECT hardware_root, agent_serial FROM hosts WHERE host_id = $1")
+        .bind(e.host_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(r) = old {
+        let root: Option<String> = r.try_get("hardware_root")?;
+        if let Some(root) = root
+            && !e.replace
+            && !hardware_root_continues(&root, e.hardware_root)
+        {
+            return Err(StoreError::IdentityChanged(format!(
+                "host {:?} was enrolled with hardware root {root}, not {}: re-enrol it with the                  same TPM / SNP platform, or an admin replaces it with a token that names the                  host and says --replace",
+                e.host_id, e.hardware_root
+            )));
+        }
+        if let Some(serial) = r.try_get::<Option<String>, _>("agent_serial")? {
+            revoke(tx, &serial, e.host_id, "re-enrolled", now).await?;
+        }
+    }
     let sha = HashAlg::Sha256.hash(&[e.intermediate_der]);
-    sqlx::query("INSERT INTO hosts (host_id, intermediate_der, intermediate_sha256, ak_name, insecure_anchor, enrolled_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (host_id) DO UPDATE SET intermediate_der = excluded.intermediate_der, intermediate_sha256 = excluded.intermediate_sha256, ak_name = excluded.ak_name, insecure_anchor = excluded.insecure_anchor, enrolled_at = excluded.enrolled_at")
+    sqlx::query("INSERT INTO hosts (host_id, intermediate_der, intermediate_sha256, ak_name, insecure_anchor, enrolled_at, hardware_root, agent_serial, disabled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL) ON CONFLICT (host_id) DO UPDATE SET intermediate_der = excluded.intermediate_der, intermediate_sha256 = excluded.intermediate_sha256, ak_name = excluded.ak_name, insecure_anchor = excluded.insecure_anchor, enrolled_at = excluded.enrolled_at, hardware_root = excluded.hardware_root, agent_serial = excluded.agent_serial, disabled_at = NULL")
         .bind(e.host_id)
         .bind(e.intermediate_der.to_vec())
         .bind(sha.to_vec())
         .bind(e.ak_name.to_vec())
         .bind(i64::from(e.insecure_anchor))
         .bind(now)
+        .bind(e.hardware_root)
+        .bind(e.agent_serial)
         .execute(&mut **tx)
         .await?;
     Ok(sha)
+}
+
+/// Revoke the certificate with `serial` (hex) inside `tx`; revoking twice is harmless.
+async fn revoke(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    serial: &str,
+    host_id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO revoked_certs (serial, host_id, reason, revoked_at) VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO NOTHING")
+        .bind(serial)
+        .bind(host_id)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// An UPDATE keyed by VM id touched `rows` rows: none means the VM is not registered.
@@ -1266,6 +1420,7 @@ mod tests {
     pub(super) use on_both;
 
     on_both!(
+        a_host_id_stays_with_its_hardware_unless_an_admin_replaces_it,
         a_token_enrols_once_and_re_enrolment_keeps_the_vms,
         vms_need_an_enrolled_host_and_unique_ids,
         nonces_are_single_use_per_vm_and_expire,
@@ -1317,6 +1472,9 @@ mod tests {
                 intermediate_der: b"intermediate-der",
                 ak_name: b"ak",
                 insecure_anchor: false,
+                hardware_root: "tpm:e1",
+                agent_serial: "01",
+                replace: false,
             },
             100,
         )
@@ -1328,14 +1486,23 @@ mod tests {
 
     async fn a_token_enrols_once_and_re_enrolment_keeps_the_vms(db: Db) {
         let (_d, s) = store(db).await;
-        s.create_enrollment_token("t1", "admin", Some("h1"), Some("snp"), 100, 200)
-            .await
-            .unwrap();
+        s.create_enrollment_token(&NewToken {
+            token_id: "t1",
+            created_by: "admin",
+            host_id: Some("h1"),
+            require: Some("snp"),
+            replace: false,
+            now: 100,
+            expires_at: 200,
+        })
+        .await
+        .unwrap();
         assert_eq!(
             s.enrollment_token("t1", 150).await.unwrap(),
             TokenState::Usable {
                 host_id: Some("h1".into()),
-                require: Some("snp".into())
+                require: Some("snp".into()),
+                replace: false,
             }
         );
         assert_eq!(
@@ -1351,6 +1518,9 @@ mod tests {
             intermediate_der: der,
             ak_name: b"ak2",
             insecure_anchor: false,
+            hardware_root: "tpm:e1;snp:c1",
+            agent_serial: "02",
+            replace: false,
         };
         // A token limited to h1 does not enrol another host.
         let other = HostEnrollment {
@@ -1380,6 +1550,89 @@ mod tests {
             sha,
             "a refused enrollment changes nothing"
         );
+        // The first agent certificate was revoked by the re-enrolment.
+        assert!(s.revoked_serials().await.unwrap().contains("01"));
+    }
+
+    async fn a_host_id_stays_with_its_hardware_unless_an_admin_replaces_it(db: Db) {
+        let (_d, s) = store(db).await; // h1: tpm:e1, agent certificate 01
+        let host = |root: &'static str, serial: &'static str, replace: bool| HostEnrollment {
+            host_id: "h1",
+            intermediate_der: b"other-intermediate",
+            ak_name: b"ak9",
+            insecure_anchor: false,
+            hardware_root: root,
+            agent_serial: serial,
+            replace,
+        };
+        let token = |id: &str| {
+            let id = id.to_owned();
+            let s = &s;
+            async move {
+                s.create_enrollment_token(&NewToken {
+                    token_id: &id,
+                    created_by: "admin",
+                    host_id: None,
+                    require: None,
+                    replace: false,
+                    now: 100,
+                    expires_at: 900,
+                })
+                .await
+                .unwrap();
+            }
+        };
+        // Another TPM claims h1 with a token that does not name it: refused, nothing changes,
+        // and the token is not used up.
+        token("t2").await;
+        let before = s.vm_record("vm1").await.unwrap().intermediate_digest;
+        assert!(matches!(
+            s.complete_enrollment("t2", None, &host("tpm:e2", "03", false), 150).await,
+            Err(StoreError::IdentityChanged(m)) if m.contains("--replace")
+        ));
+        assert_eq!(
+            s.vm_record("vm1").await.unwrap().intermediate_digest,
+            before
+        );
+        assert!(matches!(
+            s.enrollment_token("t2", 150).await.unwrap(),
+            TokenState::Usable { .. }
+        ));
+        assert!(!s.revoked_serials().await.unwrap().contains("01"));
+        // Dropping the TPM anchor is no continuation either.
+        assert!(matches!(
+            s.complete_enrollment("t2", None, &host("snp:c1", "03", false), 150)
+                .await,
+            Err(StoreError::IdentityChanged(_))
+        ));
+        // The same TPM, with an SNP anchor added: continuous.
+        s.complete_enrollment("t2", None, &host("tpm:e1;snp:c1", "03", false), 150)
+            .await
+            .unwrap();
+        assert!(s.revoked_serials().await.unwrap().contains("01"));
+        // An admin's replacement hands the id to new hardware.
+        token("t3").await;
+        s.complete_enrollment("t3", None, &host("tpm:e3", "04", true), 160)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.host_hardware_root("h1").await.unwrap().as_deref(),
+            Some("tpm:e3")
+        );
+        assert!(s.revoked_serials().await.unwrap().contains("03"));
+        // Disabling revokes the current certificate.
+        assert_eq!(
+            s.disable_host("h1", 170).await.unwrap().as_deref(),
+            Some("04")
+        );
+        assert!(s.revoked_serials().await.unwrap().contains("04"));
+        assert!(matches!(
+            s.disable_host("nope", 170).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(hardware_root_continues("", "tpm:x"));
+        assert!(hardware_root_continues("tpm:a", "snp:b;tpm:a"));
+        assert!(!hardware_root_continues("tpm:a;snp:b", "tpm:a"));
     }
 
     async fn vms_need_an_enrolled_host_and_unique_ids(db: Db) {

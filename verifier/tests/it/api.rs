@@ -1106,11 +1106,17 @@ fn tpm_enrollment_runs_credential_activation() {
         require: AnchorRequirement::from_name("both").unwrap(),
         ..TrustConfig::default()
     };
-    trust.tpm.ek_roots = vec![
-        pem::parse(std::fs::read(sw.ek_issuer_pem()).unwrap())
-            .unwrap()
-            .into_contents(),
-    ];
+    // Two genuine TPMs (each swtpm has its own manufacturer CA): the second one later claims the
+    // first one's host id.
+    let sw2 = vmseal_testkit::Swtpm::start().unwrap();
+    trust.tpm.ek_roots = [&sw, &sw2]
+        .iter()
+        .map(|t| {
+            pem::parse(std::fs::read(t.ek_issuer_pem()).unwrap())
+                .unwrap()
+                .into_contents()
+        })
+        .collect();
     trust.tpm.require_ek_chain = true;
     let mut m = EnrollmentMaterial::open(state.path(), None).unwrap();
     let (csr, key) = vmseal_client::new_key_and_request().unwrap();
@@ -1135,9 +1141,26 @@ fn tpm_enrollment_runs_credential_activation() {
     );
     assert!(e["message"].as_str().unwrap().contains("INSECURE"), "{e}");
 
-    // One that is configured to accept it (tests only).
-    let ark = std::fs::read(state.path().join("insecure-snp-ark.pem")).unwrap();
-    trust.snp = trust.snp.clone().allow_insecure_bundle(&ark).unwrap();
+    let state2 = tempfile::tempdir().unwrap();
+    init(
+        state2.path(),
+        &InitOptions {
+            host_id: "tpm-host".into(),
+            tcti: sw2.tcti(),
+            pcrs: (0..8).collect(),
+            snp: SnpChoice::InsecureSoft,
+            insecure_product: Product::Genoa, // its own stand-in root (one per product)
+            insecure_report_version: 3,
+            nonce: None,
+            validity: Duration::days(1),
+        },
+    )
+    .unwrap();
+    // One that is configured to accept it (tests only): both hosts' stand-in roots.
+    for st in [&state, &state2] {
+        let ark = std::fs::read(st.path().join("insecure-snp-ark.pem")).unwrap();
+        trust.snp = trust.snp.clone().allow_insecure_bundle(&ark).unwrap();
+    }
     let s = start_with(trust);
     let admin = admin(&s);
     let t = token(&s, &admin, Some("tpm-host"));
@@ -1156,7 +1179,6 @@ fn tpm_enrollment_runs_credential_activation() {
     };
 
     // Another TPM's EK public area: it is not the certified EK's key.
-    let sw2 = vmseal_testkit::Swtpm::start().unwrap();
     let ek2 = vmseal_sealer::tpm::Tpm::open(&sw2.tcti())
         .unwrap()
         .ek_public()
@@ -1235,6 +1257,141 @@ fn tpm_enrollment_runs_credential_activation() {
     // The token is spent.
     let (st, e) = begin(&ek);
     assert_eq!((st, e["code"].as_str().unwrap()), (422, "token_used"));
+
+    // The host id stays with this TPM. Another genuine TPM claiming "tpm-host" with a token that
+    // does not name it is refused (409) and alerted; nothing changes.
+    let mut m2 = EnrollmentMaterial::open(state2.path(), None).unwrap();
+    let enrol_with = |t: &reqwest::blocking::Client, m: &mut EnrollmentMaterial| {
+        let (csr, key) = vmseal_client::new_key_and_request().unwrap();
+        let (st, c) = post_to(
+            t,
+            &s.url,
+            "/v1/enrollments",
+            serde_json::json!({
+                "intermediate": B64.encode(&m.intermediate_der),
+                "ek_public": B64.encode(&m.ek_public),
+                "csr_pem": csr,
+            }),
+        );
+        if st != 200 {
+            return Err((st, c));
+        }
+        let secret = m
+            .activate(
+                &B64.decode(c["credential_blob"].as_str().unwrap()).unwrap(),
+                &B64.decode(c["encrypted_secret"].as_str().unwrap()).unwrap(),
+            )
+            .unwrap();
+        let (st, e) = post_to(
+            t,
+            &s.url,
+            &format!(
+                "/v1/enrollments/{}/activation",
+                c["enrollment_id"].as_str().unwrap()
+            ),
+            serde_json::json!({ "secret": B64.encode(secret) }),
+        );
+        assert_eq!(st, 201, "{e}");
+        Ok(client(
+            &s,
+            Some((e["agent_cert_pem"].as_str().unwrap(), &key)),
+            None,
+        ))
+    };
+    let (st, e) = enrol_with(&token(&s, &admin, None), &mut m2)
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (409, "host_identity_changed"),
+        "{e}"
+    );
+    assert!(e["message"].as_str().unwrap().contains("--replace"), "{e}");
+    let (_, al) = json(
+        admin
+            .get(format!("{}/v1/alerts?vm=v", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(al["alerts"][0]["code"], "host_identity_changed", "{al}");
+    let (st, _) = json(
+        agent
+            .post(format!("{}/v1/vms/v/nonce", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "the real host is not locked out");
+
+    // The same TPM re-enrols (a token naming no host is enough): its old certificate is revoked.
+    let agent_b = enrol_with(&token(&s, &admin, None), &mut m).unwrap();
+    let (st, e) = json(
+        agent
+            .post(format!("{}/v1/vms/v/nonce", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 403, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("revoked"), "{e}");
+    let (st, _) = json(
+        agent_b
+            .post(format!("{}/v1/vms/v/nonce", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200);
+
+    // An admin replaces the machine: a token naming the host and saying replace.
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/enrollment-tokens",
+        serde_json::json!({ "valid_minutes": 5, "replace": true }),
+    );
+    assert_eq!((st, e["code"].as_str().unwrap()), (400, "bad_replace"));
+    let (st, rt) = post_to(
+        &admin,
+        &s.url,
+        "/v1/enrollment-tokens",
+        serde_json::json!({ "valid_minutes": 5, "host_id": "tpm-host", "replace": true }),
+    );
+    assert_eq!(st, 201, "{rt}");
+    let rt = client(
+        &s,
+        Some((
+            rt["cert_pem"].as_str().unwrap(),
+            rt["key_pem"].as_str().unwrap(),
+        )),
+        None,
+    );
+    let agent_c = enrol_with(&rt, &mut m2).unwrap();
+    let (st, _) = json(
+        agent_b
+            .post(format!("{}/v1/vms/v/nonce", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 403, "the replaced machine's certificate is revoked");
+    let (_, hosts) = json(admin.get(format!("{}/v1/hosts", s.url)).send().unwrap());
+    let root = hosts["hosts"][0]["hardware_root"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        root.starts_with("tpm:") && root.contains(";snp:"),
+        "{hosts}"
+    );
+    // Disabling the host revokes its certificate at once.
+    let (st, d) = post_to(&admin, &s.url, "/v1/hosts/tpm-host/disable", ());
+    assert_eq!(st, 200, "{d}");
+    let (st, _) = json(
+        agent_c
+            .post(format!("{}/v1/vms/v/nonce", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 403);
+    let (_, hosts) = json(admin.get(format!("{}/v1/hosts", s.url)).send().unwrap());
+    assert!(hosts["hosts"][0]["disabled_at"].is_i64(), "{hosts}");
 }
 
 /// Captures on demand: an admin's request reaches the host's agent by long-poll (once), the
