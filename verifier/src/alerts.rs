@@ -16,7 +16,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use vmseal_client::{NewSilence, NewWebhook, SetSchedule};
 
 use crate::appraise::{Appraisal, Tier, VmRecord};
-use crate::server::{ApiError, AppState, admin, bad, now, reader};
+use crate::server::{Admin, ApiError, AppState, admin, bad, now, reader};
 use crate::store::{Alert, AlertPlan, ClaimedDelivery, NewAlert, Silence, Webhook};
 
 /// How long a webhook has to answer.
@@ -474,11 +474,11 @@ fn valid_name(n: &str) -> bool {
 #[utoipa::path(post, path = "/v1/webhooks", tag = "alerts", request_body = NewWebhook,
     responses((status = 201, description = "The webhook", body = Webhook), (status = 409, description = "name taken", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn add_webhook(
-    req: HttpRequest,
+    who: Admin,
     body: web::Json<NewWebhook>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = admin(&req)?;
+    let who = who.0;
     let b = body.into_inner();
     if !valid_name(&b.name) {
         return Err(bad(
@@ -535,11 +535,11 @@ pub(crate) async fn remove_webhook(
 #[utoipa::path(post, path = "/v1/silences", tag = "alerts", request_body = NewSilence,
     responses((status = 201, description = "The silence", body = Silence)))]
 pub(crate) async fn add_silence(
-    req: HttpRequest,
+    who: Admin,
     body: web::Json<NewSilence>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = admin(&req)?;
+    let who = who.0;
     let b = body.into_inner();
     if !(1..=MAX_SILENCE_S).contains(&b.duration_s) {
         return Err(bad(
@@ -599,12 +599,12 @@ pub(crate) async fn end_silence(
     request_body = SetSchedule,
     responses((status = 200, description = "`{vm_id, expect_every_s}`")))]
 pub(crate) async fn set_schedule(
-    req: HttpRequest,
+    who: Admin,
     path: web::Path<String>,
     body: web::Json<SetSchedule>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = admin(&req)?;
+    let who = who.0;
     let vm = path.into_inner();
     if let Some(e) = body.expect_every_s
         && !(1..=MAX_SILENCE_S).contains(&e)

@@ -31,7 +31,7 @@ use vmseal_sealer::tpm::credential::{ek_public_matches_certificate, make_credent
 use vmseal_sealer::verify::{AnchorRequirement, VerifiedIntermediate, verify_intermediate};
 
 use crate::pki::{AGENT_CERT_LIFETIME, Role};
-use crate::server::{ApiError, AppState, admin, bad, now, role};
+use crate::server::{Admin, ApiError, AppState, EnrollRole, bad, now, role};
 use crate::store::{HostEnrollment, PendingEnrollment, TokenState};
 
 /// Seconds a credential challenge stays open.
@@ -62,11 +62,11 @@ pub(crate) fn new_id() -> Result<String, ApiError> {
 #[utoipa::path(post, path = "/v1/enrollment-tokens", tag = "enrollment", request_body = NewEnrollmentToken,
     responses((status = 201, description = "A one-use bootstrap credential", body = EnrollmentToken)))]
 pub(crate) async fn create_token(
-    req: HttpRequest,
+    who: Admin,
     body: web::Json<NewEnrollmentToken>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = admin(&req)?;
+    let who = who.0;
     let b = body.into_inner();
     let minutes = b.valid_minutes.unwrap_or(60);
     if !(1..=MAX_TOKEN_MINUTES).contains(&minutes) {
@@ -180,6 +180,7 @@ async fn token(req: &HttpRequest, st: &AppState) -> Result<Token, ApiError> {
         (status = 201, description = "Enrolled at once (no TPM anchor)", body = EnrollmentAnswer),
         (status = 422, description = "enrollment_refused, ek_mismatch, token_used, …", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn begin(
+    _role: EnrollRole,
     req: HttpRequest,
     body: web::Json<EnrollmentRequest>,
     st: web::Data<AppState>,
@@ -295,6 +296,7 @@ pub(crate) async fn begin(
     request_body = Activation,
     responses((status = 201, description = "Enrolled", body = Enrolled), (status = 422, description = "activation_failed", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn activate(
+    _role: EnrollRole,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Json<Activation>,

@@ -443,6 +443,41 @@ pub(crate) fn role(req: &HttpRequest) -> Result<Role, ApiError> {
     })
 }
 
+/// An admin's request (the name in the certificate). As a handler's first parameter it is
+/// checked before any other extractor reads the body: a client without the role never gets a
+/// request body parsed.
+#[derive(Debug)]
+pub struct Admin(pub String);
+
+impl actix_web::FromRequest for Admin {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(admin(req).map(Admin))
+    }
+}
+
+/// A request made with an enrollment token's certificate (checked before the body is read;
+/// whether the token is still usable is the handler's database check).
+#[derive(Debug)]
+pub struct EnrollRole;
+
+impl actix_web::FromRequest for EnrollRole {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(match role(req) {
+            Ok(Role::Enroll(_)) => Ok(EnrollRole),
+            Ok(_) => Err(ApiError::Forbidden(
+                "enrollment needs an enrollment token's certificate: ask an admin for one \
+                 (`vmseal-verifier admin enrollment-token`)"
+                    .into(),
+            )),
+            Err(e) => Err(e),
+        })
+    }
+}
+
 pub(crate) fn admin(req: &HttpRequest) -> Result<String, ApiError> {
     match role(req)? {
         Role::Admin(name) => Ok(name),
@@ -509,11 +544,11 @@ fn check_policy(text: &str) -> Result<vmseal_policy::Policy, ApiError> {
     responses((status = 201, description = "Registered"), (status = 404, description = "Unknown host", body = vmseal_client::ApiErrorBody),
         (status = 409, description = "VM id taken", body = vmseal_client::ApiErrorBody)))]
 async fn register_vm(
-    req: HttpRequest,
+    who: Admin,
     body: web::Json<NewVm>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = admin(&req)?;
+    let who = who.0;
     let b = body.into_inner();
     vmseal_sealer::state::check_vm_id(&b.vm_id).map_err(|e| bad("bad_vm_id", e.to_string()))?;
     let threshold = b.threshold.unwrap_or(st.settings.default_threshold);
@@ -555,12 +590,12 @@ async fn list_vms(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpRespo
     request_body = vmseal_client::SetThreshold,
     responses((status = 200, description = "Set"), (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 async fn set_threshold(
-    req: HttpRequest,
+    who: Admin,
     path: web::Path<String>,
     body: web::Json<vmseal_client::SetThreshold>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = admin(&req)?;
+    let who = who.0;
     let vm = path.into_inner();
     if body.threshold > 100 {
         return Err(bad("bad_threshold", "threshold must be 0 to 100"));
@@ -582,12 +617,12 @@ async fn set_threshold(
     request_body = vmseal_client::AssignPolicy,
     responses((status = 200, description = "Assigned"), (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 async fn assign_policy(
-    req: HttpRequest,
+    who: Admin,
     path: web::Path<String>,
     body: web::Json<vmseal_client::AssignPolicy>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = admin(&req)?;
+    let who = who.0;
     let vm = path.into_inner();
     let p = check_policy(&body.policy)?;
     st.store.assign_policy(&vm, &p.digest, &body.policy).await?;
@@ -671,12 +706,12 @@ async fn disable_host(
     request_body = vmseal_client::ResetChain,
     responses((status = 200, description = "`{vm_id, previous_seq, next_seq}`"), (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 async fn reset_chain(
-    req: HttpRequest,
+    who: Admin,
     path: web::Path<String>,
     body: web::Json<vmseal_client::ResetChain>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = admin(&req)?;
+    let who = who.0;
     let vm = path.into_inner();
     if body.at > i64::MAX as u64 {
         return Err(bad("bad_seq", "at is beyond the largest sequence number"));
@@ -703,12 +738,12 @@ async fn reset_chain(
     responses((status = 200, description = "`{vm_id, allowed}`"), (status = 400, description = "bad_module", body = vmseal_client::ApiErrorBody),
         (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 async fn allow_modules(
-    req: HttpRequest,
+    who: Admin,
     path: web::Path<String>,
     body: web::Json<vmseal_client::AllowModules>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = admin(&req)?;
+    let who = who.0;
     let vm = path.into_inner();
     if body.allowed.len() > 64 {
         return Err(bad("bad_module", "at most 64 module rules"));
@@ -810,15 +845,19 @@ async fn submit_evidence(
 ) -> Result<HttpResponse, ApiError> {
     let timer = st.metrics.seconds.start_timer();
     let vm = path.into_inner();
-    let r = match read_body(payload).await {
-        Ok(body) => match authorize_submission(&req, &vm, &st).await {
-            Ok(rec) => {
-                let r = appraise_submission(&vm, &rec, body.clone(), &st).await;
-                if let Err(ApiError::Refused { code, message }) = &r {
-                    refusal_event(&st, &rec, code, message, &body).await;
+    // Who it is first, then how much it may send (by the VM's baseline), then the body.
+    let r = match authorize_submission(&req, &vm, &st).await {
+        Ok(rec) => match evidence_limit(&st, &rec).await {
+            Ok(limit) => match read_body(payload, limit).await {
+                Ok(body) => {
+                    let r = appraise_submission(&vm, &rec, body.clone(), &st).await;
+                    if let Err(ApiError::Refused { code, message }) = &r {
+                        refusal_event(&st, &rec, code, message, &body).await;
+                    }
+                    r
                 }
-                r
-            }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -990,12 +1029,12 @@ async fn appraise_submission(
     request_body = vmseal_client::PromoteBaseline,
     responses((status = 201, description = "`{vm_id, version, source_seq}`"), (status = 422, description = "baseline_mismatch", body = vmseal_client::ApiErrorBody)))]
 async fn promote_baseline(
-    req: HttpRequest,
+    who: Admin,
     path: web::Path<String>,
     body: web::Json<PromoteBaseline>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = admin(&req)?;
+    let who = who.0;
     let vm = path.into_inner();
     let b = body.into_inner();
     let stored = st.store.appraisal_result(&vm, b.seq).await?;
@@ -1248,17 +1287,16 @@ async fn openapi_json(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(openapi()))
 }
 
-fn too_large() -> ApiError {
-    ApiError::TooLarge(format!(
-        "request body larger than {} MiB; send less (e.g. a full capture instead of a huge delta)",
-        MAX_BODY >> 20
-    ))
-}
-
 fn json_error(e: actix_web::error::JsonPayloadError) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as J;
     match e {
-        J::Overflow { .. } | J::OverflowKnownLength { .. } => too_large().into(),
+        J::Overflow { limit } | J::OverflowKnownLength { limit, .. } => {
+            ApiError::TooLarge(format!(
+                "request body larger than {} KiB, the most this endpoint takes",
+                limit >> 10
+            ))
+            .into()
+        }
         e => ApiError::BadRequest {
             code: "bad_json",
             message: format!("request body is not the expected JSON: {e}"),
@@ -1267,14 +1305,38 @@ fn json_error(e: actix_web::error::JsonPayloadError) -> actix_web::Error {
     }
 }
 
-/// Read a raw request body of at most [`MAX_BODY`] bytes (a JSON `too_large` error beyond).
-async fn read_body(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+/// Evidence may always be this large: certificates (ML-DSA), claims with regions and ranges.
+pub const EVIDENCE_BASE: usize = 4 << 20;
+/// And this much more per page of the VM's golden baseline: a delta entry (index, hash) for every
+/// page, with room for CBOR framing.
+pub const EVIDENCE_BYTES_PER_PAGE: usize = 64;
+
+/// The largest evidence `rec`'s VM may submit: [`EVIDENCE_BASE`] plus
+/// [`EVIDENCE_BYTES_PER_PAGE`] per page of its active baseline, at most [`MAX_BODY`].
+async fn evidence_limit(st: &AppState, rec: &VmRecord) -> Result<usize, ApiError> {
+    let pages: u64 = st
+        .baselines
+        .get(&st.store, &rec.vm_id, rec.baseline_version)
+        .await?
+        .map_or(0, |b| b.regions.iter().map(|r| r.tree.leaf_count()).sum());
+    Ok(EVIDENCE_BASE
+        .saturating_add((pages as usize).saturating_mul(EVIDENCE_BYTES_PER_PAGE))
+        .min(MAX_BODY))
+}
+
+/// Read a raw request body of at most `limit` bytes (a JSON `too_large` error beyond).
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
     use futures_util::StreamExt as _;
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| bad("bad_body", format!("reading the request body: {e}")))?;
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(too_large());
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(format!(
+                "evidence larger than {} KiB, the most this VM's baseline allows ({} KiB and \
+                 {EVIDENCE_BYTES_PER_PAGE} bytes per baseline page)",
+                limit >> 10,
+                EVIDENCE_BASE >> 10
+            )));
         }
         body.extend_from_slice(&chunk);
     }
@@ -1422,19 +1484,39 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
     ]
 }
 
+/// Largest JSON body of most requests: admin and viewer bodies are small.
+pub const MAX_JSON: usize = 64 << 10;
+/// Largest JSON body that carries a policy text (a policy is at most 1 MiB; JSON escapes it).
+pub const MAX_POLICY_JSON: usize = 3 << 20;
+
+/// The JSON body limit of `path`: baselines (an admin's page hashes) may be large, policies
+/// moderate, everything else small. Evidence (raw bytes) has its own limit by the VM's baseline.
+fn json_limit(path: &str) -> usize {
+    match path {
+        "/v1/vms/{vm}/baselines" => MAX_BODY,
+        "/v1/vms" | "/v1/vms/{vm}/policy" => MAX_POLICY_JSON,
+        _ => MAX_JSON,
+    }
+}
+
 /// Register the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PayloadConfig::new(MAX_BODY))
-        .app_data(
-            web::JsonConfig::default()
-                .limit(MAX_BODY)
-                .error_handler(|e, _| json_error(e)),
-        )
-        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY)).app_data(
+        web::QueryConfig::default().error_handler(|e, _| {
             bad("bad_query", format!("query string not understood: {e}")).into()
-        }));
-    for (_, path, route) in route_table() {
-        cfg.route(path, route);
+        }),
+    );
+    for (method, path, route) in route_table() {
+        cfg.service(
+            web::resource(path)
+                .guard(actix_web::guard::Method(method))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(json_limit(path))
+                        .error_handler(|e, _| json_error(e)),
+                )
+                .route(route),
+        );
     }
     cfg.default_service(web::to(|req: HttpRequest| async move {
         ApiError::NotFound(format!(

@@ -1555,16 +1555,36 @@ fn replayed_nonces_stale_evidence_wrong_vms_and_oversized_bodies_are_refused() {
     // Evidence about vm-b sent as vm-a's.
     let ev = h.evidence("vm-b", None);
     refused(&mut h, "vm-a", ev, "wrong_vm");
-    // Bodies over 64 MiB, raw and JSON.
-    let (st, e) = submit("vm-a", vec![0u8; (64 << 20) + 1]);
+    // Evidence larger than the VM's baseline allows (4 MiB + 64 bytes per baseline page; this VM
+    // has no baseline yet, so 4 MiB).
+    let (st, e) = submit("vm-a", vec![0u8; (4 << 20) + 1]);
     assert_eq!((st, e["code"].as_str().unwrap()), (413, "too_large"), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("baseline"), "{e}");
+    // JSON: a policy-carrying body may be 3 MiB, most bodies 64 KiB.
     let (st, e) = post_to(
         &admin,
         &s.url,
         "/v1/vms",
-        serde_json::json!({ "vm_id": "x".repeat((64 << 20) + 1), "host_id": "host-1" }),
+        serde_json::json!({ "vm_id": "x".repeat(3 << 20), "host_id": "host-1" }),
     );
     assert_eq!((st, e["code"].as_str().unwrap()), (413, "too_large"), "{e}");
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms/vm-a/threshold",
+        serde_json::json!({ "threshold": 70, "pad": "x".repeat(64 << 10) }),
+    );
+    assert_eq!((st, e["code"].as_str().unwrap()), (413, "too_large"), "{e}");
+    // Roles come before bodies: an agent's 60 MiB to an admin endpoint, or to another host's
+    // VM's evidence, is refused for who it is, not read.
+    let big = "x".repeat(60 << 20);
+    let (st, e) = post_to(
+        &agent,
+        &s.url,
+        "/v1/vms/vm-a/baselines",
+        serde_json::json!({ "seq": 0, "regions": [{ "name": big, "leaves": "" }] }),
+    );
+    assert_eq!((st, e["code"].as_str().unwrap()), (403, "forbidden"), "{e}");
     // An unknown endpoint answers JSON too.
     let (st, e) = json(admin.get(format!("{}/v1/nothing", s.url)).send().unwrap());
     assert_eq!((st, e["code"].as_str().unwrap()), (404, "not_found"), "{e}");
