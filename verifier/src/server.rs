@@ -57,6 +57,9 @@ pub enum ApiError {
     /// The request body is larger than the service accepts.
     #[error("{0}")]
     TooLarge(String),
+    /// The client has too many requests in flight.
+    #[error("{0}")]
+    TooMany(String),
     /// The database cannot be reached now; the client should retry.
     #[error("{0}")]
     Unavailable(String),
@@ -75,6 +78,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::IdentityChanged(_) => "host_identity_changed",
             Self::TooLarge(_) => "too_large",
+            Self::TooMany(_) => "too_many_requests",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -96,13 +100,14 @@ impl ResponseError for ApiError {
             Self::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) | Self::IdentityChanged(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
     fn error_response(&self) -> HttpResponse {
         let mut r = HttpResponse::build(self.status_code());
-        if let Self::Unavailable(_) = self {
+        if let Self::Unavailable(_) | Self::TooMany(_) = self {
             r.insert_header(("retry-after", "2"));
         }
         r.json(ErrorBody {
@@ -210,6 +215,12 @@ pub struct AppState {
     pub ear: crate::ear::EarSigner,
     /// Revoked client certificates.
     pub revoked: Revocations,
+    /// CPU-heavy verification (signature chain, Merkle diff) runs on the blocking pool, at most
+    /// one task per core at a time: a host flooding evidence queues here, not on the async
+    /// workers every other client needs.
+    pub cpu: tokio::sync::Semaphore,
+    /// Evidence submissions in flight per client certificate (serial).
+    pub in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// The trust evidence is verified under, but for the host's pinned intermediate (built once:
     /// the default SNP roots are parsed certificates).
     evidence_trust: TrustConfig,
@@ -229,6 +240,10 @@ impl AppState {
             capture_wake: tokio::sync::Notify::new(),
             alert_wake: tokio::sync::Notify::new(),
             revoked: Revocations::default(),
+            cpu: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
+            in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
             evidence_trust: TrustConfig {
                 require: AnchorRequirement {
                     tpm: false,
@@ -845,23 +860,7 @@ async fn submit_evidence(
 ) -> Result<HttpResponse, ApiError> {
     let timer = st.metrics.seconds.start_timer();
     let vm = path.into_inner();
-    // Who it is first, then how much it may send (by the VM's baseline), then the body.
-    let r = match authorize_submission(&req, &vm, &st).await {
-        Ok(rec) => match evidence_limit(&st, &rec).await {
-            Ok(limit) => match read_body(payload, limit).await {
-                Ok(body) => {
-                    let r = appraise_submission(&vm, &rec, body.clone(), &st).await;
-                    if let Err(ApiError::Refused { code, message }) = &r {
-                        refusal_event(&st, &rec, code, message, &body).await;
-                    }
-                    r
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
+    let r = submission(&req, &vm, payload, &st).await;
     timer.observe_duration();
     match &r {
         Ok((tier, _)) => st
@@ -876,6 +875,26 @@ async fn submit_evidence(
             .content_type("application/json")
             .body(json)
     })
+}
+
+/// One submission, in the order that keeps work behind permission: a slot of the client's
+/// in-flight budget, who it is, how much it may send (by the VM's baseline), then the body; a
+/// refusal of a known VM's evidence is an event.
+async fn submission(
+    req: &HttpRequest,
+    vm: &str,
+    payload: web::Payload,
+    st: &AppState,
+) -> Result<(String, String), ApiError> {
+    let _slot = InFlight::take(st, req)?;
+    let rec = authorize_submission(req, vm, st).await?;
+    let limit = evidence_limit(st, &rec).await?;
+    let body = read_body(payload, limit).await?;
+    let r = appraise_submission(vm, &rec, body.clone(), st).await;
+    if let Err(ApiError::Refused { code, message }) = &r {
+        refusal_event(st, &rec, code, message, &body).await;
+    }
+    r
 }
 
 /// The VM's record, when the client is the agent of the VM's host (the only one who submits).
@@ -938,10 +957,12 @@ async fn appraise_submission(
     let mut trust = st.evidence_trust.clone();
     trust.pinned_intermediates = vec![rec.intermediate_digest];
     let t = OffsetDateTime::now_utc();
-    let v = verify_evidence(&body, &trust, t).map_err(|e| ApiError::Refused {
-        code: "evidence_invalid",
-        message: e.to_string(),
-    })?;
+    let v = cpu(st, move || verify_evidence(&body, &trust, t))
+        .await?
+        .map_err(|e| ApiError::Refused {
+            code: "evidence_invalid",
+            message: e.to_string(),
+        })?;
     if !v.pinned {
         return Err(ApiError::Refused {
             code: "not_enrolled",
@@ -966,7 +987,15 @@ async fn appraise_submission(
         skew: 30,
         nonce_accepted,
     };
-    let a = appraise(&v, rec, baseline.as_deref(), fresh).map_err(|e| ApiError::Refused {
+    let (v, a) = {
+        let rec = rec.clone();
+        cpu(st, move || {
+            let a = appraise(&v, &rec, baseline.as_deref(), fresh);
+            (v, a)
+        })
+        .await?
+    };
+    let a = a.map_err(|e| ApiError::Refused {
         code: e.code(),
         message: e.to_string(),
     })?;
@@ -1302,6 +1331,62 @@ fn json_error(e: actix_web::error::JsonPayloadError) -> actix_web::Error {
             message: format!("request body is not the expected JSON: {e}"),
         }
         .into(),
+    }
+}
+
+/// Run CPU-heavy `f` on the blocking pool, at most one task per core at a time.
+async fn cpu<T: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _permit = st
+        .cpu
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Internal("the verification pool is closed".into()))?;
+    web::block(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("a verification task failed: {e}")))
+}
+
+/// Most evidence submissions one client certificate may have in flight at once (a host agent
+/// captures two VMs at a time by default).
+pub const MAX_IN_FLIGHT_PER_CLIENT: usize = 8;
+
+/// A submission slot of one client certificate, given back when dropped.
+struct InFlight<'a> {
+    st: &'a AppState,
+    serial: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn take(st: &'a AppState, req: &HttpRequest) -> Result<Self, ApiError> {
+        let serial = req
+            .conn_data::<PeerCert>()
+            .map(|c| c.1.clone())
+            .unwrap_or_default();
+        let mut m = st.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(serial.clone()).or_insert(0);
+        if *n >= MAX_IN_FLIGHT_PER_CLIENT {
+            return Err(ApiError::TooMany(format!(
+                "this client already has {MAX_IN_FLIGHT_PER_CLIENT} submissions in flight; \
+                 retry when one is answered"
+            )));
+        }
+        *n += 1;
+        Ok(Self { st, serial })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut m = self.st.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.serial) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.serial);
+            }
+        }
     }
 }
 
