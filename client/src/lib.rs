@@ -37,6 +37,9 @@ pub struct NewEnrollmentToken {
     /// stays with the TPM / SNP platform that first enrolled it.
     #[serde(default)]
     pub replace: bool,
+    /// The hardware policy this host must meet, instead of the service's.
+    #[serde(default)]
+    pub hardware: Option<HardwarePolicy>,
 }
 
 /// A bootstrap credential: a client certificate with role `enroll`, good for one enrollment.
@@ -117,6 +120,9 @@ pub struct Enrolled {
     pub activated: bool,
     /// Agent client certificate, PEM (for the key of the certificate request).
     pub agent_cert_pem: String,
+    /// What the hardware policy checked of the anchors (`snp.policy.debug`, `tpm.pcr[0]`, …).
+    #[serde(default)]
+    pub hardware_checked: Vec<String>,
 }
 
 /// `POST /v1/vms` body.
@@ -783,4 +789,116 @@ pub fn describe_change(c: &serde_json::Value) -> String {
         s("severity"),
         findings.join(", ")
     )
+}
+
+/// What an enrolling host's hardware must be: the service's defaults (`[hardware]` in the
+/// verifier's configuration) or an enrollment token's own. A refusal names the field, the value
+/// found and the value required.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HardwarePolicy {
+    /// Accept SEV-SNP guests whose policy allows DEBUG (the hypervisor can then read and write
+    /// their memory): false by default.
+    #[serde(default)]
+    pub allow_debug: bool,
+    /// Accept guests whose policy allows a migration agent: false by default.
+    #[serde(default)]
+    pub allow_migration_agent: bool,
+    /// Accept guests whose policy allows SMT: true by default.
+    #[serde(default = "yes")]
+    pub allow_smt: bool,
+    /// VMPLs the report may have been requested at (empty: any).
+    #[serde(default)]
+    pub vmpls: Vec<u32>,
+    /// Allowed launch measurements, hex (empty: any).
+    #[serde(default)]
+    pub measurements: Vec<String>,
+    /// Allowed HOST_DATA values, hex (empty: any).
+    #[serde(default)]
+    pub host_data: Vec<String>,
+    /// Allowed ID-block family ids, hex (empty: any).
+    #[serde(default)]
+    pub family_ids: Vec<String>,
+    /// Allowed ID-block image ids, hex (empty: any).
+    #[serde(default)]
+    pub image_ids: Vec<String>,
+    /// Minimum reported TCB, per component.
+    #[serde(default)]
+    pub min_tcb: MinTcb,
+    /// Accepted report versions (empty: any).
+    #[serde(default)]
+    pub report_versions: Vec<u32>,
+    /// Reference values of the TPM quote's SHA-256 PCRs: index ("0" to "23") → hex. Each named
+    /// PCR must be in the quote with exactly this value.
+    #[serde(default)]
+    pub pcrs: std::collections::BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl HardwarePolicy {
+    /// Check the values are well-formed (hex, PCR indices); the first problem, for a person.
+    pub fn check(&self) -> Result<(), String> {
+        for m in self
+            .measurements
+            .iter()
+            .chain(&self.host_data)
+            .chain(&self.family_ids)
+            .chain(&self.image_ids)
+            .chain(self.pcrs.values())
+        {
+            if hex::decode(m.trim()).is_err() {
+                return Err(format!("{m:?} is not hex"));
+            }
+        }
+        for k in self.pcrs.keys() {
+            if !k.parse::<u8>().is_ok_and(|i| i < 24) {
+                return Err(format!("PCR index {k:?} is not 0 to 23"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for HardwarePolicy {
+    fn default() -> Self {
+        Self {
+            allow_debug: false,
+            allow_migration_agent: false,
+            allow_smt: true,
+            vmpls: Vec::new(),
+            measurements: Vec::new(),
+            host_data: Vec::new(),
+            family_ids: Vec::new(),
+            image_ids: Vec::new(),
+            min_tcb: MinTcb::default(),
+            report_versions: Vec::new(),
+            pcrs: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// The lowest security version each TCB component of an SNP report may have (0: any).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MinTcb {
+    /// Boot loader.
+    #[serde(default)]
+    pub bootloader: u8,
+    /// TEE (PSP OS).
+    #[serde(default)]
+    pub tee: u8,
+    /// SNP firmware.
+    #[serde(default)]
+    pub snp: u8,
+    /// CPU microcode.
+    #[serde(default)]
+    pub microcode: u8,
+    /// Firmware management controller (Turin).
+    #[serde(default)]
+    pub fmc: u8,
 }

@@ -102,6 +102,8 @@ enum Cmd {
         /// SNP-derived key. Enrollment then proves the AK by credential activation.
         #[arg(long)]
         tpm: Option<String>,
+        #[command(flatten)]
+        standin: vmseal_host::standin_args::StandInArgs,
     },
     /// Enrol this guest at the verifier with a one-use enrollment token from its admin.
     Enroll {
@@ -234,6 +236,7 @@ fn run(cmd: Cmd) -> Result<u8> {
             id,
             validity_days,
             tpm,
+            standin,
         } => {
             let snp = match snp {
                 Snp::Configfs => SnpChoice::Configfs,
@@ -242,6 +245,9 @@ fn run(cmd: Cmd) -> Result<u8> {
             };
             vmseal_sealer::state::check_vm_id(&id)?;
             let validity = time::Duration::days(validity_days);
+            let insecure_knobs = standin
+                .knobs(snp == SnpChoice::InsecureSoft)
+                .map_err(anyhow::Error::msg)?;
             match tpm {
                 // A vTPM: the host's state layout, the TPM sealing the seed, both anchors.
                 Some(tcti) => vmseal_sealer::state::init(
@@ -253,6 +259,7 @@ fn run(cmd: Cmd) -> Result<u8> {
                         snp,
                         insecure_product: vmseal_sealer::snp::Product::Genoa,
                         insecure_report_version: 3,
+                        insecure_knobs,
                         nonce: None,
                         validity,
                     },
@@ -265,6 +272,7 @@ fn run(cmd: Cmd) -> Result<u8> {
                         snp,
                         insecure_product: vmseal_sealer::snp::Product::Genoa,
                         insecure_report_version: 3,
+                        insecure_knobs,
                         nonce: None,
                         validity,
                     },

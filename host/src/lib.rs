@@ -17,6 +17,7 @@ pub use vmseal_policy as policy;
 pub mod qemu;
 pub mod seal;
 pub mod source;
+pub mod standin_args;
 mod sys;
 
 /// Entry points for the fuzz targets in `fuzz/` (the policy parser, symbol maps, baselines, ELF

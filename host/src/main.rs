@@ -211,6 +211,8 @@ struct InitArgs {
     /// Report version of INSECURE stand-in reports (2, 3 or 5).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=5))]
     insecure_report_version: u32,
+    #[command(flatten)]
+    standin: vmseal_host::standin_args::StandInArgs,
     /// Lifetime of the intermediate certificate, in days.
     #[arg(long, default_value_t = 365)]
     validity_days: i64,
@@ -448,6 +450,7 @@ fn cmd_init(a: InitArgs) -> Result<()> {
         nonce,
         insecure_product,
         insecure_report_version,
+        standin,
         validity_days,
         json,
     } = a;
@@ -472,6 +475,9 @@ prove nothing; verifiers refuse them unless configured with its test root. Tests
         snp,
         insecure_product,
         insecure_report_version,
+        insecure_knobs: standin
+            .knobs(snp == SnpChoice::InsecureSoft)
+            .map_err(anyhow::Error::msg)?,
         nonce: nonce
             .map(|n| hex::decode(n.trim()))
             .transpose()

@@ -147,6 +147,8 @@ pub struct InitOptions {
     pub insecure_product: Product,
     /// Report version for the stand-in.
     pub insecure_report_version: u32,
+    /// What the INSECURE stand-in's report says of the guest (tests make bad reports with it).
+    pub insecure_knobs: crate::snp::standin::ReportKnobs,
     /// Nonce to bind (a verifier's challenge); random when absent.
     pub nonce: Option<Vec<u8>>,
     /// Intermediate certificate lifetime.
@@ -253,6 +255,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
             let ev = InsecureSoft {
                 hierarchy: h.clone(),
                 version: opts.insecure_report_version,
+                knobs: opts.insecure_knobs,
             }
             .report(&report_data)?;
             insecure = Some(h);
@@ -350,6 +353,8 @@ pub struct GuestInitOptions {
     pub insecure_product: Product,
     /// Report version for the stand-in.
     pub insecure_report_version: u32,
+    /// What the INSECURE stand-in's report says of the guest (tests make bad reports with it).
+    pub insecure_knobs: crate::snp::standin::ReportKnobs,
     /// Nonce to bind; random when absent.
     pub nonce: Option<Vec<u8>>,
     /// Intermediate certificate lifetime.
@@ -383,6 +388,7 @@ pub fn init_guest(dir: &Path, opts: &GuestInitOptions) -> Result<InitReport, Sta
             let ev = InsecureSoft {
                 hierarchy: h.clone(),
                 version: opts.insecure_report_version,
+                knobs: opts.insecure_knobs,
             }
             .report(&report_data)?;
             let k = crate::snp::derived::insecure_key(&h).map_err(|e| malformed(dir, e))?;

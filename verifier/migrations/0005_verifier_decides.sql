@@ -36,3 +36,9 @@ CREATE TABLE revoked_certs (
     reason     TEXT NOT NULL,
     revoked_at BIGINT NOT NULL
 );
+
+-- A hardware appraisal policy: an enrollment token may carry its own (JSON), replacing the
+-- service's `[hardware]`; what was checked is kept with the host.
+ALTER TABLE enrollment_tokens ADD COLUMN hardware TEXT;
+ALTER TABLE pending_enrollments ADD COLUMN hardware_checked TEXT;
+ALTER TABLE hosts ADD COLUMN hardware_checked TEXT;

@@ -279,6 +279,7 @@ pub(crate) fn spawn_service(
                     ..TrustConfig::default()
                 },
                 default_threshold: 70,
+                hardware: Default::default(),
             };
             let ca = Ca::load(&state).map_err(|e| e.to_string())?;
             let ear =
@@ -362,6 +363,7 @@ pub fn run(
                         hardware_root: "",
                         agent_serial: "",
                         replace: false,
+                        hardware_checked: "[]",
                     },
                     0,
                 )

@@ -13,6 +13,14 @@
 //! workers = 2                          # HTTP worker threads (default: one per core)
 //! tls_key_exchange = "pq-only"         # pq-preferred (default): X25519MLKEM768 first, classical
 //!                                      # groups for peers without it; pq-only: refuse those peers
+//!
+//! [hardware]                           # what enrolling hosts' anchors must say (a token may
+//! allow_debug = false                  #   carry its own): SEV-SNP guest policy (DEBUG refused
+//! allow_migration_agent = false        #   by default), VMPLs, launch measurements, minimum TCB,
+//! vmpls = [0]                          #   report versions; TPM reference PCRs
+//! measurements = ["<96 hex digits>"]
+//! min_tcb = { snp = 22, microcode = 213 }
+//! pcrs = { "7" = "<64 hex digits>" }
 //! ```
 //!
 //! Environment: `VMSEAL_STATE`, `VMSEAL_LISTEN`, `VMSEAL_DATABASE`, `VMSEAL_REQUIRE`,
@@ -81,6 +89,9 @@ pub struct ServeConfig {
     pub workers: Option<usize>,
     /// TLS key exchange: `pq-preferred` or `pq-only`.
     pub tls_key_exchange: String,
+    /// What enrolling hosts' hardware must be (`[hardware]`; a token may carry its own).
+    #[serde(default)]
+    pub hardware: vmseal_client::HardwarePolicy,
 }
 
 /// The file's keys: the same as [`ServeConfig`], all optional, nothing else.
@@ -99,6 +110,7 @@ struct FileKeys {
     default_threshold: Option<u8>,
     workers: Option<usize>,
     tls_key_exchange: Option<String>,
+    hardware: Option<vmseal_client::HardwarePolicy>,
 }
 
 const PATH_KEYS: [&str; 2] = ["state", "insecure_snp_root"];
@@ -204,6 +216,9 @@ impl ServeConfig {
                 c.tls_key_exchange
             )));
         }
+        c.hardware
+            .check()
+            .map_err(|e| ConfigError::Invalid(format!("[hardware]: {e}")))?;
         if c.workers == Some(0) {
             return Err(ConfigError::Invalid("workers must be at least 1".into()));
         }

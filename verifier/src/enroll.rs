@@ -92,6 +92,15 @@ pub(crate) async fn create_token(
             format!("require must be tpm, snp, both or none, not {r:?}"),
         ));
     }
+    let hardware = b
+        .hardware
+        .as_ref()
+        .map(|h| {
+            h.check()
+                .map_err(|e| bad("bad_hardware", format!("the hardware policy: {e}")))?;
+            serde_json::to_string(h).map_err(|e| ApiError::Internal(e.to_string()))
+        })
+        .transpose()?;
     let token_id = new_id()?;
     let lifetime = Duration::minutes(i64::from(minutes));
     let t = now();
@@ -107,6 +116,7 @@ pub(crate) async fn create_token(
             host_id: b.host_id.as_deref(),
             require: b.require.as_deref(),
             replace: b.replace,
+            hardware: hardware.as_deref(),
             now: t,
             expires_at,
         })
@@ -137,6 +147,8 @@ struct Token {
     require: Option<String>,
     /// Whether it hands `host` to another hardware root.
     replace: bool,
+    /// Its own hardware policy, replacing the service's.
+    hardware: Option<vmseal_client::HardwarePolicy>,
 }
 
 /// The caller's usable enrollment token.
@@ -153,11 +165,18 @@ async fn token(req: &HttpRequest, st: &AppState) -> Result<Token, ApiError> {
             host_id,
             require,
             replace,
+            hardware,
         } => Ok(Token {
             id: token_id,
             host: host_id,
             require,
             replace,
+            hardware: hardware
+                .map(|h| serde_json::from_str(&h))
+                .transpose()
+                .map_err(|e| {
+                    ApiError::Internal(format!("the token's stored hardware policy: {e}"))
+                })?,
         }),
         TokenState::Used => Err(refused(
             "token_used",
@@ -212,6 +231,12 @@ pub(crate) async fn begin(
             v.host_id
         )));
     }
+    // Genuine is not enough: the hardware policy (the token's, else the service's) decides what
+    // the anchors must say.
+    let checked =
+        crate::hardware::appraise(&v, tok.hardware.as_ref().unwrap_or(&st.settings.hardware))
+            .map_err(|r| refused("hardware_policy", r.to_string()))?;
+    let checked = serde_json::to_string(&checked).map_err(|e| ApiError::Internal(e.to_string()))?;
     let insecure = v.snp.as_ref().is_some_and(|s| s.insecure);
     let ek_public = match (&v.tpm, b.ek_public.as_deref()) {
         (Some(_), Some(e)) => Some(b64("ek_public", e)?),
@@ -242,6 +267,7 @@ pub(crate) async fn begin(
             insecure,
             &csr_der,
             &root,
+            &checked,
         )
         .await?;
         return Ok(HttpResponse::Created().json(EnrollmentAnswer::Enrolled(enrolled)));
@@ -278,6 +304,7 @@ pub(crate) async fn begin(
         secret_sha256: HashAlg::Sha256.hash(&[secret.as_ref()]),
         expires_at: now() + CHALLENGE_TTL,
         hardware_root: root,
+        hardware_checked: checked,
     };
     st.store.begin_enrollment(&pending, now()).await?;
     Ok(
@@ -335,6 +362,7 @@ pub(crate) async fn activate(
         p.insecure_anchor,
         &p.csr_der,
         &p.hardware_root,
+        &p.hardware_checked,
     )
     .await?;
     Ok(HttpResponse::Created().json(enrolled))
@@ -421,6 +449,7 @@ async fn finish(
     insecure: bool,
     csr_der: &[u8],
     hardware_root: &str,
+    hardware_checked: &str,
 ) -> Result<Enrolled, ApiError> {
     let token_id = tok.id.as_str();
     // Certify first: if that failed after the token was used, the host would be stuck.
@@ -451,6 +480,7 @@ async fn finish(
                 hardware_root,
                 agent_serial: &agent_serial,
                 replace: tok.replace,
+                hardware_checked,
             },
             t,
         )
@@ -467,6 +497,7 @@ async fn finish(
                 "insecure": insecure,
                 "ak_activated": activated,
                 "hardware_root": hardware_root,
+                "hardware_checked": serde_json::from_str::<serde_json::Value>(hardware_checked).ok(),
                 "replace": tok.replace,
                 "agent_serial": agent_serial,
             })
@@ -481,5 +512,6 @@ async fn finish(
         insecure,
         activated,
         agent_cert_pem,
+        hardware_checked: serde_json::from_str(hardware_checked).unwrap_or_default(),
     })
 }

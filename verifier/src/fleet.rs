@@ -232,6 +232,7 @@ pub fn run(
                                 hardware_root: "",
                                 agent_serial: "",
                                 replace: false,
+                                hardware_checked: "[]",
                             },
                             0,
                         )

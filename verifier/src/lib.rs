@@ -11,6 +11,7 @@ pub mod config;
 pub mod ear;
 pub mod enroll;
 pub mod fleet;
+pub mod hardware;
 pub mod pki;
 pub mod server;
 pub mod store;

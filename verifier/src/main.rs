@@ -84,6 +84,10 @@ vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443
         /// (409 host_identity_changed, alerted).
         #[arg(long, requires = "host_id")]
         replace: bool,
+        /// A hardware policy for this host instead of the service's `[hardware]`: a TOML file
+        /// with the same keys (allow_debug, vmpls, measurements, min_tcb, pcrs, …).
+        #[arg(long)]
+        hardware: Option<PathBuf>,
     },
     /// The enrolled hosts (list), or disable one: its agent certificate is revoked at once.
     #[command(subcommand)]
@@ -450,6 +454,7 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
         nonce_ttl: c.nonce_ttl,
         enrollment_trust: trust,
         default_threshold: c.default_threshold,
+        hardware: c.hardware.clone(),
     };
     let ear = vmseal_verifier::ear::EarSigner::load_or_create(state, &ca)
         .context("cannot load or create the EAR signing key")?;
@@ -518,12 +523,22 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             host_id,
             require,
             replace,
+            hardware,
         } => {
+            let hardware = hardware
+                .map(|p| -> anyhow::Result<vmseal_client::HardwarePolicy> {
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?;
+                    toml::from_str(&text)
+                        .with_context(|| format!("hardware policy {}", p.display()))
+                })
+                .transpose()?;
             let t = client.create_enrollment_token(&vmseal_client::NewEnrollmentToken {
                 valid_minutes: Some(valid_minutes),
                 host_id: host_id.clone(),
                 require,
                 replace,
+                hardware,
             })?;
             vmseal_sealer::state::write_atomic(&out_key, t.key_pem.as_bytes())?;
             vmseal_sealer::state::write_atomic(&out_cert, t.cert_pem.as_bytes())?;

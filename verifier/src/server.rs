@@ -193,6 +193,8 @@ pub struct Settings {
     pub enrollment_trust: TrustConfig,
     /// Default alert threshold of new VMs.
     pub default_threshold: u8,
+    /// What enrolling hosts' hardware must be (a token may carry its own).
+    pub hardware: vmseal_client::HardwarePolicy,
 }
 
 /// Shared state of the handlers.

@@ -310,6 +310,8 @@ pub struct InsecureSoft {
     pub hierarchy: TestHierarchy,
     /// Report version to produce (2, 3 or 5).
     pub version: u32,
+    /// Guest policy, VMPL and measurement to report instead of the defaults (tests).
+    pub knobs: super::standin::ReportKnobs,
 }
 
 impl ReportProvider for InsecureSoft {
@@ -323,7 +325,9 @@ impl ReportProvider for InsecureSoft {
         );
         Ok(SnpEvidence {
             provider: SnpProvider::InsecureSoft,
-            report: self.hierarchy.report(self.version, report_data)?,
+            report: self
+                .hierarchy
+                .report_with(self.version, report_data, &self.knobs)?,
             vek: self.hierarchy.vcek.clone(),
             ask: self.hierarchy.ask.clone(),
             ark: self.hierarchy.ark.clone(),

@@ -225,6 +225,27 @@ fn tcb_u64(product: Product, t: TcbParts) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// What a stand-in report says about its guest, where a test wants something else than the
+/// defaults (policy 0x30000: SMT allowed, no DEBUG, no migration agent; VMPL 0; a fixed
+/// measurement).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportKnobs {
+    /// The guest policy (e.g. with bit 19, DEBUG, set).
+    pub policy: Option<u64>,
+    /// The VMPL the report was requested at.
+    pub vmpl: Option<u32>,
+    /// The launch measurement.
+    pub measurement: Option<[u8; 48]>,
+}
+
+/// The stand-in's default launch measurement.
+pub fn default_measurement() -> [u8; 48] {
+    let m = crate::anchor::snp_binding(b"vmseal INSECURE stand-in launch measurement", b"");
+    let mut out = [0u8; 48];
+    out.copy_from_slice(&m[..48]);
+    out
+}
+
 impl TestHierarchy {
     /// The stand-in VCEK's private key (PKCS#8): what its INSECURE "derived key" comes from.
     pub(crate) fn vcek_key_pkcs8(&self) -> &[u8] {
@@ -330,21 +351,33 @@ impl TestHierarchy {
 
     /// Make a signed report of `version` (2, 3 or 5) carrying `report_data`.
     pub fn report(&self, version: u32, report_data: &[u8; 64]) -> Result<Vec<u8>, StandInError> {
+        self.report_with(version, report_data, &ReportKnobs::default())
+    }
+
+    /// [`TestHierarchy::report`] with the guest policy, VMPL or launch measurement of `knobs`, so
+    /// tests can make each report a verifier's hardware policy must refuse (a DEBUG guest, …).
+    pub fn report_with(
+        &self,
+        version: u32,
+        report_data: &[u8; 64],
+        knobs: &ReportKnobs,
+    ) -> Result<Vec<u8>, StandInError> {
         if !matches!(version, 2 | 3 | 5) {
             return Err(StandInError::Version(version));
         }
         let mut b = vec![0u8; REPORT_LEN];
         b[0x00..0x04].copy_from_slice(&version.to_le_bytes());
-        b[0x08..0x10].copy_from_slice(&0x3_0000u64.to_le_bytes()); // policy: SMT allowed, ABI 0.0
+        // Policy: SMT allowed, ABI 0.0 (bit 16 is reserved, must be 1).
+        b[0x08..0x10].copy_from_slice(&knobs.policy.unwrap_or(0x3_0000).to_le_bytes());
+        b[0x30..0x34].copy_from_slice(&knobs.vmpl.unwrap_or(0).to_le_bytes());
         b[0x34..0x38].copy_from_slice(&1u32.to_le_bytes()); // ECDSA P-384 with SHA-384
         for at in [0x38, 0x180, 0x1E0, 0x1F0] {
             b[at..at + 8].copy_from_slice(&self.tcb.to_le_bytes());
         }
         b[0x40..0x48].copy_from_slice(&0x3u64.to_le_bytes()); // SMT enabled, TSME enabled
         b[0x50..0x90].copy_from_slice(report_data);
-        let measurement =
-            crate::anchor::snp_binding(b"vmseal INSECURE stand-in launch measurement", b"");
-        b[0x90..0xC0].copy_from_slice(&measurement[..48]);
+        let measurement = knobs.measurement.unwrap_or_else(default_measurement);
+        b[0x90..0xC0].copy_from_slice(&measurement);
         aws_lc_rs::rand::fill(&mut b[0x140..0x160]).map_err(crypto)?; // report id
         if version >= 3 {
             let (fam, model, step) = match self.product {

@@ -20,6 +20,7 @@ fn opts(sw: &Swtpm, snp: SnpChoice) -> InitOptions {
         snp,
         insecure_product: Product::Milan,
         insecure_report_version: 3,
+        insecure_knobs: Default::default(),
         nonce: None,
         validity: Duration::days(30),
     }

@@ -16,6 +16,7 @@ fn opts() -> GuestInitOptions {
         snp: SnpChoice::InsecureSoft,
         insecure_product: Product::Genoa,
         insecure_report_version: 3,
+        insecure_knobs: Default::default(),
         nonce: None,
         validity: Duration::days(30),
     }

@@ -253,7 +253,7 @@ impl Store {
 
     /// Record a new enrollment token.
     pub async fn create_enrollment_token(&self, t: &NewToken<'_>) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO enrollment_tokens (token_id, created_by, created_at, expires_at, host_id, require_anchors, replace_host) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        sqlx::query("INSERT INTO enrollment_tokens (token_id, created_by, created_at, expires_at, host_id, require_anchors, replace_host, hardware) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(t.token_id)
             .bind(t.created_by)
             .bind(t.now)
@@ -261,6 +261,7 @@ impl Store {
             .bind(t.host_id)
             .bind(t.require)
             .bind(i64::from(t.replace))
+            .bind(t.hardware)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -273,7 +274,7 @@ impl Store {
         now: i64,
     ) -> Result<TokenState, StoreError> {
         let row: Option<AnyRow> = sqlx::query(
-            "SELECT expires_at, used_at, host_id, require_anchors, replace_host FROM enrollment_tokens WHERE token_id = $1",
+            "SELECT expires_at, used_at, host_id, require_anchors, replace_host, hardware FROM enrollment_tokens WHERE token_id = $1",
         )
         .bind(token_id)
         .fetch_optional(&self.pool)
@@ -291,6 +292,7 @@ impl Store {
             host_id: r.try_get("host_id")?,
             require: r.try_get("require_anchors")?,
             replace: r.try_get::<i64, _>("replace_host")? != 0,
+            hardware: r.try_get("hardware")?,
         })
     }
 
@@ -304,7 +306,7 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
-        sqlx::query("INSERT INTO pending_enrollments (enrollment_id, token_id, host_id, intermediate_der, ak_name, insecure_anchor, csr_der, secret_sha256, expires_at, hardware_root) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        sqlx::query("INSERT INTO pending_enrollments (enrollment_id, token_id, host_id, intermediate_der, ak_name, insecure_anchor, csr_der, secret_sha256, expires_at, hardware_root, hardware_checked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
             .bind(&p.enrollment_id)
             .bind(&p.token_id)
             .bind(&p.host_id)
@@ -315,6 +317,7 @@ impl Store {
             .bind(p.secret_sha256.to_vec())
             .bind(p.expires_at)
             .bind(&p.hardware_root)
+            .bind(&p.hardware_checked)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -327,7 +330,7 @@ impl Store {
         token_id: &str,
         now: i64,
     ) -> Result<Option<PendingEnrollment>, StoreError> {
-        let row: Option<AnyRow> = sqlx::query("SELECT enrollment_id, token_id, host_id, intermediate_der, ak_name, insecure_anchor, csr_der, secret_sha256, expires_at, hardware_root FROM pending_enrollments WHERE enrollment_id = $1 AND token_id = $2 AND expires_at >= $3")
+        let row: Option<AnyRow> = sqlx::query("SELECT enrollment_id, token_id, host_id, intermediate_der, ak_name, insecure_anchor, csr_der, secret_sha256, expires_at, hardware_root, hardware_checked FROM pending_enrollments WHERE enrollment_id = $1 AND token_id = $2 AND expires_at >= $3")
             .bind(enrollment_id)
             .bind(token_id)
             .bind(now)
@@ -347,6 +350,9 @@ impl Store {
                 hardware_root: r
                     .try_get::<Option<String>, _>("hardware_root")?
                     .unwrap_or_default(),
+                hardware_checked: r
+                    .try_get::<Option<String>, _>("hardware_checked")?
+                    .unwrap_or_else(|| "[]".into()),
             })
         })
         .transpose()
@@ -448,7 +454,7 @@ impl Store {
     /// The enrolled hosts: id, hardware root, whether the SNP anchor was INSECURE, when enrolled
     /// and when disabled.
     pub async fn hosts(&self) -> Result<Vec<serde_json::Value>, StoreError> {
-        sqlx::query("SELECT host_id, hardware_root, insecure_anchor, enrolled_at, disabled_at, intermediate_sha256 FROM hosts ORDER BY host_id")
+        sqlx::query("SELECT host_id, hardware_root, insecure_anchor, enrolled_at, disabled_at, intermediate_sha256, hardware_checked FROM hosts ORDER BY host_id")
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -460,6 +466,9 @@ impl Store {
                     "enrolled_at": r.try_get::<i64, _>("enrolled_at")?,
                     "disabled_at": r.try_get::<Option<i64>, _>("disabled_at")?,
                     "intermediate_sha256": hex::encode(r.try_get::<Vec<u8>, _>("intermediate_sha256")?),
+                    "hardware_checked": r
+                        .try_get::<Option<String>, _>("hardware_checked")?
+                        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()),
                 }))
             })
             .collect()
@@ -1201,6 +1210,8 @@ pub struct HostEnrollment<'a> {
     pub agent_serial: &'a str,
     /// Whether the admin's token allows another hardware root to take over an existing host id.
     pub replace: bool,
+    /// What the hardware policy checked (JSON list).
+    pub hardware_checked: &'a str,
 }
 
 /// Whether `new` may take over a host id enrolled with `old`: every anchor the host had must be
@@ -1231,6 +1242,8 @@ pub struct NewToken<'a> {
     pub require: Option<&'a str>,
     /// Whether it hands `host_id` to other hardware.
     pub replace: bool,
+    /// Its own hardware policy (JSON), replacing the service's.
+    pub hardware: Option<&'a str>,
     /// Unix seconds.
     pub now: i64,
     /// Unix seconds.
@@ -1254,6 +1267,8 @@ pub enum TokenState {
         require: Option<String>,
         /// Whether it may give `host_id` to another hardware root (the admin said --replace).
         replace: bool,
+        /// Its own hardware policy (JSON), when it has one.
+        hardware: Option<String>,
     },
 }
 
@@ -1280,6 +1295,8 @@ pub struct PendingEnrollment {
     pub expires_at: i64,
     /// The enrolling hardware root ([`HostEnrollment::hardware_root`]).
     pub hardware_root: String,
+    /// What the hardware policy checked (JSON list).
+    pub hardware_checked: String,
 }
 
 /// Append one entry to the hash-chained audit log inside `tx`. The head row's lock (held to the
@@ -1351,7 +1368,7 @@ async fn upsert_host(
         }
     }
     let sha = HashAlg::Sha256.hash(&[e.intermediate_der]);
-    sqlx::query("INSERT INTO hosts (host_id, intermediate_der, intermediate_sha256, ak_name, insecure_anchor, enrolled_at, hardware_root, agent_serial, disabled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL) ON CONFLICT (host_id) DO UPDATE SET intermediate_der = excluded.intermediate_der, intermediate_sha256 = excluded.intermediate_sha256, ak_name = excluded.ak_name, insecure_anchor = excluded.insecure_anchor, enrolled_at = excluded.enrolled_at, hardware_root = excluded.hardware_root, agent_serial = excluded.agent_serial, disabled_at = NULL")
+    sqlx::query("INSERT INTO hosts (host_id, intermediate_der, intermediate_sha256, ak_name, insecure_anchor, enrolled_at, hardware_root, agent_serial, disabled_at, hardware_checked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9) ON CONFLICT (host_id) DO UPDATE SET intermediate_der = excluded.intermediate_der, intermediate_sha256 = excluded.intermediate_sha256, ak_name = excluded.ak_name, insecure_anchor = excluded.insecure_anchor, enrolled_at = excluded.enrolled_at, hardware_root = excluded.hardware_root, agent_serial = excluded.agent_serial, disabled_at = NULL, hardware_checked = excluded.hardware_checked")
         .bind(e.host_id)
         .bind(e.intermediate_der.to_vec())
         .bind(sha.to_vec())
@@ -1360,6 +1377,7 @@ async fn upsert_host(
         .bind(now)
         .bind(e.hardware_root)
         .bind(e.agent_serial)
+        .bind(e.hardware_checked)
         .execute(&mut **tx)
         .await?;
     Ok(sha)
@@ -1475,6 +1493,7 @@ mod tests {
                 hardware_root: "tpm:e1",
                 agent_serial: "01",
                 replace: false,
+                hardware_checked: "[]",
             },
             100,
         )
@@ -1492,6 +1511,7 @@ mod tests {
             host_id: Some("h1"),
             require: Some("snp"),
             replace: false,
+            hardware: None,
             now: 100,
             expires_at: 200,
         })
@@ -1503,6 +1523,7 @@ mod tests {
                 host_id: Some("h1".into()),
                 require: Some("snp".into()),
                 replace: false,
+                hardware: None,
             }
         );
         assert_eq!(
@@ -1521,6 +1542,7 @@ mod tests {
             hardware_root: "tpm:e1;snp:c1",
             agent_serial: "02",
             replace: false,
+            hardware_checked: "[]",
         };
         // A token limited to h1 does not enrol another host.
         let other = HostEnrollment {
@@ -1564,6 +1586,7 @@ mod tests {
             hardware_root: root,
             agent_serial: serial,
             replace,
+            hardware_checked: "[]",
         };
         let token = |id: &str| {
             let id = id.to_owned();
@@ -1575,6 +1598,7 @@ mod tests {
                     host_id: None,
                     require: None,
                     replace: false,
+                    hardware: None,
                     now: 100,
                     expires_at: 900,
                 })

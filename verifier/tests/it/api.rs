@@ -66,6 +66,7 @@ fn start_with(trust: TrustConfig) -> Server {
                 nonce_ttl: 60,
                 enrollment_trust: trust,
                 default_threshold: 70,
+                hardware: Default::default(),
             };
             let ca = Ca::load(&state).unwrap();
             let ear = vmseal_verifier::ear::EarSigner::load_or_create(&state, &ca).unwrap();
@@ -1080,6 +1081,171 @@ fn viewers_never_see_webhook_urls_or_their_credentials() {
 }
 
 #[test]
+fn the_hardware_policy_refuses_a_debug_guest_and_names_the_field() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use vmseal_sealer::snp::Product;
+    use vmseal_sealer::snp::standin::ReportKnobs;
+    use vmseal_sealer::state::{GuestInitOptions, SnpChoice, init_guest};
+
+    // Three SNP guests (INSECURE stand-in, one product each so one verifier accepts all three
+    // test roots): a DEBUG guest, a guest at VMPL 2, an ordinary one.
+    let guest = |id: &str, product: Product, knobs: ReportKnobs| {
+        let dir = tempfile::tempdir().unwrap();
+        let r = init_guest(
+            dir.path(),
+            &GuestInitOptions {
+                host_id: id.into(),
+                snp: SnpChoice::InsecureSoft,
+                insecure_product: product,
+                insecure_report_version: 3,
+                insecure_knobs: knobs,
+                nonce: None,
+                validity: Duration::days(1),
+            },
+        )
+        .unwrap();
+        (dir, r.intermediate_der)
+    };
+    let debug = guest(
+        "g-debug",
+        Product::Milan,
+        ReportKnobs {
+            policy: Some(0xB_0000),
+            ..Default::default()
+        },
+    );
+    let vmpl2 = guest(
+        "g-vmpl",
+        Product::Genoa,
+        ReportKnobs {
+            vmpl: Some(2),
+            ..Default::default()
+        },
+    );
+    let plain = guest("g-plain", Product::Turin, ReportKnobs::default());
+    let mut trust = TrustConfig {
+        require: AnchorRequirement::from_name("snp").unwrap(),
+        ..TrustConfig::default()
+    };
+    for (d, _) in [&debug, &vmpl2, &plain] {
+        let ark = std::fs::read(d.path().join("insecure-snp-ark.pem")).unwrap();
+        trust.snp = trust.snp.clone().allow_insecure_bundle(&ark).unwrap();
+    }
+    let s = start_with(trust);
+    let admin = admin(&s);
+    let enrol_with = |hardware: serde_json::Value, der: &[u8]| {
+        let (st, t) = post_to(
+            &admin,
+            &s.url,
+            "/v1/enrollment-tokens",
+            serde_json::json!({ "valid_minutes": 5, "hardware": hardware }),
+        );
+        assert_eq!(st, 201, "{t}");
+        let t = client(
+            &s,
+            Some((
+                t["cert_pem"].as_str().unwrap(),
+                t["key_pem"].as_str().unwrap(),
+            )),
+            None,
+        );
+        let (csr, _key) = vmseal_client::new_key_and_request().unwrap();
+        post_to(
+            &t,
+            &s.url,
+            "/v1/enrollments",
+            serde_json::json!({ "intermediate": B64.encode(der), "csr_pem": csr }),
+        )
+    };
+    // By default a DEBUG guest is refused, naming the field, the value and the requirement.
+    let (st, e) = enrol_with(serde_json::Value::Null, &debug.1);
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (422, "hardware_policy"),
+        "{e}"
+    );
+    let m = e["message"].as_str().unwrap();
+    assert!(
+        m.contains("snp.policy.debug is allowed (policy 0xb0000)"),
+        "{m}"
+    );
+    assert!(m.contains("allow_debug = false"), "{m}");
+    // A token's own policy: VMPL 0 only.
+    let (st, e) = enrol_with(serde_json::json!({ "vmpls": [0] }), &vmpl2.1);
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (422, "hardware_policy"),
+        "{e}"
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("snp.vmpl is 2"),
+        "{e}"
+    );
+    // A measurement allow-list that does not hold the guest's; a TCB it does not reach.
+    let other = "ab".repeat(48);
+    let (st, e) = enrol_with(serde_json::json!({ "measurements": [other] }), &plain.1);
+    assert_eq!(st, 422, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("snp.measurement is "),
+        "{e}"
+    );
+    let (st, e) = enrol_with(serde_json::json!({ "min_tcb": { "snp": 250 } }), &plain.1);
+    assert_eq!(st, 422, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("snp.reported_tcb.snp is "),
+        "{e}"
+    );
+    // Reference PCRs need a TPM anchor.
+    let (st, e) = enrol_with(
+        serde_json::json!({ "pcrs": { "7": "00".repeat(32) } }),
+        &plain.1,
+    );
+    assert_eq!(st, 422, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("no TPM anchor"),
+        "{e}"
+    );
+    // Malformed policies are refused when the token is made.
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/enrollment-tokens",
+        serde_json::json!({ "hardware": { "measurements": ["zz"] } }),
+    );
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (400, "bad_hardware"),
+        "{e}"
+    );
+    // The ordinary guest, under its own measurement: enrolled, and the result says what was
+    // checked.
+    let measurement = hex::encode(vmseal_sealer::snp::standin::default_measurement());
+    let (st, e) = enrol_with(
+        serde_json::json!({ "measurements": [measurement], "vmpls": [0] }),
+        &plain.1,
+    );
+    assert_eq!(st, 201, "{e}");
+    let checked: Vec<&str> = e["hardware_checked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for c in ["snp.policy.debug", "snp.vmpl", "snp.measurement"] {
+        assert!(checked.contains(&c), "{checked:?}");
+    }
+    let (_, hosts) = json(admin.get(format!("{}/v1/hosts", s.url)).send().unwrap());
+    assert!(hosts.to_string().contains("snp.measurement"), "{hosts}");
+}
+
+#[test]
 fn tpm_enrollment_runs_credential_activation() {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as B64;
@@ -1097,6 +1263,7 @@ fn tpm_enrollment_runs_credential_activation() {
             snp: SnpChoice::InsecureSoft,
             insecure_product: Product::Milan,
             insecure_report_version: 3,
+            insecure_knobs: Default::default(),
             nonce: None,
             validity: Duration::days(1),
         },
@@ -1151,6 +1318,7 @@ fn tpm_enrollment_runs_credential_activation() {
             snp: SnpChoice::InsecureSoft,
             insecure_product: Product::Genoa, // its own stand-in root (one per product)
             insecure_report_version: 3,
+            insecure_knobs: Default::default(),
             nonce: None,
             validity: Duration::days(1),
         },

@@ -1,0 +1,159 @@
+//! The hardware appraisal policy: what an enrolling host's anchors must say, beyond being genuine.
+//! A genuine SEV-SNP report of a guest launched with DEBUG allowed proves only that the hypervisor
+//! may read and write that guest's memory; a genuine TPM quote proves nothing about the host's
+//! boot until its PCRs are compared with reference values. [`appraise`] checks the service's (or
+//! an enrollment token's) [`HardwarePolicy`] and names, on refusal, the field, the value found
+//! and the value required.
+
+use vmseal_client::HardwarePolicy;
+use vmseal_sealer::verify::VerifiedIntermediate;
+
+/// SEV-SNP guest policy bits (SEV-SNP ABI, "Guest Policy").
+const POLICY_SMT: u64 = 1 << 17;
+const POLICY_MIGRATE_MA: u64 = 1 << 18;
+const POLICY_DEBUG: u64 = 1 << 19;
+
+/// A hardware-policy refusal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} is {found}, but the hardware policy requires {required}")]
+pub struct HardwareRefusal {
+    /// The field (`snp.policy.debug`, `snp.vmpl`, `tpm.pcr[7]`, …).
+    pub field: String,
+    /// What the anchor says.
+    pub found: String,
+    /// What the policy requires.
+    pub required: String,
+}
+
+fn refuse(
+    field: impl Into<String>,
+    found: impl Into<String>,
+    required: impl Into<String>,
+) -> HardwareRefusal {
+    HardwareRefusal {
+        field: field.into(),
+        found: found.into(),
+        required: required.into(),
+    }
+}
+
+/// `value` (hex) is in `allowed` (hex, case-insensitive), or `allowed` is empty.
+fn allowed(field: &str, value: &[u8], allowed: &[String]) -> Result<bool, HardwareRefusal> {
+    if allowed.is_empty() {
+        return Ok(false);
+    }
+    let v = hex::encode(value);
+    if allowed.iter().any(|a| a.trim().eq_ignore_ascii_case(&v)) {
+        Ok(true)
+    } else {
+        Err(refuse(field, v, format!("one of {}", allowed.join(", "))))
+    }
+}
+
+/// Check `v`'s anchors against `p`; the checks made (for the enrollment result and `admin
+/// hosts`), or the first refusal.
+pub fn appraise(
+    v: &VerifiedIntermediate,
+    p: &HardwarePolicy,
+) -> Result<Vec<String>, HardwareRefusal> {
+    let mut checked = Vec::new();
+    if let Some(s) = &v.snp {
+        let r = &s.report;
+        let bit = |b: u64| r.policy & b != 0;
+        if bit(POLICY_DEBUG) && !p.allow_debug {
+            return Err(refuse(
+                "snp.policy.debug",
+                format!("allowed (policy {:#x})", r.policy),
+                "not allowed (allow_debug = false)",
+            ));
+        }
+        checked.push("snp.policy.debug".into());
+        if bit(POLICY_MIGRATE_MA) && !p.allow_migration_agent {
+            return Err(refuse(
+                "snp.policy.migrate_ma",
+                format!("allowed (policy {:#x})", r.policy),
+                "not allowed (allow_migration_agent = false)",
+            ));
+        }
+        checked.push("snp.policy.migrate_ma".into());
+        if bit(POLICY_SMT) && !p.allow_smt {
+            return Err(refuse(
+                "snp.policy.smt",
+                format!("allowed (policy {:#x})", r.policy),
+                "not allowed (allow_smt = false)",
+            ));
+        }
+        checked.push("snp.policy.smt".into());
+        if !p.vmpls.is_empty() {
+            if !p.vmpls.contains(&r.vmpl) {
+                return Err(refuse(
+                    "snp.vmpl",
+                    r.vmpl.to_string(),
+                    format!("one of {:?}", p.vmpls),
+                ));
+            }
+            checked.push("snp.vmpl".into());
+        }
+        if !p.report_versions.is_empty() {
+            if !p.report_versions.contains(&r.version) {
+                return Err(refuse(
+                    "snp.version",
+                    r.version.to_string(),
+                    format!("one of {:?}", p.report_versions),
+                ));
+            }
+            checked.push("snp.version".into());
+        }
+        for (field, value, list) in [
+            ("snp.measurement", &r.measurement[..], &p.measurements),
+            ("snp.host_data", &r.host_data[..], &p.host_data),
+            ("snp.family_id", &r.family_id[..], &p.family_ids),
+            ("snp.image_id", &r.image_id[..], &p.image_ids),
+        ] {
+            if allowed(field, value, list)? {
+                checked.push(field.into());
+            }
+        }
+        let t = s.reported_tcb;
+        let m = p.min_tcb;
+        for (field, found, min) in [
+            ("snp.reported_tcb.bootloader", t.bootloader, m.bootloader),
+            ("snp.reported_tcb.tee", t.tee, m.tee),
+            ("snp.reported_tcb.snp", t.snp, m.snp),
+            ("snp.reported_tcb.microcode", t.microcode, m.microcode),
+            ("snp.reported_tcb.fmc", t.fmc, m.fmc),
+        ] {
+            if min > 0 {
+                if found < min {
+                    return Err(refuse(field, found.to_string(), format!("at least {min}")));
+                }
+                checked.push(field.into());
+            }
+        }
+    }
+    if let Some(q) = &v.tpm {
+        for (index, want) in &p.pcrs {
+            let field = format!("tpm.pcr[{index}]");
+            let i: u8 = index
+                .parse()
+                .map_err(|_| refuse(&field, "not a PCR index", "0 to 23"))?;
+            let got = q
+                .pcrs
+                .iter()
+                .find(|x| x.bank == "sha256" && x.index == i)
+                .map(|x| hex::encode(&x.value));
+            match got {
+                Some(g) if g.eq_ignore_ascii_case(want.trim()) => checked.push(field),
+                Some(g) => return Err(refuse(field, g, want.clone())),
+                None => return Err(refuse(field, "not quoted", want.clone())),
+            }
+        }
+    } else if !p.pcrs.is_empty() {
+        return Err(refuse(
+            "tpm",
+            "no TPM anchor",
+            "a TPM quote with reference PCR values",
+        ));
+    }
+    Ok(checked)
+}
