@@ -989,6 +989,108 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("audit log intact"), "{}", text(&o));
 }
+#[test]
+fn a_debug_guest_is_refused_at_enrollment_naming_the_field() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |f: &str| self_path(&d, f);
+    // A guest whose (stand-in) report says DEBUG is allowed: the hypervisor could read it.
+    let o = run(
+        "vmseal-shim",
+        &[
+            "init",
+            "--state",
+            &p("shim"),
+            "--snp",
+            "insecure-soft",
+            "--id",
+            "g-debug",
+            "--insecure-policy",
+            "b0000",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // The knobs mean nothing without the stand-in.
+    let o = run(
+        "vmseal-shim",
+        &[
+            "init",
+            "--state",
+            &p("x"),
+            "--snp",
+            "configfs",
+            "--id",
+            "g",
+            "--insecure-vmpl",
+            "2",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("INSECURE stand-in only"), "{}", text(&o));
+    assert!(
+        run("vmseal-verifier", &["init", "--state", &p("verifier")])
+            .status
+            .success()
+    );
+    let (_server, url) = Verifier::serve(
+        &p("verifier"),
+        &["--insecure-snp-root", &p("shim/insecure-snp-ark.pem")],
+    );
+    let vstate = p("verifier");
+    let admin = |args: &[&str]| {
+        let mut a = vec!["admin", "--url", &url, "--state", &vstate];
+        a.extend_from_slice(args);
+        run("vmseal-verifier", &a)
+    };
+    let enroll = || {
+        run(
+            "vmseal-shim",
+            &[
+                "enroll",
+                "--state",
+                &p("shim"),
+                "--verifier",
+                &url,
+                "--verifier-ca",
+                &p("verifier/ca.pem"),
+                "--token-cert",
+                &p("t.pem"),
+                "--token-key",
+                &p("t.key"),
+            ],
+        )
+    };
+    let (tcert, tkey) = (p("t.pem"), p("t.key"));
+    let token = |extra: &[&str]| {
+        let mut a = vec![
+            "enrollment-token",
+            "--require",
+            "snp",
+            "--out-cert",
+            &tcert,
+            "--out-key",
+            &tkey,
+        ];
+        a.extend_from_slice(extra);
+        let o = admin(&a);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    token(&[]);
+    let o = enroll();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("hardware_policy") && text(&o).contains("snp.policy.debug is allowed"),
+        "{}",
+        text(&o)
+    );
+    // An admin may accept it for this host, knowingly, with a token's own policy.
+    std::fs::write(p("debug-ok.toml"), "allow_debug = true\n").unwrap();
+    token(&["--hardware", &p("debug-ok.toml")]);
+    let o = enroll();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = admin(&["hosts", "list"]);
+    assert!(text(&o).contains("g-debug"), "{}", text(&o));
+}
+
 /// Handshake with the verifier at `port` as `cfg` says; the negotiated key exchange group.
 fn negotiated_group(port: u16, cfg: rustls::ClientConfig) -> Result<rustls::NamedGroup, String> {
     let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;

@@ -79,6 +79,7 @@ fn worst_case(n: usize) -> (Vec<u8>, Baseline, VmRecord) {
         chain_start: 0,
         threshold: 70,
         insecure_anchor: false,
+        anchored: true,
         baseline_version: Some(1),
         last_tier: None,
         threshold_alert: None,

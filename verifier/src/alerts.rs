@@ -639,6 +639,7 @@ mod tests {
             chain_start: 0,
             threshold: 70,
             insecure_anchor: false,
+            anchored: true,
             baseline_version: Some(1),
             last_tier: last_tier.map(str::to_owned),
             threshold_alert: open,

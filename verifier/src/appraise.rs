@@ -125,6 +125,9 @@ pub struct VmRecord {
     pub threshold: u8,
     /// Whether the host's enrolled SNP anchor was the INSECURE stand-in (accepted by config).
     pub insecure_anchor: bool,
+    /// Whether the host enrolled with a hardware anchor (a TPM or SNP root is recorded): without
+    /// one, nothing vouches for its hardware.
+    pub anchored: bool,
     /// The active (newest) golden baseline version, if any.
     pub baseline_version: Option<u64>,
     /// Tier of the last accepted appraisal.
@@ -846,7 +849,7 @@ pub fn appraise(
         } else {
             Tier::Affirming.ar4si()
         },
-        hardware: if vm.insecure_anchor || v.insecure() {
+        hardware: if vm.insecure_anchor || v.insecure() || !vm.anchored {
             Tier::Warning.ar4si()
         } else {
             Tier::Affirming.ar4si()
@@ -959,6 +962,7 @@ mod tests {
             chain_start: 0,
             threshold: 70,
             insecure_anchor: false,
+            anchored: true,
             baseline_version: Some(1),
             last_tier: None,
             threshold_alert: None,
@@ -1031,6 +1035,18 @@ mod tests {
         assert_eq!(a.tier, Tier::Affirming);
         assert_eq!(a.changes.len(), 1, "the heap change is reported");
         assert!(!a.alert);
+        assert_eq!(a.trust_vector.hardware, 2);
+        // A host enrolled with no hardware anchor: nothing vouches for its hardware.
+        let mut vm = f.vm.clone();
+        vm.anchored = false;
+        let a = appraise(
+            &verify(&f, &claims(&f, 0, None, &[], false)),
+            &vm,
+            Some(&f.baseline),
+            fresh(),
+        )
+        .unwrap();
+        assert_eq!((a.score, a.trust_vector.hardware), (100, 32));
     }
 
     #[test]

@@ -587,7 +587,7 @@ impl Store {
     /// What the appraisal needs to know about a VM.
     pub async fn vm_record(&self, vm_id: &str) -> Result<VmRecord, StoreError> {
         let row = sqlx::query(
-            "SELECT v.vm_id, v.host_id, v.policy_digest, v.policy_text, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, v.boot, v.layout, v.chain_start, h.intermediate_sha256, h.insecure_anchor, \
+            "SELECT v.vm_id, v.host_id, v.policy_digest, v.policy_text, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, v.boot, v.layout, v.chain_start, h.intermediate_sha256, h.insecure_anchor, h.hardware_root, \
              (SELECT MAX(b.version) FROM baselines b WHERE b.vm_id = v.vm_id) AS baseline_version \
              FROM vms v JOIN hosts h ON h.host_id = v.host_id WHERE v.vm_id = $1",
         )
@@ -641,6 +641,9 @@ impl Store {
             last,
             threshold: row.try_get::<i64, _>("threshold")?.clamp(0, 100) as u8,
             insecure_anchor: row.try_get::<i64, _>("insecure_anchor")? != 0,
+            anchored: row
+                .try_get::<Option<String>, _>("hardware_root")?
+                .is_some_and(|r| !r.is_empty()),
             baseline_version: row
                 .try_get::<Option<i64>, _>("baseline_version")?
                 .map(|v| v as u64),
