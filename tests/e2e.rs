@@ -566,7 +566,21 @@ fn agent_captures_every_vm_on_schedule_and_reports_changes() {
 /// Stops the verifier process when the test ends.
 struct Verifier(std::process::Child);
 
+/// `vmseal-verifier admin --url URL --state STATE ARGS…`.
+fn admin_cli(url: &str, state: &str, args: &[&str]) -> Output {
+    let mut a = vec!["admin", "--url", url, "--state", state];
+    a.extend_from_slice(args);
+    run("vmseal-verifier", &a)
+}
+
 impl Verifier {
+    /// `vmseal-verifier init --state STATE`, then [`Verifier::serve`]: a fresh service.
+    fn fresh(state: &str, args: &[&str]) -> (Self, String) {
+        let o = run("vmseal-verifier", &["init", "--state", state]);
+        assert!(o.status.success(), "{}", text(&o));
+        Self::serve(state, args)
+    }
+
     /// `vmseal-verifier serve --state STATE ARGS… --listen 127.0.0.1:PORT` on a free port, once
     /// it accepts connections; and its URL.
     fn serve(state: &str, args: &[&str]) -> (Self, String) {
@@ -641,11 +655,7 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let admin = |args: &[&str]| {
-        let mut a = vec!["admin", "--url", &url, "--state", &vst];
-        a.extend_from_slice(args);
-        run("vmseal-verifier", &a)
-    };
+    let admin = |args: &[&str]| admin_cli(&url, &vst, args);
     // The admin makes a one-use enrollment token for the host; the host enrols with it, proving
     // its AK by credential activation in swtpm; the token is spent afterwards.
     let o = admin(&[
@@ -989,6 +999,7 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("audit log intact"), "{}", text(&o));
 }
+
 #[test]
 fn a_debug_guest_is_refused_at_enrollment_naming_the_field() {
     let d = tempfile::tempdir().unwrap();
@@ -1026,21 +1037,12 @@ fn a_debug_guest_is_refused_at_enrollment_naming_the_field() {
     );
     assert!(!o.status.success());
     assert!(text(&o).contains("INSECURE stand-in only"), "{}", text(&o));
-    assert!(
-        run("vmseal-verifier", &["init", "--state", &p("verifier")])
-            .status
-            .success()
-    );
-    let (_server, url) = Verifier::serve(
+    let (_server, url) = Verifier::fresh(
         &p("verifier"),
         &["--insecure-snp-root", &p("shim/insecure-snp-ark.pem")],
     );
     let vstate = p("verifier");
-    let admin = |args: &[&str]| {
-        let mut a = vec!["admin", "--url", &url, "--state", &vstate];
-        a.extend_from_slice(args);
-        run("vmseal-verifier", &a)
-    };
+    let admin = |args: &[&str]| admin_cli(&url, &vstate, args);
     let enroll = || {
         run(
             "vmseal-shim",
@@ -1240,14 +1242,9 @@ fn forge(
 fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
     let h = Host::new("insecure-soft");
     let vst = h.p("verifier");
-    assert!(
-        run("vmseal-verifier", &["init", "--state", &vst])
-            .status
-            .success()
-    );
     let ek = h.ek_ca();
     let standin = h.p("state/insecure-snp-ark.pem");
-    let (_server, url) = Verifier::serve(
+    let (_server, url) = Verifier::fresh(
         &vst,
         &[
             "--require",
@@ -1258,11 +1255,7 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
             &standin,
         ],
     );
-    let admin = |args: &[&str]| {
-        let mut a = vec!["admin", "--url", &url, "--state", &vst];
-        a.extend_from_slice(args);
-        run("vmseal-verifier", &a)
-    };
+    let admin = |args: &[&str]| admin_cli(&url, &vst, args);
     let ok = |o: Output| {
         assert!(o.status.success(), "{}", text(&o));
         o
@@ -1750,21 +1743,12 @@ fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("INSECURE"), "{}", text(&o));
-    assert!(
-        run("vmseal-verifier", &["init", "--state", &p("verifier")])
-            .status
-            .success()
-    );
-    let (_server, url) = Verifier::serve(
+    let (_server, url) = Verifier::fresh(
         &p("verifier"),
         &["--insecure-snp-root", &p("shim/insecure-snp-ark.pem")],
     );
     let vstate = p("verifier");
-    let admin = |args: &[&str]| {
-        let mut a = vec!["admin", "--url", &url, "--state", &vstate];
-        a.extend_from_slice(args);
-        run("vmseal-verifier", &a)
-    };
+    let admin = |args: &[&str]| admin_cli(&url, &vstate, args);
     let ca = p("verifier/ca.pem");
     let o = admin(&[
         "enrollment-token",
@@ -2287,12 +2271,7 @@ fn a_shim_with_a_vtpm_enrols_by_credential_activation_and_attests() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        run("vmseal-verifier", &["init", "--state", &p("verifier")])
-            .status
-            .success()
-    );
-    let (_server, url) = Verifier::serve(
+    let (_server, url) = Verifier::fresh(
         &p("verifier"),
         &[
             "--ek-roots",
