@@ -70,6 +70,11 @@ pub struct EnrollmentRequest {
     pub ek_public: Option<String>,
     /// The agent's certificate request (PKCS#10, PEM); its key never leaves the host.
     pub csr_pem: String,
+    /// Anchors made now for the verifier's challenge (`POST /v1/enrollment-challenges`): CBOR
+    /// `FreshAnchors` (a TPM quote and an SNP report binding the intermediate's SPKI with the
+    /// challenge's nonce), base64. Required when the intermediate has any anchor.
+    #[serde(default)]
+    pub fresh: Option<String>,
 }
 
 /// The verifier's answer to an enrollment request.
@@ -498,9 +503,10 @@ impl Client {
         &self,
         intermediate_der: &[u8],
         ek_public: &[u8],
+        fresh: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
         activate: impl FnOnce(&[u8], &[u8]) -> Result<Vec<u8>, String>,
     ) -> Result<HostCredentials, ClientError> {
-        enroll_host(self, intermediate_der, ek_public, activate)
+        enroll_host(self, intermediate_der, ek_public, fresh, activate)
     }
 }
 
@@ -524,22 +530,32 @@ pub struct HostCredentials {
     pub agent_key_pem: String,
 }
 
-/// The host side of enrollment, over a client holding an enrollment token: make the agent key,
-/// send the bundle, answer the credential challenge with `activate(credential_blob,
-/// encrypted_secret)` (TPM2_ActivateCredential), and return the agent certificate and key.
+/// The host side of enrollment, over a client holding an enrollment token: ask for the
+/// verifier's challenge and make fresh anchors for its nonce with `fresh(nonce)` (CBOR
+/// `FreshAnchors`), make the agent key, send the bundle, answer the credential challenge with
+/// `activate(credential_blob, encrypted_secret)` (TPM2_ActivateCredential), and return the agent
+/// certificate and key.
 pub fn enroll_host(
     client: &Client,
     intermediate_der: &[u8],
     ek_public: &[u8],
+    fresh: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
     activate: impl FnOnce(&[u8], &[u8]) -> Result<Vec<u8>, String>,
 ) -> Result<HostCredentials, ClientError> {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as B64;
+    let c = client.post_json("/v1/enrollment-challenges", &())?;
+    let nonce = c["nonce"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or_else(|| ClientError::Answer("the enrollment challenge carries no nonce".into()))?;
+    let fresh = fresh(&nonce).map_err(ClientError::Activation)?;
     let (csr_pem, agent_key_pem) = new_key_and_request()?;
     let answer = client.enroll(&EnrollmentRequest {
         intermediate: B64.encode(intermediate_der),
         ek_public: (!ek_public.is_empty()).then(|| B64.encode(ek_public)),
         csr_pem,
+        fresh: Some(B64.encode(fresh)),
     })?;
     let enrolled = match answer {
         EnrollmentAnswer::Enrolled(e) => e,

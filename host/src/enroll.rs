@@ -56,24 +56,38 @@ fn read(path: &Path) -> Result<Vec<u8>, EnrollError> {
     })
 }
 
-/// Enrol: send the bundle with the token, answer the challenge in the TPM, write the agent key
-/// and certificate (key first, so a certificate on disk always has its key).
+/// Enrol: ask for the verifier's challenge and answer it with fresh anchors (a new quote and SNP
+/// report over its nonce), send the bundle with the token, answer the credential challenge in the
+/// TPM, write the agent key and certificate (key first, so a certificate on disk always has its
+/// key).
 pub fn enroll(o: &EnrollOptions) -> Result<Enrolled, EnrollError> {
-    let mut material = EnrollmentMaterial::open(&o.state, o.tcti.as_deref())?;
+    let material = std::cell::RefCell::new(EnrollmentMaterial::open(&o.state, o.tcti.as_deref())?);
     let client = Client::new(
         &o.url,
         &read(&o.ca)?,
         &read(&o.token_cert)?,
         &read(&o.token_key)?,
     )?;
-    let ek_public = material.ek_public.clone();
-    let intermediate = material.intermediate_der.clone();
-    let creds = client.enroll_host(&intermediate, &ek_public, |blob, secret| {
-        material
-            .activate(blob, secret)
-            .map(|s| s.to_vec())
-            .map_err(|e| e.to_string())
-    })?;
+    let ek_public = material.borrow().ek_public.clone();
+    let intermediate = material.borrow().intermediate_der.clone();
+    let creds = client.enroll_host(
+        &intermediate,
+        &ek_public,
+        |nonce| {
+            material
+                .borrow_mut()
+                .fresh_anchors(nonce)
+                .map(|f| vmseal_sealer::anchor::encode(&f))
+                .map_err(|e| format!("making fresh anchors for the verifier's challenge: {e}"))
+        },
+        |blob, secret| {
+            material
+                .borrow_mut()
+                .activate(blob, secret)
+                .map(|s| s.to_vec())
+                .map_err(|e| e.to_string())
+        },
+    )?;
     write_atomic(&o.agent_key, creds.agent_key_pem.as_bytes())?;
     write_atomic(&o.agent_cert, creds.enrolled.agent_cert_pem.as_bytes())?;
     tracing::info!(

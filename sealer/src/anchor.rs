@@ -104,6 +104,22 @@ pub struct SnpAnchor {
     pub nonce: Vec<u8>,
 }
 
+/// Anchors made at enrollment time for the verifier's challenge: a fresh TPM quote and a fresh
+/// SNP report, each binding the intermediate's SPKI with the verifier's `nonce`, so anchors made
+/// earlier (and copied since) cannot be replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreshAnchors {
+    /// The verifier's nonce.
+    #[serde(with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+    /// A quote by the intermediate's AK.
+    #[serde(default)]
+    pub tpm: Option<TpmAnchor>,
+    /// A report of the same platform.
+    #[serde(default)]
+    pub snp: Option<SnpAnchor>,
+}
+
 /// Host identity carried by the intermediate certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostIdentity {

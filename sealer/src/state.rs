@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use crate::anchor::{SnpAnchor, TpmAnchor, snp_binding, tpm_binding};
+use crate::anchor::{FreshAnchors, SnpAnchor, TpmAnchor, snp_binding, tpm_binding};
 use crate::evidence::{SealError, Sealer};
 use crate::keys::IntermediateKey;
 use crate::merkle::Digest;
@@ -130,6 +130,29 @@ pub struct StateConfig {
     pub seal: SeedSeal,
     /// When the state was created (RFC 3339).
     pub created: String,
+    /// What the INSECURE stand-in reports of the guest (its fresh reports say the same).
+    #[serde(default)]
+    pub insecure_policy: Option<u64>,
+    /// The stand-in's VMPL.
+    #[serde(default)]
+    pub insecure_vmpl: Option<u32>,
+    /// The stand-in's launch measurement, hex.
+    #[serde(default)]
+    pub insecure_measurement: Option<String>,
+}
+
+impl StateConfig {
+    fn knobs(&self) -> crate::snp::standin::ReportKnobs {
+        crate::snp::standin::ReportKnobs {
+            policy: self.insecure_policy,
+            vmpl: self.insecure_vmpl,
+            measurement: self
+                .insecure_measurement
+                .as_deref()
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|b| <[u8; 48]>::try_from(b.as_slice()).ok()),
+        }
+    }
 }
 
 /// What `init` set up.
@@ -300,6 +323,9 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
         snp: opts.snp,
         seal: SeedSeal::Tpm,
         created: now_rfc3339(),
+        insecure_policy: opts.insecure_knobs.policy,
+        insecure_vmpl: opts.insecure_knobs.vmpl,
+        insecure_measurement: opts.insecure_knobs.measurement.map(hex::encode),
     };
     // state.json last: its presence marks a complete state.
     let json =
@@ -438,6 +464,9 @@ pub fn init_guest(dir: &Path, opts: &GuestInitOptions) -> Result<InitReport, Sta
         snp: opts.snp,
         seal: SeedSeal::SnpDerived,
         created: now_rfc3339(),
+        insecure_policy: opts.insecure_knobs.policy,
+        insecure_vmpl: opts.insecure_knobs.vmpl,
+        insecure_measurement: opts.insecure_knobs.measurement.map(hex::encode),
     };
     let json =
         serde_json::to_vec_pretty(&cfg).map_err(|e| malformed(&dir.join("state.json"), e))?;
@@ -498,6 +527,9 @@ fn read_config(dir: &Path) -> Result<StateConfig, StateError> {
 pub struct EnrollmentMaterial {
     /// The TPM and its AK; none in a guest state without a TPM (nothing to activate).
     tpm: Option<(Tpm, AkBlob)>,
+    /// The state directory and its configuration (for fresh anchors).
+    dir: PathBuf,
+    config: StateConfig,
     /// Host id.
     pub host_id: String,
     /// The intermediate certificate, DER.
@@ -514,9 +546,11 @@ impl EnrollmentMaterial {
         if config.seal == SeedSeal::SnpDerived {
             return Ok(Self {
                 tpm: None,
-                host_id: config.host_id,
+                host_id: config.host_id.clone(),
                 intermediate_der,
                 ek_public: Vec::new(),
+                dir: dir.to_owned(),
+                config,
             });
         }
         let ak: AkBlob = read_cbor(&dir.join("ak.cbor"))?;
@@ -524,9 +558,76 @@ impl EnrollmentMaterial {
         let ek_public = tpm.ek_public()?;
         Ok(Self {
             tpm: Some((tpm, ak)),
-            host_id: config.host_id,
+            host_id: config.host_id.clone(),
             intermediate_der,
             ek_public,
+            dir: dir.to_owned(),
+            config,
+        })
+    }
+
+    /// Anchors for the verifier's enrollment challenge: a fresh quote by the AK over the
+    /// intermediate's SPKI and `nonce` (the PCRs of init), and a fresh SNP report binding the
+    /// same, from the provider of init.
+    pub fn fresh_anchors(&mut self, nonce: &[u8]) -> Result<FreshAnchors, StateError> {
+        let cert = crate::x509::ParsedCert::from_der(&self.intermediate_der)?;
+        let spki = cert.spki_der.clone();
+        let tpm = match self.tpm.as_mut() {
+            Some((tpm, ak)) => {
+                let ek_cert = tpm.ek_certificate()?;
+                let q = tpm.quote(ak, &tpm_binding(&spki, nonce), &self.config.pcrs)?;
+                Some(TpmAnchor {
+                    attest: q.attest,
+                    signature: q.signature,
+                    ak_public: ak.public.clone(),
+                    ek_cert,
+                    pcrs: q.pcrs,
+                    nonce: nonce.to_vec(),
+                })
+            }
+            None => None,
+        };
+        let report_data = snp_binding(&spki, nonce);
+        let snp = match self.config.snp {
+            SnpChoice::None => None,
+            SnpChoice::Configfs => Some(ConfigfsTsm::default().report(&report_data)?),
+            SnpChoice::SevGuest => Some(SevGuest::default().report(&report_data)?),
+            SnpChoice::InsecureSoft => {
+                let hp = self.dir.join("insecure-snp.cbor");
+                let h = TestHierarchy::from_bytes(&read(&hp)?).map_err(|e| malformed(&hp, e))?;
+                // The same report version as the intermediate's.
+                let version = cert
+                    .vmseal_extension::<SnpAnchor>(crate::oid::EXT_SNP_ANCHOR_STR)
+                    .ok()
+                    .flatten()
+                    .and_then(|a| {
+                        a.report
+                            .get(0..4)
+                            .map(|v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+                    })
+                    .unwrap_or(3);
+                Some(
+                    InsecureSoft {
+                        hierarchy: h,
+                        version,
+                        knobs: self.config.knobs(),
+                    }
+                    .report(&report_data)?,
+                )
+            }
+        }
+        .map(|e| SnpAnchor {
+            provider: e.provider,
+            report: e.report,
+            vek: e.vek,
+            ask: e.ask,
+            ark: e.ark,
+            nonce: nonce.to_vec(),
+        });
+        Ok(FreshAnchors {
+            nonce: nonce.to_vec(),
+            tpm,
+            snp,
         })
     }
 

@@ -102,6 +102,9 @@ pub enum VerifyError {
     /// The intermediate is not an ML-DSA-87 self-signed certificate.
     #[error("intermediate certificate: {0}")]
     Intermediate(&'static str),
+    /// The enrollment's fresh anchors do not answer the verifier's challenge for this host.
+    #[error("fresh anchors: {0}")]
+    Fresh(String),
     /// The intermediate carries a critical extension vmseal does not process.
     #[error("intermediate certificate: critical extension {0} is not one vmseal processes")]
     UnknownCritical(String),
@@ -268,6 +271,66 @@ pub fn verify_intermediate(
         snp,
         cert,
     })
+}
+
+/// Verify the anchors a host made for an enrollment challenge: for every anchor the intermediate
+/// carries, a fresh one that binds the intermediate's SPKI with the verifier's `nonce`, verifies
+/// under `trust`, and comes from the same hardware (the same AK; the same chip and endorsement
+/// key). Returns them verified: they, not the intermediate's older ones, say what the hardware is
+/// now.
+pub fn verify_fresh_anchors(
+    v: &VerifiedIntermediate,
+    fresh: &crate::anchor::FreshAnchors,
+    nonce: &[u8],
+    trust: &TrustConfig,
+    now: OffsetDateTime,
+) -> Result<(Option<VerifiedQuote>, Option<VerifiedReport>), VerifyError> {
+    let fail = |m: &str| VerifyError::Fresh(m.to_owned());
+    let same_nonce = |n: &[u8]| bool::from(n.ct_eq(nonce)) && !nonce.is_empty();
+    if !same_nonce(&fresh.nonce) {
+        return Err(fail("they answer another challenge than the verifier's"));
+    }
+    let tpm = match (&v.tpm, &fresh.tpm) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(fail(
+                "the intermediate has a TPM anchor, but no fresh quote came",
+            ));
+        }
+        (Some(old), Some(a)) => {
+            if !same_nonce(&a.nonce) {
+                return Err(fail("the quote answers another challenge"));
+            }
+            let q = verify_tpm_anchor(a, &v.cert.spki_der, &trust.tpm)?;
+            if q.ak_name != old.ak_name {
+                return Err(fail(
+                    "the fresh quote is by another AK than the intermediate's",
+                ));
+            }
+            Some(q)
+        }
+    };
+    let snp = match (&v.snp, &fresh.snp) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(fail(
+                "the intermediate has an SNP anchor, but no fresh report came",
+            ));
+        }
+        (Some(old), Some(a)) => {
+            if !same_nonce(&a.nonce) {
+                return Err(fail("the report answers another challenge"));
+            }
+            let r = verify_snp_anchor(a, &v.cert.spki_der, &trust.snp, now.unix_timestamp())?;
+            if r.report.chip_id != old.report.chip_id || r.product != old.product {
+                return Err(fail(
+                    "the fresh report comes from another chip than the intermediate's",
+                ));
+            }
+            Some(r)
+        }
+    };
+    Ok((tpm, snp))
 }
 
 /// Verify snapshot evidence against `trust` at `now`.

@@ -42,3 +42,11 @@ CREATE TABLE revoked_certs (
 ALTER TABLE enrollment_tokens ADD COLUMN hardware TEXT;
 ALTER TABLE pending_enrollments ADD COLUMN hardware_checked TEXT;
 ALTER TABLE hosts ADD COLUMN hardware_checked TEXT;
+
+-- Enrollment binds a verifier-chosen nonce (challenge first): the host asks for one with its
+-- token, makes fresh anchors over it, and the nonce is used up by the enrollment that answers it.
+CREATE TABLE enrollment_nonces (
+    nonce      BYTEA PRIMARY KEY,
+    token_id   TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);

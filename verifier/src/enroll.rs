@@ -4,9 +4,14 @@
 //!
 //! ```text
 //! admin  ── POST /v1/enrollment-tokens ──────────────▶ verifier   one-use client cert, OU=enroll
+//! agent  ── POST /v1/enrollment-challenges ──────────▶ verifier   a single-use nonce
+//! agent  ── fresh quote (same AK) and SNP report binding SPKI ‖ nonce
 //! agent  ── POST /v1/enrollments {intermediate, ──────▶ verifier   anchors verified (quote, EK
-//!            ek_public, csr}   (token certificate)                 chain, SNP report); EK public
-//!                                                                  = EK certificate's key
+//!            ek_public, csr, fresh} (token cert)                   chain, SNP report), the fresh
+//!                                                                  ones answer the nonce from
+//!                                                                  the same hardware; hardware
+//!                                                                  policy; EK public = EK
+//!                                                                  certificate's key
 //!        ◀── challenge {credential_blob, encrypted_secret}         MakeCredential(EK, AK name, s)
 //! agent  ── TPM2_ActivateCredential (only the TPM with that EK, and only for that AK, gets s)
 //! agent  ── POST /v1/enrollments/{id}/activation {s} ─▶ verifier   token used up, intermediate
@@ -192,6 +197,26 @@ async fn token(req: &HttpRequest, st: &AppState) -> Result<Token, ApiError> {
     }
 }
 
+/// Seconds an enrollment challenge stays open.
+pub const ENROLLMENT_NONCE_TTL: i64 = 300;
+
+/// `POST /v1/enrollment-challenges` (enrollment token): a nonce for the host's fresh anchors.
+#[utoipa::path(post, path = "/v1/enrollment-challenges", tag = "enrollment",
+    responses((status = 201, description = "`{nonce (hex), expires_in}`: single use, for this token")))]
+pub(crate) async fn challenge(
+    _role: EnrollRole,
+    req: HttpRequest,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let tok = token(&req, &st).await?;
+    let n = st
+        .store
+        .issue_enrollment_nonce(&tok.id, ENROLLMENT_NONCE_TTL, now())
+        .await?;
+    Ok(HttpResponse::Created()
+        .json(serde_json::json!({ "nonce": hex::encode(n), "expires_in": ENROLLMENT_NONCE_TTL })))
+}
+
 /// `POST /v1/enrollments` (enrollment token): verify the bundle; answer with a credential
 /// challenge, or enrol at once when the intermediate has no TPM anchor.
 #[utoipa::path(post, path = "/v1/enrollments", tag = "enrollment", request_body = EnrollmentRequest,
@@ -231,11 +256,52 @@ pub(crate) async fn begin(
             v.host_id
         )));
     }
+    // Anchors made earlier can be replayed: the host answers the verifier's challenge with fresh
+    // ones from the same hardware, and those say what the hardware is now.
+    let (fresh_tpm, fresh_snp) = if v.tpm.is_some() || v.snp.is_some() {
+        let raw = b64(
+            "fresh",
+            b.fresh.as_deref().ok_or_else(|| {
+                refused(
+                    "challenge_missing",
+                    "the intermediate has hardware anchors: ask for a challenge \
+                     (POST /v1/enrollment-challenges) and send anchors made for its nonce \
+                     (`fresh`); vmseal-host and vmseal-shim enroll do",
+                )
+            })?,
+        )?;
+        let fresh: vmseal_sealer::anchor::FreshAnchors = vmseal_sealer::anchor::decode(&raw)
+            .map_err(|e| bad("bad_fresh", format!("fresh anchors: {e}")))?;
+        if !st
+            .store
+            .take_enrollment_nonce(&fresh.nonce, &token_id, now())
+            .await?
+        {
+            return Err(refused(
+                "bad_challenge",
+                "the fresh anchors answer a nonce this verifier did not issue to this token, \
+                 that expired, or that was used: ask for a new challenge",
+            ));
+        }
+        vmseal_sealer::verify::verify_fresh_anchors(
+            &v,
+            &fresh,
+            &fresh.nonce,
+            &trust,
+            OffsetDateTime::now_utc(),
+        )
+        .map_err(|e| refused("enrollment_refused", e.to_string()))?
+    } else {
+        (None, None)
+    };
     // Genuine is not enough: the hardware policy (the token's, else the service's) decides what
     // the anchors must say.
-    let checked =
-        crate::hardware::appraise(&v, tok.hardware.as_ref().unwrap_or(&st.settings.hardware))
-            .map_err(|r| refused("hardware_policy", r.to_string()))?;
+    let checked = crate::hardware::appraise(
+        fresh_tpm.as_ref(),
+        fresh_snp.as_ref(),
+        tok.hardware.as_ref().unwrap_or(&st.settings.hardware),
+    )
+    .map_err(|r| refused("hardware_policy", r.to_string()))?;
     let checked = serde_json::to_string(&checked).map_err(|e| ApiError::Internal(e.to_string()))?;
     let insecure = v.snp.as_ref().is_some_and(|s| s.insecure);
     let ek_public = match (&v.tpm, b.ek_public.as_deref()) {

@@ -6,7 +6,8 @@
 //! and the value required.
 
 use vmseal_client::HardwarePolicy;
-use vmseal_sealer::verify::VerifiedIntermediate;
+use vmseal_sealer::snp::verify::VerifiedReport;
+use vmseal_sealer::tpm::verify::VerifiedQuote;
 
 /// SEV-SNP guest policy bits (SEV-SNP ABI, "Guest Policy").
 const POLICY_SMT: u64 = 1 << 17;
@@ -50,14 +51,15 @@ fn allowed(field: &str, value: &[u8], allowed: &[String]) -> Result<bool, Hardwa
     }
 }
 
-/// Check `v`'s anchors against `p`; the checks made (for the enrollment result and `admin
-/// hosts`), or the first refusal.
+/// Check verified anchors (the fresh ones an enrollment answers its challenge with) against `p`;
+/// the checks made (for the enrollment result and `admin hosts`), or the first refusal.
 pub fn appraise(
-    v: &VerifiedIntermediate,
+    tpm: Option<&VerifiedQuote>,
+    snp: Option<&VerifiedReport>,
     p: &HardwarePolicy,
 ) -> Result<Vec<String>, HardwareRefusal> {
     let mut checked = Vec::new();
-    if let Some(s) = &v.snp {
+    if let Some(s) = snp {
         let r = &s.report;
         let bit = |b: u64| r.policy & b != 0;
         if bit(POLICY_DEBUG) && !p.allow_debug {
@@ -131,7 +133,7 @@ pub fn appraise(
             }
         }
     }
-    if let Some(q) = &v.tpm {
+    if let Some(q) = tpm {
         for (index, want) in &p.pcrs {
             let field = format!("tpm.pcr[{index}]");
             let i: u8 = index

@@ -1285,7 +1285,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
     paths(
         healthz, metrics, openapi_json, verify_audit,
         crate::ui::root, crate::ui::index, crate::ui::script, crate::ui::style, crate::ui::icon,
-        crate::enroll::create_token, crate::enroll::begin, crate::enroll::activate,
+        crate::enroll::create_token, crate::enroll::challenge, crate::enroll::begin, crate::enroll::activate,
         register_vm, list_vms, set_threshold, assign_policy, get_policy, allow_modules, reset_chain, list_hosts, disable_host, promote_baseline, active_baseline,
         issue_nonce, submit_evidence, list_appraisals,
         crate::captures::create, crate::captures::poll, crate::captures::status,
@@ -1449,6 +1449,11 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
             M::POST,
             "/v1/enrollment-tokens",
             r(M::POST).to(crate::enroll::create_token),
+        ),
+        (
+            M::POST,
+            "/v1/enrollment-challenges",
+            r(M::POST).to(crate::enroll::challenge),
         ),
         (
             M::POST,

@@ -474,6 +474,48 @@ impl Store {
             .collect()
     }
 
+    /// A fresh enrollment nonce for `token_id`, valid `ttl` seconds.
+    pub async fn issue_enrollment_nonce(
+        &self,
+        token_id: &str,
+        ttl: i64,
+        now: i64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut n = vec![0u8; 32];
+        aws_lc_rs_fill(&mut n)?;
+        sqlx::query("DELETE FROM enrollment_nonces WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO enrollment_nonces (nonce, token_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(n.clone())
+        .bind(token_id)
+        .bind(now + ttl)
+        .execute(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
+    /// Use up `nonce` if it was issued to `token_id` and is unexpired; whether it was.
+    pub async fn take_enrollment_nonce(
+        &self,
+        nonce: &[u8],
+        token_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM enrollment_nonces WHERE nonce = $1 AND token_id = $2 AND expires_at >= $3",
+        )
+        .bind(nonce.to_vec())
+        .bind(token_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Register a VM on an enrolled host.
     pub async fn register_vm(
         &self,

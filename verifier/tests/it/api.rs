@@ -361,6 +361,22 @@ pub(crate) fn token(
     )
 }
 
+/// A challenge from the verifier for token `t`, answered with fresh anchors from `m` (CBOR,
+/// base64).
+pub(crate) fn fresh_for(
+    s: &Server,
+    t: &reqwest::blocking::Client,
+    m: &mut vmseal_sealer::state::EnrollmentMaterial,
+) -> String {
+    use base64::Engine as _;
+    let (st, c) = post_to(t, &s.url, "/v1/enrollment-challenges", ());
+    assert_eq!(st, 201, "{c}");
+    let nonce = hex::decode(c["nonce"].as_str().unwrap()).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(vmseal_sealer::anchor::encode(
+        &m.fresh_anchors(&nonce).unwrap(),
+    ))
+}
+
 pub(crate) fn bundle(h: &Host, csr_pem: &str) -> serde_json::Value {
     use base64::Engine as _;
     serde_json::json!({
@@ -1134,7 +1150,8 @@ fn the_hardware_policy_refuses_a_debug_guest_and_names_the_field() {
     }
     let s = start_with(trust);
     let admin = admin(&s);
-    let enrol_with = |hardware: serde_json::Value, der: &[u8]| {
+    let enrol_with = |hardware: serde_json::Value, dir: &tempfile::TempDir| {
+        let mut m = vmseal_sealer::state::EnrollmentMaterial::open(dir.path(), None).unwrap();
         let (st, t) = post_to(
             &admin,
             &s.url,
@@ -1151,15 +1168,16 @@ fn the_hardware_policy_refuses_a_debug_guest_and_names_the_field() {
             None,
         );
         let (csr, _key) = vmseal_client::new_key_and_request().unwrap();
+        let fresh = fresh_for(&s, &t, &mut m);
         post_to(
             &t,
             &s.url,
             "/v1/enrollments",
-            serde_json::json!({ "intermediate": B64.encode(der), "csr_pem": csr }),
+            serde_json::json!({ "intermediate": B64.encode(&m.intermediate_der), "csr_pem": csr, "fresh": fresh }),
         )
     };
     // By default a DEBUG guest is refused, naming the field, the value and the requirement.
-    let (st, e) = enrol_with(serde_json::Value::Null, &debug.1);
+    let (st, e) = enrol_with(serde_json::Value::Null, &debug.0);
     assert_eq!(
         (st, e["code"].as_str().unwrap()),
         (422, "hardware_policy"),
@@ -1172,7 +1190,7 @@ fn the_hardware_policy_refuses_a_debug_guest_and_names_the_field() {
     );
     assert!(m.contains("allow_debug = false"), "{m}");
     // A token's own policy: VMPL 0 only.
-    let (st, e) = enrol_with(serde_json::json!({ "vmpls": [0] }), &vmpl2.1);
+    let (st, e) = enrol_with(serde_json::json!({ "vmpls": [0] }), &vmpl2.0);
     assert_eq!(
         (st, e["code"].as_str().unwrap()),
         (422, "hardware_policy"),
@@ -1184,7 +1202,7 @@ fn the_hardware_policy_refuses_a_debug_guest_and_names_the_field() {
     );
     // A measurement allow-list that does not hold the guest's; a TCB it does not reach.
     let other = "ab".repeat(48);
-    let (st, e) = enrol_with(serde_json::json!({ "measurements": [other] }), &plain.1);
+    let (st, e) = enrol_with(serde_json::json!({ "measurements": [other] }), &plain.0);
     assert_eq!(st, 422, "{e}");
     assert!(
         e["message"]
@@ -1193,7 +1211,7 @@ fn the_hardware_policy_refuses_a_debug_guest_and_names_the_field() {
             .contains("snp.measurement is "),
         "{e}"
     );
-    let (st, e) = enrol_with(serde_json::json!({ "min_tcb": { "snp": 250 } }), &plain.1);
+    let (st, e) = enrol_with(serde_json::json!({ "min_tcb": { "snp": 250 } }), &plain.0);
     assert_eq!(st, 422, "{e}");
     assert!(
         e["message"]
@@ -1205,7 +1223,7 @@ fn the_hardware_policy_refuses_a_debug_guest_and_names_the_field() {
     // Reference PCRs need a TPM anchor.
     let (st, e) = enrol_with(
         serde_json::json!({ "pcrs": { "7": "00".repeat(32) } }),
-        &plain.1,
+        &plain.0,
     );
     assert_eq!(st, 422, "{e}");
     assert!(
@@ -1229,7 +1247,7 @@ fn the_hardware_policy_refuses_a_debug_guest_and_names_the_field() {
     let measurement = hex::encode(vmseal_sealer::snp::standin::default_measurement());
     let (st, e) = enrol_with(
         serde_json::json!({ "measurements": [measurement], "vmpls": [0] }),
-        &plain.1,
+        &plain.0,
     );
     assert_eq!(st, 201, "{e}");
     let checked: Vec<&str> = e["hardware_checked"]
@@ -1333,7 +1351,7 @@ fn tpm_enrollment_runs_credential_activation() {
     let admin = admin(&s);
     let t = token(&s, &admin, Some("tpm-host"));
     let (der, ek) = (m.intermediate_der.clone(), m.ek_public.clone());
-    let begin = |ek: &[u8]| {
+    let begin = |ek: &[u8], fresh: &str| {
         post_to(
             &t,
             &s.url,
@@ -1342,16 +1360,65 @@ fn tpm_enrollment_runs_credential_activation() {
                 "intermediate": B64.encode(&der),
                 "ek_public": B64.encode(ek),
                 "csr_pem": csr,
+                "fresh": fresh,
             }),
         )
     };
+    // Without fresh anchors for a challenge, an intermediate's old anchors could be a replay.
+    let (st, e) = post_to(
+        &t,
+        &s.url,
+        "/v1/enrollments",
+        serde_json::json!({
+            "intermediate": B64.encode(&der),
+            "ek_public": B64.encode(&ek),
+            "csr_pem": csr,
+        }),
+    );
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (422, "challenge_missing"),
+        "{e}"
+    );
+    // Anchors made for a nonce the verifier never issued (made earlier, replayed).
+    let old = vmseal_sealer::anchor::encode(&m.fresh_anchors(&[7u8; 32]).unwrap());
+    let (st, e) = begin(&ek, &B64.encode(&old));
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (422, "bad_challenge"),
+        "{e}"
+    );
+    // Anchors answering the nonce, but the quote made by another TPM's AK for it.
+    let f = fresh_for(&s, &t, &mut m);
+    let mut other: vmseal_sealer::anchor::FreshAnchors =
+        vmseal_sealer::anchor::decode(&B64.decode(&f).unwrap()).unwrap();
+    let n2 = hex::decode(
+        post_to(&t, &s.url, "/v1/enrollment-challenges", ()).1["nonce"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let theirs = EnrollmentMaterial::open(state2.path(), None)
+        .unwrap()
+        .fresh_anchors(&n2)
+        .unwrap();
+    other.nonce = n2.clone();
+    other.tpm = theirs.tpm;
+    other.snp.as_mut().unwrap().nonce = n2;
+    let (st, e) = begin(&ek, &B64.encode(vmseal_sealer::anchor::encode(&other)));
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (422, "enrollment_refused"),
+        "{e}"
+    );
 
     // Another TPM's EK public area: it is not the certified EK's key.
     let ek2 = vmseal_sealer::tpm::Tpm::open(&sw2.tcti())
         .unwrap()
         .ek_public()
         .unwrap();
-    let (st, e) = begin(&ek2);
+    let f = fresh_for(&s, &t, &mut m);
+    let (st, e) = begin(&ek2, &f);
     assert_eq!(
         (st, e["code"].as_str().unwrap()),
         (422, "ek_mismatch"),
@@ -1359,7 +1426,8 @@ fn tpm_enrollment_runs_credential_activation() {
     );
 
     // The right EK, a wrong answer: refused, the challenge is gone, nothing enrolled.
-    let (st, c) = begin(&ek);
+    let f = fresh_for(&s, &t, &mut m);
+    let (st, c) = begin(&ek, &f);
     assert_eq!(
         (st, c["status"].as_str().unwrap()),
         (200, "challenge"),
@@ -1390,7 +1458,8 @@ fn tpm_enrollment_runs_credential_activation() {
     assert_eq!(st, 404, "nothing enrolled");
 
     // Start again; the TPM answers: enrolled, AK activated, the agent certificate works.
-    let (st, c) = begin(&ek);
+    let f = fresh_for(&s, &t, &mut m);
+    let (st, c) = begin(&ek, &f);
     assert_eq!(st, 200, "{c}");
     let secret = m
         .activate(
@@ -1423,7 +1492,7 @@ fn tpm_enrollment_runs_credential_activation() {
     );
     assert_eq!(st, 200, "{n}");
     // The token is spent.
-    let (st, e) = begin(&ek);
+    let (st, e) = begin(&ek, "");
     assert_eq!((st, e["code"].as_str().unwrap()), (422, "token_used"));
 
     // The host id stays with this TPM. Another genuine TPM claiming "tpm-host" with a token that
@@ -1431,6 +1500,7 @@ fn tpm_enrollment_runs_credential_activation() {
     let mut m2 = EnrollmentMaterial::open(state2.path(), None).unwrap();
     let enrol_with = |t: &reqwest::blocking::Client, m: &mut EnrollmentMaterial| {
         let (csr, key) = vmseal_client::new_key_and_request().unwrap();
+        let fresh = fresh_for(&s, t, m);
         let (st, c) = post_to(
             t,
             &s.url,
@@ -1439,6 +1509,7 @@ fn tpm_enrollment_runs_credential_activation() {
                 "intermediate": B64.encode(&m.intermediate_der),
                 "ek_public": B64.encode(&m.ek_public),
                 "csr_pem": csr,
+                "fresh": fresh,
             }),
         );
         if st != 200 {
