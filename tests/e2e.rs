@@ -1093,6 +1093,89 @@ fn a_debug_guest_is_refused_at_enrollment_naming_the_field() {
     assert!(text(&o).contains("g-debug"), "{}", text(&o));
 }
 
+#[test]
+fn a_stricter_hardware_policy_reappraises_hosts_already_enrolled() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |f: &str| self_path(&d, f);
+    let o = run(
+        "vmseal-shim",
+        &[
+            "init",
+            "--state",
+            &p("shim"),
+            "--snp",
+            "insecure-soft",
+            "--id",
+            "g-1",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let vstate = p("verifier");
+    let standin = p("shim/insecure-snp-ark.pem");
+    {
+        let (_server, url) = Verifier::fresh(&vstate, &["--insecure-snp-root", &standin]);
+        let admin = |args: &[&str]| admin_cli(&url, &vstate, args);
+        let o = admin(&[
+            "enrollment-token",
+            "--require",
+            "snp",
+            "--out-cert",
+            &p("t.pem"),
+            "--out-key",
+            &p("t.key"),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let o = run(
+            "vmseal-shim",
+            &[
+                "enroll",
+                "--state",
+                &p("shim"),
+                "--verifier",
+                &url,
+                "--verifier-ca",
+                &p("verifier/ca.pem"),
+                "--token-cert",
+                &p("t.pem"),
+                "--token-key",
+                &p("t.key"),
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let o = admin(&["register-vm", "--vm-id", "g1", "--host-id", "g-1"]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // The operator tightens the service's hardware policy: only another launch measurement.
+    std::fs::write(
+        p("verifier.toml"),
+        format!(
+            "insecure_snp_root = \"{standin}\"\n[hardware]\nmeasurements = [\"{}\"]\n",
+            "ab".repeat(48)
+        ),
+    )
+    .unwrap();
+    let (_server, url) = Verifier::serve(&vstate, &["--config", &p("verifier.toml")]);
+    let admin = |args: &[&str]| admin_cli(&url, &vstate, args);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let alerts = loop {
+        let o = admin(&["alerts", "list", "--vm-id", "g1"]);
+        if text(&o).contains("hardware_reappraisal") || std::time::Instant::now() > deadline {
+            break text(&o);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        alerts.contains("(hardware_reappraisal)") && alerts.contains("snp.measurement is "),
+        "{alerts}"
+    );
+    let o = admin(&["--json", "hosts", "list"]);
+    assert!(
+        text(&o).contains("the hardware policy refuses it: snp.measurement"),
+        "{}",
+        text(&o)
+    );
+}
+
 /// Handshake with the verifier at `port` as `cfg` says; the negotiated key exchange group.
 fn negotiated_group(port: u16, cfg: rustls::ClientConfig) -> Result<rustls::NamedGroup, String> {
     let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;

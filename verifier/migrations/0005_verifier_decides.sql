@@ -50,3 +50,8 @@ CREATE TABLE enrollment_nonces (
     token_id   TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+
+-- Hardware is re-appraised: the policy a host was enrolled under (a token's own, else NULL: the
+-- service's, whatever it is now) and the last re-appraisal's verdict ('ok', or why not).
+ALTER TABLE hosts ADD COLUMN hardware_policy TEXT;
+ALTER TABLE hosts ADD COLUMN hardware_status TEXT;

@@ -136,7 +136,18 @@ pub fn announce(st: &AppState, a: &Alert) {
 pub fn spawn_workers(st: web::Data<AppState>) {
     actix_web::rt::spawn(deliver_forever(st.clone()));
     actix_web::rt::spawn(revocations_forever(st.clone()));
+    actix_web::rt::spawn(reappraise_forever(st.clone()));
     actix_web::rt::spawn(sweep_forever(st));
+}
+
+/// Re-appraise the enrolled hosts' hardware at start and every minute.
+async fn reappraise_forever(st: web::Data<AppState>) {
+    loop {
+        if let Err(e) = crate::hardware::reappraise(&st).await {
+            tracing::warn!("re-appraising hosts' hardware: {e}; retrying");
+        }
+        tokio::time::sleep(crate::hardware::REAPPRAISE_EVERY).await;
+    }
 }
 
 /// Keep this replica's list of revoked certificates fresh (revocations made on other replicas).

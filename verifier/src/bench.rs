@@ -364,6 +364,7 @@ pub fn run(
                         agent_serial: "",
                         replace: false,
                         hardware_checked: "[]",
+                        hardware_policy: None,
                     },
                     0,
                 )

@@ -518,6 +518,12 @@ async fn finish(
     hardware_checked: &str,
 ) -> Result<Enrolled, ApiError> {
     let token_id = tok.id.as_str();
+    let token_policy = tok
+        .hardware
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     // Certify first: if that failed after the token was used, the host would be stuck.
     let agent_cert_pem = st
         .ca
@@ -547,6 +553,7 @@ async fn finish(
                 agent_serial: &agent_serial,
                 replace: tok.replace,
                 hardware_checked,
+                hardware_policy: token_policy.as_deref(),
             },
             t,
         )

@@ -159,3 +159,70 @@ pub fn appraise(
     }
     Ok(checked)
 }
+
+/// How often each replica re-appraises the enrolled hosts' hardware.
+pub const REAPPRAISE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// How far ahead an expiring intermediate or VCEK/VLEK chain is reported.
+pub const EXPIRY_NOTICE_S: i64 = 7 * 24 * 3600;
+
+/// Re-appraise every enabled host's pinned intermediate: its anchors must still verify (now, and
+/// [`EXPIRY_NOTICE_S`] from now) and still meet the hardware policy it was enrolled under — the
+/// token's own, else the service's as it is *now*, so a stricter policy applies to hosts already
+/// enrolled. A host whose verdict changes for the worse raises `evidence_refused` (code
+/// `hardware_reappraisal`) on each of its VMs; `admin hosts list` shows the verdict.
+pub async fn reappraise(st: &crate::server::AppState) -> Result<(), crate::store::StoreError> {
+    let now = time::OffsetDateTime::now_utc();
+    // What is there is verified; which anchors a host needs was decided at its enrollment.
+    let mut trust = st.settings.enrollment_trust.clone();
+    trust.require = vmseal_sealer::verify::AnchorRequirement {
+        tpm: false,
+        snp: false,
+    };
+    trust.tpm.require_ek_chain = false;
+    for (host, der, policy, _) in st.store.hosts_to_reappraise().await? {
+        let policy = match policy
+            .as_deref()
+            .map(serde_json::from_str::<HardwarePolicy>)
+        {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                tracing::error!("host {host:?}: its stored hardware policy does not parse: {e}");
+                continue;
+            }
+            None => st.settings.hardware.clone(),
+        };
+        let verify = |at| vmseal_sealer::verify::verify_intermediate(&der, &trust, at);
+        let verdict = match verify(now) {
+            Err(e) => format!("its anchors no longer verify: {e}"),
+            Ok(v) => match appraise(v.tpm.as_ref(), v.snp.as_ref(), &policy) {
+                Err(r) => format!("the hardware policy refuses it: {r}"),
+                Ok(_) => match verify(now + time::Duration::seconds(EXPIRY_NOTICE_S)) {
+                    Err(e) => format!("its anchors expire within 7 days: {e}; re-enrol it"),
+                    Ok(_) => "ok".to_owned(),
+                },
+            },
+        };
+        if st.store.set_hardware_status(&host, &verdict).await? && verdict != "ok" {
+            tracing::warn!(host, "hardware re-appraisal: {verdict}");
+            for vm in st
+                .store
+                .list_vms()
+                .await?
+                .iter()
+                .filter(|v| v.host_id == host)
+            {
+                let r = crate::store::Refusal {
+                    vm_id: &vm.vm_id,
+                    code: "hardware_reappraisal",
+                    message: &format!("host {host:?}: {verdict}"),
+                    seq: None,
+                    threshold: vm.threshold,
+                };
+                if let Some(a) = st.store.record_refusal(&r, now.unix_timestamp()).await? {
+                    crate::alerts::announce(st, &a);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -639,7 +639,7 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                 }
                 for h in hosts {
                     println!(
-                        "{:<20} {}{}{}",
+                        "{:<20} {}{}{}{}",
                         h["host_id"].as_str().unwrap_or("?"),
                         h["hardware_root"]
                             .as_str()
@@ -653,6 +653,10 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                             " [disabled]"
                         } else {
                             ""
+                        },
+                        match h["hardware_status"].as_str() {
+                            Some("ok") | None => String::new(),
+                            Some(why) => format!("\n    HARDWARE: {why}"),
                         },
                     );
                 }

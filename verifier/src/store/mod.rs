@@ -441,6 +441,41 @@ impl Store {
         Ok(serial)
     }
 
+    /// Every enabled host's pinned intermediate (DER), its token's hardware policy (JSON, if it
+    /// had one) and its last re-appraisal verdict.
+    pub async fn hosts_to_reappraise(
+        &self,
+    ) -> Result<Vec<(String, Vec<u8>, Option<String>, Option<String>)>, StoreError> {
+        sqlx::query("SELECT host_id, intermediate_der, hardware_policy, hardware_status FROM hosts WHERE disabled_at IS NULL ORDER BY host_id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("host_id")?,
+                    r.try_get("intermediate_der")?,
+                    r.try_get("hardware_policy")?,
+                    r.try_get("hardware_status")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Record a host's re-appraisal verdict; whether it changed (only this replica's UPDATE that
+    /// changed it reports true, so a transition is alerted once).
+    pub async fn set_hardware_status(
+        &self,
+        host_id: &str,
+        status: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE hosts SET hardware_status = $1 WHERE host_id = $2 AND (hardware_status IS NULL OR hardware_status <> $1)")
+            .bind(status)
+            .bind(host_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Every revoked certificate serial (hex).
     pub async fn revoked_serials(&self) -> Result<std::collections::HashSet<String>, StoreError> {
         sqlx::query("SELECT serial FROM revoked_certs")
@@ -454,7 +489,7 @@ impl Store {
     /// The enrolled hosts: id, hardware root, whether the SNP anchor was INSECURE, when enrolled
     /// and when disabled.
     pub async fn hosts(&self) -> Result<Vec<serde_json::Value>, StoreError> {
-        sqlx::query("SELECT host_id, hardware_root, insecure_anchor, enrolled_at, disabled_at, intermediate_sha256, hardware_checked FROM hosts ORDER BY host_id")
+        sqlx::query("SELECT host_id, hardware_root, insecure_anchor, enrolled_at, disabled_at, intermediate_sha256, hardware_checked, hardware_status FROM hosts ORDER BY host_id")
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -466,6 +501,7 @@ impl Store {
                     "enrolled_at": r.try_get::<i64, _>("enrolled_at")?,
                     "disabled_at": r.try_get::<Option<i64>, _>("disabled_at")?,
                     "intermediate_sha256": hex::encode(r.try_get::<Vec<u8>, _>("intermediate_sha256")?),
+                    "hardware_status": r.try_get::<Option<String>, _>("hardware_status")?,
                     "hardware_checked": r
                         .try_get::<Option<String>, _>("hardware_checked")?
                         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()),
@@ -1257,6 +1293,8 @@ pub struct HostEnrollment<'a> {
     pub replace: bool,
     /// What the hardware policy checked (JSON list).
     pub hardware_checked: &'a str,
+    /// The enrollment token's own hardware policy (JSON), when it had one: re-appraisals use it.
+    pub hardware_policy: Option<&'a str>,
 }
 
 /// Whether `new` may take over a host id enrolled with `old`: every anchor the host had must be
@@ -1413,7 +1451,7 @@ async fn upsert_host(
         }
     }
     let sha = HashAlg::Sha256.hash(&[e.intermediate_der]);
-    sqlx::query("INSERT INTO hosts (host_id, intermediate_der, intermediate_sha256, ak_name, insecure_anchor, enrolled_at, hardware_root, agent_serial, disabled_at, hardware_checked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9) ON CONFLICT (host_id) DO UPDATE SET intermediate_der = excluded.intermediate_der, intermediate_sha256 = excluded.intermediate_sha256, ak_name = excluded.ak_name, insecure_anchor = excluded.insecure_anchor, enrolled_at = excluded.enrolled_at, hardware_root = excluded.hardware_root, agent_serial = excluded.agent_serial, disabled_at = NULL, hardware_checked = excluded.hardware_checked")
+    sqlx::query("INSERT INTO hosts (host_id, intermediate_der, intermediate_sha256, ak_name, insecure_anchor, enrolled_at, hardware_root, agent_serial, disabled_at, hardware_checked, hardware_policy, hardware_status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, 'ok') ON CONFLICT (host_id) DO UPDATE SET hardware_policy = excluded.hardware_policy, hardware_status = 'ok', intermediate_der = excluded.intermediate_der, intermediate_sha256 = excluded.intermediate_sha256, ak_name = excluded.ak_name, insecure_anchor = excluded.insecure_anchor, enrolled_at = excluded.enrolled_at, hardware_root = excluded.hardware_root, agent_serial = excluded.agent_serial, disabled_at = NULL, hardware_checked = excluded.hardware_checked")
         .bind(e.host_id)
         .bind(e.intermediate_der.to_vec())
         .bind(sha.to_vec())
@@ -1423,6 +1461,7 @@ async fn upsert_host(
         .bind(e.hardware_root)
         .bind(e.agent_serial)
         .bind(e.hardware_checked)
+        .bind(e.hardware_policy)
         .execute(&mut **tx)
         .await?;
     Ok(sha)
@@ -1539,6 +1578,7 @@ mod tests {
                 agent_serial: "01",
                 replace: false,
                 hardware_checked: "[]",
+                hardware_policy: None,
             },
             100,
         )
@@ -1588,6 +1628,7 @@ mod tests {
             agent_serial: "02",
             replace: false,
             hardware_checked: "[]",
+            hardware_policy: None,
         };
         // A token limited to h1 does not enrol another host.
         let other = HostEnrollment {
@@ -1632,6 +1673,7 @@ mod tests {
             agent_serial: serial,
             replace,
             hardware_checked: "[]",
+            hardware_policy: None,
         };
         let token = |id: &str| {
             let id = id.to_owned();
