@@ -1264,6 +1264,88 @@ fn the_hardware_policy_refuses_a_debug_guest_and_names_the_field() {
 }
 
 #[test]
+fn one_client_cannot_hold_more_than_eight_submissions() {
+    let s = start();
+    let admin = admin(&s);
+    let h = Host::new("host-1");
+    let agent = enrol(&s, &admin, &h, None);
+    let (st, _) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1" }),
+    );
+    assert_eq!(st, 201);
+    // Eight submissions whose bodies never finish hold the agent's eight slots…
+    let mut writers = Vec::new();
+    let mut threads = Vec::new();
+    for _ in 0..8 {
+        let (r, w) = std::io::pipe().unwrap();
+        writers.push(w);
+        let (agent, url) = (agent.clone(), s.url.clone());
+        threads.push(std::thread::spawn(move || {
+            agent
+                .post(format!("{url}/v1/vms/vm-a/evidence"))
+                .header("content-type", "application/octet-stream")
+                .body(reqwest::blocking::Body::new(r))
+                .send()
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    // (Give the eight time to reach the service: their heads go out when the client starts them.)
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    for t in &threads {
+        assert!(!t.is_finished(), "a stalled submission ended early");
+    }
+    // …so a ninth is answered at once, 429 with Retry-After, its body unread.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (st, e, retry) = loop {
+        let r = agent
+            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
+            .body(vec![0u8; 16])
+            .send()
+            .unwrap();
+        let st = r.status().as_u16();
+        let retry = r.headers().get("retry-after").is_some();
+        let e: serde_json::Value = r.json().unwrap();
+        if st == 429 || std::time::Instant::now() > deadline {
+            break (st, e, retry);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (429, "too_many_requests"),
+        "{e}"
+    );
+    assert!(retry);
+    // Another client is not held up.
+    let (st, _) = json(admin.get(format!("{}/v1/vms", s.url)).send().unwrap());
+    assert_eq!(st, 200);
+    // The stalled bodies end; their slots come back.
+    drop(writers);
+    for t in threads {
+        assert_eq!(
+            t.join().unwrap().unwrap(),
+            422,
+            "an empty body is refused evidence"
+        );
+    }
+    let (st, e) = json(
+        agent
+            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
+            .body(vec![0u8; 16])
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (422, "evidence_invalid"),
+        "{e}"
+    );
+}
+
+#[test]
 fn tpm_enrollment_runs_credential_activation() {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as B64;
