@@ -1437,7 +1437,11 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
     };
     for vm in ["vm-a", "vm-b"] {
         let o = ok(vm_run(vm, &["--captures", "1"], &format!("{vm}0"), true));
-        assert_eq!(appraisals(&o)[0]["score"], 50, "{}", text(&o));
+        let a = &appraisals(&o)[0];
+        assert_eq!(a["score"], 50, "{}", text(&o));
+        // The result says what the hardware policy checked of this host's anchors.
+        let checked = a["hardware_checked"].to_string();
+        assert!(checked.contains("snp.policy.debug"), "{a}");
         ok(admin(&[
             "promote-baseline",
             "--vm-id",

@@ -80,6 +80,8 @@ fn worst_case(n: usize) -> (Vec<u8>, Baseline, VmRecord) {
         threshold: 70,
         insecure_anchor: false,
         anchored: true,
+        hardware_checked: vec![],
+        hardware_problem: None,
         baseline_version: Some(1),
         last_tier: None,
         threshold_alert: None,

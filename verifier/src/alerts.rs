@@ -651,6 +651,8 @@ mod tests {
             threshold: 70,
             insecure_anchor: false,
             anchored: true,
+            hardware_checked: vec![],
+            hardware_problem: None,
             baseline_version: Some(1),
             last_tier: last_tier.map(str::to_owned),
             threshold_alert: open,
@@ -689,6 +691,8 @@ mod tests {
             baseline_note: None,
             boot_changed: false,
             alert: score < 70,
+            hardware_checked: vec![],
+            hardware_problem: None,
             layout_update: None,
         }
     }

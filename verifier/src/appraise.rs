@@ -128,6 +128,10 @@ pub struct VmRecord {
     /// Whether the host enrolled with a hardware anchor (a TPM or SNP root is recorded): without
     /// one, nothing vouches for its hardware.
     pub anchored: bool,
+    /// What the hardware policy checked of the host's anchors at enrollment.
+    pub hardware_checked: Vec<String>,
+    /// The last hardware re-appraisal's verdict, when it was not "ok".
+    pub hardware_problem: Option<String>,
     /// The active (newest) golden baseline version, if any.
     pub baseline_version: Option<u64>,
     /// Tier of the last accepted appraisal.
@@ -472,6 +476,12 @@ pub struct Appraisal {
     pub boot_changed: bool,
     /// Whether the score is below the VM's alert threshold.
     pub alert: bool,
+    /// What the hardware policy checked of the host's anchors (`snp.policy.debug`, `tpm.pcr[7]`,
+    /// …): the `hardware` claim is only as strong as this list.
+    pub hardware_checked: Vec<String>,
+    /// Why the host's hardware no longer passes its re-appraisal, if it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hardware_problem: Option<String>,
     /// The VM's boot and layout after this appraisal (stored with it, not part of the result).
     #[serde(skip)]
     pub layout_update: Option<(Vec<u8>, Layout)>,
@@ -849,7 +859,11 @@ pub fn appraise(
         } else {
             Tier::Affirming.ar4si()
         },
-        hardware: if vm.insecure_anchor || v.insecure() || !vm.anchored {
+        hardware: if vm.insecure_anchor
+            || v.insecure()
+            || !vm.anchored
+            || vm.hardware_problem.is_some()
+        {
             Tier::Warning.ar4si()
         } else {
             Tier::Affirming.ar4si()
@@ -876,6 +890,8 @@ pub fn appraise(
         baseline_note,
         boot_changed: vm.boot.is_some() && !same_boot,
         alert: score < vm.threshold,
+        hardware_checked: vm.hardware_checked.clone(),
+        hardware_problem: vm.hardware_problem.clone(),
         layout_update: Some((boot, layout)),
     })
 }
@@ -963,6 +979,8 @@ mod tests {
             threshold: 70,
             insecure_anchor: false,
             anchored: true,
+            hardware_checked: vec![],
+            hardware_problem: None,
             baseline_version: Some(1),
             last_tier: None,
             threshold_alert: None,

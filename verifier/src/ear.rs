@@ -112,6 +112,7 @@ impl EarSigner {
             "vmseal.evidence": a.evidence,
             "vmseal.alert": a.alert,
             "vmseal.changes": a.changes,
+            "vmseal.hardware_checked": a.hardware_checked,
         });
         if !a.unbaselined.is_empty() {
             submod["vmseal.unbaselined"] = serde_json::json!(a.unbaselined);

@@ -665,7 +665,7 @@ impl Store {
     /// What the appraisal needs to know about a VM.
     pub async fn vm_record(&self, vm_id: &str) -> Result<VmRecord, StoreError> {
         let row = sqlx::query(
-            "SELECT v.vm_id, v.host_id, v.policy_digest, v.policy_text, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, v.boot, v.layout, v.chain_start, h.intermediate_sha256, h.insecure_anchor, h.hardware_root, \
+            "SELECT v.vm_id, v.host_id, v.policy_digest, v.policy_text, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, v.boot, v.layout, v.chain_start, h.intermediate_sha256, h.insecure_anchor, h.hardware_root, h.hardware_checked, h.hardware_status, \
              (SELECT MAX(b.version) FROM baselines b WHERE b.vm_id = v.vm_id) AS baseline_version \
              FROM vms v JOIN hosts h ON h.host_id = v.host_id WHERE v.vm_id = $1",
         )
@@ -722,6 +722,13 @@ impl Store {
             anchored: row
                 .try_get::<Option<String>, _>("hardware_root")?
                 .is_some_and(|r| !r.is_empty()),
+            hardware_checked: row
+                .try_get::<Option<String>, _>("hardware_checked")?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default(),
+            hardware_problem: row
+                .try_get::<Option<String>, _>("hardware_status")?
+                .filter(|s| s != "ok"),
             baseline_version: row
                 .try_get::<Option<i64>, _>("baseline_version")?
                 .map(|v| v as u64),
