@@ -1020,6 +1020,9 @@ fn a_debug_guest_is_refused_at_enrollment_naming_the_field() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
+    // Offline inspection says so too.
+    let o = run("vmseal-certs", &["inspect", &p("shim/intermediate.der")]);
+    assert!(text(&o).contains("DEBUG ALLOWED"), "{}", text(&o));
     // The knobs mean nothing without the stand-in.
     let o = run(
         "vmseal-shim",

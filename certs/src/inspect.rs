@@ -411,7 +411,7 @@ pub(crate) fn report_node(raw: &[u8], vek: Option<&[u8]>, ctx: &Context) -> Node
             .map_or("not in v2 reports".into(), |p| p.name().to_owned()),
     );
     n.field("VMPL", r.vmpl);
-    n.field("policy", format!("{:#x}", r.policy));
+    n.field("policy", guest_policy(r.policy));
     n.field("measurement", hex::encode(r.measurement));
     n.field("report_data", hex::encode(r.report_data));
     n.field("host_data", hex::encode(r.host_data));
@@ -649,4 +649,20 @@ pub(crate) fn node_for(input: &Input, ctx: &Context) -> Vec<Node> {
             vec![n]
         }
     }
+}
+
+/// An SEV-SNP guest policy with the bits a hardware appraisal policy checks spelled out; DEBUG
+/// is shouted, since it lets the hypervisor read and write the guest.
+fn guest_policy(p: u64) -> String {
+    let bit = |b: u32| p & (1u64 << b) != 0;
+    format!(
+        "{p:#x} ({}, SMT {}, migration agent {})",
+        if bit(19) {
+            "DEBUG ALLOWED: the hypervisor can read and write this guest"
+        } else {
+            "debug not allowed"
+        },
+        if bit(17) { "allowed" } else { "not allowed" },
+        if bit(18) { "allowed" } else { "not allowed" },
+    )
 }
