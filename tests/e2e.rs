@@ -574,10 +574,12 @@ fn admin_cli(url: &str, state: &str, args: &[&str]) -> Output {
 }
 
 impl Verifier {
-    /// `vmseal-verifier init --state STATE`, then [`Verifier::serve`]: a fresh service.
+    /// `vmseal-verifier init --state STATE`, then [`Verifier::serve`]: a fresh service — with
+    /// the root CA's key taken offline (moved out of the state), as in production.
     fn fresh(state: &str, args: &[&str]) -> (Self, String) {
         let o = run("vmseal-verifier", &["init", "--state", state]);
         assert!(o.status.success(), "{}", text(&o));
+        std::fs::rename(format!("{state}/ca.key"), format!("{state}.offline-ca.key")).unwrap();
         Self::serve(state, args)
     }
 

@@ -744,19 +744,45 @@ fn verify_signed(
     }
     let x5c = header
         .x5c
-        .as_ref()
-        .and_then(|c| c.first())
-        .ok_or_else(|| EarError::Format("no x5c certificate in the header".into()))?;
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(x5c)
-        .map_err(|e| EarError::Format(format!("x5c: {e}")))?;
-    let cert = ParsedCert::from_der(&der).map_err(|e| EarError::Certificate(e.to_string()))?;
+        .as_deref()
+        .filter(|c| !c.is_empty() && c.len() <= 2)
+        .ok_or_else(|| {
+            EarError::Format(
+                "x5c must hold the signer's certificate and at most its issuing CA".into(),
+            )
+        })?;
+    let parse = |b64: &String| -> Result<ParsedCert, EarError> {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| EarError::Format(format!("x5c: {e}")))?;
+        ParsedCert::from_der(&der).map_err(|e| EarError::Certificate(e.to_string()))
+    };
+    let cert = parse(&x5c[0])?;
     let roots: Vec<Vec<u8>> = parse_bundle(ca_pem)
         .map_err(|e| EarError::Certificate(format!("CA: {e}")))?
         .into_iter()
         .map(|c| c.der)
         .collect();
-    chains_to(&cert, &roots).map_err(EarError::Certificate)?;
+    match x5c.get(1) {
+        // Issued by the root directly (states made before the issuing CA).
+        None => chains_to(&cert, &roots).map_err(EarError::Certificate)?,
+        // Issued by the issuing CA, which the root issued.
+        Some(i) => {
+            let issuing = parse(i)?;
+            chains_to(&issuing, &roots).map_err(EarError::Certificate)?;
+            if !issuing.is_ca || !issuing.valid_at(now.unix_timestamp()) {
+                return Err(EarError::Certificate(
+                    "the issuing certificate is not a CA valid now".into(),
+                ));
+            }
+            if !vmseal_sealer::x509::signed_by(&cert, &issuing) {
+                return Err(EarError::Certificate(
+                    "not issued by the issuing CA it names".into(),
+                ));
+            }
+            Vec::new()
+        }
+    };
     if !cert.valid_at(now.unix_timestamp()) {
         return Err(EarError::Certificate("outside its validity period".into()));
     }

@@ -81,10 +81,14 @@ impl EarSigner {
             })
         };
         let key = jsonwebtoken::EncodingKey::from_ec_pem(&read(&kp)?).map_err(pki)?;
-        let cert = pem::parse(read(&cp)?).map_err(pki)?;
+        // The signer's certificate and, when an issuing CA made it, that CA's: the x5c chain.
+        let certs = pem::parse_many(read(&cp)?).map_err(pki)?;
         Ok(Self {
             key,
-            x5c: vec![STANDARD.encode(cert.contents())],
+            x5c: certs
+                .iter()
+                .map(|c| STANDARD.encode(c.contents()))
+                .collect(),
         })
     }
 

@@ -6,7 +6,11 @@
 //! itself is ML-DSA all the way.
 //!
 //! ```text
-//! DIR/ca.pem, DIR/ca.key           the verifier CA (keep ca.key offline in production)
+//! DIR/ca.pem, DIR/ca.key           the verifier's root CA (ca.key is needed only by `init`:
+//!                                  keep it offline)
+//! DIR/issuing.pem, DIR/issuing.key the issuing CA the root certified: the service issues agent,
+//!                                  token, viewer and EAR certificates with it (states made
+//!                                  before it existed keep issuing with ca.key)
 //! DIR/server.pem, DIR/server.key   the server certificate (localhost, 127.0.0.1, ::1 + names)
 //! DIR/admin.pem, DIR/admin.key     the first admin's client certificate
 //! DIR/ear.pem, DIR/ear.key         the attestation-result (EAR) signer, made at the first `serve`
@@ -120,11 +124,15 @@ fn dn(ou: &str, cn: &str) -> DistinguishedName {
     d
 }
 
-/// The verifier CA, loaded.
+/// The verifier CA, loaded: the key that issues (the issuing CA, or the root for states made
+/// before it existed) and the chain to append to what it issues.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    /// The CA certificate, PEM.
+    /// The root CA certificate, PEM (what clients trust).
     pub cert_pem: String,
+    /// The issuing CA's certificate, PEM, appended to every certificate it issues so clients
+    /// present the whole chain; empty when the root issues.
+    pub chain_pem: String,
 }
 
 impl std::fmt::Debug for Ca {
@@ -155,7 +163,7 @@ impl Ca {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(cert_err)?;
         let mut p = CertificateParams::default();
         p.distinguished_name = dn("ca", "vmseal verifier CA");
-        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let now = OffsetDateTime::now_utc();
         p.not_before = now - Duration::minutes(5);
@@ -163,6 +171,18 @@ impl Ca {
         let cert = p.self_signed(&key).map_err(cert_err)?;
         write(&dir.join("ca.key"), &key.serialize_pem())?;
         write(&dir.join("ca.pem"), &cert.pem())?;
+        // The issuing CA: what `serve` signs with, so the root's key can stay offline.
+        let root = Issuer::from_ca_cert_pem(&cert.pem(), key).map_err(cert_err)?;
+        let ikey = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(cert_err)?;
+        let mut ip = CertificateParams::default();
+        ip.distinguished_name = dn("ca", "vmseal verifier issuing CA");
+        ip.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ip.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ip.not_before = now - Duration::minutes(5);
+        ip.not_after = now + Duration::days(1825);
+        let icert = ip.signed_by(&ikey, &root).map_err(cert_err)?;
+        write(&dir.join("issuing.key"), &ikey.serialize_pem())?;
+        write(&dir.join("issuing.pem"), &icert.pem())?;
         let ca = Self::load(dir)?;
         let server = ca.issue_server(names)?;
         write(&dir.join("server.key"), &server.key_pem)?;
@@ -173,12 +193,27 @@ impl Ca {
         Ok(ca)
     }
 
-    /// Load the CA from `dir`.
+    /// Load the CA from `dir`: the issuing CA when the state has one (the root's key is not
+    /// read), else the root.
     pub fn load(dir: &Path) -> Result<Self, PkiError> {
         let cert_pem = read(&dir.join("ca.pem"))?;
+        if dir.join("issuing.key").exists() {
+            let chain_pem = read(&dir.join("issuing.pem"))?;
+            let key = KeyPair::from_pem(&read(&dir.join("issuing.key"))?).map_err(cert_err)?;
+            let issuer = Issuer::from_ca_cert_pem(&chain_pem, key).map_err(cert_err)?;
+            return Ok(Self {
+                issuer,
+                cert_pem,
+                chain_pem,
+            });
+        }
         let key = KeyPair::from_pem(&read(&dir.join("ca.key"))?).map_err(cert_err)?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(cert_err)?;
-        Ok(Self { issuer, cert_pem })
+        Ok(Self {
+            issuer,
+            cert_pem,
+            chain_pem: String::new(),
+        })
     }
 
     fn leaf(&self, mut p: CertificateParams, lifetime: Duration) -> Result<Issued, PkiError> {
@@ -189,14 +224,14 @@ impl Ca {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let cert = p.signed_by(&key, &self.issuer).map_err(cert_err)?;
         Ok(Issued {
-            cert_pem: cert.pem(),
+            cert_pem: cert.pem() + &self.chain_pem,
             key_pem: key.serialize_pem(),
         })
     }
 
-    /// Sign `params` for `key` as this CA; the certificate, PEM.
+    /// Sign `params` for `key` as this CA; the certificate and the issuing chain, PEM.
     pub fn sign(&self, params: CertificateParams, key: &KeyPair) -> Result<String, PkiError> {
-        Ok(params.signed_by(key, &self.issuer).map_err(cert_err)?.pem())
+        Ok(params.signed_by(key, &self.issuer).map_err(cert_err)?.pem() + &self.chain_pem)
     }
 
     /// Issue the server certificate.
@@ -240,7 +275,7 @@ impl Ca {
             params: p,
             public_key: csr.public_key,
         };
-        Ok(req.signed_by(&self.issuer).map_err(cert_err)?.pem())
+        Ok(req.signed_by(&self.issuer).map_err(cert_err)?.pem() + &self.chain_pem)
     }
 }
 

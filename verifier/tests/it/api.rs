@@ -307,10 +307,14 @@ pub(crate) fn check_ear(s: &Server, a: &serde_json::Value, nonce: Option<&[u8]>)
     let admin_pem = std::fs::read(s.dir.path().join("admin.pem")).unwrap();
     let admin_key = std::fs::read(s.dir.path().join("admin.key")).unwrap();
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    h.x5c = Some(vec![
-        base64::engine::general_purpose::STANDARD
-            .encode(pem::parse(&admin_pem).unwrap().contents()),
-    ]);
+    // With its whole chain (the admin certificate and the issuing CA), so only the EKU is wrong.
+    h.x5c = Some(
+        pem::parse_many(&admin_pem)
+            .unwrap()
+            .iter()
+            .map(|c| base64::engine::general_purpose::STANDARD.encode(c.contents()))
+            .collect(),
+    );
     let forged = jsonwebtoken::encode(
         &h,
         &claims,
@@ -321,6 +325,33 @@ pub(crate) fn check_ear(s: &Server, a: &serde_json::Value, nonce: Option<&[u8]>)
         verify_ear(&forged, &ca, now),
         Err(EarError::Certificate(m)) if m.contains("EKU")
     ));
+    // The signer's certificate beside another CA's issuing certificate, or a chain of three.
+    let ear_chain: Vec<String> = h.x5c.clone().unwrap();
+    let foreign_issuing = base64::engine::general_purpose::STANDARD.encode(
+        pem::parse(std::fs::read(foreign.path().join("issuing.pem")).unwrap())
+            .unwrap()
+            .contents(),
+    );
+    for x5c in [
+        vec![ear_chain[0].clone(), foreign_issuing],
+        vec![
+            ear_chain[0].clone(),
+            ear_chain[1].clone(),
+            ear_chain[1].clone(),
+        ],
+    ] {
+        h.x5c = Some(x5c);
+        let forged = jsonwebtoken::encode(
+            &h,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(&admin_key).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            verify_ear(&forged, &ca, now),
+            Err(EarError::Certificate(_) | EarError::Format(_))
+        ));
+    }
 }
 
 /// POST a JSON body to `base` + `path`; the status and the JSON answer.
