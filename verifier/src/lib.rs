@@ -27,7 +27,11 @@ pub mod fuzzing {
         let _ = serde_json::from_slice::<vmseal_client::NewVm>(data);
         let _ = serde_json::from_slice::<vmseal_client::PromoteBaseline>(data);
         let _ = serde_json::from_slice::<vmseal_client::ApiErrorBody>(data);
-        let _ = serde_json::from_slice::<vmseal_client::NewEnrollmentToken>(data);
+        if let Ok(t) = serde_json::from_slice::<vmseal_client::NewEnrollmentToken>(data)
+            && let Some(h) = t.hardware
+        {
+            let _ = h.check();
+        }
         let _ = serde_json::from_slice::<vmseal_client::EnrollmentRequest>(data);
         let _ = serde_json::from_slice::<vmseal_client::EnrollmentAnswer>(data);
         let _ = serde_json::from_slice::<vmseal_client::Activation>(data);
