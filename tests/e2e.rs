@@ -1002,28 +1002,75 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     assert!(text(&o).contains("audit log intact"), "{}", text(&o));
 }
 
-#[test]
-fn a_debug_guest_is_refused_at_enrollment_naming_the_field() {
-    let d = tempfile::tempdir().unwrap();
-    let p = |f: &str| self_path(&d, f);
-    // A guest whose (stand-in) report says DEBUG is allowed: the hypervisor could read it.
-    let o = run(
-        "vmseal-shim",
-        &[
+/// A guest with the shim's state (the INSECURE SNP stand-in), made by `vmseal-shim init`.
+struct Guest(tempfile::TempDir);
+
+impl Guest {
+    /// `vmseal-shim init --snp insecure-soft --id ID EXTRA…`.
+    fn init(id: &str, extra: &[&str]) -> Self {
+        let g = Self(tempfile::tempdir().unwrap());
+        let state = g.p("shim");
+        let mut a = vec![
             "init",
             "--state",
-            &p("shim"),
+            &state,
             "--snp",
             "insecure-soft",
             "--id",
-            "g-debug",
-            "--insecure-policy",
-            "b0000",
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+            id,
+        ];
+        a.extend_from_slice(extra);
+        let o = run("vmseal-shim", &a);
+        assert!(o.status.success(), "{}", text(&o));
+        g
+    }
+    fn p(&self, f: &str) -> String {
+        self_path(&self.0, f)
+    }
+    /// A one-use `--require snp` token from the admin of the verifier at `url` (EXTRA: more
+    /// options), written beside the state.
+    fn token(&self, url: &str, vstate: &str, extra: &[&str]) {
+        let (cert, key) = (self.p("t.pem"), self.p("t.key"));
+        let mut a = vec![
+            "enrollment-token",
+            "--require",
+            "snp",
+            "--out-cert",
+            &cert,
+            "--out-key",
+            &key,
+        ];
+        a.extend_from_slice(extra);
+        let o = admin_cli(url, vstate, &a);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    /// `vmseal-shim enroll` at the verifier at `url` with the token.
+    fn enroll(&self, url: &str, vstate: &str) -> Output {
+        run(
+            "vmseal-shim",
+            &[
+                "enroll",
+                "--state",
+                &self.p("shim"),
+                "--verifier",
+                url,
+                "--verifier-ca",
+                &format!("{vstate}/ca.pem"),
+                "--token-cert",
+                &self.p("t.pem"),
+                "--token-key",
+                &self.p("t.key"),
+            ],
+        )
+    }
+}
+
+#[test]
+fn a_debug_guest_is_refused_at_enrollment_naming_the_field() {
+    // A guest whose (stand-in) report says DEBUG is allowed: the hypervisor could read it.
+    let g = Guest::init("g-debug", &["--insecure-policy", "b0000"]);
     // Offline inspection says so too.
-    let o = run("vmseal-certs", &["inspect", &p("shim/intermediate.der")]);
+    let o = run("vmseal-certs", &["inspect", &g.p("shim/intermediate.der")]);
     assert!(text(&o).contains("DEBUG ALLOWED"), "{}", text(&o));
     // The knobs mean nothing without the stand-in.
     let o = run(
@@ -1031,7 +1078,7 @@ fn a_debug_guest_is_refused_at_enrollment_naming_the_field() {
         &[
             "init",
             "--state",
-            &p("x"),
+            &g.p("x"),
             "--snp",
             "configfs",
             "--id",
@@ -1042,47 +1089,13 @@ fn a_debug_guest_is_refused_at_enrollment_naming_the_field() {
     );
     assert!(!o.status.success());
     assert!(text(&o).contains("INSECURE stand-in only"), "{}", text(&o));
+    let vstate = g.p("verifier");
     let (_server, url) = Verifier::fresh(
-        &p("verifier"),
-        &["--insecure-snp-root", &p("shim/insecure-snp-ark.pem")],
+        &vstate,
+        &["--insecure-snp-root", &g.p("shim/insecure-snp-ark.pem")],
     );
-    let vstate = p("verifier");
-    let admin = |args: &[&str]| admin_cli(&url, &vstate, args);
-    let enroll = || {
-        run(
-            "vmseal-shim",
-            &[
-                "enroll",
-                "--state",
-                &p("shim"),
-                "--verifier",
-                &url,
-                "--verifier-ca",
-                &p("verifier/ca.pem"),
-                "--token-cert",
-                &p("t.pem"),
-                "--token-key",
-                &p("t.key"),
-            ],
-        )
-    };
-    let (tcert, tkey) = (p("t.pem"), p("t.key"));
-    let token = |extra: &[&str]| {
-        let mut a = vec![
-            "enrollment-token",
-            "--require",
-            "snp",
-            "--out-cert",
-            &tcert,
-            "--out-key",
-            &tkey,
-        ];
-        a.extend_from_slice(extra);
-        let o = admin(&a);
-        assert!(o.status.success(), "{}", text(&o));
-    };
-    token(&[]);
-    let o = enroll();
+    g.token(&url, &vstate, &[]);
+    let o = g.enroll(&url, &vstate);
     assert!(!o.status.success());
     assert!(
         text(&o).contains("hardware_policy") && text(&o).contains("snp.policy.debug is allowed"),
@@ -1090,64 +1103,30 @@ fn a_debug_guest_is_refused_at_enrollment_naming_the_field() {
         text(&o)
     );
     // An admin may accept it for this host, knowingly, with a token's own policy.
-    std::fs::write(p("debug-ok.toml"), "allow_debug = true\n").unwrap();
-    token(&["--hardware", &p("debug-ok.toml")]);
-    let o = enroll();
+    std::fs::write(g.p("debug-ok.toml"), "allow_debug = true\n").unwrap();
+    g.token(&url, &vstate, &["--hardware", &g.p("debug-ok.toml")]);
+    let o = g.enroll(&url, &vstate);
     assert!(o.status.success(), "{}", text(&o));
-    let o = admin(&["hosts", "list"]);
+    let o = admin_cli(&url, &vstate, &["hosts", "list"]);
     assert!(text(&o).contains("g-debug"), "{}", text(&o));
 }
 
 #[test]
 fn a_stricter_hardware_policy_reappraises_hosts_already_enrolled() {
-    let d = tempfile::tempdir().unwrap();
-    let p = |f: &str| self_path(&d, f);
-    let o = run(
-        "vmseal-shim",
-        &[
-            "init",
-            "--state",
-            &p("shim"),
-            "--snp",
-            "insecure-soft",
-            "--id",
-            "g-1",
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    let g = Guest::init("g-1", &[]);
+    let p = |f: &str| g.p(f);
     let vstate = p("verifier");
     let standin = p("shim/insecure-snp-ark.pem");
     {
         let (_server, url) = Verifier::fresh(&vstate, &["--insecure-snp-root", &standin]);
-        let admin = |args: &[&str]| admin_cli(&url, &vstate, args);
-        let o = admin(&[
-            "enrollment-token",
-            "--require",
-            "snp",
-            "--out-cert",
-            &p("t.pem"),
-            "--out-key",
-            &p("t.key"),
-        ]);
+        g.token(&url, &vstate, &[]);
+        let o = g.enroll(&url, &vstate);
         assert!(o.status.success(), "{}", text(&o));
-        let o = run(
-            "vmseal-shim",
-            &[
-                "enroll",
-                "--state",
-                &p("shim"),
-                "--verifier",
-                &url,
-                "--verifier-ca",
-                &p("verifier/ca.pem"),
-                "--token-cert",
-                &p("t.pem"),
-                "--token-key",
-                &p("t.key"),
-            ],
+        let o = admin_cli(
+            &url,
+            &vstate,
+            &["register-vm", "--vm-id", "g1", "--host-id", "g-1"],
         );
-        assert!(o.status.success(), "{}", text(&o));
-        let o = admin(&["register-vm", "--vm-id", "g1", "--host-id", "g-1"]);
         assert!(o.status.success(), "{}", text(&o));
     }
     // The operator tightens the service's hardware policy: only another launch measurement.
