@@ -140,6 +140,32 @@ pub fn spawn_workers(st: web::Data<AppState>) {
     actix_web::rt::spawn(sweep_forever(st));
 }
 
+/// Raise an `evidence_refused` alert with `code` on every VM of `host` (alerts are per VM), or
+/// count on the unresolved one; how many VMs the host has.
+pub(crate) async fn alert_host(
+    st: &AppState,
+    host: &str,
+    code: &str,
+    message: &str,
+) -> Result<usize, crate::store::StoreError> {
+    let vms = st.store.list_vms().await?;
+    let mut n = 0;
+    for vm in vms.iter().filter(|v| v.host_id == host) {
+        n += 1;
+        let r = crate::store::Refusal {
+            vm_id: &vm.vm_id,
+            code,
+            message,
+            seq: None,
+            threshold: vm.threshold,
+        };
+        if let Some(a) = st.store.record_refusal(&r, now()).await? {
+            announce(st, &a);
+        }
+    }
+    Ok(n)
+}
+
 /// Re-appraise the enrolled hosts' hardware at start and every minute.
 async fn reappraise_forever(st: web::Data<AppState>) {
     loop {

@@ -468,38 +468,22 @@ pub(crate) fn hardware_root(v: &VerifiedIntermediate, ek_public: Option<&[u8]>) 
 /// An enrollment that would take over a host id from other hardware: audited, and alerted on
 /// every VM of that host (alerts are per VM).
 async fn identity_alert(st: &AppState, host_id: &str, message: &str) {
-    let vms = match st.store.list_vms().await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!("recording a refused enrollment of host {host_id:?}: {e}");
-            return;
+    let recorded = match crate::alerts::alert_host(st, host_id, "host_identity_changed", message)
+        .await
+    {
+        // A host without VMs has nobody to alert: the attempt is audited.
+        Ok(0) => {
+            let detail = serde_json::json!({ "host": host_id, "code": "host_identity_changed", "message": message });
+            st.store
+                .audit("verifier", "enrollment_refused", &detail.to_string(), now())
+                .await
+                .map(drop)
         }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
     };
-    let mut any = false;
-    for vm in vms.iter().filter(|v| v.host_id == host_id) {
-        any = true;
-        let r = crate::store::Refusal {
-            vm_id: &vm.vm_id,
-            code: "host_identity_changed",
-            message,
-            seq: None,
-            threshold: vm.threshold,
-        };
-        match st.store.record_refusal(&r, now()).await {
-            Ok(Some(a)) => crate::alerts::announce(st, &a),
-            Ok(None) => {}
-            Err(e) => tracing::error!("recording a refused enrollment of host {host_id:?}: {e}"),
-        }
-    }
-    if !any {
-        let detail = serde_json::json!({ "host": host_id, "code": "host_identity_changed", "message": message });
-        if let Err(e) = st
-            .store
-            .audit("verifier", "enrollment_refused", &detail.to_string(), now())
-            .await
-        {
-            tracing::error!("recording a refused enrollment of host {host_id:?}: {e}");
-        }
+    if let Err(e) = recorded {
+        tracing::error!("recording a refused enrollment of host {host_id:?}: {e}");
     }
     tracing::warn!(host = host_id, "enrollment refused: {message}");
 }

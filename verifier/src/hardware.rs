@@ -204,24 +204,13 @@ pub async fn reappraise(st: &crate::server::AppState) -> Result<(), crate::store
         };
         if st.store.set_hardware_status(&host, &verdict).await? && verdict != "ok" {
             tracing::warn!(host, "hardware re-appraisal: {verdict}");
-            for vm in st
-                .store
-                .list_vms()
-                .await?
-                .iter()
-                .filter(|v| v.host_id == host)
-            {
-                let r = crate::store::Refusal {
-                    vm_id: &vm.vm_id,
-                    code: "hardware_reappraisal",
-                    message: &format!("host {host:?}: {verdict}"),
-                    seq: None,
-                    threshold: vm.threshold,
-                };
-                if let Some(a) = st.store.record_refusal(&r, now.unix_timestamp()).await? {
-                    crate::alerts::announce(st, &a);
-                }
-            }
+            crate::alerts::alert_host(
+                st,
+                &host,
+                "hardware_reappraisal",
+                &format!("host {host:?}: {verdict}"),
+            )
+            .await?;
         }
     }
     Ok(())

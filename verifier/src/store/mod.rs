@@ -94,6 +94,11 @@ impl From<sqlx::Error> for StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Parsed policies by the SHA-256 of their text: a text never changes under its digest, so
+    /// each is read and parsed once, not at every appraisal.
+    policies: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<Digest, std::sync::Arc<vmseal_policy::Policy>>>,
+    >,
 }
 
 fn digest(v: Vec<u8>, what: &str) -> Result<Digest, StoreError> {
@@ -219,6 +224,7 @@ impl Store {
         MIGRATOR.run(&pool).await?;
         Ok(Self {
             pool,
+            policies: Default::default(),
             backend: if sqlite {
                 Backend::Sqlite
             } else {
@@ -637,6 +643,36 @@ impl Store {
         vm_found(vm_id, r.rows_affected())
     }
 
+    /// The parsed policy assigned to a VM under `digest`: from the cache when that digest was
+    /// seen before, else its stored text, parsed once (`None` for a policy assigned by digest
+    /// only, before the verifier kept texts).
+    async fn policy(
+        &self,
+        vm_id: &str,
+        digest: Digest,
+    ) -> Result<Option<std::sync::Arc<vmseal_policy::Policy>>, StoreError> {
+        let cached = self
+            .policies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .cloned();
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let Some((d, text)) = self.policy_text(vm_id).await? else {
+            return Ok(None);
+        };
+        let p = vmseal_policy::Policy::parse(&text)
+            .map_err(|e| StoreError::Corrupt(format!("VM {vm_id:?}: stored policy: {e}")))?;
+        let p = std::sync::Arc::new(p);
+        self.policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(d, p.clone());
+        Ok(Some(p))
+    }
+
     /// The policy text assigned to a VM, with its digest; `None` when none is.
     pub async fn policy_text(&self, vm_id: &str) -> Result<Option<(Digest, String)>, StoreError> {
         let row = sqlx::query("SELECT policy_digest, policy_text FROM vms WHERE vm_id = $1")
@@ -665,7 +701,7 @@ impl Store {
     /// What the appraisal needs to know about a VM.
     pub async fn vm_record(&self, vm_id: &str) -> Result<VmRecord, StoreError> {
         let row = sqlx::query(
-            "SELECT v.vm_id, v.host_id, v.policy_digest, v.policy_text, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, v.boot, v.layout, v.chain_start, h.intermediate_sha256, h.insecure_anchor, h.hardware_root, h.hardware_checked, h.hardware_status, \
+            "SELECT v.vm_id, v.host_id, v.policy_digest, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, v.boot, v.layout, v.chain_start, h.intermediate_sha256, h.insecure_anchor, h.hardware_root, h.hardware_checked, h.hardware_status, \
              (SELECT MAX(b.version) FROM baselines b WHERE b.vm_id = v.vm_id) AS baseline_version \
              FROM vms v JOIN hosts h ON h.host_id = v.host_id WHERE v.vm_id = $1",
         )
@@ -683,14 +719,14 @@ impl Store {
             _ => None,
         };
         let modules: String = row.try_get("allowed_modules")?;
-        let policy = row
-            .try_get::<Option<String>, _>("policy_text")?
-            .map(|t| {
-                vmseal_policy::Policy::parse(&t)
-                    .map(std::sync::Arc::new)
-                    .map_err(|e| StoreError::Corrupt(format!("VM {vm_id:?}: stored policy: {e}")))
-            })
+        let policy_digest = row
+            .try_get::<Option<Vec<u8>>, _>("policy_digest")?
+            .map(|d| digest(d, "policy digest"))
             .transpose()?;
+        let policy = match policy_digest {
+            Some(d) => self.policy(vm_id, d).await?,
+            None => None,
+        };
         let layout: Layout = match row.try_get::<Option<String>, _>("layout")? {
             Some(t) => serde_json::from_str(&t)
                 .map_err(|e| StoreError::Corrupt(format!("VM {vm_id:?}: layout: {e}")))?,
@@ -707,10 +743,7 @@ impl Store {
                 row.try_get("intermediate_sha256")?,
                 "intermediate digest",
             )?,
-            policy_digest: row
-                .try_get::<Option<Vec<u8>>, _>("policy_digest")?
-                .map(|d| digest(d, "policy digest"))
-                .transpose()?,
+            policy_digest,
             allowed_modules: modules
                 .split('\n')
                 .filter(|m| !m.trim().is_empty())

@@ -1493,6 +1493,15 @@ fn tpm_enrollment_runs_credential_activation() {
         (422, "challenge_missing"),
         "{e}"
     );
+    // Fresh anchors that are not base64, or not the CBOR of anchors.
+    let (st, e) = begin(&ek, "!!");
+    assert_eq!(
+        (st, e["code"].as_str().unwrap()),
+        (400, "bad_base64"),
+        "{e}"
+    );
+    let (st, e) = begin(&ek, &B64.encode(b"\xa1\x01\x02junk"));
+    assert_eq!((st, e["code"].as_str().unwrap()), (400, "bad_fresh"), "{e}");
     // Anchors made for a nonce the verifier never issued (made earlier, replayed).
     let old = vmseal_sealer::anchor::encode(&m.fresh_anchors(&[7u8; 32]).unwrap());
     let (st, e) = begin(&ek, &B64.encode(&old));
@@ -1732,6 +1741,9 @@ fn tpm_enrollment_runs_credential_activation() {
         root.starts_with("tpm:") && root.contains(";snp:"),
         "{hosts}"
     );
+    // Only an admin disables a host.
+    let (st, _) = post_to(&agent_c, &s.url, "/v1/hosts/tpm-host/disable", ());
+    assert_eq!(st, 403);
     // Disabling the host revokes its certificate at once.
     let (st, d) = post_to(&admin, &s.url, "/v1/hosts/tpm-host/disable", ());
     assert_eq!(st, 200, "{d}");
