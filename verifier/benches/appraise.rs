@@ -15,7 +15,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use vmseal_sealer::claims::{Claims, RegionClass, RegionDelta, Severity};
 use vmseal_sealer::merkle::{HashAlg, MerkleTree};
 use vmseal_sealer::verify::VerifiedEvidence;
-use vmseal_verifier::appraise::{Baseline, BaselineRegion, Freshness, Layout, VmRecord, appraise};
+use vmseal_verifier::appraise::{Baseline, BaselineRegion, Freshness, VmRecord, appraise};
 
 const ALG: HashAlg = HashAlg::Sha256;
 
@@ -74,19 +74,10 @@ fn worst_case(n: usize) -> (Vec<u8>, Baseline, VmRecord) {
         intermediate_digest: [1; 32],
         policy_digest: Some(policy.digest),
         policy: Some(Arc::new(policy)),
-        allowed_modules: vec![],
-        last: None,
-        chain_start: 0,
         threshold: 70,
-        insecure_anchor: false,
         anchored: true,
-        hardware_checked: vec![],
-        hardware_problem: None,
         baseline_version: Some(1),
-        last_tier: None,
-        threshold_alert: None,
-        boot: None,
-        layout: Layout::new(),
+        ..VmRecord::default()
     };
     (c.encode(), baseline, vm)
 }

@@ -668,22 +668,12 @@ mod tests {
         VmRecord {
             vm_id: "vm1".into(),
             host_id: "h".into(),
-            intermediate_digest: [0; 32],
-            policy_digest: None,
-            policy: None,
-            allowed_modules: vec![],
-            last: None,
-            chain_start: 0,
             threshold: 70,
-            insecure_anchor: false,
             anchored: true,
-            hardware_checked: vec![],
-            hardware_problem: None,
             baseline_version: Some(1),
             last_tier: last_tier.map(str::to_owned),
             threshold_alert: open,
-            boot: None,
-            layout: Default::default(),
+            ..VmRecord::default()
         }
     }
 

@@ -102,7 +102,7 @@ impl std::fmt::Display for ModuleRule {
 }
 
 /// What the verifier knows about a VM.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct VmRecord {
     /// VM id.
     pub vm_id: String,
@@ -972,20 +972,10 @@ mod tests {
             host_id: "h1".into(),
             intermediate_digest: digest,
             policy_digest: Some([5; 32]),
-            policy: None,
-            allowed_modules: vec![],
-            last: None,
-            chain_start: 0,
             threshold: 70,
-            insecure_anchor: false,
             anchored: true,
-            hardware_checked: vec![],
-            hardware_problem: None,
             baseline_version: Some(1),
-            last_tier: None,
-            threshold_alert: None,
-            boot: None,
-            layout: Layout::new(),
+            ..VmRecord::default()
         };
         Fixture {
             sealer: Sealer::new(key, der).unwrap(),
