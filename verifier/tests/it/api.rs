@@ -913,6 +913,20 @@ fn an_assigned_policy_is_the_verifiers() {
     };
     assert_eq!(rules(&agent, &[]), (403, "forbidden".into()));
     assert_eq!(rules(&admin, &["vmseal-host"]), (400, "bad_module".into()));
+    let many: Vec<String> = (0..65).map(|i| format!("vmseal-host 0.{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(rules(&admin, &many), (400, "bad_module".into()));
+    // Only an admin resets a chain, and only to a sequence number the store can hold.
+    let reset = |c: &reqwest::blocking::Client, at: u64| {
+        code(post_to(
+            c,
+            &s.url,
+            "/v1/vms/vm-a/reset-chain",
+            serde_json::json!({ "at": at }),
+        ))
+    };
+    assert_eq!(reset(&agent, 0), (403, "forbidden".into()));
+    assert_eq!(reset(&admin, u64::MAX), (400, "bad_seq".into()));
     assert_eq!(rules(&admin, &["vmseal-host 9.9.9"]).0, 200);
 
     let submit = |ev: Vec<u8>| {
