@@ -1606,7 +1606,14 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
     ok(admin(&["allow-modules", "--vm-id", "vm-c", "--any"]));
     let o = vm_run("vm-c", &["--captures", "1"], "vm-c1", true);
     assert!(text(&o).contains("chain_start"), "{}", text(&o));
-    ok(admin(&["reset-chain", "--vm-id", "vm-c", "--at", "2"]));
+    ok(admin(&[
+        "vms",
+        "reset-chain",
+        "--vm-id",
+        "vm-c",
+        "--at",
+        "2",
+    ]));
     let o = ok(vm_run("vm-c", &["--captures", "1"], "vm-c2", true));
     assert_eq!(appraisals(&o)[0]["seq"], 2, "{}", text(&o));
     ok(admin(&["audit-verify"]));

@@ -37,6 +37,11 @@ pub struct NewEnrollmentToken {
     /// stays with the TPM / SNP platform that first enrolled it.
     #[serde(default)]
     pub replace: bool,
+    /// Let a rebuilt host (same id, a new intermediate key) continue the evidence chains of its
+    /// VMs from where the verifier's stand; each continued chain is audited. Without it, such an
+    /// enrollment is refused `chains_exist` while any of the host's VMs has evidence.
+    #[serde(default)]
+    pub restart_chains: bool,
     /// The hardware policy this host must meet, instead of the service's.
     #[serde(default)]
     pub hardware: Option<HardwarePolicy>,
@@ -229,6 +234,21 @@ pub struct CaptureRequests {
     pub requests: Vec<CaptureRequest>,
 }
 
+/// Where a VM's evidence chain stands at the verifier (`GET /v1/vms/{vm}/chain`, and in every
+/// refusal of the VM's evidence): the next evidence must carry `next_seq` and name `prev`. The
+/// host builds each snapshot on it, so a refused or lost snapshot never wedges the VM.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChainHead {
+    /// VM id.
+    pub vm_id: String,
+    /// The sequence number the VM's next evidence must carry.
+    pub next_seq: u64,
+    /// SHA-256 (hex) of the last accepted evidence, which the next one names as `prev`; none at
+    /// the start of a chain (#0, or where an admin restarted it).
+    pub prev: Option<String>,
+}
+
 /// An error answer of the verifier.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -237,6 +257,9 @@ pub struct ApiErrorBody {
     pub code: String,
     /// What happened and what to do.
     pub message: String,
+    /// For refused evidence: where the VM's chain stands, to build the next snapshot on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainHead>,
 }
 
 /// Client errors.
@@ -272,6 +295,49 @@ pub enum ClientError {
         /// Its answer.
         body: ApiErrorBody,
     },
+}
+
+impl ClientError {
+    /// Whether trying the same request again later may succeed: the verifier was not reached
+    /// (connection refused or reset, timeout), was overloaded (429) or its database was
+    /// unavailable (503), or a proxy in front of it failed (502, 504). A refusal (4xx) or an
+    /// internal error (500) stays what it is, and so does a TLS handshake the verifier refused
+    /// (a wrong CA or certificate is fixed by configuration, not by waiting).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport { source, .. } => {
+                let text = format!("{source:?}");
+                // A certificate problem reaches reqwest as a connect error too: not transient.
+                let tls = [
+                    "certificate",
+                    "Certificate",
+                    "UnknownIssuer",
+                    "AlertReceived",
+                ]
+                .iter()
+                .any(|w| text.contains(w));
+                !tls && (source.is_connect() || source.is_timeout() || source.is_request())
+            }
+            Self::Api { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            _ => false,
+        }
+    }
+
+    /// The chain head a refusal of evidence carried, if any.
+    pub fn chain_head(&self) -> Option<&ChainHead> {
+        match self {
+            Self::Api { body, .. } => body.chain.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The verifier's refusal code, if it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { body, .. } => Some(&body.code),
+            _ => None,
+        }
+    }
 }
 
 /// A blocking mutual-TLS client of the verifier.
@@ -325,6 +391,7 @@ impl Client {
             let body = serde_json::from_str(&text).unwrap_or(ApiErrorBody {
                 code: "http".into(),
                 message: text,
+                chain: None,
             });
             Err(ClientError::Api { status, body })
         }
@@ -395,6 +462,7 @@ impl Client {
             let body = serde_json::from_str(&text).unwrap_or(ApiErrorBody {
                 code: "http".into(),
                 message: text,
+                chain: None,
             });
             return Err(ClientError::Api { status, body });
         }
@@ -449,6 +517,25 @@ impl Client {
             {
                 Ok(None)
             }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where the VM's evidence chain stands at the verifier (the VM's host agent, an admin or a
+    /// viewer).
+    pub fn chain_head(&self, vm_id: &str) -> Result<ChainHead, ClientError> {
+        Self::decode(self.get(&format!("/v1/vms/{vm_id}/chain"))?)
+    }
+
+    /// The capture policy assigned to the VM (`GET /v1/vms/{vm}/policy`): its text, or None when
+    /// the VM has none assigned.
+    pub fn assigned_policy(&self, vm_id: &str) -> Result<Option<String>, ClientError> {
+        match self.get(&format!("/v1/vms/{vm_id}/policy")) {
+            Ok(p) => p["policy"]
+                .as_str()
+                .map(|t| Some(t.to_owned()))
+                .ok_or_else(|| ClientError::Answer("the policy answer has no text".into())),
+            Err(ClientError::Api { status: 404, body }) if body.code == "no_policy" => Ok(None),
             Err(e) => Err(e),
         }
     }

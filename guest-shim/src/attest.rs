@@ -137,13 +137,17 @@ pub fn attest_once(
             .map(|b| Baseline::from_verifier_json(&b).map_err(err))
             .transpose()?,
     };
+    // Build on the verifier's chain: a refused or undelivered attestation never wedges the next.
+    let courier = vmseal_host::courier::Courier::new(client, state);
+    courier.sync(vm_id).map_err(err)?;
     let nonce = client
         .nonce(vm_id)
         .map_err(|e| err(format!("asking the verifier for a nonce: {e}")))?;
     let (snap, what) = capture(t, Some(&nonce))?;
     std::fs::create_dir_all(out_dir)
         .map_err(|e| err(format!("cannot create {}: {e}", out_dir.display())))?;
-    let seq = state.vm_chain(vm_id).map_err(err)?.next_seq;
+    let base = state.vm_chain(vm_id).map_err(err)?;
+    let seq = base.next_seq;
     let out = out_dir.join(format!("{vm_id}-{seq:06}.cose"));
     let sealed = vmseal_host::seal::seal_snapshot(
         state,
@@ -155,20 +159,32 @@ pub fn attest_once(
     )
     .map_err(|e| err(format!("sealing the evidence: {e}")))?;
     // The page hashes beside it: what an admin promotes to the golden baseline.
-    let base = out_dir.join(format!("{vm_id}-{seq:06}.baseline.cbor"));
-    vmseal_sealer::state::write_atomic(&base, &snap.baseline().to_bytes()).map_err(err)?;
-    let a = client
-        .submit_evidence(vm_id, sealed.evidence)
-        .map_err(|e| {
-            let hint = if e.to_string().contains("incomplete_delta") {
-                " (the verifier has a golden baseline: give the page hashes of the snapshot it was \
-             promoted from as the baseline, e.g. STATE/evidence/VM-000000.baseline.cbor)"
-            } else {
-                ""
+    let base_file = out_dir.join(format!("{vm_id}-{seq:06}.baseline.cbor"));
+    vmseal_sealer::state::write_atomic(&base_file, &snap.baseline().to_bytes()).map_err(err)?;
+    let d = courier.deliver(vm_id, &sealed, &out, &base, &|attempt, e, wait| {
+        eprintln!(
+            "submission attempt {attempt} failed ({e}); the same evidence again in {} ms",
+            wait.as_millis()
+        )
+    });
+    match d {
+        vmseal_host::courier::Delivery::Accepted { appraisal, .. } => Ok((appraisal, what)),
+        d => {
+            let hint = match &d {
+                vmseal_host::courier::Delivery::Refused { code, .. }
+                    if code == "incomplete_delta" =>
+                {
+                    " (the verifier has a golden baseline: give the page hashes of the snapshot \
+                     it was promoted from as the baseline, e.g. STATE/evidence/VM-000000.baseline.cbor)"
+                }
+                _ => "",
             };
-            err(format!("submitting the evidence: {e}{hint}"))
-        })?;
-    Ok((a, what))
+            Err(err(format!(
+                "submitting the evidence: {}{hint}",
+                d.describe()
+            )))
+        }
+    }
 }
 
 /// One line for an appraisal.

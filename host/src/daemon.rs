@@ -8,10 +8,15 @@
 //! budget_mbps = 400                    # page hashing bandwidth shared by all captures (optional)
 //! full_every = 10                      # incremental sources: a full capture every N (default 10)
 //!
+//! [verifier]                           # optional: submit evidence (docs/operations.md)
+//! url = "https://verifier:8443"
+//! ca = "/etc/vmseal/ca.pem"
+//! retry_secs = 60                      # retry a failed submission this long (default 60)
+//!
 //! [[vm]]
 //! id = "web-1"
 //! source = "qemu:/run/web-1.qmp,/dev/shm/web-1"
-//! policy = "/etc/vmseal/linux.toml"
+//! policy = "/etc/vmseal/linux.toml"    # optional with a verifier: its assigned policy wins
 //! symbols = "/etc/vmseal/web-1.map"
 //! interval_secs = 60                   # default: the policy's interval_secs, else 60
 //!
@@ -21,7 +26,10 @@
 //! ```
 //!
 //! Relative paths are relative to the configuration file. Captures of one VM never overlap; an
-//! error is logged and retried at the next interval, never fatal to the agent.
+//! error is logged and retried at the next interval, never fatal to the agent. With a verifier,
+//! each capture uses the policy the verifier assigned to the VM (fetched before the capture), so
+//! a host-side edit cannot drift from what the verifier appraises by; the local `policy` is used
+//! only while the verifier has none assigned.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,6 +100,8 @@ struct RawVerifier {
     token_cert: Option<PathBuf>,
     #[serde(default)]
     token_key: Option<PathBuf>,
+    #[serde(default)]
+    retry_secs: Option<u64>,
 }
 
 /// Where the agent submits evidence.
@@ -107,6 +117,8 @@ pub struct VerifierConn {
     pub agent_key: PathBuf,
     /// An enrollment token (certificate, key) to enrol with when there is no agent certificate yet.
     pub token: Option<(PathBuf, PathBuf)>,
+    /// How long a submission that failed for a transient reason is retried.
+    pub retry: Duration,
 }
 
 fn default_concurrency() -> usize {
@@ -139,8 +151,13 @@ pub struct VmJob {
     pub id: String,
     /// Source spec (`kvm`, `dump:FILE`, `qemu:QMP,MEM[,MEMDEV]`).
     pub source: String,
-    /// Policy.
-    pub policy: Policy,
+    /// The policy: the configured one (or the micro-VM's built-in one) until the verifier's
+    /// assigned policy replaces it; None when neither is known yet.
+    pub policy: Option<Policy>,
+    /// The text of the verifier's policy in use, when it came from the verifier.
+    pub policy_text: Option<String>,
+    /// Where files the policy names (kernel image, ELF) are looked up.
+    pub policy_dir: PathBuf,
     /// Symbols.
     pub symbols: Option<SymbolMap>,
     /// Interval.
@@ -229,13 +246,23 @@ impl DaemonConfig {
                     let p = rel(p);
                     let t = std::fs::read_to_string(&p).map_err(io(&p))?;
                     policy_dir = p.parent().unwrap_or(Path::new(".")).to_owned();
-                    Policy::parse(&t).map_err(|e| DaemonError::Config {
+                    Some(Policy::parse(&t).map_err(|e| DaemonError::Config {
                         path: p.clone(),
                         message: e.to_string(),
-                    })?
+                    })?)
                 }
-                (None, "kvm") => Policy::parse(guest::POLICY).map_err(|e| cfg(e.to_string()))?,
-                (None, _) => return Err(cfg(format!("VM {:?} needs a policy", v.id))),
+                (None, "kvm") => {
+                    Some(Policy::parse(guest::POLICY).map_err(|e| cfg(e.to_string()))?)
+                }
+                // The verifier's assigned policy is fetched before each capture.
+                (None, _) if raw.verifier.is_some() => None,
+                (None, _) => {
+                    return Err(cfg(format!(
+                        "VM {:?} needs a policy: name one (policy = \"FILE\"), or add a [verifier] \
+                         section and assign one there (`vmseal-verifier admin assign-policy`)",
+                        v.id
+                    )));
+                }
             };
             let symbols = match &v.symbols {
                 Some(p) => {
@@ -248,11 +275,14 @@ impl DaemonConfig {
                 }
                 None => None,
             };
-            let kernel = crate::kaslr::KernelContext::load(&policy, &policy_dir, symbols.as_ref())
-                .map_err(|e| cfg(format!("VM {:?}: {e}", v.id)))?;
+            let kernel = match &policy {
+                Some(p) => crate::kaslr::KernelContext::load(p, &policy_dir, symbols.as_ref())
+                    .map_err(|e| cfg(format!("VM {:?}: {e}", v.id)))?,
+                None => Default::default(),
+            };
             let secs = v
                 .interval_secs
-                .or(policy.interval_secs)
+                .or(policy.as_ref().and_then(|p| p.interval_secs))
                 .unwrap_or(60)
                 .max(1);
             // File paths inside the source are relative to the configuration too.
@@ -290,6 +320,8 @@ impl DaemonConfig {
                 id: v.id.clone(),
                 source,
                 policy,
+                policy_text: None,
+                policy_dir,
                 symbols,
                 interval: Duration::from_secs(secs),
                 kernel,
@@ -327,6 +359,7 @@ impl DaemonConfig {
                             ));
                         }
                     },
+                    retry: Duration::from_secs(v.retry_secs.unwrap_or(60)),
                 }),
             },
             vms,
@@ -423,6 +456,43 @@ struct VmState {
 pub type SealFn<'a> =
     dyn Fn(&str, &Snapshot, Option<&Baseline>, &Path) -> Result<u64, String> + Sync + 'a;
 
+/// The verifier's assigned policy of a VM: its text, None while none is assigned, or why it could
+/// not be asked.
+pub type PolicyFetch<'a> = dyn Fn(&str) -> Result<Option<String>, String> + Sync + 'a;
+
+/// Capture under the verifier's assigned policy when it has one (checked before every capture):
+/// parsed with the same parser the verifier used, its kernel files found beside the configured
+/// policy. When the verifier cannot be asked, the policy in use stays.
+fn refresh_policy(st: &mut VmState, fetch: &PolicyFetch<'_>) -> Result<(), String> {
+    let id = st.job.id.clone();
+    let text = match fetch(&id) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            tracing::warn!(vm = id, "keeping the policy in use: {e}");
+            return Ok(());
+        }
+    };
+    if st.job.policy_text.as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    let p = Policy::parse(&text)
+        .map_err(|e| format!("the verifier's assigned policy for VM {id:?}: {e}"))?;
+    let kernel = crate::kaslr::KernelContext::load(&p, &st.job.policy_dir, st.job.symbols.as_ref())
+        .map_err(|e| format!("the verifier's assigned policy for VM {id:?}: {e}"))?;
+    tracing::info!(
+        vm = id,
+        policy = hex::encode(p.digest),
+        "capturing under the verifier's assigned policy"
+    );
+    st.job.policy = Some(p);
+    st.job.kernel = kernel;
+    st.job.policy_text = Some(text);
+    // An incremental capture carries its base's policy: the next one is full.
+    st.last = None;
+    Ok(())
+}
+
 fn capture_one(
     st: &mut VmState,
     budget: Option<&Arc<Budget>>,
@@ -430,9 +500,16 @@ fn capture_one(
     nonce: Option<&[u8]>,
 ) -> Result<Snapshot, String> {
     let job = &st.job;
+    let Some(policy) = job.policy.as_ref() else {
+        return Err(format!(
+            "VM {:?} has no policy: the verifier has none assigned (`vmseal-verifier admin \
+             assign-policy --vm-id {} --policy FILE`) and the agent's configuration names none",
+            job.id, job.id
+        ));
+    };
     let plan_for = |src: &dyn MemorySource| -> Result<Plan, String> {
         let mut p =
-            Plan::new(&job.policy, src, job.symbols.as_ref(), nonce).map_err(|e| e.to_string())?;
+            Plan::new(policy, src, job.symbols.as_ref(), nonce).map_err(|e| e.to_string())?;
         p.budget = budget.cloned();
         Ok(p)
     };
@@ -456,7 +533,7 @@ fn capture_one(
             (Some((prev, seq)), true) => prev.incremental(vm, *seq).map_err(|e| e.to_string()),
             _ => {
                 let mut p =
-                    Plan::new(&job.policy, vm, Some(&symbols), nonce).map_err(|e| e.to_string())?;
+                    Plan::new(policy, vm, Some(&symbols), nonce).map_err(|e| e.to_string())?;
                 p.budget = budget.cloned();
                 Snapshot::full(vm, p, Consistency::PreCopy).map_err(|e| e.to_string())
             }
@@ -476,8 +553,7 @@ fn capture_one(
     };
     let mut src =
         QemuSource::attach(Path::new(qmp), Path::new(mem), memdev).map_err(|e| e.to_string())?;
-    if job
-        .policy
+    if policy
         .regions
         .iter()
         .any(|r| !matches!(r.selector, Selector::Gpa { .. }))
@@ -486,7 +562,7 @@ fn capture_one(
     }
     let mut p = job
         .kernel
-        .plan(&job.policy, &src, job.symbols.as_ref(), nonce)
+        .plan(policy, &src, job.symbols.as_ref(), nonce)
         .map_err(|e| e.to_string())?;
     p.budget = budget.cloned();
     Snapshot::full(&mut src, p, Consistency::StopCopy).map_err(|e| e.to_string())
@@ -500,6 +576,7 @@ pub fn run(
     rounds: Option<u32>,
     stop: &AtomicBool,
     demands: &Demands,
+    policy_of: Option<&PolicyFetch<'_>>,
     seal: &SealFn<'_>,
     on_event: &(dyn Fn(&CaptureEvent) + Sync),
 ) {
@@ -584,7 +661,13 @@ pub fn run(
                     let id = st.job.id.clone();
                     let nonce = demand.as_ref().map(|d| d.nonce.as_slice());
                     let request_id = demand.as_ref().map(|d| d.request_id.clone());
-                    let ev = match capture_one(&mut st, budget, full_every, nonce) {
+                    let refreshed = match policy_of {
+                        Some(f) => refresh_policy(&mut st, f),
+                        None => Ok(()),
+                    };
+                    let captured =
+                        refreshed.and_then(|()| capture_one(&mut st, budget, full_every, nonce));
+                    let ev = match captured {
                         Err(e) => CaptureEvent::failed(&id, e, request_id),
                         Ok(snap) => {
                             let _ = std::fs::create_dir_all(&out_dir);

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod capture;
+pub mod courier;
 pub mod daemon;
 pub mod dump;
 pub mod enroll;

@@ -343,11 +343,12 @@ struct VmRunArgs {
     /// JSON output, one object per capture.
     #[arg(long)]
     json: bool,
-    /// Report deltas against this baseline file (e.g. the one promoted at the verifier) instead
-    /// of the first capture of this run.
+    /// Report deltas against this baseline file instead of the verifier's golden baseline (with
+    /// --verifier) or the first capture of this run.
     #[arg(long)]
     baseline: Option<PathBuf>,
-    /// Submit every snapshot to this verifier (https://host:port) and print its appraisal.
+    /// Submit every snapshot to this verifier (https://host:port) and print its appraisal; each
+    /// snapshot builds on the verifier's chain.
     #[arg(long, requires = "verifier_ca")]
     verifier: Option<String>,
     /// The verifier's CA certificate.
@@ -359,6 +360,10 @@ struct VmRunArgs {
     /// This host's agent key [default: STATE/agent.key].
     #[arg(long)]
     agent_key: Option<PathBuf>,
+    /// Retry a submission that failed for a transient reason (verifier unreachable, overloaded)
+    /// with the same evidence for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    retry_secs: u64,
 }
 
 fn parse_product(s: &str) -> Result<Product, String> {
@@ -814,8 +819,38 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
         }
         _ => None,
     };
+    let courier = verifier.as_ref().map(|c| {
+        vmseal_host::courier::Courier::new(c, &state)
+            .retry_for(std::time::Duration::from_secs(a.retry_secs))
+    });
+    if let Some(c) = &courier {
+        // Build on the verifier's chain, and compare with its golden baseline when it has one.
+        let h = c.sync(&a.vm_id)?;
+        if !a.json {
+            println!(
+                "the verifier's chain of {} stands at #{}",
+                a.vm_id, h.next_seq
+            );
+        }
+        if a.baseline.is_none()
+            && let Some(b) = verifier
+                .as_ref()
+                .map(|v| v.active_baseline(&a.vm_id))
+                .transpose()?
+                .flatten()
+        {
+            baseline = Some(Baseline::from_verifier_json(&b)?);
+            if !a.json {
+                println!(
+                    "deltas against the verifier's golden baseline v{}",
+                    b["version"]
+                );
+            }
+        }
+    }
     let mut prev: Option<(Snapshot, u64)> = None;
     let mut failed: Vec<String> = Vec::new();
+    let mut first_capture: Option<(Baseline, u64)> = None;
     for i in 0..a.captures.max(1) {
         if i > 0 {
             std::thread::sleep(std::time::Duration::from_millis(a.interval_ms));
@@ -846,25 +881,35 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
             (Some((p, seq)), true) => p.incremental(&mut vm, *seq)?,
             _ => Snapshot::full(&mut vm, plan.clone(), consistency)?,
         };
-        let seq = state.vm_chain(&a.vm_id)?.next_seq;
+        let base = state.vm_chain(&a.vm_id)?;
+        let seq = base.next_seq;
         let out = a.out_dir.join(format!("{}-{seq:06}.cose", a.vm_id));
         let sealed = seal_snapshot(&state, &a.vm_id, &snap, baseline.as_ref(), &out)?;
         let changes = baseline.as_ref().map(|b| snap.changed_pages(b));
         report(&sealed, &snap, changes.as_deref(), a.json)?;
-        if let Some(v) = &verifier {
-            let evidence = sealed.evidence.clone();
-            match v.submit_evidence(&a.vm_id, evidence) {
-                Ok(ap) if a.json => println!("{}", serde_json::json!({ "appraisal": ap })),
-                Ok(ap) => {
+        let mut accepted = true;
+        if let Some(c) = &courier {
+            let json = a.json;
+            let d = c.deliver(&a.vm_id, &sealed, &out, &base, &move |attempt, e, wait| {
+                if !json {
+                    println!(
+                        "  VERIFIER: attempt {attempt} failed ({e}); the same evidence again in {} ms",
+                        wait.as_millis()
+                    );
+                }
+            });
+            match &d {
+                vmseal_host::courier::Delivery::Accepted { appraisal: ap, .. } if a.json => {
+                    println!("{}", serde_json::json!({ "appraisal": ap }))
+                }
+                vmseal_host::courier::Delivery::Accepted { appraisal: ap, .. } => {
                     let changed: Vec<String> = ap["changes"]
                         .as_array()
                         .map(|c| c.iter().map(vmseal_client::describe_change).collect())
                         .unwrap_or_default();
                     println!(
-                        "  VERIFIER: trust score {} ({}){}{} [signed EAR verified]",
-                        ap["score"],
-                        ap["tier"].as_str().unwrap_or("?"),
-                        if ap["alert"] == true { " ALERT" } else { "" },
+                        "  VERIFIER: {}{} [signed EAR verified]",
+                        verdict_words(ap, &d),
                         if changed.is_empty() {
                             String::new()
                         } else {
@@ -872,25 +917,46 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
                         }
                     );
                 }
-                Err(e) => {
+                d => {
+                    accepted = false;
                     if a.json {
                         println!(
                             "{}",
-                            serde_json::json!({ "seq": seq, "error": e.to_string() })
+                            serde_json::json!({ "seq": seq, "error": d.describe() })
                         );
                     } else {
-                        println!("  VERIFIER: {e}");
+                        println!("  VERIFIER: {}", d.describe());
                     }
-                    failed.push(format!("#{seq}: {e}"));
+                    failed.push(format!("#{seq}: {}", d.describe()));
                 }
             }
         }
-        if baseline.is_none() {
-            let b = snap.baseline();
-            write_atomic(&a.out_dir.join("baseline.cbor"), &b.to_bytes())?;
-            baseline = Some(b);
+        if first_capture.is_none() && accepted {
+            first_capture = Some((snap.baseline(), seq));
         }
-        prev = Some((snap, seq));
+        if baseline.is_none() {
+            baseline = Some(snap.baseline());
+        }
+        prev = accepted.then_some((snap, seq));
+    }
+    // The page hashes of the first accepted snapshot: what an admin promotes. A file already
+    // there (perhaps the one promoted) is never overwritten.
+    if let Some((b, seq)) = first_capture {
+        let path = a.out_dir.join("baseline.cbor");
+        let path = if path.exists() {
+            a.out_dir.join(format!("baseline-{seq:06}.cbor"))
+        } else {
+            path
+        };
+        if !path.exists() {
+            write_atomic(&path, &b.to_bytes())?;
+            if !a.json {
+                println!(
+                    "page hashes of snapshot #{seq} (to promote as the golden baseline): {}",
+                    path.display()
+                );
+            }
+        }
     }
     if !failed.is_empty() {
         bail!(
@@ -1051,6 +1117,30 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
         }
         None => None,
     };
+    let retry = cfg.verifier.as_ref().map(|v| v.retry).unwrap_or_default();
+    let courier = verifier.as_ref().map(|c| {
+        vmseal_host::courier::Courier::new(c, &state)
+            .retry_for(retry)
+            .stop_on(stop.as_ref())
+    });
+    // Every snapshot builds on the verifier's chain: where each VM's stands now (a refusal or a
+    // crash before submitting left the local record behind it; a rebuilt host has none).
+    if let Some(c) = &courier {
+        for vm in &cfg.vms {
+            match c.sync(&vm.id) {
+                Ok(h) if !json => eprintln!(
+                    "{}: the verifier's chain stands at #{}; the next snapshot builds on it",
+                    vm.id, h.next_seq
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: {e}; sealing from the local record until it answers"),
+            }
+        }
+    }
+    // Sealed evidence waiting for its capture event to deliver it, with the chain position it
+    // was built on.
+    type Pending = (vmseal_host::seal::Sealed, vmseal_sealer::state::VmChain);
+    let pending: std::sync::Mutex<std::collections::HashMap<String, Pending>> = Default::default();
     let seal = |vm: &str,
                 snap: &Snapshot,
                 baseline: Option<&Baseline>,
@@ -1067,32 +1157,50 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
                 .map_err(|e| e.to_string())?,
             None => None,
         };
-        seal_snapshot(&state, vm, snap, served.as_ref().or(baseline), out)
-            .map(|s| s.claims.seq)
-            .map_err(|e| format!("{e:#}"))
+        let base = state.vm_chain(vm).map_err(|e| e.to_string())?;
+        let sealed = seal_snapshot(&state, vm, snap, served.as_ref().or(baseline), out)
+            .map_err(|e| format!("{e:#}"))?;
+        let seq = sealed.claims.seq;
+        pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vm.to_owned(), (sealed, base));
+        Ok(seq)
     };
     let failures = std::sync::atomic::AtomicU64::new(0);
     let on_event = |e: &vmseal_host::daemon::CaptureEvent| {
-        // Submit the evidence; the appraisal is reported with the capture.
-        let appraisal = match (&verifier, &e.out) {
-            (Some(v), Some(out)) => Some(
-                std::fs::read(out)
-                    .map_err(|err| err.to_string())
-                    .and_then(|ev| v.submit_evidence(&e.vm, ev).map_err(|err| err.to_string())),
-            ),
+        // Deliver the evidence; the appraisal is reported with the capture.
+        let sealed = pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&e.vm);
+        let delivery = match (&courier, &e.out, sealed) {
+            (Some(c), Some(out), Some((sealed, base))) => {
+                let vm = e.vm.clone();
+                Some(c.deliver(&e.vm, &sealed, out, &base, &move |attempt, err, wait| {
+                    eprintln!(
+                        "  {vm}: submission attempt {attempt} failed ({err}); the same evidence again in {} ms",
+                        wait.as_millis()
+                    )
+                }))
+            }
             _ => None,
         };
-        if matches!(appraisal, Some(Err(_))) {
-            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if e.error.is_some() {
+        if delivery.as_ref().is_some_and(|d| !d.accepted()) || e.error.is_some() {
             failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if json {
             let mut v = serde_json::to_value(e).unwrap_or_default();
-            match &appraisal {
-                Some(Ok(a)) => v["appraisal"] = a.clone(),
-                Some(Err(err)) => v["submit_error"] = serde_json::Value::String(err.clone()),
+            match &delivery {
+                Some(vmseal_host::courier::Delivery::Accepted { appraisal, .. }) => {
+                    v["appraisal"] = appraisal.clone()
+                }
+                Some(d) => {
+                    v["submit_error"] = serde_json::Value::String(d.describe());
+                    if let vmseal_host::courier::Delivery::Refused { code, head, .. } = d {
+                        v["refused"] = serde_json::json!({ "code": code, "next_seq": head.as_ref().map(|h| h.next_seq) });
+                    }
+                }
                 None => {}
             }
             println!("{v}");
@@ -1120,15 +1228,11 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()
             );
-            match &appraisal {
-                Some(Ok(a)) => println!(
-                    "  {}: verifier trust score {} ({}){}",
-                    e.vm,
-                    a["score"],
-                    a["tier"].as_str().unwrap_or("?"),
-                    if a["alert"] == true { " ALERT" } else { "" }
-                ),
-                Some(Err(err)) => eprintln!("  {}: submission failed: {err}", e.vm),
+            match &delivery {
+                Some(d @ vmseal_host::courier::Delivery::Accepted { appraisal: a, .. }) => {
+                    println!("  {}: {}", e.vm, verdict_words(a, d));
+                }
+                Some(d) => eprintln!("  {}: submission {}", e.vm, d.describe()),
                 None => {}
             }
         }
@@ -1137,7 +1241,25 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
     if let Some(v) = &verifier {
         poll_capture_requests(v, &state.config.host_id, &demands, &stop);
     }
-    vmseal_host::daemon::run(&cfg, rounds, &stop, &demands, &seal, &on_event);
+    let policy_of = |vm: &str| -> std::result::Result<Option<String>, String> {
+        match &verifier {
+            Some(v) => v
+                .assigned_policy(vm)
+                .map_err(|e| format!("asking the verifier for VM {vm}'s policy: {e}")),
+            None => Ok(None),
+        }
+    };
+    vmseal_host::daemon::run(
+        &cfg,
+        rounds,
+        &stop,
+        &demands,
+        verifier
+            .as_ref()
+            .map(|_| &policy_of as &vmseal_host::daemon::PolicyFetch<'_>),
+        &seal,
+        &on_event,
+    );
     let n = failures.load(std::sync::atomic::Ordering::Relaxed);
     if rounds.is_some() && n > 0 {
         bail!("{n} capture(s) failed");
@@ -1190,6 +1312,33 @@ fn poll_capture_requests(
             }
         }
     });
+}
+
+/// What an accepted appraisal says, in words: the score and tier, and what to do when there is
+/// nothing to compare with yet.
+fn verdict_words(a: &serde_json::Value, d: &vmseal_host::courier::Delivery) -> String {
+    let again = match d {
+        vmseal_host::courier::Delivery::Accepted {
+            duplicate: true, ..
+        } => " (accepted earlier; its answer had been lost)",
+        _ => "",
+    };
+    if a["baseline_version"].is_null() && a["baseline_note"].is_null() {
+        return format!(
+            "accepted #{} (score {}); no golden baseline to compare with yet{again}: promote one \
+             (`vmseal-verifier admin promote-baseline --vm-id {} --seq {} --baseline FILE`)",
+            a["seq"],
+            a["score"],
+            a["vm_id"].as_str().unwrap_or("VM"),
+            a["seq"]
+        );
+    }
+    format!(
+        "verifier trust score {} ({}){}{again}",
+        a["score"],
+        a["tier"].as_str().unwrap_or("?"),
+        if a["alert"] == true { " ALERT" } else { "" }
+    )
 }
 
 fn cmd_bench(mem_mib: u64, threads: Option<usize>, json: bool) -> Result<()> {

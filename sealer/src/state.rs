@@ -721,6 +721,19 @@ impl HostState {
         serde_json::from_slice(&read(&p)?).map_err(|e| malformed(&p, e))
     }
 
+    /// Set where `vm_id`'s chain stands: the verifier's head, or back to where it stood before
+    /// evidence that was never delivered (its successor takes its place).
+    pub fn set_chain(&self, vm_id: &str, chain: &VmChain) -> Result<(), StateError> {
+        let p = self.vm_path(vm_id)?;
+        if let Some(prev) = &chain.prev
+            && (prev.len() != 64 || !prev.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(malformed(&p, "a chain's prev digest is 64 hex digits"));
+        }
+        let json = serde_json::to_vec_pretty(chain).map_err(|e| malformed(&p, e))?;
+        write_atomic(&p, &json)
+    }
+
     /// Record that evidence with `digest` was issued for `vm_id` at `seq`.
     pub fn advance(&self, vm_id: &str, seq: u64, digest: &Digest) -> Result<(), StateError> {
         let p = self.vm_path(vm_id)?;

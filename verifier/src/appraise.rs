@@ -138,6 +138,9 @@ pub struct VmRecord {
     pub last_tier: Option<String>,
     /// The VM's unresolved below-threshold alert, if any.
     pub threshold_alert: Option<i64>,
+    /// Changes each time the VM id is registered (after a removal): what is cached of a VM is
+    /// keyed by it.
+    pub incarnation: i64,
     /// The guest boot of the last accepted snapshot (empty when that evidence named none);
     /// `None` before the first.
     pub boot: Option<Vec<u8>>,
@@ -251,7 +254,7 @@ pub enum AppraisalError {
     },
     /// The first evidence of a VM must be #0 (or where an admin's reset said).
     #[error(
-        "VM {vm:?} has no evidence since its chain (re)started, so it starts at #{want}, not #{got}; an admin resets a chain explicitly (`admin reset-chain --vm-id VM --at N`)"
+        "VM {vm:?} has no evidence since its chain (re)started, so it starts at #{want}, not #{got}; an admin resets a chain explicitly (`admin vms reset-chain --vm-id VM --at N`)"
     )]
     ChainStart {
         /// VM.

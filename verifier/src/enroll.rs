@@ -89,6 +89,12 @@ pub(crate) async fn create_token(
             "a replacing token must name the host it replaces (host_id)",
         ));
     }
+    if b.restart_chains && b.host_id.is_none() {
+        return Err(bad(
+            "bad_restart_chains",
+            "a token that lets a rebuilt host continue its VMs' chains must name the host (host_id)",
+        ));
+    }
     if let Some(r) = &b.require
         && AnchorRequirement::from_name(r).is_none()
     {
@@ -121,6 +127,7 @@ pub(crate) async fn create_token(
             host_id: b.host_id.as_deref(),
             require: b.require.as_deref(),
             replace: b.replace,
+            restart_chains: b.restart_chains,
             hardware: hardware.as_deref(),
             now: t,
             expires_at,
@@ -130,7 +137,7 @@ pub(crate) async fn create_token(
         .audit(
             &who,
             "create_enrollment_token",
-            &serde_json::json!({ "token": token_id, "host": b.host_id, "require": b.require, "replace": b.replace, "expires_at": expires_at })
+            &serde_json::json!({ "token": token_id, "host": b.host_id, "require": b.require, "replace": b.replace, "restart_chains": b.restart_chains, "expires_at": expires_at })
                 .to_string(),
             t,
         )
@@ -154,6 +161,8 @@ struct Token {
     replace: bool,
     /// Its own hardware policy, replacing the service's.
     hardware: Option<vmseal_client::HardwarePolicy>,
+    /// Whether a rebuilt host (a new intermediate) may continue its VMs' chains.
+    restart_chains: bool,
 }
 
 /// The caller's usable enrollment token.
@@ -171,11 +180,13 @@ async fn token(req: &HttpRequest, st: &AppState) -> Result<Token, ApiError> {
             require,
             replace,
             hardware,
+            restart_chains,
         } => Ok(Token {
             id: token_id,
             host: host_id,
             require,
             replace,
+            restart_chains,
             hardware: hardware
                 .map(|h| serde_json::from_str(&h))
                 .transpose()
@@ -316,7 +327,9 @@ pub(crate) async fn begin(
         && !crate::store::hardware_root_continues(&old, &root)
     {
         let message = format!(
-            "host {:?} was enrolled with hardware root {old}; this enrollment presents {root}.              Enrol it from the same TPM / SNP platform, or an admin replaces it with a token              that names the host and says --replace",
+            "host {:?} was enrolled with hardware root {old}; this enrollment presents {root}. \
+             Enrol it from the same TPM / SNP platform, or an admin replaces it with a token \
+             that names the host and says --replace",
             v.host_id
         );
         identity_alert(&st, &v.host_id, &message).await;
@@ -523,7 +536,7 @@ async fn finish(
         .map(|c| c.serial_hex)
         .ok_or_else(|| ApiError::Internal("the issued agent certificate does not parse".into()))?;
     let t = now();
-    let sha = st
+    let (sha, continued) = st
         .store
         .complete_enrollment(
             token_id,
@@ -536,6 +549,7 @@ async fn finish(
                 hardware_root,
                 agent_serial: &agent_serial,
                 replace: tok.replace,
+                restart_chains: tok.restart_chains,
                 hardware_checked,
                 hardware_policy: token_policy.as_deref(),
             },
@@ -562,6 +576,30 @@ async fn finish(
             t,
         )
         .await?;
+    // Each chain the rebuilt host continues under its new key is its own audited step.
+    for (vm, next_seq) in &continued {
+        st.store
+            .audit(
+                &format!("token:{token_id}"),
+                "restart_chain",
+                &serde_json::json!({
+                    "vm": vm,
+                    "host": host_id,
+                    "next_seq": next_seq,
+                    "intermediate": hex::encode(sha),
+                    "reason": "the host re-enrolled with a new intermediate key",
+                })
+                .to_string(),
+                t,
+            )
+            .await?;
+        tracing::info!(
+            vm,
+            host = host_id,
+            next_seq,
+            "chain continues under the host's new key"
+        );
+    }
     tracing::info!(host = host_id, activated, insecure, "host enrolled");
     Ok(Enrolled {
         host_id: host_id.to_owned(),

@@ -232,6 +232,7 @@ pub fn run(
                                 hardware_root: "",
                                 agent_serial: "",
                                 replace: false,
+                                restart_chains: false,
                                 hardware_checked: "[]",
                                 hardware_policy: None,
                             },

@@ -88,6 +88,11 @@ vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443
         /// with the same keys (allow_debug, vmpls, measurements, min_tcb, pcrs, …).
         #[arg(long)]
         hardware: Option<PathBuf>,
+        /// Let a rebuilt host (same --host-id, a new state and so a new intermediate key)
+        /// continue its VMs' evidence chains from where the verifier's stand; each is audited.
+        /// Without it such an enrollment is refused (chains_exist). --replace implies it.
+        #[arg(long, requires = "host_id")]
+        restart_chains: bool,
     },
     /// The enrolled hosts (list), or disable one: its agent certificate is revoked at once.
     #[command(subcommand)]
@@ -119,8 +124,12 @@ vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443
         #[arg(long)]
         baseline: PathBuf,
     },
-    /// List the VMs with their latest trust score, tier and baseline version.
-    Vms,
+    /// The VMs: list them (the default), show where a VM's chain stands, restart a chain, or
+    /// remove a VM.
+    Vms {
+        #[command(subcommand)]
+        cmd: Option<VmsCmd>,
+    },
     /// Set a VM's alert threshold (an appraisal scoring below it raises an alert).
     SetThreshold {
         /// VM id.
@@ -140,17 +149,6 @@ vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443
         /// The policy file (TOML, docs/policy.md).
         #[arg(long)]
         policy: PathBuf,
-    },
-    /// Restart a VM's evidence chain (audited): the next evidence must carry sequence number
-    /// --at. For a host rebuilt from scratch (its chain starts again at 0) or a chain abandoned
-    /// on purpose; appraisals, alerts and baselines stay.
-    ResetChain {
-        /// VM id.
-        #[arg(long)]
-        vm_id: String,
-        /// The sequence number the next evidence carries (the host's next one).
-        #[arg(long, default_value_t = 0)]
-        at: u64,
     },
     /// Say which capture modules may capture a VM; evidence made by any other is refused
     /// `module_not_allowed`.
@@ -214,6 +212,48 @@ Exit status with --wait: 0 when the appraisal is in (its score is printed), 1 on
         /// Remove the schedule (no silence alerts).
         #[arg(long, conflicts_with = "every")]
         none: bool,
+    },
+}
+
+/// `admin vms …`.
+#[derive(Subcommand)]
+enum VmsCmd {
+    /// Every VM with its latest trust score, tier and baseline version (the default).
+    List,
+    /// Where a VM's evidence chain stands: the sequence number and `prev` digest its next evidence
+    /// must carry (what the host's agent builds on).
+    Chain {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+    },
+    /// Restart a VM's evidence chain (audited): the next evidence must carry sequence number
+    /// --at, naming any predecessor. Agents follow the verifier's chain by themselves; this is
+    /// for a chain abandoned on purpose. Appraisals, alerts and baselines stay.
+    #[command(
+        after_help = "Example:\n  vmseal-verifier admin --state DIR vms reset-chain --vm-id web-1 --at 0"
+    )]
+    ResetChain {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// The sequence number the next evidence carries.
+        #[arg(long, default_value_t = 0)]
+        at: u64,
+    },
+    /// Remove a VM and everything the verifier holds of it (appraisals, baselines, alerts), audited
+    /// with what was removed; its id can then be registered again.
+    #[command(
+        after_help = "Example:\n  vmseal-verifier admin --state DIR vms remove --vm-id web-1 --yes"
+    )]
+    Remove {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// Confirm: the VM's appraisals, baselines and alerts are deleted (the audit log keeps
+        /// the removal).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -384,8 +424,14 @@ vmseal-verifier serve --config /etc/vmseal/verifier.toml"
 }
 
 /// Read a policy file as text, for the verifier to check and keep.
+/// A policy file's text, checked here with the host's own parser first: a mistake is named with
+/// its line before anything is sent.
 fn read_policy(path: &std::path::Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    vmseal_policy::Policy::parse(&text)
+        .with_context(|| format!("policy {} (nothing was sent)", path.display()))?;
+    Ok(text)
 }
 
 fn read_pems(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
@@ -427,9 +473,15 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
         .database
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", state.join("verifier.db").display()));
+    let shown = vmseal_verifier::store::redact_url(&url);
     let store = Store::open(&url)
         .await
-        .with_context(|| format!("cannot open database {url}"))?;
+        .with_context(|| format!("cannot open database {shown}"))?;
+    let durable = store
+        .durability()
+        .await
+        .with_context(|| format!("database {shown}"))?;
+    tracing::info!("storage {shown}: every acknowledged write is on disk ({durable})");
     let mut trust = TrustConfig {
         require: AnchorRequirement::from_name(&c.require)
             .context("require must be tpm, snp, both or none")?,
@@ -524,6 +576,7 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             require,
             replace,
             hardware,
+            restart_chains,
         } => {
             let hardware = hardware
                 .map(|p| -> anyhow::Result<vmseal_client::HardwarePolicy> {
@@ -539,6 +592,7 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                 require,
                 replace,
                 hardware,
+                restart_chains,
             })?;
             vmseal_sealer::state::write_atomic(&out_key, t.key_pem.as_bytes())?;
             vmseal_sealer::state::write_atomic(&out_cert, t.cert_pem.as_bytes())?;
@@ -611,10 +665,60 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                 &vmseal_client::PromoteBaseline { seq, regions },
             )?
         }
-        AdminCmd::Vms => {
+        AdminCmd::Vms {
+            cmd: None | Some(VmsCmd::List),
+        } => {
             let out = client.get("/v1/vms")?;
             if !conn.json {
                 print_vms(&out);
+                return Ok(());
+            }
+            out
+        }
+        AdminCmd::Vms {
+            cmd: Some(VmsCmd::Chain { vm_id }),
+        } => {
+            let h = client.chain_head(&vm_id)?;
+            if !conn.json {
+                println!(
+                    "VM {vm_id}: the next evidence is #{}{}",
+                    h.next_seq,
+                    match &h.prev {
+                        Some(p) =>
+                            format!(", naming #{} (SHA-256 {p})", h.next_seq.saturating_sub(1)),
+                        None => " (the start of its chain: it names no predecessor)".into(),
+                    }
+                );
+                return Ok(());
+            }
+            serde_json::to_value(h)?
+        }
+        AdminCmd::Vms {
+            cmd: Some(VmsCmd::ResetChain { vm_id, at }),
+        } => client.post_json(
+            &format!("/v1/vms/{vm_id}/reset-chain"),
+            &vmseal_client::ResetChain { at },
+        )?,
+        AdminCmd::Vms {
+            cmd: Some(VmsCmd::Remove { vm_id, yes }),
+        } => {
+            if !yes {
+                anyhow::bail!(
+                    "removing VM {vm_id} deletes its appraisals, baselines and alerts at the \
+                     verifier (the audit log keeps the removal): say --yes to go ahead"
+                );
+            }
+            let out = client.delete(&format!("/v1/vms/{vm_id}"))?;
+            if !conn.json {
+                println!(
+                    "VM {vm_id} removed (host {}; last evidence #{}; {} appraisals, {} baseline versions, {} alerts deleted); \
+                     register it again with `admin register-vm`",
+                    out["host_id"].as_str().unwrap_or("?"),
+                    out["last_seq"],
+                    out["appraisals"],
+                    out["baselines"],
+                    out["alerts"]
+                );
                 return Ok(());
             }
             out
@@ -667,10 +771,6 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
         AdminCmd::Hosts(HostsCmd::Disable { host_id }) => {
             client.post_json(&format!("/v1/hosts/{host_id}/disable"), &())?
         }
-        AdminCmd::ResetChain { vm_id, at } => client.post_json(
-            &format!("/v1/vms/{vm_id}/reset-chain"),
-            &vmseal_client::ResetChain { at },
-        )?,
         AdminCmd::AllowModules { vm_id, module, any } => {
             if module.is_empty() && !any {
                 anyhow::bail!(

@@ -66,6 +66,10 @@ pub enum ApiError {
     /// A server-side failure.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error about a VM's evidence, answered with where the VM's chain stands (the agent
+    /// builds its next snapshot on it).
+    #[error("{0}")]
+    WithChain(Box<ApiError>, vmseal_client::ChainHead),
 }
 
 impl ApiError {
@@ -81,6 +85,7 @@ impl ApiError {
             Self::TooMany(_) => "too_many_requests",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
+            Self::WithChain(e, _) => e.code(),
         }
     }
 }
@@ -89,6 +94,8 @@ impl ApiError {
 struct ErrorBody<'a> {
     code: &'a str,
     message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chain: Option<&'a vmseal_client::ChainHead>,
 }
 
 impl ResponseError for ApiError {
@@ -103,16 +110,22 @@ impl ResponseError for ApiError {
             Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::WithChain(e, _) => e.status_code(),
         }
     }
     fn error_response(&self) -> HttpResponse {
         let mut r = HttpResponse::build(self.status_code());
-        if let Self::Unavailable(_) | Self::TooMany(_) = self {
+        let (inner, chain) = match self {
+            Self::WithChain(e, c) => (e.as_ref(), Some(c)),
+            e => (e, None),
+        };
+        if let Self::Unavailable(_) | Self::TooMany(_) = inner {
             r.insert_header(("retry-after", "2"));
         }
         r.json(ErrorBody {
             code: self.code(),
             message: self.to_string(),
+            chain,
         })
     }
 }
@@ -120,9 +133,20 @@ impl ResponseError for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(w) => Self::NotFound(format!("{w}; register it first")),
+            // Registering is the fix only for a VM; enrolling for a host; else it just is not.
+            StoreError::NotFound(w) if w.starts_with("VM ") => Self::NotFound(format!(
+                "{w} is not registered: an admin registers it (`vmseal-verifier admin register-vm --vm-id VM --host-id HOST`)"
+            )),
+            StoreError::NotFound(w) if w.starts_with("host ") => Self::NotFound(format!(
+                "{w} is not enrolled: its agent enrols with an admin's token (`vmseal-host enroll`)"
+            )),
+            StoreError::NotFound(w) => Self::NotFound(format!("{w} does not exist")),
             StoreError::Conflict(m) => Self::Conflict(m),
             StoreError::IdentityChanged(m) => Self::IdentityChanged(m),
+            StoreError::ChainsExist(m) => Self::Refused {
+                code: "chains_exist",
+                message: m,
+            },
             StoreError::NonceUsed => Self::Refused {
                 code: "bad_nonce",
                 message:
@@ -266,6 +290,7 @@ pub struct Metrics {
     seconds: prometheus::Histogram,
     alerts: prometheus::IntCounterVec,
     deliveries: prometheus::IntCounterVec,
+    duplicates: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -307,7 +332,13 @@ impl Default for Metrics {
             &["outcome"],
         )
         .unwrap_or_else(|_| std::process::abort());
+        let duplicates = prometheus::IntCounter::new(
+            "vmseal_duplicate_submissions_total",
+            "Resubmissions of a VM's last accepted evidence, answered with its stored appraisal",
+        )
+        .unwrap_or_else(|_| std::process::abort());
         // Registering fresh, uniquely named collectors into a new registry cannot fail.
+        let _ = registry.register(Box::new(duplicates.clone()));
         let _ = registry.register(Box::new(appraisals.clone()));
         let _ = registry.register(Box::new(refusals.clone()));
         let _ = registry.register(Box::new(seconds.clone()));
@@ -320,6 +351,7 @@ impl Default for Metrics {
             seconds,
             alerts,
             deliveries,
+            duplicates,
         }
     }
 }
@@ -368,21 +400,25 @@ async fn metrics(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpRespon
 /// Cache of immutable baseline versions, so an appraisal does not rebuild a tree from the database.
 #[derive(Debug, Default)]
 pub struct BaselineCache(
-    std::sync::Mutex<std::collections::HashMap<(String, u64), Arc<crate::appraise::Baseline>>>,
+    #[allow(clippy::type_complexity)]
+    std::sync::Mutex<
+        std::collections::HashMap<(String, i64, u64), Arc<crate::appraise::Baseline>>,
+    >,
 );
 
 impl BaselineCache {
-    /// The baseline of `vm` at `version` (the VM record's active version, read with it).
+    /// The baseline of `rec`'s VM at its active version (read with the record). Keyed by the VM's
+    /// incarnation too: a VM id removed and registered again starts over at version 1.
     async fn get(
         &self,
         store: &Store,
-        vm: &str,
-        version: Option<u64>,
+        rec: &VmRecord,
     ) -> Result<Option<Arc<crate::appraise::Baseline>>, StoreError> {
-        let Some(version) = version else {
+        let Some(version) = rec.baseline_version else {
             return Ok(None);
         };
-        let key = (vm.to_owned(), version);
+        let vm = rec.vm_id.as_str();
+        let key = (vm.to_owned(), rec.incarnation, version);
         if let Some(b) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(Some(b.clone()));
         }
@@ -394,7 +430,7 @@ impl BaselineCache {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((vm.to_owned(), b.version), b.clone());
+            .insert((vm.to_owned(), rec.incarnation, b.version), b.clone());
         Ok(Some(b))
     }
 }
@@ -660,10 +696,11 @@ async fn assign_policy(
 }
 
 /// `GET /v1/vms/{vm}/policy` (admin, viewer, or the VM's host agent): the assigned capture
-/// policy's text, so the agent captures by exactly what the verifier appraises by.
+/// policy's text, so the agent captures by exactly what the verifier appraises by (`policy` and
+/// `policy_digest` are null while none is assigned).
 #[utoipa::path(get, path = "/v1/vms/{vm}/policy", tag = "vms", params(("vm" = String, Path, description = "VM id")),
-    responses((status = 200, description = "`{vm_id, policy_digest, policy}` (the TOML text)"),
-        (status = 404, description = "not_found: no such VM, or no policy assigned", body = vmseal_client::ApiErrorBody)))]
+    responses((status = 200, description = "`{vm_id, policy_digest, policy}` (the TOML text; null when none is assigned)"),
+        (status = 404, description = "not_found: no such VM", body = vmseal_client::ApiErrorBody)))]
 async fn get_policy(
     req: HttpRequest,
     path: web::Path<String>,
@@ -674,13 +711,47 @@ async fn get_policy(
     if !matches!(role(&req)?, Role::Viewer(_)) {
         admin_or_agent_of(&req, &rec.host_id)?;
     }
-    let (d, text) = st.store.policy_text(&vm).await?.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "VM {vm:?} has no policy assigned: an admin assigns one (`admin assign-policy`)"
-        ))
-    })?;
+    let (d, text) = match st.store.policy_text(&vm).await? {
+        Some((d, t)) => (Some(hex::encode(d)), Some(t)),
+        None => (None, None),
+    };
     Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "vm_id": vm, "policy_digest": hex::encode(d), "policy": text })))
+        .json(serde_json::json!({ "vm_id": vm, "policy_digest": d, "policy": text })))
+}
+
+/// `GET /v1/vms/{vm}/chain` (admin, viewer, or the VM's host agent): where the VM's evidence
+/// chain stands — the sequence number the next evidence must carry and the digest it must name.
+/// Agents build every snapshot on it; refusals of evidence carry it too.
+#[utoipa::path(get, path = "/v1/vms/{vm}/chain", tag = "evidence", params(("vm" = String, Path, description = "VM id")),
+    responses((status = 200, description = "The chain head", body = vmseal_client::ChainHead),
+        (status = 404, description = "not_found: no such VM", body = vmseal_client::ApiErrorBody)))]
+async fn get_chain(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let vm = path.into_inner();
+    let rec = st.store.vm_record(&vm).await?;
+    if !matches!(role(&req)?, Role::Viewer(_)) {
+        admin_or_agent_of(&req, &rec.host_id)?;
+    }
+    Ok(HttpResponse::Ok().json(chain_head(&rec)))
+}
+
+/// Where `rec`'s chain stands.
+pub(crate) fn chain_head(rec: &VmRecord) -> vmseal_client::ChainHead {
+    match rec.last {
+        Some(l) => vmseal_client::ChainHead {
+            vm_id: rec.vm_id.clone(),
+            next_seq: l.seq + 1,
+            prev: Some(hex::encode(l.digest)),
+        },
+        None => vmseal_client::ChainHead {
+            vm_id: rec.vm_id.clone(),
+            next_seq: rec.chain_start,
+            prev: None,
+        },
+    }
 }
 
 /// `GET /v1/hosts` (admin or viewer): the enrolled hosts with their hardware roots.
@@ -745,6 +816,29 @@ async fn reset_chain(
         .await?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "vm_id": vm, "previous_seq": previous, "next_seq": body.at })))
+}
+
+/// `DELETE /v1/vms/{vm}` (admin): remove a VM and everything held of it (appraisals, baselines,
+/// alerts, nonces, capture requests, silences), audited with what was removed; the VM id can then
+/// be registered again. For a VM that is gone for good, or one to start over from scratch.
+#[utoipa::path(delete, path = "/v1/vms/{vm}", tag = "vms", params(("vm" = String, Path, description = "VM id")),
+    responses((status = 200, description = "`{vm_id, host_id, last_seq, appraisals, baselines, alerts}`: what was removed"),
+        (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
+async fn remove_vm(
+    who: Admin,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let vm = path.into_inner();
+    let removed = st.store.remove_vm(&vm).await?;
+    let mut detail =
+        serde_json::to_value(&removed).map_err(|e| ApiError::Internal(e.to_string()))?;
+    detail["vm_id"] = serde_json::Value::String(vm.clone());
+    st.store
+        .audit(&who.0, "remove_vm", &detail.to_string(), now())
+        .await?;
+    tracing::info!(vm, host = removed.host_id, "VM removed by {}", who.0);
+    Ok(HttpResponse::Ok().json(detail))
 }
 
 /// `POST /v1/vms/{vm}/modules` (admin): the capture modules (name, version, optionally the
@@ -865,38 +959,76 @@ async fn submit_evidence(
     let r = submission(&req, &vm, payload, &st).await;
     timer.observe_duration();
     match &r {
-        Ok((tier, _)) => st
+        Ok(Submitted::Appraised { tier, .. }) => st
             .metrics
             .appraisals
             .with_label_values(&[tier.as_str()])
             .inc(),
+        Ok(Submitted::Duplicate(_)) => st.metrics.duplicates.inc(),
         Err(e) => st.metrics.refusals.with_label_values(&[e.code()]).inc(),
     }
-    r.map(|(_, json)| {
+    r.map(|s| {
+        let (Submitted::Appraised { json, .. } | Submitted::Duplicate(json)) = s;
         HttpResponse::Ok()
             .content_type("application/json")
             .body(json)
     })
 }
 
+/// What became of accepted evidence.
+enum Submitted {
+    /// Appraised now: the tier, and the result (JSON).
+    Appraised {
+        /// Tier.
+        tier: String,
+        /// The result.
+        json: String,
+    },
+    /// The VM's last accepted evidence again (an agent retrying after a lost answer): its stored
+    /// result, marked `"duplicate": true`; nothing is stored or raised.
+    Duplicate(String),
+}
+
 /// One submission, in the order that keeps work behind permission: a slot of the client's
 /// in-flight budget, who it is, how much it may send (by the VM's baseline), then the body; a
-/// refusal of a known VM's evidence is an event.
+/// refusal of a known VM's evidence is an event, answered with where the VM's chain stands.
 async fn submission(
     req: &HttpRequest,
     vm: &str,
     payload: web::Payload,
     st: &AppState,
-) -> Result<(String, String), ApiError> {
+) -> Result<Submitted, ApiError> {
     let _slot = InFlight::take(st, req)?;
     let rec = authorize_submission(req, vm, st).await?;
     let limit = evidence_limit(st, &rec).await?;
     let body = read_body(payload, limit).await?;
+    // Retrying is idempotent: the last accepted evidence, byte for byte, gets its stored result.
+    if let Some(last) = rec.last
+        && last.digest == vmseal_sealer::evidence::evidence_digest(&body)
+    {
+        let stored = st.store.appraisal_result(vm, last.seq).await?;
+        let mut v: serde_json::Value = serde_json::from_str(&stored).map_err(|e| {
+            ApiError::Internal(format!("stored appraisal of VM {vm:?} is not JSON: {e}"))
+        })?;
+        v["duplicate"] = serde_json::Value::Bool(true);
+        return Ok(Submitted::Duplicate(v.to_string()));
+    }
     let r = appraise_submission(vm, &rec, body.clone(), st).await;
     if let Err(ApiError::Refused { code, message }) = &r {
         refusal_event(st, &rec, code, message, &body).await;
     }
-    r
+    match r {
+        Ok((tier, json)) => Ok(Submitted::Appraised { tier, json }),
+        Err(e @ (ApiError::Refused { .. } | ApiError::Conflict(_))) => {
+            // As it stands now: a conflict means another submission moved it meanwhile.
+            let head = match st.store.vm_record(vm).await {
+                Ok(now) => chain_head(&now),
+                Err(_) => chain_head(&rec),
+            };
+            Err(ApiError::WithChain(Box::new(e), head))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The VM's record, when the client is the agent of the VM's host (the only one who submits).
@@ -979,10 +1111,7 @@ async fn appraise_submission(
         Some(n) => st.store.nonce_valid(&vm, n, t.unix_timestamp()).await?,
         None => false,
     };
-    let baseline = st
-        .baselines
-        .get(&st.store, &vm, rec.baseline_version)
-        .await?;
+    let baseline = st.baselines.get(&st.store, rec).await?;
     let fresh = Freshness {
         now: t.unix_timestamp(),
         max_age: st.settings.max_age,
@@ -1286,7 +1415,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
         healthz, metrics, openapi_json, verify_audit,
         crate::ui::root, crate::ui::index, crate::ui::script, crate::ui::style, crate::ui::icon,
         crate::enroll::create_token, crate::enroll::challenge, crate::enroll::begin, crate::enroll::activate,
-        register_vm, list_vms, set_threshold, assign_policy, get_policy, allow_modules, reset_chain, list_hosts, disable_host, promote_baseline, active_baseline,
+        register_vm, list_vms, set_threshold, assign_policy, get_policy, get_chain, remove_vm, allow_modules, reset_chain, list_hosts, disable_host, promote_baseline, active_baseline,
         issue_nonce, submit_evidence, list_appraisals,
         crate::captures::create, crate::captures::poll, crate::captures::status,
         crate::alerts::list, crate::alerts::show, crate::alerts::ack, crate::alerts::stream,
@@ -1403,7 +1532,7 @@ pub const EVIDENCE_BYTES_PER_PAGE: usize = 64;
 async fn evidence_limit(st: &AppState, rec: &VmRecord) -> Result<usize, ApiError> {
     let pages: u64 = st
         .baselines
-        .get(&st.store, &rec.vm_id, rec.baseline_version)
+        .get(&st.store, rec)
         .await?
         .map_or(0, |b| b.regions.iter().map(|r| r.tree.leaf_count()).sum());
     Ok(EVIDENCE_BASE
@@ -1474,6 +1603,8 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
         ),
         (M::POST, "/v1/vms/{vm}/policy", r(M::POST).to(assign_policy)),
         (M::GET, "/v1/vms/{vm}/policy", r(M::GET).to(get_policy)),
+        (M::GET, "/v1/vms/{vm}/chain", r(M::GET).to(get_chain)),
+        (M::DELETE, "/v1/vms/{vm}", r(M::DELETE).to(remove_vm)),
         (
             M::POST,
             "/v1/vms/{vm}/modules",

@@ -67,6 +67,9 @@ pub enum StoreError {
     /// An enrollment would hand a host id to another hardware root.
     #[error("{0}")]
     IdentityChanged(String),
+    /// A rebuilt host would continue its VMs' chains without the admin's leave.
+    #[error("{0}")]
+    ChainsExist(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -168,6 +171,21 @@ fn audit_hash(prev: &[u8], id: i64, at: i64, actor: &str, action: &str, detail: 
     ])
 }
 
+/// `url` fit to print: a password in it (`postgres://user:secret@host/db`) is replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(p) => p,
+        None => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 impl Store {
     /// Open (creating when needed) and migrate: `sqlite://PATH` or `postgres://…`.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -201,9 +219,10 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
-                        // WAL + NORMAL: a commit survives a crash of the verifier (kill -9);
-                        // only a power loss can lose the last commits.
-                        sqlx::query("PRAGMA synchronous=NORMAL")
+                        // WAL + FULL: every commit is fsynced before it returns, so whatever a
+                        // 2xx acknowledged survives a crash of the verifier, of the OS, or a
+                        // power cut.
+                        sqlx::query("PRAGMA synchronous=FULL")
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query("PRAGMA journal_mode=WAL")
@@ -213,6 +232,12 @@ impl Store {
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query("PRAGMA busy_timeout=5000")
+                            .execute(&mut *conn)
+                            .await?;
+                    } else {
+                        // Whatever the server's default, a commit returns once it is on disk
+                        // (on the synchronous standbys too, where configured).
+                        sqlx::query("SET synchronous_commit = on")
                             .execute(&mut *conn)
                             .await?;
                     }
@@ -238,6 +263,50 @@ impl Store {
         self.backend
     }
 
+    /// What makes an acknowledged write durable here, checked on a connection of the pool: SQLite
+    /// `synchronous=FULL` in WAL mode, PostgreSQL `synchronous_commit=on` with `fsync=on`. An
+    /// error names a setting that lets an acknowledged write be lost (PostgreSQL `fsync=off`).
+    pub async fn durability(&self) -> Result<String, StoreError> {
+        let one = |q: &'static str| {
+            let pool = self.pool.clone();
+            async move {
+                let row = sqlx::query(q).fetch_one(&pool).await?;
+                // SQLite answers numbers, PostgreSQL text.
+                let v = row
+                    .try_get::<String, _>(0)
+                    .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))?;
+                Ok::<_, StoreError>(v)
+            }
+        };
+        match self.backend {
+            Backend::Sqlite => {
+                let sync = one("PRAGMA synchronous").await?;
+                let journal = one("PRAGMA journal_mode").await?;
+                if sync != "2" && sync != "3" {
+                    return Err(StoreError::Corrupt(format!(
+                        "SQLite synchronous is {sync}, not FULL: an acknowledged write could be lost"
+                    )));
+                }
+                Ok(format!("SQLite synchronous=FULL, journal_mode={journal}"))
+            }
+            Backend::Postgres => {
+                let commit = one("SHOW synchronous_commit").await?;
+                let fsync = one("SHOW fsync").await?;
+                if fsync != "on"
+                    || !matches!(commit.as_str(), "on" | "remote_write" | "remote_apply")
+                {
+                    return Err(StoreError::Corrupt(format!(
+                        "PostgreSQL fsync={fsync}, synchronous_commit={commit}: an acknowledged \
+                         write could be lost in a crash; set fsync=on on the server"
+                    )));
+                }
+                Ok(format!(
+                    "PostgreSQL synchronous_commit={commit}, fsync={fsync}"
+                ))
+            }
+        }
+    }
+
     /// Whether the database answers now.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -252,14 +321,14 @@ impl Store {
         now: i64,
     ) -> Result<Digest, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let sha = upsert_host(&mut tx, e, now).await?;
+        let (sha, _) = upsert_host(&mut tx, e, now).await?;
         tx.commit().await?;
         Ok(sha)
     }
 
     /// Record a new enrollment token.
     pub async fn create_enrollment_token(&self, t: &NewToken<'_>) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO enrollment_tokens (token_id, created_by, created_at, expires_at, host_id, require_anchors, replace_host, hardware) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        sqlx::query("INSERT INTO enrollment_tokens (token_id, created_by, created_at, expires_at, host_id, require_anchors, replace_host, hardware, restart_chains) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(t.token_id)
             .bind(t.created_by)
             .bind(t.now)
@@ -268,6 +337,7 @@ impl Store {
             .bind(t.require)
             .bind(i64::from(t.replace))
             .bind(t.hardware)
+            .bind(i64::from(t.restart_chains))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -280,7 +350,7 @@ impl Store {
         now: i64,
     ) -> Result<TokenState, StoreError> {
         let row: Option<AnyRow> = sqlx::query(
-            "SELECT expires_at, used_at, host_id, require_anchors, replace_host, hardware FROM enrollment_tokens WHERE token_id = $1",
+            "SELECT expires_at, used_at, host_id, require_anchors, replace_host, hardware, restart_chains FROM enrollment_tokens WHERE token_id = $1",
         )
         .bind(token_id)
         .fetch_optional(&self.pool)
@@ -299,6 +369,7 @@ impl Store {
             require: r.try_get("require_anchors")?,
             replace: r.try_get::<i64, _>("replace_host")? != 0,
             hardware: r.try_get("hardware")?,
+            restart_chains: r.try_get::<i64, _>("restart_chains")? != 0,
         })
     }
 
@@ -375,14 +446,15 @@ impl Store {
 
     /// Finish an enrollment in one transaction: use up the token (exactly once, before it
     /// expires), pin the host's intermediate, and drop the challenge. Nothing is written when the
-    /// token was used meanwhile (another replica, a second answer).
+    /// token was used meanwhile (another replica, a second answer). Returns the intermediate's
+    /// digest and the chains a rebuilt host continues (VM, next sequence number), for the audit.
     pub async fn complete_enrollment(
         &self,
         token_id: &str,
         enrollment_id: Option<&str>,
         e: &HostEnrollment<'_>,
         now: i64,
-    ) -> Result<Digest, StoreError> {
+    ) -> Result<(Digest, Vec<(String, u64)>), StoreError> {
         let mut tx = self.pool.begin().await?;
         let used = sqlx::query("UPDATE enrollment_tokens SET used_at = $1, host_id = $2 WHERE token_id = $3 AND used_at IS NULL AND expires_at >= $1 AND (host_id IS NULL OR host_id = $2)")
             .bind(now)
@@ -396,7 +468,7 @@ impl Store {
                     .into(),
             ));
         }
-        let sha = upsert_host(&mut tx, e, now).await?;
+        let out = upsert_host(&mut tx, e, now).await?;
         if let Some(id) = enrollment_id {
             sqlx::query("DELETE FROM pending_enrollments WHERE enrollment_id = $1")
                 .bind(id)
@@ -404,7 +476,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        Ok(sha)
+        Ok(out)
     }
 
     /// The hardware root a host id was enrolled with, if the host exists and has one recorded.
@@ -573,15 +645,20 @@ impl Store {
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("host {host_id:?}")));
         }
-        sqlx::query("INSERT INTO vms (vm_id, host_id, policy_digest, threshold, allowed_modules, last_seq, last_digest, created_at) VALUES ($1, $2, NULL, $3, '', NULL, NULL, $4)")
+        let mut incarnation = [0u8; 8];
+        vmseal_sealer::keys::random_bytes(&mut incarnation).map_err(|e| {
+            StoreError::Corrupt(format!("no randomness for the VM's incarnation: {e}"))
+        })?;
+        sqlx::query("INSERT INTO vms (vm_id, host_id, policy_digest, threshold, allowed_modules, last_seq, last_digest, created_at, incarnation) VALUES ($1, $2, NULL, $3, '', NULL, NULL, $4, $5)")
             .bind(vm_id)
             .bind(host_id)
             .bind(i64::from(threshold))
             .bind(now)
+            .bind(i64::from_be_bytes(incarnation))
             .execute(&self.pool)
             .await
             .map_err(|e| match e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(format!("VM {vm_id:?} is already registered")),
+                sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(format!("VM {vm_id:?} is already registered; to start it over, an admin removes it first (`vmseal-verifier admin vms remove --vm-id {vm_id}`, audited)")),
                 e => StoreError::from(e),
             })?;
         Ok(())
@@ -622,6 +699,55 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(last.map(|l| l as u64))
+    }
+
+    /// Remove a VM and everything the verifier holds of it (appraisals, baselines, alerts and
+    /// their deliveries, nonces, capture requests, silences), in one transaction; the VM id can
+    /// then be registered again. The audit log keeps the removal (the caller writes it with the
+    /// returned summary).
+    pub async fn remove_vm(&self, vm_id: &str) -> Result<RemovedVm, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT host_id, last_seq FROM vms WHERE vm_id = $1")
+            .bind(vm_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("VM {vm_id:?}")))?;
+        let mut counts = [0i64; 3];
+        for (i, q) in [
+            "SELECT COUNT(*) AS n FROM appraisals WHERE vm_id = $1",
+            "SELECT COUNT(*) AS n FROM baselines WHERE vm_id = $1",
+            "SELECT COUNT(*) AS n FROM alerts WHERE vm_id = $1",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            counts[i] = sqlx::query(q)
+                .bind(vm_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+        }
+        for q in [
+            "DELETE FROM alert_deliveries WHERE alert_id IN (SELECT alert_id FROM alerts WHERE vm_id = $1)",
+            "DELETE FROM alerts WHERE vm_id = $1",
+            "DELETE FROM silences WHERE vm_id = $1",
+            "DELETE FROM capture_requests WHERE vm_id = $1",
+            "DELETE FROM nonces WHERE vm_id = $1",
+            "DELETE FROM baseline_regions WHERE vm_id = $1",
+            "DELETE FROM baselines WHERE vm_id = $1",
+            "DELETE FROM appraisals WHERE vm_id = $1",
+            "DELETE FROM vms WHERE vm_id = $1",
+        ] {
+            sqlx::query(q).bind(vm_id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(RemovedVm {
+            host_id: row.try_get("host_id")?,
+            last_seq: row.try_get::<Option<i64>, _>("last_seq")?.map(|s| s as u64),
+            appraisals: counts[0] as u64,
+            baselines: counts[1] as u64,
+            alerts: counts[2] as u64,
+        })
     }
 
     /// Set the capture modules allowed to capture a VM (empty: any).
@@ -701,7 +827,7 @@ impl Store {
     /// What the appraisal needs to know about a VM.
     pub async fn vm_record(&self, vm_id: &str) -> Result<VmRecord, StoreError> {
         let row = sqlx::query(
-            "SELECT v.vm_id, v.host_id, v.policy_digest, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, v.boot, v.layout, v.chain_start, h.intermediate_sha256, h.insecure_anchor, h.hardware_root, h.hardware_checked, h.hardware_status, \
+            "SELECT v.vm_id, v.host_id, v.policy_digest, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, v.boot, v.layout, v.chain_start, v.incarnation, h.intermediate_sha256, h.insecure_anchor, h.hardware_root, h.hardware_checked, h.hardware_status, \
              (SELECT MAX(b.version) FROM baselines b WHERE b.vm_id = v.vm_id) AS baseline_version \
              FROM vms v JOIN hosts h ON h.host_id = v.host_id WHERE v.vm_id = $1",
         )
@@ -767,6 +893,7 @@ impl Store {
                 .map(|v| v as u64),
             last_tier: row.try_get("last_tier")?,
             threshold_alert: row.try_get("threshold_alert")?,
+            incarnation: row.try_get("incarnation")?,
         })
     }
 
@@ -1315,7 +1442,7 @@ pub struct CaptureRequestState {
 }
 
 /// A host to pin.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct HostEnrollment<'a> {
     /// Host id (from the intermediate certificate).
     pub host_id: &'a str,
@@ -1331,6 +1458,9 @@ pub struct HostEnrollment<'a> {
     pub agent_serial: &'a str,
     /// Whether the admin's token allows another hardware root to take over an existing host id.
     pub replace: bool,
+    /// Whether the admin's token allows a new intermediate to continue the evidence chains of the
+    /// host's VMs (a rebuilt host); `replace` implies it.
+    pub restart_chains: bool,
     /// What the hardware policy checked (JSON list).
     pub hardware_checked: &'a str,
     /// The enrollment token's own hardware policy (JSON), when it had one: re-appraisals use it.
@@ -1365,12 +1495,29 @@ pub struct NewToken<'a> {
     pub require: Option<&'a str>,
     /// Whether it hands `host_id` to other hardware.
     pub replace: bool,
+    /// Whether a rebuilt host (a new intermediate) may continue its VMs' evidence chains.
+    pub restart_chains: bool,
     /// Its own hardware policy (JSON), replacing the service's.
     pub hardware: Option<&'a str>,
     /// Unix seconds.
     pub now: i64,
     /// Unix seconds.
     pub expires_at: i64,
+}
+
+/// What [`Store::remove_vm`] removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RemovedVm {
+    /// The host the VM was registered on.
+    pub host_id: String,
+    /// Its last accepted sequence number.
+    pub last_seq: Option<u64>,
+    /// Appraisals removed.
+    pub appraisals: u64,
+    /// Baseline versions removed.
+    pub baselines: u64,
+    /// Alerts removed.
+    pub alerts: u64,
 }
 
 /// What an enrollment token allows now.
@@ -1392,6 +1539,8 @@ pub enum TokenState {
         replace: bool,
         /// Its own hardware policy (JSON), when it has one.
         hardware: Option<String>,
+        /// Whether a rebuilt host may continue its VMs' chains (the admin said --restart-chains).
+        restart_chains: bool,
     },
 }
 
@@ -1468,13 +1617,17 @@ async fn upsert_host(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     e: &HostEnrollment<'_>,
     now: i64,
-) -> Result<Digest, StoreError> {
+) -> Result<(Digest, Vec<(String, u64)>), StoreError> {
     // An existing host id keeps its hardware root (or an admin replaces it), and its previous
     // agent certificate is revoked.
-    let old = sqlx::query("SELECT hardware_root, agent_serial FROM hosts WHERE host_id = $1")
-        .bind(e.host_id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let old = sqlx::query(
+        "SELECT hardware_root, agent_serial, intermediate_sha256 FROM hosts WHERE host_id = $1",
+    )
+    .bind(e.host_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let sha = HashAlg::Sha256.hash(&[e.intermediate_der]);
+    let mut continued = Vec::new();
     if let Some(r) = old {
         let root: Option<String> = r.try_get("hardware_root")?;
         if let Some(root) = root
@@ -1482,15 +1635,46 @@ async fn upsert_host(
             && !hardware_root_continues(&root, e.hardware_root)
         {
             return Err(StoreError::IdentityChanged(format!(
-                "host {:?} was enrolled with hardware root {root}, not {}: re-enrol it with the                  same TPM / SNP platform, or an admin replaces it with a token that names the                  host and says --replace",
+                "host {:?} was enrolled with hardware root {root}, not {}: re-enrol it with the \
+                 same TPM / SNP platform, or an admin replaces it with a token that names the \
+                 host and says --replace",
                 e.host_id, e.hardware_root
             )));
         }
         if let Some(serial) = r.try_get::<Option<String>, _>("agent_serial")? {
             revoke(tx, &serial, e.host_id, "re-enrolled", now).await?;
         }
+        // A new intermediate (a rebuilt host) continues its VMs' chains only when the admin's
+        // token says so: the chains' next evidence comes from a key the verifier never saw them
+        // signed with.
+        let old_sha: Vec<u8> = r.try_get("intermediate_sha256")?;
+        if old_sha != sha {
+            let rows = sqlx::query(
+                "SELECT vm_id, last_seq FROM vms WHERE host_id = $1 AND last_seq IS NOT NULL ORDER BY vm_id",
+            )
+            .bind(e.host_id)
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in rows {
+                let seq: i64 = row.try_get("last_seq")?;
+                continued.push((row.try_get::<String, _>("vm_id")?, seq as u64 + 1));
+            }
+            let allowed = e.restart_chains || e.replace;
+            if !continued.is_empty() && !allowed {
+                let names: Vec<&str> = continued.iter().map(|(v, _)| v.as_str()).collect();
+                return Err(StoreError::ChainsExist(format!(
+                    "host {:?} enrols with a new intermediate key (a rebuilt host), and its VMs {} \
+                     have evidence chains signed with the old one. An admin lets the new key \
+                     continue them with a token that says so: `vmseal-verifier admin \
+                     enrollment-token --host-id {} --restart-chains` (each continued chain is \
+                     audited); nothing was enrolled",
+                    e.host_id,
+                    names.join(", "),
+                    e.host_id
+                )));
+            }
+        }
     }
-    let sha = HashAlg::Sha256.hash(&[e.intermediate_der]);
     sqlx::query("INSERT INTO hosts (host_id, intermediate_der, intermediate_sha256, ak_name, insecure_anchor, enrolled_at, hardware_root, agent_serial, disabled_at, hardware_checked, hardware_policy, hardware_status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, 'ok') ON CONFLICT (host_id) DO UPDATE SET hardware_policy = excluded.hardware_policy, hardware_status = 'ok', intermediate_der = excluded.intermediate_der, intermediate_sha256 = excluded.intermediate_sha256, ak_name = excluded.ak_name, insecure_anchor = excluded.insecure_anchor, enrolled_at = excluded.enrolled_at, hardware_root = excluded.hardware_root, agent_serial = excluded.agent_serial, disabled_at = NULL, hardware_checked = excluded.hardware_checked")
         .bind(e.host_id)
         .bind(e.intermediate_der.to_vec())
@@ -1504,7 +1688,7 @@ async fn upsert_host(
         .bind(e.hardware_policy)
         .execute(&mut **tx)
         .await?;
-    Ok(sha)
+    Ok((sha, continued))
 }
 
 /// Revoke the certificate with `serial` (hex) inside `tx`; revoking twice is harmless.
@@ -1542,6 +1726,22 @@ fn aws_lc_rs_fill(b: &mut [u8]) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn passwords_in_database_urls_are_never_shown() {
+        assert_eq!(
+            redact_url("postgres://vmseal:s3cr:et@db.example:5432/vmseal"),
+            "postgres://vmseal:***@db.example:5432/vmseal"
+        );
+        assert_eq!(
+            redact_url("postgres://vmseal@127.0.0.1/x"),
+            "postgres://vmseal@127.0.0.1/x"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/v.db"),
+            "sqlite:///var/lib/v.db"
+        );
+    }
+
     /// Each named test, as `on_sqlite::NAME` and `on_postgres::NAME`.
     macro_rules! on_both {
         ($($name:ident),* $(,)?) => {
@@ -1569,7 +1769,166 @@ mod tests {
         the_chain_advances_once_per_sequence,
         baselines_are_versioned_never_overwritten,
         audit_log_is_hash_chained_and_tampering_shows,
+        every_acknowledged_write_is_durable,
+        a_removed_vm_leaves_nothing_and_its_id_can_be_registered_again,
+        a_rebuilt_host_continues_chains_only_with_the_admins_leave,
     );
+
+    async fn every_acknowledged_write_is_durable(db: Db) {
+        let (_d, s) = empty(db).await;
+        let how = s.durability().await.unwrap();
+        match db {
+            Db::Sqlite => assert!(
+                how.contains("synchronous=FULL") && how.contains("wal"),
+                "{how}"
+            ),
+            Db::Postgres => {
+                assert!(
+                    how.contains("synchronous_commit=on") && how.contains("fsync=on"),
+                    "{how}"
+                )
+            }
+        }
+    }
+
+    async fn a_removed_vm_leaves_nothing_and_its_id_can_be_registered_again(db: Db) {
+        let (_d, s) = store(db).await;
+        let p0 = ChainPoint {
+            seq: 0,
+            digest: [1; 32],
+        };
+        s.record_appraisal("vm1", None, p0, &V, &NO, 1)
+            .await
+            .unwrap();
+        let region = NewBaselineRegion {
+            name: "code".into(),
+            class: RegionClass::Code,
+            severity: Severity::Critical,
+            hash: HashAlg::Sha256,
+            leaves: vec![[7; 32]],
+            ranges: vec![[0x1000, 0x2000]],
+        };
+        s.promote_baseline("vm1", 0, &[3; 32], &[region], "admin", 5)
+            .await
+            .unwrap();
+        s.issue_nonce("vm1", 60, 3).await.unwrap();
+        assert!(matches!(
+            s.register_vm("vm1", "h1", 70, 6).await,
+            Err(StoreError::Conflict(m)) if m.contains("vms remove")
+        ));
+        let before = s.vm_record("vm1").await.unwrap().incarnation;
+        let r = s.remove_vm("vm1").await.unwrap();
+        assert_eq!(
+            (r.host_id.as_str(), r.last_seq, r.appraisals, r.baselines),
+            ("h1", Some(0), 1, 1)
+        );
+        for t in [
+            "appraisals",
+            "baselines",
+            "baseline_regions",
+            "nonces",
+            "vms",
+        ] {
+            let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) AS n FROM {t} WHERE vm_id = 'vm1'"
+            )))
+            .fetch_one(&s.pool)
+            .await
+            .unwrap()
+            .get("n");
+            assert_eq!(n, 0, "{t}");
+        }
+        assert!(matches!(
+            s.remove_vm("vm1").await,
+            Err(StoreError::NotFound(_))
+        ));
+        // Registered again: a new incarnation, a chain from #0, no baseline.
+        s.register_vm("vm1", "h1", 70, 7).await.unwrap();
+        let rec = s.vm_record("vm1").await.unwrap();
+        assert_ne!(rec.incarnation, before);
+        assert_eq!((rec.last, rec.baseline_version), (None, None));
+    }
+
+    async fn a_rebuilt_host_continues_chains_only_with_the_admins_leave(db: Db) {
+        let (_d, s) = store(db).await;
+        s.record_appraisal(
+            "vm1",
+            None,
+            ChainPoint {
+                seq: 0,
+                digest: [1; 32],
+            },
+            &V,
+            &NO,
+            1,
+        )
+        .await
+        .unwrap();
+        let token = |id: &'static str, restart: bool| {
+            let s = &s;
+            async move {
+                s.create_enrollment_token(&NewToken {
+                    token_id: id,
+                    created_by: "admin",
+                    host_id: Some("h1"),
+                    require: None,
+                    replace: false,
+                    restart_chains: restart,
+                    hardware: None,
+                    now: 100,
+                    expires_at: 200,
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let rebuilt = |restart: bool| HostEnrollment {
+            host_id: "h1",
+            intermediate_der: b"rebuilt-intermediate",
+            hardware_root: "tpm:e1",
+            agent_serial: "05",
+            restart_chains: restart,
+            hardware_checked: "[]",
+            ..Default::default()
+        };
+        token("t1", false).await;
+        let pinned = s.vm_record("vm1").await.unwrap().intermediate_digest;
+        assert!(matches!(
+            s.complete_enrollment("t1", None, &rebuilt(false), 150).await,
+            Err(StoreError::ChainsExist(m)) if m.contains("--restart-chains") && m.contains("vm1")
+        ));
+        // Nothing changed: the token is still usable, the old key still pinned.
+        assert!(matches!(
+            s.enrollment_token("t1", 150).await.unwrap(),
+            TokenState::Usable { .. }
+        ));
+        assert_eq!(
+            s.vm_record("vm1").await.unwrap().intermediate_digest,
+            pinned
+        );
+        token("t2", true).await;
+        let (sha, continued) = s
+            .complete_enrollment("t2", None, &rebuilt(true), 150)
+            .await
+            .unwrap();
+        assert_eq!(continued, vec![("vm1".to_owned(), 1)]);
+        let rec = s.vm_record("vm1").await.unwrap();
+        assert_eq!(rec.intermediate_digest, sha);
+        assert_eq!(
+            rec.last.map(|l| l.seq),
+            Some(0),
+            "the chain goes on from its head"
+        );
+        // The same intermediate enrolling again (an agent certificate renewed) needs no leave.
+        token("t3", false).await;
+        let again = HostEnrollment {
+            agent_serial: "06",
+            ..rebuilt(false)
+        };
+        s.complete_enrollment("t3", None, &again, 160)
+            .await
+            .unwrap();
+    }
 
     /// Which engine a test runs on: every store test runs on both.
     #[derive(Debug, Clone, Copy)]
@@ -1617,6 +1976,7 @@ mod tests {
                 hardware_root: "tpm:e1",
                 agent_serial: "01",
                 replace: false,
+                restart_chains: false,
                 hardware_checked: "[]",
                 hardware_policy: None,
             },
@@ -1636,6 +1996,7 @@ mod tests {
             host_id: Some("h1"),
             require: Some("snp"),
             replace: false,
+            restart_chains: false,
             hardware: None,
             now: 100,
             expires_at: 200,
@@ -1648,6 +2009,7 @@ mod tests {
                 host_id: Some("h1".into()),
                 require: Some("snp".into()),
                 replace: false,
+                restart_chains: false,
                 hardware: None,
             }
         );
@@ -1667,6 +2029,7 @@ mod tests {
             hardware_root: "tpm:e1;snp:c1",
             agent_serial: "02",
             replace: false,
+            restart_chains: false,
             hardware_checked: "[]",
             hardware_policy: None,
         };
@@ -1680,10 +2043,11 @@ mod tests {
             Err(StoreError::Conflict(_))
         ));
         // h1 already has vm1 (from `store()`): re-enrolment replaces the pin, keeps the VM.
-        let sha = s
+        let (sha, continued) = s
             .complete_enrollment("t1", None, &e(b"new-intermediate"), 150)
             .await
             .unwrap();
+        assert!(continued.is_empty(), "vm1 has no chain yet");
         assert_eq!(s.vm_record("vm1").await.unwrap().intermediate_digest, sha);
         assert_eq!(
             s.enrollment_token("t1", 150).await.unwrap(),
@@ -1712,6 +2076,7 @@ mod tests {
             hardware_root: root,
             agent_serial: serial,
             replace,
+            restart_chains: false,
             hardware_checked: "[]",
             hardware_policy: None,
         };
@@ -1725,6 +2090,7 @@ mod tests {
                     host_id: None,
                     require: None,
                     replace: false,
+                    restart_chains: false,
                     hardware: None,
                     now: 100,
                     expires_at: 900,

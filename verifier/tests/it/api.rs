@@ -200,6 +200,16 @@ impl Host {
         }
     }
 
+    /// Where this host's chain stands (next sequence number, last evidence digest).
+    pub(crate) fn chain(&self) -> (u64, Option<Digest>) {
+        (self.seq, self.prev)
+    }
+
+    /// Put the chain back where [`Host::chain`] said it stood.
+    pub(crate) fn set_chain(&mut self, (seq, prev): (u64, Option<Digest>)) {
+        (self.seq, self.prev) = (seq, prev);
+    }
+
     pub(crate) fn evidence(&mut self, vm: &str, nonce: Option<Vec<u8>>) -> Vec<u8> {
         self.evidence_aged(vm, nonce, 0)
     }
@@ -643,15 +653,55 @@ fn the_appraisal_loop_and_its_refusals() {
     assert_eq!(st, 200, "{a0}");
     assert_eq!(a0["score"], 50);
     check_ear(&s, &a0, Some(&nonce));
-    // Replaying it is named as such, and changes nothing.
-    let (st, e) = json(
+    // Sending it again (an agent whose answer was lost) is idempotent: the stored appraisal comes
+    // back, marked duplicate, and nothing is stored, consumed or raised.
+    let (st, again) = json(
         agent1
             .post(format!("{}/v1/vms/vm-a/evidence", s.url))
             .body(ev0.clone())
             .send()
             .unwrap(),
     );
-    assert_eq!((st, e["code"].as_str().unwrap()), (422, "replay"), "{e}");
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["duplicate"], true);
+    assert_eq!((&again["seq"], &again["ear"]), (&a0["seq"], &a0["ear"]));
+    let (_, listed) = json(
+        admin
+            .get(format!("{}/v1/vms/vm-a/appraisals", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        listed["appraisals"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+    // The verifier says where the chain stands, to the VM's agent.
+    let (st, head) = json(
+        agent1
+            .get(format!("{}/v1/vms/vm-a/chain", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{head}");
+    assert_eq!(head["next_seq"], 1);
+    assert_eq!(
+        head["prev"],
+        hex::encode(vmseal_sealer::evidence::evidence_digest(&ev0))
+    );
+    // A refusal carries the head too: evidence that skips ahead is refused, naming #1.
+    let saved = h1.chain();
+    let gap = h1.evidence_edited("vm-a", None, 0, |c| c.seq += 3);
+    h1.set_chain(saved);
+    let (st, e) = json(
+        agent1
+            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
+            .body(gap)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((st, e["code"].as_str().unwrap()), (422, "seq_gap"), "{e}");
+    assert_eq!(e["chain"], head, "{e}");
     // Another host's agent may neither submit nor ask for nonces for this VM.
     assert_eq!(
         agent2

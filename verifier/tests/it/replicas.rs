@@ -156,7 +156,7 @@ fn two_replicas_share_nonces_store_each_appraisal_once_and_alert_once() {
     );
     assert_eq!(st, 201);
 
-    // A nonce from A answers at B; the same evidence again, at A, is a replay.
+    // A nonce from A answers at B; the same evidence again, at A, gets B's stored appraisal.
     let (_, n) = json(
         agent
             .post(format!("{}/v1/vms/vm-a/nonce", sa.url))
@@ -173,15 +173,30 @@ fn two_replicas_share_nonces_store_each_appraisal_once_and_alert_once() {
             .unwrap(),
     );
     assert_eq!(st, 200, "{r}");
-    let (st, e) = json(
+    let (st, again) = json(
         agent
             .post(format!("{}/v1/vms/vm-a/evidence", sa.url))
             .body(ev)
             .send()
             .unwrap(),
     );
+    assert_eq!(
+        (st, &again["duplicate"], &again["ear"]),
+        (200, &true.into(), &r["ear"])
+    );
+    // Evidence skipping ahead, at A, is refused: an event, one evidence_refused alert delivered
+    // once.
+    let saved = h.chain();
+    let gap = h.evidence_edited("vm-a", None, 0, |c| c.seq += 2);
+    h.set_chain(saved);
+    let (st, e) = json(
+        agent
+            .post(format!("{}/v1/vms/vm-a/evidence", sa.url))
+            .body(gap)
+            .send()
+            .unwrap(),
+    );
     assert_eq!(st, 422, "{e}");
-    // The refused replay is an event: one evidence_refused alert, delivered once.
     let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
     let (status, body) = hits.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(status, 200);
@@ -189,7 +204,7 @@ fn two_replicas_share_nonces_store_each_appraisal_once_and_alert_once() {
         .unwrap();
     assert_eq!(
         (d.alert.kind.as_str(), d.alert.code.as_deref()),
-        ("evidence_refused", Some("replay"))
+        ("evidence_refused", Some("seq_gap"))
     );
     promote(sb, "vm-a", &mut h, 0);
 
@@ -278,7 +293,8 @@ fn a_replica_killed_under_load_loses_nothing_it_acknowledged() {
                     let ev = h.evidence(&vm, None);
                     let seq = h.seq - 1;
                     // Alternate replicas; after the kill, A refuses connections: fail over to B
-                    // with the same evidence (stored already: a replay; not stored: accepted).
+                    // with the same evidence (stored already: its stored appraisal, marked
+                    // duplicate; not stored: accepted).
                     let first = if killed.load(std::sync::atomic::Ordering::SeqCst) {
                         1
                     } else {
@@ -293,12 +309,6 @@ fn a_replica_killed_under_load_loses_nothing_it_acknowledged() {
                         {
                             Ok(r) if r.status().is_success() => {
                                 acked.push(seq);
-                                ok = true;
-                                break;
-                            }
-                            Ok(r) if r.status().as_u16() == 422 => {
-                                let e: serde_json::Value = r.json().unwrap();
-                                assert_eq!(e["code"], "replay", "{e}");
                                 ok = true;
                                 break;
                             }
@@ -455,8 +465,8 @@ fn a_sqlite_verifier_killed_under_load_loses_nothing_it_acknowledged() {
                                 acked.push(seq);
                                 break;
                             }
-                            // Stored just before the kill, answered never: a replay now.
-                            Ok(r) if r.status().as_u16() == 422 => break,
+                            // (Stored just before the kill, answered never: its stored
+                            // appraisal comes back now, marked duplicate.)
                             Ok(r) => panic!("{}: {}", r.status(), r.text().unwrap()),
                             Err(_) => {
                                 retries += 1;
