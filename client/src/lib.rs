@@ -323,6 +323,13 @@ impl ClientError {
         }
     }
 
+    /// Whether the verifier received the request and answered (a refusal, an answer this client
+    /// rejected), as opposed to a request that never reached it (unreachable, TLS refused, bad
+    /// local credentials).
+    pub fn reached_verifier(&self) -> bool {
+        matches!(self, Self::Api { .. } | Self::Answer(_) | Self::Ear(_))
+    }
+
     /// The chain head a refusal of evidence carried, if any.
     pub fn chain_head(&self) -> Option<&ChainHead> {
         match self {

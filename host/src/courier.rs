@@ -10,8 +10,9 @@
 //!   verifier's reason beside it, and the local chain moves to the head the refusal named, so the
 //!   next snapshot is accepted once the cause is fixed;
 //! - **undelivered** — the verifier could not be reached (or was overloaded) for the whole retry
-//!   window: the same evidence was retried with backoff, then set aside under `undelivered/`, and
-//!   the local chain stepped back so the next snapshot takes its place.
+//!   window, or the request could not be made at all (a CA that is not the verifier's): the same
+//!   evidence was retried with backoff where waiting can help, then set aside under
+//!   `undelivered/`, and the local chain stepped back so the next snapshot takes its place.
 //!
 //! Nothing a host sealed is ever overwritten: the files set aside stay beside the accepted ones.
 
@@ -236,8 +237,8 @@ impl<'a> Courier<'a> {
                 Err(e) => e,
             };
             let stopping = self.stop.is_some_and(|s| s.load(Ordering::Relaxed));
-            if e.is_transient() {
-                if !stopping && Instant::now() + wait < deadline {
+            if e.is_transient() || !e.reached_verifier() {
+                if e.is_transient() && !stopping && Instant::now() + wait < deadline {
                     on_retry(attempts, &e, wait);
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(MAX_BACKOFF);

@@ -899,8 +899,15 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
                 }
             });
             match &d {
-                vmseal_host::courier::Delivery::Accepted { appraisal: ap, .. } if a.json => {
-                    println!("{}", serde_json::json!({ "appraisal": ap }))
+                vmseal_host::courier::Delivery::Accepted {
+                    appraisal: ap,
+                    attempts,
+                    ..
+                } if a.json => {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "appraisal": ap, "attempts": attempts })
+                    )
                 }
                 vmseal_host::courier::Delivery::Accepted { appraisal: ap, .. } => {
                     let changed: Vec<String> = ap["changes"]
