@@ -316,7 +316,7 @@ fn tpm_anchor_node(a: &TpmAnchor, c: &ParsedCert, ctx: &Context) -> Node {
 }
 
 /// Roots for SNP checks: configured ones, plus the anchor's own test hierarchy with --allow-insecure.
-fn snp_trust_for(
+pub(crate) fn snp_trust_for(
     a_ark: &[u8],
     a_ask: &[u8],
     product_hint: Option<vmseal_sealer::snp::Product>,

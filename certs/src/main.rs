@@ -2,6 +2,7 @@
 //! SNP reports and vmseal evidence, from public material only.
 #![forbid(unsafe_code)]
 
+mod chain;
 mod inspect;
 mod model;
 
@@ -66,9 +67,20 @@ enum Cmd {
         trust: TrustArgs,
     },
     /// Verify files; exit 0 when all are valid under the trust configuration.
+    #[command(
+        after_help = "With --chain, the files (or directories of *.cose files) are a VM's \
+history: each is verified, then every VM's evidence must form one unbroken chain, and each gap, \
+fork, broken link or reorder is named with its files (exit 1).\n\nExample:\n  \
+vmseal-certs verify --chain --roots ek-ca.pem /var/lib/vmseal/evidence/web-1"
+    )]
     Verify {
-        /// Files: evidence, certificate chains (leaf first or any order), auxblobs, configfs-tsm JSON.
+        /// Files: evidence, certificate chains (leaf first or any order), auxblobs, configfs-tsm
+        /// JSON; with --chain, evidence files and directories of them.
         files: Vec<PathBuf>,
+        /// Check that each VM's evidence forms one unbroken chain (sequence numbers and `prev`
+        /// digests), as well as verifying every file.
+        #[arg(long, conflicts_with_all = ["report", "vcek"])]
+        chain: bool,
         /// A bare SNP report to verify (with --vcek).
         #[arg(long, requires = "vcek")]
         report: Option<PathBuf>,
@@ -213,9 +225,29 @@ fn run(cli: Cli) -> Result<bool> {
         }
         Cmd::Verify {
             files,
+            chain: true,
+            trust,
+            ..
+        } => {
+            let ctx = context(&trust)?;
+            let files = chain::expand(&files)?;
+            if files.is_empty() {
+                bail!("nothing to verify: give evidence files or directories holding *.cose files");
+            }
+            let a = chain::audit(&files, &ctx);
+            if trust.json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+            } else {
+                chain::print(&a);
+            }
+            Ok(a.ok())
+        }
+        Cmd::Verify {
+            files,
             report,
             vcek,
             trust,
+            ..
         } => {
             let ctx = context(&trust)?;
             if files.is_empty() && report.is_none() {

@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod anchor;
+pub mod chain;
 pub mod claims;
 pub mod evidence;
 pub mod keys;

@@ -339,8 +339,54 @@ pub fn verify_evidence(
     trust: &TrustConfig,
     now: OffsetDateTime,
 ) -> Result<VerifiedEvidence, VerifyError> {
+    verify_evidence_cached(bytes, trust, now, &IntermediateCache::default())
+}
+
+/// Intermediate certificates already verified (their self-signature and anchors, the costly
+/// part: a TPM quote, an SNP report and its AMD chain), by SHA-256 of their DER. A host's
+/// evidence all carries the same intermediate, so an auditor checking a year of it verifies the
+/// anchors once. Valid for one trust configuration and one verification time: make a new cache
+/// for another.
+#[derive(Debug, Default)]
+pub struct IntermediateCache(
+    std::sync::RwLock<std::collections::HashMap<Digest, VerifiedIntermediate>>,
+);
+
+impl IntermediateCache {
+    fn get_or_verify(
+        &self,
+        der: &[u8],
+        trust: &TrustConfig,
+        now: OffsetDateTime,
+    ) -> Result<VerifiedIntermediate, VerifyError> {
+        let digest = crate::merkle::HashAlg::Sha256.hash(&[der]);
+        if let Some(v) = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            return Ok(v.clone());
+        }
+        let v = verify_intermediate(der, trust, now)?;
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, v.clone());
+        Ok(v)
+    }
+}
+
+/// [`verify_evidence`] with intermediates verified once per `cache`: the leaf, its certificate
+/// and the evidence signature are checked every time.
+pub fn verify_evidence_cached(
+    bytes: &[u8],
+    trust: &TrustConfig,
+    now: OffsetDateTime,
+    cache: &IntermediateCache,
+) -> Result<VerifiedEvidence, VerifyError> {
     let ev = DecodedEvidence::decode(bytes)?;
-    let inter = verify_intermediate(&ev.intermediate_der, trust, now)?;
+    let inter = cache.get_or_verify(&ev.intermediate_der, trust, now)?;
     verify_leaf(&ev.leaf_der, &ev.intermediate_der, now)?;
     let leaf = ParsedCert::from_der(&ev.leaf_der).map_err(VerifyError::IntermediateParse)?;
     if !MlDsa::MlDsa65.verify(&leaf.public_key, &ev.signed_bytes, &ev.signature) {
