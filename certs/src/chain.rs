@@ -80,12 +80,16 @@ fn trust_for(intermediate_der: &[u8], ctx: &Context) -> TrustConfig {
     trust
 }
 
+/// One file's outcome: its link in a chain and whether its anchor was the INSECURE stand-in, or
+/// why it did not verify.
+type Verified = Result<(ChainLink, bool), String>;
+
 /// Verify `files` and check the chains they form.
 pub(crate) fn audit(files: &[PathBuf], ctx: &Context) -> ChainAudit {
     let started = Instant::now();
     let cache = IntermediateCache::default();
     let trusts: Mutex<HashMap<Digest, TrustConfig>> = Mutex::default();
-    let one = |path: &Path| -> Result<(ChainLink, bool), String> {
+    let one = |path: &Path| -> Verified {
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
         let d = DecodedEvidence::decode(&bytes).map_err(|e| e.to_string())?;
         let inter = HashAlg::Sha256.hash(&[&d.intermediate_der]);
@@ -130,7 +134,7 @@ pub(crate) fn audit(files: &[PathBuf], ctx: &Context) -> ChainAudit {
             insecure,
         ))
     };
-    let results: Vec<(String, Result<(ChainLink, bool), String>)> = files
+    let results: Vec<(String, Verified)> = files
         .par_iter()
         .map(|f| (f.display().to_string(), one(f)))
         .collect();
