@@ -102,5 +102,108 @@ fn hashing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, seal, hashing);
+/// An auditor's `vmseal-certs verify --chain` over a VM's history: 200 evidence of one host whose
+/// intermediate carries an SEV-SNP anchor (the software stand-in: same report format, same ECDSA
+/// P-384 chain as the AMD hardware's), verified with the intermediate checked once per run (the
+/// cache) beside each evidence verified alone (the tool before), single-threaded.
+fn chain(c: &mut Criterion) {
+    use vmseal_sealer::anchor::{SnpAnchor, snp_binding};
+    use vmseal_sealer::chain::{ChainLink, check_chains};
+    use vmseal_sealer::snp::Product;
+    use vmseal_sealer::snp::provider::{InsecureSoft, ReportProvider};
+    use vmseal_sealer::snp::standin::TestHierarchy;
+    use vmseal_sealer::snp::verify::AmdRoots;
+    use vmseal_sealer::verify::{IntermediateCache, verify_evidence_cached};
+
+    vmseal_sealer::keys::warm_up();
+    let now = OffsetDateTime::now_utc();
+    let key = IntermediateKey::generate().expect("keygen");
+    let h = TestHierarchy::generate(Product::Milan).expect("stand-in");
+    let nonce = vec![7u8; 32];
+    let ev = InsecureSoft {
+        hierarchy: h,
+        version: 3,
+        knobs: Default::default(),
+    }
+    .report(&snp_binding(key.spki_der(), &nonce))
+    .expect("report");
+    let anchor = SnpAnchor {
+        provider: ev.provider,
+        report: ev.report,
+        vek: ev.vek,
+        ask: ev.ask.clone(),
+        ark: ev.ark.clone(),
+        nonce,
+    };
+    let der = issue_intermediate(
+        &key,
+        &IntermediateProfile {
+            host_id: "bench",
+            tpm: None,
+            snp: Some(&anchor),
+            validity: Duration::days(1),
+        },
+        now,
+    )
+    .expect("intermediate");
+    let s = Sealer::new(key, der).expect("sealer");
+    let mut trust = TrustConfig {
+        require: AnchorRequirement::from_name("snp").expect("snp"),
+        ..TrustConfig::default()
+    };
+    trust.snp = trust.snp.clone().allow_insecure(AmdRoots {
+        product: Product::Milan,
+        ark: ev.ark,
+        ask: ev.ask,
+        asvk: None,
+        insecure: true,
+    });
+    const N: u64 = 200;
+    let mut prev = None;
+    let history: Vec<Vec<u8>> = (0..N)
+        .map(|seq| {
+            let mut cl = example::claims("vm-bench", seq);
+            cl.prev = prev;
+            let e = s.seal(&cl, now).expect("seal");
+            prev = Some(vmseal_sealer::evidence::evidence_digest(&e));
+            e
+        })
+        .collect();
+    let mut g = c.benchmark_group("chain of 200 evidence");
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
+    g.bench_function("verify --chain (intermediate verified once)", |b| {
+        b.iter(|| {
+            let cache = IntermediateCache::default();
+            let links: Vec<ChainLink> = history
+                .iter()
+                .map(|e| {
+                    let v = verify_evidence_cached(black_box(e), &trust, now, &cache)
+                        .expect("verify");
+                    ChainLink {
+                        source: String::new(),
+                        vm_id: v.claims.vm_id,
+                        host_id: v.host_id,
+                        seq: v.claims.seq,
+                        prev: v.claims.prev,
+                        digest: v.digest,
+                        iat: v.claims.iat,
+                        intermediate: v.intermediate_digest,
+                    }
+                })
+                .collect();
+            assert!(check_chains(links)[0].intact());
+        })
+    });
+    g.bench_function("baseline: each evidence verified alone", |b| {
+        b.iter(|| {
+            for e in &history {
+                black_box(verify_evidence(black_box(e), &trust, now).expect("verify"));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, seal, hashing, chain);
 criterion_main!(benches);
