@@ -10,8 +10,10 @@
 #      the verifier's trust score falls and names the region that changed
 #   7. the alert reaches a local webhook receiver, which verifies its signature with ca.pem
 #   8. a host that captures under a doctored policy leaving out the code region is refused, and the
-#      refusal is an alert
-#   9. vmseal-certs verifies the evidence offline; a tampered copy is refused
+#      refusal is an alert; the refused evidence is set aside, and once the cause is gone the next
+#      capture is accepted on the verifier's chain, with no manual step
+#   9. vmseal-certs verifies the evidence offline, and the VM's history as one unbroken chain; a
+#      tampered copy is refused
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -105,6 +107,17 @@ grep -q "evidence_refused" "$work/alerts.log"
 for _ in $(seq 1 100); do grep -q "evidence_refused" "$work/webhook.log" && break; sleep 0.1; done
 grep "evidence_refused" "$work/webhook.log"
 wait "$receiver_pid"; receiver_pid=""
+echo "the refused evidence is kept, with the verifier's reason:"
+ls "$work/ev2/refused"
+cat "$work/ev2/refused/"*.json; echo
+
+step "recovery: the host captures under the verifier's policy again; it builds on the verifier's chain, so the next snapshot is accepted with no manual step"
+"$bin/vmseal-host" vm run --state "$work/host" --vm-id demo-vm --captures 1 --out-dir "$work/ev3" "${agent[@]}" \
+    | tee "$work/recovered.log"
+grep -q "VERIFIER: trust score 100" "$work/recovered.log"
+
+step "offline: an auditor checks the VM's whole history as one chain (a removed or forked snapshot would be named)"
+"$bin/vmseal-certs" verify --chain --roots "$SWTPM_EK_CA" --allow-insecure "$work/ev0" "$work/ev1" "$work/ev2" "$work/ev3"
 
 step "offline: vmseal-certs verifies the attacked snapshot from public material"
 "$bin/vmseal-certs" verify --roots "$SWTPM_EK_CA" --allow-insecure "$work/ev1/demo-vm-000002.cose"
@@ -123,4 +136,4 @@ if "$bin/vmseal-certs" verify --roots "$SWTPM_EK_CA" --allow-insecure "$work/tam
     echo "UNEXPECTED: tampered evidence accepted" >&2; exit 1
 fi
 
-step "done: baseline promoted, the clean capture scored 100, the code patch dropped the trust score to 0 and named region guest-code; the signed alert reached the webhook; a capture under a doctored policy was refused and alerted"
+step "done: baseline promoted, the clean capture scored 100, the code patch dropped the trust score to 0 and named region guest-code; the signed alert reached the webhook; a capture under a doctored policy was refused and alerted, and the next capture was accepted on the verifier's chain"

@@ -1237,7 +1237,7 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
             );
             match &delivery {
                 Some(d @ vmseal_host::courier::Delivery::Accepted { appraisal: a, .. }) => {
-                    println!("  {}: {}", e.vm, verdict_words(a, d));
+                    println!("  {}: verifier {}", e.vm, verdict_words(a, d));
                 }
                 Some(d) => eprintln!("  {}: submission {}", e.vm, d.describe()),
                 None => {}
@@ -1341,7 +1341,7 @@ fn verdict_words(a: &serde_json::Value, d: &vmseal_host::courier::Delivery) -> S
         );
     }
     format!(
-        "verifier trust score {} ({}){}{again}",
+        "trust score {} ({}){}{again}",
         a["score"],
         a["tier"].as_str().unwrap_or("?"),
         if a["alert"] == true { " ALERT" } else { "" }

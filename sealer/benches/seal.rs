@@ -178,8 +178,8 @@ fn chain(c: &mut Criterion) {
             let links: Vec<ChainLink> = history
                 .iter()
                 .map(|e| {
-                    let v = verify_evidence_cached(black_box(e), &trust, now, &cache)
-                        .expect("verify");
+                    let v =
+                        verify_evidence_cached(black_box(e), &trust, now, &cache).expect("verify");
                     ChainLink {
                         source: String::new(),
                         vm_id: v.claims.vm_id,

@@ -230,12 +230,6 @@ pub enum AppraisalError {
         /// Window.
         window: i64,
     },
-    /// The sequence number was already appraised (same evidence again).
-    #[error("replay: evidence #{seq} was already appraised")]
-    Replay {
-        /// Sequence.
-        seq: u64,
-    },
     /// An older sequence number than the last appraised.
     #[error("out of order: evidence #{seq} arrived after #{last}")]
     Reordered {
@@ -273,7 +267,9 @@ pub enum AppraisalError {
         seq: u64,
     },
     /// Captured under another policy than the one assigned.
-    #[error("captured under policy {got} but the VM is assigned policy {want}")]
+    #[error(
+        "captured under policy {got} but the VM is assigned policy {want}: capture under the assigned policy (the agent fetches it, `GET /v1/vms/{{vm}}/policy`; `vm run` without --policy uses it), or assign the new one (`admin assign-policy`)"
+    )]
     Policy {
         /// Claimed digest, hex.
         got: String,
@@ -331,7 +327,6 @@ impl AppraisalError {
             Self::NotPinned => "not_enrolled",
             Self::Nonce => "bad_nonce",
             Self::Stale { .. } => "stale",
-            Self::Replay { .. } => "replay",
             Self::Reordered { .. } => "reordered",
             Self::Gap { .. } => "seq_gap",
             Self::ChainStart { .. } => "chain_start",
@@ -567,13 +562,8 @@ pub fn appraise(
     if !v.pinned || v.intermediate_digest != vm.intermediate_digest {
         return Err(AppraisalError::NotPinned);
     }
-    // The same evidence again is named a replay, whatever its nonce has become meanwhile.
-    if let Some(last) = vm.last
-        && c.seq == last.seq
-        && v.digest == last.digest
-    {
-        return Err(AppraisalError::Replay { seq: c.seq });
-    }
+    // The same evidence again never reaches an appraisal: the service answers it with the
+    // stored result (an idempotent retry); here it is out of order like any older evidence.
     if c.nonce.is_some() {
         if !fresh.nonce_accepted {
             return Err(AppraisalError::Nonce);
@@ -596,9 +586,6 @@ pub fn appraise(
             });
         }
         None => {}
-        Some(last) if c.seq == last.seq && v.digest == last.digest => {
-            return Err(AppraisalError::Replay { seq: c.seq });
-        }
         Some(last) if c.seq <= last.seq => {
             return Err(AppraisalError::Reordered {
                 seq: c.seq,
@@ -1122,7 +1109,7 @@ mod tests {
         let b = Some(&f.baseline);
         assert_eq!(
             appraise(&v0, &vm, b, fresh()).unwrap_err(),
-            AppraisalError::Replay { seq: 0 }
+            AppraisalError::Reordered { seq: 0, last: 0 }
         );
         let v1 = verify(&f, &claims(&f, 1, Some(v0.digest), &[], false));
         appraise(&v1, &vm, b, fresh()).unwrap();

@@ -947,7 +947,7 @@ async fn list_appraisals(
 #[utoipa::path(post, path = "/v1/vms/{vm}/evidence", tag = "evidence", params(("vm" = String, Path, description = "VM id")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "COSE_Sign1 snapshot evidence"),
     responses((status = 200, description = "The appraisal, with `regions`, `hash_alg` and the signed `ear`", body = crate::appraise::Appraisal),
-        (status = 422, description = "Refused; the code names the check (replay, seq_gap, bad_nonce, stale, policy_mismatch, …)", body = vmseal_client::ApiErrorBody)))]
+        (status = 422, description = "Refused; the code names the check (seq_gap, bad_nonce, stale, policy_mismatch, …) and `chain` says where the VM's chain stands", body = vmseal_client::ApiErrorBody)))]
 async fn submit_evidence(
     req: HttpRequest,
     path: web::Path<String>,
@@ -1863,6 +1863,64 @@ mod tests {
         assert!(json["components"]["schemas"]["Appraisal"].is_object());
     }
 
+    /// Quoted codes following each of `patterns` in `text`: `bad("code"`, `code: "code"`, ….
+    fn quoted_after(text: &str, patterns: &[&str]) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for p in patterns {
+            for (i, _) in text.match_indices(p) {
+                let rest = text[i + p.len()..].trim_start();
+                if let Some(r) = rest.strip_prefix('"')
+                    && let Some(end) = r.find('"')
+                    && !r[..end].is_empty()
+                    && r[..end]
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_')
+                {
+                    out.insert(r[..end].to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_error_codes_in_the_docs_are_the_ones_the_service_answers() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut answered = std::collections::BTreeSet::new();
+        for e in std::fs::read_dir(root.join("src")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_none_or(|x| x != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            // The service's code, not its tests.
+            let text = text.split("#[cfg(test)]").next().unwrap();
+            answered.extend(quoted_after(text, &["bad(", "refused(", "code: "]));
+            // The `code()` of ApiError and AppraisalError: their match arms.
+            if let Some(i) = text.find("pub fn code(&self) -> &'static str {") {
+                let body = &text[i..];
+                let body = &body[..body.find("\n    }\n").unwrap()];
+                answered.extend(quoted_after(body, &["=> "]));
+            }
+        }
+        let doc = std::fs::read_to_string(root.join("../docs/api.md")).unwrap();
+        let section = &doc[doc
+            .find("## Error codes")
+            .expect("api.md has an Error codes section")..];
+        let mut documented = std::collections::BTreeSet::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let first = line.split('|').nth(1).unwrap();
+            documented.extend(first.split('`').skip(1).step_by(2).map(str::to_owned));
+        }
+        let undocumented: Vec<_> = answered.difference(&documented).collect();
+        let unanswered: Vec<_> = documented.difference(&answered).collect();
+        assert!(
+            undocumented.is_empty() && unanswered.is_empty(),
+            "docs/api.md \"Error codes\": add {undocumented:?}, remove {unanswered:?}"
+        );
+        assert!(answered.len() > 50, "{answered:?}");
+    }
+
     #[test]
     fn every_error_has_a_stable_code_and_status() {
         let cases = [
@@ -1871,10 +1929,10 @@ mod tests {
             (bad("bad_json", "x"), "bad_json", 400),
             (
                 ApiError::Refused {
-                    code: "replay",
+                    code: "seq_gap",
                     message: "x".into(),
                 },
-                "replay",
+                "seq_gap",
                 422,
             ),
             (ApiError::Conflict("x".into()), "conflict", 409),
