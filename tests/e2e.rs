@@ -2878,3 +2878,55 @@ fn an_auditor_finds_every_gap_and_fork_in_a_vms_history() {
         text(&o)
     );
 }
+
+/// Every fuzz target under fuzz/ also runs as a short deterministic smoke test on stable (a
+/// `fuzzing::<target>` call in some crate's tests), and docs/testing.md names every target.
+#[test]
+fn every_fuzz_target_has_a_smoke_run_and_is_documented() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut tests_text = String::new();
+    for dir in [
+        "sealer/tests/it",
+        "host/tests/it",
+        "verifier/tests/it",
+        "guest-shim/tests",
+    ] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "rs") {
+                tests_text.push_str(&std::fs::read_to_string(p).unwrap());
+            }
+        }
+    }
+    let testing = std::fs::read_to_string(root.join("docs/testing.md")).unwrap();
+    let mut targets = Vec::new();
+    for e in std::fs::read_dir(root.join("fuzz/fuzz_targets")).unwrap() {
+        let p = e.unwrap().path();
+        targets.push(p.file_stem().unwrap().to_str().unwrap().to_owned());
+    }
+    targets.sort();
+    let smoked: Vec<&String> = targets
+        .iter()
+        .filter(|t| {
+            ['(', ',', ';']
+                .iter()
+                .any(|c| tests_text.contains(&format!("fuzzing::{t}{c}")))
+        })
+        .collect();
+    assert_eq!(
+        smoked.len(),
+        targets.len(),
+        "smoke runs: {smoked:?} of {targets:?}"
+    );
+    for t in &targets {
+        assert!(
+            testing.contains(&format!("`{t}`")),
+            "docs/testing.md does not name {t}"
+        );
+    }
+    assert!(
+        testing.contains(&format!("{} targets", targets.len())),
+        "docs/testing.md must say how many targets there are ({})",
+        targets.len()
+    );
+}

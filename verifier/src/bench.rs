@@ -255,8 +255,11 @@ pub(crate) fn spawn_service(
     database: String,
     workers: usize,
 ) -> Result<u16, Box<dyn std::error::Error>> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
+    // A free port, bound again by the server itself: the accept backlog applies only to a socket
+    // the server binds (a pre-bound listener keeps the 128 it was made with).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     std::thread::spawn(move || {
         let ready = ready_tx.clone();
@@ -296,7 +299,7 @@ pub(crate) fn spawn_service(
             .keep_alive(Duration::from_secs(75))
             .client_request_timeout(Duration::from_secs(10))
             .backlog(4096)
-            .listen_rustls_0_23(listener, tls)
+            .bind_rustls_0_23(("127.0.0.1", port), tls)
             .map_err(|e| e.to_string())?
             .run();
             let _ = ready.send(Ok(()));

@@ -524,6 +524,8 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
     // on SIGTERM, requests in flight get 30 s to finish.
     .client_request_timeout(std::time::Duration::from_secs(10))
     .keep_alive(std::time::Duration::from_secs(75))
+    // A fleet of agents reconnecting at once (after a restart) queues rather than being refused.
+    .backlog(4096)
     .shutdown_timeout(30);
     if let Some(w) = c.workers {
         server = server.workers(w);

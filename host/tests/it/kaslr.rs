@@ -137,3 +137,25 @@ fn section_and_gva_selectors_follow_the_slide() {
     let s = Snapshot::full(&mut src, plan, Consistency::StopCopy).unwrap();
     assert!(s.trees[0].leaf_count() > 100);
 }
+
+/// The `kernel_image` fuzz target's entry point on the real bzImage's first 64 KiB and on
+/// deterministic mutations of its header (stable toolchain): errors, never panics.
+#[test]
+fn kernel_image_target_never_panics() {
+    let k = kernel();
+    let head = &k[..k.len().min(64 << 10)];
+    vmseal_host::fuzzing::kernel_image(head);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut d = head[..1024].to_vec();
+        let i = (x as usize) % d.len();
+        d[i] ^= (x >> 32) as u8 | 1;
+        if x.is_multiple_of(7) {
+            d.truncate((x >> 8) as usize % d.len());
+        }
+        vmseal_host::fuzzing::kernel_image(&d);
+    }
+}

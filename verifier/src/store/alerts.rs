@@ -14,7 +14,8 @@ use super::{Backend, Store, StoreError, append_audit};
 
 /// Seconds a replica owns a claimed delivery; a webhook call is cut off well before (10 s).
 pub const DELIVERY_LEASE_S: i64 = 60;
-/// Attempts before a delivery is given up (backoff 5 s doubling to 1 h: about 18 hours).
+/// Attempts before a delivery is given up (backoff 5 s doubling to 1 h: the last attempt comes
+/// 15.4 hours after the first, as docs/api.md says).
 pub const MAX_DELIVERY_ATTEMPTS: i64 = 25;
 
 /// An alert to raise.
@@ -650,6 +651,22 @@ mod tests {
     use super::*;
     use crate::appraise::ChainPoint;
     use crate::store::Verdict;
+
+    #[test]
+    fn the_documented_retry_span_is_the_codes() {
+        let span: i64 = (1..MAX_DELIVERY_ATTEMPTS).map(backoff_s).sum();
+        let hours = format!("{:.1} hours", span as f64 / 3600.0);
+        assert_eq!(hours, "15.4 hours");
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md"),
+        )
+        .unwrap();
+        let doc = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            doc.contains(&format!("the last {hours} after the first")),
+            "docs/api.md"
+        );
+    }
 
     fn below(seq: u64) -> AlertPlan {
         AlertPlan {
