@@ -1002,7 +1002,7 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     let o = admin(&["--json", "alerts", "show", &id]);
     let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(shown["alert"]["state"], "resolved", "{shown}");
-    let o = admin(&["audit-verify"]);
+    let o = admin(&["audit", "verify"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("audit log intact"), "{}", text(&o));
 }
@@ -1553,7 +1553,7 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
         "{}",
         text(&o)
     );
-    ok(admin(&["audit-verify"]));
+    ok(admin(&["audit", "verify"]));
 
     // vm-b: a module rule pinning the real binary's build lets it capture; the doctored policy
     // does not.
@@ -1621,7 +1621,7 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
     ]));
     let o = ok(vm_run("vm-c", &["--captures", "1"], "vm-c2", true));
     assert_eq!(appraisals(&o)[0]["seq"], 5, "{}", text(&o));
-    ok(admin(&["audit-verify"]));
+    ok(admin(&["audit", "verify"]));
 }
 
 /// `vmseal-host run --json` in the background: its events, line by line, on a channel.
@@ -2766,7 +2766,7 @@ fn a_refused_snapshot_never_wedges_a_vm_and_a_rebuilt_host_resumes() {
     ok(enroll("token3"));
     let (o, l) = vm_run(&url, &ca, &[]);
     assert_eq!(accepted_seq(&o, &l), 6, "{}", text(&o));
-    let audit = ok(admin(&["--json", "audit-verify"]));
+    let audit = ok(admin(&["--json", "audit", "verify"]));
     assert!(audit.status.success());
 
     // 6. Removed and registered again: the chain starts over at #0, no manual step on the host.
@@ -2929,4 +2929,222 @@ fn every_fuzz_target_has_a_smoke_run_and_is_documented() {
         "docs/testing.md must say how many targets there are ({})",
         targets.len()
     );
+}
+
+/// The audit log cannot be rewritten unnoticed: the verifier signs checkpoints of its head, every
+/// alert delivery carries the newest (the reference receiver keeps them), and `vmseal-certs
+/// verify-audit` checks an export against them offline — a history rewritten with every hash
+/// recomputed (what a database writer can do) is named.
+#[test]
+fn signed_audit_checkpoints_expose_a_rewritten_history() {
+    let h = Host::new("none");
+    let vst = h.p("verifier");
+    let ek = h.ek_ca();
+    let (_server, url) = Verifier::fresh(
+        &vst,
+        &[
+            "--require",
+            "tpm",
+            "--ek-roots",
+            &ek,
+            "--audit-checkpoint-secs",
+            "1",
+        ],
+    );
+    let admin = |args: &[&str]| admin_cli(&url, &vst, args);
+    let ok = |o: Output| {
+        assert!(o.status.success(), "{}", text(&o));
+        o
+    };
+    let ca = format!("{vst}/ca.pem");
+    ok(admin(&[
+        "enrollment-token",
+        "--host-id",
+        "e2e-host",
+        "--out-cert",
+        &h.p("t.pem"),
+        "--out-key",
+        &h.p("t.key"),
+    ]));
+    ok(run(
+        "vmseal-host",
+        &[
+            "enroll",
+            "--state",
+            &h.p("state"),
+            "--verifier",
+            &url,
+            "--verifier-ca",
+            &ca,
+            "--token-cert",
+            &h.p("t.pem"),
+            "--token-key",
+            &h.p("t.key"),
+            "--agent-cert",
+            &h.p("agent.pem"),
+            "--agent-key",
+            &h.p("agent.key"),
+        ],
+    ));
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../host/policies/micro-vm.toml")
+        .display()
+        .to_string();
+    ok(admin(&[
+        "register-vm",
+        "--vm-id",
+        "vm-a",
+        "--host-id",
+        "e2e-host",
+        "--policy",
+        &policy,
+    ]));
+    // A receiver that keeps the checkpoints its deliveries carry.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kept = h.p("kept");
+    let receiver = Command::new(bin("vmseal-verifier"))
+        .args([
+            "webhook-receiver",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--ca",
+            &ca,
+            "--name",
+            "ops",
+            "--count",
+            "1",
+            "--checkpoints",
+            &kept,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ok(admin(&[
+        "webhooks",
+        "add",
+        "--name",
+        "ops",
+        "--url",
+        &format!("http://127.0.0.1:{port}/"),
+    ]));
+    // Let the periodic checkpoint cover the setup, then raise an alert: a refused snapshot.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::fs::write(
+        h.p("edited.toml"),
+        format!("{}\n# edited\n", std::fs::read_to_string(&policy).unwrap()),
+    )
+    .unwrap();
+    let o = run(
+        "vmseal-host",
+        &[
+            "vm",
+            "run",
+            "--state",
+            &h.p("state"),
+            "--vm-id",
+            "vm-a",
+            "--mem-mib",
+            "16",
+            "--ws-pages",
+            "64",
+            "--out-dir",
+            &h.p("ev"),
+            "--captures",
+            "1",
+            "--policy",
+            &h.p("edited.toml"),
+            "--verifier",
+            &url,
+            "--verifier-ca",
+            &ca,
+            "--agent-cert",
+            &h.p("agent.pem"),
+            "--agent-key",
+            &h.p("agent.key"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = receiver.wait_with_output().unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("verified audit checkpoint: entry #"),
+        "{printed}"
+    );
+    assert!(
+        std::fs::read_dir(&kept).unwrap().count() >= 1,
+        "the receiver kept the checkpoint"
+    );
+    // On demand, and the export.
+    ok(admin(&["audit", "checkpoint", "--out", &h.p("now.jwt")]));
+    ok(admin(&["audit", "export", "--out", &h.p("audit.json")]));
+    let verify = |export: &str, checkpoints: &[&str]| {
+        let mut a = vec!["verify-audit", "--ca", &ca, "--export", export];
+        for c in checkpoints {
+            a.extend(["--checkpoint", c]);
+        }
+        run("vmseal-certs", &a)
+    };
+    let o = verify(&h.p("audit.json"), &[&kept, &h.p("now.jwt")]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("audit log intact"), "{}", text(&o));
+    // The history rewritten: the enrollment's entry edited, every later hash recomputed.
+    let mut e: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(h.p("audit.json")).unwrap()).unwrap();
+    let entries = e["entries"].as_array_mut().unwrap();
+    let mut prev = [0u8; 32];
+    for x in entries.iter_mut() {
+        if x["action"] == "enroll_host" {
+            x["detail"] = serde_json::Value::String("{\"host\":\"someone-else\"}".into());
+        }
+        let h = vmseal_client::audit::entry_hash(
+            &prev,
+            x["id"].as_i64().unwrap(),
+            x["at"].as_i64().unwrap(),
+            x["actor"].as_str().unwrap(),
+            x["action"].as_str().unwrap(),
+            x["detail"].as_str().unwrap(),
+        );
+        x["prev_hash"] = hex::encode(prev).into();
+        x["hash"] = hex::encode(h).into();
+        prev = h;
+    }
+    std::fs::write(h.p("rewritten.json"), serde_json::to_vec(&e).unwrap()).unwrap();
+    let o = verify(&h.p("rewritten.json"), &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "without checkpoints: {}",
+        text(&o)
+    );
+    let o = verify(&h.p("rewritten.json"), &[&kept, &h.p("now.jwt")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("was rewritten"), "{}", text(&o));
+    // A checkpoint signed by another verifier's key is refused, not trusted.
+    let other = h.p("other-verifier");
+    ok(run("vmseal-verifier", &["init", "--state", &other]));
+    let o = run(
+        "vmseal-certs",
+        &[
+            "verify-audit",
+            "--ca",
+            &format!("{other}/ca.pem"),
+            "--export",
+            &h.p("audit.json"),
+            "--checkpoint",
+            &h.p("now.jwt"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("INVALID"), "{}", text(&o));
 }

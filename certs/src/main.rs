@@ -66,6 +66,31 @@ enum Cmd {
         #[command(flatten)]
         trust: TrustArgs,
     },
+    /// Check an export of a verifier's audit log offline: its hash chain, and that it agrees
+    /// with signed checkpoints kept outside the verifier (a webhook receiver's, an auditor's).
+    #[command(
+        after_help = "Exit status: 0 intact and agreeing with every checkpoint, 1 not (the \
+first place the history differs is named), 2 usage or I/O error.\n\nExample:\n  \
+vmseal-verifier admin --state DIR audit export --out audit.json\n  \
+vmseal-certs verify-audit --ca DIR/ca.pem --export audit.json --checkpoint /srv/hooks/checkpoints"
+    )]
+    VerifyAudit {
+        /// The verifier's CA certificate (its ca.pem): checkpoints must be signed under it.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The audit log export (`vmseal-verifier admin audit export --out FILE`).
+        #[arg(long)]
+        export: PathBuf,
+        /// A signed checkpoint (JWS), or a directory of them (*.jwt); repeatable.
+        #[arg(long = "checkpoint")]
+        checkpoints: Vec<PathBuf>,
+        /// Check the checkpoints' certificates as of this time (RFC 3339) instead of now.
+        #[arg(long, value_parser = parse_time)]
+        at: Option<OffsetDateTime>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify files; exit 0 when all are valid under the trust configuration.
     #[command(
         after_help = "With --chain, the files (or directories of *.cose files) are a VM's \
@@ -223,6 +248,13 @@ fn run(cli: Cli) -> Result<bool> {
             print(&out, trust.json)?;
             Ok(true)
         }
+        Cmd::VerifyAudit {
+            ca,
+            export,
+            checkpoints,
+            at,
+            json,
+        } => verify_audit(&ca, &export, &checkpoints, at, json),
         Cmd::Verify {
             files,
             chain: true,
@@ -322,6 +354,93 @@ fn run(cli: Cli) -> Result<bool> {
             Ok(ok)
         }
     }
+}
+
+/// `verify-audit`: the export's chain, and every checkpoint given.
+fn verify_audit(
+    ca: &PathBuf,
+    export: &PathBuf,
+    checkpoints: &[PathBuf],
+    at: Option<OffsetDateTime>,
+    json: bool,
+) -> Result<bool> {
+    use vmseal_client::audit::{AuditEntry, verify_checkpoint, verify_export};
+    let ca_pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    #[derive(serde::Deserialize)]
+    struct Export {
+        entries: Vec<AuditEntry>,
+    }
+    let text =
+        std::fs::read(export).with_context(|| format!("cannot read {}", export.display()))?;
+    let e: Export = serde_json::from_slice(&text).with_context(|| {
+        format!(
+            "{} is not an audit export (`admin audit export --out FILE` writes one)",
+            export.display()
+        )
+    })?;
+    let mut files = Vec::new();
+    for p in checkpoints {
+        if p.is_dir() {
+            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read directory {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "jwt"))
+                .collect();
+            in_dir.sort();
+            files.extend(in_dir);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let now = at.unwrap_or_else(OffsetDateTime::now_utc);
+    let mut verified = Vec::new();
+    let mut bad = Vec::new();
+    for f in &files {
+        let t =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        match verify_checkpoint(&t, &ca_pem, now) {
+            Ok(c) => verified.push(c),
+            Err(err) => bad.push(format!(
+                "{}: not a checkpoint signed under {}: {err}",
+                f.display(),
+                ca.display()
+            )),
+        }
+    }
+    let r = verify_export(&e.entries, &verified);
+    let ok = r.is_ok() && bad.is_empty();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "intact": ok,
+                "report": r.as_ref().ok(),
+                "error": r.as_ref().err(),
+                "bad_checkpoints": bad,
+            }))?
+        );
+    } else {
+        for b in &bad {
+            println!("INVALID: {b}");
+        }
+        match &r {
+            Ok(r) => println!(
+                "audit log intact: {} entries (#1..#{}), agreeing with {} checkpoint(s){}",
+                r.entries,
+                r.last_id,
+                r.checkpoints,
+                match r.checkpointed_up_to {
+                    Some(id) if id < r.last_id => format!(
+                        "; entries after #{id} are chained but no checkpoint given vouches for them yet"
+                    ),
+                    Some(_) => String::new(),
+                    None => "; with no checkpoint, a rewrite by whoever can write the database would not show".into(),
+                }
+            ),
+            Err(e) => println!("audit log NOT intact: {e}"),
+        }
+    }
+    Ok(ok)
 }
 
 fn main() -> ExitCode {

@@ -164,6 +164,9 @@ pub struct AlertDelivery {
     pub attempt: u32,
     /// When it was signed, Unix seconds.
     pub iat: i64,
+    /// The newest signed audit checkpoint at delivery time (a JWS for
+    /// [`crate::audit::verify_checkpoint`]): keep it, so a copy lives outside the verifier.
+    pub checkpoint: Option<String>,
 }
 
 /// Verify a webhook delivery body (a compact JWS) from public material only: its `x5c`
@@ -209,5 +212,8 @@ pub fn verify_alert(
         jti,
         attempt: claims["vmseal.attempt"].as_u64().unwrap_or(0) as u32,
         iat,
+        checkpoint: claims["vmseal.audit_checkpoint"]
+            .as_str()
+            .map(str::to_owned),
     })
 }

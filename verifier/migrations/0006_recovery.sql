@@ -8,3 +8,13 @@ ALTER TABLE vms ADD COLUMN incarnation BIGINT NOT NULL DEFAULT 0;
 -- those chains only with an admin's token that allows it (`enrollment-token --restart-chains`, or
 -- `--replace`); each continued chain is audited.
 ALTER TABLE enrollment_tokens ADD COLUMN restart_chains BIGINT NOT NULL DEFAULT 0;
+
+-- Signed checkpoints of the audit chain's head (at an interval and on demand): the verifier's
+-- result key signs (entry id, entry hash); each alert delivery carries the latest, so copies live
+-- outside this database and a rewritten history shows against them (`vmseal-certs verify-audit`).
+CREATE TABLE audit_checkpoints (
+    audit_id BIGINT PRIMARY KEY,
+    hash     BYTEA NOT NULL,
+    at       BIGINT NOT NULL,
+    token    TEXT NOT NULL
+);

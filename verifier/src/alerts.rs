@@ -137,6 +137,7 @@ pub fn spawn_workers(st: web::Data<AppState>) {
     actix_web::rt::spawn(deliver_forever(st.clone()));
     actix_web::rt::spawn(revocations_forever(st.clone()));
     actix_web::rt::spawn(reappraise_forever(st.clone()));
+    actix_web::rt::spawn(checkpoint_forever(st.clone()));
     actix_web::rt::spawn(sweep_forever(st));
 }
 
@@ -173,6 +174,17 @@ async fn reappraise_forever(st: web::Data<AppState>) {
             tracing::warn!("re-appraising hosts' hardware: {e}; retrying");
         }
         tokio::time::sleep(crate::hardware::REAPPRAISE_EVERY).await;
+    }
+}
+
+/// Sign a checkpoint of the audit chain's head at start and every `audit_checkpoint_every`, when
+/// it moved (every replica does; the same entry is checkpointed once).
+async fn checkpoint_forever(st: web::Data<AppState>) {
+    loop {
+        if let Err(e) = crate::server::checkpoint_now(&st).await {
+            tracing::warn!("signing an audit checkpoint: {e}; retrying at the next interval");
+        }
+        tokio::time::sleep(st.settings.audit_checkpoint_every).await;
     }
 }
 
@@ -268,7 +280,21 @@ fn delivery_error(e: reqwest::Error) -> String {
 }
 
 async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, d: &ClaimedDelivery) {
-    let outcome = match st.ear.sign_alert(&d.alert, &d.webhook, d.attempt, now()) {
+    // The newest audit checkpoint travels with every alert: copies live at the receivers.
+    let checkpoint = match st.store.checkpoints(1).await {
+        Ok(c) => c.into_iter().next().map(|(_, t)| t),
+        Err(e) => {
+            tracing::warn!("reading the newest audit checkpoint: {e}; delivering without it");
+            None
+        }
+    };
+    let outcome = match st.ear.sign_alert(
+        &d.alert,
+        &d.webhook,
+        d.attempt,
+        now(),
+        checkpoint.as_deref(),
+    ) {
         Err(e) => Err(format!("signing: {e}")),
         Ok(jwt) => http
             .post(&d.url)

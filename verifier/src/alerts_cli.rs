@@ -374,9 +374,14 @@ pub(crate) struct ReceiverArgs {
     /// Print each verified alert as one JSON line.
     #[arg(long)]
     json: bool,
+    /// Keep each new audit checkpoint the deliveries carry here (`checkpoint-<entry>.jwt`), for
+    /// `vmseal-certs verify-audit --checkpoint DIR`.
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
 }
 
 struct Receiver {
+    checkpoints: Option<PathBuf>,
     ca: Vec<u8>,
     name: String,
     seen: Mutex<(HashSet<String>, u64, u64)>,
@@ -426,6 +431,34 @@ async fn receive(
         return HttpResponse::Ok().finish();
     }
     seen.1 += 1;
+    // The audit checkpoint it carries: verified like the alert, kept when asked.
+    if let Some(t) = &delivery.checkpoint {
+        match vmseal_client::audit::verify_checkpoint(t, &r.ca, time::OffsetDateTime::now_utc()) {
+            Ok(c) => {
+                if let Some(dir) = &r.checkpoints {
+                    let p = dir.join(format!("checkpoint-{:08}.jwt", c.audit_id));
+                    if !p.exists()
+                        && let Err(e) = std::fs::create_dir_all(dir)
+                            .map_err(|e| e.to_string())
+                            .and_then(|()| {
+                                vmseal_sealer::state::write_atomic(&p, format!("{t}\n").as_bytes())
+                                    .map_err(|e| e.to_string())
+                            })
+                    {
+                        eprintln!("cannot keep the audit checkpoint in {}: {e}", p.display());
+                    }
+                }
+                if !r.json {
+                    println!(
+                        "verified audit checkpoint: entry #{} has hash {}",
+                        c.audit_id,
+                        c.audit_hash.get(..16).unwrap_or(&c.audit_hash)
+                    );
+                }
+            }
+            Err(e) => eprintln!("REFUSED the audit checkpoint the delivery carried: {e}"),
+        }
+    }
     if r.json {
         println!(
             "{}",
@@ -449,6 +482,7 @@ async fn receive(
 pub(crate) fn receiver(a: ReceiverArgs) -> Result<()> {
     let ca = std::fs::read(&a.ca).with_context(|| format!("cannot read {}", a.ca.display()))?;
     let r = actix_web::web::Data::new(Receiver {
+        checkpoints: a.checkpoints.clone(),
         ca,
         name: a.name,
         seen: Mutex::new((HashSet::new(), 0, 0)),

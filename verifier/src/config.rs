@@ -10,6 +10,7 @@
 //! max_age = 300                        # seconds: evidence without a nonce may be this old
 //! nonce_ttl = 120                      # seconds a nonce stays valid
 //! default_threshold = 70               # alert threshold of VMs registered without one
+//! audit_checkpoint_secs = 3600         # sign a checkpoint of the audit chain this often
 //! workers = 2                          # HTTP worker threads (default: one per core)
 //! tls_key_exchange = "pq-only"         # pq-preferred (default): X25519MLKEM768 first, classical
 //!                                      # groups for peers without it; pq-only: refuse those peers
@@ -25,7 +26,8 @@
 //!
 //! Environment: `VMSEAL_STATE`, `VMSEAL_LISTEN`, `VMSEAL_DATABASE`, `VMSEAL_REQUIRE`,
 //! `VMSEAL_EK_ROOTS` (comma-separated), `VMSEAL_INSECURE_SNP_ROOT`, `VMSEAL_MAX_AGE`,
-//! `VMSEAL_NONCE_TTL`, `VMSEAL_DEFAULT_THRESHOLD`, `VMSEAL_WORKERS`, `VMSEAL_TLS_KEY_EXCHANGE`. Other `VMSEAL_*` variables
+//! `VMSEAL_NONCE_TTL`, `VMSEAL_DEFAULT_THRESHOLD`, `VMSEAL_AUDIT_CHECKPOINT_SECS`, `VMSEAL_WORKERS`,
+//! `VMSEAL_TLS_KEY_EXCHANGE`. Other `VMSEAL_*` variables
 //! (`VMSEAL_LOG`, the clients' `VMSEAL_VERIFIER`, …) are not the service's and are ignored; a
 //! misspelt key in the file is an error naming it.
 
@@ -84,6 +86,8 @@ pub struct ServeConfig {
     pub nonce_ttl: i64,
     /// Alert threshold of VMs registered without one.
     pub default_threshold: u8,
+    /// Seconds between signed checkpoints of the audit chain (when it moved).
+    pub audit_checkpoint_secs: u64,
     /// HTTP worker threads; one per core when absent.
     #[serde(default)]
     pub workers: Option<usize>,
@@ -108,6 +112,7 @@ struct FileKeys {
     max_age: Option<i64>,
     nonce_ttl: Option<i64>,
     default_threshold: Option<u8>,
+    audit_checkpoint_secs: Option<u64>,
     workers: Option<usize>,
     tls_key_exchange: Option<String>,
     hardware: Option<vmseal_client::HardwarePolicy>,
@@ -169,6 +174,7 @@ impl ServeConfig {
             .and_then(|b| b.set_default("max_age", 300))
             .and_then(|b| b.set_default("nonce_ttl", 120))
             .and_then(|b| b.set_default("default_threshold", 70))
+            .and_then(|b| b.set_default("audit_checkpoint_secs", 3600))
             .and_then(|b| b.set_default("tls_key_exchange", "pq-preferred"))
             .map_err(invalid)?;
         if let Some(f) = file {
@@ -203,6 +209,11 @@ impl ServeConfig {
         if c.default_threshold > 100 {
             return Err(ConfigError::Invalid(
                 "default_threshold must be 0-100".into(),
+            ));
+        }
+        if c.audit_checkpoint_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "audit_checkpoint_secs must be at least 1".into(),
             ));
         }
         if c.max_age <= 0 || c.nonce_ttl <= 0 {

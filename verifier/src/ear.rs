@@ -139,13 +139,35 @@ impl EarSigner {
         jsonwebtoken::encode(&header, &claims, &self.key)
     }
 
-    /// A webhook delivery of `alert` to `webhook` (see `vmseal_client::verify_alert`).
+    /// A signed checkpoint of the audit chain: entry `audit_id` has hash `hash` (see
+    /// `vmseal_client::audit::verify_checkpoint`).
+    pub fn sign_checkpoint(
+        &self,
+        audit_id: i64,
+        hash: &[u8; 32],
+        iat: i64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let claims = serde_json::json!({
+            "iss": "vmseal-verifier",
+            "iat": iat,
+            "vmseal.audit_id": audit_id,
+            "vmseal.audit_hash": hex::encode(hash),
+        });
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.typ = Some(vmseal_client::audit::CHECKPOINT_JWT_TYP.into());
+        header.x5c = Some(self.x5c.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key)
+    }
+
+    /// A webhook delivery of `alert` to `webhook` (see `vmseal_client::verify_alert`), carrying
+    /// the newest signed audit checkpoint, so copies of it live at every receiver.
     pub fn sign_alert(
         &self,
         alert: &vmseal_client::Alert,
         webhook: &str,
         attempt: i64,
         iat: i64,
+        checkpoint: Option<&str>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = serde_json::json!({
             "iss": "vmseal-verifier",
@@ -154,6 +176,7 @@ impl EarSigner {
             "aud": webhook,
             "vmseal.attempt": attempt,
             "vmseal.alert": alert,
+            "vmseal.audit_checkpoint": checkpoint,
         });
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.typ = Some(vmseal_client::ALERT_JWT_TYP.into());

@@ -62,6 +62,26 @@ pub mod fuzzing {
                 300,
                 time::OffsetDateTime::UNIX_EPOCH,
             );
+            // And what auditors parse: signed audit checkpoints.
+            let _ = vmseal_client::audit::verify_checkpoint(
+                token,
+                b"",
+                time::OffsetDateTime::UNIX_EPOCH,
+            );
+        }
+        // An audit export, checked against no checkpoints and against a made-up one.
+        #[derive(serde::Deserialize)]
+        struct Export {
+            entries: Vec<vmseal_client::audit::AuditEntry>,
+        }
+        if let Ok(e) = serde_json::from_slice::<Export>(data) {
+            let cp = vmseal_client::audit::AuditCheckpoint {
+                audit_id: e.entries.len() as i64,
+                audit_hash: "00".repeat(32),
+                iat: 0,
+            };
+            let _ = vmseal_client::audit::verify_export(&e.entries, &[]);
+            let _ = vmseal_client::audit::verify_export(&e.entries, &[cp]);
         }
         // Evidence and intermediate certificates go through the sealer's public verification,
         // which has its own targets (evidence, certificate).

@@ -192,8 +192,10 @@ Exit status with --wait: 0 when the appraisal is in (its score is printed), 1 on
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    /// Re-hash the audit log's whole chain and say whether it is intact (exit 1 if not).
-    AuditVerify,
+    /// The audit log: verify its hash chain here, sign a checkpoint of its head, or export it
+    /// for an offline check against checkpoints kept elsewhere (`vmseal-certs verify-audit`).
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// List, show, acknowledge, silence and watch alerts.
     #[command(subcommand)]
     Alerts(alerts_cli::AlertsCmd),
@@ -212,6 +214,35 @@ Exit status with --wait: 0 when the appraisal is in (its score is printed), 1 on
         /// Remove the schedule (no silence alerts).
         #[arg(long, conflicts_with = "every")]
         none: bool,
+    },
+}
+
+/// `admin audit …`.
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Re-hash the audit log's whole chain at the verifier and say whether it is intact (exit 1
+    /// if not).
+    Verify,
+    /// Sign a checkpoint of the audit chain's head now (or get the newest, when the chain has
+    /// not moved); keep it outside the verifier. Alert deliveries carry the newest too.
+    #[command(
+        after_help = "Example:\n  vmseal-verifier admin --state DIR audit checkpoint --out checkpoints/now.jwt"
+    )]
+    Checkpoint {
+        /// Write the signed checkpoint (a JWS) here as well.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Export the whole audit log (JSON), to check offline with
+    /// `vmseal-certs verify-audit --export FILE --checkpoint …`.
+    #[command(
+        after_help = "Example:\n  vmseal-verifier admin --state DIR audit export --out audit.json\n  \
+vmseal-certs verify-audit --ca DIR/ca.pem --export audit.json --checkpoint checkpoints/"
+    )]
+    Export {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -382,7 +413,8 @@ For a browser, bundle them: openssl pkcs12 -export -in carol.pem -inkey carol.ke
     #[command(
         after_help = "Settings come from, lowest to highest: defaults, --config FILE (TOML), VMSEAL_* \
 environment variables (VMSEAL_STATE, VMSEAL_LISTEN, VMSEAL_DATABASE, VMSEAL_REQUIRE, VMSEAL_EK_ROOTS, \
-VMSEAL_MAX_AGE, VMSEAL_NONCE_TTL, VMSEAL_DEFAULT_THRESHOLD, VMSEAL_WORKERS, VMSEAL_TLS_KEY_EXCHANGE), and these options. With \
+VMSEAL_MAX_AGE, VMSEAL_NONCE_TTL, VMSEAL_DEFAULT_THRESHOLD, VMSEAL_AUDIT_CHECKPOINT_SECS, VMSEAL_WORKERS, \
+VMSEAL_TLS_KEY_EXCHANGE), and these options. With \
 no file at all, --state is enough: SQLite in the state directory, 127.0.0.1:8443. See docs/operations.md.\n\n\
 Examples:\n  vmseal-verifier serve --state /var/lib/vmseal-verifier --ek-roots tpm-vendor-ca.pem\n  \
 vmseal-verifier serve --config /etc/vmseal/verifier.toml"
@@ -415,6 +447,10 @@ vmseal-verifier serve --config /etc/vmseal/verifier.toml"
         /// HTTP worker threads [default: one per core].
         #[arg(long)]
         workers: Option<usize>,
+        /// Sign a checkpoint of the audit chain's head this often, seconds (when it moved); each
+        /// alert delivery carries the newest [default: 3600].
+        #[arg(long)]
+        audit_checkpoint_secs: Option<u64>,
         /// TLS key exchange: pq-preferred (X25519MLKEM768 first, classical groups for clients
         /// without it) or pq-only (refuse clients that cannot do X25519MLKEM768) [default:
         /// pq-preferred].
@@ -423,7 +459,6 @@ vmseal-verifier serve --config /etc/vmseal/verifier.toml"
     },
 }
 
-/// Read a policy file as text, for the verifier to check and keep.
 /// A policy file's text, checked here with the host's own parser first: a mistake is named with
 /// its line before anything is sent.
 fn read_policy(path: &std::path::Path) -> anyhow::Result<String> {
@@ -507,6 +542,7 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
         enrollment_trust: trust,
         default_threshold: c.default_threshold,
         hardware: c.hardware.clone(),
+        audit_checkpoint_every: std::time::Duration::from_secs(c.audit_checkpoint_secs),
     };
     let ear = vmseal_verifier::ear::EarSigner::load_or_create(state, &ca)
         .context("cannot load or create the EAR signing key")?;
@@ -821,7 +857,35 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                 }
             }
         }
-        AdminCmd::AuditVerify => {
+        AdminCmd::Audit(AuditCmd::Checkpoint { out }) => {
+            let c = client.post_json("/v1/audit/checkpoints", &())?;
+            let token = c["token"].as_str().unwrap_or_default();
+            if let Some(p) = &out {
+                vmseal_sealer::state::write_atomic(p, format!("{token}\n").as_bytes())?;
+            }
+            if !conn.json {
+                println!(
+                    "audit checkpoint: entry #{} has hash {}{}",
+                    c["audit_id"],
+                    c["audit_hash"].as_str().unwrap_or("?"),
+                    out.map(|p| format!(" (signed, in {})", p.display()))
+                        .unwrap_or_else(|| format!("\n{token}"))
+                );
+                return Ok(());
+            }
+            c
+        }
+        AdminCmd::Audit(AuditCmd::Export { out }) => {
+            let e = client.get("/v1/audit/export")?;
+            vmseal_sealer::state::write_atomic(&out, serde_json::to_string_pretty(&e)?.as_bytes())?;
+            let n = e["entries"].as_array().map_or(0, Vec::len);
+            if !conn.json {
+                println!("{n} audit entries written to {}", out.display());
+                return Ok(());
+            }
+            serde_json::json!({ "entries": n, "out": out })
+        }
+        AdminCmd::Audit(AuditCmd::Verify) => {
             let out = client.get("/v1/audit/verify")?;
             if out["ok"] != true {
                 anyhow::bail!(
@@ -1065,6 +1129,7 @@ fn main() -> std::process::ExitCode {
             insecure_snp_root,
             max_age,
             workers,
+            audit_checkpoint_secs,
             tls_key_exchange,
         } => {
             let path = |p: PathBuf| p.display().to_string();
@@ -1080,6 +1145,7 @@ fn main() -> std::process::ExitCode {
             o.extend(insecure_snp_root.map(|v| ("insecure_snp_root", path(v))));
             o.extend(max_age.map(|v| ("max_age", v.to_string())));
             o.extend(workers.map(|v| ("workers", v.to_string())));
+            o.extend(audit_checkpoint_secs.map(|v| ("audit_checkpoint_secs", v.to_string())));
             o.extend(tls_key_exchange.map(|v| ("tls_key_exchange", v)));
             vmseal_verifier::config::ServeConfig::load(config.as_deref(), None, &o)
                 .map_err(anyhow::Error::from)

@@ -219,6 +219,8 @@ pub struct Settings {
     pub default_threshold: u8,
     /// What enrolling hosts' hardware must be (a token may carry its own).
     pub hardware: vmseal_client::HardwarePolicy,
+    /// How often the audit chain's head is checkpointed (signed), when it moved.
+    pub audit_checkpoint_every: std::time::Duration,
 }
 
 /// Shared state of the handlers.
@@ -841,6 +843,83 @@ async fn remove_vm(
     Ok(HttpResponse::Ok().json(detail))
 }
 
+/// Sign a checkpoint of the audit chain's head now, unless the newest one already names it.
+/// Returns (entry id, token).
+pub(crate) async fn checkpoint_now(st: &AppState) -> Result<(i64, String), ApiError> {
+    let (id, hash) = st.store.audit_head().await?;
+    if let Some((last, token)) = st.store.checkpoints(1).await?.into_iter().next()
+        && last == id
+    {
+        return Ok((id, token));
+    }
+    let token = st
+        .ear
+        .sign_checkpoint(id, &hash, now())
+        .map_err(|e| ApiError::Internal(format!("signing an audit checkpoint: {e}")))?;
+    st.store.record_checkpoint(id, &hash, now(), &token).await?;
+    tracing::info!(audit_id = id, "audit checkpoint signed");
+    Ok((id, token))
+}
+
+/// `POST /v1/audit/checkpoints` (admin): sign a checkpoint of the audit chain's head now (or
+/// return the newest, when the chain has not moved since). Keep it outside the verifier:
+/// `vmseal-certs verify-audit` checks an export against it.
+#[utoipa::path(post, path = "/v1/audit/checkpoints", tag = "operations",
+    responses((status = 200, description = "`{audit_id, audit_hash, iat, token}`")))]
+async fn create_checkpoint(_who: Admin, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (_, token) = checkpoint_now(&st).await?;
+    checkpoint_json(&st, &token).map(|j| HttpResponse::Ok().json(j))
+}
+
+fn checkpoint_json(st: &AppState, token: &str) -> Result<serde_json::Value, ApiError> {
+    let c = vmseal_client::audit::verify_checkpoint(
+        token,
+        st.ca.cert_pem.as_bytes(),
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| ApiError::Internal(format!("a stored audit checkpoint does not verify: {e}")))?;
+    Ok(
+        serde_json::json!({ "audit_id": c.audit_id, "audit_hash": c.audit_hash, "iat": c.iat, "token": token }),
+    )
+}
+
+/// `GET /v1/audit/checkpoints?limit=N` (admin, viewer): the newest signed checkpoints.
+#[utoipa::path(get, path = "/v1/audit/checkpoints", tag = "operations",
+    params(("limit" = Option<u32>, Query, description = "1..=500, default 20")),
+    responses((status = 200, description = "`{checkpoints: [{audit_id, audit_hash, iat, token}]}`, newest first")))]
+async fn list_checkpoints(
+    req: HttpRequest,
+    query: web::Query<AppraisalsQuery>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    reader(&req)?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=MAX_LISTED_APPRAISALS).contains(&limit) {
+        return Err(bad(
+            "bad_query",
+            format!("limit must be 1..={MAX_LISTED_APPRAISALS}, not {limit}"),
+        ));
+    }
+    let list = st
+        .store
+        .checkpoints(limit)
+        .await?
+        .iter()
+        .map(|(_, t)| checkpoint_json(&st, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "checkpoints": list })))
+}
+
+/// `GET /v1/audit/export` (admin, viewer): the whole audit log, oldest first, for an offline
+/// check against checkpoints (`vmseal-certs verify-audit`).
+#[utoipa::path(get, path = "/v1/audit/export", tag = "operations",
+    responses((status = 200, description = "`{entries: [AuditEntry]}`")))]
+async fn audit_export(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    reader(&req)?;
+    let entries = st.store.audit_export().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": entries })))
+}
+
 /// `POST /v1/vms/{vm}/modules` (admin): the capture modules (name, version, optionally the
 /// SHA-256 of the binary) allowed to capture the VM; evidence from any other is refused
 /// `module_not_allowed`. An empty list allows any module.
@@ -1412,7 +1491,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
 (with Retry-After) while the database cannot be reached."
     ),
     paths(
-        healthz, metrics, openapi_json, verify_audit,
+        healthz, metrics, openapi_json, verify_audit, create_checkpoint, list_checkpoints, audit_export,
         crate::ui::root, crate::ui::index, crate::ui::script, crate::ui::style, crate::ui::icon,
         crate::enroll::create_token, crate::enroll::challenge, crate::enroll::begin, crate::enroll::activate,
         register_vm, list_vms, set_threshold, assign_policy, get_policy, get_chain, remove_vm, allow_modules, reset_chain, list_hosts, disable_host, promote_baseline, active_baseline,
@@ -1604,6 +1683,17 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
         (M::POST, "/v1/vms/{vm}/policy", r(M::POST).to(assign_policy)),
         (M::GET, "/v1/vms/{vm}/policy", r(M::GET).to(get_policy)),
         (M::GET, "/v1/vms/{vm}/chain", r(M::GET).to(get_chain)),
+        (
+            M::POST,
+            "/v1/audit/checkpoints",
+            r(M::POST).to(create_checkpoint),
+        ),
+        (
+            M::GET,
+            "/v1/audit/checkpoints",
+            r(M::GET).to(list_checkpoints),
+        ),
+        (M::GET, "/v1/audit/export", r(M::GET).to(audit_export)),
         (M::DELETE, "/v1/vms/{vm}", r(M::DELETE).to(remove_vm)),
         (
             M::POST,

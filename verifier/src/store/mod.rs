@@ -159,16 +159,7 @@ pub struct AuditEntry {
 }
 
 fn audit_hash(prev: &[u8], id: i64, at: i64, actor: &str, action: &str, detail: &str) -> Digest {
-    HashAlg::Sha256.hash(&[
-        prev,
-        &id.to_be_bytes(),
-        &at.to_be_bytes(),
-        actor.as_bytes(),
-        &[0],
-        action.as_bytes(),
-        &[0],
-        detail.as_bytes(),
-    ])
+    vmseal_client::audit::entry_hash(prev, id, at, actor, action, detail)
 }
 
 /// `url` fit to print: a password in it (`postgres://user:secret@host/db`) is replaced by `***`.
@@ -1325,6 +1316,71 @@ impl Store {
         let e = append_audit(&mut tx, actor, action, detail, now).await?;
         tx.commit().await?;
         Ok(e)
+    }
+
+    /// Where the audit chain's head stands: the last entry's id (0 when empty) and hash.
+    pub async fn audit_head(&self) -> Result<(i64, Digest), StoreError> {
+        let r = sqlx::query("SELECT id, hash FROM audit_head WHERE one = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let hash = match r.try_get::<Option<Vec<u8>>, _>("hash")? {
+            Some(h) => digest(h, "audit head")?,
+            None => [0; 32],
+        };
+        Ok((r.try_get("id")?, hash))
+    }
+
+    /// Keep a signed checkpoint of entry `audit_id` (once: another replica may have made the same).
+    pub async fn record_checkpoint(
+        &self,
+        audit_id: i64,
+        hash: &Digest,
+        at: i64,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_checkpoints (audit_id, hash, at, token) VALUES ($1, $2, $3, $4) ON CONFLICT (audit_id) DO NOTHING")
+            .bind(audit_id)
+            .bind(hash.to_vec())
+            .bind(at)
+            .bind(token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest signed checkpoints, newest first: (entry id, token).
+    pub async fn checkpoints(&self, limit: u32) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT audit_id, token FROM audit_checkpoints ORDER BY audit_id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("audit_id")?, r.try_get("token")?)))
+            .collect()
+    }
+
+    /// The whole audit log, oldest first, as `GET /v1/audit/export` serves it.
+    pub async fn audit_export(&self) -> Result<Vec<vmseal_client::audit::AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(vmseal_client::audit::AuditEntry {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    detail: r.try_get("detail")?,
+                    prev_hash: hex::encode(r.try_get::<Vec<u8>, _>("prev_hash")?),
+                    hash: hex::encode(r.try_get::<Vec<u8>, _>("hash")?),
+                })
+            })
+            .collect()
     }
 
     /// Re-hash the whole audit log; returns the number of entries, or where it breaks.
