@@ -229,6 +229,51 @@ fn insecure_stand_in_needs_allow_insecure() {
 #[test]
 fn bad_inputs_get_clear_errors_and_change_nothing() {
     let h = Host::new("none");
+    // A TPM address with a typo is named, not replaced by a default port; a bare device path
+    // gets its prefix.
+    for (tcti, says) in [
+        ("swtpm:host=127.0.0.1,prot=2321", "host=H and port=P only"),
+        ("/dev/tpmrm0", "device:/dev/tpmrm0"),
+    ] {
+        let o = run(
+            "vmseal-host",
+            &[
+                "init",
+                "--state",
+                &h.p("other-state"),
+                "--tpm",
+                tcti,
+                "--snp",
+                "none",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains(says), "{tcti}: {}", text(&o));
+    }
+    // An unreachable PostgreSQL is named as such at once, its password never shown.
+    let vst = h.p("verifier");
+    assert!(
+        run("vmseal-verifier", &["init", "--state", &vst])
+            .status
+            .success()
+    );
+    let o = run(
+        "vmseal-verifier",
+        &[
+            "serve",
+            "--state",
+            &vst,
+            "--database",
+            "postgres://vmseal:hunter2@127.0.0.1:1/vmseal",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("PostgreSQL at 127.0.0.1:1 cannot be reached")
+            && !text(&o).contains("hunter2"),
+        "{}",
+        text(&o)
+    );
     // Not a whole number of pages.
     std::fs::write(h.p("mem.raw"), vec![0u8; 5000]).unwrap();
     let o = h.seal("vm-c", "x.cose", &[]);
@@ -2505,6 +2550,11 @@ fn a_refused_snapshot_never_wedges_a_vm_and_a_rebuilt_host_resumes() {
         ok(admin(&a));
     };
     token("token", &[]);
+    // The token's key given as its certificate: named before anything is sent.
+    std::fs::copy(h.p("token.key"), h.p("swapped.pem")).unwrap();
+    std::fs::copy(h.p("token.key"), h.p("swapped.key")).unwrap();
+    let o = enroll("swapped");
+    assert!(text(&o).contains("not a PEM certificate"), "{}", text(&o));
     ok(enroll("token"));
     let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../host/policies/micro-vm.toml")
@@ -2644,6 +2694,11 @@ fn a_refused_snapshot_never_wedges_a_vm_and_a_rebuilt_host_resumes() {
     ok(run("vmseal-verifier", &["init", "--state", &other_ca]));
     let (o, _) = vm_run(&url, &format!("{other_ca}/ca.pem"), &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("give the verifier's own ca.pem"),
+        "{}",
+        text(&o)
+    );
     let (o, l) = vm_run(&url, &ca, &[]);
     assert_eq!(accepted_seq(&o, &l), 2, "{}", text(&o));
 

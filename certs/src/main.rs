@@ -459,7 +459,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", vmseal_client::error_text(e.chain()));
             ExitCode::from(2)
         }
     }

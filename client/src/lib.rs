@@ -270,14 +270,17 @@ pub enum ClientError {
     /// Credentials or CA could not be loaded.
     #[error("TLS setup: {0}")]
     Tls(String),
-    /// The verifier could not be reached (including a refused TLS handshake).
-    #[error("cannot reach the verifier at {url}: {source}")]
+    /// The verifier URL is not one a client can use.
+    #[error("verifier URL {0}")]
+    Url(String),
+    /// The verifier could not be reached (including a refused TLS handshake). The message names
+    /// every cause down the chain, and the fix when it is a known one.
+    #[error("cannot reach the verifier at {url}: {}", transport_text(.cause))]
     Transport {
         /// URL.
         url: String,
-        /// Cause.
-        #[source]
-        source: reqwest::Error,
+        /// Cause (not a `source`: its whole chain is in this error's message already).
+        cause: reqwest::Error,
     },
     /// The verifier answered 2xx with something this client does not understand.
     #[error("unexpected answer from the verifier (is it the same vmseal version?): {0}")]
@@ -298,6 +301,89 @@ pub enum ClientError {
     },
 }
 
+/// A transport error's whole cause chain (reqwest's own message omits it), each cause once, and
+/// the fix for the common ones.
+fn transport_text(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = c.source();
+    }
+    let text = parts.join(": ");
+    let hint = if text.contains("UnknownIssuer")
+        || text.contains("unknown issuer")
+        || text.contains("BadSignature")
+    {
+        " — the verifier's certificate is not issued by the CA given (--verifier-ca, --ca or [verifier] \
+         ca): give the verifier's own ca.pem"
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
+        " — the verifier's certificate does not name this host: use a name it was issued for \
+         (localhost, or one given to `vmseal-verifier init --name`)"
+    } else if text.contains("CertificateRequired") || text.contains("certificate required") {
+        " — the verifier wants a client certificate from its CA: enrol the host (`vmseal-host \
+         enroll`) or give --cert/--key"
+    } else if text.contains("Connection refused") {
+        " — nothing listens there: is `vmseal-verifier serve` running, and the port right?"
+    } else if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        " — that port does not speak TLS: is the URL's port the verifier's?"
+    } else {
+        ""
+    };
+    format!("{text}{hint}")
+}
+
+/// An error and its causes as one line, each cause once: a cause whose text its parent's message
+/// already holds (many messages embed their cause) is not repeated. For a command's final error
+/// message (`error_text(anyhow_error.chain())`).
+pub fn error_text<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut out = String::new();
+    for c in chain {
+        let t = c.to_string();
+        if out.contains(&t) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&t);
+    }
+    out
+}
+
+/// Check a verifier URL before anything is sent: `https://host[:port]`, nothing else.
+pub fn check_url(url: &str) -> Result<(), ClientError> {
+    let rest = match url.split_once("://") {
+        Some(("https", rest)) => rest,
+        Some(("http", rest)) => {
+            return Err(ClientError::Url(format!(
+                "{url:?} is plain HTTP: the verifier speaks mutual TLS only; use https://{rest}"
+            )));
+        }
+        Some((scheme, _)) => {
+            return Err(ClientError::Url(format!(
+                "{url:?}: scheme {scheme:?}; use https://host:port"
+            )));
+        }
+        None => {
+            return Err(ClientError::Url(format!(
+                "{url:?} has no scheme: use https://{url}"
+            )));
+        }
+    };
+    if rest.trim_end_matches('/').is_empty() {
+        return Err(ClientError::Url(format!(
+            "{url:?} names no host: use https://host:port"
+        )));
+    }
+    Ok(())
+}
+
 impl ClientError {
     /// Whether trying the same request again later may succeed: the verifier was not reached
     /// (connection refused or reset, timeout), was overloaded (429) or its database was
@@ -306,8 +392,8 @@ impl ClientError {
     /// (a wrong CA or certificate is fixed by configuration, not by waiting).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport { source, .. } => {
-                let text = format!("{source:?}");
+            Self::Transport { cause, .. } => {
+                let text = format!("{cause:?}");
                 // A certificate problem reaches reqwest as a connect error too: not transient.
                 let tls = [
                     "certificate",
@@ -317,7 +403,7 @@ impl ClientError {
                 ]
                 .iter()
                 .any(|w| text.contains(w));
-                !tls && (source.is_connect() || source.is_timeout() || source.is_request())
+                !tls && (cause.is_connect() || cause.is_timeout() || cause.is_request())
             }
             Self::Api { status, .. } => matches!(status, 429 | 502 | 503 | 504),
             _ => false,
@@ -365,6 +451,7 @@ impl Client {
         cert_pem: &[u8],
         key_pem: &[u8],
     ) -> Result<Self, ClientError> {
+        check_url(base)?;
         let cfg = tls_config(ca_pem, cert_pem, key_pem)?;
         let http = reqwest::blocking::Client::builder()
             .tls_backend_preconfigured(cfg)
@@ -384,14 +471,14 @@ impl Client {
         req: reqwest::blocking::RequestBuilder,
         url: &str,
     ) -> Result<serde_json::Value, ClientError> {
-        let resp = req.send().map_err(|source| ClientError::Transport {
+        let resp = req.send().map_err(|cause| ClientError::Transport {
             url: url.to_owned(),
-            source,
+            cause,
         })?;
         let status = resp.status().as_u16();
-        let text = resp.text().map_err(|source| ClientError::Transport {
+        let text = resp.text().map_err(|cause| ClientError::Transport {
             url: url.to_owned(),
-            source,
+            cause,
         })?;
         if (200..300).contains(&status) {
             Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
@@ -453,9 +540,9 @@ impl Client {
             None => "/v1/alerts/stream".to_owned(),
         };
         let url = format!("{}{path}", self.base);
-        let transport = |source| ClientError::Transport {
+        let transport = |cause| ClientError::Transport {
             url: url.clone(),
-            source,
+            cause,
         };
         // A stream stays open: no overall deadline (the server sends a keep-alive every 15 s).
         let resp = self
@@ -1038,4 +1125,43 @@ pub struct MinTcb {
     /// Firmware management controller (Turin).
     #[serde(default)]
     pub fmc: u8,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner cause")]
+        struct Inner;
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapper")]
+        struct Wrapper(#[source] Outer);
+        let e = Wrapper(Outer(Inner));
+        let mut chain: Vec<&(dyn std::error::Error + 'static)> = vec![&e];
+        while let Some(s) = chain.last().and_then(|c| c.source()) {
+            chain.push(s);
+        }
+        assert_eq!(error_text(chain), "wrapper: outer: inner cause");
+    }
+
+    #[test]
+    fn verifier_urls_are_checked_before_anything_is_sent() {
+        check_url("https://verifier:8443").unwrap();
+        check_url("https://localhost:8443/").unwrap();
+        for (bad, says) in [
+            ("http://verifier:8443", "use https://verifier:8443"),
+            ("verifier:8443", "no scheme: use https://verifier:8443"),
+            ("ftp://x", "use https://host:port"),
+            ("https://", "names no host"),
+        ] {
+            let e = check_url(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }

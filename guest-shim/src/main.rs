@@ -182,9 +182,12 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": vmseal_client::error_text(e.chain()) })
+                );
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", vmseal_client::error_text(e.chain()));
             ExitCode::from(EXIT_NO_ATTESTATION)
         }
     }

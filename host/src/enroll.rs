@@ -26,6 +26,50 @@ pub enum EnrollError {
     /// The verifier refused or could not be reached.
     #[error(transparent)]
     Client(#[from] vmseal_client::ClientError),
+    /// The enrollment token cannot be used (checked here, before anything is sent).
+    #[error("enrollment token {path}: {reason}")]
+    Token {
+        /// Its certificate file.
+        path: PathBuf,
+        /// What is wrong, and the fix.
+        reason: String,
+    },
+}
+
+/// An enrollment token's certificate is checked before connecting: it must be a certificate,
+/// and valid now (a token lives an hour by default).
+fn check_token(path: &Path, pem: &[u8]) -> Result<(), EnrollError> {
+    let bad = |reason: String| EnrollError::Token {
+        path: path.to_owned(),
+        reason,
+    };
+    let cert = vmseal_sealer::x509::parse_bundle(pem)
+        .ok()
+        .and_then(|c| c.into_iter().next())
+        .ok_or_else(|| bad("not a PEM certificate (the token's .pem file, not its key)".into()))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let when = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .ok()
+            .and_then(|d| {
+                d.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| t.to_string())
+    };
+    if now > cert.not_after {
+        return Err(bad(format!(
+            "expired at {}: ask the admin for a new one (`vmseal-verifier admin enrollment-token`)",
+            when(cert.not_after)
+        )));
+    }
+    if now < cert.not_before {
+        return Err(bad(format!(
+            "not valid before {}: is this machine's clock right?",
+            when(cert.not_before)
+        )));
+    }
+    Ok(())
 }
 
 /// Where enrolment reads its inputs and writes the agent credentials.
@@ -61,13 +105,11 @@ fn read(path: &Path) -> Result<Vec<u8>, EnrollError> {
 /// TPM, write the agent key and certificate (key first, so a certificate on disk always has its
 /// key).
 pub fn enroll(o: &EnrollOptions) -> Result<Enrolled, EnrollError> {
+    let token = read(&o.token_cert)?;
+    check_token(&o.token_cert, &token)?;
+    vmseal_client::check_url(&o.url)?;
     let material = std::cell::RefCell::new(EnrollmentMaterial::open(&o.state, o.tcti.as_deref())?);
-    let client = Client::new(
-        &o.url,
-        &read(&o.ca)?,
-        &read(&o.token_cert)?,
-        &read(&o.token_key)?,
-    )?;
+    let client = Client::new(&o.url, &read(&o.ca)?, &token, &read(&o.token_key)?)?;
     let ek_public = material.borrow().ek_public.clone();
     let intermediate = material.borrow().intermediate_der.clone();
     let creds = client.enroll_host(

@@ -1166,7 +1166,7 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
         };
         let base = state.vm_chain(vm).map_err(|e| e.to_string())?;
         let sealed = seal_snapshot(&state, vm, snap, served.as_ref().or(baseline), out)
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| vmseal_client::error_text(e.chain()))?;
         let seq = sealed.claims.seq;
         pending
             .lock()
@@ -1456,7 +1456,7 @@ fn main() -> std::process::ExitCode {
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", vmseal_client::error_text(e.chain()));
             std::process::ExitCode::from(1)
         }
     }

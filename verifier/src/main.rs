@@ -524,6 +524,13 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
     };
     trust.tpm.ek_roots = read_pems(&c.ek_roots)?;
     trust.tpm.require_ek_chain = trust.require.tpm;
+    if trust.require.tpm && trust.tpm.ek_roots.is_empty() {
+        tracing::warn!(
+            "require = {} but no ek_roots: no TPM can prove its EK, so no host can enrol. Give the \
+             TPM vendors' EK CA certificates (--ek-roots FILE, repeatable), or say --require snp / none",
+            c.require
+        );
+    }
     if let Some(p) = &c.insecure_snp_root {
         tracing::warn!(
             "accepting the INSECURE software SNP stand-in root from {}: tests only",
@@ -1155,7 +1162,7 @@ fn main() -> std::process::ExitCode {
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", vmseal_client::error_text(e.chain()));
             std::process::ExitCode::from(1)
         }
     }

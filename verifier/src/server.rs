@@ -114,6 +114,14 @@ impl ResponseError for ApiError {
         }
     }
     fn error_response(&self) -> HttpResponse {
+        // Every refusal is logged with its code (the message says why and what to do).
+        match self {
+            Self::Internal(m) => tracing::error!(code = "internal", "{m}"),
+            Self::Forbidden(_) | Self::NotFound(_) | Self::TooMany(_) | Self::Unavailable(_) => {
+                tracing::debug!(code = self.code(), "{self}")
+            }
+            _ => tracing::warn!(code = self.code(), "refused: {self}"),
+        }
         let mut r = HttpResponse::build(self.status_code());
         let (inner, chain) = match self {
             Self::WithChain(e, c) => (e.as_ref(), Some(c)),
@@ -583,10 +591,20 @@ pub(crate) fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Liveness: the process answers (whatever its database does).
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "The service is up: `{\"status\":\"ok\"}`")))]
+    responses((status = 200, description = "The process is up: `{\"status\":\"ok\"}` (liveness; the database is not asked)")))]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: the service can do its work now (its database answers).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "`{\"status\":\"ready\"}`: the database answers"),
+        (status = 503, description = "unavailable: the database does not answer", body = vmseal_client::ApiErrorBody)))]
+async fn readyz(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    st.store.ping().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
 }
 
 /// Parse policy text with the host's own parser: an admin learns of a mistake (with its line and
@@ -1491,7 +1509,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
 (with Retry-After) while the database cannot be reached."
     ),
     paths(
-        healthz, metrics, openapi_json, verify_audit, create_checkpoint, list_checkpoints, audit_export,
+        healthz, readyz, metrics, openapi_json, verify_audit, create_checkpoint, list_checkpoints, audit_export,
         crate::ui::root, crate::ui::index, crate::ui::script, crate::ui::style, crate::ui::icon,
         crate::enroll::create_token, crate::enroll::challenge, crate::enroll::begin, crate::enroll::activate,
         register_vm, list_vms, set_threshold, assign_policy, get_policy, get_chain, remove_vm, allow_modules, reset_chain, list_hosts, disable_host, promote_baseline, active_baseline,
@@ -1645,6 +1663,7 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
     let r = |m: M| web::method(m);
     vec![
         (M::GET, "/healthz", r(M::GET).to(healthz)),
+        (M::GET, "/readyz", r(M::GET).to(readyz)),
         (M::GET, "/metrics", r(M::GET).to(metrics)),
         (M::GET, "/openapi.json", r(M::GET).to(openapi_json)),
         (M::GET, "/", r(M::GET).to(crate::ui::root)),

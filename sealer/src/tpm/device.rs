@@ -50,6 +50,15 @@ pub enum TpmError {
         #[source]
         source: tss_esapi::Error,
     },
+    /// The TCTI string is not one vmseal understands (checked before the TPM library sees it:
+    /// it would fall back to a default silently).
+    #[error("TPM address {tcti:?}: {reason}")]
+    BadTcti {
+        /// The TCTI.
+        tcti: String,
+        /// What is wrong, and the right form.
+        reason: String,
+    },
     /// A TPM command failed.
     #[error("TPM command {command} failed: {source}")]
     Command {
@@ -151,9 +160,68 @@ fn sha256_selection(pcrs: &[u8]) -> Result<PcrSelectionList, TpmError> {
         .map_err(cmd("build PCR selection"))
 }
 
+/// Check a TCTI string's syntax: `device:PATH`, `swtpm:host=H,port=P` or `mssim:…` (either key may
+/// be left out for its default, 127.0.0.1 and 2321, but nothing else may be there), `tabrmd[:…]`.
+/// The TPM library itself falls back to defaults on what it does not understand — a typo in a
+/// port would silently talk to another TPM.
+pub fn check_tcti(tcti: &str) -> Result<(), String> {
+    const FORMS: &str = "use device:/dev/tpmrm0 (the kernel's resource manager), \
+                         swtpm:host=127.0.0.1,port=2321 (a software TPM), or tabrmd";
+    let (kind, conf) = tcti.split_once(':').unwrap_or((tcti, ""));
+    match kind {
+        "device" => {
+            if !conf.starts_with('/') {
+                return Err(format!(
+                    "device: needs an absolute path, e.g. device:/dev/tpmrm0; {FORMS}"
+                ));
+            }
+            Ok(())
+        }
+        "swtpm" | "mssim" => {
+            let mut seen = Vec::new();
+            for part in conf.split(',').filter(|p| !p.is_empty()) {
+                let (k, v) = part
+                    .split_once('=')
+                    .ok_or_else(|| format!("{part:?} is not key=value; {kind}:host=H,port=P"))?;
+                if seen.contains(&k) {
+                    return Err(format!("{k} is given twice"));
+                }
+                seen.push(k);
+                match k {
+                    "host" if !v.is_empty() => {}
+                    "port" => {
+                        let p: u16 = v
+                            .parse()
+                            .map_err(|_| format!("port {v:?} is not a number 1-65535"))?;
+                        if p == 0 {
+                            return Err("port 0 is not a port".into());
+                        }
+                    }
+                    _ => {
+                        return Err(format!(
+                            "{part:?}: {kind}: takes host=H and port=P only; {FORMS}"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        "tabrmd" => Ok(()),
+        _ if tcti.starts_with("/dev/") => Err(format!(
+            "a device path needs the device: prefix: device:{tcti}"
+        )),
+        _ => Err(format!("unknown TPM interface {kind:?}; {FORMS}")),
+    }
+}
+
 impl Tpm {
-    /// Open a TPM through a TCTI string (`swtpm:host=…,port=…`, `device:/dev/tpmrm0`, …).
+    /// Open a TPM through a TCTI string (`swtpm:host=…,port=…`, `device:/dev/tpmrm0`, …), whose
+    /// syntax is checked first ([`check_tcti`]).
     pub fn open(tcti: &str) -> Result<Self, TpmError> {
+        check_tcti(tcti).map_err(|reason| TpmError::BadTcti {
+            tcti: tcti.to_owned(),
+            reason,
+        })?;
         let conf = TctiNameConf::from_str(tcti).map_err(|source| TpmError::Open {
             tcti: tcti.to_owned(),
             source,
@@ -501,5 +569,38 @@ impl Tpm {
         self.flush(obj.into());
         self.flush(srk.into());
         Ok(Zeroizing::new(result?.value().to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_tcti;
+
+    #[test]
+    fn tcti_strings_are_checked_before_the_library_falls_back_to_defaults() {
+        for ok in [
+            "device:/dev/tpmrm0",
+            "swtpm:host=127.0.0.1,port=2321",
+            "swtpm:port=40000",
+            "swtpm:",
+            "mssim:host=tpm.local,port=2321",
+            "tabrmd",
+            "tabrmd:bus_name=com.intel.tss2.Tabrmd",
+        ] {
+            check_tcti(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, says) in [
+            ("/dev/tpmrm0", "device:/dev/tpmrm0"),
+            ("device:tpmrm0", "absolute path"),
+            ("swtpm:host=127.0.0.1,prot=2321", "host=H and port=P only"),
+            ("swtpm:port=23x1", "not a number"),
+            ("swtpm:port=0", "not a port"),
+            ("swtpm:127.0.0.1:2321", "not key=value"),
+            ("swtpm:port=1,port=2", "twice"),
+            ("swtmp:port=2321", "unknown TPM interface"),
+        ] {
+            let e = check_tcti(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

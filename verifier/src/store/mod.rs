@@ -187,6 +187,33 @@ impl Store {
         } else {
             url.to_owned()
         };
+        if !sqlite {
+            // One direct connection first: a pool only says "timed out", this says why.
+            use sqlx::Connection as _;
+            let host = redact_url(&url)
+                .split_once('@')
+                .map(|(_, h)| h.split('/').next().unwrap_or(h).to_owned())
+                .unwrap_or_else(|| "the URL's host".into());
+            let probe = tokio::time::timeout(
+                std::time::Duration::from_secs(POSTGRES_ACQUIRE_TIMEOUT_S),
+                sqlx::AnyConnection::connect(&url),
+            )
+            .await;
+            let why = match probe {
+                Ok(Ok(c)) => {
+                    let _ = c.close().await;
+                    None
+                }
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {POSTGRES_ACQUIRE_TIMEOUT_S} s")),
+            };
+            if let Some(why) = why {
+                return Err(StoreError::Unavailable(format!(
+                    "PostgreSQL at {host} cannot be reached: {why} (is it running, and are the \
+                     URL's host, port, user and database right?)"
+                )));
+            }
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 1 } else { 16 })
             // How long a request may wait for a connection before it fails with 503. SQLite:

@@ -390,6 +390,15 @@ fn a_database_outage_gives_clear_503s_and_recovers_without_a_restart() {
         200,
         "the process lives"
     );
+    assert_eq!(
+        admin(s)
+            .get(format!("{}/readyz", s.url))
+            .send()
+            .unwrap()
+            .status(),
+        503,
+        "but it is not ready"
+    );
     cluster.start_again().unwrap();
     // The refused evidence was not stored: the agent sends it again and it is accepted, by the
     // same process.
@@ -405,6 +414,15 @@ fn a_database_outage_gives_clear_503s_and_recovers_without_a_restart() {
     }
     assert_eq!(last, 200, "recovered without a restart");
     assert_eq!(send(&h.evidence("vm-a", None)).status(), 200);
+    assert_eq!(
+        admin(s)
+            .get(format!("{}/readyz", s.url))
+            .send()
+            .unwrap()
+            .status(),
+        200,
+        "ready again"
+    );
     assert_audit_intact(s);
 }
 
