@@ -48,7 +48,8 @@ fn tier_name(t: Tier) -> &'static str {
 /// What appraisal `a` of the VM `rec` does to alerts: a score under the threshold raises
 /// `below_threshold` unless the VM already has one unresolved (one alert per episode, not one per
 /// snapshot); otherwise a worse tier than the last appraisal's raises `tier_drop`; a score back at
-/// or above the threshold resolves the open `below_threshold` alert.
+/// or above the threshold resolves the open `below_threshold` alert, and a tier better than a
+/// `tier_drop` alert's resolves it.
 ///
 /// A VM without a golden baseline raises nothing: its score only says "not yet baselined", which
 /// is expected between deployment and the admin's promotion of a baseline.
@@ -81,6 +82,10 @@ pub fn plan(rec: &VmRecord, a: &Appraisal) -> AlertPlan {
             message: message(rec, a, kind),
         }),
         resolve_threshold: if below { None } else { rec.threshold_alert },
+        recovered_from: ["warning", "contraindicated"]
+            .into_iter()
+            .filter(|t| rank(t) > rank(tier))
+            .collect(),
     }
 }
 
@@ -779,7 +784,12 @@ mod tests {
         assert_eq!(p.raise.unwrap().kind, "tier_drop");
         // The first appraisal has no tier to drop from.
         let p = plan(&rec(None, None), &appraisal(80, Tier::Warning));
-        assert_eq!(p, AlertPlan::default());
+        assert_eq!(p.raise, None);
+        // A tier drop resolves when the tier is better than the one it dropped to.
+        let p = plan(&rec(Some("warning"), None), &appraisal(100, Tier::Affirming));
+        assert_eq!(p.recovered_from, ["warning", "contraindicated"]);
+        let p = plan(&rec(Some("contraindicated"), None), &appraisal(50, Tier::Warning));
+        assert_eq!(p.recovered_from, ["contraindicated"]);
         // Before a baseline is promoted, a low score is expected: no alert.
         let mut unbaselined = appraisal(50, Tier::Warning);
         unbaselined.baseline_version = None;

@@ -74,7 +74,8 @@ pub(crate) struct WaitQuery {
 }
 
 /// `GET /v1/hosts/{host}/capture-requests?wait=N` (the host's agent, or an admin): the host's
-/// open requests, each handed out once; waits up to N seconds for one to appear.
+/// open requests. The agent takes them (each is handed out once) and waits up to N seconds for
+/// one to appear; an admin only reads them, leaving them to the agent.
 #[utoipa::path(get, path = "/v1/hosts/{host}/capture-requests", tag = "captures",
     params(("host" = String, Path, description = "Host id"), ("wait" = Option<u32>, Query, description = "Seconds to wait for a request, 0..=60")),
     responses((status = 200, description = "Requests handed to this caller", body = CaptureRequests)))]
@@ -86,6 +87,21 @@ pub(crate) async fn poll(
 ) -> Result<HttpResponse, ApiError> {
     let host = path.into_inner();
     admin_or_agent_of(&req, &host)?;
+    let to_request = |p: crate::store::PickedCapture| CaptureRequest {
+        request_id: p.request_id,
+        vm_id: p.vm_id,
+        nonce: hex::encode(p.nonce),
+    };
+    if !matches!(crate::server::role(&req)?, crate::pki::Role::Agent(_)) {
+        let requests = st
+            .store
+            .open_capture_requests(&host, now())
+            .await?
+            .into_iter()
+            .map(to_request)
+            .collect();
+        return Ok(HttpResponse::Ok().json(CaptureRequests { requests }));
+    }
     let wait = query.wait.unwrap_or(0);
     if wait > MAX_WAIT {
         return Err(bad(
@@ -100,14 +116,7 @@ pub(crate) async fn poll(
         let picked = st.store.take_capture_requests(&host, now()).await?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if !picked.is_empty() || left.is_zero() {
-            let requests = picked
-                .into_iter()
-                .map(|p| CaptureRequest {
-                    request_id: p.request_id,
-                    vm_id: p.vm_id,
-                    nonce: hex::encode(p.nonce),
-                })
-                .collect();
+            let requests = picked.into_iter().map(to_request).collect();
             return Ok(HttpResponse::Ok().json(CaptureRequests { requests }));
         }
         let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), woken).await;

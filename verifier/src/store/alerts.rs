@@ -61,6 +61,9 @@ pub struct AlertPlan {
     pub raise: Option<NewAlert>,
     /// Resolve this below-threshold alert: the score is back at or above the threshold.
     pub resolve_threshold: Option<i64>,
+    /// Resolve the VM's unresolved `tier_drop` alerts that dropped to one of these tiers: the
+    /// tier recovered above them.
+    pub recovered_from: Vec<&'static str>,
 }
 
 /// A delivery this replica claimed and must now make.
@@ -681,6 +684,7 @@ mod tests {
                 message: "VM vm1: trust score 0 is below its threshold 70".into(),
             }),
             resolve_threshold: None,
+            ..Default::default()
         }
     }
 
@@ -759,6 +763,7 @@ mod tests {
         let up = AlertPlan {
             raise: None,
             resolve_threshold: Some(a.alert_id),
+            ..Default::default()
         };
         s.record_appraisal("vm1", Some(0), point(1), &V, &up, 11)
             .await
@@ -770,6 +775,38 @@ mod tests {
             s.ack_alert(a.alert_id, "admin", 12).await,
             Err(StoreError::Conflict(_))
         ));
+    }
+
+    async fn a_tier_drop_resolves_when_the_tier_recovers(db: Db) {
+        let (_d, s) = store(db).await;
+        let mut drop = below(0);
+        if let Some(r) = drop.raise.as_mut() {
+            r.kind = "tier_drop";
+            r.tier = Some("warning".into());
+        }
+        let a = s
+            .record_appraisal("vm1", None, point(0), &V, &drop, 10)
+            .await
+            .unwrap()
+            .expect("an alert");
+        // Still warning: stays open. Back to affirming: resolved.
+        let still = AlertPlan {
+            recovered_from: vec!["contraindicated"],
+            ..Default::default()
+        };
+        s.record_appraisal("vm1", Some(0), point(1), &V, &still, 11)
+            .await
+            .unwrap();
+        assert_eq!(s.alert(a.alert_id).await.unwrap().state, "open");
+        let back = AlertPlan {
+            recovered_from: vec!["warning", "contraindicated"],
+            ..Default::default()
+        };
+        s.record_appraisal("vm1", Some(1), point(2), &V, &back, 12)
+            .await
+            .unwrap();
+        let r = s.alert(a.alert_id).await.unwrap();
+        assert_eq!((r.state.as_str(), r.resolved_at), ("resolved", Some(12)));
     }
 
     async fn acknowledging_records_who_and_changes_nothing_else(db: Db) {
@@ -829,6 +866,7 @@ mod tests {
         let up = AlertPlan {
             raise: None,
             resolve_threshold: Some(a.alert_id),
+            ..Default::default()
         };
         s.record_appraisal("vm1", Some(0), point(1), &V, &up, 11)
             .await
@@ -1125,5 +1163,6 @@ mod tests {
         deliveries_are_claimed_once_retried_and_given_up,
         a_silent_vm_alerts_once_and_resolves_when_heard_from,
         replicas_share_one_chain_and_never_double_claim,
+        a_tier_drop_resolves_when_the_tier_recovers,
     );
 }

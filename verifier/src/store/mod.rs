@@ -1071,6 +1071,14 @@ impl Store {
         if let Some(id) = plan.resolve_threshold {
             alerts::resolve(&mut tx, id, now).await?;
         }
+        for tier in &plan.recovered_from {
+            sqlx::query("UPDATE alerts SET state = 'resolved', resolved_at = $1 WHERE vm_id = $2 AND kind = 'tier_drop' AND tier = $3 AND state <> 'resolved'")
+                .bind(now)
+                .bind(vm_id)
+                .bind(*tier)
+                .execute(&mut *tx)
+                .await?;
+        }
         let raised = match &plan.raise {
             Some(a) => Some(alerts::raise(&mut tx, a, now).await?),
             None => None,
@@ -1157,11 +1165,7 @@ impl Store {
         host_id: &str,
         now: i64,
     ) -> Result<Vec<PickedCapture>, StoreError> {
-        let rows = sqlx::query("SELECT request_id, vm_id, nonce FROM capture_requests WHERE host_id = $1 AND picked_at IS NULL AND expires_at >= $2 ORDER BY created_at")
-            .bind(host_id)
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.open_capture_request_rows(host_id, now).await?;
         let mut out = Vec::new();
         for r in rows {
             let id: String = r.try_get("request_id")?;
@@ -1181,6 +1185,38 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    async fn open_capture_request_rows(
+        &self,
+        host_id: &str,
+        now: i64,
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        Ok(sqlx::query("SELECT request_id, vm_id, nonce FROM capture_requests WHERE host_id = $1 AND picked_at IS NULL AND expires_at >= $2 ORDER BY created_at")
+            .bind(host_id)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The host's open capture requests, not yet handed to its agent — read, not taken (an
+    /// admin looking does not take them from the agent).
+    pub async fn open_capture_requests(
+        &self,
+        host_id: &str,
+        now: i64,
+    ) -> Result<Vec<PickedCapture>, StoreError> {
+        self.open_capture_request_rows(host_id, now)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(PickedCapture {
+                    request_id: r.try_get("request_id")?,
+                    vm_id: r.try_get("vm_id")?,
+                    nonce: r.try_get("nonce")?,
+                })
+            })
+            .collect()
     }
 
     /// A capture request: (VM, host, state, appraised seq).
@@ -2310,9 +2346,10 @@ mod tests {
         assert_eq!(s.vm_record("vm1").await.unwrap().last, Some(point(0)));
     }
 
-    pub(super) const NO: AlertPlan = AlertPlan {
+    pub(super) static NO: AlertPlan = AlertPlan {
         raise: None,
         resolve_threshold: None,
+        recovered_from: Vec::new(),
     };
 
     pub(super) const V: Verdict<'static> = Verdict {

@@ -1891,10 +1891,15 @@ fn capture_requests_reach_the_agent_by_long_poll() {
     );
     assert_eq!(st, 404);
 
-    // A request is handed out once.
+    // A request is handed out once, to the agent: an admin reading the host's requests sees it
+    // and leaves it there.
     let r = request();
     let id = r["request_id"].as_str().unwrap().to_owned();
     assert_eq!(status(&id)["state"], "pending");
+    let (st, seen) = poll(&admin, "host-1", 0);
+    assert_eq!(st, 200);
+    assert_eq!(seen["requests"][0]["request_id"], id.as_str(), "{seen}");
+    assert_eq!(status(&id)["state"], "pending", "an admin's look takes nothing");
     let (st, got) = poll(&agent1, "host-1", 0);
     assert_eq!(st, 200);
     let got = got["requests"].as_array().unwrap().clone();
