@@ -648,17 +648,19 @@ pub(crate) async fn list_silences(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "silences": st.store.silences(now()).await? })))
 }
 
-/// `DELETE /v1/silences/{id}` (admin): end a silence now.
+/// `DELETE /v1/silences/{id}` (admin): end a silence now. The alerts it held back stay recorded
+/// (marked silenced) and are not delivered; the answer says how many.
 #[utoipa::path(delete, path = "/v1/silences/{id}", tag = "alerts", params(("id" = String, Path, description = "Silence id")),
-    responses((status = 204, description = "Ended"), (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
+    responses((status = 200, description = "`{silence_id, held_back}`: ended"), (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn end_silence(
     req: HttpRequest,
     path: web::Path<String>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let who = admin(&req)?;
-    st.store.end_silence(&path, &who, now()).await?;
-    Ok(HttpResponse::NoContent().finish())
+    let held = st.store.end_silence(&path, &who, now()).await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "silence_id": path.as_str(), "held_back": held })))
 }
 
 /// `POST /v1/vms/{vm}/schedule` (admin): how often the VM's evidence is expected; a `silent`
@@ -786,9 +788,15 @@ mod tests {
         let p = plan(&rec(None, None), &appraisal(80, Tier::Warning));
         assert_eq!(p.raise, None);
         // A tier drop resolves when the tier is better than the one it dropped to.
-        let p = plan(&rec(Some("warning"), None), &appraisal(100, Tier::Affirming));
+        let p = plan(
+            &rec(Some("warning"), None),
+            &appraisal(100, Tier::Affirming),
+        );
         assert_eq!(p.recovered_from, ["warning", "contraindicated"]);
-        let p = plan(&rec(Some("contraindicated"), None), &appraisal(50, Tier::Warning));
+        let p = plan(
+            &rec(Some("contraindicated"), None),
+            &appraisal(50, Tier::Warning),
+        );
         assert_eq!(p.recovered_from, ["contraindicated"]);
         // Before a baseline is promoted, a low score is expected: no alert.
         let mut unbaselined = appraisal(50, Tier::Warning);

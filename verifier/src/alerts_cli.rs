@@ -268,11 +268,15 @@ pub(crate) fn alerts(
             None
         }
         AlertsCmd::Unsilence { id } => {
-            client.delete(&format!("/v1/silences/{id}"))?;
+            let out = client.delete(&format!("/v1/silences/{id}"))?;
             if !json {
-                println!("silence {id} ended");
+                let held = out["held_back"].as_u64().unwrap_or(0);
+                println!(
+                    "silence {id} ended; {held} alert(s) raised during it stay recorded (marked \
+                     [silenced] in `admin alerts list`) and are not delivered"
+                );
             }
-            json.then(|| serde_json::json!({ "ended": id }))
+            json.then_some(out)
         }
         AlertsCmd::Watch { after, count } => {
             let mut seen = 0u64;

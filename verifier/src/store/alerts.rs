@@ -361,23 +361,36 @@ impl Store {
         silence_id: &str,
         by: &str,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let r =
-            sqlx::query("UPDATE silences SET ends_at = $1 WHERE silence_id = $2 AND ends_at > $1")
-                .bind(now)
-                .bind(silence_id)
-                .execute(&mut *tx)
-                .await?;
-        if r.rows_affected() != 1 {
-            return Err(StoreError::NotFound(format!(
-                "silence {silence_id:?} in force"
-            )));
-        }
-        let detail = serde_json::json!({ "silence": silence_id }).to_string();
+        let row = sqlx::query(
+            "SELECT vm_id, created_at FROM silences WHERE silence_id = $1 AND ends_at > $2",
+        )
+        .bind(silence_id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("silence {silence_id:?} in force")))?;
+        let vm: Option<String> = row.try_get("vm_id")?;
+        let since: i64 = row.try_get("created_at")?;
+        sqlx::query("UPDATE silences SET ends_at = $1 WHERE silence_id = $2")
+            .bind(now)
+            .bind(silence_id)
+            .execute(&mut *tx)
+            .await?;
+        // What it held back stays recorded (marked silenced) and is not delivered now: a silence
+        // is for known work nobody should be paged about afterwards. Say how much that was.
+        let held: i64 = sqlx::query("SELECT COUNT(*) AS n FROM alerts WHERE silenced = 1 AND created_at >= $1 AND created_at <= $2 AND ($3 IS NULL OR vm_id = $3)")
+            .bind(since)
+            .bind(now)
+            .bind(vm.as_deref())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        let detail = serde_json::json!({ "silence": silence_id, "held_back": held }).to_string();
         append_audit(&mut tx, by, "end_silence", &detail, now).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(held.max(0) as u64)
     }
 
     /// Add a webhook (audited); alerts raised from now on are delivered to it.
@@ -880,7 +893,10 @@ mod tests {
             .unwrap();
         assert!(b.silenced);
         assert!(s.deliveries(b.alert_id).await.unwrap().is_empty());
-        s.end_silence("s4", "admin", 13).await.unwrap();
+        // Its end says what it held back; that stays recorded, undelivered.
+        assert_eq!(s.end_silence("s4", "admin", 13).await.unwrap(), 1);
+        assert!(s.deliveries(b.alert_id).await.unwrap().is_empty());
+        assert!(s.alert(b.alert_id).await.unwrap().silenced);
         assert!(matches!(
             s.end_silence("s4", "admin", 14).await,
             Err(StoreError::NotFound(_))

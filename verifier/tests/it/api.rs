@@ -1899,7 +1899,11 @@ fn capture_requests_reach_the_agent_by_long_poll() {
     let (st, seen) = poll(&admin, "host-1", 0);
     assert_eq!(st, 200);
     assert_eq!(seen["requests"][0]["request_id"], id.as_str(), "{seen}");
-    assert_eq!(status(&id)["state"], "pending", "an admin's look takes nothing");
+    assert_eq!(
+        status(&id)["state"],
+        "pending",
+        "an admin's look takes nothing"
+    );
     let (st, got) = poll(&agent1, "host-1", 0);
     assert_eq!(st, 200);
     let got = got["requests"].as_array().unwrap().clone();
