@@ -3203,3 +3203,139 @@ fn signed_audit_checkpoints_expose_a_rewritten_history() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("INVALID"), "{}", text(&o));
 }
+
+/// An agent renews its certificate by proving its TPM again: the new certificate works, the old
+/// one is refused at once (revoked), the renewal is audited, and `admin hosts list` shows the new
+/// expiry and the host's last evidence.
+#[test]
+fn an_agent_renews_its_certificate_by_proving_its_tpm_again() {
+    let h = Host::new("none");
+    let vst = h.p("verifier");
+    let ek = h.ek_ca();
+    let (_server, url) = Verifier::fresh(&vst, &["--require", "tpm", "--ek-roots", &ek]);
+    let admin = |args: &[&str]| admin_cli(&url, &vst, args);
+    let ok = |o: Output| {
+        assert!(o.status.success(), "{}", text(&o));
+        o
+    };
+    let ca = format!("{vst}/ca.pem");
+    ok(admin(&[
+        "enrollment-token",
+        "--host-id",
+        "e2e-host",
+        "--out-cert",
+        &h.p("t.pem"),
+        "--out-key",
+        &h.p("t.key"),
+    ]));
+    ok(run(
+        "vmseal-host",
+        &[
+            "enroll",
+            "--state",
+            &h.p("state"),
+            "--verifier",
+            &url,
+            "--verifier-ca",
+            &ca,
+            "--token-cert",
+            &h.p("t.pem"),
+            "--token-key",
+            &h.p("t.key"),
+        ],
+    ));
+    ok(admin(&[
+        "register-vm",
+        "--vm-id",
+        "vm-a",
+        "--host-id",
+        "e2e-host",
+    ]));
+    let vm_run = |cert: &str, key: &str| {
+        run(
+            "vmseal-host",
+            &[
+                "vm",
+                "run",
+                "--state",
+                &h.p("state"),
+                "--vm-id",
+                "vm-a",
+                "--mem-mib",
+                "16",
+                "--ws-pages",
+                "64",
+                "--out-dir",
+                &h.p("ev"),
+                "--captures",
+                "1",
+                "--retry-secs",
+                "0",
+                "--verifier",
+                &url,
+                "--verifier-ca",
+                &ca,
+                "--agent-cert",
+                cert,
+                "--agent-key",
+                key,
+            ],
+        )
+    };
+    ok(vm_run(&h.p("state/agent.pem"), &h.p("state/agent.key")));
+    std::fs::copy(h.p("state/agent.pem"), h.p("old.pem")).unwrap();
+    std::fs::copy(h.p("state/agent.key"), h.p("old.key")).unwrap();
+    let o = ok(run(
+        "vmseal-host",
+        &[
+            "renew",
+            "--state",
+            &h.p("state"),
+            "--verifier",
+            &url,
+            "--verifier-ca",
+            &ca,
+            "--json",
+        ],
+    ));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let left = r["not_after"].as_i64().unwrap() - time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(left > 390 * 86_400, "{r}");
+    assert_ne!(
+        std::fs::read(h.p("state/agent.pem")).unwrap(),
+        std::fs::read(h.p("old.pem")).unwrap()
+    );
+    // The new certificate works; the old one is revoked (the revocation reaches this replica at
+    // once).
+    ok(vm_run(&h.p("state/agent.pem"), &h.p("state/agent.key")));
+    let o = vm_run(&h.p("old.pem"), &h.p("old.key"));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("revoked"), "{}", text(&o));
+    // The old certificate cannot renew itself either.
+    let o = run(
+        "vmseal-host",
+        &[
+            "renew",
+            "--state",
+            &h.p("state"),
+            "--verifier",
+            &url,
+            "--verifier-ca",
+            &ca,
+            "--agent-cert",
+            &h.p("old.pem"),
+            "--agent-key",
+            &h.p("old.key"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let hosts = ok(admin(&["--json", "hosts", "list"]));
+    let v: serde_json::Value = serde_json::from_slice(&hosts.stdout).unwrap();
+    let host = &v["hosts"][0];
+    assert_eq!(host["agent_not_after"], r["not_after"], "{v}");
+    assert!(host["last_evidence"].is_i64(), "{v}");
+    assert_eq!(host["vms"], 1);
+    let human = ok(admin(&["hosts", "list"]));
+    assert!(text(&human).contains("days left"), "{}", text(&human));
+    ok(admin(&["audit", "verify"]));
+}

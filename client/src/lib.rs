@@ -235,6 +235,29 @@ pub struct CaptureRequests {
     pub requests: Vec<CaptureRequest>,
 }
 
+/// `POST /v1/hosts/{host}/renewals` body (the host's agent): fresh anchors over the renewal
+/// challenge's nonce, and the request for the new certificate.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentRenewal {
+    /// CBOR `FreshAnchors`, base64: a TPM quote by the enrolled AK and/or an SNP report of the
+    /// enrolled chip, over the challenge's nonce.
+    pub fresh: String,
+    /// PKCS#10 request for the new agent key, PEM.
+    pub csr_pem: String,
+}
+
+/// The answer of a renewal.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Renewed {
+    /// The new agent certificate (and its issuing CA), PEM.
+    pub agent_cert_pem: String,
+    /// When it expires, Unix seconds.
+    pub not_after: i64,
+}
+
 /// Where a VM's evidence chain stands at the verifier (`GET /v1/vms/{vm}/chain`, and in every
 /// refusal of the VM's evidence): the next evidence must carry `next_seq` and name `prev`. The
 /// host builds each snapshot on it, so a refused or lost snapshot never wedges the VM.
@@ -625,13 +648,11 @@ impl Client {
     /// The capture policy assigned to the VM (`GET /v1/vms/{vm}/policy`): its text, or None when
     /// the VM has none assigned.
     pub fn assigned_policy(&self, vm_id: &str) -> Result<Option<String>, ClientError> {
-        match self.get(&format!("/v1/vms/{vm_id}/policy")) {
-            Ok(p) => p["policy"]
-                .as_str()
-                .map(|t| Some(t.to_owned()))
-                .ok_or_else(|| ClientError::Answer("the policy answer has no text".into())),
-            Err(ClientError::Api { status: 404, body }) if body.code == "no_policy" => Ok(None),
-            Err(e) => Err(e),
+        let p = self.get(&format!("/v1/vms/{vm_id}/policy"))?;
+        match &p["policy"] {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(t) => Ok(Some(t.clone())),
+            _ => Err(ClientError::Answer("the policy answer has no text".into())),
         }
     }
 
@@ -680,6 +701,33 @@ impl Client {
         Ok(r.requests)
     }
 
+    /// Renew this host's agent certificate (its agent, with the current certificate): a
+    /// challenge, fresh anchors over its nonce from `fresh` (the TPM quote by the same AK, the SNP
+    /// report of the same chip), and a new key whose certificate the verifier issues. Returns
+    /// (certificate PEM, key PEM, not_after); the old certificate is revoked.
+    pub fn renew_agent(
+        &self,
+        host_id: &str,
+        fresh: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
+    ) -> Result<(String, String, i64), ClientError> {
+        use base64::Engine as _;
+        let c = self.post_json(&format!("/v1/hosts/{host_id}/renewal-challenges"), &())?;
+        let nonce = c["nonce"]
+            .as_str()
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| ClientError::Answer("the renewal challenge has no hex nonce".into()))?;
+        let anchors = fresh(&nonce).map_err(ClientError::Activation)?;
+        let (csr_pem, key_pem) = new_key_and_request()?;
+        let r: Renewed = Self::decode(self.post_json(
+            &format!("/v1/hosts/{host_id}/renewals"),
+            &AgentRenewal {
+                fresh: base64::engine::general_purpose::STANDARD.encode(anchors),
+                csr_pem,
+            },
+        )?)?;
+        Ok((r.agent_cert_pem, key_pem, r.not_after))
+    }
+
     /// Enrol this host with an enrollment token's client (see [`enroll_host`]).
     pub fn enroll_host(
         &self,
@@ -692,8 +740,8 @@ impl Client {
     }
 }
 
-/// A new P-256 key and a certificate request for it (PEM, PEM): the key an agent's certificate
-/// will carry, made where it is used so it never travels.
+/// A new P-256 key and a certificate request for it: (request PEM, key PEM). The key an agent's
+/// certificate will carry is made where it is used, so it never travels.
 pub fn new_key_and_request() -> Result<(String, String), ClientError> {
     let err = |e: rcgen::Error| ClientError::Tls(format!("making the agent key: {e}"));
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;

@@ -139,3 +139,48 @@ pub fn enroll(o: &EnrollOptions) -> Result<Enrolled, EnrollError> {
     );
     Ok(creds.enrolled)
 }
+
+/// Renew the agent certificate at `agent_cert` (with its key at `agent_key`): prove the enrolled
+/// hardware again (fresh anchors over the verifier's renewal challenge), write the new key and
+/// certificate in place (key first). Returns the new certificate's expiry (Unix seconds).
+pub fn renew(
+    state: &Path,
+    tcti: Option<&str>,
+    url: &str,
+    ca: &Path,
+    agent_cert: &Path,
+    agent_key: &Path,
+) -> Result<i64, EnrollError> {
+    vmseal_client::check_url(url)?;
+    let material = std::cell::RefCell::new(EnrollmentMaterial::open(state, tcti)?);
+    let host_id = vmseal_sealer::state::HostState::host_id_of(state)?;
+    let client = Client::new(url, &read(ca)?, &read(agent_cert)?, &read(agent_key)?)?;
+    let (cert, key, not_after) = client.renew_agent(&host_id, |nonce| {
+        material
+            .borrow_mut()
+            .fresh_anchors(nonce)
+            .map(|f| vmseal_sealer::anchor::encode(&f))
+            .map_err(|e| format!("making fresh anchors for the renewal challenge: {e}"))
+    })?;
+    write_atomic(agent_key, key.as_bytes())?;
+    write_atomic(agent_cert, cert.as_bytes())?;
+    tracing::info!(host = host_id, not_after, "agent certificate renewed");
+    Ok(not_after)
+}
+
+/// Days left on the agent certificate at `path` (negative once expired).
+pub fn days_left(path: &Path) -> Result<i64, EnrollError> {
+    let pem = read(path)?;
+    let cert = vmseal_sealer::x509::parse_bundle(&pem)
+        .ok()
+        .and_then(|c| c.into_iter().next())
+        .ok_or_else(|| EnrollError::Token {
+            path: path.to_owned(),
+            reason: "not a PEM certificate".into(),
+        })?;
+    Ok((cert.not_after - time::OffsetDateTime::now_utc().unix_timestamp()) / 86_400)
+}
+
+/// An agent certificate with fewer days left than this is renewed by the agent at start and by
+/// `vmseal-host renew` (it lives 397 days).
+pub const RENEW_WITHIN_DAYS: i64 = 30;

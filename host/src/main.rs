@@ -81,6 +81,15 @@ Example:\n  vmseal-host enroll --state ./st --verifier https://verifier:8443 --v
 --token-cert token.pem --token-key token.key\n  (writes ./st/agent.pem and ./st/agent.key)"
     )]
     Enroll(EnrollArgs),
+    /// Renew this host's agent certificate by proving its hardware again (a fresh TPM quote by
+    /// the enrolled AK, an SNP report of the same chip, over the verifier's nonce); the old
+    /// certificate is revoked. The agent (`run`) does this by itself at start when fewer than 30
+    /// days are left.
+    #[command(
+        after_help = "Example:\n  vmseal-host renew --state ./st --verifier https://verifier:8443 --verifier-ca ca.pem\n  \
+(replaces ./st/agent.pem and ./st/agent.key)"
+    )]
+    Renew(RenewArgs),
     /// The KVM micro-VM: run it under repeated capture, or show its guest program.
     #[command(subcommand)]
     Vm(VmCommand),
@@ -144,6 +153,31 @@ struct EnrollArgs {
     #[arg(long)]
     agent_cert: Option<PathBuf>,
     /// Where to write the agent key [default: STATE/agent.key].
+    #[arg(long)]
+    agent_key: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct RenewArgs {
+    /// State directory made by `init`.
+    #[arg(long)]
+    state: PathBuf,
+    /// TPM TCTI, if not the one recorded at init.
+    #[arg(long, env = "VMSEAL_TPM")]
+    tpm: Option<String>,
+    /// Verifier URL (https://host:port).
+    #[arg(long, env = "VMSEAL_VERIFIER")]
+    verifier: String,
+    /// The verifier's CA certificate (its ca.pem).
+    #[arg(long)]
+    verifier_ca: PathBuf,
+    /// The agent certificate to renew [default: STATE/agent.pem].
+    #[arg(long)]
+    agent_cert: Option<PathBuf>,
+    /// Its key [default: STATE/agent.key].
     #[arg(long)]
     agent_key: Option<PathBuf>,
     /// Print JSON.
@@ -1113,6 +1147,26 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
                     e.host_id, v.url, e.activated
                 );
             }
+            // A certificate close to its end is renewed before it is used.
+            match vmseal_host::enroll::days_left(&v.agent_cert) {
+                Ok(days) if days < vmseal_host::enroll::RENEW_WITHIN_DAYS => {
+                    eprintln!(
+                        "the agent certificate has {days} day(s) left: renewing it (proving this \
+                         host's TPM again)"
+                    );
+                    vmseal_host::enroll::renew(
+                        &cfg.state,
+                        cfg.tpm.as_deref(),
+                        &v.url,
+                        &v.ca,
+                        &v.agent_cert,
+                        &v.agent_key,
+                    )
+                    .context("renewing the agent certificate")?;
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: {e}"),
+            }
             let read =
                 |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
             Some(vmseal_client::Client::new(
@@ -1366,6 +1420,34 @@ fn cmd_bench(mem_mib: u64, threads: Option<usize>, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn cmd_renew(a: RenewArgs) -> Result<()> {
+    let cert = a.agent_cert.unwrap_or_else(|| a.state.join("agent.pem"));
+    let key = a.agent_key.unwrap_or_else(|| a.state.join("agent.key"));
+    let before = vmseal_host::enroll::days_left(&cert)?;
+    let not_after = vmseal_host::enroll::renew(
+        &a.state,
+        a.tpm.as_deref(),
+        &a.verifier,
+        &a.verifier_ca,
+        &cert,
+        &key,
+    )?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "agent_cert": cert, "not_after": not_after, "days_left_before": before })
+        );
+    } else {
+        println!(
+            "agent certificate renewed ({} days were left; the new one lasts {} days): {}",
+            before,
+            (not_after - time::OffsetDateTime::now_utc().unix_timestamp()) / 86_400,
+            cert.display()
+        );
+    }
+    Ok(())
+}
+
 fn cmd_enroll(a: EnrollArgs) -> Result<()> {
     let o = vmseal_host::enroll::EnrollOptions {
         agent_cert: a.agent_cert.unwrap_or_else(|| a.state.join("agent.pem")),
@@ -1431,6 +1513,7 @@ fn main() -> std::process::ExitCode {
         Command::Capture(a) => cmd_capture(a),
         Command::Vm(VmCommand::Run(a)) => cmd_vm_run(a),
         Command::Enroll(a) => cmd_enroll(a),
+        Command::Renew(a) => cmd_renew(a),
         Command::Bench {
             mem_mib,
             threads,

@@ -702,6 +702,11 @@ impl HostState {
         })
     }
 
+    /// The host id of the state in `dir`, without unsealing anything.
+    pub fn host_id_of(dir: &Path) -> Result<String, StateError> {
+        Ok(read_config(dir)?.host_id)
+    }
+
     /// The AK blob.
     pub fn ak(&self) -> Result<AkBlob, StateError> {
         read_cbor(&self.dir.join("ak.cbor"))

@@ -18,3 +18,7 @@ CREATE TABLE audit_checkpoints (
     at       BIGINT NOT NULL,
     token    TEXT NOT NULL
 );
+
+-- When each host's agent certificate expires: listed by `admin hosts list`, alerted ahead, and
+-- renewed by the agent proving its TPM-held key again (POST /v1/hosts/{host}/renewals).
+ALTER TABLE hosts ADD COLUMN agent_not_after BIGINT;

@@ -143,6 +143,7 @@ pub fn spawn_workers(st: web::Data<AppState>) {
     actix_web::rt::spawn(revocations_forever(st.clone()));
     actix_web::rt::spawn(reappraise_forever(st.clone()));
     actix_web::rt::spawn(checkpoint_forever(st.clone()));
+    actix_web::rt::spawn(certificates_forever(st.clone()));
     actix_web::rt::spawn(sweep_forever(st));
 }
 
@@ -190,6 +191,43 @@ async fn checkpoint_forever(st: web::Data<AppState>) {
             tracing::warn!("signing an audit checkpoint: {e}; retrying at the next interval");
         }
         tokio::time::sleep(st.settings.audit_checkpoint_every).await;
+    }
+}
+
+/// Watch the service's own certificates every 6 hours: the EAR signer's is renewed in place 60
+/// days before it expires; the server's, the issuing CA's and the root's are warned about 60 days
+/// ahead (they need the operator: `vmseal-verifier init` makes new ones).
+async fn certificates_forever(st: web::Data<AppState>) {
+    let Some(dir) = st.settings.state_dir.clone() else {
+        return;
+    };
+    loop {
+        let now = time::OffsetDateTime::now_utc();
+        match st.ear.renew_if_due(&dir, &st.ca, now) {
+            Ok(Some(t)) => tracing::info!(not_after = t, "EAR signing certificate renewed"),
+            Ok(None) => {}
+            Err(e) => tracing::error!("renewing the EAR signing certificate: {e}; retrying in 6 h"),
+        }
+        for (file, what) in [
+            ("server.pem", "server"),
+            ("issuing.pem", "issuing CA"),
+            ("ca.pem", "root CA"),
+        ] {
+            let left = std::fs::read(dir.join(file))
+                .ok()
+                .and_then(|b| vmseal_sealer::x509::parse_bundle(&b).ok())
+                .and_then(|c| c.into_iter().next())
+                .map(|c| (c.not_after - now.unix_timestamp()) / 86_400);
+            if let Some(days) = left
+                && days < 60
+            {
+                tracing::warn!(
+                    "the verifier's {what} certificate ({file}) expires in {days} day(s): clients \
+                     will refuse it then; see docs/operations.md, Certificate lifetimes"
+                );
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(6 * 3600)).await;
     }
 }
 

@@ -284,6 +284,7 @@ pub(crate) fn spawn_service(
                 default_threshold: 70,
                 hardware: Default::default(),
                 audit_checkpoint_every: std::time::Duration::from_secs(3600),
+                state_dir: None,
             };
             let ca = Ca::load(&state).map_err(|e| e.to_string())?;
             let ear =

@@ -34,11 +34,21 @@ use crate::pki::{Ca, PkiError};
 /// The EAR profile vmseal emits.
 pub const EAR_PROFILE: &str = vmseal_client::EAR_PROFILE;
 
-/// Signs attestation results.
+/// Signs attestation results (and alert deliveries and audit checkpoints) with the key in the
+/// state's `ear.key`, whose certificate is renewed before it expires.
 pub struct EarSigner {
+    current: std::sync::RwLock<Signing>,
+}
+
+/// The key and certificate chain in use.
+struct Signing {
     key: jsonwebtoken::EncodingKey,
     x5c: Vec<String>,
+    not_after: i64,
 }
+
+/// The EAR certificate is renewed when it has less than this left (it lives 825 days).
+pub const EAR_RENEW_BEFORE: Duration = Duration::days(60);
 
 impl std::fmt::Debug for EarSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,46 +60,115 @@ fn pki(e: impl std::fmt::Display) -> PkiError {
     PkiError::Cert(e.to_string())
 }
 
+/// A new key and certificate for signing results, written to `dir`.
+fn issue(dir: &Path, ca: &Ca, now: OffsetDateTime) -> Result<Signing, PkiError> {
+    let (kp, cp) = (dir.join("ear.key"), dir.join("ear.pem"));
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki)?;
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "vmseal verifier");
+    dn.push(DnType::OrganizationalUnitName, "attestation-results");
+    dn.push(DnType::CommonName, "vmseal EAR signer");
+    p.distinguished_name = dn;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(
+        vmseal_client::EAR_SIGNING_EKU.to_vec(),
+    )];
+    p.not_before = now - Duration::minutes(5);
+    p.not_after = now + Duration::days(825);
+    let cert = ca.sign(p, &key)?;
+    // Key first: a certificate on disk always has its key.
+    vmseal_sealer::state::write_atomic(&kp, key.serialize_pem().as_bytes()).map_err(pki)?;
+    vmseal_sealer::state::write_atomic(&cp, cert.as_bytes()).map_err(pki)?;
+    load(dir)
+}
+
+/// The key and chain in `dir`.
+fn load(dir: &Path) -> Result<Signing, PkiError> {
+    let (kp, cp) = (dir.join("ear.key"), dir.join("ear.pem"));
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| PkiError::Io {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&read(&kp)?).map_err(pki)?;
+    // The signer's certificate and, when an issuing CA made it, that CA's: the x5c chain.
+    let certs = pem::parse_many(read(&cp)?).map_err(pki)?;
+    let not_after = certs
+        .first()
+        .and_then(|c| vmseal_sealer::x509::ParsedCert::from_der(c.contents()).ok())
+        .map(|c| c.not_after)
+        .ok_or_else(|| pki(format!("{}: no certificate", cp.display())))?;
+    Ok(Signing {
+        key,
+        x5c: certs
+            .iter()
+            .map(|c| STANDARD.encode(c.contents()))
+            .collect(),
+        not_after,
+    })
+}
+
+/// The signing key in `dir`, made on first use and renewed when it is due.
+fn load_or_issue(dir: &Path, ca: &Ca, now: OffsetDateTime) -> Result<Signing, PkiError> {
+    if !dir.join("ear.key").exists() || !dir.join("ear.pem").exists() {
+        return issue(dir, ca, now);
+    }
+    let s = load(dir)?;
+    if s.not_after - now.unix_timestamp() <= EAR_RENEW_BEFORE.whole_seconds() {
+        tracing::info!("renewing the EAR signing certificate (it expires within 60 days)");
+        return issue(dir, ca, now);
+    }
+    Ok(s)
+}
+
 impl EarSigner {
     /// The signer of the verifier state in `dir`: `ear.key` and `ear.pem`, made (and the
     /// certificate issued by the CA) on first use.
     pub fn load_or_create(dir: &Path, ca: &Ca) -> Result<Self, PkiError> {
-        let (kp, cp) = (dir.join("ear.key"), dir.join("ear.pem"));
-        if !kp.exists() || !cp.exists() {
-            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki)?;
-            let mut p = CertificateParams::default();
-            let mut dn = DistinguishedName::new();
-            dn.push(DnType::OrganizationName, "vmseal verifier");
-            dn.push(DnType::OrganizationalUnitName, "attestation-results");
-            dn.push(DnType::CommonName, "vmseal EAR signer");
-            p.distinguished_name = dn;
-            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(
-                vmseal_client::EAR_SIGNING_EKU.to_vec(),
-            )];
-            let now = OffsetDateTime::now_utc();
-            p.not_before = now - Duration::minutes(5);
-            p.not_after = now + Duration::days(825);
-            let cert = ca.sign(p, &key)?;
-            vmseal_sealer::state::write_atomic(&kp, key.serialize_pem().as_bytes()).map_err(pki)?;
-            vmseal_sealer::state::write_atomic(&cp, cert.as_bytes()).map_err(pki)?;
-        }
-        let read = |p: &Path| {
-            std::fs::read(p).map_err(|source| PkiError::Io {
-                path: p.to_owned(),
-                source,
-            })
-        };
-        let key = jsonwebtoken::EncodingKey::from_ec_pem(&read(&kp)?).map_err(pki)?;
-        // The signer's certificate and, when an issuing CA made it, that CA's: the x5c chain.
-        let certs = pem::parse_many(read(&cp)?).map_err(pki)?;
+        let signing = load_or_issue(dir, ca, OffsetDateTime::now_utc())?;
         Ok(Self {
-            key,
-            x5c: certs
-                .iter()
-                .map(|c| STANDARD.encode(c.contents()))
-                .collect(),
+            current: std::sync::RwLock::new(signing),
         })
+    }
+
+    /// Renew the certificate (a new key, issued by `ca`, written to `dir`) when less than
+    /// [`EAR_RENEW_BEFORE`] is left at `now`; returns its new expiry when it did. Results signed
+    /// before stay verifiable: each carries its own certificate.
+    pub fn renew_if_due(
+        &self,
+        dir: &Path,
+        ca: &Ca,
+        now: OffsetDateTime,
+    ) -> Result<Option<i64>, PkiError> {
+        if self.not_after() - now.unix_timestamp() > EAR_RENEW_BEFORE.whole_seconds() {
+            return Ok(None);
+        }
+        let s = issue(dir, ca, now)?;
+        let t = s.not_after;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = s;
+        Ok(Some(t))
+    }
+
+    /// When the certificate in use expires (Unix seconds).
+    pub fn not_after(&self) -> i64 {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .not_after
+    }
+
+    fn encode(
+        &self,
+        typ: &str,
+        claims: &serde_json::Value,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let s = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.typ = Some(typ.into());
+        header.x5c = Some(s.x5c.clone());
+        jsonwebtoken::encode(&header, claims, &s.key)
     }
 
     /// The EAR of an appraisal, answering `nonce` when the evidence carried one.
@@ -133,10 +212,7 @@ impl EarSigner {
         if let Some(n) = nonce {
             claims["eat_nonce"] = URL_SAFE_NO_PAD.encode(n).into();
         }
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.typ = Some("JWT".into());
-        header.x5c = Some(self.x5c.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key)
+        self.encode("JWT", &claims)
     }
 
     /// A signed checkpoint of the audit chain: entry `audit_id` has hash `hash` (see
@@ -153,10 +229,7 @@ impl EarSigner {
             "vmseal.audit_id": audit_id,
             "vmseal.audit_hash": hex::encode(hash),
         });
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.typ = Some(vmseal_client::audit::CHECKPOINT_JWT_TYP.into());
-        header.x5c = Some(self.x5c.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key)
+        self.encode(vmseal_client::audit::CHECKPOINT_JWT_TYP, &claims)
     }
 
     /// A webhook delivery of `alert` to `webhook` (see `vmseal_client::verify_alert`), carrying
@@ -178,9 +251,34 @@ impl EarSigner {
             "vmseal.alert": alert,
             "vmseal.audit_checkpoint": checkpoint,
         });
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.typ = Some(vmseal_client::ALERT_JWT_TYP.into());
-        header.x5c = Some(self.x5c.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key)
+        self.encode(vmseal_client::ALERT_JWT_TYP, &claims)
+    }
+}
+
+#[cfg(test)]
+mod renewal_tests {
+    use super::*;
+
+    #[test]
+    fn the_ear_certificate_is_renewed_before_it_expires() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = Ca::init(d.path(), &[]).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let s = EarSigner::load_or_create(d.path(), &ca).unwrap();
+        let first = s.not_after();
+        assert!(first - now.unix_timestamp() > 800 * 86_400);
+        // Not yet due: nothing changes.
+        assert_eq!(s.renew_if_due(d.path(), &ca, now).unwrap(), None);
+        // 770 days on, 55 are left: renewed, in use at once and on disk for the next start.
+        let later = now + Duration::days(770);
+        let renewed = s.renew_if_due(d.path(), &ca, later).unwrap().unwrap();
+        assert!(renewed > first);
+        assert_eq!(s.not_after(), renewed);
+        assert_eq!(
+            EarSigner::load_or_create(d.path(), &ca)
+                .unwrap()
+                .not_after(),
+            renewed
+        );
     }
 }

@@ -530,10 +530,10 @@ async fn finish(
             AGENT_CERT_LIFETIME,
         )
         .map_err(|e| bad("bad_csr", e.to_string()))?;
-    let agent_serial = pem::parse(agent_cert_pem.as_bytes())
+    let (agent_serial, agent_not_after) = pem::parse(agent_cert_pem.as_bytes())
         .ok()
         .and_then(|p| vmseal_sealer::x509::ParsedCert::from_der(p.contents()).ok())
-        .map(|c| c.serial_hex)
+        .map(|c| (c.serial_hex, c.not_after))
         .ok_or_else(|| ApiError::Internal("the issued agent certificate does not parse".into()))?;
     let t = now();
     let (sha, continued) = st
@@ -557,6 +557,9 @@ async fn finish(
         )
         .await?;
     st.revoked.refresh(&st.store).await;
+    st.store
+        .set_agent_not_after(host_id, agent_not_after)
+        .await?;
     let activated = enrollment_id.is_some();
     st.store
         .audit(

@@ -13,6 +13,7 @@ pub mod enroll;
 pub mod fleet;
 pub mod hardware;
 pub mod pki;
+pub mod renew;
 pub mod server;
 pub mod store;
 pub mod ui;

@@ -550,6 +550,7 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
         default_threshold: c.default_threshold,
         hardware: c.hardware.clone(),
         audit_checkpoint_every: std::time::Duration::from_secs(c.audit_checkpoint_secs),
+        state_dir: Some(c.state.clone()),
     };
     let ear = vmseal_verifier::ear::EarSigner::load_or_create(state, &ca)
         .context("cannot load or create the EAR signing key")?;
@@ -786,10 +787,31 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                 if hosts.is_empty() {
                     println!("no hosts enrolled");
                 }
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let when = |t: &serde_json::Value| {
+                    t.as_i64()
+                        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                        .and_then(|d| {
+                            d.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        })
+                        .unwrap_or_else(|| "never".into())
+                };
                 for h in hosts {
+                    let cert = match h["agent_not_after"].as_i64() {
+                        Some(t) if t < now => "agent certificate EXPIRED".to_owned(),
+                        Some(t) => format!("agent certificate: {} days left", (t - now) / 86_400),
+                        None => "agent certificate: expiry not recorded".to_owned(),
+                    };
+                    println!(
+                        "{:<20} {} VM(s), last evidence {}, {cert}",
+                        h["host_id"].as_str().unwrap_or("?"),
+                        h["vms"],
+                        when(&h["last_evidence"]),
+                    );
                     println!(
                         "{:<20} {}{}{}{}",
-                        h["host_id"].as_str().unwrap_or("?"),
+                        "",
                         h["hardware_root"]
                             .as_str()
                             .unwrap_or("(hardware root not recorded)"),

@@ -229,6 +229,9 @@ pub struct Settings {
     pub hardware: vmseal_client::HardwarePolicy,
     /// How often the audit chain's head is checkpointed (signed), when it moved.
     pub audit_checkpoint_every: std::time::Duration,
+    /// The state directory, when serving from one: its EAR certificate is renewed in place before
+    /// it expires, and its other certificates are watched.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Shared state of the handlers.
@@ -1512,6 +1515,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
         healthz, readyz, metrics, openapi_json, verify_audit, create_checkpoint, list_checkpoints, audit_export,
         crate::ui::root, crate::ui::index, crate::ui::script, crate::ui::style, crate::ui::icon,
         crate::enroll::create_token, crate::enroll::challenge, crate::enroll::begin, crate::enroll::activate,
+        crate::renew::challenge, crate::renew::renew,
         register_vm, list_vms, set_threshold, assign_policy, get_policy, get_chain, remove_vm, allow_modules, reset_chain, list_hosts, disable_host, promote_baseline, active_baseline,
         issue_nonce, submit_evidence, list_appraisals,
         crate::captures::create, crate::captures::poll, crate::captures::status,
@@ -1725,6 +1729,16 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
             r(M::POST).to(reset_chain),
         ),
         (M::GET, "/v1/hosts", r(M::GET).to(list_hosts)),
+        (
+            M::POST,
+            "/v1/hosts/{host}/renewal-challenges",
+            r(M::POST).to(crate::renew::challenge),
+        ),
+        (
+            M::POST,
+            "/v1/hosts/{host}/renewals",
+            r(M::POST).to(crate::renew::renew),
+        ),
         (
             M::POST,
             "/v1/hosts/{host}/disable",
@@ -1983,7 +1997,7 @@ mod tests {
                     && !r[..end].is_empty()
                     && r[..end]
                         .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b == b'_')
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 {
                     out.insert(r[..end].to_owned());
                 }

@@ -585,7 +585,7 @@ impl Store {
     /// The enrolled hosts: id, hardware root, whether the SNP anchor was INSECURE, when enrolled
     /// and when disabled.
     pub async fn hosts(&self) -> Result<Vec<serde_json::Value>, StoreError> {
-        sqlx::query("SELECT host_id, hardware_root, insecure_anchor, enrolled_at, disabled_at, intermediate_sha256, hardware_checked, hardware_status FROM hosts ORDER BY host_id")
+        sqlx::query("SELECT h.host_id, h.hardware_root, h.insecure_anchor, h.enrolled_at, h.disabled_at, h.intermediate_sha256, h.hardware_checked, h.hardware_status, h.agent_not_after, (SELECT COUNT(*) FROM vms v WHERE v.host_id = h.host_id) AS vms, (SELECT MAX(v.last_seen) FROM vms v WHERE v.host_id = h.host_id) AS last_evidence FROM hosts h ORDER BY h.host_id")
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -598,12 +598,82 @@ impl Store {
                     "disabled_at": r.try_get::<Option<i64>, _>("disabled_at")?,
                     "intermediate_sha256": hex::encode(r.try_get::<Vec<u8>, _>("intermediate_sha256")?),
                     "hardware_status": r.try_get::<Option<String>, _>("hardware_status")?,
+                    "agent_not_after": r.try_get::<Option<i64>, _>("agent_not_after")?,
+                    "vms": r.try_get::<i64, _>("vms")?,
+                    "last_evidence": r.try_get::<Option<i64>, _>("last_evidence")?,
                     "hardware_checked": r
                         .try_get::<Option<String>, _>("hardware_checked")?
                         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()),
                 }))
             })
             .collect()
+    }
+
+    /// What a host's agent certificate renewal needs: its pinned intermediate, hardware policy
+    /// (a token's own, JSON) and current agent certificate serial. None for an unknown or
+    /// disabled host.
+    pub async fn host_for_renewal(
+        &self,
+        host_id: &str,
+    ) -> Result<Option<(Vec<u8>, Option<String>, Option<String>)>, StoreError> {
+        sqlx::query("SELECT intermediate_der, hardware_policy, agent_serial FROM hosts WHERE host_id = $1 AND disabled_at IS NULL")
+            .bind(host_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| {
+                Ok((
+                    r.try_get("intermediate_der")?,
+                    r.try_get("hardware_policy")?,
+                    r.try_get("agent_serial")?,
+                ))
+            })
+            .transpose()
+    }
+
+    /// Record a host's new agent certificate (serial, expiry) and revoke the one it replaces, in
+    /// one transaction (only if that one is still current: a second renewal racing this one
+    /// loses); the caller audits. Returns the revoked serial.
+    pub async fn renew_agent(
+        &self,
+        host_id: &str,
+        old_serial: Option<&str>,
+        new_serial: &str,
+        not_after: i64,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("UPDATE hosts SET agent_serial = $1, agent_not_after = $2 WHERE host_id = $3 AND disabled_at IS NULL AND (agent_serial = $4 OR ($4 IS NULL AND agent_serial IS NULL))")
+            .bind(new_serial)
+            .bind(not_after)
+            .bind(host_id)
+            .bind(old_serial)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "host {host_id:?}'s agent certificate changed meanwhile (another renewal or an \
+                 enrollment); nothing was renewed"
+            )));
+        }
+        if let Some(old) = old_serial {
+            revoke(&mut tx, old, host_id, "renewed", now).await?;
+        }
+        tx.commit().await?;
+        Ok(old_serial.map(str::to_owned))
+    }
+
+    /// Record when a host's agent certificate (issued at its enrollment) expires.
+    pub async fn set_agent_not_after(
+        &self,
+        host_id: &str,
+        not_after: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE hosts SET agent_not_after = $1 WHERE host_id = $2")
+            .bind(not_after)
+            .bind(host_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// A fresh enrollment nonce for `token_id`, valid `ttl` seconds.

@@ -68,6 +68,7 @@ fn start_with(trust: TrustConfig) -> Server {
                 default_threshold: 70,
                 hardware: Default::default(),
                 audit_checkpoint_every: std::time::Duration::from_secs(3600),
+                state_dir: None,
             };
             let ca = Ca::load(&state).unwrap();
             let ear = vmseal_verifier::ear::EarSigner::load_or_create(&state, &ca).unwrap();

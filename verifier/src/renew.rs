@@ -1,0 +1,183 @@
+//! Agent certificate renewal: an agent renews its certificate by proving again what enrolled it —
+//! fresh anchors over a verifier nonce, a TPM quote by the same AK (and, with an SNP anchor, a
+//! report of the same chip), checked against the host's pinned intermediate and its hardware
+//! policy — not by the certificate alone, which may have been stolen. The old certificate is
+//! revoked with the renewal.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use time::OffsetDateTime;
+use vmseal_client::{AgentRenewal, Renewed};
+use vmseal_sealer::verify::{AnchorRequirement, verify_intermediate};
+
+use crate::pki::{AGENT_CERT_LIFETIME, Role};
+use crate::server::{ApiError, AppState, bad, now, role};
+
+/// Seconds a renewal challenge stays open.
+pub const RENEWAL_NONCE_TTL: i64 = 300;
+
+fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The caller must be the agent of `host`.
+fn agent_of(req: &HttpRequest, host: &str) -> Result<(), ApiError> {
+    match role(req)? {
+        Role::Agent(h) if h == host => Ok(()),
+        _ => Err(ApiError::Forbidden(format!(
+            "only host {host:?}'s agent renews its certificate (with the certificate it has)"
+        ))),
+    }
+}
+
+/// The nonces of renewal challenges are kept with the enrollment challenges', under this key.
+fn nonce_owner(host: &str) -> String {
+    format!("agent:{host}")
+}
+
+/// `POST /v1/hosts/{host}/renewal-challenges` (the host's agent): a single-use nonce the agent's
+/// fresh anchors must answer.
+#[utoipa::path(post, path = "/v1/hosts/{host}/renewal-challenges", tag = "enrollment", params(("host" = String, Path, description = "Host id")),
+    responses((status = 201, description = "`{nonce (hex), expires_in}`")))]
+pub(crate) async fn challenge(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let host = path.into_inner();
+    agent_of(&req, &host)?;
+    let n = st
+        .store
+        .issue_enrollment_nonce(&nonce_owner(&host), RENEWAL_NONCE_TTL, now())
+        .await?;
+    Ok(HttpResponse::Created()
+        .json(serde_json::json!({ "nonce": hex::encode(n), "expires_in": RENEWAL_NONCE_TTL })))
+}
+
+/// `POST /v1/hosts/{host}/renewals` (the host's agent): fresh anchors over the challenge's nonce
+/// and a request for the new key → a new agent certificate; the old one is revoked.
+#[utoipa::path(post, path = "/v1/hosts/{host}/renewals", tag = "enrollment", params(("host" = String, Path, description = "Host id")),
+    request_body = AgentRenewal,
+    responses((status = 201, description = "The new certificate", body = Renewed),
+        (status = 422, description = "renewal_refused, bad_challenge, hardware_policy", body = vmseal_client::ApiErrorBody)))]
+pub(crate) async fn renew(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<AgentRenewal>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let host = path.into_inner();
+    agent_of(&req, &host)?;
+    let b = body.into_inner();
+    let csr_der = pem::parse(b.csr_pem.as_bytes())
+        .ok()
+        .filter(|p| p.tag() == "CERTIFICATE REQUEST")
+        .map(|p| p.into_contents())
+        .ok_or_else(|| bad("bad_csr", "csr_pem is not a PEM CERTIFICATE REQUEST"))?;
+    crate::pki::check_request(&csr_der).map_err(|e| bad("bad_csr", e.to_string()))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b.fresh.trim())
+        .map_err(|e| bad("bad_fresh", format!("fresh is not base64: {e}")))?;
+    let fresh: vmseal_sealer::anchor::FreshAnchors = vmseal_sealer::anchor::decode(&raw)
+        .map_err(|e| bad("bad_fresh", format!("fresh anchors: {e}")))?;
+    let (der, policy, serial) =
+        st.store.host_for_renewal(&host).await?.ok_or_else(|| {
+            ApiError::NotFound(format!("enrolled host {host:?} (or it is disabled)"))
+        })?;
+    // The pinned intermediate's anchors again, as at enrollment (whatever they are: the
+    // requirement was decided then).
+    let mut trust = st.settings.enrollment_trust.clone();
+    trust.require = AnchorRequirement {
+        tpm: false,
+        snp: false,
+    };
+    let v = verify_intermediate(&der, &trust, OffsetDateTime::now_utc()).map_err(|e| {
+        refused(
+            "renewal_refused",
+            format!("the host's enrolled intermediate: {e}"),
+        )
+    })?;
+    if v.tpm.is_none() && v.snp.is_none() {
+        return Err(refused(
+            "renewal_refused",
+            "the host enrolled without a hardware anchor, so nothing but its certificate could \
+             vouch for a renewal: enrol it again with a token from an admin",
+        ));
+    }
+    if !st
+        .store
+        .take_enrollment_nonce(&fresh.nonce, &nonce_owner(&host), now())
+        .await?
+    {
+        return Err(refused(
+            "bad_challenge",
+            "the fresh anchors answer a nonce this verifier did not issue to this host's agent, \
+             that expired, or that was used: ask for a new renewal challenge",
+        ));
+    }
+    let (tpm, snp) = vmseal_sealer::verify::verify_fresh_anchors(
+        &v,
+        &fresh,
+        &fresh.nonce,
+        &trust,
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| refused("renewal_refused", e.to_string()))?;
+    let hardware: Option<vmseal_client::HardwarePolicy> = policy
+        .map(|p| serde_json::from_str(&p))
+        .transpose()
+        .map_err(|e| ApiError::Internal(format!("the host's stored hardware policy: {e}")))?;
+    crate::hardware::appraise(
+        tpm.as_ref(),
+        snp.as_ref(),
+        hardware.as_ref().unwrap_or(&st.settings.hardware),
+    )
+    .map_err(|r| refused("hardware_policy", r.to_string()))?;
+    let cert_pem = st
+        .ca
+        .certify_request(&csr_der, &Role::Agent(host.clone()), AGENT_CERT_LIFETIME)
+        .map_err(|e| bad("bad_csr", e.to_string()))?;
+    let issued = pem::parse(cert_pem.as_bytes())
+        .ok()
+        .and_then(|p| vmseal_sealer::x509::ParsedCert::from_der(p.contents()).ok())
+        .ok_or_else(|| ApiError::Internal("the issued agent certificate does not parse".into()))?;
+    let t = now();
+    let revoked = st
+        .store
+        .renew_agent(
+            &host,
+            serial.as_deref(),
+            &issued.serial_hex,
+            issued.not_after,
+            t,
+        )
+        .await?;
+    st.revoked.refresh(&st.store).await;
+    st.store
+        .audit(
+            &format!("agent:{host}"),
+            "renew_agent_cert",
+            &serde_json::json!({
+                "host": host,
+                "revoked_serial": revoked,
+                "agent_serial": issued.serial_hex,
+                "not_after": issued.not_after,
+                "anchors": { "tpm": tpm.is_some(), "snp": snp.is_some() },
+            })
+            .to_string(),
+            t,
+        )
+        .await?;
+    tracing::info!(
+        host,
+        not_after = issued.not_after,
+        "agent certificate renewed"
+    );
+    Ok(HttpResponse::Created().json(Renewed {
+        agent_cert_pem: cert_pem,
+        not_after: issued.not_after,
+    }))
+}
