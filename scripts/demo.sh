@@ -47,7 +47,7 @@ url=https://localhost:$port
 "$bin/vmseal-verifier" serve --state "$work/verifier" --listen "127.0.0.1:$port" --require both \
     --ek-roots "$SWTPM_EK_CA" --insecure-snp-root "$work/host/insecure-snp-ark.pem" &
 verifier_pid=$!
-admin=("$bin/vmseal-verifier" admin --url "$url" --state "$work/verifier")
+admin=("$bin/vmseal-verifier" admin --verifier "$url" --state "$work/verifier")
 for _ in $(seq 1 100); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null && break
     sleep 0.1

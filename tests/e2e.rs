@@ -611,9 +611,9 @@ fn agent_captures_every_vm_on_schedule_and_reports_changes() {
 /// Stops the verifier process when the test ends.
 struct Verifier(std::process::Child);
 
-/// `vmseal-verifier admin --url URL --state STATE ARGS…`.
+/// `vmseal-verifier admin --verifier URL --state STATE ARGS…`.
 fn admin_cli(url: &str, state: &str, args: &[&str]) -> Output {
-    let mut a = vec!["admin", "--url", url, "--state", state];
+    let mut a = vec!["admin", "--verifier", url, "--state", state];
     a.extend_from_slice(args);
     run("vmseal-verifier", &a)
 }
@@ -942,9 +942,9 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         "vmseal-verifier",
         &[
             "admin",
-            "--url",
+            "--verifier",
             &url,
-            "--ca",
+            "--verifier-ca",
             &ca,
             "--cert",
             &h.p("agent.pem"),
@@ -1298,7 +1298,7 @@ fn every_connection_negotiates_x25519mlkem768_and_pq_only_refuses_classical_peer
         // counts what each connection negotiated.
         let o = run(
             "vmseal-verifier",
-            &["admin", "--url", &url, "--state", &vst, "vms"],
+            &["admin", "--verifier", &url, "--state", &vst, "vms"],
         );
         assert!(o.status.success(), "{}", text(&o));
         assert!(metric(port, "X25519MLKEM768") >= 3);
@@ -1316,7 +1316,7 @@ fn every_connection_negotiates_x25519mlkem768_and_pq_only_refuses_classical_peer
     );
     let o = run(
         "vmseal-verifier",
-        &["admin", "--url", &url, "--state", &vst, "vms"],
+        &["admin", "--verifier", &url, "--state", &vst, "vms"],
     );
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(metric(port, "classical"), 0);
@@ -2130,7 +2130,7 @@ fn the_shim_attests_from_inside_a_linux_guest() {
     let port = url.rsplit(':').next().unwrap().to_owned();
     let vstate = p("verifier");
     let admin = |args: &[&str]| {
-        let mut a = vec!["admin", "--url", &url, "--state", &vstate];
+        let mut a = vec!["admin", "--verifier", &url, "--state", &vstate];
         a.extend_from_slice(args);
         let o = run("vmseal-verifier", &a);
         assert!(o.status.success(), "{args:?}: {}", text(&o));
@@ -2410,7 +2410,7 @@ fn a_shim_with_a_vtpm_enrols_by_credential_activation_and_attests() {
     );
     let vstate = p("verifier");
     let admin = |args: &[&str]| {
-        let mut a = vec!["admin", "--url", &url, "--state", &vstate];
+        let mut a = vec!["admin", "--verifier", &url, "--state", &vstate];
         a.extend_from_slice(args);
         let o = run("vmseal-verifier", &a);
         assert!(o.status.success(), "{args:?}: {}", text(&o));

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod examples;
 pub mod postgres;
 
 /// A running swtpm with its own state directory and EK CA.

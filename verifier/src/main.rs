@@ -25,29 +25,43 @@ struct Cli {
     command: Cmd,
 }
 
+/// How the admin client reaches the verifier; each option may come before or after the
+/// subcommand (`admin --json vms` and `admin vms --json` are the same).
 #[derive(clap::Args)]
 struct AdminConn {
-    /// Verifier URL.
+    /// Verifier URL (https://host:port).
     #[arg(
-        long,
+        id = "admin_url",
+        long = "verifier",
+        global = true,
         default_value = "https://localhost:8443",
         env = "VMSEAL_VERIFIER"
     )]
     url: String,
     /// Verifier state directory: reads ca.pem, admin.pem and admin.key from it.
-    #[arg(long)]
+    #[arg(
+        id = "admin_state",
+        long = "state",
+        global = true,
+        env = "VMSEAL_STATE"
+    )]
     state: Option<PathBuf>,
-    /// CA certificate (default: STATE/ca.pem).
-    #[arg(long)]
+    /// The verifier's CA certificate (default: STATE/ca.pem).
+    #[arg(
+        id = "admin_ca",
+        long = "verifier-ca",
+        global = true,
+        env = "VMSEAL_VERIFIER_CA"
+    )]
     ca: Option<PathBuf>,
     /// Admin certificate (default: STATE/admin.pem).
-    #[arg(long)]
+    #[arg(id = "admin_cert", long = "cert", global = true, env = "VMSEAL_CERT")]
     cert: Option<PathBuf>,
     /// Admin key (default: STATE/admin.key).
-    #[arg(long)]
+    #[arg(id = "admin_key", long = "key", global = true, env = "VMSEAL_KEY")]
     key: Option<PathBuf>,
     /// Print JSON.
-    #[arg(long)]
+    #[arg(id = "admin_json", long = "json", global = true)]
     json: bool,
 }
 
@@ -1031,6 +1045,8 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log file or journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let r = match cli.command {
@@ -1188,4 +1204,58 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+#[cfg(test)]
+mod examples_tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    fn after_helps(c: &clap::Command, out: &mut Vec<String>) {
+        for h in [c.get_after_help(), c.get_after_long_help()]
+            .into_iter()
+            .flatten()
+        {
+            out.push(h.to_string());
+        }
+        for s in c.get_subcommands() {
+            after_helps(s, out);
+        }
+    }
+
+    /// Every example of this binary, in its `--help` texts and in README.md and docs/*.md,
+    /// parses with its CLI definition as printed (and the definition itself is consistent).
+    #[test]
+    fn every_example_in_help_and_docs_parses() {
+        Cli::command().debug_assert();
+        let mut helps = Vec::new();
+        after_helps(&Cli::command(), &mut helps);
+        let texts = helps
+            .into_iter()
+            .map(|t| ("--help".to_owned(), t))
+            .chain(vmseal_testkit::examples::docs());
+        let (mut checked, mut failed) = (0, Vec::new());
+        for (file, text) in texts {
+            for cmd in vmseal_testkit::examples::commands(&text, BIN) {
+                checked += 1;
+                if let Err(e) = Cli::try_parse_from(&cmd) {
+                    let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+                    failed.push(format!("{file}: `{}`: {first}", cmd.join(" ")));
+                }
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{} example(s) do not parse:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
+        assert!(
+            checked >= MIN_EXAMPLES,
+            "only {checked} examples of {BIN} found"
+        );
+    }
+
+    const BIN: &str = "vmseal-verifier";
+    const MIN_EXAMPLES: usize = 15;
 }
