@@ -3338,4 +3338,62 @@ fn an_agent_renews_its_certificate_by_proving_its_tpm_again() {
     let human = ok(admin(&["hosts", "list"]));
     assert!(text(&human).contains("days left"), "{}", text(&human));
     ok(admin(&["audit", "verify"]));
+    // The doctors: the host's (state, TPM, PCRs, certificates, the verifier, each VM's chain) and
+    // the admin's (the verifier, certificates, audit, hosts, VMs, alerts) all pass…
+    let o = ok(run(
+        "vmseal-host",
+        &[
+            "status",
+            "--state",
+            &h.p("state"),
+            "--verifier",
+            &url,
+            "--verifier-ca",
+            &ca,
+            "--json",
+        ],
+    ));
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = st["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "state",
+            "tpm",
+            "seal",
+            "intermediate certificate",
+            "agent certificate",
+            "verifier",
+            "vm vm-a"
+        ],
+        "{st}"
+    );
+    assert!(
+        text(&o).contains("last accepted snapshot #1"),
+        "{}",
+        text(&o)
+    );
+    ok(admin(&["status"]));
+    // …and fail, naming the fix, when the TPM is gone.
+    let o = run(
+        "vmseal-host",
+        &[
+            "status",
+            "--state",
+            &h.p("state"),
+            "--tpm",
+            "swtpm:host=127.0.0.1,port=1",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("FAIL tpm") && text(&o).contains("fix:"),
+        "{}",
+        text(&o)
+    );
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod alerts;
 pub mod audit;
+pub mod doctor;
 
 pub use alerts::{
     ALERT_JWT_TYP, Alert, AlertDelivery, DeliveryState, NewSilence, NewWebhook, SetSchedule,

@@ -19,6 +19,7 @@ pub mod qemu;
 pub mod seal;
 pub mod source;
 pub mod standin_args;
+pub mod status;
 mod sys;
 
 /// Entry points for the fuzz targets in `fuzz/` (the policy parser, symbol maps, baselines, ELF

@@ -90,6 +90,13 @@ Example:\n  vmseal-host enroll --state ./st --verifier https://verifier:8443 --v
 (replaces ./st/agent.pem and ./st/agent.key)"
     )]
     Renew(RenewArgs),
+    /// Check this host: its state, the TPM, that the PCRs still unseal the intermediate key, the
+    /// certificates' days left and, with a verifier, that it is reachable and where each VM's
+    /// chain stands there. Exit 0 when every check passes, 1 otherwise (each failure with its fix).
+    #[command(after_help = "Examples:\n  vmseal-host status --state ./st\n  \
+vmseal-host status --config /etc/vmseal/agent.toml\n  \
+vmseal-host status --state ./st --verifier https://verifier:8443 --verifier-ca ca.pem --json")]
+    Status(StatusArgs),
     /// The KVM micro-VM: run it under repeated capture, or show its guest program.
     #[command(subcommand)]
     Vm(VmCommand),
@@ -153,6 +160,34 @@ struct EnrollArgs {
     #[arg(long)]
     agent_cert: Option<PathBuf>,
     /// Where to write the agent key [default: STATE/agent.key].
+    #[arg(long)]
+    agent_key: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// State directory made by `init` (or give --config).
+    #[arg(long, required_unless_present = "config", env = "VMSEAL_STATE")]
+    state: Option<PathBuf>,
+    /// The agent's configuration: its state, TPM and [verifier] section.
+    #[arg(long, conflicts_with_all = ["state", "verifier"])]
+    config: Option<PathBuf>,
+    /// TPM TCTI, if not the one recorded at init.
+    #[arg(long, env = "VMSEAL_TPM")]
+    tpm: Option<String>,
+    /// Verifier URL (https://host:port), to check it and the VMs' chains there.
+    #[arg(long, requires = "verifier_ca", env = "VMSEAL_VERIFIER")]
+    verifier: Option<String>,
+    /// The verifier's CA certificate.
+    #[arg(long, env = "VMSEAL_VERIFIER_CA")]
+    verifier_ca: Option<PathBuf>,
+    /// Agent certificate [default: STATE/agent.pem].
+    #[arg(long)]
+    agent_cert: Option<PathBuf>,
+    /// Its key [default: STATE/agent.key].
     #[arg(long)]
     agent_key: Option<PathBuf>,
     /// Print JSON.
@@ -1420,6 +1455,56 @@ fn cmd_bench(mem_mib: u64, threads: Option<usize>, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn cmd_status(a: StatusArgs) -> Result<()> {
+    use vmseal_client::doctor::render;
+    use vmseal_host::status::{VerifierCheck, run};
+    let (state, tpm, verifier) = match &a.config {
+        Some(c) => {
+            let cfg = vmseal_host::daemon::DaemonConfig::load(c)?;
+            let v = cfg.verifier.as_ref().map(|v| VerifierCheck {
+                url: v.url.clone(),
+                ca: v.ca.clone(),
+                cert: v.agent_cert.clone(),
+                key: v.agent_key.clone(),
+            });
+            (cfg.state.clone(), a.tpm.clone().or(cfg.tpm.clone()), v)
+        }
+        None => {
+            let state = a.state.clone().unwrap_or_default();
+            let v = match (&a.verifier, &a.verifier_ca) {
+                (Some(url), Some(ca)) => Some(VerifierCheck {
+                    url: url.clone(),
+                    ca: ca.clone(),
+                    cert: a
+                        .agent_cert
+                        .clone()
+                        .unwrap_or_else(|| state.join("agent.pem")),
+                    key: a
+                        .agent_key
+                        .clone()
+                        .unwrap_or_else(|| state.join("agent.key")),
+                }),
+                _ => None,
+            };
+            (state, a.tpm.clone(), v)
+        }
+    };
+    let checks = run(&state, tpm.as_deref(), verifier.as_ref());
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "ok": checks.iter().all(|c| c.ok), "checks": checks })
+        );
+    } else {
+        print!("{}", render(&checks));
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
+    }
+    Ok(())
+}
+
 fn cmd_renew(a: RenewArgs) -> Result<()> {
     let cert = a.agent_cert.unwrap_or_else(|| a.state.join("agent.pem"));
     let key = a.agent_key.unwrap_or_else(|| a.state.join("agent.key"));
@@ -1514,6 +1599,7 @@ fn main() -> std::process::ExitCode {
         Command::Vm(VmCommand::Run(a)) => cmd_vm_run(a),
         Command::Enroll(a) => cmd_enroll(a),
         Command::Renew(a) => cmd_renew(a),
+        Command::Status(a) => cmd_status(a),
         Command::Bench {
             mem_mib,
             threads,

@@ -707,6 +707,12 @@ impl HostState {
         Ok(read_config(dir)?.host_id)
     }
 
+    /// The configuration of the state in `dir` (host id, TCTI, PCRs, …), without unsealing
+    /// anything.
+    pub fn config_of(dir: &Path) -> Result<StateConfig, StateError> {
+        read_config(dir)
+    }
+
     /// The AK blob.
     pub fn ak(&self) -> Result<AkBlob, StateError> {
         read_cbor(&self.dir.join("ak.cbor"))

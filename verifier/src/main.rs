@@ -108,6 +108,14 @@ vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443
         #[arg(long, requires = "host_id")]
         restart_chains: bool,
     },
+    /// Check the verifier and the fleet from here: ready (database answering), this admin's and
+    /// the CA's certificates' days left, the audit chain intact and checkpointed, hosts whose
+    /// certificate is near its end or whose hardware no longer passes, VMs never appraised, open
+    /// alerts. Exit 0 when every check passes, 1 otherwise (each failure with its fix).
+    #[command(
+        after_help = "Example:\n  vmseal-verifier admin --state /var/lib/vmseal-verifier status"
+    )]
+    Status,
     /// The enrolled hosts (list), or disable one: its agent certificate is revoked at once.
     #[command(subcommand)]
     Hosts(HostsCmd),
@@ -471,6 +479,151 @@ vmseal-verifier serve --config /etc/vmseal/verifier.toml"
         #[arg(long, value_parser = ["pq-preferred", "pq-only"])]
         tls_key_exchange: Option<String>,
     },
+}
+
+/// `admin status`: each check of the verifier and the fleet.
+fn admin_status(
+    client: &vmseal_client::Client,
+    read: &dyn Fn(&Option<PathBuf>, &str) -> Result<Vec<u8>>,
+) -> Vec<vmseal_client::doctor::Check> {
+    use vmseal_client::doctor::Check;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let days = |pem: &[u8]| {
+        vmseal_sealer::x509::parse_bundle(pem)
+            .ok()
+            .and_then(|c| c.into_iter().next())
+            .map(|c| (c.not_after - now) / 86_400)
+    };
+    let mut out = Vec::new();
+    match client.get("/readyz") {
+        Ok(_) => out.push(Check::pass(
+            "verifier",
+            "ready: it answers and its database does",
+        )),
+        Err(e) => {
+            out.push(Check::fail(
+                "verifier",
+                e.to_string(),
+                "see the message's hint; docs/operations.md, When something goes wrong",
+            ));
+            return out;
+        }
+    }
+    for (name, file, fix) in [
+        (
+            "admin certificate",
+            "admin.pem",
+            "ask for a new one: `vmseal-verifier issue-cert --role admin`",
+        ),
+        (
+            "CA certificate",
+            "ca.pem",
+            "a new verifier state (`init`) and its ca.pem handed to every client",
+        ),
+    ] {
+        let d = read(&None, file).ok().and_then(|p| days(&p));
+        out.push(match d {
+            Some(d) if d >= 60 => Check::pass(name, format!("{d} day(s) left")),
+            Some(d) => Check::fail(name, format!("{d} day(s) left"), fix),
+            None => Check::fail(
+                name,
+                format!("cannot read {file} from --state"),
+                "give --state DIR",
+            ),
+        });
+    }
+    match client.get("/v1/audit/verify") {
+        Ok(v) if v["ok"] == true => out.push(Check::pass(
+            "audit log",
+            format!("intact, {} entries", v["entries"]),
+        )),
+        Ok(v) => out.push(Check::fail(
+            "audit log",
+            format!("NOT intact: {}", v["error"].as_str().unwrap_or("?")),
+            "compare an export with your checkpoints: `vmseal-certs verify-audit`",
+        )),
+        Err(e) => out.push(Check::fail("audit log", e.to_string(), "retry")),
+    }
+    if let Ok(c) = client.get("/v1/audit/checkpoints?limit=1") {
+        match c["checkpoints"][0]["iat"].as_i64() {
+            Some(t) => out.push(Check::pass(
+                "audit checkpoint",
+                format!(
+                    "newest signed {} min ago (entry #{})",
+                    (now - t) / 60,
+                    c["checkpoints"][0]["audit_id"]
+                ),
+            )),
+            None => out.push(Check::fail(
+                "audit checkpoint",
+                "none signed yet",
+                "`admin audit checkpoint --out FILE`, and keep it outside the verifier",
+            )),
+        }
+    }
+    if let Ok(h) = client.get("/v1/hosts") {
+        let hosts = h["hosts"].as_array().cloned().unwrap_or_default();
+        let mut trouble = Vec::new();
+        for x in &hosts {
+            let id = x["host_id"].as_str().unwrap_or("?");
+            if x["disabled_at"].is_i64() {
+                continue;
+            }
+            if let Some(t) = x["agent_not_after"].as_i64()
+                && (t - now) / 86_400 < 30
+            {
+                trouble.push(format!(
+                    "{id}: agent certificate {} day(s) left",
+                    (t - now) / 86_400
+                ));
+            }
+            if let Some(why) = x["hardware_status"].as_str().filter(|s| *s != "ok") {
+                trouble.push(format!("{id}: hardware: {why}"));
+            }
+        }
+        out.push(if trouble.is_empty() {
+            Check::pass(
+                "hosts",
+                format!("{} enrolled, none needing attention", hosts.len()),
+            )
+        } else {
+            Check::fail(
+                "hosts",
+                trouble.join("; "),
+                "renew with `vmseal-host renew` on the host; see `admin hosts list`",
+            )
+        });
+    }
+    if let Ok(v) = client.get("/v1/vms") {
+        let vms = v["vms"].as_array().cloned().unwrap_or_default();
+        let never: Vec<&str> = vms
+            .iter()
+            .filter(|v| v["last_seq"].is_null())
+            .filter_map(|v| v["vm_id"].as_str())
+            .collect();
+        out.push(if never.is_empty() {
+            Check::pass("vms", format!("{} registered, each appraised", vms.len()))
+        } else {
+            Check::fail(
+                "vms",
+                format!("never appraised: {}", never.join(", ")),
+                "is the VM's host agent running with a [verifier] section? `vmseal-host status` on the host",
+            )
+        });
+    }
+    if let Ok(a) = client.get("/v1/alerts?state=active&limit=500") {
+        let n = a["alerts"].as_array().map_or(0, Vec::len);
+        out.push(if n == 0 {
+            Check::pass("alerts", "none open")
+        } else {
+            Check::fail(
+                "alerts",
+                format!("{n} open or acknowledged"),
+                "`admin alerts list --state-filter active`",
+            )
+        });
+    }
+    out
 }
 
 /// A policy file's text, checked here with the host's own parser first: a mistake is named with
@@ -899,6 +1052,22 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                     }
                 }
             }
+        }
+        AdminCmd::Status => {
+            let checks = admin_status(&client, &pick);
+            let failed = checks.iter().filter(|c| !c.ok).count();
+            if conn.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": failed == 0, "checks": checks })
+                );
+            } else {
+                print!("{}", vmseal_client::doctor::render(&checks));
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} check(s) failed");
+            }
+            return Ok(());
         }
         AdminCmd::Audit(AuditCmd::Checkpoint { out }) => {
             let c = client.post_json("/v1/audit/checkpoints", &())?;
