@@ -484,7 +484,7 @@ vmseal-verifier serve --config /etc/vmseal/verifier.toml"
 /// `admin status`: each check of the verifier and the fleet.
 fn admin_status(
     client: &vmseal_client::Client,
-    read: &dyn Fn(&Option<PathBuf>, &str) -> Result<Vec<u8>>,
+    read: &dyn Fn(&str) -> Option<Vec<u8>>,
 ) -> Vec<vmseal_client::doctor::Check> {
     use vmseal_client::doctor::Check;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -521,7 +521,7 @@ fn admin_status(
             "a new verifier state (`init`) and its ca.pem handed to every client",
         ),
     ] {
-        let d = read(&None, file).ok().and_then(|p| days(&p));
+        let d = read(file).and_then(|p| days(&p));
         out.push(match d {
             Some(d) if d >= 60 => Check::pass(name, format!("{d} day(s) left")),
             Some(d) => Check::fail(name, format!("{d} day(s) left"), fix),
@@ -1054,7 +1054,7 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             }
         }
         AdminCmd::Status => {
-            let checks = admin_status(&client, &pick);
+            let checks = admin_status(&client, &|f| pick(&None, f).ok());
             let failed = checks.iter().filter(|c| !c.ok).count();
             if conn.json {
                 println!(
