@@ -3397,3 +3397,36 @@ fn an_agent_renews_its_certificate_by_proving_its_tpm_again() {
         text(&o)
     );
 }
+
+/// Each binary prints its shell completions and man page, made from its CLI definition.
+#[test]
+fn every_binary_makes_its_completions_and_man_page() {
+    for (bin, sub) in [
+        ("vmseal-host", "renew"),
+        ("vmseal-verifier", "admin"),
+        ("vmseal-certs", "verify-audit"),
+        ("vmseal-shim", "attest"),
+    ] {
+        for shell in ["bash", "zsh", "fish", "elvish"] {
+            let o = run(bin, &["completions", shell]);
+            assert!(o.status.success(), "{bin} {shell}: {}", text(&o));
+            let t = String::from_utf8_lossy(&o.stdout);
+            assert!(t.contains(bin) && t.contains(sub), "{bin} {shell}");
+        }
+        let o = run(bin, &["man"]);
+        assert!(o.status.success(), "{bin}: {}", text(&o));
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            t.starts_with(".ie") || t.contains(".TH"),
+            "{bin}: {}",
+            &t[..t.len().min(200)]
+        );
+        assert!(t.to_uppercase().contains(&sub.to_uppercase()), "{bin}");
+        let o = run(bin, &["completions", "tcsh"]);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{bin}: an unknown shell is a usage error"
+        );
+    }
+}

@@ -58,6 +58,19 @@ struct TrustArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Print a shell completion script (bash, zsh, fish or elvish), e.g. into
+    /// /etc/bash_completion.d/vmseal-certs.
+    #[command(
+        after_help = "Example:\n  vmseal-certs completions bash > /etc/bash_completion.d/vmseal-certs"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_parser = vmseal_client::cli::SHELLS)]
+        shell: String,
+    },
+    /// Print the man page (roff), e.g. into /usr/share/man/man1/vmseal-certs.1.
+    #[command(after_help = "Example:\n  vmseal-certs man > /usr/share/man/man1/vmseal-certs.1")]
+    Man,
     /// Show what files contain, as a tree, with the status of every check.
     Inspect {
         /// Files: evidence, certificates, bundles, SNP reports, auxblobs, configfs-tsm JSON.
@@ -236,6 +249,14 @@ fn verdict(n: &Node, allow_insecure: bool) -> Vec<String> {
 
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory as _;
+            print_generated(vmseal_client::cli::completions(Cli::command(), &shell)).map(|()| true)
+        }
+        Cmd::Man => {
+            use clap::CommandFactory as _;
+            print_generated(vmseal_client::cli::man_page(Cli::command())).map(|()| true)
+        }
         Cmd::Inspect { files, trust } => {
             let ctx = context(&trust)?;
             let mut out = Vec::new();
@@ -517,4 +538,11 @@ mod examples_tests {
 
     const BIN: &str = "vmseal-certs";
     const MIN_EXAMPLES: usize = 5;
+}
+
+/// Write generated text (completions, a man page) to stdout.
+fn print_generated(r: Result<Vec<u8>, String>) -> anyhow::Result<()> {
+    let b = r.map_err(anyhow::Error::msg)?;
+    std::io::Write::write_all(&mut std::io::stdout(), &b)?;
+    Ok(())
 }

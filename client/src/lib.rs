@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod alerts;
 pub mod audit;
+pub mod cli;
 pub mod doctor;
 
 pub use alerts::{

@@ -287,3 +287,19 @@ impl RunConfig {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_packaged_example_configuration_loads() {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples/shim.toml");
+        let c = RunConfig::load(&f).unwrap();
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(
+            (c.interval_secs, c.targets[1].spec.source.as_str()),
+            (300, "process:nginx")
+        );
+    }
+}

@@ -82,6 +82,19 @@ struct Verifier {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Print a shell completion script (bash, zsh, fish or elvish), e.g. into
+    /// /etc/bash_completion.d/vmseal-shim.
+    #[command(
+        after_help = "Example:\n  vmseal-shim completions bash > /etc/bash_completion.d/vmseal-shim"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_parser = vmseal_client::cli::SHELLS)]
+        shell: String,
+    },
+    /// Print the man page (roff), e.g. into /usr/share/man/man1/vmseal-shim.1.
+    #[command(after_help = "Example:\n  vmseal-shim man > /usr/share/man/man1/vmseal-shim.1")]
+    Man,
     /// Create the shim's state: an ML-DSA intermediate key whose certificate carries this guest's
     /// SEV-SNP report, its seed sealed with the key the Secure Processor derives for this guest.
     Init {
@@ -233,6 +246,14 @@ fn exit_for(tier: &str) -> Result<u8> {
 
 fn run(cmd: Cmd) -> Result<u8> {
     match cmd {
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory as _;
+            print_generated(vmseal_client::cli::completions(Cli::command(), &shell)).map(|()| 0)
+        }
+        Cmd::Man => {
+            use clap::CommandFactory as _;
+            print_generated(vmseal_client::cli::man_page(Cli::command())).map(|()| 0)
+        }
         Cmd::Init {
             state,
             snp,
@@ -540,4 +561,11 @@ mod examples_tests {
 
     const BIN: &str = "vmseal-shim";
     const MIN_EXAMPLES: usize = 3;
+}
+
+/// Write generated text (completions, a man page) to stdout.
+fn print_generated(r: Result<Vec<u8>, String>) -> anyhow::Result<()> {
+    let b = r.map_err(anyhow::Error::msg)?;
+    std::io::Write::write_all(&mut std::io::stdout(), &b)?;
+    Ok(())
 }

@@ -726,3 +726,22 @@ pub fn run(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_packaged_example_configuration_loads() {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples/agent.toml");
+        let c = DaemonConfig::load(&f).unwrap();
+        assert_eq!(c.vms.len(), 2);
+        assert!(c.vms[0].policy.is_none(), "the verifier's policy, fetched");
+        assert!(c.vms[1].policy.is_some(), "the micro-VM's built-in one");
+        let v = c.verifier.unwrap();
+        assert_eq!(
+            (v.url.as_str(), v.retry),
+            ("https://verifier.example:8443", Duration::from_secs(60))
+        );
+    }
+}

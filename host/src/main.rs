@@ -48,6 +48,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print a shell completion script (bash, zsh, fish or elvish), e.g. into
+    /// /etc/bash_completion.d/vmseal-host.
+    #[command(
+        after_help = "Example:\n  vmseal-host completions bash > /etc/bash_completion.d/vmseal-host"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_parser = vmseal_client::cli::SHELLS)]
+        shell: String,
+    },
+    /// Print the man page (roff), e.g. into /usr/share/man/man1/vmseal-host.1.
+    #[command(after_help = "Example:\n  vmseal-host man > /usr/share/man/man1/vmseal-host.1")]
+    Man,
     /// Create the host's seal: AK, intermediate key and certificate, TPM-sealed key blob.
     #[command(
         after_help = "The state directory must not already hold a state. The TPM must have an RSA \
@@ -1593,6 +1606,14 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let r = match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            print_generated(vmseal_client::cli::completions(Cli::command(), &shell)).map(|()| ())
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            print_generated(vmseal_client::cli::man_page(Cli::command())).map(|()| ())
+        }
         Command::Init(a) => cmd_init(a),
         Command::Seal(a) => cmd_seal(a),
         Command::Capture(a) => cmd_capture(a),
@@ -1683,4 +1704,11 @@ mod examples_tests {
 
     const BIN: &str = "vmseal-host";
     const MIN_EXAMPLES: usize = 10;
+}
+
+/// Write generated text (completions, a man page) to stdout.
+fn print_generated(r: Result<Vec<u8>, String>) -> anyhow::Result<()> {
+    let b = r.map_err(anyhow::Error::msg)?;
+    std::io::Write::write_all(&mut std::io::stdout(), &b)?;
+    Ok(())
 }

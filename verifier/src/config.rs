@@ -251,6 +251,14 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_configuration_loads() {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples/verifier.toml");
+        let c = ServeConfig::load(Some(&f), env(&[]), &[]).unwrap();
+        assert_eq!((c.require.as_str(), c.audit_checkpoint_secs), ("tpm", 3600));
+        assert!(!c.hardware.allow_debug);
+    }
+
+    #[test]
     fn defaults_file_env_and_command_line_in_that_order() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("verifier.toml");

@@ -326,6 +326,21 @@ enum HostsCmd {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Print a shell completion script (bash, zsh, fish or elvish), e.g. into
+    /// /etc/bash_completion.d/vmseal-verifier.
+    #[command(
+        after_help = "Example:\n  vmseal-verifier completions bash > /etc/bash_completion.d/vmseal-verifier"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_parser = vmseal_client::cli::SHELLS)]
+        shell: String,
+    },
+    /// Print the man page (roff), e.g. into /usr/share/man/man1/vmseal-verifier.1.
+    #[command(
+        after_help = "Example:\n  vmseal-verifier man > /usr/share/man/man1/vmseal-verifier.1"
+    )]
+    Man,
     /// Load-test the service on loopback (one server worker): appraisals per second, p50/p99.
     Bench {
         /// Concurrent clients, one VM each.
@@ -1219,6 +1234,14 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let r = match cli.command {
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory as _;
+            print_generated(vmseal_client::cli::completions(Cli::command(), &shell)).map(|()| ())
+        }
+        Cmd::Man => {
+            use clap::CommandFactory as _;
+            print_generated(vmseal_client::cli::man_page(Cli::command())).map(|()| ())
+        }
         Cmd::Init { state, names } => Ca::init(&state, &names)
             .map(|_| {
                 println!(
@@ -1427,4 +1450,11 @@ mod examples_tests {
 
     const BIN: &str = "vmseal-verifier";
     const MIN_EXAMPLES: usize = 15;
+}
+
+/// Write generated text (completions, a man page) to stdout.
+fn print_generated(r: Result<Vec<u8>, String>) -> anyhow::Result<()> {
+    let b = r.map_err(anyhow::Error::msg)?;
+    std::io::Write::write_all(&mut std::io::stdout(), &b)?;
+    Ok(())
 }

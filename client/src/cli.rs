@@ -1,0 +1,49 @@
+//! What every vmseal binary offers about itself: shell completions and a man page, generated from
+//! its CLI definition (so they never drift from `--help`).
+
+/// Shells completions are made for.
+pub const SHELLS: [&str; 4] = ["bash", "zsh", "fish", "elvish"];
+
+/// The completion script of `cmd` for `shell` (one of [`SHELLS`]).
+pub fn completions(mut cmd: clap::Command, shell: &str) -> Result<Vec<u8>, String> {
+    use clap_complete::Shell;
+    let sh = match shell {
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        "elvish" => Shell::Elvish,
+        other => {
+            return Err(format!(
+                "no completions for shell {other:?}: use one of {}",
+                SHELLS.join(", ")
+            ));
+        }
+    };
+    let name = cmd.get_name().to_owned();
+    let mut out = Vec::new();
+    clap_complete::generate(sh, &mut cmd, name, &mut out);
+    Ok(out)
+}
+
+/// The man page (roff) of `cmd`, with a section per subcommand.
+pub fn man_page(cmd: clap::Command) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .render(&mut out)
+        .map_err(|e| e.to_string())?;
+    fn subs(c: &clap::Command, prefix: &str, out: &mut Vec<u8>) -> Result<(), String> {
+        for s in c.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let name = format!("{prefix} {}", s.get_name());
+            out.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+            if let Some(a) = s.get_about() {
+                out.extend_from_slice(format!("{a}\n").as_bytes());
+            }
+            let usage = s.clone().bin_name(&name).render_usage().to_string();
+            out.extend_from_slice(format!(".PP\n{}\n", usage.replace('-', "\\-")).as_bytes());
+            subs(s, &name, out)?;
+        }
+        Ok(())
+    }
+    subs(&cmd, cmd.get_name(), &mut out)?;
+    Ok(out)
+}
