@@ -251,11 +251,15 @@ fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Cmd::Completions { shell } => {
             use clap::CommandFactory as _;
-            print_generated(vmseal_client::cli::completions(Cli::command(), &shell)).map(|()| true)
+            vmseal_client::cli::print(vmseal_client::cli::completions(Cli::command(), &shell))
+                .map_err(anyhow::Error::msg)
+                .map(|()| true)
         }
         Cmd::Man => {
             use clap::CommandFactory as _;
-            print_generated(vmseal_client::cli::man_page(Cli::command())).map(|()| true)
+            vmseal_client::cli::print(vmseal_client::cli::man_page(Cli::command()))
+                .map_err(anyhow::Error::msg)
+                .map(|()| true)
         }
         Cmd::Inspect { files, trust } => {
             let ctx = context(&trust)?;
@@ -538,11 +542,4 @@ mod examples_tests {
 
     const BIN: &str = "vmseal-certs";
     const MIN_EXAMPLES: usize = 5;
-}
-
-/// Write generated text (completions, a man page) to stdout.
-fn print_generated(r: Result<Vec<u8>, String>) -> anyhow::Result<()> {
-    let b = r.map_err(anyhow::Error::msg)?;
-    std::io::Write::write_all(&mut std::io::stdout(), &b)?;
-    Ok(())
 }

@@ -47,3 +47,9 @@ pub fn man_page(cmd: clap::Command) -> Result<Vec<u8>, String> {
     subs(&cmd, cmd.get_name(), &mut out)?;
     Ok(out)
 }
+
+/// Write generated text (completions, a man page) to stdout.
+pub fn print(generated: Result<Vec<u8>, String>) -> Result<(), String> {
+    let b = generated?;
+    std::io::Write::write_all(&mut std::io::stdout(), &b).map_err(|e| e.to_string())
+}

@@ -248,11 +248,15 @@ fn run(cmd: Cmd) -> Result<u8> {
     match cmd {
         Cmd::Completions { shell } => {
             use clap::CommandFactory as _;
-            print_generated(vmseal_client::cli::completions(Cli::command(), &shell)).map(|()| 0)
+            vmseal_client::cli::print(vmseal_client::cli::completions(Cli::command(), &shell))
+                .map_err(anyhow::Error::msg)
+                .map(|()| 0)
         }
         Cmd::Man => {
             use clap::CommandFactory as _;
-            print_generated(vmseal_client::cli::man_page(Cli::command())).map(|()| 0)
+            vmseal_client::cli::print(vmseal_client::cli::man_page(Cli::command()))
+                .map_err(anyhow::Error::msg)
+                .map(|()| 0)
         }
         Cmd::Init {
             state,
@@ -561,11 +565,4 @@ mod examples_tests {
 
     const BIN: &str = "vmseal-shim";
     const MIN_EXAMPLES: usize = 3;
-}
-
-/// Write generated text (completions, a man page) to stdout.
-fn print_generated(r: Result<Vec<u8>, String>) -> anyhow::Result<()> {
-    let b = r.map_err(anyhow::Error::msg)?;
-    std::io::Write::write_all(&mut std::io::stdout(), &b)?;
-    Ok(())
 }

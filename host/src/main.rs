@@ -1608,11 +1608,13 @@ fn main() -> std::process::ExitCode {
     let r = match cli.command {
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
-            print_generated(vmseal_client::cli::completions(Cli::command(), &shell)).map(|()| ())
+            vmseal_client::cli::print(vmseal_client::cli::completions(Cli::command(), &shell))
+                .map_err(anyhow::Error::msg)
         }
         Command::Man => {
             use clap::CommandFactory as _;
-            print_generated(vmseal_client::cli::man_page(Cli::command())).map(|()| ())
+            vmseal_client::cli::print(vmseal_client::cli::man_page(Cli::command()))
+                .map_err(anyhow::Error::msg)
         }
         Command::Init(a) => cmd_init(a),
         Command::Seal(a) => cmd_seal(a),
@@ -1704,11 +1706,4 @@ mod examples_tests {
 
     const BIN: &str = "vmseal-host";
     const MIN_EXAMPLES: usize = 10;
-}
-
-/// Write generated text (completions, a man page) to stdout.
-fn print_generated(r: Result<Vec<u8>, String>) -> anyhow::Result<()> {
-    let b = r.map_err(anyhow::Error::msg)?;
-    std::io::Write::write_all(&mut std::io::stdout(), &b)?;
-    Ok(())
 }

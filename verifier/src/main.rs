@@ -1236,11 +1236,13 @@ fn main() -> std::process::ExitCode {
     let r = match cli.command {
         Cmd::Completions { shell } => {
             use clap::CommandFactory as _;
-            print_generated(vmseal_client::cli::completions(Cli::command(), &shell)).map(|()| ())
+            vmseal_client::cli::print(vmseal_client::cli::completions(Cli::command(), &shell))
+                .map_err(anyhow::Error::msg)
         }
         Cmd::Man => {
             use clap::CommandFactory as _;
-            print_generated(vmseal_client::cli::man_page(Cli::command())).map(|()| ())
+            vmseal_client::cli::print(vmseal_client::cli::man_page(Cli::command()))
+                .map_err(anyhow::Error::msg)
         }
         Cmd::Init { state, names } => Ca::init(&state, &names)
             .map(|_| {
@@ -1450,11 +1452,4 @@ mod examples_tests {
 
     const BIN: &str = "vmseal-verifier";
     const MIN_EXAMPLES: usize = 15;
-}
-
-/// Write generated text (completions, a man page) to stdout.
-fn print_generated(r: Result<Vec<u8>, String>) -> anyhow::Result<()> {
-    let b = r.map_err(anyhow::Error::msg)?;
-    std::io::Write::write_all(&mut std::io::stdout(), &b)?;
-    Ok(())
 }
