@@ -250,6 +250,28 @@ fn bad_inputs_get_clear_errors_and_change_nothing() {
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         assert!(text(&o).contains(says), "{tcti}: {}", text(&o));
     }
+    // The TPM library's own log lines are off by default (vmseal's error says it all, once).
+    let o = Command::new(bin("vmseal-host"))
+        .env_remove("TSS2_LOG")
+        .env_remove("VMSEAL_LOG")
+        .args([
+            "init",
+            "--state",
+            &h.p("quiet-state"),
+            "--tpm",
+            "swtpm:host=127.0.0.1,port=1",
+            "--snp",
+            "none",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot open TPM"), "{err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one line, no library chatter: {err}"
+    );
     // An unreachable PostgreSQL is named as such at once, its password never shown.
     let vst = h.p("verifier");
     assert!(

@@ -186,6 +186,7 @@ interval_secs = 300\n\n  [[target]]\n  vm_id = \"web-1\"\n  source = \"kernel\"\
 }
 
 fn main() -> ExitCode {
+    vmseal_host::quiet_tpm_library();
     let cli = Cli::parse();
     let json = matches!(
         &cli.command,

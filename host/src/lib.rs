@@ -22,6 +22,33 @@ pub mod standin_args;
 pub mod status;
 mod sys;
 
+/// The TPM library (tpm2-tss) prints its own warnings and errors on stderr unless `TSS2_LOG` says
+/// otherwise; vmseal reports TPM failures itself, with their cause and fix. Unless the caller set
+/// `TSS2_LOG` (to see the library's own lines), re-execute this process once with it set to
+/// `all+NONE` — call this first thing in `main`, before any thread or TPM context exists. (Setting
+/// the variable in-process would need `unsafe` `std::env::set_var`, and the library reads it at
+/// its first log line.)
+pub fn quiet_tpm_library() {
+    use std::os::unix::process::CommandExt as _;
+    if std::env::var_os("TSS2_LOG").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+    let err = std::process::Command::new(&exe)
+        .arg0(arg0)
+        .args(args)
+        .env("TSS2_LOG", "all+NONE")
+        .exec();
+    // `exec` returns only when it failed: carry on, with the library's own lines.
+    eprintln!(
+        "warning: cannot silence the TPM library's own log lines ({err}); set TSS2_LOG=all+NONE"
+    );
+}
+
 /// Entry points for the fuzz targets in `fuzz/` (the policy parser, symbol maps, baselines, ELF
 /// core headers).
 #[doc(hidden)]

@@ -1596,10 +1596,13 @@ fn cmd_enroll(a: EnrollArgs) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    vmseal_host::quiet_tpm_library();
     tracing_subscriber::fmt()
         .with_env_filter(
+            // The TPM crate's own lines repeat what vmseal's errors say (with the fix): off unless
+            // VMSEAL_LOG asks for them (e.g. VMSEAL_LOG=warn,tss_esapi=debug).
             tracing_subscriber::EnvFilter::try_from_env("VMSEAL_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,tss_esapi=off".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
