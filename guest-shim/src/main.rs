@@ -107,8 +107,10 @@ enum Cmd {
         /// This guest's identity at the verifier.
         #[arg(long)]
         id: String,
-        /// Intermediate certificate lifetime, days.
-        #[arg(long, default_value_t = 365)]
+        /// Intermediate certificate lifetime, days (1 to 3650; `--validity-days` is the old
+        /// spelling).
+        #[arg(long = "valid-days", alias = "validity-days", default_value_t = 365,
+            value_parser = clap::value_parser!(i64).range(1..=3650))]
         validity_days: i64,
         /// The guest's (v)TPM, e.g. an SVSM vTPM (`device:/dev/tpmrm0`): the intermediate is then
         /// also bound by a quote, and its seed sealed by the TPM to PCRs 0-7 instead of the
@@ -117,6 +119,9 @@ enum Cmd {
         tpm: Option<String>,
         #[command(flatten)]
         standin: vmseal_host::standin_args::StandInArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Enrol this guest at the verifier with a one-use enrollment token from its admin.
     Enroll {
@@ -131,6 +136,9 @@ enum Cmd {
         /// Its key.
         #[arg(long)]
         token_key: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Capture once, locally: each region's pages and Merkle root (no verifier).
     Capture {
@@ -266,6 +274,7 @@ fn run(cmd: Cmd) -> Result<u8> {
             validity_days,
             tpm,
             standin,
+            json,
         } => {
             let snp = match snp {
                 Snp::Configfs => SnpChoice::Configfs,
@@ -314,7 +323,14 @@ fn run(cmd: Cmd) -> Result<u8> {
                     "WARNING: the SNP anchor is the INSECURE software stand-in: it proves nothing; tests only"
                 );
             }
-            println!("initialised {} for guest {id}", state.display());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "state": state, "id": id, "insecure": snp == SnpChoice::InsecureSoft })
+                );
+            } else {
+                println!("initialised {} for guest {id}", state.display());
+            }
             Ok(0)
         }
         Cmd::Enroll {
@@ -322,6 +338,7 @@ fn run(cmd: Cmd) -> Result<u8> {
             verifier,
             token_cert,
             token_key,
+            json,
         } => {
             let e = vmseal_host::enroll::enroll(&vmseal_host::enroll::EnrollOptions {
                 state: state.clone(),
@@ -340,6 +357,10 @@ fn run(cmd: Cmd) -> Result<u8> {
                     .unwrap_or_else(|| state.join("agent.key")),
             })
             .context("enrolling with the verifier")?;
+            if json {
+                println!("{}", serde_json::to_string(&e)?);
+                return Ok(0);
+            }
             println!(
                 "enrolled guest {}{} (SNP anchor{})",
                 e.host_id,

@@ -295,8 +295,10 @@ struct InitArgs {
     insecure_report_version: u32,
     #[command(flatten)]
     standin: vmseal_host::standin_args::StandInArgs,
-    /// Lifetime of the intermediate certificate, in days.
-    #[arg(long, default_value_t = 365)]
+    /// Lifetime of the intermediate certificate, in days (1 to 3650; `--validity-days` is the
+    /// old spelling).
+    #[arg(long = "valid-days", alias = "validity-days", default_value_t = 365,
+        value_parser = clap::value_parser!(i64).range(1..=3650))]
     validity_days: i64,
     /// Print the result as JSON.
     #[arg(long)]

@@ -418,6 +418,9 @@ DIR/admin.key. Give the admin certificate and key to the operator, ca.pem to age
         /// Extra DNS names or IP addresses for the server certificate (localhost is always in).
         #[arg(long = "name")]
         names: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Issue a client certificate from the CA in DIR (offline: needs ca.key): another admin, or a
     /// read-only viewer for the web page (https://VERIFIER/ui) and the read API.
@@ -445,6 +448,9 @@ For a browser, bundle them: openssl pkcs12 -export -in carol.pem -inkey carol.ke
         /// Lifetime in days.
         #[arg(long, default_value_t = 365)]
         valid_days: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Serve the API over HTTPS with mandatory client certificates.
     #[command(
@@ -1244,12 +1250,20 @@ fn main() -> std::process::ExitCode {
             vmseal_client::cli::print(vmseal_client::cli::man_page(Cli::command()))
                 .map_err(anyhow::Error::msg)
         }
-        Cmd::Init { state, names } => Ca::init(&state, &names)
+        Cmd::Init { state, names, json } => Ca::init(&state, &names)
             .map(|_| {
-                println!(
-                    "initialised {}: ca.pem, server.pem, admin.pem (+ keys)",
-                    state.display()
-                );
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "state": state, "ca": state.join("ca.pem"),
+                            "server": state.join("server.pem"), "admin": state.join("admin.pem") })
+                    );
+                } else {
+                    println!(
+                        "initialised {}: ca.pem, server.pem, admin.pem (+ keys)",
+                        state.display()
+                    );
+                }
             })
             .map_err(anyhow::Error::from),
         Cmd::Admin { conn, cmd } => admin(conn, cmd),
@@ -1307,6 +1321,7 @@ fn main() -> std::process::ExitCode {
             out_cert,
             out_key,
             valid_days,
+            json,
         } => (|| {
             let ca = Ca::load(&state)
                 .with_context(|| format!("cannot load the CA in {}", state.display()))?;
@@ -1317,15 +1332,22 @@ fn main() -> std::process::ExitCode {
             let issued = ca.issue_client(&role, time::Duration::days(i64::from(valid_days)))?;
             vmseal_sealer::state::write_atomic(&out_key, issued.key_pem.as_bytes())?;
             vmseal_sealer::state::write_atomic(&out_cert, issued.cert_pem.as_bytes())?;
-            println!(
-                "issued {} {name:?}: {} and {}",
-                match role {
-                    vmseal_verifier::pki::Role::Admin(_) => "admin",
-                    _ => "viewer",
-                },
-                out_cert.display(),
-                out_key.display()
-            );
+            let kind = match role {
+                vmseal_verifier::pki::Role::Admin(_) => "admin",
+                _ => "viewer",
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "role": kind, "name": name, "cert": out_cert, "key": out_key, "valid_days": valid_days })
+                );
+            } else {
+                println!(
+                    "issued {kind} {name:?}: {} and {}",
+                    out_cert.display(),
+                    out_key.display()
+                );
+            }
             Ok(())
         })(),
         Cmd::Bench {
