@@ -3234,7 +3234,8 @@ fn an_agent_renews_its_certificate_by_proving_its_tpm_again() {
     let h = Host::new("none");
     let vst = h.p("verifier");
     let ek = h.ek_ca();
-    let (_server, url) = Verifier::fresh(&vst, &["--require", "tpm", "--ek-roots", &ek]);
+    let vargs = ["--require", "tpm", "--ek-roots", &ek];
+    let (server, url) = Verifier::fresh(&vst, &vargs);
     let admin = |args: &[&str]| admin_cli(&url, &vst, args);
     let ok = |o: Output| {
         assert!(o.status.success(), "{}", text(&o));
@@ -3418,6 +3419,32 @@ fn an_agent_renews_its_certificate_by_proving_its_tpm_again() {
         "{}",
         text(&o)
     );
+    // An agent certificate 10 days from its end is the host's problem, alerted on its VMs (the
+    // database edited as if 387 days had passed; the re-appraisal runs at start).
+    drop(server);
+    let ends = time::OffsetDateTime::now_utc().unix_timestamp() + 10 * 86_400;
+    let py = format!(
+        "import sqlite3; c = sqlite3.connect('{vst}/verifier.db'); \
+         c.execute('UPDATE hosts SET agent_not_after = {ends}'); c.commit()"
+    );
+    let o = Command::new("python3").args(["-c", &py]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let _server = Verifier::serve_at(&vst, &vargs, port).0;
+    let mut listed = String::new();
+    for _ in 0..50 {
+        listed = text(&ok(admin(&["hosts", "list"])));
+        if listed.contains("agent certificate expires") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(listed.contains("vmseal-host renew"), "{listed}");
+    let alerts = text(&ok(admin(&["alerts", "list"])));
+    assert!(alerts.contains("agent certificate expires"), "{alerts}");
+    let o = admin(&["status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("FAIL hosts"), "{}", text(&o));
 }
 
 /// Each binary prints its shell completions and man page, made from its CLI definition.

@@ -165,11 +165,15 @@ pub const REAPPRAISE_EVERY: std::time::Duration = std::time::Duration::from_secs
 /// How far ahead an expiring intermediate or VCEK/VLEK chain is reported.
 pub const EXPIRY_NOTICE_S: i64 = 7 * 24 * 3600;
 
+/// How far ahead an agent certificate's expiry is raised as a host's problem.
+pub const AGENT_CERT_NOTICE_S: i64 = 30 * 86_400;
+
 /// Re-appraise every enabled host's pinned intermediate: its anchors must still verify (now, and
 /// [`EXPIRY_NOTICE_S`] from now) and still meet the hardware policy it was enrolled under — the
 /// token's own, else the service's as it is *now*, so a stricter policy applies to hosts already
-/// enrolled. A host whose verdict changes for the worse raises `evidence_refused` (code
-/// `hardware_reappraisal`) on each of its VMs; `admin hosts list` shows the verdict.
+/// enrolled — and its agent certificate must have more than [`AGENT_CERT_NOTICE_S`] left. A host
+/// whose verdict changes for the worse raises `evidence_refused` (code `hardware_reappraisal`) on
+/// each of its VMs; `admin hosts list` shows the verdict.
 pub async fn reappraise(st: &crate::server::AppState) -> Result<(), crate::store::StoreError> {
     let now = time::OffsetDateTime::now_utc();
     // What is there is verified; which anchors a host needs was decided at its enrollment.
@@ -179,7 +183,8 @@ pub async fn reappraise(st: &crate::server::AppState) -> Result<(), crate::store
         snp: false,
     };
     trust.tpm.require_ek_chain = false;
-    for (host, der, policy, _) in st.store.hosts_to_reappraise().await? {
+    for h in st.store.hosts_to_reappraise().await? {
+        let (host, der, policy) = (h.host_id, h.intermediate_der, h.hardware_policy);
         let policy = match policy
             .as_deref()
             .map(serde_json::from_str::<HardwarePolicy>)
@@ -198,7 +203,23 @@ pub async fn reappraise(st: &crate::server::AppState) -> Result<(), crate::store
                 Err(r) => format!("the hardware policy refuses it: {r}"),
                 Ok(_) => match verify(now + time::Duration::seconds(EXPIRY_NOTICE_S)) {
                     Err(e) => format!("its anchors expire within 7 days: {e}; re-enrol it"),
-                    Ok(_) => "ok".to_owned(),
+                    // The agent certificate, 30 days ahead (the agent renews it at its next start).
+                    Ok(_) => match h.agent_not_after {
+                        Some(t) if t - now.unix_timestamp() < AGENT_CERT_NOTICE_S => {
+                            let on = time::OffsetDateTime::from_unix_timestamp(t)
+                                .ok()
+                                .and_then(|d| {
+                                    d.format(&time::format_description::well_known::Rfc3339)
+                                        .ok()
+                                })
+                                .unwrap_or_else(|| t.to_string());
+                            format!(
+                                "its agent certificate expires {on}: the agent renews it when it \
+                                 starts, or run `vmseal-host renew` on the host"
+                            )
+                        }
+                        _ => "ok".to_owned(),
+                    },
                 },
             },
         };

@@ -538,21 +538,20 @@ impl Store {
     }
 
     /// Every enabled host's pinned intermediate (DER), its token's hardware policy (JSON, if it
-    /// had one) and its last re-appraisal verdict.
-    pub async fn hosts_to_reappraise(
-        &self,
-    ) -> Result<Vec<(String, Vec<u8>, Option<String>, Option<String>)>, StoreError> {
-        sqlx::query("SELECT host_id, intermediate_der, hardware_policy, hardware_status FROM hosts WHERE disabled_at IS NULL ORDER BY host_id")
+    /// had one), its last re-appraisal verdict and when its agent certificate expires.
+    pub async fn hosts_to_reappraise(&self) -> Result<Vec<HostToReappraise>, StoreError> {
+        sqlx::query("SELECT host_id, intermediate_der, hardware_policy, hardware_status, agent_not_after FROM hosts WHERE disabled_at IS NULL ORDER BY host_id")
             .fetch_all(&self.pool)
             .await?
             .iter()
             .map(|r| {
-                Ok((
-                    r.try_get("host_id")?,
-                    r.try_get("intermediate_der")?,
-                    r.try_get("hardware_policy")?,
-                    r.try_get("hardware_status")?,
-                ))
+                Ok(HostToReappraise {
+                    host_id: r.try_get("host_id")?,
+                    intermediate_der: r.try_get("intermediate_der")?,
+                    hardware_policy: r.try_get("hardware_policy")?,
+                    status: r.try_get("hardware_status")?,
+                    agent_not_after: r.try_get("agent_not_after")?,
+                })
             })
             .collect()
     }
@@ -1692,6 +1691,21 @@ pub struct NewToken<'a> {
     pub now: i64,
     /// Unix seconds.
     pub expires_at: i64,
+}
+
+/// A host the re-appraisal looks at again.
+#[derive(Debug, Clone)]
+pub struct HostToReappraise {
+    /// Host id.
+    pub host_id: String,
+    /// Its pinned intermediate, DER.
+    pub intermediate_der: Vec<u8>,
+    /// Its enrollment token's hardware policy (JSON), when it had one.
+    pub hardware_policy: Option<String>,
+    /// The last verdict.
+    pub status: Option<String>,
+    /// When its agent certificate expires (Unix seconds), when recorded.
+    pub agent_not_after: Option<i64>,
 }
 
 /// What [`Store::remove_vm`] removed.
