@@ -3445,6 +3445,38 @@ fn an_agent_renews_its_certificate_by_proving_its_tpm_again() {
     let o = admin(&["status"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("FAIL hosts"), "{}", text(&o));
+    // An admin renews their own certificate: the new one works, the old one is revoked.
+    ok(admin(&[
+        "renew-cert",
+        "--out-cert",
+        &h.p("admin2.pem"),
+        "--out-key",
+        &h.p("admin2.key"),
+    ]));
+    let with = |cert: &str, key: &str| {
+        run(
+            "vmseal-verifier",
+            &[
+                "admin",
+                "--verifier",
+                &url,
+                "--state",
+                &vst,
+                "--cert",
+                cert,
+                "--key",
+                key,
+                "vms",
+            ],
+        )
+    };
+    ok(with(&h.p("admin2.pem"), &h.p("admin2.key")));
+    let o = with(&format!("{vst}/admin.pem"), &format!("{vst}/admin.key"));
+    assert!(
+        !o.status.success() && text(&o).contains("revoked"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// Each binary prints its shell completions and man page, made from its CLI definition.

@@ -250,7 +250,16 @@ pub struct AgentRenewal {
     pub csr_pem: String,
 }
 
-/// The answer of a renewal.
+/// `POST /v1/certificates/renewals` body (an admin or a viewer): the request for the new key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PersonRenewal {
+    /// PKCS#10 request for the new key, PEM.
+    pub csr_pem: String,
+}
+
+/// The answer of a renewal (an agent's, or a person's: `agent_cert_pem` is then theirs).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Renewed {
@@ -727,6 +736,15 @@ impl Client {
                 csr_pem,
             },
         )?)?;
+        Ok((r.agent_cert_pem, key_pem, r.not_after))
+    }
+
+    /// Renew the certificate this client presents (an admin's or a viewer's): (certificate PEM,
+    /// key PEM, not_after); the old one is revoked.
+    pub fn renew_own(&self) -> Result<(String, String, i64), ClientError> {
+        let (csr_pem, key_pem) = new_key_and_request()?;
+        let r: Renewed =
+            Self::decode(self.post_json("/v1/certificates/renewals", &PersonRenewal { csr_pem })?)?;
         Ok((r.agent_cert_pem, key_pem, r.not_after))
     }
 

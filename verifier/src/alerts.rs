@@ -195,8 +195,8 @@ async fn checkpoint_forever(st: web::Data<AppState>) {
 }
 
 /// Watch the service's own certificates every 6 hours: the EAR signer's is renewed in place 60
-/// days before it expires; the server's, the issuing CA's and the root's are warned about 60 days
-/// ahead (they need the operator: `vmseal-verifier init` makes new ones).
+/// days before it expires; the server's (renewed by `serve` at start), the issuing CA's and the
+/// root's are warned about 60 days ahead.
 async fn certificates_forever(st: web::Data<AppState>) {
     let Some(dir) = st.settings.state_dir.clone() else {
         return;
@@ -223,7 +223,12 @@ async fn certificates_forever(st: web::Data<AppState>) {
             {
                 tracing::warn!(
                     "the verifier's {what} certificate ({file}) expires in {days} day(s): clients \
-                     will refuse it then; see docs/operations.md, Certificate lifetimes"
+                     will refuse it then ({}); see docs/operations.md, Certificate lifetimes",
+                    if file == "server.pem" {
+                        "restart `serve`: it renews the server certificate at start"
+                    } else {
+                        "a new verifier state is the operator's step"
+                    }
                 );
             }
         }

@@ -108,6 +108,20 @@ vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443
         #[arg(long, requires = "host_id")]
         restart_chains: bool,
     },
+    /// Renew this admin's (or viewer's) own certificate: a new key made here, a new certificate
+    /// (397 days) for it; the old certificate is revoked at once. Writes over --cert/--key
+    /// (default STATE/admin.pem and admin.key) unless --out-cert/--out-key say elsewhere.
+    #[command(
+        after_help = "Example:\n  vmseal-verifier admin --state /var/lib/vmseal-verifier renew-cert"
+    )]
+    RenewCert {
+        /// Where the new certificate goes [default: the one presented].
+        #[arg(long)]
+        out_cert: Option<PathBuf>,
+        /// Where the new key goes [default: the one presented].
+        #[arg(long)]
+        out_key: Option<PathBuf>,
+    },
     /// Check the verifier and the fleet from here: ready (database answering), this admin's and
     /// the CA's certificates' days left, the audit chain intact and checkpointed, hosts whose
     /// certificate is near its end or whose hardware no longer passes, VMs never appraised, open
@@ -502,6 +516,65 @@ vmseal-verifier serve --config /etc/vmseal/verifier.toml"
     },
 }
 
+/// `serve` renews its server certificate (same names, a new key) when it has less than 60 days
+/// left: clients would refuse it after. A server running longer is warned about by its
+/// certificate watcher; a restart renews.
+fn renew_server_certificate(state: &std::path::Path) -> Result<()> {
+    let path = state.join("server.pem");
+    let Ok(pem) = std::fs::read(&path) else {
+        return Ok(());
+    };
+    let Some(der) = pem::parse_many(&pem)
+        .ok()
+        .and_then(|c| c.into_iter().next())
+        .map(|c| c.into_contents())
+    else {
+        anyhow::bail!("{} holds no certificate", path.display());
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let left =
+        cert.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
+    if left > 60 * 86_400 {
+        return Ok(());
+    }
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                    x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                        4 => {
+                            Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*b).ok()?).to_string())
+                        }
+                        16 => {
+                            Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*b).ok()?).to_string())
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .filter(|n| !matches!(n.as_str(), "localhost" | "127.0.0.1" | "::1"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ca = Ca::load(state).with_context(|| format!("renewing {}", path.display()))?;
+    let issued = ca.issue_server(&names)?;
+    vmseal_sealer::state::write_atomic(&state.join("server.key"), issued.key_pem.as_bytes())?;
+    vmseal_sealer::state::write_atomic(&path, issued.cert_pem.as_bytes())?;
+    tracing::info!(
+        "server certificate renewed ({} day(s) were left; names kept: localhost{})",
+        left / 86_400,
+        names.iter().map(|n| format!(", {n}")).collect::<String>()
+    );
+    Ok(())
+}
+
 /// `admin status`: each check of the verifier and the fleet.
 fn admin_status(
     client: &vmseal_client::Client,
@@ -672,6 +745,7 @@ fn read_pems(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
 
 async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
     let state = c.state.as_path();
+    renew_server_certificate(state)?;
     let ca = Ca::load(state).with_context(|| {
         format!(
             "no verifier state in {}: run `vmseal-verifier init --state {}`",
@@ -1074,6 +1148,33 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                 }
             }
         }
+        AdminCmd::RenewCert { out_cert, out_key } => {
+            let path = |explicit: &Option<PathBuf>, file: &str| {
+                explicit
+                    .clone()
+                    .or_else(|| conn.state.as_ref().map(|d| d.join(file)))
+            };
+            let (Some(cert_to), Some(key_to)) = (
+                out_cert.or_else(|| path(&conn.cert, "admin.pem")),
+                out_key.or_else(|| path(&conn.key, "admin.key")),
+            ) else {
+                anyhow::bail!("say where the new certificate and key go: --out-cert and --out-key");
+            };
+            let (cert, key, not_after) = client.renew_own()?;
+            // Key first: a certificate on disk always has its key.
+            vmseal_sealer::state::write_atomic(&key_to, key.as_bytes())?;
+            vmseal_sealer::state::write_atomic(&cert_to, cert.as_bytes())?;
+            if !conn.json {
+                println!(
+                    "certificate renewed ({} days): {} and {}; the old one is revoked",
+                    (not_after - time::OffsetDateTime::now_utc().unix_timestamp()) / 86_400,
+                    cert_to.display(),
+                    key_to.display()
+                );
+                return Ok(());
+            }
+            serde_json::json!({ "cert": cert_to, "key": key_to, "not_after": not_after })
+        }
         AdminCmd::Status => {
             let checks = admin_status(&client, &|f| pick(&None, f).ok());
             let failed = checks.iter().filter(|c| !c.ok).count();
@@ -1419,6 +1520,38 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {}", vmseal_client::error_text(e.chain()));
             std::process::ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod renewal_tests {
+    use super::*;
+
+    #[test]
+    fn serve_renews_a_server_certificate_near_its_end_keeping_its_names() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = Ca::init(d.path(), &["verifier.example".into()]).unwrap();
+        // Far from its end: left alone.
+        let before = std::fs::read(d.path().join("server.pem")).unwrap();
+        renew_server_certificate(d.path()).unwrap();
+        assert_eq!(std::fs::read(d.path().join("server.pem")).unwrap(), before);
+        // 10 days left: renewed, with its names.
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![
+            "localhost".to_owned(),
+            "verifier.example".to_owned(),
+        ])
+        .unwrap();
+        p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(10);
+        std::fs::write(d.path().join("server.pem"), ca.sign(p, &key).unwrap()).unwrap();
+        renew_server_certificate(d.path()).unwrap();
+        let pem = std::fs::read(d.path().join("server.pem")).unwrap();
+        let c = vmseal_sealer::x509::parse_bundle(&pem).unwrap().remove(0);
+        assert!(c.not_after - time::OffsetDateTime::now_utc().unix_timestamp() > 800 * 86_400);
+        let der = pem::parse_many(&pem).unwrap().remove(0).into_contents();
+        let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = format!("{:?}", x.subject_alternative_name().unwrap().unwrap().value);
+        assert!(san.contains("verifier.example"), "{san}");
     }
 }
 

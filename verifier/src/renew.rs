@@ -7,7 +7,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use time::OffsetDateTime;
-use vmseal_client::{AgentRenewal, Renewed};
+use vmseal_client::{AgentRenewal, PersonRenewal, Renewed};
 use vmseal_sealer::verify::{AnchorRequirement, verify_intermediate};
 
 use crate::pki::{AGENT_CERT_LIFETIME, Role};
@@ -176,6 +176,57 @@ pub(crate) async fn renew(
         not_after = issued.not_after,
         "agent certificate renewed"
     );
+    Ok(HttpResponse::Created().json(Renewed {
+        agent_cert_pem: cert_pem,
+        not_after: issued.not_after,
+    }))
+}
+
+/// A person's certificate lives this long after a renewal.
+pub const PERSON_CERT_LIFETIME: time::Duration = time::Duration::days(397);
+
+/// `POST /v1/certificates/renewals` (an admin or a viewer, with the certificate to renew): a new
+/// certificate with the same role and name for the request's key; the old one is revoked at once.
+#[utoipa::path(post, path = "/v1/certificates/renewals", tag = "operations",
+    request_body = PersonRenewal,
+    responses((status = 201, description = "The new certificate", body = Renewed)))]
+pub(crate) async fn renew_person(
+    req: HttpRequest,
+    body: web::Json<PersonRenewal>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let r = role(&req)?;
+    let who = match &r {
+        Role::Admin(n) | Role::Viewer(n) => n.clone(),
+        _ => {
+            return Err(ApiError::Forbidden(
+                "admins and viewers renew their certificates here; agents renew theirs by proving \
+                 their TPM (`vmseal-host renew`)"
+                    .into(),
+            ));
+        }
+    };
+    let old = req
+        .conn_data::<crate::server::PeerCert>()
+        .map(|c| c.1.clone())
+        .ok_or_else(|| ApiError::Forbidden("no client certificate on this connection".into()))?;
+    let csr_der = pem::parse(body.csr_pem.as_bytes())
+        .ok()
+        .filter(|p| p.tag() == "CERTIFICATE REQUEST")
+        .map(|p| p.into_contents())
+        .ok_or_else(|| bad("bad_csr", "csr_pem is not a PEM CERTIFICATE REQUEST"))?;
+    let cert_pem = st
+        .ca
+        .certify_request(&csr_der, &r, PERSON_CERT_LIFETIME)
+        .map_err(|e| bad("bad_csr", e.to_string()))?;
+    let issued = pem::parse(cert_pem.as_bytes())
+        .ok()
+        .and_then(|p| vmseal_sealer::x509::ParsedCert::from_der(p.contents()).ok())
+        .ok_or_else(|| ApiError::Internal("the issued certificate does not parse".into()))?;
+    st.store
+        .revoke_person_cert(&who, &old, &issued.serial_hex, now())
+        .await?;
+    st.revoked.refresh(&st.store).await;
     Ok(HttpResponse::Created().json(Renewed {
         agent_cert_pem: cert_pem,
         not_after: issued.not_after,

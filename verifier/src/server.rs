@@ -1515,7 +1515,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
         healthz, readyz, metrics, openapi_json, verify_audit, create_checkpoint, list_checkpoints, audit_export,
         crate::ui::root, crate::ui::index, crate::ui::script, crate::ui::style, crate::ui::icon,
         crate::enroll::create_token, crate::enroll::challenge, crate::enroll::begin, crate::enroll::activate,
-        crate::renew::challenge, crate::renew::renew,
+        crate::renew::challenge, crate::renew::renew, crate::renew::renew_person,
         register_vm, list_vms, set_threshold, assign_policy, get_policy, get_chain, remove_vm, allow_modules, reset_chain, list_hosts, disable_host, promote_baseline, active_baseline,
         issue_nonce, submit_evidence, list_appraisals,
         crate::captures::create, crate::captures::poll, crate::captures::status,
@@ -1729,6 +1729,11 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
             r(M::POST).to(reset_chain),
         ),
         (M::GET, "/v1/hosts", r(M::GET).to(list_hosts)),
+        (
+            M::POST,
+            "/v1/certificates/renewals",
+            r(M::POST).to(crate::renew::renew_person),
+        ),
         (
             M::POST,
             "/v1/hosts/{host}/renewal-challenges",

@@ -661,6 +661,25 @@ impl Store {
         Ok(old_serial.map(str::to_owned))
     }
 
+    /// Revoke a person's superseded certificate (an admin's or viewer's, renewed), audited with
+    /// the new one's serial.
+    pub async fn revoke_person_cert(
+        &self,
+        who: &str,
+        old_serial: &str,
+        new_serial: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        revoke(&mut tx, old_serial, who, "renewed", now).await?;
+        let detail =
+            serde_json::json!({ "who": who, "revoked_serial": old_serial, "serial": new_serial })
+                .to_string();
+        append_audit(&mut tx, who, "renew_cert", &detail, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Record when a host's agent certificate (issued at its enrollment) expires.
     pub async fn set_agent_not_after(
         &self,
