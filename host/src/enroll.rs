@@ -184,3 +184,50 @@ pub fn days_left(path: &Path) -> Result<i64, EnrollError> {
 /// An agent certificate with fewer days left than this is renewed by the agent at start and by
 /// `vmseal-host renew` (it lives 397 days).
 pub const RENEW_WITHIN_DAYS: i64 = 30;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmseal_sealer::keys::IntermediateKey;
+    use vmseal_sealer::x509::{IntermediateProfile, issue_intermediate};
+
+    fn cert(made: time::OffsetDateTime, days: i64) -> Vec<u8> {
+        let key = IntermediateKey::generate().unwrap();
+        issue_intermediate(
+            &key,
+            &IntermediateProfile {
+                host_id: "h",
+                tpm: None,
+                snp: None,
+                validity: time::Duration::days(days),
+            },
+            made,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_token_is_checked_before_anything_is_sent() {
+        let now = time::OffsetDateTime::now_utc();
+        let p = Path::new("token.pem");
+        check_token(p, &cert(now, 1)).unwrap();
+        let e = check_token(p, &cert(now - time::Duration::days(10), 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("expired at") && e.contains("ask the admin"),
+            "{e}"
+        );
+        let e = check_token(p, &cert(now + time::Duration::days(10), 1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("clock"), "{e}");
+        let e = check_token(
+            p,
+            b"-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a PEM certificate"), "{e}");
+    }
+}
