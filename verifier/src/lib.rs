@@ -51,6 +51,19 @@ pub mod fuzzing {
         let _ = serde_json::from_slice::<vmseal_client::NewSilence>(data);
         let _ = serde_json::from_slice::<vmseal_client::SetSchedule>(data);
         let _ = serde_json::from_slice::<vmseal_client::Alert>(data);
+        let _ = serde_json::from_slice::<vmseal_client::ChainHead>(data);
+        let _ = serde_json::from_slice::<vmseal_client::PersonRenewal>(data);
+        let _ = serde_json::from_slice::<vmseal_client::Renewed>(data);
+        if let Ok(r) = serde_json::from_slice::<vmseal_client::AgentRenewal>(data) {
+            // What the verifier does with a renewal's fresh anchors before anything else.
+            use base64::Engine as _;
+            if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(r.fresh.trim()) {
+                let _ = vmseal_sealer::anchor::decode::<vmseal_sealer::anchor::FreshAnchors>(&raw);
+            }
+            if let Ok(p) = pem::parse(r.csr_pem.as_bytes()) {
+                let _ = crate::pki::check_request(p.contents());
+            }
+        }
         let _ = rcgen::CertificateSigningRequestParams::from_der(&data.into());
         // What relying parties parse from the verifier: its signed attestation results.
         if let Ok(token) = std::str::from_utf8(data) {

@@ -2,12 +2,13 @@
 
 #[test]
 fn request_bodies_never_panic() {
-    let seeds: [&[u8]; 6] = [
+    let seeds: [&[u8]; 7] = [
         br#"{"vm_id":"vm-a","host_id":"h1","threshold":70,"policy":"name = 1"}"#,
         br#"{"seq":3,"regions":[{"name":"code","leaves":"ab"}]}"#,
         br#"{"code":"replay","message":"x"}"#,
         br#"{"vm_id":"vm-a","duration_s":3600,"reason":"patch"}"#,
         br#"{"name":"ops","url":"https://hooks.example/x"}"#,
+        br#"{"fresh":"oWVub25jZUA=","csr_pem":"-----BEGIN CERTIFICATE REQUEST-----\nAA==\n-----END CERTIFICATE REQUEST-----\n"}"#,
         br#"{"entries":[{"id":1,"at":5,"actor":"admin","action":"x","detail":"{}","prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","hash":"ab"}]}"#,
     ];
     let mut x: u64 = 0x1234_5678_9abc_def1;
