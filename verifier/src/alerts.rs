@@ -389,6 +389,7 @@ async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, d: &Claimed
 
 /// Query of `GET /v1/alerts`.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AlertsQuery {
     /// `open`, `acknowledged`, `resolved`, or `active` (open or acknowledged); all when absent.
@@ -479,6 +480,7 @@ pub(crate) async fn ack(
 
 /// Query of `GET /v1/alerts/stream`.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StreamQuery {
     /// Start after this alert id (as the `Last-Event-ID` header does); by default only alerts

@@ -40,7 +40,7 @@ fn nonce_owner(host: &str) -> String {
 
 /// `POST /v1/hosts/{host}/renewal-challenges` (the host's agent): a single-use nonce the agent's
 /// fresh anchors must answer.
-#[utoipa::path(post, path = "/v1/hosts/{host}/renewal-challenges", tag = "enrollment", params(("host" = String, Path, description = "Host id")),
+#[utoipa::path(post, path = "/v1/hosts/{host}/renewal-challenges", tag = "enrollment", operation_id = "renewal_challenge", params(("host" = String, Path, description = "Host id")),
     responses((status = 201, description = "`{nonce (hex), expires_in}`")))]
 pub(crate) async fn challenge(
     req: HttpRequest,
@@ -59,7 +59,7 @@ pub(crate) async fn challenge(
 
 /// `POST /v1/hosts/{host}/renewals` (the host's agent): fresh anchors over the challenge's nonce
 /// and a request for the new key → a new agent certificate; the old one is revoked.
-#[utoipa::path(post, path = "/v1/hosts/{host}/renewals", tag = "enrollment", params(("host" = String, Path, description = "Host id")),
+#[utoipa::path(post, path = "/v1/hosts/{host}/renewals", tag = "enrollment", operation_id = "renew_agent", params(("host" = String, Path, description = "Host id")),
     request_body = AgentRenewal,
     responses((status = 201, description = "The new certificate", body = Renewed),
         (status = 422, description = "renewal_refused, bad_challenge, hardware_policy", body = vmseal_client::ApiErrorBody)))]

@@ -2349,3 +2349,33 @@ fn alerts_reach_webhooks_signed_and_the_event_stream() {
         "{m}"
     );
 }
+
+/// `/openapi.json` validates with an independent OpenAPI 3.1 validator (openapi-spec-validator,
+/// from PyPI), and the document the service serves is the one validated.
+#[test]
+fn the_openapi_document_validates_with_an_independent_validator() {
+    let python = vmseal_testkit::python::with_packages(&["openapi-spec-validator==0.7.*"])
+        .expect("a Python with openapi-spec-validator");
+    let doc = serde_json::to_string_pretty(&vmseal_verifier::server::openapi()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, &doc).unwrap();
+    let o = std::process::Command::new(&python)
+        .args(["-m", "openapi_spec_validator", "--errors", "all"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success() && out.contains("OK"), "{out}");
+    // Query parameters are declared in the query, not the path.
+    let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    for p in ["/v1/alerts", "/v1/alerts/stream"] {
+        for param in v["paths"][p]["get"]["parameters"].as_array().unwrap() {
+            assert_eq!(param["in"], "query", "{p}: {param}");
+        }
+    }
+}
