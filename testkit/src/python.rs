@@ -11,7 +11,8 @@ pub fn with_packages(packages: &[&str]) -> Result<PathBuf, String> {
     let python = target.join("bin/python");
     // One process at a time: tests run in parallel.
     let lock = target.with_extension("lock");
-    std::fs::create_dir_all(target.parent().unwrap_or(Path::new("."))).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(target.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| e.to_string())?;
     let _guard = FileLock::take(&lock)?;
     if !python.exists() {
         let o = Command::new("python3")
@@ -27,7 +28,13 @@ pub fn with_packages(packages: &[&str]) -> Result<PathBuf, String> {
         }
     }
     let o = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(packages)
         .output()
         .map_err(|e| e.to_string())?;
@@ -52,7 +59,8 @@ impl FileLock {
             .write(true)
             .open(path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        f.lock().map_err(|e| format!("locking {}: {e}", path.display()))?;
+        f.lock()
+            .map_err(|e| format!("locking {}: {e}", path.display()))?;
         Ok(Self(f))
     }
 }

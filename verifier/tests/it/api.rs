@@ -2379,3 +2379,105 @@ fn the_openapi_document_validates_with_an_independent_validator() {
         }
     }
 }
+
+/// A client generated from the served `/openapi.json` by a standard generator
+/// (openapi-python-client, from PyPI) makes real calls over mutual TLS: reads, a change, a
+/// refusal parsed as the documented error body.
+#[test]
+fn a_client_generated_from_the_openapi_document_makes_real_calls() {
+    let python = vmseal_testkit::python::with_packages(&["openapi-python-client==0.29.*"])
+        .expect("a Python with openapi-python-client");
+    let s = start();
+    let admin = admin(&s);
+    let h = Host::new("host-1");
+    let agent = enrol(&s, &admin, &h, None);
+    let (st, _) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
+    );
+    assert_eq!(st, 201);
+    let mut h = h;
+    let (st, a) = json(
+        agent
+            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
+            .body(h.evidence("vm-a", None))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{a}");
+    let (st, doc) = json(admin.get(format!("{}/openapi.json", s.url)).send().unwrap());
+    assert_eq!(st, 200);
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("openapi.json"), doc.to_string()).unwrap();
+    let generator = python.with_file_name("openapi-python-client");
+    let o = std::process::Command::new(&generator)
+        .args([
+            "generate",
+            "--path",
+            "openapi.json",
+            "--meta",
+            "none",
+            "--output-path",
+            "vmseal_api",
+        ])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        work.path().join("vmseal_api/client.py").exists(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let dir = s.dir.path().display().to_string();
+    let script = format!(
+        r#"
+import json, ssl, sys
+sys.path.insert(0, {work:?})
+from vmseal_api import Client
+from vmseal_api.api.operations import readyz, verify_audit, create_checkpoint
+from vmseal_api.api.vms import list_vms, register_vm
+from vmseal_api.api.evidence import get_chain, list_appraisals
+from vmseal_api.models import NewVm, ApiErrorBody
+ctx = ssl.create_default_context(cafile={dir:?} + "/ca.pem")
+ctx.load_cert_chain({dir:?} + "/admin.pem", {dir:?} + "/admin.key")
+c = Client(base_url={url:?}, verify_ssl=ctx, headers={{"x-vmseal-request": "1"}})
+out = {{}}
+out["ready"] = readyz.sync_detailed(client=c).status_code
+out["vms"] = json.loads(list_vms.sync_detailed(client=c).content)
+out["chain"] = json.loads(get_chain.sync_detailed(client=c, vm="vm-a").content)
+out["appraisals"] = json.loads(list_appraisals.sync_detailed(client=c, vm="vm-a").content)
+out["audit"] = json.loads(verify_audit.sync_detailed(client=c).content)
+out["checkpoint"] = json.loads(create_checkpoint.sync_detailed(client=c).content)
+r = register_vm.sync_detailed(client=c, body=NewVm(vm_id="vm-b", host_id="host-1", policy=None))
+out["registered"] = r.status_code
+r = register_vm.sync_detailed(client=c, body=NewVm(vm_id="vm-c", host_id="nope"))
+err = ApiErrorBody.from_dict(json.loads(r.content))
+out["refused"] = [r.status_code, err.code]
+print(json.dumps(out))
+"#,
+        work = work.path().display().to_string(),
+        url = s.url,
+    );
+    let o = std::process::Command::new(&python)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["ready"], 200, "{v}");
+    assert_eq!(v["vms"]["vms"][0]["vm_id"], "vm-a", "{v}");
+    assert_eq!(v["chain"]["next_seq"], 1, "{v}");
+    assert_eq!(v["appraisals"]["appraisals"][0]["seq"], 0, "{v}");
+    assert_eq!(v["audit"]["ok"], true, "{v}");
+    assert!(v["checkpoint"]["token"].is_string(), "{v}");
+    assert_eq!(v["registered"], 201, "{v}");
+    assert_eq!(v["refused"], serde_json::json!([404, "not_found"]), "{v}");
+}
