@@ -690,7 +690,7 @@ impl Client {
         let claims = verify_ear(token, &self.ca_pem, time::OffsetDateTime::now_utc())?;
         let sub = &claims["submods"][vm_id];
         if sub["vmseal.score"] != a["score"]
-            || sub["ear.status"] != a["tier"]
+            || sub["ear_status"] != a["tier"]
             || sub["vmseal.seq"] != a["seq"]
         {
             return Err(ClientError::Ear(EarError::Invalid(
@@ -831,8 +831,81 @@ pub fn enroll_host(
     })
 }
 
-/// The EAR profile of vmseal's attestation results (draft-ietf-rats-ear).
-pub const EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
+/// The EAR profile of vmseal's attestation results: draft-ietf-rats-ear-04, as Veraison's `ear`
+/// crate 0.6 implements it (claim names with underscores: `ear_verifier_id`, `ear_status`,
+/// `ear_trustworthiness_vector`, `ear_appraisal_policy_ids`).
+pub const EAR_PROFILE: &str = "tag:ietf.org,2026:rats/ear#04";
+
+/// The older Veraison profile (dotted claim names: `ear.verifier-id`, `ear.status`, …), still
+/// signed when the service is configured for relying parties on older libraries
+/// (`ear_profile = "veraison-2023"`), and still read by [`verify_ear`].
+pub const EAR_PROFILE_VERAISON_2023: &str = "tag:github.com,2023:veraison/ear";
+
+/// Which EAR profile results are signed in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EarProfile {
+    /// [`EAR_PROFILE`]: the draft as it stands (the default).
+    #[default]
+    Draft04,
+    /// [`EAR_PROFILE_VERAISON_2023`]: for relying parties on older libraries.
+    Veraison2023,
+}
+
+impl EarProfile {
+    /// By its configuration name: `ear-04` or `veraison-2023`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "ear-04" => Some(Self::Draft04),
+            "veraison-2023" => Some(Self::Veraison2023),
+            _ => None,
+        }
+    }
+
+    /// Its `eat_profile` value.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::Draft04 => EAR_PROFILE,
+            Self::Veraison2023 => EAR_PROFILE_VERAISON_2023,
+        }
+    }
+}
+
+/// An EAR's claims in the current draft's names: a result in the older profile is read with its
+/// dotted names renamed (`ear.status` → `ear_status`, …; its one `ear.appraisal-policy-id`
+/// becomes the list `ear_appraisal_policy_ids`), so a relying party reads one vocabulary.
+fn normalize_ear(mut claims: serde_json::Value) -> serde_json::Value {
+    if claims["eat_profile"] != EAR_PROFILE_VERAISON_2023 {
+        return claims;
+    }
+    let rename = |m: &mut serde_json::Map<String, serde_json::Value>, from: &str, to: &str| {
+        if let Some(v) = m.remove(from) {
+            m.insert(to.to_owned(), v);
+        }
+    };
+    if let Some(m) = claims.as_object_mut() {
+        rename(m, "ear.verifier-id", "ear_verifier_id");
+        rename(m, "ear.status", "ear_status");
+    }
+    if let Some(subs) = claims["submods"].as_object_mut() {
+        for sub in subs.values_mut() {
+            if let Some(m) = sub.as_object_mut() {
+                rename(m, "ear.status", "ear_status");
+                rename(
+                    m,
+                    "ear.trustworthiness-vector",
+                    "ear_trustworthiness_vector",
+                );
+                if let Some(p) = m.remove("ear.appraisal-policy-id") {
+                    m.insert(
+                        "ear_appraisal_policy_ids".into(),
+                        serde_json::Value::Array(vec![p]),
+                    );
+                }
+            }
+        }
+    }
+    claims
+}
 
 /// Extended key usage of the verifier's EAR-signing certificate.
 pub const EAR_SIGNING_EKU: [u64; 5] = vmseal_sealer::oid::EKU_EAR_SIGNING;
@@ -949,23 +1022,25 @@ pub fn tls_config_with(
 
 /// Verify an EAR (compact JWT) from public material only: its `x5c` certificate must be issued
 /// by one of `ca_pem`'s certificates, valid at `now`, and marked for EAR signing; the ES256
-/// signature must verify with it; the profile must be vmseal's. Returns the claims.
+/// signature must verify with it; the profile must be [`EAR_PROFILE`] or the older
+/// [`EAR_PROFILE_VERAISON_2023`]. Returns the claims in the current draft's names (see
+/// `normalize_ear`).
 pub fn verify_ear(
     token: &str,
     ca_pem: &[u8],
     now: time::OffsetDateTime,
 ) -> Result<serde_json::Value, EarError> {
     let claims = verify_signed(token, ca_pem, "JWT", now)?;
-    if claims["eat_profile"] != EAR_PROFILE {
+    if claims["eat_profile"] != EAR_PROFILE && claims["eat_profile"] != EAR_PROFILE_VERAISON_2023 {
         return Err(EarError::Invalid(format!(
-            "eat_profile is {}, not {EAR_PROFILE}",
+            "eat_profile is {}, not {EAR_PROFILE} (or {EAR_PROFILE_VERAISON_2023})",
             claims["eat_profile"]
         )));
     }
     if !claims["submods"].is_object() {
         return Err(EarError::Invalid("no submods".into()));
     }
-    Ok(claims)
+    Ok(normalize_ear(claims))
 }
 
 /// The checks every JWS the verifier signs gets: ES256 with `typ`, an `x5c` certificate issued

@@ -738,7 +738,7 @@ pub(crate) async fn set_schedule(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::appraise::{RegionChange, TrustVector};
 
@@ -755,7 +755,8 @@ mod tests {
         }
     }
 
-    fn appraisal(score: u8, tier: Tier) -> Appraisal {
+    /// An appraisal of `vm1` #7 with one changed code page (for tests).
+    pub(crate) fn appraisal(score: u8, tier: Tier) -> Appraisal {
         Appraisal {
             vm_id: "vm1".into(),
             seq: 7,

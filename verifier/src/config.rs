@@ -11,6 +11,8 @@
 //! nonce_ttl = 120                      # seconds a nonce stays valid
 //! default_threshold = 70               # alert threshold of VMs registered without one
 //! audit_checkpoint_secs = 3600         # sign a checkpoint of the audit chain this often
+//! ear_profile = "ear-04"               # results as draft-ietf-rats-ear-04 (default), or
+//!                                      # "veraison-2023" for relying parties on older libraries
 //! workers = 2                          # HTTP worker threads (default: one per core)
 //! tls_key_exchange = "pq-only"         # pq-preferred (default): X25519MLKEM768 first, classical
 //!                                      # groups for peers without it; pq-only: refuse those peers
@@ -26,7 +28,7 @@
 //!
 //! Environment: `VMSEAL_STATE`, `VMSEAL_LISTEN`, `VMSEAL_DATABASE`, `VMSEAL_REQUIRE`,
 //! `VMSEAL_EK_ROOTS` (comma-separated), `VMSEAL_INSECURE_SNP_ROOT`, `VMSEAL_MAX_AGE`,
-//! `VMSEAL_NONCE_TTL`, `VMSEAL_DEFAULT_THRESHOLD`, `VMSEAL_AUDIT_CHECKPOINT_SECS`, `VMSEAL_WORKERS`,
+//! `VMSEAL_NONCE_TTL`, `VMSEAL_DEFAULT_THRESHOLD`, `VMSEAL_AUDIT_CHECKPOINT_SECS`, `VMSEAL_EAR_PROFILE`, `VMSEAL_WORKERS`,
 //! `VMSEAL_TLS_KEY_EXCHANGE`. Other `VMSEAL_*` variables
 //! (`VMSEAL_LOG`, the clients' `VMSEAL_VERIFIER`, …) are not the service's and are ignored; a
 //! misspelt key in the file is an error naming it.
@@ -88,6 +90,8 @@ pub struct ServeConfig {
     pub default_threshold: u8,
     /// Seconds between signed checkpoints of the audit chain (when it moved).
     pub audit_checkpoint_secs: u64,
+    /// The EAR profile results are signed in: `ear-04` or `veraison-2023`.
+    pub ear_profile: String,
     /// HTTP worker threads; one per core when absent.
     #[serde(default)]
     pub workers: Option<usize>,
@@ -113,6 +117,7 @@ struct FileKeys {
     nonce_ttl: Option<i64>,
     default_threshold: Option<u8>,
     audit_checkpoint_secs: Option<u64>,
+    ear_profile: Option<String>,
     workers: Option<usize>,
     tls_key_exchange: Option<String>,
     hardware: Option<vmseal_client::HardwarePolicy>,
@@ -175,6 +180,7 @@ impl ServeConfig {
             .and_then(|b| b.set_default("nonce_ttl", 120))
             .and_then(|b| b.set_default("default_threshold", 70))
             .and_then(|b| b.set_default("audit_checkpoint_secs", 3600))
+            .and_then(|b| b.set_default("ear_profile", "ear-04"))
             .and_then(|b| b.set_default("tls_key_exchange", "pq-preferred"))
             .map_err(invalid)?;
         if let Some(f) = file {
@@ -210,6 +216,12 @@ impl ServeConfig {
             return Err(ConfigError::Invalid(
                 "default_threshold must be 0-100".into(),
             ));
+        }
+        if vmseal_client::EarProfile::from_name(&c.ear_profile).is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "ear_profile must be ear-04 or veraison-2023, not {:?}",
+                c.ear_profile
+            )));
         }
         if c.audit_checkpoint_secs == 0 {
             return Err(ConfigError::Invalid(

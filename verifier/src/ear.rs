@@ -1,17 +1,19 @@
-//! Signed attestation results: an EAR (draft-ietf-rats-ear, profile
-//! `tag:github.com,2023:veraison/ear`) as a JWT signed with ES256 by the verifier's EAR key,
-//! whose certificate (issued by the verifier CA) travels in the `x5c` header.
+//! Signed attestation results: an EAR (draft-ietf-rats-ear-04, profile
+//! `tag:ietf.org,2026:rats/ear#04`, as Veraison's `ear` crate 0.6 reads it) as a JWT signed with
+//! ES256 by the verifier's EAR key, whose certificate (issued by the verifier CA) travels in the
+//! `x5c` header. The older Veraison profile (`tag:github.com,2023:veraison/ear`, dotted names) is
+//! signed instead when configured (`ear_profile = "veraison-2023"`).
 //!
 //! ```json
-//! { "eat_profile": "tag:github.com,2023:veraison/ear",
+//! { "eat_profile": "tag:ietf.org,2026:rats/ear#04",
 //!   "iat": 1764381600,
-//!   "ear.verifier-id": { "developer": "vmseal", "build": "vmseal-verifier 0.1.0" },
+//!   "ear_verifier_id": { "developer": "vmseal", "build": "vmseal-verifier 0.1.0" },
 //!   "eat_nonce": "<the evidence's nonce, base64url>",
 //!   "submods": { "<vm id>": {
-//!       "ear.status": "contraindicated",
-//!       "ear.trustworthiness-vector": { "instance-identity": 2, "executables": 96,
+//!       "ear_status": "contraindicated",
+//!       "ear_trustworthiness_vector": { "instance-identity": 2, "executables": 96,
 //!                                        "runtime-opaque": 2, "hardware": 32 },
-//!       "ear.appraisal-policy-id": "vmseal:baseline:1",
+//!       "ear_appraisal_policy_ids": ["vmseal:baseline:1"],
 //!       "vmseal.score": 0, "vmseal.seq": 2, "vmseal.evidence": "<sha-256, hex>",
 //!       "vmseal.alert": true, "vmseal.changes": [ { "region": "guest-code", … } ] } } }
 //! ```
@@ -31,13 +33,14 @@ use time::{Duration, OffsetDateTime};
 use crate::appraise::Appraisal;
 use crate::pki::{Ca, PkiError};
 
-/// The EAR profile vmseal emits.
+/// The EAR profile vmseal emits by default.
 pub const EAR_PROFILE: &str = vmseal_client::EAR_PROFILE;
 
 /// Signs attestation results (and alert deliveries and audit checkpoints) with the key in the
 /// state's `ear.key`, whose certificate is renewed before it expires.
 pub struct EarSigner {
     current: std::sync::RwLock<Signing>,
+    profile: vmseal_client::EarProfile,
 }
 
 /// The key and certificate chain in use.
@@ -130,7 +133,14 @@ impl EarSigner {
         let signing = load_or_issue(dir, ca, OffsetDateTime::now_utc())?;
         Ok(Self {
             current: std::sync::RwLock::new(signing),
+            profile: vmseal_client::EarProfile::default(),
         })
+    }
+
+    /// Sign results in `profile` (the default is the current draft's).
+    pub fn with_profile(mut self, profile: vmseal_client::EarProfile) -> Self {
+        self.profile = profile;
+        self
     }
 
     /// Renew the certificate (a new key, issued by `ca`, written to `dir`) when less than
@@ -178,17 +188,19 @@ impl EarSigner {
         nonce: Option<&[u8]>,
         iat: i64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
+        let legacy = self.profile == vmseal_client::EarProfile::Veraison2023;
+        let name = |draft: &'static str, old: &'static str| if legacy { old } else { draft };
+        let policy = match a.baseline_version {
+            Some(v) => format!("vmseal:baseline:{v}"),
+            None => "vmseal:no-baseline".to_owned(),
+        };
         let mut submod = serde_json::json!({
-            "ear.status": a.tier,
-            "ear.trustworthiness-vector": {
+            name("ear_status", "ear.status"): a.tier,
+            name("ear_trustworthiness_vector", "ear.trustworthiness-vector"): {
                 "instance-identity": a.trust_vector.instance_identity,
                 "executables": a.trust_vector.executables,
                 "runtime-opaque": a.trust_vector.runtime_opaque,
                 "hardware": a.trust_vector.hardware,
-            },
-            "ear.appraisal-policy-id": match a.baseline_version {
-                Some(v) => format!("vmseal:baseline:{v}"),
-                None => "vmseal:no-baseline".to_owned(),
             },
             "vmseal.score": a.score,
             "vmseal.seq": a.seq,
@@ -197,13 +209,18 @@ impl EarSigner {
             "vmseal.changes": a.changes,
             "vmseal.hardware_checked": a.hardware_checked,
         });
+        if legacy {
+            submod["ear.appraisal-policy-id"] = policy.into();
+        } else {
+            submod["ear_appraisal_policy_ids"] = serde_json::json!([policy]);
+        }
         if !a.unbaselined.is_empty() {
             submod["vmseal.unbaselined"] = serde_json::json!(a.unbaselined);
         }
         let mut claims = serde_json::json!({
-            "eat_profile": EAR_PROFILE,
+            "eat_profile": self.profile.tag(),
             "iat": iat,
-            "ear.verifier-id": {
+            name("ear_verifier_id", "ear.verifier-id"): {
                 "developer": "vmseal",
                 "build": concat!("vmseal-verifier ", env!("CARGO_PKG_VERSION")),
             },
@@ -258,6 +275,51 @@ impl EarSigner {
 #[cfg(test)]
 mod renewal_tests {
     use super::*;
+
+    #[test]
+    fn the_older_profile_is_signed_on_request_and_read_in_the_current_names() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = Ca::init(d.path(), &[]).unwrap();
+        let a = crate::alerts::tests::appraisal(0, crate::appraise::Tier::Contraindicated);
+        let now = OffsetDateTime::now_utc();
+        let ca_pem = std::fs::read(d.path().join("ca.pem")).unwrap();
+        for profile in [
+            vmseal_client::EarProfile::Draft04,
+            vmseal_client::EarProfile::Veraison2023,
+        ] {
+            let s = EarSigner::load_or_create(d.path(), &ca)
+                .unwrap()
+                .with_profile(profile);
+            let token = s.sign(&a, Some(b"n0nce"), now.unix_timestamp()).unwrap();
+            let raw: serde_json::Value = serde_json::from_slice(
+                &URL_SAFE_NO_PAD
+                    .decode(token.split('.').nth(1).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(raw["eat_profile"], profile.tag());
+            let legacy = profile == vmseal_client::EarProfile::Veraison2023;
+            assert_eq!(
+                raw["submods"]["vm1"]["ear.status"].is_string(),
+                legacy,
+                "{raw}"
+            );
+            assert_eq!(
+                raw["submods"]["vm1"]["ear_status"].is_string(),
+                !legacy,
+                "{raw}"
+            );
+            // The client reads either, in the current names.
+            let c = vmseal_client::verify_ear(&token, &ca_pem, now).unwrap();
+            let sub = &c["submods"]["vm1"];
+            assert_eq!(sub["ear_status"], "contraindicated", "{c}");
+            assert_eq!(
+                sub["ear_appraisal_policy_ids"],
+                serde_json::json!(["vmseal:baseline:1"])
+            );
+            assert_eq!(c["ear_verifier_id"]["developer"], "vmseal");
+        }
+    }
 
     #[test]
     fn the_ear_certificate_is_renewed_before_it_expires() {

@@ -508,6 +508,11 @@ vmseal-verifier serve --config /etc/vmseal/verifier.toml"
         /// alert delivery carries the newest [default: 3600].
         #[arg(long)]
         audit_checkpoint_secs: Option<u64>,
+        /// The EAR profile of attestation results: ear-04 (draft-ietf-rats-ear-04, what
+        /// Veraison's ear crate 0.6 reads) or veraison-2023 (the older dotted claim names, for
+        /// relying parties on older libraries) [default: ear-04].
+        #[arg(long, value_parser = ["ear-04", "veraison-2023"])]
+        ear_profile: Option<String>,
         /// TLS key exchange: pq-preferred (X25519MLKEM768 first, classical groups for clients
         /// without it) or pq-only (refuse clients that cannot do X25519MLKEM768) [default:
         /// pq-preferred].
@@ -815,7 +820,8 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
         state_dir: Some(c.state.clone()),
     };
     let ear = vmseal_verifier::ear::EarSigner::load_or_create(state, &ca)
-        .context("cannot load or create the EAR signing key")?;
+        .context("cannot load or create the EAR signing key")?
+        .with_profile(vmseal_client::EarProfile::from_name(&c.ear_profile).unwrap_or_default());
     let data = actix_web::web::Data::new(AppState::new(store, ca, ear, settings));
     vmseal_verifier::alerts::spawn_workers(data.clone());
     tracing::info!("vmseal-verifier listening on https://{}", c.listen);
@@ -1492,6 +1498,7 @@ fn main() -> std::process::ExitCode {
             max_age,
             workers,
             audit_checkpoint_secs,
+            ear_profile,
             tls_key_exchange,
         } => {
             let path = |p: PathBuf| p.display().to_string();
@@ -1508,6 +1515,7 @@ fn main() -> std::process::ExitCode {
             o.extend(max_age.map(|v| ("max_age", v.to_string())));
             o.extend(workers.map(|v| ("workers", v.to_string())));
             o.extend(audit_checkpoint_secs.map(|v| ("audit_checkpoint_secs", v.to_string())));
+            o.extend(ear_profile.map(|v| ("ear_profile", v)));
             o.extend(tls_key_exchange.map(|v| ("tls_key_exchange", v)));
             vmseal_verifier::config::ServeConfig::load(config.as_deref(), None, &o)
                 .map_err(anyhow::Error::from)

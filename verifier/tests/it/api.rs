@@ -281,14 +281,14 @@ pub(crate) fn check_ear(s: &Server, a: &serde_json::Value, nonce: Option<&[u8]>)
     let ca = std::fs::read(s.dir.path().join("ca.pem")).unwrap();
     let now = OffsetDateTime::now_utc();
     let claims = verify_ear(token, &ca, now).unwrap();
-    assert_eq!(claims["eat_profile"], "tag:github.com,2023:veraison/ear");
+    assert_eq!(claims["eat_profile"], "tag:ietf.org,2026:rats/ear#04");
     let sub = &claims["submods"][a["vm_id"].as_str().unwrap()];
-    assert_eq!(sub["ear.status"], a["tier"]);
+    assert_eq!(sub["ear_status"], a["tier"]);
     assert_eq!(sub["vmseal.score"], a["score"]);
     assert_eq!(sub["vmseal.seq"], a["seq"]);
     assert_eq!(sub["vmseal.evidence"], a["evidence"]);
     assert_eq!(
-        sub["ear.trustworthiness-vector"]["executables"],
+        sub["ear_trustworthiness_vector"]["executables"],
         a["trust_vector"]["executables"]
     );
     if let Some(n) = nonce {
@@ -2480,4 +2480,89 @@ print(json.dumps(out))
     assert!(v["checkpoint"]["token"].is_string(), "{v}");
     assert_eq!(v["registered"], 201, "{v}");
     assert_eq!(v["refused"], serde_json::json!([404, "not_found"]), "{v}");
+}
+
+/// The EAR key's public key as a JWK (EC P-256), from `ear.pem`: what a relying party using
+/// another library configures.
+fn ear_jwk(s: &Server) -> String {
+    use base64::Engine as _;
+    let pem = std::fs::read(s.dir.path().join("ear.pem")).unwrap();
+    let der = pem::parse_many(&pem).unwrap().remove(0).into_contents();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let point = &cert.public_key().subject_public_key.data;
+    assert_eq!(
+        (point.len(), point[0]),
+        (65, 4),
+        "an uncompressed P-256 point"
+    );
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    serde_json::json!({ "kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..]) })
+        .to_string()
+}
+
+/// Veraison's `ear` crate (0.6, the draft as it stands) verifies the verifier's results with the
+/// EAR key alone, validates them (profile, verifier id, submods, status), reads the nonce it
+/// echoes and vmseal's own claims, and refuses an altered result.
+#[test]
+fn veraisons_ear_crate_verifies_and_validates_the_results() {
+    let s = start();
+    let admin = admin(&s);
+    let mut h = Host::new("host-1");
+    let agent = enrol(&s, &admin, &h, None);
+    let (st, _) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
+    );
+    assert_eq!(st, 201);
+    let (_, n) = json(
+        agent
+            .post(format!("{}/v1/vms/vm-a/nonce", s.url))
+            .send()
+            .unwrap(),
+    );
+    let nonce = hex::decode(n["nonce"].as_str().unwrap()).unwrap();
+    let (st, a) = json(
+        agent
+            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
+            .body(h.evidence("vm-a", Some(nonce.clone())))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{a}");
+    let token = a["ear"].as_str().unwrap();
+    let jwk = ear_jwk(&s);
+    let ear = ear::Ear::from_jwt_jwk(token, ear::Algorithm::ES256, jwk.as_bytes())
+        .expect("the ear crate verifies the result");
+    ear.validate().expect("and validates it");
+    assert_eq!(ear.profile, ear::EAR_PROFILE);
+    assert_eq!(ear.vid.developer, "vmseal");
+    let sub = &ear.submods["vm-a"];
+    assert_eq!(
+        serde_json::to_value(sub.status).unwrap(),
+        a["tier"],
+        "{:?}",
+        sub.status
+    );
+    assert_eq!(
+        serde_json::to_value(&ear.nonce).unwrap(),
+        serde_json::Value::String(base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &nonce
+        )),
+    );
+    // An altered result (one character of the payload) is refused.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let mut p = parts[1].clone().into_bytes();
+    p[10] = if p[10] == b'A' { b'B' } else { b'A' };
+    parts[1] = String::from_utf8(p).unwrap();
+    assert!(
+        ear::Ear::from_jwt_jwk(&parts.join("."), ear::Algorithm::ES256, jwk.as_bytes()).is_err()
+    );
+    // Another key's result is refused.
+    let other = start();
+    assert!(
+        ear::Ear::from_jwt_jwk(token, ear::Algorithm::ES256, ear_jwk(&other).as_bytes()).is_err()
+    );
 }
