@@ -10,8 +10,27 @@ use ciborium::value::Value;
 
 use crate::merkle::{Digest, HashAlg, MerkleError, root_of};
 
-/// The EAT profile of vmseal snapshot claims.
-pub const PROFILE: &str = "tag:vmseal.dev,2026:snapshot-evidence/v1";
+/// The EAT profile of vmseal snapshot claims: the claims EAT and CWT register under their integer
+/// keys ([`REGISTERED`]), vmseal's own as private claims under text keys.
+pub const PROFILE: &str = "tag:vmseal.dev,2026:snapshot-evidence/v2";
+
+/// The previous profile, every claim under a text key: read (with a warning from the verifier)
+/// for one release, never written.
+pub const PROFILE_V1: &str = "tag:vmseal.dev,2026:snapshot-evidence/v1";
+
+/// The claims vmseal carries whose meaning EAT or CWT registers, with their keys: `iat` (CWT,
+/// RFC 8392: 6), the nonce (`eat_nonce`, RFC 9711: 10) and the profile (`eat_profile`, RFC 9711:
+/// 265).
+pub const REGISTERED: [(&str, i64); 3] = [("iat", 6), ("nonce", 10), ("eat_profile", 265)];
+
+/// Which profile a claims map is encoded in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimsProfile {
+    /// [`PROFILE`]: registered claims under their integer keys.
+    V2,
+    /// [`PROFILE_V1`]: every claim under a text key (read for one release).
+    V1,
+}
 
 /// The page size of every region's ranges.
 pub const PAGE: u64 = 4096;
@@ -349,32 +368,50 @@ impl Claims {
         Ok(())
     }
 
-    /// Deterministic CBOR encoding.
+    /// Deterministic CBOR encoding, in [`PROFILE`].
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_as(ClaimsProfile::V2)
+    }
+
+    /// Deterministic CBOR encoding in `profile` (the previous one only to check what was read).
+    fn encode_as(&self, profile: ClaimsProfile) -> Vec<u8> {
         let mut out = Vec::new();
         // Writing a `Value` into a `Vec` cannot fail.
-        let _ = ciborium::into_writer(&self.to_value(), &mut out);
+        let _ = ciborium::into_writer(&self.to_value(profile), &mut out);
         out
     }
 
     /// Decode, requiring deterministic encoding, and check consistency.
     pub fn decode(bytes: &[u8]) -> Result<Self, ClaimsError> {
+        Self::decode_versioned(bytes).map(|(c, _)| c)
+    }
+
+    /// [`Claims::decode`], saying which profile the claims were in ([`PROFILE_V1`] is read for
+    /// one release: its reader should warn).
+    pub fn decode_versioned(bytes: &[u8]) -> Result<(Self, ClaimsProfile), ClaimsError> {
         if bytes.len() > MAX_CLAIMS_LEN {
             return Err(ClaimsError::TooLarge(bytes.len()));
         }
         let value: Value = ciborium::de::from_reader_with_recursion_limit(bytes, 16)
             .map_err(|e| ClaimsError::Cbor(e.to_string()))?;
-        let claims = Self::from_value(&value)?;
-        if claims.encode() != bytes {
+        let (value, profile) = top_level_names(&value)?;
+        let claims = Self::from_value(&value, profile)?;
+        if claims.encode_as(profile) != bytes {
             return Err(ClaimsError::NotDeterministic);
         }
         claims.check()?;
-        Ok(claims)
+        Ok((claims, profile))
     }
 
-    fn to_value(&self) -> Value {
+    fn to_value(&self, profile: ClaimsProfile) -> Value {
         let mut m = MapBuilder::default();
-        m.text("eat_profile", PROFILE);
+        m.text(
+            "eat_profile",
+            match profile {
+                ClaimsProfile::V2 => PROFILE,
+                ClaimsProfile::V1 => PROFILE_V1,
+            },
+        );
         m.text("vm_id", &self.vm_id);
         m.text("host_id", &self.host_id);
         m.uint("seq", self.seq);
@@ -446,14 +483,26 @@ impl Claims {
         if let Some(s) = &self.sealed {
             m.bytes("sealed", s);
         }
-        m.build()
+        match profile {
+            ClaimsProfile::V2 => m.build_keyed(|name| {
+                REGISTERED
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, k)| Value::Integer((*k).into()))
+            }),
+            ClaimsProfile::V1 => m.build(),
+        }
     }
 
-    fn from_value(v: &Value) -> Result<Self, ClaimsError> {
+    fn from_value(v: &Value, profile: ClaimsProfile) -> Result<Self, ClaimsError> {
         let m = Map::new(v, "claims")?;
-        let profile = m.text("eat_profile")?;
-        if profile != PROFILE {
-            return Err(ClaimsError::Profile(profile));
+        let found = m.text("eat_profile")?;
+        let want = match profile {
+            ClaimsProfile::V2 => PROFILE,
+            ClaimsProfile::V1 => PROFILE_V1,
+        };
+        if found != want {
+            return Err(ClaimsError::Profile(found));
         }
         let p = Map::new(m.get("policy")?, "policy")?;
         let policy = PolicyRef {
@@ -642,6 +691,44 @@ fn digest_of(b: &[u8], name: &str) -> Result<Digest, ClaimsError> {
         .map_err(|_| field(name, format!("expected 32 bytes, got {}", b.len())))
 }
 
+/// The top-level claims map with the registered claims' integer keys read as their names, and
+/// which profile it is in: [`PROFILE`] has `eat_profile` under 265, [`PROFILE_V1`] under the text
+/// key. In the current profile a registered claim under its text name, or an integer key vmseal
+/// does not know, is refused.
+fn top_level_names(v: &Value) -> Result<(Value, ClaimsProfile), ClaimsError> {
+    let Value::Map(entries) = v else {
+        return Err(field("claims", "not a map"));
+    };
+    let registered = |k: &Value| {
+        REGISTERED
+            .iter()
+            .find(|(_, key)| matches!(k, Value::Integer(i) if i64::try_from(*i).ok() == Some(*key)))
+            .map(|(n, _)| *n)
+    };
+    let v2 = entries.iter().any(|(k, _)| registered(k) == Some("eat_profile"));
+    if !v2 {
+        return Ok((v.clone(), ClaimsProfile::V1));
+    }
+    let mut out = Vec::with_capacity(entries.len());
+    for (k, val) in entries {
+        match k {
+            Value::Text(t) if REGISTERED.iter().any(|(n, _)| n == t) => {
+                return Err(field(
+                    format!("claims.{t}"),
+                    "a registered claim goes under its integer key",
+                ));
+            }
+            Value::Text(_) => out.push((k.clone(), val.clone())),
+            Value::Integer(_) => match registered(k) {
+                Some(name) => out.push((Value::Text(name.to_owned()), val.clone())),
+                None => return Err(field("claims", "unknown integer claim key")),
+            },
+            _ => return Err(field("claims", "a key that is neither text nor integer")),
+        }
+    }
+    Ok((Value::Map(out), ClaimsProfile::V2))
+}
+
 /// Builds a map whose keys are sorted by their deterministic encoding.
 #[derive(Default)]
 struct MapBuilder(Vec<(String, Value)>);
@@ -662,17 +749,30 @@ impl MapBuilder {
     fn int(&mut self, k: &str, v: i64) {
         self.put(k, Value::Integer(v.into()));
     }
-    fn build(mut self) -> Value {
-        // Text keys encode as (major type 3, length, bytes): shorter keys sort first, then
-        // bytewise — exactly RFC 8949 §4.2.1 order.
-        self.0
-            .sort_by(|a, b| (a.0.len(), a.0.as_bytes()).cmp(&(b.0.len(), b.0.as_bytes())));
-        Value::Map(
-            self.0
-                .into_iter()
-                .map(|(k, v)| (Value::Text(k), v))
-                .collect(),
-        )
+    fn build(self) -> Value {
+        self.build_keyed(|_| None)
+    }
+
+    /// The map, with the keys `key` gives (integer keys of registered claims) instead of their
+    /// names, sorted bytewise by their deterministic encodings (RFC 8949 §4.2.1): integer keys
+    /// before text, shorter text before longer.
+    fn build_keyed(self, key: impl Fn(&str) -> Option<Value>) -> Value {
+        let encoded = |k: &Value| {
+            let mut b = Vec::new();
+            // Writing a key into a `Vec` cannot fail.
+            let _ = ciborium::into_writer(k, &mut b);
+            b
+        };
+        let mut entries: Vec<(Vec<u8>, Value, Value)> = self
+            .0
+            .into_iter()
+            .map(|(name, v)| {
+                let k = key(&name).unwrap_or(Value::Text(name));
+                (encoded(&k), k, v)
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Value::Map(entries.into_iter().map(|(_, k, v)| (k, v)).collect())
     }
 }
 
@@ -843,16 +943,48 @@ mod tests {
         let Value::Map(m) = v else { panic!() };
         let keys: Vec<String> = m
             .iter()
-            .map(|(k, _)| k.as_text().unwrap().to_owned())
+            .map(|(k, _)| match k {
+                Value::Integer(i) => i64::try_from(*i).unwrap().to_string(),
+                k => k.as_text().unwrap().to_owned(),
+            })
             .collect();
-        assert_eq!(&keys[..4], ["iat", "seq", "boot", "delta"]);
+        // The registered claims' integer keys first (6 iat, 10 nonce, 265 profile), then the
+        // private text keys, shorter first.
+        assert_eq!(&keys[..6], ["6", "10", "265", "seq", "boot", "delta"]);
+    }
+
+    #[test]
+    fn the_previous_profile_is_read_and_registered_claims_need_their_keys() {
+        let c = example::claims("vm-a", 3);
+        // The previous profile (text keys only) still decodes, and says so.
+        let v1 = c.encode_as(ClaimsProfile::V1);
+        assert_ne!(v1, c.encode());
+        let (back, profile) = Claims::decode_versioned(&v1).unwrap();
+        assert_eq!((back, profile), (c.clone(), ClaimsProfile::V1));
+        assert_eq!(Claims::decode_versioned(&c.encode()).unwrap().1, ClaimsProfile::V2);
+        // In the current profile, `iat` under its text name is refused, and so is an integer key
+        // vmseal does not know.
+        let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
+            panic!()
+        };
+        m.push((Value::Text("iat".into()), Value::Integer(1.into())));
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
+        assert!(matches!(Claims::decode(&bytes), Err(ClaimsError::Field { .. })));
+        let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
+            panic!()
+        };
+        m.insert(0, (Value::Integer(1.into()), Value::Text("x".into())));
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
+        assert!(matches!(Claims::decode(&bytes), Err(ClaimsError::Field { .. })));
     }
 
     #[test]
     fn non_deterministic_encoding_is_refused() {
         let c = example::claims("vm-a", 3);
         // Same content, keys in insertion order rather than sorted.
-        let Value::Map(mut m) = c.to_value() else {
+        let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
             panic!()
         };
         m.reverse();
@@ -901,7 +1033,7 @@ mod tests {
     #[test]
     fn unknown_claim_is_refused() {
         let c = example::claims("vm-a", 3);
-        let Value::Map(mut m) = c.to_value() else {
+        let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
             panic!()
         };
         m.push((Value::Text("zzz".into()), Value::Bool(true)));
@@ -932,7 +1064,7 @@ mod tests {
     #[test]
     fn boot_is_sixteen_bytes() {
         let c = example::claims("vm-a", 3);
-        let Value::Map(mut m) = c.to_value() else {
+        let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
             panic!()
         };
         for (k, v) in &mut m {

@@ -169,6 +169,8 @@ pub struct VerifiedEvidence {
     pub snp: Option<VerifiedReport>,
     /// SHA-256 of the evidence (the next snapshot's `prev`).
     pub digest: Digest,
+    /// The claims' profile: the previous one is read for one release, and its reader warns.
+    pub claims_profile: crate::claims::ClaimsProfile,
 }
 
 impl VerifiedEvidence {
@@ -392,7 +394,7 @@ pub fn verify_evidence_cached(
     if !MlDsa::MlDsa65.verify(&leaf.public_key, &ev.signed_bytes, &ev.signature) {
         return Err(VerifyError::Signature);
     }
-    let claims = Claims::decode(&ev.payload)?;
+    let (claims, claims_profile) = Claims::decode_versioned(&ev.payload)?;
     let id: SnapshotIdentity = leaf
         .vmseal_extension(oid::EXT_SNAPSHOT_IDENTITY_STR)
         .map_err(VerifyError::AnchorExtension)?
@@ -408,6 +410,7 @@ pub fn verify_evidence_cached(
         });
     }
     Ok(VerifiedEvidence {
+        claims_profile,
         claims,
         host_id: inter.host_id,
         intermediate_digest: inter.digest,

@@ -100,6 +100,7 @@ fn bench(c: &mut Criterion) {
                     tpm: None,
                     snp: None,
                     digest: [2; 32],
+                    claims_profile: vmseal_sealer::claims::ClaimsProfile::V2,
                 };
                 let a = appraise(
                     &v,

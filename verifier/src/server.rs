@@ -1197,6 +1197,15 @@ async fn appraise_submission(
             code: "evidence_invalid",
             message: e.to_string(),
         })?;
+    if v.claims_profile == vmseal_sealer::claims::ClaimsProfile::V1 {
+        tracing::warn!(
+            vm = vm.as_str(),
+            "evidence in the previous claims profile ({}) is read for this release only: upgrade \
+             the host's vmseal-host (or vmseal-shim) to write {}",
+            vmseal_sealer::claims::PROFILE_V1,
+            vmseal_sealer::claims::PROFILE
+        );
+    }
     if !v.pinned {
         return Err(ApiError::Refused {
             code: "not_enrolled",
