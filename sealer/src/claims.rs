@@ -705,7 +705,9 @@ fn top_level_names(v: &Value) -> Result<(Value, ClaimsProfile), ClaimsError> {
             .find(|(_, key)| matches!(k, Value::Integer(i) if i64::try_from(*i).ok() == Some(*key)))
             .map(|(n, _)| *n)
     };
-    let v2 = entries.iter().any(|(k, _)| registered(k) == Some("eat_profile"));
+    let v2 = entries
+        .iter()
+        .any(|(k, _)| registered(k) == Some("eat_profile"));
     if !v2 {
         return Ok((v.clone(), ClaimsProfile::V1));
     }
@@ -961,7 +963,10 @@ mod tests {
         assert_ne!(v1, c.encode());
         let (back, profile) = Claims::decode_versioned(&v1).unwrap();
         assert_eq!((back, profile), (c.clone(), ClaimsProfile::V1));
-        assert_eq!(Claims::decode_versioned(&c.encode()).unwrap().1, ClaimsProfile::V2);
+        assert_eq!(
+            Claims::decode_versioned(&c.encode()).unwrap().1,
+            ClaimsProfile::V2
+        );
         // In the current profile, `iat` under its text name is refused, and so is an integer key
         // vmseal does not know.
         let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
@@ -970,14 +975,20 @@ mod tests {
         m.push((Value::Text("iat".into()), Value::Integer(1.into())));
         let mut bytes = Vec::new();
         ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
-        assert!(matches!(Claims::decode(&bytes), Err(ClaimsError::Field { .. })));
+        assert!(matches!(
+            Claims::decode(&bytes),
+            Err(ClaimsError::Field { .. })
+        ));
         let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
             panic!()
         };
         m.insert(0, (Value::Integer(1.into()), Value::Text("x".into())));
         let mut bytes = Vec::new();
         ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
-        assert!(matches!(Claims::decode(&bytes), Err(ClaimsError::Field { .. })));
+        assert!(matches!(
+            Claims::decode(&bytes),
+            Err(ClaimsError::Field { .. })
+        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod evidence;
 mod fuzz_smoke;
 mod guest_state;
+mod interop;
 mod pqc_vectors;
 mod snp_standin;
 mod snp_vectors;
