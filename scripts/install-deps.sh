@@ -6,7 +6,7 @@
 # (scripts/fetch-test-kernel.sh). Needs root (or sudo).
 set -euo pipefail
 
-packages=(build-essential pkg-config cmake libtss2-dev swtpm swtpm-tools tpm2-tools
+packages=(build-essential pkg-config cmake libtss2-dev swtpm swtpm-tools tpm2-tools libssl-dev
           qemu-system-x86 busybox-static cpio postgresql chromium python3 python3-venv)
 # Node.js: Debian's, unless one is installed already.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

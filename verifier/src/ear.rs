@@ -46,6 +46,8 @@ pub struct EarSigner {
 /// The key and certificate chain in use.
 struct Signing {
     key: jsonwebtoken::EncodingKey,
+    /// The same key, PKCS#8 DER, for COSE signatures (AWS-LC).
+    pkcs8: zeroize::Zeroizing<Vec<u8>>,
     x5c: Vec<String>,
     not_after: i64,
 }
@@ -95,7 +97,10 @@ fn load(dir: &Path) -> Result<Signing, PkiError> {
             source,
         })
     };
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(&read(&kp)?).map_err(pki)?;
+    let key_pem = zeroize::Zeroizing::new(read(&kp)?);
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&key_pem).map_err(pki)?;
+    let pkcs8 =
+        zeroize::Zeroizing::new(pem::parse(key_pem.as_slice()).map_err(pki)?.into_contents());
     // The signer's certificate and, when an issuing CA made it, that CA's: the x5c chain.
     let certs = pem::parse_many(read(&cp)?).map_err(pki)?;
     let not_after = certs
@@ -105,6 +110,7 @@ fn load(dir: &Path) -> Result<Signing, PkiError> {
         .ok_or_else(|| pki(format!("{}: no certificate", cp.display())))?;
     Ok(Signing {
         key,
+        pkcs8,
         x5c: certs
             .iter()
             .map(|c| STANDARD.encode(c.contents()))
@@ -230,6 +236,116 @@ impl EarSigner {
             claims["eat_nonce"] = URL_SAFE_NO_PAD.encode(n).into();
         }
         self.encode("JWT", &claims)
+    }
+
+    /// The same result as [`EarSigner::sign`] in the draft's other serialisation: a COSE_Sign1
+    /// (ES256, the certificate chain in `x5chain`) over CBOR claims under their registered keys
+    /// (`eat_profile` 265, `iat` 6, `ear_verifier_id` 1004, `submods` 266, `eat_nonce` 10; in each
+    /// submod `ear_status` 1000, `ear_trustworthiness_vector` 1001, `ear_appraisal_policy_ids`
+    /// 1003), vmseal's own claims under their text names.
+    pub fn sign_cose(
+        &self,
+        a: &Appraisal,
+        nonce: Option<&[u8]>,
+        iat: i64,
+    ) -> Result<Vec<u8>, String> {
+        use ciborium::value::Value as C;
+        let int = |i: i64| C::Integer(i.into());
+        let tier = |t: crate::appraise::Tier| int(i64::from(t.ar4si()));
+        let json_to_cbor = |v: &serde_json::Value| -> Result<C, String> {
+            let mut b = Vec::new();
+            ciborium::into_writer(v, &mut b).map_err(|e| e.to_string())?;
+            ciborium::from_reader(b.as_slice()).map_err(|e| e.to_string())
+        };
+        let policy = match a.baseline_version {
+            Some(v) => format!("vmseal:baseline:{v}"),
+            None => "vmseal:no-baseline".to_owned(),
+        };
+        let mut submod = vec![
+            (int(1000), tier(a.tier)),
+            (
+                int(1001),
+                C::Map(vec![
+                    (int(0), int(a.trust_vector.instance_identity.into())),
+                    (int(2), int(a.trust_vector.executables.into())),
+                    (int(4), int(a.trust_vector.hardware.into())),
+                    (int(5), int(a.trust_vector.runtime_opaque.into())),
+                ]),
+            ),
+            (int(1003), C::Array(vec![C::Text(policy)])),
+            (C::Text("vmseal.score".into()), int(a.score.into())),
+            (C::Text("vmseal.seq".into()), C::Integer(a.seq.into())),
+            (
+                C::Text("vmseal.evidence".into()),
+                C::Text(a.evidence.clone()),
+            ),
+            (C::Text("vmseal.alert".into()), C::Bool(a.alert)),
+            (
+                C::Text("vmseal.changes".into()),
+                json_to_cbor(&serde_json::to_value(&a.changes).map_err(|e| e.to_string())?)?,
+            ),
+        ];
+        if !a.unbaselined.is_empty() {
+            submod.push((
+                C::Text("vmseal.unbaselined".into()),
+                C::Array(a.unbaselined.iter().cloned().map(C::Text).collect()),
+            ));
+        }
+        let mut claims = vec![
+            (int(265), C::Text(EAR_PROFILE.into())),
+            (int(6), int(iat)),
+            (
+                int(1004),
+                C::Map(vec![
+                    (int(0), C::Text("vmseal".into())),
+                    (
+                        int(1),
+                        C::Text(concat!("vmseal-verifier ", env!("CARGO_PKG_VERSION")).into()),
+                    ),
+                ]),
+            ),
+            (
+                int(266),
+                C::Map(vec![(C::Text(a.vm_id.clone()), C::Map(submod))]),
+            ),
+        ];
+        if let Some(n) = nonce {
+            claims.push((int(10), C::Bytes(n.to_vec())));
+        }
+        let mut payload = Vec::new();
+        ciborium::into_writer(&C::Map(claims), &mut payload).map_err(|e| e.to_string())?;
+        let s = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let chain: Vec<C> = s
+            .x5c
+            .iter()
+            .map(|c| STANDARD.decode(c).map(C::Bytes).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        let protected = coset::HeaderBuilder::new()
+            .algorithm(coset::iana::Algorithm::ES256)
+            .value(33, C::Array(chain))
+            .build();
+        let key = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &s.pkcs8,
+        )
+        .map_err(|e| format!("the EAR key: {e}"))?;
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let mut failed = None;
+        let sign1 = coset::CoseSign1Builder::new()
+            .protected(protected)
+            .payload(payload)
+            .create_signature(&[], |tbs| match key.sign(&rng, tbs) {
+                Ok(sig) => sig.as_ref().to_vec(),
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    Vec::new()
+                }
+            })
+            .build();
+        if let Some(e) = failed {
+            return Err(format!("signing the COSE EAR: {e}"));
+        }
+        coset::TaggedCborSerializable::to_tagged_vec(sign1).map_err(|e| e.to_string())
     }
 
     /// A signed checkpoint of the audit chain: entry `audit_id` has hash `hash` (see

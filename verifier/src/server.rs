@@ -1252,6 +1252,15 @@ async fn appraise_submission(
         .sign(&a, v.claims.nonce.as_deref(), t.unix_timestamp())
         .map_err(|e| ApiError::Internal(format!("signing the EAR: {e}")))?;
     result["ear"] = serde_json::Value::String(ear);
+    // The same result in the draft's CBOR serialisation (COSE_Sign1), base64.
+    let ear_cbor = st
+        .ear
+        .sign_cose(&a, v.claims.nonce.as_deref(), t.unix_timestamp())
+        .map_err(|e| ApiError::Internal(format!("signing the CBOR EAR: {e}")))?;
+    result["ear_cbor"] = serde_json::Value::String(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        ear_cbor,
+    ));
     result["regions"] = serde_json::Value::Array(regions);
     result["hash_alg"] = serde_json::Value::String(v.claims.hash_alg.name().into());
     result["policy_digest"] = serde_json::Value::String(hex::encode(v.claims.policy.digest));
