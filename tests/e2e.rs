@@ -147,6 +147,10 @@ fn seal_then_verify_and_reject_a_tampered_copy() {
     let v: serde_json::Value = serde_json::from_slice(&insp.stdout).unwrap();
     let node = &v[0]["node"];
     assert_eq!(node["fields"]["seq"], 1);
+    assert_eq!(
+        node["fields"]["profile"],
+        "tag:vmseal.dev,2026:snapshot-evidence/v2"
+    );
     let s0 = std::fs::read(h.p("s0.cose")).unwrap();
     let prev = node["fields"]["prev"].as_str().unwrap();
     assert_eq!(prev.len(), 64, "prev names the first evidence");

@@ -492,9 +492,21 @@ pub(crate) fn evidence_node(bytes: &[u8], ctx: &Context) -> Node {
         }
     };
     n.field("sha256", hex::encode(d.digest));
-    match Claims::decode(&d.payload) {
-        Ok(c) => {
+    match Claims::decode_versioned(&d.payload) {
+        Ok((c, profile)) => {
             n.title = format!("vmseal evidence {} #{}", c.vm_id, c.seq);
+            n.field(
+                "profile",
+                match profile {
+                    vmseal_sealer::claims::ClaimsProfile::V2 => {
+                        vmseal_sealer::claims::PROFILE.to_owned()
+                    }
+                    vmseal_sealer::claims::ClaimsProfile::V1 => format!(
+                        "{} (the previous profile: read for this release only)",
+                        vmseal_sealer::claims::PROFILE_V1
+                    ),
+                },
+            );
             n.field("vm", c.vm_id.clone());
             n.field("host", c.host_id.clone());
             n.field("seq", c.seq);
