@@ -63,7 +63,7 @@ step "the admin registers the VM with its capture policy and alert threshold"
 
 step "a webhook receiver on 127.0.0.1 (it checks each alert's signature with the verifier's ca.pem alone); the admin adds it"
 hook_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-"$bin/vmseal-verifier" webhook-receiver --listen "127.0.0.1:$hook_port" --ca "$work/verifier/ca.pem" \
+"$bin/vmseal-verifier" webhook-receiver --listen "127.0.0.1:$hook_port" --verifier-ca "$work/verifier/ca.pem" \
     --name ops --count 2 >"$work/webhook.log" &
 receiver_pid=$!
 "${admin[@]}" webhooks add --name ops --url "http://127.0.0.1:$hook_port/vmseal"

@@ -85,11 +85,12 @@ enum Cmd {
         after_help = "Exit status: 0 intact and agreeing with every checkpoint, 1 not (the \
 first place the history differs is named), 2 usage or I/O error.\n\nExample:\n  \
 vmseal-verifier admin --state DIR audit export --out audit.json\n  \
-vmseal-certs verify-audit --ca DIR/ca.pem --export audit.json --checkpoint /srv/hooks/checkpoints"
+vmseal-certs verify-audit --verifier-ca DIR/ca.pem --export audit.json --checkpoint /srv/hooks/checkpoints"
     )]
     VerifyAudit {
-        /// The verifier's CA certificate (its ca.pem): checkpoints must be signed under it.
-        #[arg(long)]
+        /// The verifier's CA certificate (its ca.pem): checkpoints must be signed under it
+        /// (`--ca` is the old spelling).
+        #[arg(long = "verifier-ca", alias = "ca", env = "VMSEAL_VERIFIER_CA")]
         ca: PathBuf,
         /// The audit log export (`vmseal-verifier admin audit export --out FILE`).
         #[arg(long)]

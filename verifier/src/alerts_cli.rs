@@ -363,8 +363,8 @@ pub(crate) struct ReceiverArgs {
     #[arg(long, default_value = "127.0.0.1:9099")]
     listen: String,
     /// The verifier's CA certificate (its ca.pem): the only key material needed to check
-    /// a delivery.
-    #[arg(long)]
+    /// a delivery (`--ca` is the old spelling).
+    #[arg(long = "verifier-ca", alias = "ca", env = "VMSEAL_VERIFIER_CA")]
     ca: PathBuf,
     /// This receiver's webhook name (deliveries addressed to another name are refused).
     #[arg(long)]

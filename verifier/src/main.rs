@@ -273,7 +273,7 @@ enum AuditCmd {
     /// `vmseal-certs verify-audit --export FILE --checkpoint …`.
     #[command(
         after_help = "Example:\n  vmseal-verifier admin --state DIR audit export --out audit.json\n  \
-vmseal-certs verify-audit --ca DIR/ca.pem --export audit.json --checkpoint checkpoints/"
+vmseal-certs verify-audit --verifier-ca DIR/ca.pem --export audit.json --checkpoint checkpoints/"
     )]
     Export {
         /// Where to write it.
@@ -376,7 +376,7 @@ enum Cmd {
     /// A reference webhook receiver: verifies each alert delivery's signature with the
     /// verifier's CA alone, drops duplicates, prints the alert.
     #[command(
-        after_help = "Example:\n  vmseal-verifier webhook-receiver --listen 127.0.0.1:9099 --ca STATE/ca.pem --name ops\n  \
+        after_help = "Example:\n  vmseal-verifier webhook-receiver --listen 127.0.0.1:9099 --verifier-ca STATE/ca.pem --name ops\n  \
 vmseal-verifier admin --state STATE webhooks add --name ops --url http://127.0.0.1:9099/"
     )]
     WebhookReceiver(alerts_cli::ReceiverArgs),
