@@ -538,53 +538,16 @@ fn print_regions(
 #[cfg(test)]
 mod examples_tests {
     use super::*;
-    use clap::CommandFactory as _;
-
-    fn after_helps(c: &clap::Command, out: &mut Vec<String>) {
-        for h in [c.get_after_help(), c.get_after_long_help()]
-            .into_iter()
-            .flatten()
-        {
-            out.push(h.to_string());
-        }
-        for s in c.get_subcommands() {
-            after_helps(s, out);
-        }
-    }
 
     /// Every example of this binary, in its `--help` texts and in README.md and docs/*.md,
     /// parses with its CLI definition as printed (and the definition itself is consistent).
     #[test]
     fn every_example_in_help_and_docs_parses() {
-        Cli::command().debug_assert();
-        let mut helps = Vec::new();
-        after_helps(&Cli::command(), &mut helps);
-        let texts = helps
-            .into_iter()
-            .map(|t| ("--help".to_owned(), t))
-            .chain(vmseal_testkit::examples::docs());
-        let (mut checked, mut failed) = (0, Vec::new());
-        for (file, text) in texts {
-            for cmd in vmseal_testkit::examples::commands(&text, BIN) {
-                checked += 1;
-                if let Err(e) = Cli::try_parse_from(&cmd) {
-                    let first = e.to_string().lines().next().unwrap_or_default().to_owned();
-                    failed.push(format!("{file}: `{}`: {first}", cmd.join(" ")));
-                }
-            }
-        }
-        assert!(
-            failed.is_empty(),
-            "{} example(s) do not parse:\n{}",
-            failed.len(),
-            failed.join("\n")
-        );
-        assert!(
-            checked >= MIN_EXAMPLES,
-            "only {checked} examples of {BIN} found"
-        );
+        use clap::CommandFactory as _;
+        vmseal_testkit::examples::assert_examples_parse(Cli::command(), "vmseal-shim", 3, |args| {
+            Cli::try_parse_from(args)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
     }
-
-    const BIN: &str = "vmseal-shim";
-    const MIN_EXAMPLES: usize = 3;
 }

@@ -135,6 +135,54 @@ pub fn docs() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The `--help` texts (after-help) of `cmd` and every subcommand.
+fn after_helps(c: &clap::Command, out: &mut Vec<String>) {
+    for h in [c.get_after_help(), c.get_after_long_help()]
+        .into_iter()
+        .flatten()
+    {
+        out.push(h.to_string());
+    }
+    for s in c.get_subcommands() {
+        after_helps(s, out);
+    }
+}
+
+/// Assert that every example of `bin` in `cmd`'s `--help` texts and in README.md and docs/*.md
+/// parses with `parse` (the binary's own `Cli::try_parse_from`), that the definition is
+/// consistent (`debug_assert`), and that at least `min` examples were found.
+pub fn assert_examples_parse(
+    cmd: clap::Command,
+    bin: &str,
+    min: usize,
+    parse: impl Fn(&[String]) -> Result<(), String>,
+) {
+    cmd.clone().debug_assert();
+    let mut helps = Vec::new();
+    after_helps(&cmd, &mut helps);
+    let texts = helps
+        .into_iter()
+        .map(|t| ("--help".to_owned(), t))
+        .chain(docs());
+    let (mut checked, mut failed) = (0, Vec::new());
+    for (file, text) in texts {
+        for args in commands(&text, bin) {
+            checked += 1;
+            if let Err(e) = parse(&args) {
+                let first = e.lines().next().unwrap_or_default().to_owned();
+                failed.push(format!("{file}: `{}`: {first}", args.join(" ")));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} example(s) do not parse:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    assert!(checked >= min, "only {checked} examples of {bin} found");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
