@@ -44,7 +44,7 @@ pub const CHALLENGE_TTL: i64 = 300;
 /// Longest lifetime of an enrollment token (a week).
 pub const MAX_TOKEN_MINUTES: u32 = 7 * 24 * 60;
 
-fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
+pub(crate) fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::Refused {
         code,
         message: message.into(),
@@ -54,6 +54,37 @@ fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
 fn b64(field: &'static str, s: &str) -> Result<Vec<u8>, ApiError> {
     B64.decode(s.trim())
         .map_err(|e| bad("bad_base64", format!("{field} is not base64: {e}")))
+}
+
+/// A certificate request from a body's PEM, checked (its signature, a key a client certificate
+/// may carry) before anything is kept or issued.
+pub(crate) fn csr_from_pem(pem_text: &str) -> Result<Vec<u8>, ApiError> {
+    let der = pem::parse(pem_text.as_bytes())
+        .ok()
+        .filter(|p| p.tag() == "CERTIFICATE REQUEST")
+        .map(|p| p.into_contents())
+        .ok_or_else(|| bad("bad_csr", "csr_pem is not a PEM CERTIFICATE REQUEST"))?;
+    crate::pki::check_request(&der).map_err(|e| bad("bad_csr", e.to_string()))?;
+    Ok(der)
+}
+
+/// Issue a client certificate for `role` to the request `csr_der`: its PEM (with the issuing
+/// chain) and the certificate parsed (serial, expiry).
+pub(crate) fn certify(
+    st: &AppState,
+    csr_der: &[u8],
+    role: &Role,
+    lifetime: Duration,
+) -> Result<(String, vmseal_sealer::x509::ParsedCert), ApiError> {
+    let cert_pem = st
+        .ca
+        .certify_request(csr_der, role, lifetime)
+        .map_err(|e| bad("bad_csr", e.to_string()))?;
+    let parsed = pem::parse(cert_pem.as_bytes())
+        .ok()
+        .and_then(|p| vmseal_sealer::x509::ParsedCert::from_der(p.contents()).ok())
+        .ok_or_else(|| ApiError::Internal("the issued certificate does not parse".into()))?;
+    Ok((cert_pem, parsed))
 }
 
 /// A random 128-bit id, hex.
@@ -244,13 +275,8 @@ pub(crate) async fn begin(
     let (token_id, only_host, require) = (tok.id.clone(), tok.host.clone(), tok.require.clone());
     let b = body.into_inner();
     let der = b64("intermediate", &b.intermediate)?;
-    let csr_der = pem::parse(b.csr_pem.as_bytes())
-        .ok()
-        .filter(|p| p.tag() == "CERTIFICATE REQUEST")
-        .map(|p| p.into_contents())
-        .ok_or_else(|| bad("bad_csr", "csr_pem is not a PEM CERTIFICATE REQUEST"))?;
     // Check the request before any state is kept: a bad one fails here, not after activation.
-    crate::pki::check_request(&csr_der).map_err(|e| bad("bad_csr", e.to_string()))?;
+    let csr_der = csr_from_pem(&b.csr_pem)?;
     // The token's own anchor requirement (a guest shim's: snp), else the service's default.
     let mut trust = st.settings.enrollment_trust.clone();
     if let Some(r) = require.as_deref().and_then(AnchorRequirement::from_name) {
@@ -332,7 +358,14 @@ pub(crate) async fn begin(
              that names the host and says --replace",
             v.host_id
         );
-        identity_alert(&st, &v.host_id, &message).await;
+        host_refusal(
+            &st,
+            &v.host_id,
+            "enrollment_refused",
+            "host_identity_changed",
+            &message,
+        )
+        .await;
         return Err(ApiError::IdentityChanged(message));
     }
     let Some(quote) = &v.tpm else {
@@ -478,17 +511,22 @@ pub(crate) fn hardware_root(v: &VerifiedIntermediate, ek_public: Option<&[u8]>) 
     parts.join(";")
 }
 
-/// An enrollment that would take over a host id from other hardware: audited, and alerted on
-/// every VM of that host (alerts are per VM).
-async fn identity_alert(st: &AppState, host_id: &str, message: &str) {
-    let recorded = match crate::alerts::alert_host(st, host_id, "host_identity_changed", message)
-        .await
-    {
+/// A refused step of a host's identity — an enrollment that would take over its id from other
+/// hardware, a certificate renewal that does not prove its hardware — is audited and alerted on
+/// every VM of that host (alerts are per VM) under `code`.
+pub(crate) async fn host_refusal(
+    st: &AppState,
+    host_id: &str,
+    action: &str,
+    code: &str,
+    message: &str,
+) {
+    let recorded = match crate::alerts::alert_host(st, host_id, code, message).await {
         // A host without VMs has nobody to alert: the attempt is audited.
         Ok(0) => {
-            let detail = serde_json::json!({ "host": host_id, "code": "host_identity_changed", "message": message });
+            let detail = serde_json::json!({ "host": host_id, "code": code, "message": message });
             st.store
-                .audit("verifier", "enrollment_refused", &detail.to_string(), now())
+                .audit("verifier", action, &detail.to_string(), now())
                 .await
                 .map(drop)
         }
@@ -496,9 +534,9 @@ async fn identity_alert(st: &AppState, host_id: &str, message: &str) {
         Err(e) => Err(e),
     };
     if let Err(e) = recorded {
-        tracing::error!("recording a refused enrollment of host {host_id:?}: {e}");
+        tracing::error!("recording a refused step of host {host_id:?} ({code}): {e}");
     }
-    tracing::warn!(host = host_id, "enrollment refused: {message}");
+    tracing::warn!(host = host_id, code, "refused: {message}");
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -522,19 +560,13 @@ async fn finish(
         .transpose()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     // Certify first: if that failed after the token was used, the host would be stuck.
-    let agent_cert_pem = st
-        .ca
-        .certify_request(
-            csr_der,
-            &Role::Agent(host_id.to_owned()),
-            AGENT_CERT_LIFETIME,
-        )
-        .map_err(|e| bad("bad_csr", e.to_string()))?;
-    let (agent_serial, agent_not_after) = pem::parse(agent_cert_pem.as_bytes())
-        .ok()
-        .and_then(|p| vmseal_sealer::x509::ParsedCert::from_der(p.contents()).ok())
-        .map(|c| (c.serial_hex, c.not_after))
-        .ok_or_else(|| ApiError::Internal("the issued agent certificate does not parse".into()))?;
+    let (agent_cert_pem, issued) = certify(
+        st,
+        csr_der,
+        &Role::Agent(host_id.to_owned()),
+        AGENT_CERT_LIFETIME,
+    )?;
+    let (agent_serial, agent_not_after) = (issued.serial_hex, issued.not_after);
     let t = now();
     let (sha, continued) = st
         .store

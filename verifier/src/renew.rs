@@ -10,18 +10,12 @@ use time::OffsetDateTime;
 use vmseal_client::{AgentRenewal, PersonRenewal, Renewed};
 use vmseal_sealer::verify::{AnchorRequirement, verify_intermediate};
 
+use crate::enroll::{certify, csr_from_pem, refused};
 use crate::pki::{AGENT_CERT_LIFETIME, Role};
 use crate::server::{ApiError, AppState, bad, now, role};
 
 /// Seconds a renewal challenge stays open.
 pub const RENEWAL_NONCE_TTL: i64 = 300;
-
-fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::Refused {
-        code,
-        message: message.into(),
-    }
-}
 
 /// The caller must be the agent of `host`.
 fn agent_of(req: &HttpRequest, host: &str) -> Result<(), ApiError> {
@@ -71,13 +65,23 @@ pub(crate) async fn renew(
 ) -> Result<HttpResponse, ApiError> {
     let host = path.into_inner();
     agent_of(&req, &host)?;
-    let b = body.into_inner();
-    let csr_der = pem::parse(b.csr_pem.as_bytes())
-        .ok()
-        .filter(|p| p.tag() == "CERTIFICATE REQUEST")
-        .map(|p| p.into_contents())
-        .ok_or_else(|| bad("bad_csr", "csr_pem is not a PEM CERTIFICATE REQUEST"))?;
-    crate::pki::check_request(&csr_der).map_err(|e| bad("bad_csr", e.to_string()))?;
+    // The host's own agent certificate asked and could not prove the hardware (a stolen
+    // certificate would): audited and alerted on the host's VMs.
+    let r = renew_proven(&host, body.into_inner(), &st).await;
+    if let Err(ApiError::Refused { code, message }) = &r {
+        crate::enroll::host_refusal(&st, &host, "renewal_refused", code, message).await;
+    }
+    r
+}
+
+/// The renewal once the caller is known to hold the host's agent certificate.
+async fn renew_proven(
+    host: &str,
+    b: AgentRenewal,
+    st: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let host = host.to_owned();
+    let csr_der = csr_from_pem(&b.csr_pem)?;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(b.fresh.trim())
         .map_err(|e| bad("bad_fresh", format!("fresh is not base64: {e}")))?;
@@ -136,14 +140,12 @@ pub(crate) async fn renew(
         hardware.as_ref().unwrap_or(&st.settings.hardware),
     )
     .map_err(|r| refused("hardware_policy", r.to_string()))?;
-    let cert_pem = st
-        .ca
-        .certify_request(&csr_der, &Role::Agent(host.clone()), AGENT_CERT_LIFETIME)
-        .map_err(|e| bad("bad_csr", e.to_string()))?;
-    let issued = pem::parse(cert_pem.as_bytes())
-        .ok()
-        .and_then(|p| vmseal_sealer::x509::ParsedCert::from_der(p.contents()).ok())
-        .ok_or_else(|| ApiError::Internal("the issued agent certificate does not parse".into()))?;
+    let (cert_pem, issued) = certify(
+        &st,
+        &csr_der,
+        &Role::Agent(host.clone()),
+        AGENT_CERT_LIFETIME,
+    )?;
     let t = now();
     let revoked = st
         .store
@@ -210,19 +212,8 @@ pub(crate) async fn renew_person(
         .conn_data::<crate::server::PeerCert>()
         .map(|c| c.1.clone())
         .ok_or_else(|| ApiError::Forbidden("no client certificate on this connection".into()))?;
-    let csr_der = pem::parse(body.csr_pem.as_bytes())
-        .ok()
-        .filter(|p| p.tag() == "CERTIFICATE REQUEST")
-        .map(|p| p.into_contents())
-        .ok_or_else(|| bad("bad_csr", "csr_pem is not a PEM CERTIFICATE REQUEST"))?;
-    let cert_pem = st
-        .ca
-        .certify_request(&csr_der, &r, PERSON_CERT_LIFETIME)
-        .map_err(|e| bad("bad_csr", e.to_string()))?;
-    let issued = pem::parse(cert_pem.as_bytes())
-        .ok()
-        .and_then(|p| vmseal_sealer::x509::ParsedCert::from_der(p.contents()).ok())
-        .ok_or_else(|| ApiError::Internal("the issued certificate does not parse".into()))?;
+    let csr_der = csr_from_pem(&body.csr_pem)?;
+    let (cert_pem, issued) = certify(&st, &csr_der, &r, PERSON_CERT_LIFETIME)?;
     st.store
         .revoke_person_cert(&who, &old, &issued.serial_hex, now())
         .await?;
