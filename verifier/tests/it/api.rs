@@ -2566,3 +2566,121 @@ fn veraisons_ear_crate_verifies_and_validates_the_results() {
         ear::Ear::from_jwt_jwk(token, ear::Algorithm::ES256, ear_jwk(&other).as_bytes()).is_err()
     );
 }
+
+/// What a lesser certificate, or a host's own certificate without its hardware, sends to this
+/// round's endpoints is refused: another host's agent may neither renew, read a chain nor remove a
+/// VM; a viewer may not remove one; a renewal that proves no hardware is refused, audited and
+/// alerted on the host's VMs; malformed renewal bodies are named.
+#[test]
+fn lesser_certificates_cannot_renew_read_chains_or_remove_vms() {
+    use base64::Engine as _;
+    let s = start();
+    let admin = admin(&s);
+    let h1 = Host::new("host-1");
+    let agent1 = enrol(&s, &admin, &h1, None);
+    let h2 = Host::new("host-2");
+    let agent2 = enrol(&s, &admin, &h2, None);
+    let (st, _) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
+    );
+    assert_eq!(st, 201);
+    let viewer_cert = Ca::load(s.dir.path())
+        .unwrap()
+        .issue_client(&Role::Viewer("auditor".into()), Duration::days(1))
+        .unwrap();
+    let viewer = client(
+        &s,
+        Some((&viewer_cert.cert_pem, &viewer_cert.key_pem)),
+        None,
+    );
+    // Another host's agent.
+    let (st, _) = post_to(
+        &agent2,
+        &s.url,
+        "/v1/hosts/host-1/renewal-challenges",
+        serde_json::json!({}),
+    );
+    assert_eq!(st, 403);
+    let (st, _) = json(
+        agent2
+            .get(format!("{}/v1/vms/vm-a/chain", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 403);
+    for c in [&agent1, &agent2, &viewer] {
+        let r = c
+            .delete(format!("{}/v1/vms/vm-a", s.url))
+            .header("x-vmseal-request", "1")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 403, "only an admin removes a VM");
+    }
+    // An agent renews its own certificate only through the proof of hardware, not here.
+    let (st, _) = post_to(
+        &agent1,
+        &s.url,
+        "/v1/certificates/renewals",
+        serde_json::json!({ "csr_pem": "x" }),
+    );
+    assert_eq!(st, 403);
+    // Malformed renewal bodies.
+    let (_, c) = post_to(
+        &agent1,
+        &s.url,
+        "/v1/hosts/host-1/renewal-challenges",
+        serde_json::json!({}),
+    );
+    let nonce = hex::decode(c["nonce"].as_str().unwrap()).unwrap();
+    let (csr_pem, _) = vmseal_client::new_key_and_request().unwrap();
+    let code = |r: (u16, serde_json::Value)| (r.0, r.1["code"].as_str().unwrap_or("").to_owned());
+    let renew = |fresh: String, csr: &str| {
+        code(post_to(
+            &agent1,
+            &s.url,
+            "/v1/hosts/host-1/renewals",
+            serde_json::json!({ "fresh": fresh, "csr_pem": csr }),
+        ))
+    };
+    assert_eq!(
+        renew("AA==".into(), "not a request"),
+        (400, "bad_csr".into())
+    );
+    assert_eq!(renew("%%%".into(), &csr_pem), (400, "bad_fresh".into()));
+    assert_eq!(renew("AA==".into(), &csr_pem), (400, "bad_fresh".into()));
+    // Well formed, but this host enrolled without a hardware anchor: nothing can vouch for the
+    // renewal. Refused, audited, and alerted on its VM.
+    let fresh = vmseal_sealer::anchor::FreshAnchors {
+        nonce,
+        tpm: None,
+        snp: None,
+    };
+    let b64 =
+        base64::engine::general_purpose::STANDARD.encode(vmseal_sealer::anchor::encode(&fresh));
+    assert_eq!(renew(b64, &csr_pem), (422, "renewal_refused".into()));
+    let (_, alerts) = json(
+        admin
+            .get(format!("{}/v1/alerts?vm=vm-a", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["code"] == "renewal_refused"),
+        "{alerts}"
+    );
+    // The host's certificate still works: a refused renewal changes nothing.
+    let (st, _) = json(
+        agent1
+            .get(format!("{}/v1/vms/vm-a/chain", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200);
+}
