@@ -141,7 +141,7 @@ async fn renew_proven(
     )
     .map_err(|r| refused("hardware_policy", r.to_string()))?;
     let (cert_pem, issued) = certify(
-        &st,
+        st,
         &csr_der,
         &Role::Agent(host.clone()),
         AGENT_CERT_LIFETIME,
