@@ -1695,6 +1695,44 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
     ok(admin(&["audit", "verify"]));
 }
 
+/// An admin's one-use token for host `e2e-host`, and `vmseal-host enroll` of `h`'s state with it
+/// (`extra`: more enroll options, e.g. where the agent certificate goes).
+fn enrol_with_token(h: &Host, url: &str, vst: &str, extra: &[&str]) {
+    let o = admin_cli(
+        url,
+        vst,
+        &[
+            "enrollment-token",
+            "--host-id",
+            "e2e-host",
+            "--out-cert",
+            &h.p("t.pem"),
+            "--out-key",
+            &h.p("t.key"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let ca = format!("{vst}/ca.pem");
+    let state = h.p("state");
+    let (cert, key) = (h.p("t.pem"), h.p("t.key"));
+    let mut a = vec![
+        "enroll",
+        "--state",
+        &state,
+        "--verifier",
+        url,
+        "--verifier-ca",
+        &ca,
+        "--token-cert",
+        &cert,
+        "--token-key",
+        &key,
+    ];
+    a.extend_from_slice(extra);
+    let o = run("vmseal-host", &a);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 /// `vmseal-host run --json` in the background: its events, line by line, on a channel.
 struct Agent {
     child: std::process::Child,
@@ -3038,35 +3076,17 @@ fn signed_audit_checkpoints_expose_a_rewritten_history() {
         o
     };
     let ca = format!("{vst}/ca.pem");
-    ok(admin(&[
-        "enrollment-token",
-        "--host-id",
-        "e2e-host",
-        "--out-cert",
-        &h.p("t.pem"),
-        "--out-key",
-        &h.p("t.key"),
-    ]));
-    ok(run(
-        "vmseal-host",
+    enrol_with_token(
+        &h,
+        &url,
+        &vst,
         &[
-            "enroll",
-            "--state",
-            &h.p("state"),
-            "--verifier",
-            &url,
-            "--verifier-ca",
-            &ca,
-            "--token-cert",
-            &h.p("t.pem"),
-            "--token-key",
-            &h.p("t.key"),
             "--agent-cert",
             &h.p("agent.pem"),
             "--agent-key",
             &h.p("agent.key"),
         ],
-    ));
+    );
     let policy = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../host/policies/micro-vm.toml")
         .display()
@@ -3246,31 +3266,7 @@ fn an_agent_renews_its_certificate_by_proving_its_tpm_again() {
         o
     };
     let ca = format!("{vst}/ca.pem");
-    ok(admin(&[
-        "enrollment-token",
-        "--host-id",
-        "e2e-host",
-        "--out-cert",
-        &h.p("t.pem"),
-        "--out-key",
-        &h.p("t.key"),
-    ]));
-    ok(run(
-        "vmseal-host",
-        &[
-            "enroll",
-            "--state",
-            &h.p("state"),
-            "--verifier",
-            &url,
-            "--verifier-ca",
-            &ca,
-            "--token-cert",
-            &h.p("t.pem"),
-            "--token-key",
-            &h.p("t.key"),
-        ],
-    ));
+    enrol_with_token(&h, &url, &vst, &[]);
     ok(admin(&[
         "register-vm",
         "--vm-id",
