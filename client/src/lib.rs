@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 mod alerts;
 pub mod audit;
 pub mod cli;
+pub mod corim;
 pub mod doctor;
 
 pub use alerts::{

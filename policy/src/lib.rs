@@ -45,6 +45,15 @@ use vmseal_sealer::merkle::HashAlg;
 /// The page size every policy range is measured in.
 pub const PAGE: u64 = 4096;
 
+/// Whether `name` can name a region: 1-64 characters of `[A-Za-z0-9._-]`.
+pub fn valid_region_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 /// Largest policy file accepted.
 pub const MAX_POLICY_LEN: usize = 1 << 20;
 
@@ -271,12 +280,7 @@ impl Policy {
             let span = r.span();
             let r = r.get_ref();
             let name = r.name.get_ref().clone();
-            if name.is_empty()
-                || name.len() > 64
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
+            if !valid_region_name(&name) {
                 return Err(err_at(
                     text,
                     r.name.span(),
