@@ -617,9 +617,9 @@ fn read_values(v: corim::validate::ValidatedCorim) -> Result<ReferenceValues, Co
             .ok_or_else(|| invalid(format!("region {name:?}: unknown severity {severity:?}")))?;
         let leaves = match extra.remove(&KEY_PAGES) {
             Some(Value::Bytes(b)) if !b.is_empty() && b.len() % 32 == 0 => b
-                .chunks_exact(32)
-                .map(|c| c.try_into().expect("32-byte chunks"))
-                .collect::<Vec<Digest>>(),
+                .as_chunks::<32>()
+                .0
+                .to_vec(),
             Some(_) => {
                 return Err(invalid(format!(
                     "region {name:?}: page digests are not whole 32-byte digests"
