@@ -616,10 +616,9 @@ fn read_values(v: corim::validate::ValidatedCorim) -> Result<ReferenceValues, Co
         let severity = Severity::from_name(&severity)
             .ok_or_else(|| invalid(format!("region {name:?}: unknown severity {severity:?}")))?;
         let leaves = match extra.remove(&KEY_PAGES) {
-            Some(Value::Bytes(b)) if !b.is_empty() && b.len() % 32 == 0 => b
-                .as_chunks::<32>()
-                .0
-                .to_vec(),
+            Some(Value::Bytes(b)) if !b.is_empty() && b.len() % 32 == 0 => {
+                b.as_chunks::<32>().0.to_vec()
+            }
             Some(_) => {
                 return Err(invalid(format!(
                     "region {name:?}: page digests are not whole 32-byte digests"

@@ -506,18 +506,27 @@ impl Client {
         req: reqwest::blocking::RequestBuilder,
         url: &str,
     ) -> Result<serde_json::Value, ClientError> {
-        let resp = req.send().map_err(|cause| ClientError::Transport {
+        let body = self.send_raw(req, url)?;
+        Ok(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The body of a 2xx answer; an API error otherwise.
+    fn send_raw(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+        url: &str,
+    ) -> Result<Vec<u8>, ClientError> {
+        let transport = |cause| ClientError::Transport {
             url: url.to_owned(),
             cause,
-        })?;
+        };
+        let resp = req.send().map_err(transport)?;
         let status = resp.status().as_u16();
-        let text = resp.text().map_err(|cause| ClientError::Transport {
-            url: url.to_owned(),
-            cause,
-        })?;
+        let body = resp.bytes().map_err(transport)?.to_vec();
         if (200..300).contains(&status) {
-            Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+            Ok(body)
         } else {
+            let text = String::from_utf8_lossy(&body).into_owned();
             let body = serde_json::from_str(&text).unwrap_or(ApiErrorBody {
                 code: "http".into(),
                 message: text,
@@ -529,14 +538,30 @@ impl Client {
 
     /// POST raw bytes.
     pub fn post_bytes(&self, path: &str, body: Vec<u8>) -> Result<serde_json::Value, ClientError> {
+        self.post_typed(path, body, "application/octet-stream")
+    }
+
+    /// POST raw bytes of the media type `content_type`.
+    pub fn post_typed(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<serde_json::Value, ClientError> {
         let url = format!("{}{path}", self.base);
         self.send(
             self.http
                 .post(&url)
-                .header("content-type", "application/octet-stream")
+                .header("content-type", content_type)
                 .body(body),
             &url,
         )
+    }
+
+    /// GET a body that is not JSON (a signed CoRIM, a PEM key), as it came.
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.send_raw(self.http.get(&url), &url)
     }
 
     /// POST JSON.

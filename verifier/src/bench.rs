@@ -21,7 +21,7 @@ use vmseal_sealer::x509::{IntermediateProfile, issue_intermediate};
 
 use crate::pki::{Ca, Role};
 use crate::server::{AppState, Settings};
-use crate::store::{NewBaselineRegion, Store};
+use crate::store::{BaselineSource, NewBaselineRegion, Store};
 
 /// What the benchmark measured.
 #[derive(Debug, Clone, Serialize)]
@@ -285,11 +285,14 @@ pub(crate) fn spawn_service(
                 hardware: Default::default(),
                 audit_checkpoint_every: std::time::Duration::from_secs(3600),
                 state_dir: None,
+                corim_signers: Vec::new(),
             };
             let ca = Ca::load(&state).map_err(|e| e.to_string())?;
             let ear =
                 crate::ear::EarSigner::load_or_create(&state, &ca).map_err(|e| e.to_string())?;
-            let data = actix_web::web::Data::new(AppState::new(store, ca, ear, settings));
+            let corim_key = crate::corim::load_or_create_key(&state).map_err(|e| e.to_string())?;
+            let data =
+                actix_web::web::Data::new(AppState::new(store, ca, ear, corim_key, settings));
             let server = actix_web::HttpServer::new(move || {
                 actix_web::App::new()
                     .app_data(data.clone())
@@ -380,7 +383,7 @@ pub fn run(
                 let vm = format!("vm{i}");
                 store.register_vm(&vm, "bench-host", 70, 0).await?;
                 store
-                    .promote_baseline(&vm, 0, &[1; 32], &rs, "bench", 0)
+                    .promote_baseline(&vm, BaselineSource::Snapshot(0), &[1; 32], &rs, "bench", 0)
                     .await?;
             }
             Ok::<_, crate::store::StoreError>(())

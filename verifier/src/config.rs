@@ -7,6 +7,8 @@
 //! database = "postgres://vmseal@db/vmseal"   # default: SQLite in the state directory
 //! require = "both"                     # anchors an enrolling host must carry: tpm|snp|both|none
 //! ek_roots = ["tpm-vendor-ca.pem"]     # relative paths are relative to this file
+//! corim_signers = ["kernel-rvp.pem"]   # public keys (or certificates) whose signed CoRIMs may be
+//!                                      # imported as golden baselines, besides this verifier's own
 //! max_age = 300                        # seconds: evidence without a nonce may be this old
 //! nonce_ttl = 120                      # seconds a nonce stays valid
 //! default_threshold = 70               # alert threshold of VMs registered without one
@@ -27,7 +29,7 @@
 //! ```
 //!
 //! Environment: `VMSEAL_STATE`, `VMSEAL_LISTEN`, `VMSEAL_DATABASE`, `VMSEAL_REQUIRE`,
-//! `VMSEAL_EK_ROOTS` (comma-separated), `VMSEAL_INSECURE_SNP_ROOT`, `VMSEAL_MAX_AGE`,
+//! `VMSEAL_EK_ROOTS` and `VMSEAL_CORIM_SIGNERS` (comma-separated), `VMSEAL_INSECURE_SNP_ROOT`, `VMSEAL_MAX_AGE`,
 //! `VMSEAL_NONCE_TTL`, `VMSEAL_DEFAULT_THRESHOLD`, `VMSEAL_AUDIT_CHECKPOINT_SECS`, `VMSEAL_EAR_PROFILE`, `VMSEAL_WORKERS`,
 //! `VMSEAL_TLS_KEY_EXCHANGE`. Other `VMSEAL_*` variables
 //! (`VMSEAL_LOG`, the clients' `VMSEAL_VERIFIER`, …) are not the service's and are ignored; a
@@ -79,6 +81,10 @@ pub struct ServeConfig {
     /// PEM bundles of trusted TPM EK CAs.
     #[serde(default)]
     pub ek_roots: Vec<PathBuf>,
+    /// Public keys (PEM `PUBLIC KEY` or `CERTIFICATE`) whose signed CoRIMs may be imported as
+    /// golden baselines, besides this verifier's own key.
+    #[serde(default)]
+    pub corim_signers: Vec<PathBuf>,
     /// Accept the INSECURE SNP stand-in's test root from this PEM (tests only).
     #[serde(default)]
     pub insecure_snp_root: Option<PathBuf>,
@@ -112,6 +118,7 @@ struct FileKeys {
     database: Option<String>,
     require: Option<String>,
     ek_roots: Option<Vec<PathBuf>>,
+    corim_signers: Option<Vec<PathBuf>>,
     insecure_snp_root: Option<PathBuf>,
     max_age: Option<i64>,
     nonce_ttl: Option<i64>,
@@ -124,6 +131,8 @@ struct FileKeys {
 }
 
 const PATH_KEYS: [&str; 2] = ["state", "insecure_snp_root"];
+/// The keys that are lists of paths (comma-separated in the environment and on the command line).
+const LIST_KEYS: [&str; 2] = ["ek_roots", "corim_signers"];
 
 /// Read `path`, check its keys, and make its relative paths relative to its directory.
 fn file_source(path: &Path) -> Result<String, ConfigError> {
@@ -158,8 +167,10 @@ fn file_source(path: &Path) -> Result<String, ConfigError> {
             rebase(v);
         }
     }
-    if let Some(toml::Value::Array(a)) = table.get_mut("ek_roots") {
-        a.iter_mut().for_each(rebase);
+    for list in LIST_KEYS {
+        if let Some(toml::Value::Array(a)) = table.get_mut(list) {
+            a.iter_mut().for_each(rebase);
+        }
     }
     toml::to_string(&table).map_err(|e| file_err(e.to_string()))
 }
@@ -194,10 +205,11 @@ impl ServeConfig {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("ek_roots")
+                .with_list_parse_key("corim_signers")
                 .source(env),
         );
         for (k, v) in overrides {
-            b = if *k == "ek_roots" {
+            b = if LIST_KEYS.contains(k) {
                 b.set_override(*k, v.split(',').map(str::to_owned).collect::<Vec<_>>())
             } else {
                 b.set_override(*k, v.as_str())

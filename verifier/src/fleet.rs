@@ -16,7 +16,7 @@ use vmseal_sealer::x509::{IntermediateProfile, issue_intermediate};
 
 use crate::bench::{chain, server_cpu_seconds};
 use crate::pki::{AGENT_CERT_LIFETIME, Ca, Role};
-use crate::store::{HostEnrollment, Store};
+use crate::store::{BaselineSource, HostEnrollment, Store};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -242,7 +242,14 @@ pub fn run(
                     for vm in vms {
                         store.register_vm(&vm, &host, 70, 0).await?;
                         store
-                            .promote_baseline(&vm, 0, &[1; 32], &baseline, "bench", 0)
+                            .promote_baseline(
+                                &vm,
+                                BaselineSource::Snapshot(0),
+                                &[1; 32],
+                                &baseline,
+                                "bench",
+                                0,
+                            )
                             .await?;
                     }
                 }

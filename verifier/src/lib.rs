@@ -8,6 +8,7 @@ pub mod appraise;
 pub mod bench;
 pub mod captures;
 pub mod config;
+pub mod corim;
 pub mod ear;
 pub mod enroll;
 pub mod fleet;

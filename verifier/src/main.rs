@@ -160,6 +160,12 @@ vmseal-host enroll --state /var/lib/vmseal-host --verifier https://verifier:8443
         #[arg(long)]
         baseline: PathBuf,
     },
+    /// Golden baselines: list a VM's versions, export one as a signed CoRIM, import a CoRIM a
+    /// trusted provider signed, or show the key this verifier signs its exports with.
+    Baselines {
+        #[command(subcommand)]
+        cmd: BaselinesCmd,
+    },
     /// The VMs: list them (the default), show where a VM's chain stands, restart a chain, or
     /// remove a VM.
     Vms {
@@ -321,6 +327,59 @@ enum VmsCmd {
         /// the removal).
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// `admin baselines …`.
+#[derive(Subcommand)]
+enum BaselinesCmd {
+    /// A VM's baseline versions: where each came from (a snapshot, or a CoRIM and its signer).
+    List {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+    },
+    /// Write a baseline version as a signed CoRIM (draft-ietf-rats-corim-11, profile
+    /// tag:vmseal.dev,2026:corim/v1): per-region Merkle roots and page digests, with the capture
+    /// policy. A version promoted here is signed by this verifier's Ed25519 key (the same version
+    /// always gives the same bytes); one imported from a CoRIM is that document, as it came.
+    #[command(
+        after_help = "Example:\n  vmseal-verifier admin --state DIR baselines export --vm-id web-1 --corim --out web-1.corim"
+    )]
+    Export {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// The version [default: the newest].
+        #[arg(long)]
+        version: Option<u64>,
+        /// As a signed CoRIM (the only export format; the active baseline's JSON is
+        /// `GET /v1/vms/{vm}/baseline`).
+        #[arg(long, required = true)]
+        corim: bool,
+        /// Write here [default: VM-baseline-vN.corim in the current directory].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Import a signed CoRIM as the VM's new baseline version. It must be signed by this
+    /// verifier's own key or a key in the service's `corim_signers`, and fit the VM's assigned
+    /// policy (its digest, its regions, its hash).
+    #[command(
+        after_help = "Example:\n  vmseal-verifier admin --state DIR baselines import --vm-id web-2 web-1.corim"
+    )]
+    Import {
+        /// VM id.
+        #[arg(long)]
+        vm_id: String,
+        /// The signed CoRIM file.
+        file: PathBuf,
+    },
+    /// The public key this verifier signs its CoRIM exports with (PEM): give it to another
+    /// verifier's `corim_signers` so that it imports this one's baselines.
+    Signer {
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -495,6 +554,11 @@ vmseal-verifier serve --config /etc/vmseal/verifier.toml"
         /// PEM bundle of trusted TPM EK CAs (repeatable).
         #[arg(long = "ek-roots")]
         ek_roots: Vec<PathBuf>,
+        /// A public key (PEM PUBLIC KEY or CERTIFICATE) whose signed CoRIMs may be imported as
+        /// golden baselines, besides this verifier's own (repeatable): a kernel build's
+        /// reference-value key, another verifier's `admin baselines signer`.
+        #[arg(long = "corim-signer")]
+        corim_signers: Vec<PathBuf>,
         /// Accept the INSECURE software SNP stand-in's test root from this PEM (tests only).
         #[arg(long)]
         insecure_snp_root: Option<PathBuf>,
@@ -818,11 +882,15 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
         hardware: c.hardware.clone(),
         audit_checkpoint_every: std::time::Duration::from_secs(c.audit_checkpoint_secs),
         state_dir: Some(c.state.clone()),
+        corim_signers: vmseal_verifier::corim::read_signers(&c.corim_signers)
+            .map_err(anyhow::Error::msg)?,
     };
     let ear = vmseal_verifier::ear::EarSigner::load_or_create(state, &ca)
         .context("cannot load or create the EAR signing key")?
         .with_profile(vmseal_client::EarProfile::from_name(&c.ear_profile).unwrap_or_default());
-    let data = actix_web::web::Data::new(AppState::new(store, ca, ear, settings));
+    let corim_key = vmseal_verifier::corim::load_or_create_key(state)
+        .context("cannot load or create the CoRIM signing key")?;
+    let data = actix_web::web::Data::new(AppState::new(store, ca, ear, corim_key, settings));
     vmseal_verifier::alerts::spawn_workers(data.clone());
     tracing::info!("vmseal-verifier listening on https://{}", c.listen);
     let mut server = actix_web::HttpServer::new(move || {
@@ -979,6 +1047,7 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                 &vmseal_client::PromoteBaseline { seq, regions },
             )?
         }
+        AdminCmd::Baselines { cmd } => return baselines(&client, &conn, cmd),
         AdminCmd::Vms {
             cmd: None | Some(VmsCmd::List),
         } => {
@@ -1274,6 +1343,133 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
     Ok(())
 }
 
+/// `admin baselines …`.
+fn baselines(client: &vmseal_client::Client, conn: &AdminConn, cmd: BaselinesCmd) -> Result<()> {
+    let list = |vm_id: &str| -> Result<serde_json::Value> {
+        Ok(client.get(&format!("/v1/vms/{vm_id}/baselines"))?)
+    };
+    match cmd {
+        BaselinesCmd::List { vm_id } => {
+            let out = list(&vm_id)?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
+            let rows = out["baselines"].as_array().cloned().unwrap_or_default();
+            if rows.is_empty() {
+                println!(
+                    "VM {vm_id} has no baseline yet: promote a snapshot (`admin promote-baseline`) or import a CoRIM (`admin baselines import`)"
+                );
+                return Ok(());
+            }
+            println!(
+                "{:>7}  {:<22}  {:<16}  {:>7}  source",
+                "version", "when", "by", "regions"
+            );
+            for b in rows {
+                let when = b["promoted_at"]
+                    .as_i64()
+                    .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                    .and_then(|d| {
+                        d.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_default();
+                let source = match (b["source_seq"].as_u64(), b["corim_signer"].as_str()) {
+                    (Some(seq), _) => format!("snapshot #{seq}"),
+                    (None, Some(signer)) => format!("CoRIM signed by {signer}"),
+                    (None, None) => "?".into(),
+                };
+                println!(
+                    "{:>7}  {:<22}  {:<16}  {:>7}  {source}",
+                    b["version"],
+                    when,
+                    b["promoted_by"].as_str().unwrap_or_default(),
+                    b["regions"]
+                );
+            }
+        }
+        BaselinesCmd::Export {
+            vm_id,
+            version,
+            corim: _,
+            out,
+        } => {
+            let version = match version {
+                Some(v) => v,
+                None => list(&vm_id)?["baselines"]
+                    .as_array()
+                    .and_then(|a| a.last())
+                    .and_then(|b| b["version"].as_u64())
+                    .with_context(|| {
+                        format!("VM {vm_id} has no baseline yet: promote one first (`admin promote-baseline`)")
+                    })?,
+            };
+            let signed = client.get_bytes(&format!("/v1/vms/{vm_id}/baselines/{version}/corim"))?;
+            let out =
+                out.unwrap_or_else(|| PathBuf::from(format!("{vm_id}-baseline-v{version}.corim")));
+            vmseal_sealer::state::write_atomic(&out, &signed)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            if conn.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "vm_id": vm_id, "version": version, "out": out, "bytes": signed.len() })
+                );
+            } else {
+                println!(
+                    "baseline version {version} of VM {vm_id}: signed CoRIM ({} bytes) written to {}\n                     Import it elsewhere with:\n  vmseal-verifier admin baselines import --vm-id VM {}",
+                    signed.len(),
+                    out.display(),
+                    out.display()
+                );
+            }
+        }
+        BaselinesCmd::Import { vm_id, file } => {
+            let signed =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            if signed.len() > vmseal_client::corim::MAX_CORIM_BYTES {
+                anyhow::bail!(
+                    "{} is {} bytes; a signed CoRIM is at most {} bytes",
+                    file.display(),
+                    signed.len(),
+                    vmseal_client::corim::MAX_CORIM_BYTES
+                );
+            }
+            let r = client.post_typed(
+                &format!("/v1/vms/{vm_id}/baselines/corim"),
+                signed,
+                vmseal_client::corim::CORIM_MEDIA_TYPE,
+            )?;
+            if conn.json {
+                println!("{r}");
+            } else {
+                println!(
+                    "VM {vm_id}: baseline version {} imported from CoRIM {} ({} regions), signed by {}",
+                    r["version"],
+                    r["corim_id"],
+                    r["regions"],
+                    r["signer"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        BaselinesCmd::Signer { out } => {
+            let pem = client.get_bytes("/v1/corim/signer")?;
+            match out {
+                Some(p) => {
+                    vmseal_sealer::state::write_atomic(&p, &pem)
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    println!(
+                        "this verifier's CoRIM signing key written to {}",
+                        p.display()
+                    );
+                }
+                None => print!("{}", String::from_utf8_lossy(&pem)),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One line per VM: id, host, score, tier, last seq, threshold, baseline version.
 fn print_vms(list: &serde_json::Value) {
     let empty = Vec::new();
@@ -1494,6 +1690,7 @@ fn main() -> std::process::ExitCode {
             database,
             require,
             ek_roots,
+            corim_signers,
             insecure_snp_root,
             max_age,
             workers,
@@ -1510,6 +1707,10 @@ fn main() -> std::process::ExitCode {
             if !ek_roots.is_empty() {
                 let list: Vec<String> = ek_roots.into_iter().map(path).collect();
                 o.push(("ek_roots", list.join(",")));
+            }
+            if !corim_signers.is_empty() {
+                let list: Vec<String> = corim_signers.into_iter().map(path).collect();
+                o.push(("corim_signers", list.join(",")));
             }
             o.extend(insecure_snp_root.map(|v| ("insecure_snp_root", path(v))));
             o.extend(max_age.map(|v| ("max_age", v.to_string())));

@@ -232,6 +232,9 @@ pub struct Settings {
     /// The state directory, when serving from one: its EAR certificate is renewed in place before
     /// it expires, and its other certificates are watched.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Besides this verifier's own key, the keys whose signed CoRIMs may be imported as golden
+    /// baselines (`corim_signers`).
+    pub corim_signers: Vec<vmseal_client::corim::TrustedKey>,
 }
 
 /// Shared state of the handlers.
@@ -252,6 +255,8 @@ pub struct AppState {
     pub alert_wake: tokio::sync::Notify,
     /// Signs attestation results (EAR).
     pub ear: crate::ear::EarSigner,
+    /// Signs golden baselines exported as CoRIM (`corim.key`).
+    pub corim_key: vmseal_client::corim::Ed25519CorimKey,
     /// Revoked client certificates.
     pub revoked: Revocations,
     /// CPU-heavy verification (signature chain, Merkle diff) runs on the blocking pool, at most
@@ -266,13 +271,20 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state of a service over `store`, issuing certificates from `ca` and signing results
-    /// with `ear`.
-    pub fn new(store: Store, ca: Ca, ear: crate::ear::EarSigner, settings: Settings) -> Self {
+    /// The state of a service over `store`, issuing certificates from `ca`, signing results
+    /// with `ear` and exported baselines with `corim_key`.
+    pub fn new(
+        store: Store,
+        ca: Ca,
+        ear: crate::ear::EarSigner,
+        corim_key: vmseal_client::corim::Ed25519CorimKey,
+        settings: Settings,
+    ) -> Self {
         Self {
             store,
             ca,
             ear,
+            corim_key,
             settings,
             baselines: BaselineCache::default(),
             metrics: Metrics::default(),
@@ -1101,7 +1113,15 @@ async fn submission(
     let _slot = InFlight::take(st, req)?;
     let rec = authorize_submission(req, vm, st).await?;
     let limit = evidence_limit(st, &rec).await?;
-    let body = read_body(payload, limit).await?;
+    let body = read_body(
+        payload,
+        limit,
+        &format!(
+            "evidence (this VM's baseline allows {} KiB and {EVIDENCE_BYTES_PER_PAGE} bytes per baseline page)",
+            EVIDENCE_BASE >> 10
+        ),
+    )
+    .await?;
     // Retrying is idempotent: the last accepted evidence, byte for byte, gets its stored result.
     if let Some(last) = rec.last
         && last.digest == vmseal_sealer::evidence::evidence_digest(&body)
@@ -1441,7 +1461,14 @@ async fn promote_baseline(
     }
     let version = st
         .store
-        .promote_baseline(&vm, b.seq, &policy_digest, &regions, &who, now())
+        .promote_baseline(
+            &vm,
+            crate::store::BaselineSource::Snapshot(b.seq),
+            &policy_digest,
+            &regions,
+            &who,
+            now(),
+        )
         .await?;
     st.store
         .audit(
@@ -1535,6 +1562,7 @@ host, viewer, enrollment token) is in the subject. Errors are `{code, message}`;
         crate::enroll::create_token, crate::enroll::challenge, crate::enroll::begin, crate::enroll::activate,
         crate::renew::challenge, crate::renew::renew, crate::renew::renew_person,
         register_vm, list_vms, set_threshold, assign_policy, get_policy, get_chain, remove_vm, allow_modules, reset_chain, list_hosts, disable_host, promote_baseline, active_baseline,
+        crate::corim::signer, crate::corim::list, crate::corim::export, crate::corim::import,
         issue_nonce, submit_evidence, list_appraisals,
         crate::captures::create, crate::captures::poll, crate::captures::status,
         crate::alerts::list, crate::alerts::show, crate::alerts::ack, crate::alerts::stream,
@@ -1585,7 +1613,7 @@ fn json_error(e: actix_web::error::JsonPayloadError) -> actix_web::Error {
 }
 
 /// Run CPU-heavy `f` on the blocking pool, at most one task per core at a time.
-async fn cpu<T: Send + 'static>(
+pub(crate) async fn cpu<T: Send + 'static>(
     st: &AppState,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -1659,18 +1687,21 @@ async fn evidence_limit(st: &AppState, rec: &VmRecord) -> Result<usize, ApiError
         .min(MAX_BODY))
 }
 
-/// Read a raw request body of at most `limit` bytes (a JSON `too_large` error beyond).
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+/// Read a raw request body (`what`, for the message) of at most `limit` bytes (a JSON
+/// `too_large` error beyond).
+pub(crate) async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+    what: &str,
+) -> Result<web::Bytes, ApiError> {
     use futures_util::StreamExt as _;
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| bad("bad_body", format!("reading the request body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::TooLarge(format!(
-                "evidence larger than {} KiB, the most this VM's baseline allows ({} KiB and \
-                 {EVIDENCE_BYTES_PER_PAGE} bytes per baseline page)",
-                limit >> 10,
-                EVIDENCE_BASE >> 10
+                "{what} larger than {} KiB, the most this endpoint takes here",
+                limit >> 10
             )));
         }
         body.extend_from_slice(&chunk);
@@ -1797,6 +1828,26 @@ fn route_table() -> Vec<(actix_web::http::Method, &'static str, actix_web::Route
             M::POST,
             "/v1/vms/{vm}/baselines",
             r(M::POST).to(promote_baseline),
+        ),
+        (
+            M::GET,
+            "/v1/vms/{vm}/baselines",
+            r(M::GET).to(crate::corim::list),
+        ),
+        (
+            M::GET,
+            "/v1/vms/{vm}/baselines/{version}/corim",
+            r(M::GET).to(crate::corim::export),
+        ),
+        (
+            M::POST,
+            "/v1/vms/{vm}/baselines/corim",
+            r(M::POST).to(crate::corim::import),
+        ),
+        (
+            M::GET,
+            "/v1/corim/signer",
+            r(M::GET).to(crate::corim::signer),
         ),
         (
             M::GET,

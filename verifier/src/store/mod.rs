@@ -9,6 +9,7 @@
 //! Audit entries (and so alerts, whose ids are their audit entries') are ordered by the one-row
 //! `audit_head` table, whose row lock serializes appends across replicas.
 
+use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use vmseal_sealer::claims::{RegionClass, Severity};
@@ -124,6 +125,47 @@ pub struct NewBaselineRegion {
     pub leaves: Vec<Digest>,
     /// Guest-physical ranges of the snapshot, `[start, len]`.
     pub ranges: Vec<[u64; 2]>,
+}
+
+/// Where a new baseline version comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum BaselineSource<'a> {
+    /// An appraised snapshot's page hashes (`admin promote-baseline`).
+    Snapshot(u64),
+    /// A signed CoRIM (`admin baselines import`), kept exactly.
+    Corim {
+        /// The signed CoRIM.
+        signed: &'a [u8],
+        /// The trusted key that signed it (label and key id).
+        signer: &'a str,
+    },
+}
+
+/// A baseline version, as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineInfo {
+    /// Version.
+    pub version: u64,
+    /// The snapshot it was promoted from; `None` when imported from a CoRIM.
+    pub source_seq: Option<u64>,
+    /// Who promoted or imported it.
+    pub promoted_by: String,
+    /// When (Unix seconds).
+    pub promoted_at: i64,
+    /// The capture policy its values were captured under (hex in JSON).
+    #[serde(serialize_with = "hex_opt")]
+    pub policy_digest: Option<Digest>,
+    /// The trusted key that signed the CoRIM it was imported from.
+    pub corim_signer: Option<String>,
+    /// How many regions it holds.
+    pub regions: u64,
+}
+
+fn hex_opt<S: serde::Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&hex::encode(d)),
+        None => s.serialize_none(),
+    }
 }
 
 /// The outcome stored with an appraisal.
@@ -1351,25 +1393,31 @@ impl Store {
     pub async fn promote_baseline(
         &self,
         vm_id: &str,
-        source_seq: u64,
+        source: BaselineSource<'_>,
         policy_digest: &Digest,
         regions: &[NewBaselineRegion],
         by: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
+        let (source_seq, corim, signer) = match source {
+            BaselineSource::Snapshot(seq) => (seq as i64, None, None),
+            BaselineSource::Corim { signed, signer } => (-1, Some(signed.to_vec()), Some(signer)),
+        };
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT MAX(version) AS v FROM baselines WHERE vm_id = $1")
             .bind(vm_id)
             .fetch_one(&mut *tx)
             .await?;
         let version = row.try_get::<Option<i64>, _>("v")?.unwrap_or(0) + 1;
-        sqlx::query("INSERT INTO baselines (vm_id, version, source_seq, promoted_by, promoted_at, policy_digest) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query("INSERT INTO baselines (vm_id, version, source_seq, promoted_by, promoted_at, policy_digest, corim, corim_signer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(vm_id)
             .bind(version)
-            .bind(source_seq as i64)
+            .bind(source_seq)
             .bind(by)
             .bind(now)
             .bind(policy_digest.to_vec())
+            .bind(corim)
+            .bind(signer)
             .execute(&mut *tx)
             .await?;
         for r in regions {
@@ -1405,16 +1453,76 @@ impl Store {
         let Some(version) = self.active_baseline_version(vm_id).await? else {
             return Ok(None);
         };
+        self.baseline(vm_id, version).await
+    }
+
+    /// Every baseline version of a VM, oldest first (no leaves are read).
+    pub async fn baseline_versions(&self, vm_id: &str) -> Result<Vec<BaselineInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT b.version, b.source_seq, b.promoted_by, b.promoted_at, b.policy_digest, b.corim_signer, \
+             (SELECT COUNT(*) FROM baseline_regions r WHERE r.vm_id = b.vm_id AND r.version = b.version) AS regions \
+             FROM baselines b WHERE b.vm_id = $1 ORDER BY b.version",
+        )
+        .bind(vm_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let seq: i64 = r.try_get("source_seq")?;
+                Ok(BaselineInfo {
+                    version: r.try_get::<i64, _>("version")? as u64,
+                    source_seq: u64::try_from(seq).ok(),
+                    promoted_by: r.try_get("promoted_by")?,
+                    promoted_at: r.try_get("promoted_at")?,
+                    policy_digest: r
+                        .try_get::<Option<Vec<u8>>, _>("policy_digest")?
+                        .map(|d| digest(d, "baseline policy digest"))
+                        .transpose()?,
+                    corim_signer: r.try_get("corim_signer")?,
+                    regions: r.try_get::<i64, _>("regions")? as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// The signed CoRIM a baseline version was imported from, exactly as it came; `None` for a
+    /// baseline promoted from a snapshot.
+    pub async fn baseline_corim(
+        &self,
+        vm_id: &str,
+        version: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT corim FROM baselines WHERE vm_id = $1 AND version = $2")
+            .bind(vm_id)
+            .bind(version as i64)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("baseline version {version} of VM {vm_id:?}"))
+            })?;
+        Ok(row.try_get("corim")?)
+    }
+
+    /// A VM's baseline at `version`, `None` when it has no such version.
+    pub async fn baseline(
+        &self,
+        vm_id: &str,
+        version: u64,
+    ) -> Result<Option<Baseline>, StoreError> {
         let version = version as i64;
-        let policy_digest =
+        let Some(row) =
             sqlx::query("SELECT policy_digest FROM baselines WHERE vm_id = $1 AND version = $2")
                 .bind(vm_id)
                 .bind(version)
-                .fetch_one(&self.pool)
+                .fetch_optional(&self.pool)
                 .await?
-                .try_get::<Option<Vec<u8>>, _>("policy_digest")?
-                .map(|d| digest(d, "baseline policy digest"))
-                .transpose()?;
+        else {
+            return Ok(None);
+        };
+        let policy_digest = row
+            .try_get::<Option<Vec<u8>>, _>("policy_digest")?
+            .map(|d| digest(d, "baseline policy digest"))
+            .transpose()?;
         let rows = sqlx::query("SELECT name, class, severity, hash_alg, leaves, ranges FROM baseline_regions WHERE vm_id = $1 AND version = $2 ORDER BY name")
             .bind(vm_id)
             .bind(version)
@@ -2030,9 +2138,16 @@ mod tests {
             leaves: vec![[7; 32]],
             ranges: vec![[0x1000, 0x2000]],
         };
-        s.promote_baseline("vm1", 0, &[3; 32], &[region], "admin", 5)
-            .await
-            .unwrap();
+        s.promote_baseline(
+            "vm1",
+            BaselineSource::Snapshot(0),
+            &[3; 32],
+            &[region],
+            "admin",
+            5,
+        )
+        .await
+        .unwrap();
         s.issue_nonce("vm1", 60, 3).await.unwrap();
         assert!(matches!(
             s.register_vm("vm1", "h1", 70, 6).await,
@@ -2535,15 +2650,29 @@ mod tests {
             ranges: vec![[0x1000, 0x3000]],
         };
         assert_eq!(
-            s.promote_baseline("vm1", 0, &[3; 32], &[region(1)], "admin", 5)
-                .await
-                .unwrap(),
+            s.promote_baseline(
+                "vm1",
+                BaselineSource::Snapshot(0),
+                &[3; 32],
+                &[region(1)],
+                "admin",
+                5
+            )
+            .await
+            .unwrap(),
             1
         );
         assert_eq!(
-            s.promote_baseline("vm1", 4, &[4; 32], &[region(9)], "admin", 6)
-                .await
-                .unwrap(),
+            s.promote_baseline(
+                "vm1",
+                BaselineSource::Snapshot(4),
+                &[4; 32],
+                &[region(9)],
+                "admin",
+                6
+            )
+            .await
+            .unwrap(),
             2
         );
         let b = s.active_baseline("vm1").await.unwrap().unwrap();

@@ -41,6 +41,14 @@ pub(crate) fn start() -> Server {
 }
 
 fn start_with(trust: TrustConfig) -> Server {
+    start_trusting(trust, Vec::new())
+}
+
+/// A verifier that also imports CoRIMs signed by `corim_signers`.
+pub(crate) fn start_trusting(
+    trust: TrustConfig,
+    corim_signers: Vec<vmseal_client::corim::TrustedKey>,
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     Ca::init(dir.path(), &[]).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -69,10 +77,13 @@ fn start_with(trust: TrustConfig) -> Server {
                 hardware: Default::default(),
                 audit_checkpoint_every: std::time::Duration::from_secs(3600),
                 state_dir: None,
+                corim_signers,
             };
             let ca = Ca::load(&state).unwrap();
             let ear = vmseal_verifier::ear::EarSigner::load_or_create(&state, &ca).unwrap();
-            let data = actix_web::web::Data::new(AppState::new(store, ca, ear, settings));
+            let corim_key = vmseal_verifier::corim::load_or_create_key(&state).unwrap();
+            let data =
+                actix_web::web::Data::new(AppState::new(store, ca, ear, corim_key, settings));
             vmseal_verifier::alerts::spawn_workers(data.clone());
             actix_web::HttpServer::new(move || {
                 actix_web::App::new()
@@ -156,7 +167,7 @@ pub(crate) struct Host {
     sealer: Sealer,
     pub(crate) regions: Vec<(&'static str, RegionClass, Severity, Vec<Digest>)>,
     pub(crate) seq: u64,
-    prev: Option<Digest>,
+    pub(crate) prev: Option<Digest>,
     pub(crate) baseline: Option<Vec<Vec<Digest>>>,
 }
 

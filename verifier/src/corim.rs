@@ -1,0 +1,305 @@
+//! Golden baselines as signed CoRIM (draft-ietf-rats-corim-11; the mapping is
+//! [`vmseal_client::corim`]): export any baseline version, import reference values a trusted
+//! provider signed (a kernel build's, or another verifier's export).
+//!
+//! - `GET /v1/corim/signer`: this verifier's reference-value key (Ed25519, `corim.key` in the
+//!   state directory), PEM, for other readers' trust lists.
+//! - `GET /v1/vms/{vm}/baselines`: the versions, and where each came from.
+//! - `GET /v1/vms/{vm}/baselines/{version}/corim`: one version as a signed CoRIM. A version
+//!   imported from a CoRIM is that document, byte for byte, under its signer's signature; a version
+//!   promoted from a snapshot is signed by this verifier's key (Ed25519 is deterministic: the same
+//!   version always gives the same bytes).
+//! - `POST /v1/vms/{vm}/baselines/corim`: import. The signature must verify with this verifier's
+//!   own key or a key in `corim_signers` (the service's configuration; no API call adds one), and
+//!   the values must fit what the verifier decided for the VM: the assigned policy's digest, every
+//!   region the policy names and no other, the policy's hash. The policy's labels (class,
+//!   severity) win over the CoRIM's.
+
+use std::path::Path;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use vmseal_client::corim::{
+    CORIM_MEDIA_TYPE, CorimError, Ed25519CorimKey, MAX_CORIM_BYTES, ReferenceValues,
+    RegionReference, TrustedKey,
+};
+
+use crate::pki::PkiError;
+use crate::server::{Admin, ApiError, AppState, admin_or_agent_of, bad, now, reader, role};
+use crate::store::{BaselineSource, NewBaselineRegion};
+
+/// The file of the verifier's reference-value signing key in its state directory.
+pub const KEY_FILE: &str = "corim.key";
+/// The CWT issuer of the CoRIMs this verifier signs.
+pub const ISSUER: &str = "vmseal verifier";
+
+/// The reference-value signing key of the state in `dir` (`corim.key`), made on first use.
+/// Replicas share it with the rest of the state directory.
+pub fn load_or_create_key(dir: &Path) -> Result<Ed25519CorimKey, PkiError> {
+    let p = dir.join(KEY_FILE);
+    if !p.exists() {
+        let pem = Ed25519CorimKey::generate_pem().map_err(|e| PkiError::Cert(e.to_string()))?;
+        vmseal_sealer::state::write_atomic(&p, pem.as_bytes())
+            .map_err(|e| PkiError::Cert(format!("{}: {e}", p.display())))?;
+    }
+    let pem = zeroize::Zeroizing::new(std::fs::read(&p).map_err(|source| PkiError::Io {
+        path: p.clone(),
+        source,
+    })?);
+    Ed25519CorimKey::from_pem(&pem, ISSUER)
+        .map_err(|e| PkiError::Cert(format!("{}: {e}", p.display())))
+}
+
+/// The keys whose CoRIMs are imported: this verifier's own, then the configured signers'.
+pub fn read_signers(paths: &[std::path::PathBuf]) -> Result<Vec<TrustedKey>, String> {
+    paths
+        .iter()
+        .map(|p| {
+            let pem =
+                std::fs::read(p).map_err(|e| format!("corim_signers: {}: {e}", p.display()))?;
+            TrustedKey::from_pem(p.display().to_string(), &pem)
+                .map_err(|e| format!("corim_signers: {e}"))
+        })
+        .collect()
+}
+
+/// `GET /v1/corim/signer` (any role): this verifier's reference-value public key, PEM.
+#[utoipa::path(get, path = "/v1/corim/signer", tag = "vms",
+    responses((status = 200, description = "The Ed25519 public key (PEM `PUBLIC KEY`) that signs this verifier's CoRIM exports; the `kid` of its CoRIMs is its SPKI's SHA-256", content_type = "application/x-pem-file")))]
+pub async fn signer(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    role(&req)?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-pem-file")
+        .insert_header((
+            "x-vmseal-kid",
+            hex::encode(vmseal_client::corim::CorimSigner::kid(&st.corim_key)),
+        ))
+        .body(st.corim_key.public_pem()))
+}
+
+/// `GET /v1/vms/{vm}/baselines` (admin, viewer, or the VM's host agent): every version.
+#[utoipa::path(get, path = "/v1/vms/{vm}/baselines", tag = "vms", params(("vm" = String, Path, description = "VM id")),
+    responses((status = 200, description = "`{vm_id, baselines: [{version, source_seq (null when imported), promoted_by, promoted_at, policy_digest, corim_signer, regions}]}`, oldest first"),
+        (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
+pub async fn list(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let vm = path.into_inner();
+    let rec = st.store.vm_record(&vm).await?;
+    if reader(&req).is_err() {
+        admin_or_agent_of(&req, &rec.host_id)?;
+    }
+    let versions = st.store.baseline_versions(&vm).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "vm_id": vm, "baselines": versions })))
+}
+
+/// `GET /v1/vms/{vm}/baselines/{version}/corim` (admin, viewer, or the VM's host agent).
+#[utoipa::path(get, path = "/v1/vms/{vm}/baselines/{version}/corim", tag = "vms",
+    params(("vm" = String, Path, description = "VM id"), ("version" = u64, Path, description = "Baseline version")),
+    responses((status = 200, description = "The version as a signed CoRIM (COSE_Sign1, profile tag:vmseal.dev,2026:corim/v1)", content_type = "application/rim+cbor"),
+        (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody),
+        (status = 409, description = "baseline_policy_unknown: promoted before the verifier kept policies", body = vmseal_client::ApiErrorBody)))]
+pub async fn export(
+    req: HttpRequest,
+    path: web::Path<(String, u64)>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (vm, version) = path.into_inner();
+    let rec = st.store.vm_record(&vm).await?;
+    if reader(&req).is_err() {
+        admin_or_agent_of(&req, &rec.host_id)?;
+    }
+    if let Some(signed) = st.store.baseline_corim(&vm, version).await? {
+        return Ok(corim_response(signed));
+    }
+    let b = st.store.baseline(&vm, version).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("VM {vm:?} has no baseline version {version}"))
+    })?;
+    let Some(policy_digest) = b.policy_digest else {
+        return Err(ApiError::Conflict(format!(
+            "baseline version {version} of VM {vm:?} was promoted before the verifier kept the policy it was captured under; promote a newer snapshot and export that"
+        )));
+    };
+    let id = format!("vmseal:{vm}:baseline:{version}");
+    // The policy's text travels when the VM's assigned policy is the one the values were
+    // captured under.
+    let policy_text = match st.store.policy_text(&vm).await? {
+        Some((d, text)) if d == policy_digest => Some(text),
+        _ => None,
+    };
+    let rv = ReferenceValues {
+        corim_id: id.clone(),
+        tag_id: id,
+        tag_version: version,
+        policy_digest,
+        policy_text,
+        regions: b
+            .regions
+            .iter()
+            .map(|r| RegionReference {
+                name: r.name.clone(),
+                class: r.class,
+                severity: r.severity,
+                hash: r.tree.alg(),
+                leaves: r.tree.leaves().to_vec(),
+                ranges: r.ranges.clone(),
+            })
+            .collect(),
+    };
+    let st2 = st.clone();
+    let signed = crate::server::cpu(&st, move || vmseal_client::corim::seal(&rv, &st2.corim_key))
+        .await?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(corim_response(signed))
+}
+
+fn corim_response(signed: Vec<u8>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(CORIM_MEDIA_TYPE)
+        .body(signed)
+}
+
+/// `POST /v1/vms/{vm}/baselines/corim` (admin): import a signed CoRIM as a new baseline version.
+#[utoipa::path(post, path = "/v1/vms/{vm}/baselines/corim", tag = "vms", params(("vm" = String, Path, description = "VM id")),
+    request_body(content = Vec<u8>, content_type = "application/rim+cbor", description = "A signed CoRIM (profile tag:vmseal.dev,2026:corim/v1)"),
+    responses((status = 201, description = "`{vm_id, version, corim_id, signer, signer_kid, issuer, regions}`"),
+        (status = 400, description = "bad_corim: not a well-formed signed CoRIM", body = vmseal_client::ApiErrorBody),
+        (status = 413, description = "too_large", body = vmseal_client::ApiErrorBody),
+        (status = 422, description = "corim_untrusted (no trusted key signed it, or the signature does not verify), corim_invalid (not a vmseal baseline), policy_mismatch, baseline_incomplete, corim_unknown_region, corim_hash_mismatch", body = vmseal_client::ApiErrorBody)))]
+pub async fn import(
+    who: Admin,
+    path: web::Path<String>,
+    body: web::Payload,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = who.0;
+    let vm = path.into_inner();
+    let rec = st.store.vm_record(&vm).await?;
+    let signed = crate::server::read_body(body, MAX_CORIM_BYTES, "a CoRIM").await?;
+    let trusted: Vec<TrustedKey> = std::iter::once(st.corim_key.trusted("this verifier"))
+        .chain(st.settings.corim_signers.iter().cloned())
+        .collect();
+    let bytes = signed.clone();
+    let t = now();
+    let opened = crate::server::cpu(&st, move || {
+        vmseal_client::corim::open(&bytes, &trusted, t)
+    })
+    .await?
+    .map_err(|e| match e {
+        CorimError::Malformed(_) => bad("bad_corim", e.to_string()),
+        CorimError::Untrusted(m) => ApiError::Refused {
+            code: "corim_untrusted",
+            message: format!(
+                "{m} (the verifier's trusted CoRIM signers are its own key and `corim_signers` in its configuration)"
+            ),
+        },
+        CorimError::Invalid(_) | CorimError::Build(_) => ApiError::Refused {
+            code: "corim_invalid",
+            message: e.to_string(),
+        },
+    })?;
+    let rv = &opened.values;
+    let refused = |code: &'static str, message: String| ApiError::Refused { code, message };
+    // What the verifier decided for this VM comes first: its assigned policy.
+    if let Some(p) = rec.policy_digest
+        && p != rv.policy_digest
+    {
+        return Err(refused(
+            "policy_mismatch",
+            format!(
+                "the CoRIM's reference values were captured under policy {}, not the VM's assigned policy {}",
+                hex::encode(rv.policy_digest),
+                hex::encode(p)
+            ),
+        ));
+    }
+    let mut regions = Vec::with_capacity(rv.regions.len());
+    if let Some(p) = &rec.policy {
+        if let Some(missing) = p
+            .regions
+            .iter()
+            .find(|pr| !rv.regions.iter().any(|r| r.name == pr.name))
+        {
+            return Err(refused(
+                "baseline_incomplete",
+                format!(
+                    "the CoRIM has no region {:?}, which the assigned policy names",
+                    missing.name
+                ),
+            ));
+        }
+    }
+    for r in &rv.regions {
+        let (class, severity) = match &rec.policy {
+            Some(p) => {
+                let Some(pr) = p.regions.iter().find(|pr| pr.name == r.name) else {
+                    return Err(refused(
+                        "corim_unknown_region",
+                        format!(
+                            "the CoRIM's region {:?} is not in the VM's assigned policy",
+                            r.name
+                        ),
+                    ));
+                };
+                if r.hash != p.hash {
+                    return Err(refused(
+                        "corim_hash_mismatch",
+                        format!(
+                            "region {:?} is hashed with {}; the assigned policy hashes with {}",
+                            r.name,
+                            r.hash.name(),
+                            p.hash.name()
+                        ),
+                    ));
+                }
+                (pr.class, pr.severity)
+            }
+            None => (r.class, r.severity),
+        };
+        regions.push(NewBaselineRegion {
+            name: r.name.clone(),
+            class,
+            severity,
+            hash: r.hash,
+            leaves: r.leaves.clone(),
+            ranges: r.ranges.clone().unwrap_or_default(),
+        });
+    }
+    let signer = format!("{} ({})", opened.signer, hex::encode(opened.signer_kid));
+    let version = st
+        .store
+        .promote_baseline(
+            &vm,
+            BaselineSource::Corim {
+                signed: &signed,
+                signer: &signer,
+            },
+            &rv.policy_digest,
+            &regions,
+            &who,
+            now(),
+        )
+        .await?;
+    st.store
+        .audit(
+            &who,
+            "import_baseline",
+            &serde_json::json!({ "vm": vm, "version": version, "corim_id": rv.corim_id,
+                "signer": opened.signer, "signer_kid": hex::encode(opened.signer_kid),
+                "issuer": opened.issuer, "corim_sha256": hex::encode(vmseal_sealer::merkle::HashAlg::Sha256.hash(&[&signed])) })
+            .to_string(),
+            now(),
+        )
+        .await?;
+    tracing::info!(
+        "VM {vm}: baseline version {version} imported from CoRIM {:?} signed by {}",
+        rv.corim_id,
+        opened.signer
+    );
+    Ok(HttpResponse::Created().json(serde_json::json!({
+        "vm_id": vm, "version": version, "corim_id": rv.corim_id, "signer": opened.signer,
+        "signer_kid": hex::encode(opened.signer_kid), "issuer": opened.issuer,
+        "regions": rv.regions.len(),
+    })))
+}

@@ -1,0 +1,215 @@
+//! Golden baselines as signed CoRIM: exported byte-stable, imported only from trusted signers and
+//! only where they fit what the verifier decided for the VM, and appraised against once imported.
+
+use vmseal_client::corim::{CorimSigner as _, Ed25519CorimKey, TrustedKey};
+use vmseal_sealer::verify::{AnchorRequirement, TrustConfig};
+use vmseal_verifier::pki::{Ca, Role};
+
+use crate::api::{ALG, Host, POLICY, admin, client, enrol, json, post_to, promote, start_trusting};
+
+fn key(name: &str) -> Ed25519CorimKey {
+    Ed25519CorimKey::from_pem(Ed25519CorimKey::generate_pem().unwrap().as_bytes(), name).unwrap()
+}
+
+#[test]
+fn golden_baselines_travel_as_signed_corim() {
+    // A kernel build's reference-value key, which the service is configured to trust, and one
+    // it is not.
+    let (kernel, stranger) = (key("kernel build"), key("stranger"));
+    let s = start_trusting(
+        TrustConfig {
+            require: AnchorRequirement::from_name("none").unwrap(),
+            ..TrustConfig::default()
+        },
+        vec![kernel.trusted("kernel-build.pem")],
+    );
+    let admin = admin(&s);
+    let mut h = Host::new("host-1");
+    let agent = enrol(&s, &admin, &h, None);
+    for vm in ["vm-a", "vm-b"] {
+        let (st, e) = post_to(
+            &admin,
+            &s.url,
+            "/v1/vms",
+            serde_json::json!({ "vm_id": vm, "host_id": "host-1", "policy": POLICY }),
+        );
+        assert_eq!(st, 201, "{e}");
+    }
+    let other_policy = POLICY.replace("version = 1", "version = 2");
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "vm-c", "host_id": "host-1", "policy": other_policy }),
+    );
+    assert_eq!(st, 201, "{e}");
+    let submit = |vm: &str, ev: Vec<u8>| {
+        json(
+            agent
+                .post(format!("{}/v1/vms/{vm}/evidence", s.url))
+                .body(ev)
+                .send()
+                .unwrap(),
+        )
+    };
+    let (st, a) = submit("vm-a", h.evidence("vm-a", None));
+    assert_eq!(st, 200, "{a}");
+    promote(&s, "vm-a", &mut h, 0);
+
+    // Export: the same version always gives the same bytes, signed by the verifier's key.
+    let get = |c: &reqwest::blocking::Client, path: &str| {
+        let r = c.get(format!("{}{path}", s.url)).send().unwrap();
+        (
+            r.status().as_u16(),
+            r.headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            r.bytes().unwrap().to_vec(),
+        )
+    };
+    let (st, ct, exported) = get(&admin, "/v1/vms/vm-a/baselines/1/corim");
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&exported));
+    assert_eq!(ct.as_deref(), Some("application/rim+cbor"));
+    assert_eq!(get(&admin, "/v1/vms/vm-a/baselines/1/corim").2, exported);
+    let (st, _, pem) = get(&admin, "/v1/corim/signer");
+    assert_eq!(st, 200);
+    let own = TrustedKey::from_pem("verifier", &pem).unwrap();
+    let o = vmseal_client::corim::open(
+        &exported,
+        &[own],
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    )
+    .unwrap();
+    assert_eq!(o.values.corim_id, "vmseal:vm-a:baseline:1");
+    assert_eq!(o.values.policy_text.as_deref(), Some(POLICY));
+    for (name, _, _, leaves) in &h.regions {
+        let r = o.values.regions.iter().find(|r| r.name == *name).unwrap();
+        assert_eq!(&r.leaves, leaves, "{name}: the page digests promoted");
+    }
+
+    // Import into vm-b: a new version whose export is the same document, byte for byte.
+    let import = |c: &reqwest::blocking::Client, vm: &str, body: Vec<u8>| {
+        json(
+            c.post(format!("{}/v1/vms/{vm}/baselines/corim", s.url))
+                .header("content-type", "application/rim+cbor")
+                .body(body)
+                .send()
+                .unwrap(),
+        )
+    };
+    let (st, r) = import(&admin, "vm-b", exported.clone());
+    assert_eq!(st, 201, "{r}");
+    assert_eq!(
+        (r["version"].as_u64(), r["signer"].as_str()),
+        (Some(1), Some("this verifier"))
+    );
+    assert_eq!(get(&admin, "/v1/vms/vm-b/baselines/1/corim").2, exported);
+    // And vm-b is appraised against it: its memory as promoted is trusted, a patched code page is
+    // not.
+    (h.seq, h.prev) = (0, None);
+    let (st, a) = submit("vm-b", h.evidence("vm-b", None));
+    assert_eq!((st, a["score"].as_u64()), (200, Some(100)), "{a}");
+    h.regions[0].3[5] = ALG.leaf(b"patched");
+    let (st, a) = submit("vm-b", h.evidence("vm-b", None));
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["changes"][0]["region"], "kernel-text", "{a}");
+    assert_eq!(a["changes"][0]["changed_pages"], 1, "{a}");
+    assert!(a["score"].as_u64().unwrap() < 50, "{a}");
+
+    // The kernel build's CoRIM (the configured signer) is taken; the versions say where each came
+    // from.
+    let mut rv = o.values.clone();
+    rv.corim_id = "kernel-6.12.1-reference".into();
+    let (st, r) = import(
+        &admin,
+        "vm-b",
+        vmseal_client::corim::seal(&rv, &kernel).unwrap(),
+    );
+    assert_eq!(
+        (st, r["signer"].as_str()),
+        (201, Some("kernel-build.pem")),
+        "{r}"
+    );
+    let (st, l) = json(
+        admin
+            .get(format!("{}/v1/vms/vm-b/baselines", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{l}");
+    let signers: Vec<String> = l["baselines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            b["corim_signer"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(signers, ["this", "kernel-build.pem"], "{l}");
+    assert!(l["baselines"][0]["source_seq"].is_null(), "{l}");
+
+    // Refused, and nothing stored: a stranger's signature, an altered document, junk, too much,
+    // another policy's values, a non-admin caller.
+    let refused = |c: &reqwest::blocking::Client, vm: &str, body: Vec<u8>, want: (u16, &str)| {
+        let (st, e) = import(c, vm, body);
+        assert_eq!((st, e["code"].as_str().unwrap_or("")), want, "{e}");
+        e
+    };
+    let e = refused(
+        &admin,
+        "vm-b",
+        vmseal_client::corim::seal(&rv, &stranger).unwrap(),
+        (422, "corim_untrusted"),
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains(&hex::encode(stranger.kid())),
+        "{e}"
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("corim_signers"),
+        "{e}"
+    );
+    let leaf = h.regions[1].3[0];
+    let at = exported.windows(32).position(|w| w == leaf).unwrap();
+    let mut altered = exported.clone();
+    altered[at] ^= 1;
+    refused(&admin, "vm-b", altered, (422, "corim_untrusted"));
+    refused(&admin, "vm-b", b"not a corim".to_vec(), (400, "bad_corim"));
+    refused(&admin, "vm-b", vec![0; (16 << 20) + 1], (413, "too_large"));
+    let e = refused(&admin, "vm-c", exported.clone(), (422, "policy_mismatch"));
+    assert!(
+        e["message"].as_str().unwrap().contains("assigned policy"),
+        "{e}"
+    );
+    refused(&agent, "vm-b", exported.clone(), (403, "forbidden"));
+    let viewer_cert = Ca::load(s.dir.path())
+        .unwrap()
+        .issue_client(&Role::Viewer("auditor".into()), time::Duration::days(1))
+        .unwrap();
+    let viewer = client(
+        &s,
+        Some((&viewer_cert.cert_pem, &viewer_cert.key_pem)),
+        None,
+    );
+    refused(&viewer, "vm-b", exported.clone(), (403, "forbidden"));
+    // A viewer may read and export.
+    assert_eq!(get(&viewer, "/v1/vms/vm-b/baselines/1/corim").2, exported);
+    let (_, l2) = json(
+        admin
+            .get(format!("{}/v1/vms/vm-b/baselines", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(l2, l, "refusals stored nothing");
+    let (st, _, _) = get(&admin, "/v1/vms/vm-b/baselines/9/corim");
+    assert_eq!(st, 404);
+}
