@@ -842,6 +842,59 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         &h.p("ev0/baseline.cbor"),
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    // The golden baseline as a signed CoRIM: exported, checked offline by vmseal-certs with the
+    // verifier's CoRIM key alone, imported again (a new version, the same document), listed.
+    let (v1, v2, signer) = (h.p("v1.corim"), h.p("v2.corim"), h.p("corim-signer.pem"));
+    let o = admin(&[
+        "baselines",
+        "export",
+        "--vm-id",
+        "vm-e2e",
+        "--corim",
+        "--out",
+        &v1,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = admin(&["baselines", "signer", "--out", &signer]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run("vmseal-certs", &["verify", "--corim-signer", &signer, &v1]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run("vmseal-certs", &["verify", &v1]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--corim-signer"), "{}", text(&o));
+    let o = run("vmseal-certs", &["inspect", &v1]);
+    assert!(
+        text(&o).contains("region guest-code") && text(&o).contains("no trusted signer given"),
+        "{}",
+        text(&o)
+    );
+    let o = admin(&["baselines", "import", "--vm-id", "vm-e2e", &v1]);
+    assert!(
+        text(&o).contains("baseline version 2 imported") && text(&o).contains("this verifier"),
+        "{}",
+        text(&o)
+    );
+    let o = admin(&[
+        "baselines",
+        "export",
+        "--vm-id",
+        "vm-e2e",
+        "--corim",
+        "--out",
+        &v2,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(&v1).unwrap(),
+        std::fs::read(&v2).unwrap(),
+        "byte-stable"
+    );
+    let o = admin(&["baselines", "list", "--vm-id", "vm-e2e"]);
+    assert!(
+        text(&o).contains("snapshot #0") && text(&o).contains("CoRIM signed by this verifier"),
+        "{}",
+        text(&o)
+    );
     // A webhook receiver that checks signatures with ca.pem alone, added by the admin.
     let hook_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -1061,7 +1114,10 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     let vms: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(vms["vms"][0]["vm_id"], "vm-e2e");
     assert_eq!(vms["vms"][0]["score"], 75);
-    assert_eq!(vms["vms"][0]["baseline_version"], 1);
+    assert_eq!(
+        vms["vms"][0]["baseline_version"], 2,
+        "the CoRIM import made version 2"
+    );
     let o = admin(&["set-threshold", "--vm-id", "vm-e2e", "--threshold", "80"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = admin(&["vms"]);

@@ -23,6 +23,8 @@ pub(crate) struct Context {
     pub(crate) trust: TrustConfig,
     /// Extra certificates (roots or intermediates) from --roots.
     pub(crate) roots: Vec<ParsedCert>,
+    /// Keys trusted to sign CoRIM golden baselines (--corim-signer).
+    pub(crate) corim_signers: Vec<vmseal_client::corim::TrustedKey>,
     pub(crate) allow_insecure: bool,
     pub(crate) at: OffsetDateTime,
 }
@@ -30,6 +32,7 @@ pub(crate) struct Context {
 /// What a file holds.
 pub(crate) enum Input {
     Evidence(Vec<u8>),
+    Corim(Vec<u8>),
     Certs(Vec<ParsedCert>),
     Report(Vec<u8>),
     CertTable(Vec<u8>),
@@ -38,6 +41,9 @@ pub(crate) enum Input {
 
 /// Recognise a file's contents.
 pub(crate) fn detect(bytes: &[u8]) -> Result<Input> {
+    if vmseal_client::corim::is_signed_corim(bytes) {
+        return Ok(Input::Corim(bytes.to_vec()));
+    }
     if bytes.first() == Some(&0xD2) {
         return Ok(Input::Evidence(bytes.to_vec()));
     }
@@ -361,6 +367,7 @@ fn snp_anchor_node(a: &SnpAnchor, c: &ParsedCert, ctx: &Context) -> Node {
             ..ctx.trust.clone()
         },
         roots: ctx.roots.clone(),
+        corim_signers: Vec::new(),
         allow_insecure: ctx.allow_insecure,
         at: ctx.at,
     };
@@ -622,6 +629,61 @@ pub(crate) fn evidence_node(bytes: &[u8], ctx: &Context) -> Node {
     n
 }
 
+/// A golden baseline as a signed CoRIM: what it states, and whether a trusted key signed it.
+fn corim_node(bytes: &[u8], ctx: &Context) -> Node {
+    use vmseal_client::corim;
+    let mut n = Node::new("corim", "golden baseline (signed CoRIM)");
+    let now = ctx.at.unix_timestamp();
+    let u = match corim::read_unauthenticated(bytes, now) {
+        Ok(u) => u,
+        Err(e) => {
+            n.check("corim", Status::Invalid(e.to_string()));
+            return n;
+        }
+    };
+    n.field("alg", u.alg.clone());
+    n.field("kid", u.kid.as_deref().map(hex::encode).unwrap_or_default());
+    if let Some(i) = &u.issuer {
+        n.field("issuer", i.clone());
+    }
+    match &u.values {
+        Ok(v) => {
+            n.field("corim_id", v.corim_id.clone())
+                .field("profile", corim::CORIM_PROFILE)
+                .field("tag", format!("{} v{}", v.tag_id, v.tag_version))
+                .field("policy_digest", hex::encode(v.policy_digest))
+                .field("policy_text", v.policy_text.is_some());
+            for r in &v.regions {
+                let mut c = Node::new("region", format!("region {}", r.name));
+                c.field("class", r.class.name())
+                    .field("severity", r.severity.name())
+                    .field("hash", r.hash.name())
+                    .field("pages", r.leaves.len())
+                    .field(
+                        "root",
+                        r.root().map(hex::encode).unwrap_or_else(|e| e.to_string()),
+                    );
+                n.children.push(c);
+            }
+        }
+        Err(e) => {
+            n.check("baseline", Status::Invalid(e.clone()));
+        }
+    }
+    let status = if ctx.corim_signers.is_empty() {
+        Status::Unchecked(
+            "no trusted signer given: add --corim-signer PEM (a verifier's `admin baselines signer`)".into(),
+        )
+    } else {
+        match corim::open(bytes, &ctx.corim_signers, now) {
+            Ok(o) => Status::Valid(format!("signed by {}", o.signer)),
+            Err(e) => Status::Invalid(e.to_string()),
+        }
+    };
+    n.check("signature", status);
+    n
+}
+
 fn table_certs(t: &vmseal_sealer::snp::provider::TableCerts) -> Vec<ParsedCert> {
     [&t.vek, &t.ask, &t.ark]
         .into_iter()
@@ -634,6 +696,7 @@ fn table_certs(t: &vmseal_sealer::snp::provider::TableCerts) -> Vec<ParsedCert> 
 pub(crate) fn node_for(input: &Input, ctx: &Context) -> Vec<Node> {
     match input {
         Input::Evidence(b) => vec![evidence_node(b, ctx)],
+        Input::Corim(b) => vec![corim_node(b, ctx)],
         Input::Certs(c) => chain_nodes(c, ctx),
         Input::Report(r) => vec![report_node(r, None, ctx)],
         Input::CertTable(t) => {

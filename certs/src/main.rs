@@ -24,13 +24,14 @@ use crate::model::{Node, Status};
     version,
     about = "Inspect and verify vmseal evidence, X.509 (ML-DSA, ECDSA, RSA-PSS), AMD SEV-SNP and TPM chains",
     long_about = "vmseal-certs reads vmseal snapshot evidence, PEM or DER certificates and bundles, \
-SEV-SNP reports (binary or hex), AMD certificate tables (configfs-tsm auxblob) and configfs-tsm JSON, \
-and shows what they contain and which links verify. It needs public material only. The genuine AMD \
+SEV-SNP reports (binary or hex), AMD certificate tables (configfs-tsm auxblob), configfs-tsm JSON \
+and golden baselines as signed CoRIM, and shows what they contain and which links verify. It needs public material only. The genuine AMD \
 ARK/ASK/ASVK for Milan, Genoa and Turin are built in; TPM manufacturer CAs are given with --roots.",
     after_help = "Exit status of verify: 0 valid, 1 invalid (one line per broken link), 2 usage or I/O error.\n\n\
 Examples:\n  vmseal-certs inspect vm1.cose\n  vmseal-certs inspect --json vcek.der ask_ark.pem\n  \
 vmseal-certs verify --roots ek-ca.pem vm1.cose\n  vmseal-certs verify --report report.bin --vcek vcek.der\n  \
-vmseal-certs verify --allow-insecure test-vm.cose   # accept the INSECURE SNP stand-in (tests only)"
+vmseal-certs verify --allow-insecure test-vm.cose   # accept the INSECURE SNP stand-in (tests only)\n  \
+vmseal-certs verify --corim-signer verifier-corim.pem web-1-baseline-v3.corim   # a golden baseline (signed CoRIM)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +46,10 @@ struct TrustArgs {
     /// Accept the INSECURE software SEV-SNP stand-in's test root carried in the input (tests only).
     #[arg(long)]
     allow_insecure: bool,
+    /// A public key (PEM PUBLIC KEY or CERTIFICATE) trusted to sign CoRIM golden baselines (a
+    /// verifier's `admin baselines signer`, a kernel build's key); repeatable.
+    #[arg(long = "corim-signer", value_name = "FILE")]
+    corim_signers: Vec<PathBuf>,
     /// Hardware anchors evidence must carry: tpm, snp, both or none.
     #[arg(long, default_value = "tpm", value_parser = parse_require)]
     require: AnchorRequirement,
@@ -155,9 +160,19 @@ fn context(t: &TrustArgs) -> Result<Context> {
     };
     trust.tpm.ek_roots = roots.iter().map(|c| c.der.clone()).collect();
     trust.tpm.require_ek_chain = t.require.tpm;
+    let corim_signers = t
+        .corim_signers
+        .iter()
+        .map(|p| {
+            let pem = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            vmseal_client::corim::TrustedKey::from_pem(p.display().to_string(), &pem)
+                .map_err(anyhow::Error::from)
+        })
+        .collect::<Result<_>>()?;
     Ok(Context {
         trust,
         roots,
+        corim_signers,
         allow_insecure: t.allow_insecure,
         at: t.at.unwrap_or_else(OffsetDateTime::now_utc),
     })
@@ -326,6 +341,13 @@ fn run(cli: Cli) -> Result<bool> {
             }
             for f in &files {
                 let input = read_input(f)?;
+                if matches!(input, Input::Corim(_)) && ctx.corim_signers.is_empty() {
+                    bail!(
+                        "{} is a signed CoRIM: give the key it must be signed by with --corim-signer PEM \
+                         (a verifier's `vmseal-verifier admin baselines signer`)",
+                        f.display()
+                    );
+                }
                 let mut node = match &input {
                     Input::Certs(c) => {
                         let mut n = Node::new("chain", format!("{} certificate(s)", c.len()));

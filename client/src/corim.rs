@@ -205,8 +205,10 @@ pub trait CorimSigner {
     fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, CorimError>;
 }
 
-/// An Ed25519 reference-value signing key (COSE `Ed25519`, -19, RFC 9864): deterministic
-/// signatures, so one baseline always exports to the same bytes.
+/// An Ed25519 reference-value signing key: deterministic signatures, so one baseline always
+/// exports to the same bytes. It signs as COSE `EdDSA` (-8), which RFC 9864 deprecates in favour
+/// of the fully specified `Ed25519` (-19), because the libraries relying parties use today
+/// (pycose 1.1, Veraison's go-cose) read only -8; [`open`] reads both.
 pub struct Ed25519CorimKey {
     key: signature::Ed25519KeyPair,
     issuer: String,
@@ -266,7 +268,7 @@ impl Ed25519CorimKey {
 
 impl CorimSigner for Ed25519CorimKey {
     fn alg(&self) -> CoseAlgorithm {
-        CoseAlgorithm::Ed25519
+        CoseAlgorithm::EdDsa
     }
     fn kid(&self) -> Digest {
         self.kid
@@ -469,6 +471,74 @@ pub fn open(bytes: &[u8], trusted: &[TrustedKey], now: i64) -> Result<Opened, Co
         signer_kid: signer.kid(),
         issuer,
         payload,
+    })
+}
+
+/// Entry points for the fuzz target `corim` (`fuzz/`).
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// A fixed trusted key (no document the fuzzer makes verifies with it).
+    fn key() -> TrustedKey {
+        TrustedKey {
+            label: "fuzz".into(),
+            spki: [
+                &[
+                    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+                ][..],
+                &[7; 32],
+            ]
+            .concat(),
+        }
+    }
+
+    /// `data` as a signed CoRIM ([`open`]), and as an unsigned payload through what [`open`]
+    /// does after the signature verifies. For fuzzing only: this authenticates nothing.
+    pub fn corim(data: &[u8]) {
+        let _ = open(data, &[key()], 1_800_000_000);
+        if let Ok(v) = corim::validate::decode_and_validate_full_at(data, 1_800_000_000) {
+            let _ = read_values(v);
+        }
+        let _ = TrustedKey::from_pem("fuzz", data);
+    }
+}
+
+/// What a signed CoRIM says of itself, before (or without) any key: for display by inspection
+/// tools, never for a decision.
+#[derive(Debug, Clone)]
+pub struct Unauthenticated {
+    /// The reference values, as the document states them (read with the same checks as
+    /// [`open`], but no signature was verified).
+    pub values: Result<ReferenceValues, String>,
+    /// The COSE algorithm's name.
+    pub alg: String,
+    /// The `kid` header.
+    pub kid: Option<Vec<u8>>,
+    /// The CWT `iss` claim.
+    pub issuer: Option<String>,
+}
+
+/// Whether `bytes` look like a signed CoRIM: a COSE_Sign1 whose protected header names the
+/// content type `application/rim+cbor`.
+pub fn is_signed_corim(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&0xD2)
+        && corim::types::signed::decode_signed_corim(bytes)
+            .is_ok_and(|s| s.protected().content_type.as_deref() == Some(CORIM_MEDIA_TYPE))
+}
+
+/// Read a signed CoRIM without authenticating it (see [`Unauthenticated`]); [`open`] is what
+/// decides.
+pub fn read_unauthenticated(bytes: &[u8], now: i64) -> Result<Unauthenticated, CorimError> {
+    let (envelope, validated) =
+        corim::types::signed::decode_and_validate_signed_corim_at(bytes, None, now)
+            .map_err(|e| CorimError::Malformed(e.to_string()))?;
+    let h = envelope.protected();
+    Ok(Unauthenticated {
+        alg: format!("{} ({})", h.alg.name(), h.alg.to_i64()),
+        kid: h.kid.clone(),
+        issuer: h.cwt_claims.as_ref().map(|c| c.iss.clone()),
+        values: read_values(validated).map_err(|e| e.to_string()),
     })
 }
 

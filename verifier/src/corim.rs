@@ -215,20 +215,19 @@ pub async fn import(
         ));
     }
     let mut regions = Vec::with_capacity(rv.regions.len());
-    if let Some(p) = &rec.policy {
-        if let Some(missing) = p
+    if let Some(p) = &rec.policy
+        && let Some(missing) = p
             .regions
             .iter()
             .find(|pr| !rv.regions.iter().any(|r| r.name == pr.name))
-        {
-            return Err(refused(
-                "baseline_incomplete",
-                format!(
-                    "the CoRIM has no region {:?}, which the assigned policy names",
-                    missing.name
-                ),
-            ));
-        }
+    {
+        return Err(refused(
+            "baseline_incomplete",
+            format!(
+                "the CoRIM has no region {:?}, which the assigned policy names",
+                missing.name
+            ),
+        ));
     }
     for r in &rv.regions {
         let (class, severity) = match &rec.policy {

@@ -213,3 +213,172 @@ fn golden_baselines_travel_as_signed_corim() {
     let (st, _, _) = get(&admin, "/v1/vms/vm-b/baselines/9/corim");
     assert_eq!(st, 404);
 }
+
+/// An exported baseline read by implementations that are not vmseal's: Python's cbor2 finds the
+/// CoRIM structure (tags 18, 501, 506, the profile URI, the digests) and pycose verifies the
+/// EdDSA signature with the public key of `GET /v1/corim/signer`, and refuses an altered copy.
+#[test]
+fn an_exported_corim_is_read_and_verified_by_cbor2_and_pycose() {
+    let python = vmseal_testkit::python::with_packages(&["cbor2==5.*", "pycose==1.*"])
+        .expect("a Python with cbor2 and pycose");
+    let s = crate::api::start();
+    let admin = admin(&s);
+    let mut h = Host::new("host-1");
+    let agent = enrol(&s, &admin, &h, None);
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
+    );
+    assert_eq!(st, 201, "{e}");
+    let ev = h.evidence("vm-a", None);
+    let (st, a) = json(
+        agent
+            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
+            .body(ev)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{a}");
+    promote(&s, "vm-a", &mut h, 0);
+    let bytes = |path: &str| {
+        admin
+            .get(format!("{}{path}", s.url))
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap()
+            .to_vec()
+    };
+    let exported = bytes("/v1/vms/vm-a/baselines/1/corim");
+    let pem = String::from_utf8(bytes("/v1/corim/signer")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("baseline.corim");
+    std::fs::write(&file, &exported).unwrap();
+    let mut altered = exported.clone();
+    let n = altered.len();
+    altered[n - 40] ^= 1; // inside the signature
+    let altered_file = dir.path().join("altered.corim");
+    std::fs::write(&altered_file, &altered).unwrap();
+    let script = format!(
+        r#"
+import json, hashlib, cbor2
+from cryptography.hazmat.primitives import serialization
+from pycose.messages import Sign1Message
+from pycose.keys import OKPKey
+from pycose.keys.curves import Ed25519
+
+pem = {pem:?}.encode()
+pub = serialization.load_pem_public_key(pem)
+raw_pub = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+spki = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+key = OKPKey(crv=Ed25519, x=raw_pub)
+
+def verify(path):
+    msg = Sign1Message.decode(open(path, "rb").read())
+    msg.key = key
+    try:
+        return msg.verify_signature()
+    except Exception as e:
+        return "refused: " + str(e)
+
+raw = open({file:?}, "rb").read()
+outer = cbor2.loads(raw)
+protected, unprotected, payload, signature = outer.value
+hdr = cbor2.loads(protected)
+corim = cbor2.loads(payload)
+comid_tag = corim.value[1][0]
+comid = cbor2.loads(comid_tag.value)
+env, measurements = comid[4][0][0]
+regions = {{}}
+policy = None
+for m in measurements:
+    name = m[0]
+    alg, digest = m[1][2][0]
+    if name == "vmseal:capture-policy":
+        policy = {{"alg": alg, "digest": digest.hex(), "text": m[1].get(-5)}}
+    else:
+        regions[name] = {{"alg": alg, "root": digest.hex(), "pages": len(m[1][-1]) // 32,
+                          "class": m[1][-2], "severity": m[1][-3]}}
+print(json.dumps({{
+    "outer_tag": outer.tag,
+    "alg": hdr.get(1),
+    "content_type": hdr.get(3),
+    "kid_is_spki_sha256": hdr.get(4) == hashlib.sha256(spki).digest(),
+    "corim_tag": corim.tag,
+    "corim_id": corim.value[0],
+    "profile_tag": corim.value[3].tag,
+    "profile": corim.value[3].value,
+    "comid_tag": comid_tag.tag,
+    "tag_id": comid[1][0],
+    "vendor": env[0][1],
+    "model": env[0][2],
+    "policy": policy,
+    "regions": regions,
+    "pycose": verify({file:?}),
+    "pycose_altered": verify({altered:?}),
+}}))
+"#,
+        file = file.display().to_string(),
+        altered = altered_file.display().to_string(),
+    );
+    let o = std::process::Command::new(&python)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (
+            v["outer_tag"].as_u64(),
+            v["corim_tag"].as_u64(),
+            v["comid_tag"].as_u64(),
+            v["profile_tag"].as_u64()
+        ),
+        (Some(18), Some(501), Some(506), Some(32)),
+        "{v}"
+    );
+    assert_eq!(
+        (v["alg"].as_i64(), v["content_type"].as_str()),
+        (Some(-8), Some("application/rim+cbor")),
+        "{v}"
+    );
+    assert_eq!(v["kid_is_spki_sha256"], true, "{v}");
+    assert_eq!(v["profile"], "tag:vmseal.dev,2026:corim/v1");
+    assert_eq!(
+        (v["vendor"].as_str(), v["model"].as_str()),
+        (Some("vmseal"), Some("guest-memory"))
+    );
+    assert_eq!(v["corim_id"], "vmseal:vm-a:baseline:1");
+    assert_eq!(v["policy"]["alg"], 1);
+    assert_eq!(
+        v["policy"]["digest"],
+        hex::encode(crate::api::policy_digest())
+    );
+    assert_eq!(v["policy"]["text"], POLICY);
+    for (name, class, severity, leaves) in &h.regions {
+        let r = &v["regions"][name];
+        let root = vmseal_sealer::merkle::MerkleTree::from_leaves(ALG, leaves.clone())
+            .unwrap()
+            .root();
+        assert_eq!(r["alg"], 1, "{name}: sha-256 by its IANA id");
+        assert_eq!(r["root"], hex::encode(root), "{name}");
+        assert_eq!(r["pages"], leaves.len(), "{name}");
+        assert_eq!(
+            (r["class"].as_str(), r["severity"].as_str()),
+            (Some(class.name()), Some(severity.name())),
+            "{name}"
+        );
+    }
+    assert_eq!(v["pycose"], true, "pycose verifies the signature: {v}");
+    assert_ne!(
+        v["pycose_altered"], true,
+        "pycose refuses an altered signature: {v}"
+    );
+}

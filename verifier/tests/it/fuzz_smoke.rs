@@ -32,3 +32,49 @@ fn request_bodies_never_panic() {
         }
     }
 }
+
+/// A short deterministic run of the `corim` fuzz target on stable: mutations of a real signed
+/// CoRIM and of its unsigned payload.
+#[test]
+fn corims_never_panic() {
+    use vmseal_client::corim::{Ed25519CorimKey, ReferenceValues, RegionReference};
+    use vmseal_sealer::claims::{RegionClass, Severity};
+    use vmseal_sealer::merkle::HashAlg;
+    let key =
+        Ed25519CorimKey::from_pem(Ed25519CorimKey::generate_pem().unwrap().as_bytes(), "smoke")
+            .unwrap();
+    let rv = ReferenceValues {
+        corim_id: "smoke".into(),
+        tag_id: "smoke".into(),
+        tag_version: 1,
+        policy_digest: HashAlg::Sha256.hash(&[b"p"]),
+        policy_text: Some("p".into()),
+        regions: vec![RegionReference {
+            name: "code".into(),
+            class: RegionClass::Code,
+            severity: Severity::Critical,
+            hash: HashAlg::Sha256,
+            leaves: vec![[1; 32], [2; 32]],
+            ranges: Some(vec![[0, 8192]]),
+        }],
+    };
+    let signed = vmseal_client::corim::seal(&rv, &key).unwrap();
+    let unsigned = vmseal_client::corim::payload(&rv).unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for seed in [&signed, &unsigned] {
+        vmseal_client::corim::fuzzing::corim(seed);
+        for _ in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut d = seed.clone();
+            let i = (x as usize) % d.len();
+            match x % 3 {
+                0 => d[i] = (x >> 8) as u8,
+                1 => d.truncate(i),
+                _ => d.insert(i, (x >> 16) as u8),
+            }
+            vmseal_client::corim::fuzzing::corim(&d);
+        }
+    }
+}
