@@ -5,7 +5,8 @@
 #   3. vmseal-host init: AK under the EK, ML-DSA-87 intermediate bound by a TPM quote (and the
 #      INSECURE SNP stand-in, since this machine has no SEV-SNP), seed sealed to PCRs 0-7
 #   4. enrol the host at the verifier, register the VM with its capture policy
-#   5. capture the KVM micro-VM; the admin promotes that snapshot to the golden baseline
+#   5. capture the KVM micro-VM; the admin promotes that snapshot to the golden baseline, exports
+#      it as a signed CoRIM (draft-ietf-rats-corim-11) and vmseal-certs checks it offline
 #   6. capture again (trust score 100), inject a code patch into the running guest, capture:
 #      the verifier's trust score falls and names the region that changed
 #   7. the alert reaches a local webhook receiver, which verifies its signature with ca.pem
@@ -75,6 +76,11 @@ step "capture the KVM micro-VM (real guest code on /dev/kvm) and submit it: no b
 
 step "the admin promotes that snapshot to the golden baseline"
 "${admin[@]}" promote-baseline --vm-id demo-vm --seq 0 --baseline "$work/ev0/baseline.cbor"
+
+step "the golden baseline as a signed CoRIM (reference values other tools read), checked offline with the verifier's public key"
+"${admin[@]}" baselines export --vm-id demo-vm --corim --out "$work/demo-vm.corim"
+"${admin[@]}" baselines signer --out "$work/verifier-corim.pem"
+"$bin/vmseal-certs" verify --corim-signer "$work/verifier-corim.pem" "$work/demo-vm.corim"
 
 step "capture again, then inject a rootkit-style code patch into the running guest and capture once more"
 "$bin/vmseal-host" vm run --state "$work/host" --vm-id demo-vm --captures 2 --interval-ms 300 \

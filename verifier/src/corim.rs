@@ -221,7 +221,7 @@ pub async fn import(
             .iter()
             .find(|pr| !rv.regions.iter().any(|r| r.name == pr.name))
     {
-        return Err(refused(
+        return Err(bad(
             "baseline_incomplete",
             format!(
                 "the CoRIM has no region {:?}, which the assigned policy names",
