@@ -63,7 +63,7 @@ pub fn read_signers(paths: &[std::path::PathBuf]) -> Result<Vec<TrustedKey>, Str
 }
 
 /// `GET /v1/corim/signer` (any role): this verifier's reference-value public key, PEM.
-#[utoipa::path(get, path = "/v1/corim/signer", tag = "vms",
+#[utoipa::path(get, path = "/v1/corim/signer", tag = "vms", operation_id = "corim_signer",
     responses((status = 200, description = "The Ed25519 public key (PEM `PUBLIC KEY`) that signs this verifier's CoRIM exports; the `kid` of its CoRIMs is its SPKI's SHA-256", content_type = "application/x-pem-file")))]
 pub async fn signer(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     role(&req)?;
@@ -77,7 +77,7 @@ pub async fn signer(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpRes
 }
 
 /// `GET /v1/vms/{vm}/baselines` (admin, viewer, or the VM's host agent): every version.
-#[utoipa::path(get, path = "/v1/vms/{vm}/baselines", tag = "vms", params(("vm" = String, Path, description = "VM id")),
+#[utoipa::path(get, path = "/v1/vms/{vm}/baselines", tag = "vms", operation_id = "list_baselines", params(("vm" = String, Path, description = "VM id")),
     responses((status = 200, description = "`{vm_id, baselines: [{version, source_seq (null when imported), promoted_by, promoted_at, policy_digest, corim_signer, regions}]}`, oldest first"),
         (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
 pub async fn list(
@@ -95,7 +95,7 @@ pub async fn list(
 }
 
 /// `GET /v1/vms/{vm}/baselines/{version}/corim` (admin, viewer, or the VM's host agent).
-#[utoipa::path(get, path = "/v1/vms/{vm}/baselines/{version}/corim", tag = "vms",
+#[utoipa::path(get, path = "/v1/vms/{vm}/baselines/{version}/corim", tag = "vms", operation_id = "export_baseline_corim",
     params(("vm" = String, Path, description = "VM id"), ("version" = u64, Path, description = "Baseline version")),
     responses((status = 200, description = "The version as a signed CoRIM (COSE_Sign1, profile tag:vmseal.dev,2026:corim/v1)", content_type = "application/rim+cbor"),
         (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody),
@@ -143,7 +143,8 @@ pub async fn export(
                 severity: r.severity,
                 hash: r.tree.alg(),
                 leaves: r.tree.leaves().to_vec(),
-                ranges: r.ranges.clone(),
+                // Baselines from snapshots whose results named no ranges hold none.
+                ranges: r.ranges.clone().filter(|v| !v.is_empty()),
             })
             .collect(),
     };
@@ -161,7 +162,7 @@ fn corim_response(signed: Vec<u8>) -> HttpResponse {
 }
 
 /// `POST /v1/vms/{vm}/baselines/corim` (admin): import a signed CoRIM as a new baseline version.
-#[utoipa::path(post, path = "/v1/vms/{vm}/baselines/corim", tag = "vms", params(("vm" = String, Path, description = "VM id")),
+#[utoipa::path(post, path = "/v1/vms/{vm}/baselines/corim", tag = "vms", operation_id = "import_baseline_corim", params(("vm" = String, Path, description = "VM id")),
     request_body(content = Vec<u8>, content_type = "application/rim+cbor", description = "A signed CoRIM (profile tag:vmseal.dev,2026:corim/v1)"),
     responses((status = 201, description = "`{vm_id, version, corim_id, signer, signer_kid, issuer, regions}`"),
         (status = 400, description = "bad_corim: not a well-formed signed CoRIM", body = vmseal_client::ApiErrorBody),
