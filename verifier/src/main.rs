@@ -1417,7 +1417,8 @@ fn baselines(client: &vmseal_client::Client, conn: &AdminConn, cmd: BaselinesCmd
                 );
             } else {
                 println!(
-                    "baseline version {version} of VM {vm_id}: signed CoRIM ({} bytes) written to {}\n                     Import it elsewhere with:\n  vmseal-verifier admin baselines import --vm-id VM {}",
+                    "baseline version {version} of VM {vm_id}: signed CoRIM ({} bytes) written to {}\n\
+                     Import it into another VM or verifier with:\n  vmseal-verifier admin baselines import --vm-id VM {}",
                     signed.len(),
                     out.display(),
                     out.display()
