@@ -16,6 +16,9 @@ pub mod audit;
 pub mod cli;
 pub mod corim;
 pub mod doctor;
+pub mod wire;
+
+pub use wire::ErrorCode;
 
 pub use alerts::{
     ALERT_JWT_TYP, Alert, AlertDelivery, DeliveryState, NewSilence, NewWebhook, SetSchedule,
@@ -290,7 +293,7 @@ pub struct ChainHead {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiErrorBody {
     /// Stable code.
-    pub code: String,
+    pub code: ErrorCode,
     /// What happened and what to do.
     pub message: String,
     /// For refused evidence: where the VM's chain stands, to build the next snapshot on.
@@ -461,9 +464,9 @@ impl ClientError {
     }
 
     /// The verifier's refusal code, if it answered with one.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Api { body, .. } => Some(&body.code),
+            Self::Api { body, .. } => Some(body.code),
             _ => None,
         }
     }
@@ -528,8 +531,8 @@ impl Client {
         } else {
             let text = String::from_utf8_lossy(&body).into_owned();
             let body = serde_json::from_str(&text).unwrap_or(ApiErrorBody {
-                code: "http".into(),
-                message: text,
+                code: ErrorCode::Unknown,
+                message: format!("HTTP {status}: {text}"),
                 chain: None,
             });
             Err(ClientError::Api { status, body })
@@ -615,8 +618,8 @@ impl Client {
         if !(200..300).contains(&status) {
             let text = resp.text().map_err(transport)?;
             let body = serde_json::from_str(&text).unwrap_or(ApiErrorBody {
-                code: "http".into(),
-                message: text,
+                code: ErrorCode::Unknown,
+                message: format!("HTTP {status}: {text}"),
                 chain: None,
             });
             return Err(ClientError::Api { status, body });
@@ -667,11 +670,7 @@ impl Client {
     pub fn active_baseline(&self, vm_id: &str) -> Result<Option<serde_json::Value>, ClientError> {
         match self.get(&format!("/v1/vms/{vm_id}/baseline")) {
             Ok(b) => Ok(Some(b)),
-            Err(ClientError::Api { status: 404, body })
-                if body.message.contains("no golden baseline") =>
-            {
-                Ok(None)
-            }
+            Err(ClientError::Api { body, .. }) if body.code == ErrorCode::NoBaseline => Ok(None),
             Err(e) => Err(e),
         }
     }

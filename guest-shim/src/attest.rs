@@ -171,9 +171,10 @@ pub fn attest_once(
         vmseal_host::courier::Delivery::Accepted { appraisal, .. } => Ok((appraisal, what)),
         d => {
             let hint = match &d {
-                vmseal_host::courier::Delivery::Refused { code, .. }
-                    if code == "incomplete_delta" =>
-                {
+                vmseal_host::courier::Delivery::Refused {
+                    code: Some(vmseal_client::ErrorCode::IncompleteDelta),
+                    ..
+                } => {
                     " (the verifier has a golden baseline: give the page hashes of the snapshot \
                      it was promoted from as the baseline, e.g. STATE/evidence/VM-000000.baseline.cbor)"
                 }

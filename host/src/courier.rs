@@ -48,9 +48,9 @@ pub enum Delivery {
     },
     /// The verifier refused it for good; the next snapshot builds on `head`.
     Refused {
-        /// The verifier's code (`policy_mismatch`, `seq_gap`, …), or `client` for an answer the
+        /// The verifier's code (`policy_mismatch`, `seq_gap`, …); `None` for an answer the
         /// client itself rejected.
-        code: String,
+        code: Option<vmseal_client::ErrorCode>,
         /// The whole error, with its cause and fix.
         error: String,
         /// Where the VM's chain stands now, when known.
@@ -275,11 +275,12 @@ impl<'a> Courier<'a> {
                 h.next_seq == sealed.claims.seq + 1
                     && h.prev.as_deref() == Some(hex::encode(sealed.digest).as_str())
             });
-            let code = e.code().unwrap_or("client").to_owned();
+            let code = e.code();
             let kept = if accepted {
                 None
             } else {
-                set_aside(file, "refused", vm, sealed, &code, &e.to_string())
+                let named = code.map_or("client", vmseal_client::ErrorCode::as_str);
+                set_aside(file, "refused", vm, sealed, named, &e.to_string())
             };
             return Delivery::Refused {
                 code,

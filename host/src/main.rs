@@ -1309,7 +1309,7 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
                 Some(d) => {
                     v["submit_error"] = serde_json::Value::String(d.describe());
                     if let vmseal_host::courier::Delivery::Refused { code, head, .. } = d {
-                        v["refused"] = serde_json::json!({ "code": code, "next_seq": head.as_ref().map(|h| h.next_seq) });
+                        v["refused"] = serde_json::json!({ "code": code.map_or("client", vmseal_client::ErrorCode::as_str), "next_seq": head.as_ref().map(|h| h.next_seq) });
                     }
                 }
                 None => {}

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::time::Duration;
+use vmseal_client::ErrorCode;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use vmseal_client::{NewSilence, NewWebhook, SetSchedule};
@@ -413,14 +414,14 @@ pub(crate) async fn list(
         && !["open", "acknowledged", "resolved", "active"].contains(&s.as_str())
     {
         return Err(bad(
-            "bad_query",
+            ErrorCode::BadQuery,
             format!("state must be open, acknowledged, resolved or active, not {s:?}"),
         ));
     }
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(bad(
-            "bad_query",
+            ErrorCode::BadQuery,
             format!("limit must be 1..=500, not {limit}"),
         ));
     }
@@ -434,7 +435,7 @@ pub(crate) async fn list(
 fn alert_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse().map_err(|_| {
         bad(
-            "bad_alert_id",
+            ErrorCode::BadAlertId,
             format!("{raw:?} is not an alert id (a number)"),
         )
     })
@@ -506,7 +507,7 @@ pub(crate) async fn stream(
         .map(|v| {
             v.trim().parse::<i64>().map_err(|_| {
                 bad(
-                    "bad_query",
+                    ErrorCode::BadQuery,
                     format!("Last-Event-ID {v:?} is not an alert id"),
                 )
             })
@@ -595,15 +596,19 @@ pub(crate) async fn add_webhook(
     let b = body.into_inner();
     if !valid_name(&b.name) {
         return Err(bad(
-            "bad_webhook",
+            ErrorCode::BadWebhook,
             format!("webhook name {:?}: 1 to 64 of A-Z a-z 0-9 . _ -", b.name),
         ));
     }
-    let url = reqwest::Url::parse(&b.url)
-        .map_err(|e| bad("bad_webhook", format!("webhook URL {:?}: {e}", b.url)))?;
+    let url = reqwest::Url::parse(&b.url).map_err(|e| {
+        bad(
+            ErrorCode::BadWebhook,
+            format!("webhook URL {:?}: {e}", b.url),
+        )
+    })?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(bad(
-            "bad_webhook",
+            ErrorCode::BadWebhook,
             format!(
                 "webhook URL {:?} must be http:// or https:// with a host",
                 b.url
@@ -656,7 +661,7 @@ pub(crate) async fn add_silence(
     let b = body.into_inner();
     if !(1..=MAX_SILENCE_S).contains(&b.duration_s) {
         return Err(bad(
-            "bad_silence",
+            ErrorCode::BadSilence,
             format!(
                 "duration_s must be 1..={MAX_SILENCE_S} (30 days), not {}",
                 b.duration_s
@@ -665,7 +670,7 @@ pub(crate) async fn add_silence(
     }
     if b.reason.trim().is_empty() || b.reason.len() > 500 {
         return Err(bad(
-            "bad_silence",
+            ErrorCode::BadSilence,
             "a silence needs a reason (1 to 500 characters): it is shown with the silenced alerts",
         ));
     }
@@ -725,7 +730,7 @@ pub(crate) async fn set_schedule(
         && !(1..=MAX_SILENCE_S).contains(&e)
     {
         return Err(bad(
-            "bad_schedule",
+            ErrorCode::BadSchedule,
             format!("expect_every_s must be 1..={MAX_SILENCE_S}, not {e}"),
         ));
     }

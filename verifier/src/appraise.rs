@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use vmseal_client::ErrorCode;
 
 use serde::Serialize;
 use vmseal_policy::{Policy, Sampling};
@@ -320,24 +321,24 @@ pub enum AppraisalError {
 
 impl AppraisalError {
     /// Stable, machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::WrongVm { .. } => "wrong_vm",
-            Self::WrongHost { .. } => "wrong_host",
-            Self::NotPinned => "not_enrolled",
-            Self::Nonce => "bad_nonce",
-            Self::Stale { .. } => "stale",
-            Self::Reordered { .. } => "reordered",
-            Self::Gap { .. } => "seq_gap",
-            Self::ChainStart { .. } => "chain_start",
-            Self::BrokenChain { .. } => "broken_chain",
-            Self::Policy { .. } => "policy_mismatch",
-            Self::BaselinePolicy { .. } => "baseline_policy_mismatch",
-            Self::BaselinePolicyUnknown(_) => "baseline_policy_unknown",
-            Self::Module(_) => "module_not_allowed",
-            Self::Delta(_) => "incomplete_delta",
-            Self::SampleUnkeyed(_) => "sample_unkeyed",
-            Self::SampleMismatch { .. } => "sample_mismatch",
+            Self::WrongVm { .. } => ErrorCode::WrongVm,
+            Self::WrongHost { .. } => ErrorCode::WrongHost,
+            Self::NotPinned => ErrorCode::NotEnrolled,
+            Self::Nonce => ErrorCode::BadNonce,
+            Self::Stale { .. } => ErrorCode::Stale,
+            Self::Reordered { .. } => ErrorCode::Reordered,
+            Self::Gap { .. } => ErrorCode::SeqGap,
+            Self::ChainStart { .. } => ErrorCode::ChainStart,
+            Self::BrokenChain { .. } => ErrorCode::BrokenChain,
+            Self::Policy { .. } => ErrorCode::PolicyMismatch,
+            Self::BaselinePolicy { .. } => ErrorCode::BaselinePolicyMismatch,
+            Self::BaselinePolicyUnknown(_) => ErrorCode::BaselinePolicyUnknown,
+            Self::Module(_) => ErrorCode::ModuleNotAllowed,
+            Self::Delta(_) => ErrorCode::IncompleteDelta,
+            Self::SampleUnkeyed(_) => ErrorCode::SampleUnkeyed,
+            Self::SampleMismatch { .. } => ErrorCode::SampleMismatch,
         }
     }
 }
@@ -1094,7 +1095,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e, AppraisalError::Delta("code".into()));
-        assert_eq!(e.code(), "incomplete_delta");
+        assert_eq!(e.code(), ErrorCode::IncompleteDelta);
     }
 
     #[test]
@@ -1116,12 +1117,12 @@ mod tests {
         let v3 = verify(&f, &claims(&f, 3, Some(v0.digest), &[], false));
         assert_eq!(
             appraise(&v3, &vm, b, fresh()).unwrap_err().code(),
-            "seq_gap"
+            ErrorCode::SeqGap
         );
         let v1b = verify(&f, &claims(&f, 1, Some([9; 32]), &[], false));
         assert_eq!(
             appraise(&v1b, &vm, b, fresh()).unwrap_err().code(),
-            "broken_chain"
+            ErrorCode::BrokenChain
         );
         vm.last = Some(ChainPoint {
             seq: 5,
@@ -1129,41 +1130,44 @@ mod tests {
         });
         assert_eq!(
             appraise(&v1, &vm, b, fresh()).unwrap_err().code(),
-            "reordered"
+            ErrorCode::Reordered
         );
 
         let mut late = fresh();
         late.now += 10_000;
-        assert_eq!(appraise(&v0, &f.vm, b, late).unwrap_err().code(), "stale");
+        assert_eq!(
+            appraise(&v0, &f.vm, b, late).unwrap_err().code(),
+            ErrorCode::Stale
+        );
         let mut other = f.vm.clone();
         other.policy_digest = Some([6; 32]);
         assert_eq!(
             appraise(&v0, &other, b, fresh()).unwrap_err().code(),
-            "policy_mismatch"
+            ErrorCode::PolicyMismatch
         );
         let mut other = f.vm.clone();
         other.vm_id = "vm2".into();
         assert_eq!(
             appraise(&v0, &other, b, fresh()).unwrap_err().code(),
-            "wrong_vm"
+            ErrorCode::WrongVm
         );
         let mut other = f.vm.clone();
         other.host_id = "h2".into();
         assert_eq!(
             appraise(&v0, &other, b, fresh()).unwrap_err().code(),
-            "wrong_host"
+            ErrorCode::WrongHost
         );
         let mut other = f.vm.clone();
         other.intermediate_digest = [0; 32];
         assert_eq!(
             appraise(&v0, &other, b, fresh()).unwrap_err().code(),
-            "not_enrolled"
+            ErrorCode::NotEnrolled
         );
         let mut other = f.vm.clone();
         other.allowed_modules = vec![ModuleRule::parse("vmseal-host 9.9").unwrap()];
         assert_eq!(
             appraise(&v0, &other, b, fresh()).unwrap_err().code(),
-            "module_not_allowed"
+            ErrorCode::ModuleNotAllowed
         );
         let no_base = appraise(&v0, &f.vm, None, fresh()).unwrap();
         assert_eq!(no_base.score, 50);
@@ -1302,14 +1306,14 @@ mod tests {
         let mut c = claims(&f, 0, None, &[], false);
         c.policy.digest = [6; 32];
         let e = run(&f, &vm, &c).unwrap_err();
-        assert_eq!(e.code(), "baseline_policy_mismatch", "{e}");
+        assert_eq!(e.code(), ErrorCode::BaselinePolicyMismatch, "{e}");
         // A baseline from before the verifier kept policies: promote again.
         let mut f2 = fixture();
         f2.baseline.policy_digest = None;
         let mut vm2 = f2.vm.clone();
         vm2.policy_digest = None;
         let e = run(&f2, &vm2, &claims(&f2, 0, None, &[], false)).unwrap_err();
-        assert_eq!(e.code(), "baseline_policy_unknown");
+        assert_eq!(e.code(), ErrorCode::BaselinePolicyUnknown);
         // An admin assigned a new policy: evidence under it is appraised without the old
         // baseline (and says so) until one is promoted under it.
         let mut vm = f.vm.clone();
@@ -1323,14 +1327,14 @@ mod tests {
     fn a_new_vms_chain_starts_at_zero() {
         let f = fixture();
         let e = run(&f, &f.vm, &claims(&f, 3, None, &[], false)).unwrap_err();
-        assert_eq!(e.code(), "chain_start");
+        assert_eq!(e.code(), ErrorCode::ChainStart);
         let e = run(&f, &f.vm, &claims(&f, 0, Some([1; 32]), &[], false)).unwrap_err();
-        assert_eq!(e.code(), "chain_start");
+        assert_eq!(e.code(), ErrorCode::ChainStart);
         // After an admin's reset to #7, the chain resumes exactly there.
         let mut vm = f.vm.clone();
         vm.chain_start = 7;
         let e = run(&f, &vm, &claims(&f, 0, None, &[], false)).unwrap_err();
-        assert_eq!(e.code(), "chain_start");
+        assert_eq!(e.code(), ErrorCode::ChainStart);
         assert!(e.to_string().contains("starts at #7"), "{e}");
         run(&f, &vm, &claims(&f, 7, Some([1; 32]), &[], false)).unwrap();
     }
@@ -1348,7 +1352,10 @@ mod tests {
         run(&f, &vm, &c).unwrap();
         let other = format!("vmseal-host {version} {}", "11".repeat(32));
         vm.allowed_modules = vec![ModuleRule::parse(&other).unwrap()];
-        assert_eq!(run(&f, &vm, &c).unwrap_err().code(), "module_not_allowed");
+        assert_eq!(
+            run(&f, &vm, &c).unwrap_err().code(),
+            ErrorCode::ModuleNotAllowed
+        );
         assert_eq!(ModuleRule::parse(&other).unwrap().to_string(), other);
         assert!(ModuleRule::parse("vmseal-host").is_err());
         assert!(ModuleRule::parse("vmseal-host 1 abc").is_err());
@@ -1421,15 +1428,15 @@ mod tests {
         let mut other: Vec<usize> = (0..16).filter(|i| !idx.contains(i)).take(4).collect();
         other.sort();
         let e = go(&sampled(&f, nonce, &other, &[]), &vm).unwrap_err();
-        assert_eq!(e.code(), "incomplete_delta", "{e}");
+        assert_eq!(e.code(), ErrorCode::IncompleteDelta, "{e}");
         // Fewer pages than selected.
         let e = go(&sampled(&f, nonce, &idx[..3], &[]), &vm).unwrap_err();
-        assert_eq!(e.code(), "sample_mismatch", "{e}");
+        assert_eq!(e.code(), ErrorCode::SampleMismatch, "{e}");
         // Without the verifier's nonce there is nothing to key the sample with.
         let mut c = sampled(&f, nonce, &idx, &[]);
         c.nonce = None;
         let e = appraise(&verify(&f, &c), &vm, Some(&f.baseline), fresh()).unwrap_err();
-        assert_eq!(e.code(), "sample_unkeyed");
+        assert_eq!(e.code(), ErrorCode::SampleUnkeyed);
         // Once this boot's whole layout is known, the sampled addresses must be the selected
         // ones too: the selected hashes read from other pages are refused.
         let mut vm = vm;
@@ -1438,7 +1445,7 @@ mod tests {
         let mut c = sampled(&f, nonce, &idx, &[]);
         c.regions[2].ranges[0].start += 0x100_0000;
         let e = go(&c, &vm).unwrap_err();
-        assert_eq!(e.code(), "sample_mismatch", "{e}");
+        assert_eq!(e.code(), ErrorCode::SampleMismatch, "{e}");
         go(&sampled(&f, nonce, &idx, &[]), &vm).unwrap();
     }
 }

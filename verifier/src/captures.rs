@@ -8,6 +8,7 @@
 //! every second for the others.
 
 use std::time::Duration;
+use vmseal_client::ErrorCode;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use vmseal_client::{CaptureRequest, CaptureRequests};
@@ -105,7 +106,7 @@ pub(crate) async fn poll(
     let wait = query.wait.unwrap_or(0);
     if wait > MAX_WAIT {
         return Err(bad(
-            "bad_query",
+            ErrorCode::BadQuery,
             format!("wait must be 0..={MAX_WAIT} seconds, not {wait}"),
         ));
     }

@@ -16,6 +16,7 @@
 //!   severity) win over the CoRIM's.
 
 use std::path::Path;
+use vmseal_client::ErrorCode;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use vmseal_client::corim::{
@@ -188,26 +189,26 @@ pub async fn import(
     })
     .await?
     .map_err(|e| match e {
-        CorimError::Malformed(_) => bad("bad_corim", e.to_string()),
+        CorimError::Malformed(_) => bad(ErrorCode::BadCorim, e.to_string()),
         CorimError::Untrusted(m) => ApiError::Refused {
-            code: "corim_untrusted",
+            code: ErrorCode::CorimUntrusted,
             message: format!(
                 "{m} (the verifier's trusted CoRIM signers are its own key and `corim_signers` in its configuration)"
             ),
         },
         CorimError::Invalid(_) | CorimError::Build(_) => ApiError::Refused {
-            code: "corim_invalid",
+            code: ErrorCode::CorimInvalid,
             message: e.to_string(),
         },
     })?;
     let rv = &opened.values;
-    let refused = |code: &'static str, message: String| ApiError::Refused { code, message };
+    let refused = |code: ErrorCode, message: String| ApiError::Refused { code, message };
     // What the verifier decided for this VM comes first: its assigned policy.
     if let Some(p) = rec.policy_digest
         && p != rv.policy_digest
     {
         return Err(refused(
-            "policy_mismatch",
+            ErrorCode::PolicyMismatch,
             format!(
                 "the CoRIM's reference values were captured under policy {}, not the VM's assigned policy {}",
                 hex::encode(rv.policy_digest),
@@ -223,7 +224,7 @@ pub async fn import(
             .find(|pr| !rv.regions.iter().any(|r| r.name == pr.name))
     {
         return Err(bad(
-            "baseline_incomplete",
+            ErrorCode::BaselineIncomplete,
             format!(
                 "the CoRIM has no region {:?}, which the assigned policy names",
                 missing.name
@@ -235,7 +236,7 @@ pub async fn import(
             Some(p) => {
                 let Some(pr) = p.regions.iter().find(|pr| pr.name == r.name) else {
                     return Err(refused(
-                        "corim_unknown_region",
+                        ErrorCode::CorimUnknownRegion,
                         format!(
                             "the CoRIM's region {:?} is not in the VM's assigned policy",
                             r.name
@@ -244,7 +245,7 @@ pub async fn import(
                 };
                 if r.hash != p.hash {
                     return Err(refused(
-                        "corim_hash_mismatch",
+                        ErrorCode::CorimHashMismatch,
                         format!(
                             "region {:?} is hashed with {}; the assigned policy hashes with {}",
                             r.name,

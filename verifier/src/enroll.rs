@@ -27,6 +27,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
+use vmseal_client::ErrorCode;
 use vmseal_client::{
     Activation, CredentialChallenge, Enrolled, EnrollmentAnswer, EnrollmentRequest,
     EnrollmentToken, NewEnrollmentToken,
@@ -44,7 +45,7 @@ pub const CHALLENGE_TTL: i64 = 300;
 /// Longest lifetime of an enrollment token (a week).
 pub const MAX_TOKEN_MINUTES: u32 = 7 * 24 * 60;
 
-pub(crate) fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
+pub(crate) fn refused(code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::Refused {
         code,
         message: message.into(),
@@ -53,7 +54,7 @@ pub(crate) fn refused(code: &'static str, message: impl Into<String>) -> ApiErro
 
 fn b64(field: &'static str, s: &str) -> Result<Vec<u8>, ApiError> {
     B64.decode(s.trim())
-        .map_err(|e| bad("bad_base64", format!("{field} is not base64: {e}")))
+        .map_err(|e| bad(ErrorCode::BadBase64, format!("{field} is not base64: {e}")))
 }
 
 /// A certificate request from a body's PEM, checked (its signature, a key a client certificate
@@ -63,8 +64,13 @@ pub(crate) fn csr_from_pem(pem_text: &str) -> Result<Vec<u8>, ApiError> {
         .ok()
         .filter(|p| p.tag() == "CERTIFICATE REQUEST")
         .map(|p| p.into_contents())
-        .ok_or_else(|| bad("bad_csr", "csr_pem is not a PEM CERTIFICATE REQUEST"))?;
-    crate::pki::check_request(&der).map_err(|e| bad("bad_csr", e.to_string()))?;
+        .ok_or_else(|| {
+            bad(
+                ErrorCode::BadCsr,
+                "csr_pem is not a PEM CERTIFICATE REQUEST",
+            )
+        })?;
+    crate::pki::check_request(&der).map_err(|e| bad(ErrorCode::BadCsr, e.to_string()))?;
     Ok(der)
 }
 
@@ -79,7 +85,7 @@ pub(crate) fn certify(
     let cert_pem = st
         .ca
         .certify_request(csr_der, role, lifetime)
-        .map_err(|e| bad("bad_csr", e.to_string()))?;
+        .map_err(|e| bad(ErrorCode::BadCsr, e.to_string()))?;
     let parsed = pem::parse(cert_pem.as_bytes())
         .ok()
         .and_then(|p| vmseal_sealer::x509::ParsedCert::from_der(p.contents()).ok())
@@ -107,22 +113,23 @@ pub(crate) async fn create_token(
     let minutes = b.valid_minutes.unwrap_or(60);
     if !(1..=MAX_TOKEN_MINUTES).contains(&minutes) {
         return Err(bad(
-            "bad_lifetime",
+            ErrorCode::BadLifetime,
             format!("valid_minutes must be 1..={MAX_TOKEN_MINUTES}, not {minutes}"),
         ));
     }
     if let Some(h) = &b.host_id {
-        vmseal_sealer::state::check_vm_id(h).map_err(|e| bad("bad_host_id", e.to_string()))?;
+        vmseal_sealer::state::check_vm_id(h)
+            .map_err(|e| bad(ErrorCode::BadHostId, e.to_string()))?;
     }
     if b.replace && b.host_id.is_none() {
         return Err(bad(
-            "bad_replace",
+            ErrorCode::BadReplace,
             "a replacing token must name the host it replaces (host_id)",
         ));
     }
     if b.restart_chains && b.host_id.is_none() {
         return Err(bad(
-            "bad_restart_chains",
+            ErrorCode::BadRestartChains,
             "a token that lets a rebuilt host continue its VMs' chains must name the host (host_id)",
         ));
     }
@@ -130,7 +137,7 @@ pub(crate) async fn create_token(
         && AnchorRequirement::from_name(r).is_none()
     {
         return Err(bad(
-            "bad_require",
+            ErrorCode::BadRequire,
             format!("require must be tpm, snp, both or none, not {r:?}"),
         ));
     }
@@ -139,7 +146,7 @@ pub(crate) async fn create_token(
         .as_ref()
         .map(|h| {
             h.check()
-                .map_err(|e| bad("bad_hardware", format!("the hardware policy: {e}")))?;
+                .map_err(|e| bad(ErrorCode::BadHardware, format!("the hardware policy: {e}")))?;
             serde_json::to_string(h).map_err(|e| ApiError::Internal(e.to_string()))
         })
         .transpose()?;
@@ -226,11 +233,11 @@ async fn token(req: &HttpRequest, st: &AppState) -> Result<Token, ApiError> {
                 })?,
         }),
         TokenState::Used => Err(refused(
-            "token_used",
+            ErrorCode::TokenUsed,
             "this enrollment token was already used; ask the admin for a new one",
         )),
         TokenState::Expired => Err(refused(
-            "token_expired",
+            ErrorCode::TokenExpired,
             "this enrollment token has expired; ask the admin for a new one",
         )),
         TokenState::Unknown => Err(ApiError::Forbidden(
@@ -284,7 +291,7 @@ pub(crate) async fn begin(
         trust.tpm.require_ek_chain = r.tpm;
     }
     let v = verify_intermediate(&der, &trust, OffsetDateTime::now_utc())
-        .map_err(|e| refused("enrollment_refused", e.to_string()))?;
+        .map_err(|e| refused(ErrorCode::EnrollmentRefused, e.to_string()))?;
     if let Some(h) = &only_host
         && *h != v.host_id
     {
@@ -300,7 +307,7 @@ pub(crate) async fn begin(
             "fresh",
             b.fresh.as_deref().ok_or_else(|| {
                 refused(
-                    "challenge_missing",
+                    ErrorCode::ChallengeMissing,
                     "the intermediate has hardware anchors: ask for a challenge \
                      (POST /v1/enrollment-challenges) and send anchors made for its nonce \
                      (`fresh`); vmseal-host and vmseal-shim enroll do",
@@ -308,14 +315,14 @@ pub(crate) async fn begin(
             })?,
         )?;
         let fresh: vmseal_sealer::anchor::FreshAnchors = vmseal_sealer::anchor::decode(&raw)
-            .map_err(|e| bad("bad_fresh", format!("fresh anchors: {e}")))?;
+            .map_err(|e| bad(ErrorCode::BadFresh, format!("fresh anchors: {e}")))?;
         if !st
             .store
             .take_enrollment_nonce(&fresh.nonce, &token_id, now())
             .await?
         {
             return Err(refused(
-                "bad_challenge",
+                ErrorCode::BadChallenge,
                 "the fresh anchors answer a nonce this verifier did not issue to this token, \
                  that expired, or that was used: ask for a new challenge",
             ));
@@ -327,7 +334,7 @@ pub(crate) async fn begin(
             &trust,
             OffsetDateTime::now_utc(),
         )
-        .map_err(|e| refused("enrollment_refused", e.to_string()))?
+        .map_err(|e| refused(ErrorCode::EnrollmentRefused, e.to_string()))?
     } else {
         (None, None)
     };
@@ -338,7 +345,7 @@ pub(crate) async fn begin(
         fresh_snp.as_ref(),
         tok.hardware.as_ref().unwrap_or(&st.settings.hardware),
     )
-    .map_err(|r| refused("hardware_policy", r.to_string()))?;
+    .map_err(|r| refused(ErrorCode::HardwarePolicy, r.to_string()))?;
     let checked = serde_json::to_string(&checked).map_err(|e| ApiError::Internal(e.to_string()))?;
     let insecure = v.snp.as_ref().is_some_and(|s| s.insecure);
     let ek_public = match (&v.tpm, b.ek_public.as_deref()) {
@@ -389,7 +396,7 @@ pub(crate) async fn begin(
             "ek_public",
             b.ek_public.as_deref().ok_or_else(|| {
                 bad(
-                    "ek_public_missing",
+                    ErrorCode::EkPublicMissing,
                     "the intermediate has a TPM anchor: send the EK public area (ek_public) for \
                  credential activation",
                 )
@@ -398,13 +405,13 @@ pub(crate) async fn begin(
     })?;
     if !quote.ek_cert.is_empty() {
         ek_public_matches_certificate(&ek_public, &quote.ek_cert)
-            .map_err(|e| refused("ek_mismatch", e.to_string()))?;
+            .map_err(|e| refused(ErrorCode::EkMismatch, e.to_string()))?;
     }
     let mut secret = zeroize::Zeroizing::new([0u8; 32]);
     vmseal_sealer::keys::random_bytes(secret.as_mut())
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let made = make_credential(&ek_public, &quote.ak_name, secret.as_ref())
-        .map_err(|e| refused("ek_unsupported", e.to_string()))?;
+        .map_err(|e| refused(ErrorCode::EkUnsupported, e.to_string()))?;
     let pending = PendingEnrollment {
         enrollment_id: new_id()?,
         token_id,
@@ -459,7 +466,7 @@ pub(crate) async fn activate(
     if !bool::from(got.ct_eq(&p.secret_sha256)) {
         st.store.drop_pending_enrollment(&id).await?;
         return Err(refused(
-            "activation_failed",
+            ErrorCode::ActivationFailed,
             "the secret is not the one wrapped for this EK and AK: the AK is not resident in \
              the TPM of the certified EK. Nothing was enrolled; start again with the right TPM",
         ));

@@ -7,6 +7,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use time::OffsetDateTime;
+use vmseal_client::ErrorCode;
 use vmseal_client::{AgentRenewal, PersonRenewal, Renewed};
 use vmseal_sealer::verify::{AnchorRequirement, verify_intermediate};
 
@@ -69,7 +70,7 @@ pub(crate) async fn renew(
     // certificate would): audited and alerted on the host's VMs.
     let r = renew_proven(&host, body.into_inner(), &st).await;
     if let Err(ApiError::Refused { code, message }) = &r {
-        crate::enroll::host_refusal(&st, &host, "renewal_refused", code, message).await;
+        crate::enroll::host_refusal(&st, &host, "renewal_refused", code.as_str(), message).await;
     }
     r
 }
@@ -84,9 +85,9 @@ async fn renew_proven(
     let csr_der = csr_from_pem(&b.csr_pem)?;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(b.fresh.trim())
-        .map_err(|e| bad("bad_fresh", format!("fresh is not base64: {e}")))?;
+        .map_err(|e| bad(ErrorCode::BadFresh, format!("fresh is not base64: {e}")))?;
     let fresh: vmseal_sealer::anchor::FreshAnchors = vmseal_sealer::anchor::decode(&raw)
-        .map_err(|e| bad("bad_fresh", format!("fresh anchors: {e}")))?;
+        .map_err(|e| bad(ErrorCode::BadFresh, format!("fresh anchors: {e}")))?;
     let (der, policy, serial) =
         st.store.host_for_renewal(&host).await?.ok_or_else(|| {
             ApiError::NotFound(format!("enrolled host {host:?} (or it is disabled)"))
@@ -100,13 +101,13 @@ async fn renew_proven(
     };
     let v = verify_intermediate(&der, &trust, OffsetDateTime::now_utc()).map_err(|e| {
         refused(
-            "renewal_refused",
+            ErrorCode::RenewalRefused,
             format!("the host's enrolled intermediate: {e}"),
         )
     })?;
     if v.tpm.is_none() && v.snp.is_none() {
         return Err(refused(
-            "renewal_refused",
+            ErrorCode::RenewalRefused,
             "the host enrolled without a hardware anchor, so nothing but its certificate could \
              vouch for a renewal: enrol it again with a token from an admin",
         ));
@@ -117,7 +118,7 @@ async fn renew_proven(
         .await?
     {
         return Err(refused(
-            "bad_challenge",
+            ErrorCode::BadChallenge,
             "the fresh anchors answer a nonce this verifier did not issue to this host's agent, \
              that expired, or that was used: ask for a new renewal challenge",
         ));
@@ -129,7 +130,7 @@ async fn renew_proven(
         &trust,
         OffsetDateTime::now_utc(),
     )
-    .map_err(|e| refused("renewal_refused", e.to_string()))?;
+    .map_err(|e| refused(ErrorCode::RenewalRefused, e.to_string()))?;
     let hardware: Option<vmseal_client::HardwarePolicy> = policy
         .map(|p| serde_json::from_str(&p))
         .transpose()
@@ -139,7 +140,7 @@ async fn renew_proven(
         snp.as_ref(),
         hardware.as_ref().unwrap_or(&st.settings.hardware),
     )
-    .map_err(|r| refused("hardware_policy", r.to_string()))?;
+    .map_err(|r| refused(ErrorCode::HardwarePolicy, r.to_string()))?;
     let (cert_pem, issued) = certify(
         st,
         &csr_der,
