@@ -4,3 +4,25 @@
 mod error_code;
 
 pub use error_code::ErrorCode;
+mod alerts;
+mod captures;
+mod enroll;
+mod error;
+mod renewal;
+mod vms;
+
+pub use alerts::{
+    ALERT_JWT_TYP, Alert, AlertDelivery, DeliveryState, NewSilence, NewWebhook, SetSchedule,
+    Silence, Webhook, verify_alert,
+};
+pub use captures::{CaptureRequest, CaptureRequests};
+pub use enroll::{
+    Activation, CredentialChallenge, Enrolled, EnrollmentAnswer, EnrollmentRequest,
+    EnrollmentToken, HardwarePolicy, MinTcb, NewEnrollmentToken,
+};
+pub use error::ApiErrorBody;
+pub use renewal::{AgentRenewal, PersonRenewal, Renewed};
+pub use vms::{
+    AllowModules, AssignPolicy, BaselineLeaves, ChainHead, NewVm, PromoteBaseline, ResetChain,
+    SetThreshold,
+};

@@ -1,0 +1,98 @@
+//! VMs: registration, policies, thresholds, module rules, baselines and where a VM's chain
+//! stands.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/vms` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewVm {
+    /// VM id.
+    pub vm_id: String,
+    /// Host id.
+    pub host_id: String,
+    /// Alert threshold (0–100).
+    #[serde(default)]
+    pub threshold: Option<u8>,
+    /// The capture policy (TOML text, docs/policy.md) the VM must be captured under: the
+    /// verifier parses it with the host's own parser, keeps it, serves it to the VM's agent, and
+    /// appraises by its regions.
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+/// `POST /v1/vms/{vm}/baselines` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PromoteBaseline {
+    /// The appraised snapshot the baseline comes from.
+    pub seq: u64,
+    /// Per region, the page hashes.
+    pub regions: Vec<BaselineLeaves>,
+}
+
+/// Leaves of one region.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BaselineLeaves {
+    /// Region name.
+    pub name: String,
+    /// Concatenated 32-byte leaves, hex.
+    pub leaves: String,
+}
+
+/// `POST /v1/vms/{vm}/threshold` body (admin).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SetThreshold {
+    /// Alert threshold (0–100).
+    pub threshold: u8,
+}
+
+/// `POST /v1/vms/{vm}/policy` body (admin).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AssignPolicy {
+    /// The capture policy, TOML text (docs/policy.md); its SHA-256 is what evidence must name.
+    pub policy: String,
+}
+
+/// `POST /v1/vms/{vm}/reset-chain` body (admin).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResetChain {
+    /// The sequence number the VM's next evidence must carry (0 when absent): the host's next
+    /// one (`vmseal-host` keeps it in its state).
+    #[serde(default)]
+    pub at: u64,
+}
+
+/// `POST /v1/vms/{vm}/modules` body (admin): which capture modules may capture the VM.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AllowModules {
+    /// Rules `NAME VERSION [BUILD-SHA256]` (e.g. `vmseal-host 0.1.0`); empty allows any module.
+    pub allowed: Vec<String>,
+}
+
+/// Where a VM's evidence chain stands at the verifier (`GET /v1/vms/{vm}/chain`, and in every
+/// refusal of the VM's evidence): the next evidence must carry `next_seq` and name `prev`. The
+/// host builds each snapshot on it, so a refused or lost snapshot never wedges the VM.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChainHead {
+    /// VM id.
+    pub vm_id: String,
+    /// The sequence number the VM's next evidence must carry.
+    pub next_seq: u64,
+    /// SHA-256 (hex) of the last accepted evidence, which the next one names as `prev`; none at
+    /// the start of a chain (#0, or where an admin restarted it).
+    pub prev: Option<String>,
+}
