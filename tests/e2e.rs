@@ -1610,17 +1610,10 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
     );
     std::fs::write(h.p("forged-1.cose"), &ev).unwrap();
     let a = client.submit_evidence("vm-a", ev).unwrap();
-    assert_eq!(
-        (a["score"].as_u64(), a["tier"].as_str()),
-        (Some(0), Some("contraindicated")),
-        "{a}"
-    );
-    assert_eq!(a["changes"][0]["region"], "guest-code", "{a}");
-    assert_eq!(
-        a["changes"][0]["findings"],
-        serde_json::json!(["missing"]),
-        "{a}"
-    );
+    use vmseal_client::{Finding, Tier};
+    assert_eq!((a.score, a.tier), (0, Tier::Contraindicated), "{a:?}");
+    assert_eq!(a.changes[0].region, "guest-code", "{a:?}");
+    assert_eq!(a.changes[0].findings, [Finding::Missing], "{a:?}");
     // …or keeps it but calls it unimportant data.
     let ev = forge(&h, "vm-a", "vm-a1/vm-a-000001.cose", "forged-1.cose", |c| {
         let code = c
@@ -1632,21 +1625,16 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
         code.severity = vmseal_sealer::claims::Severity::Low;
     });
     let a = client.submit_evidence("vm-a", ev).unwrap();
-    assert_eq!(a["score"], 0, "{a}");
-    let code = a["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["region"] == "guest-code")
-        .unwrap();
+    assert_eq!(a.score, 0, "{a:?}");
+    let code = a.changes.iter().find(|c| c.region == "guest-code").unwrap();
     assert_eq!(
-        (code["class"].as_str(), code["severity"].as_str()),
-        (Some("code"), Some("critical"))
+        (code.class.as_str(), code.severity.as_str()),
+        ("code", "critical")
     );
     assert_eq!(
-        code["findings"],
-        serde_json::json!(["changed", "relabelled"]),
-        "{a}"
+        code.findings,
+        [Finding::Changed, Finding::Relabelled],
+        "{a:?}"
     );
 
     // The real host binary under a doctored policy without the code region: refused, for vm-a

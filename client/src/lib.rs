@@ -425,16 +425,14 @@ impl Client {
         &self,
         vm_id: &str,
         evidence: Vec<u8>,
-    ) -> Result<serde_json::Value, ClientError> {
-        let a = self.post_bytes(&format!("/v1/vms/{vm_id}/evidence"), evidence)?;
-        let token = a["ear"]
-            .as_str()
-            .ok_or_else(|| ClientError::Answer("the appraisal carries no EAR".into()))?;
-        let claims = verify_ear(token, &self.ca_pem, time::OffsetDateTime::now_utc())?;
+    ) -> Result<AppraisalResult, ClientError> {
+        let a: AppraisalResult =
+            Self::decode(self.post_bytes(&format!("/v1/vms/{vm_id}/evidence"), evidence)?)?;
+        let claims = verify_ear(&a.ear, &self.ca_pem, time::OffsetDateTime::now_utc())?;
         let sub = &claims["submods"][vm_id];
-        if sub["vmseal.score"] != a["score"]
-            || sub["ear_status"] != a["tier"]
-            || sub["vmseal.seq"] != a["seq"]
+        if sub["vmseal.score"] != a.score
+            || sub["ear_status"] != a.tier.name()
+            || sub["vmseal.seq"] != a.seq
         {
             return Err(ClientError::Ear(EarError::Invalid(
                 "the signed EAR disagrees with the appraisal it came with".into(),
@@ -867,38 +865,6 @@ fn verify_signed(
     let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
         .map_err(|e| EarError::Invalid(e.to_string()))?;
     Ok(data.claims)
-}
-
-/// One line for a region change of an appraisal (an element of its `changes`): the region, the
-/// verifier's class and severity, and what is wrong — e.g. `guest-code (code critical, 1
-/// page(s) changed)` or `guest-code (code critical, MISSING from the evidence)`.
-pub fn describe_change(c: &serde_json::Value) -> String {
-    let s = |k: &str| c[k].as_str().unwrap_or("?").to_owned();
-    let findings: Vec<String> = c["findings"]
-        .as_array()
-        .map(|f| {
-            f.iter()
-                .map(|x| match x.as_str().unwrap_or("?") {
-                    "changed" => format!("{} page(s) changed", c["changed_pages"]),
-                    "missing" => "MISSING from the evidence".into(),
-                    "relabelled" => format!(
-                        "RELABELLED {} by the evidence",
-                        c["claimed"].as_str().unwrap_or("?")
-                    ),
-                    "resized" => format!("RESIZED to {} page(s)", c["pages"]),
-                    "remapped" => "REMAPPED to other guest-physical pages within one boot".into(),
-                    other => other.to_owned(),
-                })
-                .collect()
-        })
-        .unwrap_or_else(|| vec![format!("{} page(s) changed", c["changed_pages"])]);
-    format!(
-        "{} ({} {}, {})",
-        s("region"),
-        s("class"),
-        s("severity"),
-        findings.join(", ")
-    )
 }
 
 #[cfg(test)]

@@ -126,7 +126,7 @@ pub fn attest_once(
     vm_id: &str,
     t: &TargetSpec,
     out_dir: &Path,
-) -> Result<(serde_json::Value, String), AttestError> {
+) -> Result<(vmseal_client::AppraisalResult, String), AttestError> {
     // The deltas go against the verifier's active baseline: the file given, else the one the
     // verifier serves (none before the first promotion).
     let baseline = match &t.baseline {
@@ -168,7 +168,7 @@ pub fn attest_once(
         )
     });
     match d {
-        vmseal_host::courier::Delivery::Accepted { appraisal, .. } => Ok((appraisal, what)),
+        vmseal_host::courier::Delivery::Accepted { appraisal, .. } => Ok((*appraisal, what)),
         d => {
             let hint = match &d {
                 vmseal_host::courier::Delivery::Refused {
@@ -189,16 +189,13 @@ pub fn attest_once(
 }
 
 /// One line for an appraisal.
-pub fn verdict_line(vm_id: &str, what: &str, a: &serde_json::Value) -> String {
-    let changed: Vec<String> = a["changes"]
-        .as_array()
-        .map(|c| c.iter().map(vmseal_client::describe_change).collect())
-        .unwrap_or_default();
+pub fn verdict_line(vm_id: &str, what: &str, a: &vmseal_client::AppraisalResult) -> String {
+    let changed: Vec<String> = a.changes.iter().map(|c| c.describe()).collect();
     format!(
         "{what}: snapshot #{} of {vm_id}: trust score {} ({}){} [signed EAR verified]",
-        a["seq"],
-        a["score"],
-        a["tier"].as_str().unwrap_or("?"),
+        a.seq,
+        a.score,
+        a.tier.name(),
         if changed.is_empty() {
             String::new()
         } else {

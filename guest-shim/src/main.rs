@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use vmseal_host::capture::{Baseline, Snapshot};
 use vmseal_sealer::state::{GuestInitOptions, HostState, SnpChoice};
@@ -244,13 +244,12 @@ fn client(
     )?)
 }
 
-fn exit_for(tier: &str) -> Result<u8> {
-    Ok(match tier {
-        "affirming" => EXIT_AFFIRMING,
-        "warning" => EXIT_WARNING,
-        "contraindicated" => EXIT_CONTRAINDICATED,
-        other => bail!("the verifier answered an unknown tier {other:?}"),
-    })
+fn exit_for(tier: vmseal_client::Tier) -> u8 {
+    match tier {
+        vmseal_client::Tier::Affirming => EXIT_AFFIRMING,
+        vmseal_client::Tier::Warning => EXIT_WARNING,
+        vmseal_client::Tier::Contraindicated => EXIT_CONTRAINDICATED,
+    }
 }
 
 fn run(cmd: Cmd) -> Result<u8> {
@@ -410,7 +409,7 @@ fn run(cmd: Cmd) -> Result<u8> {
             } else {
                 println!("{}", verdict_line(&vm_id, &what, &a));
             }
-            exit_for(a["tier"].as_str().unwrap_or(""))
+            Ok(exit_for(a.tier))
         }
         Cmd::Run {
             config,
@@ -466,7 +465,7 @@ fn run_schedule(config: &Path, rounds: Option<u32>, json: bool) -> Result<u8> {
                     } else {
                         println!("{}", verdict_line(&t.vm_id, &what, &a));
                     }
-                    exit_for(a["tier"].as_str().unwrap_or("")).unwrap_or(EXIT_NO_ATTESTATION)
+                    exit_for(a.tier)
                 }
                 Err(e) => {
                     if json {

@@ -39,7 +39,7 @@ pub enum Delivery {
     /// The verifier appraised it.
     Accepted {
         /// The appraisal (its EAR verified by the client).
-        appraisal: serde_json::Value,
+        appraisal: Box<vmseal_client::AppraisalResult>,
         /// The verifier had accepted it already (an answer lost on the way): this is its stored
         /// appraisal.
         duplicate: bool,
@@ -229,8 +229,8 @@ impl<'a> Courier<'a> {
             let e = match self.client.submit_evidence(vm, sealed.evidence.clone()) {
                 Ok(appraisal) => {
                     return Delivery::Accepted {
-                        duplicate: appraisal["duplicate"] == true,
-                        appraisal,
+                        duplicate: appraisal.duplicate,
+                        appraisal: Box::new(appraisal),
                         attempts,
                     };
                 }

@@ -994,10 +994,7 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
                     )
                 }
                 vmseal_host::courier::Delivery::Accepted { appraisal: ap, .. } => {
-                    let changed: Vec<String> = ap["changes"]
-                        .as_array()
-                        .map(|c| c.iter().map(vmseal_client::describe_change).collect())
-                        .unwrap_or_default();
+                    let changed: Vec<String> = ap.changes.iter().map(|c| c.describe()).collect();
                     println!(
                         "  VERIFIER: {}{} [signed EAR verified]",
                         verdict_words(ap, &d),
@@ -1304,7 +1301,7 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
             let mut v = serde_json::to_value(e).unwrap_or_default();
             match &delivery {
                 Some(vmseal_host::courier::Delivery::Accepted { appraisal, .. }) => {
-                    v["appraisal"] = appraisal.clone()
+                    v["appraisal"] = serde_json::to_value(appraisal).unwrap_or_default()
                 }
                 Some(d) => {
                     v["submit_error"] = serde_json::Value::String(d.describe());
@@ -1427,28 +1424,25 @@ fn poll_capture_requests(
 
 /// What an accepted appraisal says, in words: the score and tier, and what to do when there is
 /// nothing to compare with yet.
-fn verdict_words(a: &serde_json::Value, d: &vmseal_host::courier::Delivery) -> String {
+fn verdict_words(a: &vmseal_client::AppraisalResult, d: &vmseal_host::courier::Delivery) -> String {
     let again = match d {
         vmseal_host::courier::Delivery::Accepted {
             duplicate: true, ..
         } => " (accepted earlier; its answer had been lost)",
         _ => "",
     };
-    if a["baseline_version"].is_null() && a["baseline_note"].is_null() {
+    if a.baseline_version.is_none() && a.baseline_note.is_none() {
         return format!(
             "accepted #{} (score {}); no golden baseline to compare with yet{again}: promote one \
              (`vmseal-verifier admin promote-baseline --vm-id {} --seq {} --baseline FILE`)",
-            a["seq"],
-            a["score"],
-            a["vm_id"].as_str().unwrap_or("VM"),
-            a["seq"]
+            a.seq, a.score, a.vm_id, a.seq
         );
     }
     format!(
         "trust score {} ({}){}{again}",
-        a["score"],
-        a["tier"].as_str().unwrap_or("?"),
-        if a["alert"] == true { " ALERT" } else { "" }
+        a.score,
+        a.tier.name(),
+        if a.alert { " ALERT" } else { "" }
     )
 }
 

@@ -104,15 +104,7 @@ fn message(rec: &VmRecord, a: &Appraisal, kind: &str) -> String {
         ),
         _ => format!("tier dropped to {tier}{was} (score {})", a.score),
     };
-    let changes: Vec<String> = a
-        .changes
-        .iter()
-        .map(|c| {
-            serde_json::to_value(c)
-                .map(|v| vmseal_client::describe_change(&v))
-                .unwrap_or_else(|_| c.region.clone())
-        })
-        .collect();
+    let changes: Vec<String> = a.changes.iter().map(|c| c.describe()).collect();
     let mut m = format!("VM {} snapshot #{}: {what}", a.vm_id, a.seq);
     if !changes.is_empty() {
         m.push_str("; changed: ");
@@ -776,8 +768,8 @@ pub(crate) mod tests {
             },
             changes: vec![RegionChange {
                 region: "guest-code".into(),
-                class: "code",
-                severity: "critical",
+                class: "code".into(),
+                severity: "critical".into(),
                 findings: vec![crate::appraise::Finding::Changed],
                 claimed: None,
                 changed_pages: 1,

@@ -343,85 +343,7 @@ impl AppraisalError {
     }
 }
 
-/// AR4SI tier (draft-ietf-rats-ar4si).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    /// Trustworthy.
-    Affirming,
-    /// Something deserves attention.
-    Warning,
-    /// Do not trust.
-    Contraindicated,
-}
-
-impl Tier {
-    /// AR4SI value of the tier (2, 32, 96).
-    pub fn ar4si(self) -> i8 {
-        match self {
-            Self::Affirming => 2,
-            Self::Warning => 32,
-            Self::Contraindicated => 96,
-        }
-    }
-}
-
-/// The AR4SI trust vector claims vmseal sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct TrustVector {
-    /// The signing key chain and the enrolled identity.
-    pub instance_identity: i8,
-    /// Code regions (`executables`).
-    pub executables: i8,
-    /// Data and structure regions (`runtime-opaque`).
-    pub runtime_opaque: i8,
-    /// The hardware anchors (`hardware`).
-    pub hardware: i8,
-}
-
-/// What is wrong with a region the verifier expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Finding {
-    /// Pages differ from the golden baseline.
-    Changed,
-    /// The evidence leaves the region out.
-    Missing,
-    /// The evidence gives it another class or severity than the verifier's.
-    Relabelled,
-    /// The evidence gives it another number of pages than the baseline.
-    Resized,
-    /// Code or rodata at other guest-physical pages than earlier in the same guest boot.
-    Remapped,
-}
-
-/// A region that differs from what the verifier expects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct RegionChange {
-    /// Name.
-    pub region: String,
-    /// Class (the verifier's).
-    pub class: &'static str,
-    /// Severity (the verifier's).
-    pub severity: &'static str,
-    /// What is wrong, most serious first (`changed` alone for a plain content change).
-    pub findings: Vec<Finding>,
-    /// What the evidence claimed, `class/severity`, when it was relabelled.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub claimed: Option<String>,
-    /// Changed pages (for a missing or resized region: every page).
-    pub changed_pages: u64,
-    /// Which pages: `[first, end)` index ranges, ascending, at most [`MAX_CHANGED_RANGES`] (then
-    /// `ranges_truncated`).
-    pub changed_ranges: Vec<[u64; 2]>,
-    /// Whether more ranges changed than `changed_ranges` lists.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub ranges_truncated: bool,
-    /// Pages in the region.
-    pub pages: u64,
-    /// Score points this region cost (once per region, whatever its findings).
-    pub penalty: u8,
-}
+pub use vmseal_client::wire::{Finding, RegionChange, Tier, TrustVector};
 
 /// Most page ranges a region change lists (the count is always exact).
 pub const MAX_CHANGED_RANGES: usize = 1024;
@@ -484,6 +406,44 @@ pub struct Appraisal {
     /// The VM's boot and layout after this appraisal (stored with it, not part of the result).
     #[serde(skip)]
     pub layout_update: Option<(Vec<u8>, Layout)>,
+}
+
+impl Appraisal {
+    /// The answer to the evidence: this appraisal with its signed results and the evidence's
+    /// regions (kept with it: a baseline is promoted from them).
+    pub fn result(
+        &self,
+        ear: String,
+        ear_cbor: String,
+        regions: Vec<vmseal_client::AppraisedRegion>,
+        hash_alg: &str,
+        policy_digest: &Digest,
+        nonce: bool,
+    ) -> vmseal_client::AppraisalResult {
+        vmseal_client::AppraisalResult {
+            vm_id: self.vm_id.clone(),
+            seq: self.seq,
+            evidence: self.evidence.clone(),
+            score: self.score,
+            tier: self.tier,
+            trust_vector: self.trust_vector,
+            changes: self.changes.clone(),
+            unbaselined: self.unbaselined.clone(),
+            baseline_version: self.baseline_version,
+            baseline_note: self.baseline_note.clone(),
+            boot_changed: self.boot_changed,
+            alert: self.alert,
+            hardware_checked: self.hardware_checked.clone(),
+            hardware_problem: self.hardware_problem.clone(),
+            ear,
+            ear_cbor,
+            regions,
+            hash_alg: hash_alg.to_owned(),
+            policy_digest: hex::encode(policy_digest),
+            nonce,
+            duplicate: false,
+        }
+    }
 }
 
 /// Points a change in a region costs, by class and severity (documented in docs/api.md).
@@ -699,8 +659,8 @@ pub fn appraise(
         seen.insert(e.name);
         let mut change = RegionChange {
             region: e.name.to_owned(),
-            class: e.class.name(),
-            severity: e.severity.name(),
+            class: e.class.name().to_owned(),
+            severity: e.severity.name().to_owned(),
             findings: Vec::new(),
             claimed: None,
             changed_pages: 0,
@@ -833,7 +793,7 @@ pub fn appraise(
     }
     let code_changed = changes.iter().any(|ch| ch.class == "code");
     let opaque_changed = changes.iter().any(|ch| {
-        matches!(ch.class, "structure" | "rodata")
+        matches!(ch.class.as_str(), "structure" | "rodata")
             || (ch.class == "data" && (ch.penalty > 0 || ch.findings[0] != Finding::Changed))
     });
     let trust_vector = TrustVector {
@@ -1235,7 +1195,10 @@ mod tests {
         let a = run(&f, &f.vm, &c).unwrap();
         assert_eq!(finding(&a, "code"), [Finding::Changed, Finding::Relabelled]);
         let ch = &a.changes[0];
-        assert_eq!((ch.class, ch.severity), ("code", "critical"));
+        assert_eq!(
+            (ch.class.as_str(), ch.severity.as_str()),
+            ("code", "critical")
+        );
         assert_eq!(ch.claimed.as_deref(), Some("data/low"));
         assert_eq!(a.score, 0);
         // Renamed: the verifier's "code" is missing, the new name is only listed.

@@ -1329,7 +1329,9 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
         AdminCmd::Appraisals { vm_id, limit } => {
             let out = client.get(&format!("/v1/vms/{vm_id}/appraisals?limit={limit}"))?;
             if !conn.json {
-                print_appraisals(&out);
+                print_appraisals(&serde_json::from_value(out).context(
+                    "the verifier's appraisals do not read as this version's (is it the same vmseal version?)",
+                )?);
                 return Ok(());
             }
             out
@@ -1503,26 +1505,19 @@ fn print_vms(list: &serde_json::Value) {
 }
 
 /// One line per appraisal: `#seq  score  tier  changed regions`.
-fn print_appraisals(list: &serde_json::Value) {
-    let empty = Vec::new();
-    let items = list["appraisals"].as_array().unwrap_or(&empty);
-    if items.is_empty() {
+fn print_appraisals(list: &vmseal_client::AppraisalList) {
+    if list.appraisals.is_empty() {
         println!("no accepted appraisals yet");
         return;
     }
     println!("{:>8}  {:>5}  {:<16}  changed", "seq", "score", "tier");
-    for a in items {
-        let changed: Vec<String> = a["changes"]
-            .as_array()
-            .unwrap_or(&empty)
-            .iter()
-            .map(vmseal_client::describe_change)
-            .collect();
+    for a in &list.appraisals {
+        let changed: Vec<String> = a.changes.iter().map(|c| c.describe()).collect();
         println!(
             "{:>8}  {:>5}  {:<16}  {}",
-            format!("#{}", a["seq"]),
-            a["score"].to_string(),
-            a["tier"].as_str().unwrap_or("?"),
+            format!("#{}", a.seq),
+            a.score,
+            a.tier.name(),
             if changed.is_empty() {
                 "-".to_owned()
             } else {

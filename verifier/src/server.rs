@@ -1050,12 +1050,12 @@ async fn list_appraisals(
         .recent_appraisals(&vm, limit)
         .await?
         .iter()
-        .map(|r| serde_json::from_str::<serde_json::Value>(r))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            ApiError::Internal(format!("stored appraisal of VM {vm:?} is not JSON: {e}"))
-        })?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "vm_id": vm, "appraisals": appraisals })))
+        .map(|r| stored_result(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(vmseal_client::AppraisalList {
+        vm_id: vm,
+        appraisals,
+    }))
 }
 
 /// `POST /v1/vms/{vm}/evidence` (the VM's agent): body = COSE_Sign1 evidence. Returns the
@@ -1134,12 +1134,10 @@ async fn submission(
     if let Some(last) = rec.last
         && last.digest == vmseal_sealer::evidence::evidence_digest(&body)
     {
-        let stored = st.store.appraisal_result(vm, last.seq).await?;
-        let mut v: serde_json::Value = serde_json::from_str(&stored).map_err(|e| {
-            ApiError::Internal(format!("stored appraisal of VM {vm:?} is not JSON: {e}"))
-        })?;
-        v["duplicate"] = serde_json::Value::Bool(true);
-        return Ok(Submitted::Duplicate(v.to_string()));
+        let mut v = stored_result(&st.store.appraisal_result(vm, last.seq).await?)?;
+        v.duplicate = true;
+        let json = serde_json::to_string(&v).map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok(Submitted::Duplicate(json));
     }
     let r = appraise_submission(vm, &rec, body.clone(), st).await;
     if let Err(ApiError::Refused { code, message }) = &r {
@@ -1268,36 +1266,38 @@ async fn appraise_submission(
         message: e.to_string(),
     })?;
     // Keep the region roots with the appraisal: a baseline is promoted from them.
-    let regions: Vec<serde_json::Value> = v
+    let regions = v
         .claims
         .regions
         .iter()
-        .map(|r| serde_json::json!({ "name": r.name, "class": r.class.name(), "severity": r.severity.name(), "pages": r.pages, "root": hex::encode(r.root), "ranges": range_pairs(&r.ranges) }))
+        .map(|r| vmseal_client::AppraisedRegion {
+            name: r.name.clone(),
+            class: r.class.name().to_owned(),
+            severity: r.severity.name().to_owned(),
+            pages: r.pages,
+            root: hex::encode(r.root),
+            ranges: range_pairs(&r.ranges),
+        })
         .collect();
-    let mut result = serde_json::to_value(&a).map_err(|e| ApiError::Internal(e.to_string()))?;
     let ear = st
         .ear
         .sign(&a, v.claims.nonce.as_deref(), t.unix_timestamp())
         .map_err(|e| ApiError::Internal(format!("signing the EAR: {e}")))?;
-    result["ear"] = serde_json::Value::String(ear);
     // The same result in the draft's CBOR serialisation (COSE_Sign1), base64.
     let ear_cbor = st
         .ear
         .sign_cose(&a, v.claims.nonce.as_deref(), t.unix_timestamp())
         .map_err(|e| ApiError::Internal(format!("signing the CBOR EAR: {e}")))?;
-    result["ear_cbor"] = serde_json::Value::String(base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        ear_cbor,
-    ));
-    result["regions"] = serde_json::Value::Array(regions);
-    result["hash_alg"] = serde_json::Value::String(v.claims.hash_alg.name().into());
-    result["policy_digest"] = serde_json::Value::String(hex::encode(v.claims.policy.digest));
-    result["nonce"] = serde_json::Value::Bool(v.claims.nonce.is_some());
-    let json = result.to_string();
-    let tier = serde_json::to_value(a.tier)
-        .ok()
-        .and_then(|t| t.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let result = a.result(
+        ear,
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ear_cbor),
+        regions,
+        v.claims.hash_alg.name(),
+        &v.claims.policy.digest,
+        v.claims.nonce.is_some(),
+    );
+    let json = serde_json::to_string(&result).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let tier = a.tier.name().to_owned();
     // One transaction: the chain advances, the nonce is used up (and the capture request it
     // answered is done), the appraisal and its audit entry are stored, and an alert it raises
     // enters the outbox — or nothing is.
@@ -1344,15 +1344,11 @@ async fn promote_baseline(
     let vm = path.into_inner();
     let b = body.into_inner();
     let stored = st.store.appraisal_result(&vm, b.seq).await?;
-    let result: serde_json::Value =
-        serde_json::from_str(&stored).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let alg = result["hash_alg"]
-        .as_str()
-        .and_then(HashAlg::from_name)
+    let result = stored_result(&stored)?;
+    let alg = HashAlg::from_name(&result.hash_alg)
         .ok_or_else(|| ApiError::Internal("stored appraisal lacks hash_alg".into()))?;
-    let policy_digest: Digest = result["policy_digest"]
-        .as_str()
-        .and_then(|h| hex::decode(h).ok())
+    let policy_digest: Digest = hex::decode(&result.policy_digest)
+        .ok()
         .and_then(|d| d.try_into().ok())
         .ok_or_else(|| ApiError::Refused {
             code: ErrorCode::BaselinePolicyUnknown,
@@ -1375,12 +1371,12 @@ async fn promote_baseline(
             ),
         });
     }
-    let signed = result["regions"].as_array().cloned().unwrap_or_default();
+    let signed = &result.regions;
     // With a policy text, the verifier's regions, classes and severities are the policy's: the
     // snapshot must hold each region whole, and its labels are not taken.
     if let Some(p) = &rec.policy {
         for pr in &p.regions {
-            let Some(s) = signed.iter().find(|s| s["name"] == pr.name.as_str()) else {
+            let Some(s) = signed.iter().find(|s| s.name == pr.name) else {
                 return Err(bad(
                     ErrorCode::BaselineIncomplete,
                     format!(
@@ -1390,8 +1386,8 @@ async fn promote_baseline(
                 ));
             };
             if let vmseal_policy::Sampling::Pages(k) = pr.sampling
-                && s["pages"].as_u64().unwrap_or(0) <= k
-                && result_had_nonce(&result)
+                && s.pages <= k
+                && result.nonce
             {
                 return Err(bad(
                     ErrorCode::BaselineSampled,
@@ -1403,7 +1399,7 @@ async fn promote_baseline(
             }
         }
     }
-    let labels = |name: &str, s: &serde_json::Value| {
+    let labels = |name: &str, s: &vmseal_client::AppraisedRegion| {
         if let Some(pr) = rec
             .policy
             .as_ref()
@@ -1412,19 +1408,15 @@ async fn promote_baseline(
             return Ok((pr.class, pr.severity));
         }
         Ok::<_, ApiError>((
-            s["class"]
-                .as_str()
-                .and_then(vmseal_sealer::claims::RegionClass::from_name)
+            vmseal_sealer::claims::RegionClass::from_name(&s.class)
                 .ok_or_else(|| ApiError::Internal("class".into()))?,
-            s["severity"]
-                .as_str()
-                .and_then(vmseal_sealer::claims::Severity::from_name)
+            vmseal_sealer::claims::Severity::from_name(&s.severity)
                 .ok_or_else(|| ApiError::Internal("severity".into()))?,
         ))
     };
     let mut regions = Vec::new();
-    for s in &signed {
-        let name = s["name"].as_str().unwrap_or_default();
+    for s in signed {
+        let name = s.name.as_str();
         let given = b.regions.iter().find(|r| r.name == name).ok_or_else(|| {
             bad(
                 ErrorCode::BaselineIncomplete,
@@ -1452,7 +1444,7 @@ async fn promote_baseline(
             .collect();
         let tree = MerkleTree::from_leaves(alg, leaves.clone())
             .map_err(|e| bad(ErrorCode::BadLeaves, e.to_string()))?;
-        if hex::encode(tree.root()) != s["root"].as_str().unwrap_or_default() {
+        if hex::encode(tree.root()) != s.root {
             return Err(ApiError::Refused {
                 code: ErrorCode::BaselineMismatch,
                 message: format!(
@@ -1468,7 +1460,7 @@ async fn promote_baseline(
             severity,
             hash: alg,
             leaves,
-            ranges: serde_json::from_value(s["ranges"].clone()).unwrap_or_default(),
+            ranges: s.ranges.clone(),
         });
     }
     let version = st
@@ -1494,9 +1486,10 @@ async fn promote_baseline(
         .json(serde_json::json!({ "vm_id": vm, "version": version, "source_seq": b.seq })))
 }
 
-/// Whether a stored appraisal answered a verifier nonce (its EAR carries it).
-fn result_had_nonce(result: &serde_json::Value) -> bool {
-    result["nonce"].as_bool().unwrap_or(true)
+/// An appraisal as stored (exactly as it was answered).
+fn stored_result(json: &str) -> Result<vmseal_client::AppraisalResult, ApiError> {
+    serde_json::from_str(json)
+        .map_err(|e| ApiError::Internal(format!("a stored appraisal does not read back: {e}")))
 }
 
 /// `GET /v1/vms/{vm}/baseline` (admin, viewer, or the VM's host agent): the active golden

@@ -5,6 +5,7 @@ mod error_code;
 
 pub use error_code::ErrorCode;
 mod alerts;
+mod appraisal;
 mod captures;
 mod enroll;
 mod error;
@@ -14,6 +15,9 @@ mod vms;
 pub use alerts::{
     ALERT_JWT_TYP, Alert, AlertDelivery, DeliveryState, NewSilence, NewWebhook, SetSchedule,
     Silence, Webhook, verify_alert,
+};
+pub use appraisal::{
+    AppraisalList, AppraisalResult, AppraisedRegion, Finding, RegionChange, Tier, TrustVector,
 };
 pub use captures::{CaptureRequest, CaptureRequests};
 pub use enroll::{

@@ -1,0 +1,221 @@
+//! An appraisal: what `POST /v1/vms/{vm}/evidence` answers (and `GET …/appraisals` lists), with
+//! the signed results (EAR) it carries.
+
+use serde::{Deserialize, Serialize};
+
+/// AR4SI tier (draft-ietf-rats-ar4si).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Trustworthy.
+    Affirming,
+    /// Something deserves attention.
+    Warning,
+    /// Do not trust.
+    Contraindicated,
+}
+
+impl Tier {
+    /// AR4SI value of the tier (2, 32, 96).
+    pub fn ar4si(self) -> i8 {
+        match self {
+            Self::Affirming => 2,
+            Self::Warning => 32,
+            Self::Contraindicated => 96,
+        }
+    }
+
+    /// The name on the wire (`affirming`, `warning`, `contraindicated`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Affirming => "affirming",
+            Self::Warning => "warning",
+            Self::Contraindicated => "contraindicated",
+        }
+    }
+}
+
+/// The AR4SI trust vector claims vmseal sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrustVector {
+    /// The signing key chain and the enrolled identity.
+    pub instance_identity: i8,
+    /// Code regions (`executables`).
+    pub executables: i8,
+    /// Data and structure regions (`runtime-opaque`).
+    pub runtime_opaque: i8,
+    /// The hardware anchors (`hardware`).
+    pub hardware: i8,
+}
+
+/// What is wrong with a region the verifier expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Finding {
+    /// Pages differ from the golden baseline.
+    Changed,
+    /// The evidence leaves the region out.
+    Missing,
+    /// The evidence gives it another class or severity than the verifier's.
+    Relabelled,
+    /// The evidence gives it another number of pages than the baseline.
+    Resized,
+    /// Code or rodata at other guest-physical pages than earlier in the same guest boot.
+    Remapped,
+}
+
+/// A region that differs from what the verifier expects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegionChange {
+    /// Name.
+    pub region: String,
+    /// Class (the verifier's).
+    pub class: String,
+    /// Severity (the verifier's).
+    pub severity: String,
+    /// What is wrong, most serious first (`changed` alone for a plain content change).
+    pub findings: Vec<Finding>,
+    /// What the evidence claimed, `class/severity`, when it was relabelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed: Option<String>,
+    /// Changed pages (for a missing or resized region: every page).
+    pub changed_pages: u64,
+    /// Which pages: `[first, end)` index ranges, ascending, at most 1,024 (then
+    /// `ranges_truncated`).
+    pub changed_ranges: Vec<[u64; 2]>,
+    /// Whether more ranges changed than `changed_ranges` lists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ranges_truncated: bool,
+    /// Pages in the region.
+    pub pages: u64,
+    /// Score points this region cost (once per region, whatever its findings).
+    pub penalty: u8,
+}
+
+impl RegionChange {
+    /// One line for people: `kernel-text (code critical, 3 page(s) changed, RELABELLED …)`.
+    pub fn describe(&self) -> String {
+        let findings: Vec<String> = self
+            .findings
+            .iter()
+            .map(|f| match f {
+                Finding::Changed => format!("{} page(s) changed", self.changed_pages),
+                Finding::Missing => "MISSING from the evidence".into(),
+                Finding::Relabelled => format!(
+                    "RELABELLED {} by the evidence",
+                    self.claimed.as_deref().unwrap_or("?")
+                ),
+                Finding::Resized => format!("RESIZED to {} page(s)", self.pages),
+                Finding::Remapped => {
+                    "REMAPPED to other guest-physical pages within one boot".into()
+                }
+            })
+            .collect();
+        let findings = if findings.is_empty() {
+            vec![format!("{} page(s) changed", self.changed_pages)]
+        } else {
+            findings
+        };
+        format!(
+            "{} ({} {}, {})",
+            self.region,
+            self.class,
+            self.severity,
+            findings.join(", ")
+        )
+    }
+}
+
+/// A region of the appraised evidence, as its signed claims state it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppraisedRegion {
+    /// Name.
+    pub name: String,
+    /// Class the evidence gives it.
+    pub class: String,
+    /// Severity the evidence gives it.
+    pub severity: String,
+    /// Pages it holds.
+    pub pages: u64,
+    /// Its Merkle root, hex.
+    pub root: String,
+    /// Guest-physical ranges `[start, len]` (absent in answers stored before they were kept).
+    #[serde(default)]
+    pub ranges: Vec<[u64; 2]>,
+}
+
+fn answered() -> bool {
+    true
+}
+
+/// The answer to evidence: the appraisal and its signed results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppraisalResult {
+    /// VM.
+    pub vm_id: String,
+    /// Sequence number appraised.
+    pub seq: u64,
+    /// Evidence digest (SHA-256), hex.
+    pub evidence: String,
+    /// Trust score 0-100.
+    pub score: u8,
+    /// Tier.
+    pub tier: Tier,
+    /// AR4SI trust vector.
+    pub trust_vector: TrustVector,
+    /// Regions that differ from what the verifier expects.
+    pub changes: Vec<RegionChange>,
+    /// Regions of the evidence no baseline covers.
+    pub unbaselined: Vec<String>,
+    /// Baseline version compared against.
+    pub baseline_version: Option<u64>,
+    /// Why no baseline was compared against although one exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_note: Option<String>,
+    /// Whether the evidence belongs to another guest boot than the VM's previous snapshot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub boot_changed: bool,
+    /// Whether the score is below the VM's alert threshold.
+    pub alert: bool,
+    /// What the hardware policy checked of the host's anchors.
+    pub hardware_checked: Vec<String>,
+    /// Why the host's hardware no longer passes its re-appraisal, if it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_problem: Option<String>,
+    /// The signed result, EAR as a JWT.
+    pub ear: String,
+    /// The same, COSE_Sign1 over CBOR, base64 (empty in answers stored before 0.1 had it).
+    #[serde(default)]
+    pub ear_cbor: String,
+    /// The evidence's regions.
+    #[serde(default)]
+    pub regions: Vec<AppraisedRegion>,
+    /// The page hash.
+    pub hash_alg: String,
+    /// The capture policy's digest, hex (empty in answers stored before the verifier kept it).
+    #[serde(default)]
+    pub policy_digest: String,
+    /// Whether the evidence answered a verifier nonce (answers stored before it was said did).
+    #[serde(default = "answered")]
+    pub nonce: bool,
+    /// Sent again: the stored answer to evidence the verifier had accepted already.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// `GET /v1/vms/{vm}/appraisals`: a VM's latest accepted appraisals, newest first, each exactly
+/// as it was answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppraisalList {
+    /// VM.
+    pub vm_id: String,
+    /// Newest first.
+    pub appraisals: Vec<AppraisalResult>,
+}
