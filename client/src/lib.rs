@@ -385,9 +385,9 @@ impl Client {
 
     /// The VM's active golden baseline (`GET /v1/vms/{vm}/baseline`), or None before one is
     /// promoted.
-    pub fn active_baseline(&self, vm_id: &str) -> Result<Option<serde_json::Value>, ClientError> {
+    pub fn active_baseline(&self, vm_id: &str) -> Result<Option<ActiveBaseline>, ClientError> {
         match self.get(&format!("/v1/vms/{vm_id}/baseline")) {
-            Ok(b) => Ok(Some(b)),
+            Ok(b) => Self::decode(b).map(Some),
             Err(ClientError::Api { body, .. }) if body.code == ErrorCode::NoBaseline => Ok(None),
             Err(e) => Err(e),
         }

@@ -134,7 +134,7 @@ pub fn attest_once(
         None => client
             .active_baseline(vm_id)
             .map_err(|e| err(format!("asking the verifier for the VM's baseline: {e}")))?
-            .map(|b| Baseline::from_verifier_json(&b).map_err(err))
+            .map(|b| Baseline::from_verifier(&b).map_err(err))
             .transpose()?,
     };
     // Build on the verifier's chain: a refused or undelivered attestation never wedges the next.

@@ -780,24 +780,19 @@ impl BaselineRegion {
 impl Baseline {
     /// The verifier's active baseline as `GET /v1/vms/{vm}/baseline` serves it (region names and
     /// hex leaves), checked like a decoded file.
-    pub fn from_verifier_json(b: &serde_json::Value) -> Result<Self, CaptureError> {
+    pub fn from_verifier(b: &vmseal_client::ActiveBaseline) -> Result<Self, CaptureError> {
         let bad = |w: &str| CaptureError::Baseline(format!("the verifier's baseline: {w}"));
-        let regions = b["regions"]
-            .as_array()
-            .ok_or_else(|| bad("no regions"))?
+        let regions = b
+            .regions
             .iter()
             .map(|r| {
                 Ok(BaselineRegion {
-                    name: r["name"]
-                        .as_str()
-                        .ok_or_else(|| bad("a region has no name"))?
-                        .to_owned(),
-                    leaves: hex::decode(r["leaves"].as_str().unwrap_or(""))
-                        .map_err(|_| bad("leaves are not hex"))?,
+                    name: r.name.clone(),
+                    leaves: hex::decode(&r.leaves).map_err(|_| bad("leaves are not hex"))?,
                 })
             })
             .collect::<Result<Vec<_>, CaptureError>>()?;
-        let policy_digest = match b["policy_digest"].as_str() {
+        let policy_digest = match &b.policy_digest {
             Some(h) => hex::decode(h).map_err(|_| bad("policy digest is not hex"))?,
             None => Vec::new(),
         };
@@ -805,7 +800,7 @@ impl Baseline {
         Self::from_bytes(
             &Self {
                 policy_digest,
-                hash: b["hash_alg"].as_str().unwrap_or("sha256").to_owned(),
+                hash: b.hash_alg.clone(),
                 regions,
             }
             .to_bytes(),

@@ -923,11 +923,11 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
                 .transpose()?
                 .flatten()
         {
-            baseline = Some(Baseline::from_verifier_json(&b)?);
+            baseline = Some(Baseline::from_verifier(&b)?);
             if !a.json {
                 println!(
                     "deltas against the verifier's golden baseline v{}",
-                    b["version"]
+                    b.version
                 );
             }
         }
@@ -1260,7 +1260,7 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
             Some(v) => v
                 .active_baseline(vm)
                 .map_err(|e| format!("asking the verifier for {vm}'s baseline: {e}"))?
-                .map(|b| Baseline::from_verifier_json(&b))
+                .map(|b| Baseline::from_verifier(&b))
                 .transpose()
                 .map_err(|e| e.to_string())?,
             None => None,

@@ -1514,19 +1514,23 @@ async fn active_baseline(
         ))
     })?;
     let alg = b.regions.first().map_or("sha256", |r| r.tree.alg().name());
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "vm_id": vm,
-        "version": b.version,
-        "policy_digest": b.policy_digest.map(hex::encode),
-        "hash_alg": alg,
-        "regions": b.regions.iter().map(|r| serde_json::json!({
-            "name": r.name,
-            "class": r.class.name(),
-            "severity": r.severity.name(),
-            "pages": r.tree.leaf_count(),
-            "leaves": hex::encode(r.tree.leaves().concat()),
-        })).collect::<Vec<_>>(),
-    })))
+    Ok(HttpResponse::Ok().json(vmseal_client::ActiveBaseline {
+        vm_id: vm,
+        version: b.version,
+        policy_digest: b.policy_digest.map(hex::encode),
+        hash_alg: alg.to_owned(),
+        regions: b
+            .regions
+            .iter()
+            .map(|r| vmseal_client::ActiveBaselineRegion {
+                name: r.name.clone(),
+                class: r.class.name().to_owned(),
+                severity: r.severity.name().to_owned(),
+                pages: r.tree.leaf_count(),
+                leaves: hex::encode(r.tree.leaves().concat()),
+            })
+            .collect(),
+    }))
 }
 
 /// `GET /v1/audit/verify` (admin or viewer): re-hash the whole audit chain.

@@ -27,6 +27,6 @@ pub use enroll::{
 pub use error::ApiErrorBody;
 pub use renewal::{AgentRenewal, PersonRenewal, Renewed};
 pub use vms::{
-    AllowModules, AssignPolicy, BaselineLeaves, ChainHead, NewVm, PromoteBaseline, ResetChain,
-    SetThreshold,
+    ActiveBaseline, ActiveBaselineRegion, AllowModules, AssignPolicy, BaselineLeaves, ChainHead,
+    NewVm, PromoteBaseline, ResetChain, SetThreshold,
 };

@@ -96,3 +96,37 @@ pub struct ChainHead {
     /// the start of a chain (#0, or where an admin restarted it).
     pub prev: Option<String>,
 }
+
+/// `GET /v1/vms/{vm}/baseline`: the active golden baseline, so an agent computes its deltas
+/// against exactly what the verifier appraises with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ActiveBaseline {
+    /// VM.
+    pub vm_id: String,
+    /// Its version.
+    pub version: u64,
+    /// The capture policy it was captured under, hex (absent for baselines promoted before the
+    /// verifier kept it).
+    pub policy_digest: Option<String>,
+    /// The page hash.
+    pub hash_alg: String,
+    /// Its regions, by name.
+    pub regions: Vec<ActiveBaselineRegion>,
+}
+
+/// One region of an [`ActiveBaseline`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ActiveBaselineRegion {
+    /// Name.
+    pub name: String,
+    /// Class (the verifier's).
+    pub class: String,
+    /// Severity (the verifier's).
+    pub severity: String,
+    /// Pages.
+    pub pages: u64,
+    /// The page digests, concatenated, hex.
+    pub leaves: String,
+}
