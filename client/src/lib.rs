@@ -402,20 +402,14 @@ impl Client {
     /// The capture policy assigned to the VM (`GET /v1/vms/{vm}/policy`): its text, or None when
     /// the VM has none assigned.
     pub fn assigned_policy(&self, vm_id: &str) -> Result<Option<String>, ClientError> {
-        let p = self.get(&format!("/v1/vms/{vm_id}/policy"))?;
-        match &p["policy"] {
-            serde_json::Value::Null => Ok(None),
-            serde_json::Value::String(t) => Ok(Some(t.clone())),
-            _ => Err(ClientError::Answer("the policy answer has no text".into())),
-        }
+        let p: VmPolicy = Self::decode(self.get(&format!("/v1/vms/{vm_id}/policy"))?)?;
+        Ok(p.policy)
     }
 
     /// A single-use verifier nonce for the VM (its host's agent, or an admin).
     pub fn nonce(&self, vm_id: &str) -> Result<Vec<u8>, ClientError> {
-        let n = self.post_json(&format!("/v1/vms/{vm_id}/nonce"), &())?;
-        n["nonce"]
-            .as_str()
-            .and_then(|h| hex::decode(h).ok())
+        let n: Nonce = Self::decode(self.post_json(&format!("/v1/vms/{vm_id}/nonce"), &())?)?;
+        n.bytes()
             .ok_or_else(|| ClientError::Answer("the nonce is not hex".into()))
     }
 
@@ -463,10 +457,10 @@ impl Client {
         fresh: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
     ) -> Result<(String, String, i64), ClientError> {
         use base64::Engine as _;
-        let c = self.post_json(&format!("/v1/hosts/{host_id}/renewal-challenges"), &())?;
-        let nonce = c["nonce"]
-            .as_str()
-            .and_then(|h| hex::decode(h).ok())
+        let c: Nonce =
+            Self::decode(self.post_json(&format!("/v1/hosts/{host_id}/renewal-challenges"), &())?)?;
+        let nonce = c
+            .bytes()
             .ok_or_else(|| ClientError::Answer("the renewal challenge has no hex nonce".into()))?;
         let anchors = fresh(&nonce).map_err(ClientError::Activation)?;
         let (csr_pem, key_pem) = new_key_and_request()?;
@@ -535,10 +529,9 @@ pub fn enroll_host(
 ) -> Result<HostCredentials, ClientError> {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as B64;
-    let c = client.post_json("/v1/enrollment-challenges", &())?;
-    let nonce = c["nonce"]
-        .as_str()
-        .and_then(|h| hex::decode(h).ok())
+    let c: Nonce = Client::decode(client.post_json("/v1/enrollment-challenges", &())?)?;
+    let nonce = c
+        .bytes()
         .ok_or_else(|| ClientError::Answer("the enrollment challenge carries no nonce".into()))?;
     let fresh = fresh(&nonce).map_err(ClientError::Activation)?;
     let (csr_pem, agent_key_pem) = new_key_and_request()?;

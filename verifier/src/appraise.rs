@@ -368,7 +368,7 @@ fn ranges(changed: impl Iterator<Item = u64>, max: usize) -> (Vec<[u64; 2]>, boo
 }
 
 /// The result of an appraisal.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Appraisal {
     /// VM.
     pub vm_id: String,

@@ -251,7 +251,7 @@ pub const ENROLLMENT_NONCE_TTL: i64 = 300;
 
 /// `POST /v1/enrollment-challenges` (enrollment token): a nonce for the host's fresh anchors.
 #[utoipa::path(post, path = "/v1/enrollment-challenges", tag = "enrollment",
-    responses((status = 201, description = "`{nonce (hex), expires_in}`: single use, for this token")))]
+    responses((status = 201, description = "Single use, for this token", body = vmseal_client::Nonce)))]
 pub(crate) async fn challenge(
     _role: EnrollRole,
     req: HttpRequest,
@@ -262,8 +262,7 @@ pub(crate) async fn challenge(
         .store
         .issue_enrollment_nonce(&tok.id, ENROLLMENT_NONCE_TTL, now())
         .await?;
-    Ok(HttpResponse::Created()
-        .json(serde_json::json!({ "nonce": hex::encode(n), "expires_in": ENROLLMENT_NONCE_TTL })))
+    Ok(HttpResponse::Created().json(vmseal_client::Nonce::new(&n, ENROLLMENT_NONCE_TTL)))
 }
 
 /// `POST /v1/enrollments` (enrollment token): verify the bundle; answer with a credential

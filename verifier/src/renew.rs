@@ -36,7 +36,7 @@ fn nonce_owner(host: &str) -> String {
 /// `POST /v1/hosts/{host}/renewal-challenges` (the host's agent): a single-use nonce the agent's
 /// fresh anchors must answer.
 #[utoipa::path(post, path = "/v1/hosts/{host}/renewal-challenges", tag = "enrollment", operation_id = "renewal_challenge", params(("host" = String, Path, description = "Host id")),
-    responses((status = 201, description = "`{nonce (hex), expires_in}`")))]
+    responses((status = 201, description = "Single use", body = vmseal_client::Nonce)))]
 pub(crate) async fn challenge(
     req: HttpRequest,
     path: web::Path<String>,
@@ -48,8 +48,7 @@ pub(crate) async fn challenge(
         .store
         .issue_enrollment_nonce(&nonce_owner(&host), RENEWAL_NONCE_TTL, now())
         .await?;
-    Ok(HttpResponse::Created()
-        .json(serde_json::json!({ "nonce": hex::encode(n), "expires_in": RENEWAL_NONCE_TTL })))
+    Ok(HttpResponse::Created().json(vmseal_client::Nonce::new(&n, RENEWAL_NONCE_TTL)))
 }
 
 /// `POST /v1/hosts/{host}/renewals` (the host's agent): fresh anchors over the challenge's nonce

@@ -735,7 +735,7 @@ async fn assign_policy(
 /// policy's text, so the agent captures by exactly what the verifier appraises by (`policy` and
 /// `policy_digest` are null while none is assigned).
 #[utoipa::path(get, path = "/v1/vms/{vm}/policy", tag = "vms", params(("vm" = String, Path, description = "VM id")),
-    responses((status = 200, description = "`{vm_id, policy_digest, policy}` (the TOML text; null when none is assigned)"),
+    responses((status = 200, description = "The assigned policy (null when none is)", body = vmseal_client::VmPolicy),
         (status = 404, description = "not_found: no such VM", body = vmseal_client::ApiErrorBody)))]
 async fn get_policy(
     req: HttpRequest,
@@ -747,12 +747,15 @@ async fn get_policy(
     if !matches!(role(&req)?, Role::Viewer(_)) {
         admin_or_agent_of(&req, &rec.host_id)?;
     }
-    let (d, text) = match st.store.policy_text(&vm).await? {
+    let (policy_digest, policy) = match st.store.policy_text(&vm).await? {
         Some((d, t)) => (Some(hex::encode(d)), Some(t)),
         None => (None, None),
     };
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "vm_id": vm, "policy_digest": d, "policy": text })))
+    Ok(HttpResponse::Ok().json(vmseal_client::VmPolicy {
+        vm_id: vm,
+        policy_digest,
+        policy,
+    }))
 }
 
 /// `GET /v1/vms/{vm}/chain` (admin, viewer, or the VM's host agent): where the VM's evidence
@@ -994,7 +997,7 @@ async fn allow_modules(
 }
 
 #[utoipa::path(post, path = "/v1/vms/{vm}/nonce", tag = "evidence", params(("vm" = String, Path, description = "VM id")),
-    responses((status = 200, description = "`{nonce (hex), expires_in}`: single use"), (status = 403, description = "Not this VM's host agent", body = vmseal_client::ApiErrorBody)))]
+    responses((status = 200, description = "Single use", body = vmseal_client::Nonce), (status = 403, description = "Not this VM's host agent", body = vmseal_client::ApiErrorBody)))]
 async fn issue_nonce(
     req: HttpRequest,
     path: web::Path<String>,
@@ -1007,8 +1010,7 @@ async fn issue_nonce(
         .store
         .issue_nonce(&vm, st.settings.nonce_ttl, now())
         .await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "nonce": hex::encode(n), "expires_in": st.settings.nonce_ttl })))
+    Ok(HttpResponse::Ok().json(vmseal_client::Nonce::new(&n, st.settings.nonce_ttl)))
 }
 
 /// Query of `GET /v1/vms/{vm}/appraisals`.
@@ -1026,7 +1028,7 @@ const MAX_LISTED_APPRAISALS: u32 = 500;
 /// submitted. Refusals are not listed: they change nothing stored (see /metrics for their count).
 #[utoipa::path(get, path = "/v1/vms/{vm}/appraisals", tag = "evidence",
     params(("vm" = String, Path, description = "VM id"), ("limit" = Option<u32>, Query, description = "1..=500, default 20")),
-    responses((status = 200, description = "`{vm_id, appraisals: [Appraisal]}`, newest first"), (status = 400, description = "bad_query", body = vmseal_client::ApiErrorBody)))]
+    responses((status = 200, description = "Newest first", body = vmseal_client::AppraisalList), (status = 400, description = "bad_query", body = vmseal_client::ApiErrorBody)))]
 async fn list_appraisals(
     req: HttpRequest,
     path: web::Path<String>,
@@ -1062,7 +1064,7 @@ async fn list_appraisals(
 /// appraisal, or a refusal with its code; a refusal changes nothing stored.
 #[utoipa::path(post, path = "/v1/vms/{vm}/evidence", tag = "evidence", params(("vm" = String, Path, description = "VM id")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "COSE_Sign1 snapshot evidence"),
-    responses((status = 200, description = "The appraisal, with `regions`, `hash_alg` and the signed `ear`", body = crate::appraise::Appraisal),
+    responses((status = 200, description = "The appraisal, with `regions`, `hash_alg` and the signed `ear`", body = vmseal_client::AppraisalResult),
         (status = 422, description = "Refused; the code names the check (seq_gap, bad_nonce, stale, policy_mismatch, …) and `chain` says where the VM's chain stands", body = vmseal_client::ApiErrorBody)))]
 async fn submit_evidence(
     req: HttpRequest,
@@ -1496,8 +1498,8 @@ fn stored_result(json: &str) -> Result<vmseal_client::AppraisalResult, ApiError>
 /// baseline's page hashes, so an agent computes its deltas against exactly what the verifier
 /// appraises with.
 #[utoipa::path(get, path = "/v1/vms/{vm}/baseline", tag = "vms", params(("vm" = String, Path, description = "VM id")),
-    responses((status = 200, description = "`{vm_id, version, policy_digest, hash_alg, regions: [{name, class, severity, pages, leaves (hex)}]}`"),
-        (status = 404, description = "not_found: no such VM, or no baseline promoted yet", body = vmseal_client::ApiErrorBody)))]
+    responses((status = 200, description = "The active golden baseline", body = vmseal_client::ActiveBaseline),
+        (status = 404, description = "not_found: no such VM; no_baseline: none promoted or imported yet", body = vmseal_client::ApiErrorBody)))]
 async fn active_baseline(
     req: HttpRequest,
     path: web::Path<String>,
@@ -2071,7 +2073,7 @@ mod tests {
         assert_eq!(documented, served);
         let json = serde_json::to_value(&doc).unwrap();
         assert!(json["components"]["schemas"]["EnrollmentRequest"].is_object());
-        assert!(json["components"]["schemas"]["Appraisal"].is_object());
+        assert!(json["components"]["schemas"]["AppraisalResult"].is_object());
     }
 
     /// One test over every code: docs/api.md's table lists each [`ErrorCode`] with its status

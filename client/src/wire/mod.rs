@@ -28,5 +28,5 @@ pub use error::ApiErrorBody;
 pub use renewal::{AgentRenewal, PersonRenewal, Renewed};
 pub use vms::{
     ActiveBaseline, ActiveBaselineRegion, AllowModules, AssignPolicy, BaselineLeaves, ChainHead,
-    NewVm, PromoteBaseline, ResetChain, SetThreshold,
+    NewVm, Nonce, PromoteBaseline, ResetChain, SetThreshold, VmPolicy,
 };

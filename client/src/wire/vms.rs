@@ -130,3 +130,41 @@ pub struct ActiveBaselineRegion {
     /// The page digests, concatenated, hex.
     pub leaves: String,
 }
+
+/// A single-use verifier nonce: `POST /v1/vms/{vm}/nonce`, and the challenges of an enrollment
+/// (`POST /v1/enrollment-challenges`) or a renewal (`POST /v1/hosts/{host}/renewal-challenges`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Nonce {
+    /// The nonce, hex.
+    pub nonce: String,
+    /// Seconds it stays valid.
+    pub expires_in: i64,
+}
+
+impl Nonce {
+    /// A nonce's answer.
+    pub fn new(nonce: &[u8], expires_in: i64) -> Self {
+        Self {
+            nonce: hex::encode(nonce),
+            expires_in,
+        }
+    }
+
+    /// The nonce's bytes; `None` when it is not hex.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        hex::decode(&self.nonce).ok()
+    }
+}
+
+/// `GET /v1/vms/{vm}/policy`: the capture policy assigned to a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VmPolicy {
+    /// VM.
+    pub vm_id: String,
+    /// The SHA-256 of its text, hex; `None` when none is assigned.
+    pub policy_digest: Option<String>,
+    /// Its text; `None` when none is assigned.
+    pub policy: Option<String>,
+}
