@@ -16,11 +16,9 @@ use vmseal_sealer::claims::{
 use vmseal_sealer::evidence::{Sealer, evidence_digest};
 use vmseal_sealer::keys::IntermediateKey;
 use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
-use vmseal_sealer::verify::{AnchorRequirement, TrustConfig};
 use vmseal_sealer::x509::{IntermediateProfile, issue_intermediate};
 
 use crate::pki::{Ca, Role};
-use crate::server::{AppState, Settings};
 use crate::store::{BaselineSource, NewBaselineRegion, Store};
 
 /// What the benchmark measured.
@@ -255,67 +253,33 @@ pub(crate) fn spawn_service(
     database: String,
     workers: usize,
 ) -> Result<u16, Box<dyn std::error::Error>> {
-    // A free port, bound again by the server itself: the accept backlog applies only to a socket
-    // the server binds (a pre-bound listener keeps the 128 it was made with).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    // The service as `serve` runs it: no hardware anchors required, evidence up to an hour old.
+    let mut c = crate::config::ServeConfig::new(state);
+    c.listen = "127.0.0.1:0".into();
+    c.database = Some(database);
+    c.workers = Some(workers);
+    c.require = "none".into();
+    c.max_age = 3600;
+    c.nonce_ttl = 60;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<u16, String>>();
     std::thread::spawn(move || {
-        let ready = ready_tx.clone();
-        let r = actix_web::rt::System::new().block_on(async move {
-            let read = |f: &str| std::fs::read(state.join(f)).map_err(|e| e.to_string());
-            let tls = crate::server::tls_config(
-                &read("ca.pem")?,
-                &read("server.pem")?,
-                &read("server.key")?,
-            )?;
-            let store = Store::open(&database).await.map_err(|e| e.to_string())?;
-            let settings = Settings {
-                max_age: 3600,
-                nonce_ttl: 60,
-                enrollment_trust: TrustConfig {
-                    require: AnchorRequirement {
-                        tpm: false,
-                        snp: false,
-                    },
-                    ..TrustConfig::default()
-                },
-                default_threshold: 70,
-                hardware: Default::default(),
-                audit_checkpoint_every: std::time::Duration::from_secs(3600),
-                state_dir: None,
-                corim_signers: Vec::new(),
-            };
-            let ca = Ca::load(&state).map_err(|e| e.to_string())?;
-            let ear =
-                crate::ear::EarSigner::load_or_create(&state, &ca).map_err(|e| e.to_string())?;
-            let corim_key = crate::corim::load_or_create_key(&state).map_err(|e| e.to_string())?;
-            let data =
-                actix_web::web::Data::new(AppState::new(store, ca, ear, corim_key, settings));
-            let server = actix_web::HttpServer::new(move || {
-                actix_web::App::new()
-                    .app_data(data.clone())
-                    .configure(crate::server::routes)
-            })
-            .on_connect(crate::server::on_connect)
-            .workers(workers)
-            // As `serve`: a client that pauses keeps its connection.
-            .keep_alive(Duration::from_secs(75))
-            .client_request_timeout(Duration::from_secs(10))
-            .backlog(4096)
-            .bind_rustls_0_23(("127.0.0.1", port), tls)
-            .map_err(|e| e.to_string())?
-            .run();
-            let _ = ready.send(Ok(()));
-            server.await.map_err(|e| e.to_string())
+        actix_web::rt::System::new().block_on(async move {
+            match crate::service::start_with(&c, |st| st.state_dir = None).await {
+                Ok(s) => {
+                    let port = s.addrs().first().map_or(0, |a| a.port());
+                    let _ = ready_tx.send(Ok(port));
+                    let _ = s.run().await;
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(vmseal_client::error_text(std::iter::successors(
+                        Some(&e as &dyn std::error::Error),
+                        |e| e.source(),
+                    ))));
+                }
+            }
         });
-        if let Err(e) = r {
-            let _ = ready_tx.send(Err(e));
-        }
     });
-    ready_rx.recv_timeout(Duration::from_secs(60))??;
-    Ok(port)
+    Ok(ready_rx.recv_timeout(Duration::from_secs(60))??)
 }
 
 /// Run the load test: `clients` VMs × `per_client` evidence each.

@@ -176,6 +176,28 @@ fn file_source(path: &Path) -> Result<String, ConfigError> {
 }
 
 impl ServeConfig {
+    /// The defaults, serving the state in `state`: what [`ServeConfig::load`] gives when nothing
+    /// else is set (a test holds the two together).
+    pub fn new(state: PathBuf) -> Self {
+        Self {
+            state,
+            listen: "127.0.0.1:8443".into(),
+            database: None,
+            require: "tpm".into(),
+            ek_roots: Vec::new(),
+            corim_signers: Vec::new(),
+            insecure_snp_root: None,
+            max_age: 300,
+            nonce_ttl: 120,
+            default_threshold: 70,
+            audit_checkpoint_secs: 3600,
+            ear_profile: "ear-04".into(),
+            workers: None,
+            tls_key_exchange: "pq-preferred".into(),
+            hardware: vmseal_client::HardwarePolicy::default(),
+        }
+    }
+
     /// Merge defaults, `file`, the `VMSEAL_*` variables of `env` (the process environment when
     /// `None`) and the command-line `overrides` (key → value; lists comma-separated).
     pub fn load(
@@ -264,6 +286,12 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_defaults_are_the_same_whichever_way_they_are_made() {
+        let c = ServeConfig::load(None, env(&[("VMSEAL_STATE", "/s")]), &[]).unwrap();
+        assert_eq!(c, ServeConfig::new("/s".into()));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
         Some(

@@ -16,6 +16,7 @@ pub mod hardware;
 pub mod pki;
 pub mod renew;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod ui;
 

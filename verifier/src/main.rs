@@ -5,10 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use vmseal_sealer::verify::{AnchorRequirement, TrustConfig};
 use vmseal_verifier::pki::Ca;
-use vmseal_verifier::server::{AppState, Settings};
-use vmseal_verifier::store::Store;
 
 mod alerts_cli;
 
@@ -799,122 +796,9 @@ fn read_policy(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
-fn read_pems(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    for p in paths {
-        let b = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-        for c in vmseal_sealer::x509::parse_bundle(&b)
-            .with_context(|| format!("{}: not certificates", p.display()))?
-        {
-            out.push(c.der);
-        }
-    }
-    Ok(out)
-}
-
 async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
-    let state = c.state.as_path();
-    renew_server_certificate(state)?;
-    let ca = Ca::load(state).with_context(|| {
-        format!(
-            "no verifier state in {}: run `vmseal-verifier init --state {}`",
-            state.display(),
-            state.display()
-        )
-    })?;
-    let read = |f: &str| {
-        std::fs::read(state.join(f))
-            .with_context(|| format!("cannot read {}", state.join(f).display()))
-    };
-    let kx = vmseal_client::KeyExchange::from_name(&c.tls_key_exchange)
-        .context("tls_key_exchange must be pq-preferred or pq-only")?;
-    let tls = vmseal_verifier::server::tls_config_with(
-        &read("ca.pem")?,
-        &read("server.pem")?,
-        &read("server.key")?,
-        kx,
-    )
-    .map_err(anyhow::Error::msg)?;
-    let url = c
-        .database
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", state.join("verifier.db").display()));
-    let shown = vmseal_verifier::store::redact_url(&url);
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("cannot open database {shown}"))?;
-    let durable = store
-        .durability()
-        .await
-        .with_context(|| format!("database {shown}"))?;
-    tracing::info!("storage {shown}: every acknowledged write is on disk ({durable})");
-    let mut trust = TrustConfig {
-        require: AnchorRequirement::from_name(&c.require)
-            .context("require must be tpm, snp, both or none")?,
-        ..TrustConfig::default()
-    };
-    trust.tpm.ek_roots = read_pems(&c.ek_roots)?;
-    trust.tpm.require_ek_chain = trust.require.tpm;
-    if trust.require.tpm && trust.tpm.ek_roots.is_empty() {
-        tracing::warn!(
-            "require = {} but no ek_roots: no TPM can prove its EK, so no host can enrol. Give the \
-             TPM vendors' EK CA certificates (--ek-roots FILE, repeatable), or say --require snp / none",
-            c.require
-        );
-    }
-    if let Some(p) = &c.insecure_snp_root {
-        tracing::warn!(
-            "accepting the INSECURE software SNP stand-in root from {}: tests only",
-            p.display()
-        );
-        let bundle = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-        trust.snp = trust
-            .snp
-            .clone()
-            .allow_insecure_bundle(&bundle)
-            .with_context(|| format!("{}", p.display()))?;
-    }
-    let settings = Settings {
-        max_age: c.max_age,
-        nonce_ttl: c.nonce_ttl,
-        enrollment_trust: trust,
-        default_threshold: c.default_threshold,
-        hardware: c.hardware.clone(),
-        audit_checkpoint_every: std::time::Duration::from_secs(c.audit_checkpoint_secs),
-        state_dir: Some(c.state.clone()),
-        corim_signers: vmseal_verifier::corim::read_signers(&c.corim_signers)
-            .map_err(anyhow::Error::msg)?,
-    };
-    let ear = vmseal_verifier::ear::EarSigner::load_or_create(state, &ca)
-        .context("cannot load or create the EAR signing key")?
-        .with_profile(vmseal_client::EarProfile::from_name(&c.ear_profile).unwrap_or_default());
-    let corim_key = vmseal_verifier::corim::load_or_create_key(state)
-        .context("cannot load or create the CoRIM signing key")?;
-    let data = actix_web::web::Data::new(AppState::new(store, ca, ear, corim_key, settings));
-    vmseal_verifier::alerts::spawn_workers(data.clone());
-    tracing::info!("vmseal-verifier listening on https://{}", c.listen);
-    let mut server = actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(data.clone())
-            .configure(vmseal_verifier::server::routes)
-    })
-    .on_connect(vmseal_verifier::server::on_connect)
-    // A client has 10 s to send a request's head (slow-loris connections are dropped); an idle
-    // keep-alive connection lives 75 s, longer than an agent's 25 s capture-request long-poll;
-    // on SIGTERM, requests in flight get 30 s to finish.
-    .client_request_timeout(std::time::Duration::from_secs(10))
-    .keep_alive(std::time::Duration::from_secs(75))
-    // A fleet of agents reconnecting at once (after a restart) queues rather than being refused.
-    .backlog(4096)
-    .shutdown_timeout(30);
-    if let Some(w) = c.workers {
-        server = server.workers(w);
-    }
-    server
-        .bind_rustls_0_23(&c.listen, tls)
-        .with_context(|| format!("cannot listen on {}", c.listen))?
-        .run()
-        .await?;
+    renew_server_certificate(&c.state)?;
+    vmseal_verifier::service::start(&c).await?.run().await?;
     Ok(())
 }
 

@@ -14,8 +14,6 @@ use vmseal_sealer::verify::{AnchorRequirement, TrustConfig};
 use vmseal_sealer::x509::{IntermediateProfile, issue_intermediate};
 use vmseal_verifier::bench::synthetic_claims;
 use vmseal_verifier::pki::{Ca, Role};
-use vmseal_verifier::server::{AppState, Settings};
-use vmseal_verifier::store::Store;
 
 pub(crate) struct Server {
     pub(crate) url: String,
@@ -51,54 +49,28 @@ pub(crate) fn start_trusting(
 ) -> Server {
     let dir = tempfile::tempdir().unwrap();
     Ca::init(dir.path(), &[]).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "https://localhost:{}",
-        listener.local_addr().unwrap().port()
-    );
     let state = dir.path().to_owned();
+    // The service as `serve` runs it, with the trust this test built in memory.
+    let mut c = vmseal_verifier::config::ServeConfig::new(state.clone());
+    c.listen = "127.0.0.1:0".into();
+    c.database = Some(format!("sqlite://{}", state.join("v.db").display()));
+    c.nonce_ttl = 60;
+    c.workers = Some(1);
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let read = |f: &str| std::fs::read(state.join(f)).unwrap();
-            let tls = vmseal_verifier::server::tls_config(
-                &read("ca.pem"),
-                &read("server.pem"),
-                &read("server.key"),
-            )
-            .unwrap();
-            let store = Store::open(&format!("sqlite://{}", state.join("v.db").display()))
-                .await
-                .unwrap();
-            let settings = Settings {
-                max_age: 300,
-                nonce_ttl: 60,
-                enrollment_trust: trust,
-                default_threshold: 70,
-                hardware: Default::default(),
-                audit_checkpoint_every: std::time::Duration::from_secs(3600),
-                state_dir: None,
-                corim_signers,
-            };
-            let ca = Ca::load(&state).unwrap();
-            let ear = vmseal_verifier::ear::EarSigner::load_or_create(&state, &ca).unwrap();
-            let corim_key = vmseal_verifier::corim::load_or_create_key(&state).unwrap();
-            let data =
-                actix_web::web::Data::new(AppState::new(store, ca, ear, corim_key, settings));
-            vmseal_verifier::alerts::spawn_workers(data.clone());
-            actix_web::HttpServer::new(move || {
-                actix_web::App::new()
-                    .app_data(data.clone())
-                    .configure(vmseal_verifier::server::routes)
+            let s = vmseal_verifier::service::start_with(&c, |st| {
+                st.enrollment_trust = trust;
+                st.corim_signers = corim_signers;
+                st.state_dir = None;
             })
-            .on_connect(vmseal_verifier::server::on_connect)
-            .workers(1)
-            .listen_rustls_0_23(listener, tls)
-            .unwrap()
-            .run()
             .await
             .unwrap();
+            tx.send(s.local_url()).unwrap();
+            s.run().await.unwrap();
         });
     });
+    let url = rx.recv().unwrap();
     let s = Server {
         url,
         dir: Arc::new(dir),
