@@ -755,36 +755,38 @@ pub(crate) mod tests {
     /// An appraisal of `vm1` #7 with one changed code page (for tests).
     pub(crate) fn appraisal(score: u8, tier: Tier) -> Appraisal {
         Appraisal {
-            vm_id: "vm1".into(),
-            seq: 7,
-            evidence: String::new(),
-            score,
-            tier,
-            trust_vector: TrustVector {
-                instance_identity: 2,
-                executables: 2,
-                runtime_opaque: 2,
-                hardware: 2,
+            verdict: vmseal_client::Appraisal {
+                vm_id: "vm1".into(),
+                seq: 7,
+                evidence: String::new(),
+                score,
+                tier,
+                trust_vector: TrustVector {
+                    instance_identity: 2,
+                    executables: 2,
+                    runtime_opaque: 2,
+                    hardware: 2,
+                },
+                changes: vec![RegionChange {
+                    region: "guest-code".into(),
+                    class: "code".into(),
+                    severity: "critical".into(),
+                    findings: vec![crate::appraise::Finding::Changed],
+                    claimed: None,
+                    changed_pages: 1,
+                    changed_ranges: vec![[3, 4]],
+                    ranges_truncated: false,
+                    pages: 256,
+                    penalty: 100,
+                }],
+                unbaselined: vec![],
+                baseline_version: Some(1),
+                baseline_note: None,
+                boot_changed: false,
+                alert: score < 70,
+                hardware_checked: vec![],
+                hardware_problem: None,
             },
-            changes: vec![RegionChange {
-                region: "guest-code".into(),
-                class: "code".into(),
-                severity: "critical".into(),
-                findings: vec![crate::appraise::Finding::Changed],
-                claimed: None,
-                changed_pages: 1,
-                changed_ranges: vec![[3, 4]],
-                ranges_truncated: false,
-                pages: 256,
-                penalty: 100,
-            }],
-            unbaselined: vec![],
-            baseline_version: Some(1),
-            baseline_note: None,
-            boot_changed: false,
-            alert: score < 70,
-            hardware_checked: vec![],
-            hardware_problem: None,
             layout_update: None,
         }
     }
@@ -843,7 +845,7 @@ pub(crate) mod tests {
         assert_eq!(p.recovered_from, ["contraindicated"]);
         // Before a baseline is promoted, a low score is expected: no alert.
         let mut unbaselined = appraisal(50, Tier::Warning);
-        unbaselined.baseline_version = None;
+        unbaselined.verdict.baseline_version = None;
         assert_eq!(
             plan(&rec(Some("affirming"), None), &unbaselined),
             AlertPlan::default()

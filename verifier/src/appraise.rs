@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use vmseal_client::ErrorCode;
 
-use serde::Serialize;
 use vmseal_policy::{Policy, Sampling};
 use vmseal_sealer::claims::{GpaRange, Region, RegionClass, Severity};
 use vmseal_sealer::merkle::{Digest, MerkleTree};
@@ -367,45 +366,22 @@ fn ranges(changed: impl Iterator<Item = u64>, max: usize) -> (Vec<[u64; 2]>, boo
     (out, false)
 }
 
-/// The result of an appraisal.
-#[derive(Debug, Clone, Serialize)]
+/// The result of an appraisal: the verdict (what the wire carries) and what the verifier keeps
+/// of it besides.
+#[derive(Debug, Clone)]
 pub struct Appraisal {
-    /// VM.
-    pub vm_id: String,
-    /// Sequence appraised.
-    pub seq: u64,
-    /// Evidence digest, hex.
-    pub evidence: String,
-    /// Trust score 0–100.
-    pub score: u8,
-    /// Tier.
-    pub tier: Tier,
-    /// AR4SI trust vector.
-    pub trust_vector: TrustVector,
-    /// Regions that differ from what the verifier expects.
-    pub changes: Vec<RegionChange>,
-    /// Regions of the evidence no baseline covers.
-    pub unbaselined: Vec<String>,
-    /// Baseline version compared against.
-    pub baseline_version: Option<u64>,
-    /// Why no baseline was compared against although one exists (it was captured under another
-    /// policy than the one assigned: promote one under the assigned policy).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub baseline_note: Option<String>,
-    /// Whether the evidence belongs to another guest boot than the VM's previous snapshot.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub boot_changed: bool,
-    /// Whether the score is below the VM's alert threshold.
-    pub alert: bool,
-    /// What the hardware policy checked of the host's anchors (`snp.policy.debug`, `tpm.pcr[7]`,
-    /// …): the `hardware` claim is only as strong as this list.
-    pub hardware_checked: Vec<String>,
-    /// Why the host's hardware no longer passes its re-appraisal, if it does not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hardware_problem: Option<String>,
+    /// The verdict.
+    pub verdict: vmseal_client::Appraisal,
     /// The VM's boot and layout after this appraisal (stored with it, not part of the result).
-    #[serde(skip)]
     pub layout_update: Option<(Vec<u8>, Layout)>,
+}
+
+/// An appraisal reads as its verdict: `a.score`, `a.changes`.
+impl std::ops::Deref for Appraisal {
+    type Target = vmseal_client::Appraisal;
+    fn deref(&self) -> &vmseal_client::Appraisal {
+        &self.verdict
+    }
 }
 
 impl Appraisal {
@@ -421,20 +397,7 @@ impl Appraisal {
         nonce: bool,
     ) -> vmseal_client::AppraisalResult {
         vmseal_client::AppraisalResult {
-            vm_id: self.vm_id.clone(),
-            seq: self.seq,
-            evidence: self.evidence.clone(),
-            score: self.score,
-            tier: self.tier,
-            trust_vector: self.trust_vector,
-            changes: self.changes.clone(),
-            unbaselined: self.unbaselined.clone(),
-            baseline_version: self.baseline_version,
-            baseline_note: self.baseline_note.clone(),
-            boot_changed: self.boot_changed,
-            alert: self.alert,
-            hardware_checked: self.hardware_checked.clone(),
-            hardware_problem: self.hardware_problem.clone(),
+            appraisal: self.verdict.clone(),
             ear,
             ear_cbor,
             regions,
@@ -829,20 +792,22 @@ pub fn appraise(
         }
     }
     Ok(Appraisal {
-        vm_id: c.vm_id.clone(),
-        seq: c.seq,
-        evidence: hex::encode(v.digest),
-        score,
-        tier: tier(score),
-        trust_vector,
-        changes,
-        unbaselined,
-        baseline_version: baseline.map(|b| b.version),
-        baseline_note,
-        boot_changed: vm.boot.is_some() && !same_boot,
-        alert: score < vm.threshold,
-        hardware_checked: vm.hardware_checked.clone(),
-        hardware_problem: vm.hardware_problem.clone(),
+        verdict: vmseal_client::Appraisal {
+            vm_id: c.vm_id.clone(),
+            seq: c.seq,
+            evidence: hex::encode(v.digest),
+            score,
+            tier: tier(score),
+            trust_vector,
+            changes,
+            unbaselined,
+            baseline_version: baseline.map(|b| b.version),
+            baseline_note,
+            boot_changed: vm.boot.is_some() && !same_boot,
+            alert: score < vm.threshold,
+            hardware_checked: vm.hardware_checked.clone(),
+            hardware_problem: vm.hardware_problem.clone(),
+        },
         layout_update: Some((boot, layout)),
     })
 }

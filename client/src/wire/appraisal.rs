@@ -153,10 +153,10 @@ fn answered() -> bool {
     true
 }
 
-/// The answer to evidence: the appraisal and its signed results.
+/// The verifier's verdict on one evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct AppraisalResult {
+pub struct Appraisal {
     /// VM.
     pub vm_id: String,
     /// Sequence number appraised.
@@ -175,7 +175,8 @@ pub struct AppraisalResult {
     pub unbaselined: Vec<String>,
     /// Baseline version compared against.
     pub baseline_version: Option<u64>,
-    /// Why no baseline was compared against although one exists.
+    /// Why no baseline was compared against although one exists (it was captured under another
+    /// policy than the one assigned: promote one under the assigned policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_note: Option<String>,
     /// Whether the evidence belongs to another guest boot than the VM's previous snapshot.
@@ -183,11 +184,21 @@ pub struct AppraisalResult {
     pub boot_changed: bool,
     /// Whether the score is below the VM's alert threshold.
     pub alert: bool,
-    /// What the hardware policy checked of the host's anchors.
+    /// What the hardware policy checked of the host's anchors (`snp.policy.debug`, `tpm.pcr[7]`,
+    /// …): the `hardware` claim is only as strong as this list.
     pub hardware_checked: Vec<String>,
     /// Why the host's hardware no longer passes its re-appraisal, if it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardware_problem: Option<String>,
+}
+
+/// The answer to evidence: the verdict, its signed results, and the evidence's regions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppraisalResult {
+    /// The verdict (its fields sit at the top level of the JSON).
+    #[serde(flatten)]
+    pub appraisal: Appraisal,
     /// The signed result, EAR as a JWT.
     pub ear: String,
     /// The same, COSE_Sign1 over CBOR, base64 (empty in answers stored before 0.1 had it).
@@ -207,6 +218,14 @@ pub struct AppraisalResult {
     /// Sent again: the stored answer to evidence the verifier had accepted already.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+}
+
+/// A result reads as its verdict: `result.score`, `result.changes`.
+impl std::ops::Deref for AppraisalResult {
+    type Target = Appraisal;
+    fn deref(&self) -> &Appraisal {
+        &self.appraisal
+    }
 }
 
 /// `GET /v1/vms/{vm}/appraisals`: a VM's latest accepted appraisals, newest first, each exactly

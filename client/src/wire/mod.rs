@@ -17,7 +17,8 @@ pub use alerts::{
     Silence, Webhook, verify_alert,
 };
 pub use appraisal::{
-    AppraisalList, AppraisalResult, AppraisedRegion, Finding, RegionChange, Tier, TrustVector,
+    Appraisal, AppraisalList, AppraisalResult, AppraisedRegion, Finding, RegionChange, Tier,
+    TrustVector,
 };
 pub use captures::{CaptureRequest, CaptureRequests};
 pub use enroll::{

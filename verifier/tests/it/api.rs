@@ -411,6 +411,23 @@ pub(crate) fn bundle(h: &Host, csr_pem: &str) -> serde_json::Value {
     })
 }
 
+/// The admin registers `vm` on `host` under `policy`.
+pub(crate) fn register(
+    s: &Server,
+    admin: &reqwest::blocking::Client,
+    vm: &str,
+    host: &str,
+    policy: &str,
+) {
+    let (st, e) = post_to(
+        admin,
+        &s.url,
+        "/v1/vms",
+        serde_json::json!({ "vm_id": vm, "host_id": host, "policy": policy }),
+    );
+    assert_eq!(st, 201, "{e}");
+}
+
 /// The admin promotes snapshot `seq` of `vm` (the host's current memory) to its golden baseline.
 pub(crate) fn promote(s: &Server, vm: &str, h: &mut Host, seq: u64) {
     let leaves: Vec<serde_json::Value> = h
@@ -913,13 +930,7 @@ fn an_assigned_policy_is_the_verifiers() {
         "{e}"
     );
     assert!(e["message"].as_str().unwrap().contains("line"), "{e}");
-    let (st, e) = post_to(
-        &admin,
-        &s.url,
-        "/v1/vms",
-        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
-    );
-    assert_eq!(st, 201, "{e}");
+    register(&s, &admin, "vm-a", "host-1", POLICY);
     // The agent reads the policy it must capture by; another host's agent may not.
     let (st, p) = json(
         agent
@@ -1126,13 +1137,7 @@ fn viewers_never_see_webhook_urls_or_their_credentials() {
         1,
         "still there: {w}"
     );
-    let (st, _) = post_to(
-        &admin,
-        &s.url,
-        "/v1/vms",
-        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
-    );
-    assert_eq!(st, 201);
+    register(&s, &admin, "vm-a", "host-1", POLICY);
     // A refused snapshot raises an alert, whose delivery fails.
     let ev = h.evidence_edited("vm-a", None, 0, |c| c.policy.digest = [9; 32]);
     let r = agent
@@ -1941,13 +1946,7 @@ fn replayed_nonces_stale_evidence_wrong_vms_and_oversized_bodies_are_refused() {
     let mut h = Host::new("host-1");
     let agent = enrol(&s, &admin, &h, None);
     for vm in ["vm-a", "vm-b"] {
-        let (st, e) = post_to(
-            &admin,
-            &s.url,
-            "/v1/vms",
-            serde_json::json!({ "vm_id": vm, "host_id": "host-1", "policy": POLICY }),
-        );
-        assert_eq!(st, 201, "{e}");
+        register(&s, &admin, vm, "host-1", POLICY);
     }
     let submit = |vm: &str, body: Vec<u8>| {
         json(
@@ -2074,13 +2073,7 @@ fn alerts_reach_webhooks_signed_and_the_event_stream() {
     );
     let mut h = Host::new("host-1");
     let agent = enrol(&s, &admin, &h, None);
-    let (st, _) = post_to(
-        &admin,
-        &s.url,
-        "/v1/vms",
-        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
-    );
-    assert_eq!(st, 201);
+    register(&s, &admin, "vm-a", "host-1", POLICY);
 
     // Webhooks: an admin adds one; bad ones and viewers are refused.
     let (hook_url, hits) = webhook_receiver(1);
@@ -2374,13 +2367,7 @@ fn a_client_generated_from_the_openapi_document_makes_real_calls() {
     let admin = admin(&s);
     let h = Host::new("host-1");
     let agent = enrol(&s, &admin, &h, None);
-    let (st, _) = post_to(
-        &admin,
-        &s.url,
-        "/v1/vms",
-        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
-    );
-    assert_eq!(st, 201);
+    register(&s, &admin, "vm-a", "host-1", POLICY);
     let mut h = h;
     let (st, a) = json(
         agent
@@ -2492,13 +2479,7 @@ fn veraisons_ear_crate_verifies_and_validates_the_results() {
     let admin = admin(&s);
     let mut h = Host::new("host-1");
     let agent = enrol(&s, &admin, &h, None);
-    let (st, _) = post_to(
-        &admin,
-        &s.url,
-        "/v1/vms",
-        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
-    );
-    assert_eq!(st, 201);
+    register(&s, &admin, "vm-a", "host-1", POLICY);
     let (_, n) = json(
         agent
             .post(format!("{}/v1/vms/vm-a/nonce", s.url))
@@ -2563,13 +2544,7 @@ fn lesser_certificates_cannot_renew_read_chains_or_remove_vms() {
     let agent1 = enrol(&s, &admin, &h1, None);
     let h2 = Host::new("host-2");
     let agent2 = enrol(&s, &admin, &h2, None);
-    let (st, _) = post_to(
-        &admin,
-        &s.url,
-        "/v1/vms",
-        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
-    );
-    assert_eq!(st, 201);
+    register(&s, &admin, "vm-a", "host-1", POLICY);
     let viewer_cert = Ca::load(s.dir.path())
         .unwrap()
         .issue_client(&Role::Viewer("auditor".into()), Duration::days(1))

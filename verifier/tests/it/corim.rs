@@ -5,7 +5,9 @@ use vmseal_client::corim::{CorimSigner as _, Ed25519CorimKey, TrustedKey};
 use vmseal_sealer::verify::{AnchorRequirement, TrustConfig};
 use vmseal_verifier::pki::{Ca, Role};
 
-use crate::api::{ALG, Host, POLICY, admin, client, enrol, json, post_to, promote, start_trusting};
+use crate::api::{
+    ALG, Host, POLICY, admin, client, enrol, json, promote, register, start_trusting,
+};
 
 fn key(name: &str) -> Ed25519CorimKey {
     Ed25519CorimKey::from_pem(Ed25519CorimKey::generate_pem().unwrap().as_bytes(), name).unwrap()
@@ -27,22 +29,10 @@ fn golden_baselines_travel_as_signed_corim() {
     let mut h = Host::new("host-1");
     let agent = enrol(&s, &admin, &h, None);
     for vm in ["vm-a", "vm-b"] {
-        let (st, e) = post_to(
-            &admin,
-            &s.url,
-            "/v1/vms",
-            serde_json::json!({ "vm_id": vm, "host_id": "host-1", "policy": POLICY }),
-        );
-        assert_eq!(st, 201, "{e}");
+        register(&s, &admin, vm, "host-1", POLICY);
     }
     let other_policy = POLICY.replace("version = 1", "version = 2");
-    let (st, e) = post_to(
-        &admin,
-        &s.url,
-        "/v1/vms",
-        serde_json::json!({ "vm_id": "vm-c", "host_id": "host-1", "policy": other_policy }),
-    );
-    assert_eq!(st, 201, "{e}");
+    register(&s, &admin, "vm-c", "host-1", &other_policy);
     let submit = |vm: &str, ev: Vec<u8>| {
         json(
             agent
@@ -225,13 +215,7 @@ fn an_exported_corim_is_read_and_verified_by_cbor2_and_pycose() {
     let admin = admin(&s);
     let mut h = Host::new("host-1");
     let agent = enrol(&s, &admin, &h, None);
-    let (st, e) = post_to(
-        &admin,
-        &s.url,
-        "/v1/vms",
-        serde_json::json!({ "vm_id": "vm-a", "host_id": "host-1", "policy": POLICY }),
-    );
-    assert_eq!(st, 201, "{e}");
+    register(&s, &admin, "vm-a", "host-1", POLICY);
     let ev = h.evidence("vm-a", None);
     let (st, a) = json(
         agent
