@@ -239,24 +239,9 @@ fn the_kernel_source_reads_kcore_format_by_virtual_address_and_kallsyms_symbols(
 fn proc_text_parsers_never_panic() {
     let maps = std::fs::read("/proc/self/maps").unwrap();
     let syms = b"ffffffff81000000 T _stext\nffffffffc0000000 t mod_init\t[m]\n".to_vec();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for seed in [maps, syms] {
-        vmseal_shim::fuzzing::proc_text(&seed);
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let mut d = seed.clone();
-            let i = (x as usize) % d.len();
-            match x % 3 {
-                0 => {
-                    let alphabet = b"-0 \n[]xf\xff";
-                    d[i] = alphabet[(x >> 8) as usize % alphabet.len()];
-                }
-                1 => d.truncate(i),
-                _ => d.insert(i, (x >> 16) as u8),
-            }
-            vmseal_shim::fuzzing::proc_text(&d);
-        }
+        vmseal_testkit::mutations(&seed, 20_000, b"-0 \n[]xf\xff", |d| {
+            vmseal_shim::fuzzing::proc_text(d)
+        });
     }
 }

@@ -180,6 +180,30 @@ impl Drop for Swtpm {
     }
 }
 
+/// A fuzz target's smoke run on the stable toolchain: `f` on `seed`, then on `rounds`
+/// deterministic mutations of it (a byte replaced by one of `alphabet`, a truncation, or a byte
+/// inserted), xorshift-driven so that every run tries the same inputs.
+pub fn mutations(seed: &[u8], rounds: usize, alphabet: &[u8], mut f: impl FnMut(&[u8])) {
+    f(seed);
+    if seed.is_empty() || alphabet.is_empty() {
+        return;
+    }
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut d = seed.to_vec();
+        let i = (x as usize) % d.len();
+        match x % 3 {
+            0 => d[i] = alphabet[(x >> 8) as usize % alphabet.len()],
+            1 => d.truncate(i),
+            _ => d.insert(i, (x >> 16) as u8),
+        }
+        f(&d);
+    }
+}
+
 /// The shared test vectors directory (`../shared/vectors` beside the repository), or the
 /// directory named by `VMSEAL_VECTORS`.
 pub fn vectors_dir() -> PathBuf {

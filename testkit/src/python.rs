@@ -4,6 +4,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Run `script` with `python`; it prints one JSON value, which comes back parsed. A failing
+/// script's output and error are the error.
+pub fn run_json(python: &Path, script: &str) -> Result<serde_json::Value, String> {
+    let o = Command::new(python)
+        .args(["-c", script])
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    if !o.status.success() {
+        return Err(format!("{out}{}", String::from_utf8_lossy(&o.stderr)));
+    }
+    serde_json::from_str(out.trim()).map_err(|e| format!("{e}: {out}"))
+}
+
 /// The Python of a virtual environment holding `packages` (pip requirement strings), made on
 /// first use under `target/vmseal-python` and reused; errors say what is missing.
 pub fn with_packages(packages: &[&str]) -> Result<PathBuf, String> {

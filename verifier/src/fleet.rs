@@ -153,7 +153,7 @@ pub fn run(
                 host_id: &host,
                 tpm: None,
                 snp: None,
-                validity: time::Duration::days(1),
+                validity: time::Duration::days(30), // past the re-appraisal's 7-day warning
             },
             OffsetDateTime::now_utc(),
         )

@@ -61,17 +61,7 @@ print(json.dumps(out))
 "#,
         file = file.display().to_string()
     );
-    let o = std::process::Command::new(&python)
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = vmseal_testkit::python::run_json(&python, &script).unwrap();
     assert_eq!(v["tag"], 18, "COSE_Sign1 tag: {v}");
     // ML-DSA-65 (COSE algorithm -49, draft-ietf-cose-dilithium), a 3,309-byte signature.
     assert_eq!(

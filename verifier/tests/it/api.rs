@@ -2431,17 +2431,7 @@ print(json.dumps(out))
         work = work.path().display().to_string(),
         url = s.url,
     );
-    let o = std::process::Command::new(&python)
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = vmseal_testkit::python::run_json(&python, &script).unwrap();
     assert_eq!(v["ready"], 200, "{v}");
     assert_eq!(v["vms"]["vms"][0]["vm_id"], "vm-a", "{v}");
     assert_eq!(v["chain"]["next_seq"], 1, "{v}");

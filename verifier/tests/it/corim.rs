@@ -307,17 +307,7 @@ print(json.dumps({{
         file = file.display().to_string(),
         altered = altered_file.display().to_string(),
     );
-    let o = std::process::Command::new(&python)
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = vmseal_testkit::python::run_json(&python, &script).unwrap();
     assert_eq!(
         (
             v["outer_tag"].as_u64(),

@@ -11,25 +11,10 @@ fn request_bodies_never_panic() {
         br#"{"fresh":"oWVub25jZUA=","csr_pem":"-----BEGIN CERTIFICATE REQUEST-----\nAA==\n-----END CERTIFICATE REQUEST-----\n"}"#,
         br#"{"entries":[{"id":1,"at":5,"actor":"admin","action":"x","detail":"{}","prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","hash":"ab"}]}"#,
     ];
-    let mut x: u64 = 0x1234_5678_9abc_def1;
     for seed in seeds {
-        vmseal_verifier::fuzzing::request_bodies(seed);
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let mut d = seed.to_vec();
-            let i = (x as usize) % d.len();
-            match x % 3 {
-                0 => {
-                    let alphabet = b"{}[]\":,0\\\x00\xff";
-                    d[i] = alphabet[(x >> 8) as usize % alphabet.len()];
-                }
-                1 => d.truncate(i),
-                _ => d.insert(i, (x >> 16) as u8),
-            }
-            vmseal_verifier::fuzzing::request_bodies(&d);
-        }
+        vmseal_testkit::mutations(seed, 20_000, b"{}[]\":,0\\\x00\xff", |d| {
+            vmseal_verifier::fuzzing::request_bodies(d)
+        });
     }
 }
 
@@ -60,21 +45,10 @@ fn corims_never_panic() {
     };
     let signed = vmseal_client::corim::seal(&rv, &key).unwrap();
     let unsigned = vmseal_client::corim::payload(&rv).unwrap();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..=255).collect();
     for seed in [&signed, &unsigned] {
-        vmseal_client::corim::fuzzing::corim(seed);
-        for _ in 0..5_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let mut d = seed.clone();
-            let i = (x as usize) % d.len();
-            match x % 3 {
-                0 => d[i] = (x >> 8) as u8,
-                1 => d.truncate(i),
-                _ => d.insert(i, (x >> 16) as u8),
-            }
-            vmseal_client::corim::fuzzing::corim(&d);
-        }
+        vmseal_testkit::mutations(seed, 5_000, &bytes, |d| {
+            vmseal_client::corim::fuzzing::corim(d)
+        });
     }
 }
