@@ -275,21 +275,12 @@ pub async fn import(
             BaselineSource::Corim {
                 signed: &signed,
                 signer: &signer,
+                corim_id: &rv.corim_id,
+                issuer: opened.issuer.as_deref(),
             },
             &rv.policy_digest,
             &regions,
             &who,
-            now(),
-        )
-        .await?;
-    st.store
-        .audit(
-            &who,
-            "import_baseline",
-            &serde_json::json!({ "vm": vm, "version": version, "corim_id": rv.corim_id,
-                "signer": opened.signer, "signer_kid": hex::encode(opened.signer_kid),
-                "issuer": opened.issuer, "corim_sha256": hex::encode(vmseal_sealer::merkle::HashAlg::Sha256.hash(&[&signed])) })
-            .to_string(),
             now(),
         )
         .await?;

@@ -1476,14 +1476,6 @@ async fn promote_baseline(
             now(),
         )
         .await?;
-    st.store
-        .audit(
-            &who,
-            "promote_baseline",
-            &serde_json::json!({ "vm": vm, "seq": b.seq, "version": version }).to_string(),
-            now(),
-        )
-        .await?;
     Ok(HttpResponse::Created()
         .json(serde_json::json!({ "vm_id": vm, "version": version, "source_seq": b.seq })))
 }

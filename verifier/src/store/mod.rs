@@ -138,6 +138,10 @@ pub enum BaselineSource<'a> {
         signed: &'a [u8],
         /// The trusted key that signed it (label and key id).
         signer: &'a str,
+        /// The CoRIM's id.
+        corim_id: &'a str,
+        /// The CWT issuer it names, if any.
+        issuer: Option<&'a str>,
     },
 }
 
@@ -1389,7 +1393,9 @@ impl Store {
         Ok(row.try_get("result")?)
     }
 
-    /// Promote a new baseline version (never overwriting an old one); returns its version.
+    /// Promote a new baseline version (never overwriting an old one), audited in the same
+    /// transaction (`promote_baseline` with the snapshot, or `import_baseline` with the CoRIM's id,
+    /// signer and SHA-256); returns its version.
     pub async fn promote_baseline(
         &self,
         vm_id: &str,
@@ -1401,7 +1407,9 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let (source_seq, corim, signer) = match source {
             BaselineSource::Snapshot(seq) => (seq as i64, None, None),
-            BaselineSource::Corim { signed, signer } => (-1, Some(signed.to_vec()), Some(signer)),
+            BaselineSource::Corim { signed, signer, .. } => {
+                (-1, Some(signed.to_vec()), Some(signer))
+            }
         };
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT MAX(version) AS v FROM baselines WHERE vm_id = $1")
@@ -1435,6 +1443,24 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        let (action, detail) = match source {
+            BaselineSource::Snapshot(seq) => (
+                "promote_baseline",
+                serde_json::json!({ "vm": vm_id, "seq": seq, "version": version }),
+            ),
+            BaselineSource::Corim {
+                signed,
+                signer,
+                corim_id,
+                issuer,
+            } => (
+                "import_baseline",
+                serde_json::json!({ "vm": vm_id, "version": version, "corim_id": corim_id,
+                    "signer": signer, "issuer": issuer,
+                    "corim_sha256": hex::encode(HashAlg::Sha256.hash(&[signed])) }),
+            ),
+        };
+        append_audit(&mut tx, by, action, &detail.to_string(), now).await?;
         tx.commit().await?;
         Ok(version as u64)
     }

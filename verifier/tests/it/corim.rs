@@ -202,6 +202,32 @@ fn golden_baselines_travel_as_signed_corim() {
     assert_eq!(l2, l, "refusals stored nothing");
     let (st, _, _) = get(&admin, "/v1/vms/vm-b/baselines/9/corim");
     assert_eq!(st, 404);
+    // Each import is in the audit log, with its signer and the document's SHA-256, committed with
+    // the baseline it made.
+    let (st, log) = json(
+        admin
+            .get(format!("{}/v1/audit/export", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{log}");
+    let imports: Vec<serde_json::Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "import_baseline")
+        .map(|e| serde_json::from_str(e["detail"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(imports.len(), 2, "{log}");
+    let sha = hex::encode(vmseal_sealer::merkle::HashAlg::Sha256.hash(&[&exported]));
+    assert_eq!(imports[0]["corim_sha256"], sha, "{imports:?}");
+    assert!(
+        imports[1]["signer"]
+            .as_str()
+            .unwrap()
+            .starts_with("kernel-build.pem"),
+        "{imports:?}"
+    );
 }
 
 /// An exported baseline read by implementations that are not vmseal's: Python's cbor2 finds the
