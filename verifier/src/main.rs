@@ -937,7 +937,9 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
         } => {
             let out = client.get("/v1/vms")?;
             if !conn.json {
-                print_vms(&out);
+                print_vms(&serde_json::from_value(out).context(
+                    "the verifier's VM list does not read as this version's (is it the same vmseal version?)",
+                )?);
                 return Ok(());
             }
             out
@@ -1358,32 +1360,26 @@ fn baselines(client: &vmseal_client::Client, conn: &AdminConn, cmd: BaselinesCmd
 }
 
 /// One line per VM: id, host, score, tier, last seq, threshold, baseline version.
-fn print_vms(list: &serde_json::Value) {
-    let empty = Vec::new();
-    let vms = list["vms"].as_array().unwrap_or(&empty);
-    if vms.is_empty() {
+fn print_vms(list: &vmseal_client::VmList) {
+    if list.vms.is_empty() {
         println!("no VMs registered yet (`vmseal-verifier admin register-vm`)");
         return;
     }
-    let opt = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "-".to_owned(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     println!(
         "{:<20} {:<16} {:>5}  {:<16} {:>8} {:>9} {:>8}",
         "vm", "host", "score", "tier", "last seq", "threshold", "baseline"
     );
-    for v in vms {
+    for v in &list.vms {
         println!(
             "{:<20} {:<16} {:>5}  {:<16} {:>8} {:>9} {:>8}",
-            opt(&v["vm_id"]),
-            opt(&v["host_id"]),
-            opt(&v["score"]),
-            opt(&v["tier"]),
-            opt(&v["last_seq"]),
-            opt(&v["threshold"]),
-            opt(&v["baseline_version"]),
+            v.vm_id,
+            v.host_id,
+            opt(v.score.map(|s| s.to_string())),
+            opt(v.tier.map(|t| t.name().to_owned())),
+            opt(v.last_seq.map(|s| s.to_string())),
+            v.threshold,
+            opt(v.baseline_version.map(|b| b.to_string())),
         );
     }
 }

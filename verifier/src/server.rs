@@ -668,10 +668,12 @@ async fn register_vm(
 
 /// `GET /v1/vms` (admin or viewer): every VM with its latest score and tier.
 #[utoipa::path(get, path = "/v1/vms", tag = "vms",
-    responses((status = 200, description = "`{vms: [VmSummary]}`", body = inline(VmList))))]
+    responses((status = 200, description = "Every VM, by id", body = vmseal_client::VmList)))]
 async fn list_vms(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     reader(&req)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "vms": st.store.list_vms().await? })))
+    Ok(HttpResponse::Ok().json(vmseal_client::VmList {
+        vms: st.store.list_vms().await?,
+    }))
 }
 
 /// `POST /v1/vms/{vm}/threshold` (admin).
@@ -1539,13 +1541,6 @@ async fn verify_audit(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpR
             Err(e) => return Err(e.into()),
         }),
     )
-}
-
-/// `GET /v1/vms` answer.
-#[derive(Serialize, utoipa::ToSchema)]
-#[allow(dead_code)] // a schema only: the handler builds the same shape
-struct VmList {
-    vms: Vec<crate::store::VmSummary>,
 }
 
 /// The OpenAPI 3.1 description of this service, built from the handlers' annotations.

@@ -26,6 +26,13 @@ impl Tier {
         }
     }
 
+    /// The tier named `name` on the wire.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Affirming, Self::Warning, Self::Contraindicated]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+
     /// The name on the wire (`affirming`, `warning`, `contraindicated`).
     pub fn name(self) -> &'static str {
         match self {

@@ -29,5 +29,5 @@ pub use error::ApiErrorBody;
 pub use renewal::{AgentRenewal, PersonRenewal, Renewed};
 pub use vms::{
     ActiveBaseline, ActiveBaselineRegion, AllowModules, AssignPolicy, BaselineLeaves, ChainHead,
-    NewVm, Nonce, PromoteBaseline, ResetChain, SetThreshold, VmPolicy,
+    NewVm, Nonce, PromoteBaseline, ResetChain, SetThreshold, VmList, VmPolicy, VmSummary,
 };

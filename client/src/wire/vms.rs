@@ -168,3 +168,35 @@ pub struct VmPolicy {
     /// Its text; `None` when none is assigned.
     pub policy: Option<String>,
 }
+
+/// One VM as `GET /v1/vms` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VmSummary {
+    /// VM id.
+    pub vm_id: String,
+    /// Host id.
+    pub host_id: String,
+    /// Alert threshold.
+    pub threshold: u8,
+    /// Assigned policy digest, hex.
+    pub policy_digest: Option<String>,
+    /// Last accepted sequence number.
+    pub last_seq: Option<u64>,
+    /// Its latest trust score.
+    pub score: Option<u8>,
+    /// Its latest tier.
+    pub tier: Option<super::Tier>,
+    /// When it was last appraised, Unix seconds.
+    pub appraised_at: Option<i64>,
+    /// Active baseline version.
+    pub baseline_version: Option<u64>,
+}
+
+/// `GET /v1/vms`: every VM, by id.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VmList {
+    /// The VMs.
+    pub vms: Vec<VmSummary>,
+}

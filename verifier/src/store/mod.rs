@@ -1263,7 +1263,13 @@ impl Store {
                     score: r
                         .try_get::<Option<i64>, _>("score")?
                         .map(|s| s.clamp(0, 100) as u8),
-                    tier: r.try_get("tier")?,
+                    tier: r
+                        .try_get::<Option<String>, _>("tier")?
+                        .map(|t| {
+                            vmseal_client::Tier::from_name(&t)
+                                .ok_or_else(|| StoreError::Corrupt(format!("tier {t:?}")))
+                        })
+                        .transpose()?,
                     appraised_at: r.try_get("received_at")?,
                     baseline_version: r
                         .try_get::<Option<i64>, _>("baseline_version")?
@@ -1713,28 +1719,7 @@ impl Store {
     }
 }
 
-/// One VM as `GET /v1/vms` lists it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct VmSummary {
-    /// VM id.
-    pub vm_id: String,
-    /// Host id.
-    pub host_id: String,
-    /// Alert threshold.
-    pub threshold: u8,
-    /// Assigned policy digest, hex.
-    pub policy_digest: Option<String>,
-    /// Last accepted sequence number.
-    pub last_seq: Option<u64>,
-    /// Its trust score.
-    pub score: Option<u8>,
-    /// Its tier.
-    pub tier: Option<String>,
-    /// When it was appraised, Unix seconds.
-    pub appraised_at: Option<i64>,
-    /// Active baseline version.
-    pub baseline_version: Option<u64>,
-}
+pub use vmseal_client::VmSummary;
 
 /// A capture request to store.
 #[derive(Debug, Clone, Copy)]
