@@ -721,15 +721,15 @@ fn admin_status(
             )),
         }
     }
-    if let Ok(h) = client.get("/v1/hosts") {
-        let hosts = h["hosts"].as_array().cloned().unwrap_or_default();
+    if let Ok(list) = client
+        .get("/v1/hosts")
+        .map_err(anyhow::Error::from)
+        .and_then(|h| serde_json::from_value::<vmseal_client::HostList>(h).map_err(Into::into))
+    {
         let mut trouble = Vec::new();
-        for x in &hosts {
-            let id = x["host_id"].as_str().unwrap_or("?");
-            if x["disabled_at"].is_i64() {
-                continue;
-            }
-            if let Some(t) = x["agent_not_after"].as_i64()
+        for x in list.hosts.iter().filter(|x| x.disabled_at.is_none()) {
+            let id = &x.host_id;
+            if let Some(t) = x.agent_not_after
                 && (t - now) / 86_400 < 30
             {
                 trouble.push(format!(
@@ -737,14 +737,14 @@ fn admin_status(
                     (t - now) / 86_400
                 ));
             }
-            if let Some(why) = x["hardware_status"].as_str().filter(|s| *s != "ok") {
+            if let Some(why) = x.hardware_status.as_deref().filter(|s| *s != "ok") {
                 trouble.push(format!("{id}: hardware: {why}"));
             }
         }
         out.push(if trouble.is_empty() {
             Check::pass(
                 "hosts",
-                format!("{} enrolled, none needing attention", hosts.len()),
+                format!("{} enrolled, none needing attention", list.hosts.len()),
             )
         } else {
             Check::fail(
@@ -1005,50 +1005,50 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
         AdminCmd::Hosts(HostsCmd::List) => {
             let out = client.get("/v1/hosts")?;
             if !conn.json {
-                let empty = Vec::new();
-                let hosts = out["hosts"].as_array().unwrap_or(&empty);
-                if hosts.is_empty() {
+                let list: vmseal_client::HostList = serde_json::from_value(out).context(
+                    "the verifier's host list does not read as this version's (is it the same vmseal version?)",
+                )?;
+                if list.hosts.is_empty() {
                     println!("no hosts enrolled");
                 }
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                let when = |t: &serde_json::Value| {
-                    t.as_i64()
-                        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                let when = |t: Option<i64>| {
+                    t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
                         .and_then(|d| {
                             d.format(&time::format_description::well_known::Rfc3339)
                                 .ok()
                         })
                         .unwrap_or_else(|| "never".into())
                 };
-                for h in hosts {
-                    let cert = match h["agent_not_after"].as_i64() {
+                for h in &list.hosts {
+                    let cert = match h.agent_not_after {
                         Some(t) if t < now => "agent certificate EXPIRED".to_owned(),
                         Some(t) => format!("agent certificate: {} days left", (t - now) / 86_400),
                         None => "agent certificate: expiry not recorded".to_owned(),
                     };
                     println!(
                         "{:<20} {} VM(s), last evidence {}, {cert}",
-                        h["host_id"].as_str().unwrap_or("?"),
-                        h["vms"],
-                        when(&h["last_evidence"]),
+                        h.host_id,
+                        h.vms,
+                        when(h.last_evidence),
                     );
                     println!(
                         "{:<20} {}{}{}{}",
                         "",
-                        h["hardware_root"]
-                            .as_str()
+                        h.hardware_root
+                            .as_deref()
                             .unwrap_or("(hardware root not recorded)"),
-                        if h["insecure_anchor"] == true {
+                        if h.insecure_anchor {
                             " [INSECURE SNP stand-in]"
                         } else {
                             ""
                         },
-                        if h["disabled_at"].is_i64() {
+                        if h.disabled_at.is_some() {
                             " [disabled]"
                         } else {
                             ""
                         },
-                        match h["hardware_status"].as_str() {
+                        match h.hardware_status.as_deref() {
                             Some("ok") | None => String::new(),
                             Some(why) => format!("\n    HARDWARE: {why}"),
                         },

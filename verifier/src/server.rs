@@ -797,10 +797,12 @@ pub(crate) fn chain_head(rec: &VmRecord) -> vmseal_client::ChainHead {
 
 /// `GET /v1/hosts` (admin or viewer): the enrolled hosts with their hardware roots.
 #[utoipa::path(get, path = "/v1/hosts", tag = "enrollment",
-    responses((status = 200, description = "`{hosts: [{host_id, hardware_root, insecure_anchor, enrolled_at, disabled_at, intermediate_sha256}]}`")))]
+    responses((status = 200, description = "Every enrolled host, by id", body = vmseal_client::HostList)))]
 async fn list_hosts(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     reader(&req)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "hosts": st.store.hosts().await? })))
+    Ok(HttpResponse::Ok().json(vmseal_client::HostList {
+        hosts: st.store.hosts().await?,
+    }))
 }
 
 /// `POST /v1/hosts/{host}/disable` (admin): revoke the host's agent certificate (every replica

@@ -231,3 +231,39 @@ pub struct MinTcb {
     #[serde(default)]
     pub fmc: u8,
 }
+
+/// One enrolled host as `GET /v1/hosts` lists it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostSummary {
+    /// Host id.
+    pub host_id: String,
+    /// The hardware root that enrolled it (the TPM's EK, the SNP chip id or VLEK).
+    pub hardware_root: Option<String>,
+    /// Whether its SNP anchor came from the INSECURE software stand-in.
+    pub insecure_anchor: bool,
+    /// When it enrolled, Unix seconds.
+    pub enrolled_at: i64,
+    /// When an admin disabled it, Unix seconds.
+    pub disabled_at: Option<i64>,
+    /// SHA-256 of its pinned intermediate certificate, hex.
+    pub intermediate_sha256: String,
+    /// The last hardware re-appraisal: `ok`, or why not.
+    pub hardware_status: Option<String>,
+    /// When its agent certificate expires, Unix seconds.
+    pub agent_not_after: Option<i64>,
+    /// How many VMs it runs.
+    pub vms: u64,
+    /// When its VMs' evidence last arrived, Unix seconds.
+    pub last_evidence: Option<i64>,
+    /// What the hardware policy checked at enrollment.
+    pub hardware_checked: Option<serde_json::Value>,
+}
+
+/// `GET /v1/hosts`: every enrolled host, by id.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostList {
+    /// The hosts.
+    pub hosts: Vec<HostSummary>,
+}

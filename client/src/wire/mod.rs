@@ -23,7 +23,7 @@ pub use appraisal::{
 pub use captures::{CaptureRequest, CaptureRequests};
 pub use enroll::{
     Activation, CredentialChallenge, Enrolled, EnrollmentAnswer, EnrollmentRequest,
-    EnrollmentToken, HardwarePolicy, MinTcb, NewEnrollmentToken,
+    EnrollmentToken, HardwarePolicy, HostList, HostSummary, MinTcb, NewEnrollmentToken,
 };
 pub use error::ApiErrorBody;
 pub use renewal::{AgentRenewal, PersonRenewal, Renewed};

@@ -629,27 +629,29 @@ impl Store {
 
     /// The enrolled hosts: id, hardware root, whether the SNP anchor was INSECURE, when enrolled
     /// and when disabled.
-    pub async fn hosts(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+    pub async fn hosts(&self) -> Result<Vec<vmseal_client::HostSummary>, StoreError> {
         sqlx::query("SELECT h.host_id, h.hardware_root, h.insecure_anchor, h.enrolled_at, h.disabled_at, h.intermediate_sha256, h.hardware_checked, h.hardware_status, h.agent_not_after, (SELECT COUNT(*) FROM vms v WHERE v.host_id = h.host_id) AS vms, (SELECT MAX(v.last_seen) FROM vms v WHERE v.host_id = h.host_id) AS last_evidence FROM hosts h ORDER BY h.host_id")
             .fetch_all(&self.pool)
             .await?
             .iter()
             .map(|r| {
-                Ok(serde_json::json!({
-                    "host_id": r.try_get::<String, _>("host_id")?,
-                    "hardware_root": r.try_get::<Option<String>, _>("hardware_root")?,
-                    "insecure_anchor": r.try_get::<i64, _>("insecure_anchor")? != 0,
-                    "enrolled_at": r.try_get::<i64, _>("enrolled_at")?,
-                    "disabled_at": r.try_get::<Option<i64>, _>("disabled_at")?,
-                    "intermediate_sha256": hex::encode(r.try_get::<Vec<u8>, _>("intermediate_sha256")?),
-                    "hardware_status": r.try_get::<Option<String>, _>("hardware_status")?,
-                    "agent_not_after": r.try_get::<Option<i64>, _>("agent_not_after")?,
-                    "vms": r.try_get::<i64, _>("vms")?,
-                    "last_evidence": r.try_get::<Option<i64>, _>("last_evidence")?,
-                    "hardware_checked": r
+                Ok(vmseal_client::HostSummary {
+                    host_id: r.try_get("host_id")?,
+                    hardware_root: r.try_get("hardware_root")?,
+                    insecure_anchor: r.try_get::<i64, _>("insecure_anchor")? != 0,
+                    enrolled_at: r.try_get("enrolled_at")?,
+                    disabled_at: r.try_get("disabled_at")?,
+                    intermediate_sha256: hex::encode(
+                        r.try_get::<Vec<u8>, _>("intermediate_sha256")?,
+                    ),
+                    hardware_status: r.try_get("hardware_status")?,
+                    agent_not_after: r.try_get("agent_not_after")?,
+                    vms: r.try_get::<i64, _>("vms")?.max(0) as u64,
+                    last_evidence: r.try_get("last_evidence")?,
+                    hardware_checked: r
                         .try_get::<Option<String>, _>("hardware_checked")?
-                        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()),
-                }))
+                        .and_then(|t| serde_json::from_str(&t).ok()),
+                })
             })
             .collect()
     }
