@@ -23,7 +23,7 @@ pub const MAX_WAIT: u32 = 60;
 
 /// `POST /v1/vms/{vm}/capture-requests` (admin): ask the VM's host for a capture now.
 #[utoipa::path(post, path = "/v1/vms/{vm}/capture-requests", tag = "captures", params(("vm" = String, Path, description = "VM id")),
-    responses((status = 201, description = "`{request_id, vm_id, host_id, nonce, expires_at}`")))]
+    responses((status = 201, description = "Asked of the VM's host", body = vmseal_client::CaptureRequestMade)))]
 pub(crate) async fn create(
     req: HttpRequest,
     path: web::Path<String>,
@@ -58,13 +58,15 @@ pub(crate) async fn create(
         )
         .await?;
     st.capture_wake.notify_waiters();
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "request_id": request_id,
-        "vm_id": vm,
-        "host_id": rec.host_id,
-        "nonce": hex::encode(nonce),
-        "expires_at": expires_at,
-    })))
+    Ok(
+        HttpResponse::Created().json(vmseal_client::CaptureRequestMade {
+            request_id,
+            vm_id: vm,
+            host_id: rec.host_id,
+            nonce: hex::encode(nonce),
+            expires_at,
+        }),
+    )
 }
 
 /// Query of the long-poll.
@@ -127,7 +129,7 @@ pub(crate) async fn poll(
 /// `GET /v1/capture-requests/{id}` (admin, or the agent of the VM's host): pending, picked, done
 /// (with the appraisal that answered it) or expired.
 #[utoipa::path(get, path = "/v1/capture-requests/{id}", tag = "captures", params(("id" = String, Path, description = "Request id")),
-    responses((status = 200, description = "`{request_id, vm_id, host_id, state, seq, appraisal}`")))]
+    responses((status = 200, description = "Where it stands; the appraisal once done", body = vmseal_client::CaptureStatus)))]
 pub(crate) async fn status(
     req: HttpRequest,
     path: web::Path<String>,
@@ -137,20 +139,17 @@ pub(crate) async fn status(
     let s = st.store.capture_request(&id, now()).await?;
     admin_or_agent_of(&req, &s.host_id)?;
     let appraisal = match s.seq {
-        Some(seq) => Some(
-            serde_json::from_str::<serde_json::Value>(
-                &st.store.appraisal_result(&s.vm_id, seq).await?,
-            )
-            .map_err(|e| ApiError::Internal(format!("stored appraisal is not JSON: {e}")))?,
-        ),
+        Some(seq) => Some(crate::server::stored_result(
+            &st.store.appraisal_result(&s.vm_id, seq).await?,
+        )?),
         None => None,
     };
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "request_id": id,
-        "vm_id": s.vm_id,
-        "host_id": s.host_id,
-        "state": s.state,
-        "seq": s.seq,
-        "appraisal": appraisal,
-    })))
+    Ok(HttpResponse::Ok().json(vmseal_client::CaptureStatus {
+        request_id: id,
+        vm_id: s.vm_id,
+        host_id: s.host_id,
+        state: s.state,
+        seq: s.seq,
+        appraisal,
+    }))
 }

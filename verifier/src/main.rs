@@ -1074,35 +1074,38 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
         }
         AdminCmd::RequestCapture { vm_id, wait } => {
             let made = client.post_json(&format!("/v1/vms/{vm_id}/capture-requests"), &())?;
-            let id = made["request_id"].as_str().unwrap_or_default().to_owned();
+            let id = serde_json::from_value::<vmseal_client::CaptureRequestMade>(made.clone())
+                .context("the verifier's capture request does not read as this version's")?
+                .request_id;
             if wait == 0 {
                 made
             } else {
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
                 loop {
-                    let s = client.get(&format!("/v1/capture-requests/{id}"))?;
-                    match s["state"].as_str() {
-                        Some("done") => {
+                    let raw = client.get(&format!("/v1/capture-requests/{id}"))?;
+                    let s: vmseal_client::CaptureStatus = serde_json::from_value(raw.clone())
+                        .context("the verifier's capture status does not read as this version's")?;
+                    match (s.state, &s.appraisal) {
+                        (vmseal_client::CaptureState::Done, Some(a)) => {
                             if !conn.json {
-                                let a = &s["appraisal"];
                                 println!(
                                     "capture request {id}: VM {vm_id} appraised at #{}: trust score {} ({})",
-                                    a["seq"],
-                                    a["score"],
-                                    a["tier"].as_str().unwrap_or("?")
+                                    a.seq,
+                                    a.score,
+                                    a.tier.name()
                                 );
                                 return Ok(());
                             }
-                            break s;
+                            break raw;
                         }
-                        Some("expired") => anyhow::bail!(
+                        (vmseal_client::CaptureState::Expired, _) => anyhow::bail!(
                             "capture request {id} expired before VM {vm_id}'s agent answered it: \
                              is `vmseal-host run` running with a [verifier] section on its host?"
                         ),
                         _ if std::time::Instant::now() >= deadline => anyhow::bail!(
                             "no appraisal for capture request {id} within {wait} s (state: {}); \
                              the agent may still answer it — check with `admin appraisals --vm-id {vm_id}`",
-                            s["state"].as_str().unwrap_or("?")
+                            s.state.name()
                         ),
                         _ => std::thread::sleep(std::time::Duration::from_millis(250)),
                     }

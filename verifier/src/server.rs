@@ -1485,7 +1485,7 @@ async fn promote_baseline(
 }
 
 /// An appraisal as stored (exactly as it was answered).
-fn stored_result(json: &str) -> Result<vmseal_client::AppraisalResult, ApiError> {
+pub(crate) fn stored_result(json: &str) -> Result<vmseal_client::AppraisalResult, ApiError> {
     serde_json::from_str(json)
         .map_err(|e| ApiError::Internal(format!("a stored appraisal does not read back: {e}")))
 }

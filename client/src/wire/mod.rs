@@ -20,7 +20,9 @@ pub use appraisal::{
     Appraisal, AppraisalList, AppraisalResult, AppraisedRegion, Finding, RegionChange, Tier,
     TrustVector,
 };
-pub use captures::{CaptureRequest, CaptureRequests};
+pub use captures::{
+    CaptureRequest, CaptureRequestMade, CaptureRequests, CaptureState, CaptureStatus,
+};
 pub use enroll::{
     Activation, CredentialChallenge, Enrolled, EnrollmentAnswer, EnrollmentRequest,
     EnrollmentToken, HardwarePolicy, HostList, HostSummary, MinTcb, NewEnrollmentToken,

@@ -1379,10 +1379,10 @@ impl Store {
             vm_id: r.try_get("vm_id")?,
             host_id: r.try_get("host_id")?,
             state: match (done, picked, expired) {
-                (Some(_), _, _) => "done",
-                (None, _, true) => "expired",
-                (None, Some(_), false) => "picked",
-                (None, None, false) => "pending",
+                (Some(_), _, _) => vmseal_client::CaptureState::Done,
+                (None, _, true) => vmseal_client::CaptureState::Expired,
+                (None, Some(_), false) => vmseal_client::CaptureState::Picked,
+                (None, None, false) => vmseal_client::CaptureState::Pending,
             },
             seq: done.map(|s| s as u64),
         })
@@ -1763,8 +1763,8 @@ pub struct CaptureRequestState {
     pub vm_id: String,
     /// Host.
     pub host_id: String,
-    /// pending | picked | done | expired.
-    pub state: &'static str,
+    /// Where it stands.
+    pub state: vmseal_client::CaptureState,
     /// The appraisal that answered it.
     pub seq: Option<u64>,
 }
