@@ -458,7 +458,7 @@ pub fn open(bytes: &[u8], trusted: &[TrustedKey], now: i64) -> Result<Opened, Co
             format!(
                 "the signature ({who}, {}) does not verify with {}: altered or forged",
                 alg.name(),
-                names(&candidates.iter().map(|k| (*k).clone()).collect::<Vec<_>>())
+                names(candidates.iter().copied())
             )
         }));
     };
@@ -542,14 +542,15 @@ pub fn read_unauthenticated(bytes: &[u8], now: i64) -> Result<Unauthenticated, C
     })
 }
 
-fn names(keys: &[TrustedKey]) -> String {
-    if keys.is_empty() {
+fn names<'a>(keys: impl IntoIterator<Item = &'a TrustedKey>) -> String {
+    let named: Vec<String> = keys
+        .into_iter()
+        .map(|k| format!("{} ({})", k.label, hex::encode(&k.kid()[..8])))
+        .collect();
+    if named.is_empty() {
         return "no key".into();
     }
-    keys.iter()
-        .map(|k| format!("{} ({})", k.label, hex::encode(&k.kid()[..8])))
-        .collect::<Vec<_>>()
-        .join(", ")
+    named.join(", ")
 }
 
 fn invalid(m: impl Into<String>) -> CorimError {

@@ -177,7 +177,7 @@ fn file_source(path: &Path) -> Result<String, ConfigError> {
 
 impl ServeConfig {
     /// The defaults, serving the state in `state`: what [`ServeConfig::load`] gives when nothing
-    /// else is set (a test holds the two together).
+    /// else is set (it takes its defaults from here).
     pub fn new(state: PathBuf) -> Self {
         Self {
             state,
@@ -206,15 +206,17 @@ impl ServeConfig {
         overrides: &[(&str, String)],
     ) -> Result<Self, ConfigError> {
         let invalid = |e: config::ConfigError| ConfigError::Invalid(e.to_string());
+        // The defaults are `new`'s: one place says them.
+        let d = Self::new(PathBuf::new());
         let mut b = config::Config::builder()
-            .set_default("listen", "127.0.0.1:8443")
-            .and_then(|b| b.set_default("require", "tpm"))
-            .and_then(|b| b.set_default("max_age", 300))
-            .and_then(|b| b.set_default("nonce_ttl", 120))
-            .and_then(|b| b.set_default("default_threshold", 70))
-            .and_then(|b| b.set_default("audit_checkpoint_secs", 3600))
-            .and_then(|b| b.set_default("ear_profile", "ear-04"))
-            .and_then(|b| b.set_default("tls_key_exchange", "pq-preferred"))
+            .set_default("listen", d.listen)
+            .and_then(|b| b.set_default("require", d.require))
+            .and_then(|b| b.set_default("max_age", d.max_age))
+            .and_then(|b| b.set_default("nonce_ttl", d.nonce_ttl))
+            .and_then(|b| b.set_default("default_threshold", d.default_threshold))
+            .and_then(|b| b.set_default("audit_checkpoint_secs", d.audit_checkpoint_secs))
+            .and_then(|b| b.set_default("ear_profile", d.ear_profile))
+            .and_then(|b| b.set_default("tls_key_exchange", d.tls_key_exchange))
             .map_err(invalid)?;
         if let Some(f) = file {
             b = b.add_source(config::File::from_str(

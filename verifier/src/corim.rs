@@ -24,8 +24,9 @@ use vmseal_client::corim::{
     RegionReference, TrustedKey,
 };
 
+use crate::enroll::refused;
 use crate::pki::PkiError;
-use crate::server::{Admin, ApiError, AppState, admin_or_agent_of, bad, now, reader, role};
+use crate::server::{Admin, ApiError, AppState, bad, now, role, vm_reader};
 use crate::store::{BaselineSource, NewBaselineRegion};
 
 /// The file of the verifier's reference-value signing key in its state directory.
@@ -88,9 +89,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let vm = path.into_inner();
     let rec = st.store.vm_record(&vm).await?;
-    if reader(&req).is_err() {
-        admin_or_agent_of(&req, &rec.host_id)?;
-    }
+    vm_reader(&req, &rec)?;
     let versions = st.store.baseline_versions(&vm).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "vm_id": vm, "baselines": versions })))
 }
@@ -108,9 +107,7 @@ pub async fn export(
 ) -> Result<HttpResponse, ApiError> {
     let (vm, version) = path.into_inner();
     let rec = st.store.vm_record(&vm).await?;
-    if reader(&req).is_err() {
-        admin_or_agent_of(&req, &rec.host_id)?;
-    }
+    vm_reader(&req, &rec)?;
     if let Some(signed) = st.store.baseline_corim(&vm, version).await? {
         return Ok(corim_response(signed));
     }
@@ -202,7 +199,6 @@ pub async fn import(
         },
     })?;
     let rv = &opened.values;
-    let refused = |code: ErrorCode, message: String| ApiError::Refused { code, message };
     // What the verifier decided for this VM comes first: its assigned policy.
     if let Some(p) = rec.policy_digest
         && p != rv.policy_digest

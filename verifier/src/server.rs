@@ -583,6 +583,14 @@ pub(crate) fn reader(req: &HttpRequest) -> Result<String, ApiError> {
     }
 }
 
+/// The caller may read what is held of `rec`'s VM: an admin, a viewer, or the agent of its host.
+pub(crate) fn vm_reader(req: &HttpRequest, rec: &VmRecord) -> Result<(), ApiError> {
+    if !matches!(role(req)?, Role::Viewer(_)) {
+        admin_or_agent_of(req, &rec.host_id)?;
+    }
+    Ok(())
+}
+
 /// The caller must be an admin, or the agent of `host_id`.
 pub(crate) fn admin_or_agent_of(req: &HttpRequest, host_id: &str) -> Result<String, ApiError> {
     match role(req)? {
@@ -746,9 +754,7 @@ async fn get_policy(
 ) -> Result<HttpResponse, ApiError> {
     let vm = path.into_inner();
     let rec = st.store.vm_record(&vm).await?;
-    if !matches!(role(&req)?, Role::Viewer(_)) {
-        admin_or_agent_of(&req, &rec.host_id)?;
-    }
+    vm_reader(&req, &rec)?;
     let (policy_digest, policy) = match st.store.policy_text(&vm).await? {
         Some((d, t)) => (Some(hex::encode(d)), Some(t)),
         None => (None, None),
@@ -773,9 +779,7 @@ async fn get_chain(
 ) -> Result<HttpResponse, ApiError> {
     let vm = path.into_inner();
     let rec = st.store.vm_record(&vm).await?;
-    if !matches!(role(&req)?, Role::Viewer(_)) {
-        admin_or_agent_of(&req, &rec.host_id)?;
-    }
+    vm_reader(&req, &rec)?;
     Ok(HttpResponse::Ok().json(chain_head(&rec)))
 }
 
@@ -1048,9 +1052,7 @@ async fn list_appraisals(
         ));
     }
     let rec = st.store.vm_record(&vm).await?;
-    if !matches!(role(&req)?, Role::Viewer(_)) {
-        admin_or_agent_of(&req, &rec.host_id)?;
-    }
+    vm_reader(&req, &rec)?;
     let appraisals = st
         .store
         .recent_appraisals(&vm, limit)
@@ -1503,9 +1505,7 @@ async fn active_baseline(
 ) -> Result<HttpResponse, ApiError> {
     let vm = path.into_inner();
     let rec = st.store.vm_record(&vm).await?;
-    if !matches!(role(&req)?, Role::Viewer(_)) {
-        admin_or_agent_of(&req, &rec.host_id)?;
-    }
+    vm_reader(&req, &rec)?;
     let b = st.store.active_baseline(&vm).await?.ok_or_else(|| {
         ApiError::NoBaseline(format!(
             "VM {vm:?} has no golden baseline yet: an admin promotes one (`admin promote-baseline`)"

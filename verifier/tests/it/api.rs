@@ -411,6 +411,22 @@ pub(crate) fn bundle(h: &Host, csr_pem: &str) -> serde_json::Value {
     })
 }
 
+/// `agent` submits `evidence` for `vm`: the status and the JSON answer.
+pub(crate) fn submit(
+    s: &Server,
+    agent: &reqwest::blocking::Client,
+    vm: &str,
+    evidence: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    json(
+        agent
+            .post(format!("{}/v1/vms/{vm}/evidence", s.url))
+            .body(evidence)
+            .send()
+            .unwrap(),
+    )
+}
+
 /// The admin registers `vm` on `host` under `policy`.
 pub(crate) fn register(
     s: &Server,
@@ -645,25 +661,13 @@ fn the_appraisal_loop_and_its_refusals() {
     );
     let nonce = hex::decode(n["nonce"].as_str().unwrap()).unwrap();
     let ev0 = h1.evidence("vm-a", Some(nonce.clone()));
-    let (st, a0) = json(
-        agent1
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(ev0.clone())
-            .send()
-            .unwrap(),
-    );
+    let (st, a0) = submit(&s, &agent1, "vm-a", ev0.clone());
     assert_eq!(st, 200, "{a0}");
     assert_eq!(a0["score"], 50);
     check_ear(&s, &a0, Some(&nonce));
     // Sending it again (an agent whose answer was lost) is idempotent: the stored appraisal comes
     // back, marked duplicate, and nothing is stored, consumed or raised.
-    let (st, again) = json(
-        agent1
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(ev0.clone())
-            .send()
-            .unwrap(),
-    );
+    let (st, again) = submit(&s, &agent1, "vm-a", ev0.clone());
     assert_eq!(st, 200, "{again}");
     assert_eq!(again["duplicate"], true);
     assert_eq!((&again["seq"], &again["ear"]), (&a0["seq"], &a0["ear"]));
@@ -695,13 +699,7 @@ fn the_appraisal_loop_and_its_refusals() {
     let saved = h1.chain();
     let gap = h1.evidence_edited("vm-a", None, 0, |c| c.seq += 3);
     h1.set_chain(saved);
-    let (st, e) = json(
-        agent1
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(gap)
-            .send()
-            .unwrap(),
-    );
+    let (st, e) = submit(&s, &agent1, "vm-a", gap);
     assert_eq!((st, e["code"].as_str().unwrap()), (422, "seq_gap"), "{e}");
     assert_eq!(e["chain"], head, "{e}");
     // Another host's agent may neither submit nor ask for nonces for this VM.
@@ -790,13 +788,7 @@ fn the_appraisal_loop_and_its_refusals() {
 
     // A clean snapshot (only the heap changed) is affirming.
     h1.regions[2].3[5] = ALG.leaf(b"heap write");
-    let (st, a1) = json(
-        agent1
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(h1.evidence("vm-a", None))
-            .send()
-            .unwrap(),
-    );
+    let (st, a1) = submit(&s, &agent1, "vm-a", h1.evidence("vm-a", None));
     assert_eq!(st, 200, "{a1}");
     assert_eq!(
         (a1["score"].as_u64(), a1["tier"].as_str()),
@@ -805,13 +797,7 @@ fn the_appraisal_loop_and_its_refusals() {
 
     // The kernel text is patched: contraindicated, and the region is named.
     h1.regions[0].3[3] = ALG.leaf(b"rootkit");
-    let (st, a2) = json(
-        agent1
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(h1.evidence("vm-a", None))
-            .send()
-            .unwrap(),
-    );
+    let (st, a2) = submit(&s, &agent1, "vm-a", h1.evidence("vm-a", None));
     assert_eq!(st, 200, "{a2}");
     assert_eq!(a2["score"], 0);
     assert_eq!(a2["tier"], "contraindicated");
@@ -823,34 +809,16 @@ fn the_appraisal_loop_and_its_refusals() {
     let mut bad = h1.evidence("vm-a", None);
     let n = bad.len();
     bad[n / 2] ^= 1;
-    let (st, e) = json(
-        agent1
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(bad.clone())
-            .send()
-            .unwrap(),
-    );
+    let (st, e) = submit(&s, &agent1, "vm-a", bad.clone());
     assert_eq!(
         (st, e["code"].as_str().unwrap()),
         (422, "evidence_invalid"),
         "{e}"
     );
-    let (st, _) = json(
-        agent1
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(bad[..100].to_vec())
-            .send()
-            .unwrap(),
-    );
+    let (st, _) = submit(&s, &agent1, "vm-a", bad[..100].to_vec());
     assert_eq!(st, 422);
     let ev_gap = h1.evidence("vm-a", None); // seq 4 while 3 was never accepted
-    let (st, e) = json(
-        agent1
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(ev_gap)
-            .send()
-            .unwrap(),
-    );
+    let (st, e) = submit(&s, &agent1, "vm-a", ev_gap);
     assert_eq!((st, e["code"].as_str().unwrap()), (422, "seq_gap"), "{e}");
     let (st, e) = json(
         admin
@@ -975,15 +943,7 @@ fn an_assigned_policy_is_the_verifiers() {
     assert_eq!(reset(&admin, u64::MAX), (400, "bad_seq".into()));
     assert_eq!(rules(&admin, &["vmseal-host 9.9.9"]).0, 200);
 
-    let submit = |ev: Vec<u8>| {
-        json(
-            agent
-                .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-                .body(ev)
-                .send()
-                .unwrap(),
-        )
-    };
+    let submit = |ev: Vec<u8>| submit(&s, &agent, "vm-a", ev);
     let ev = h.evidence("vm-a", None);
     let (st, e) = submit(ev);
     assert_eq!(
@@ -1416,13 +1376,7 @@ fn one_client_cannot_hold_more_than_eight_submissions() {
             "an empty body is refused evidence"
         );
     }
-    let (st, e) = json(
-        agent
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(vec![0u8; 16])
-            .send()
-            .unwrap(),
-    );
+    let (st, e) = submit(&s, &agent, "vm-a", vec![0u8; 16]);
     assert_eq!(
         (st, e["code"].as_str().unwrap()),
         (422, "evidence_invalid"),
@@ -1909,13 +1863,7 @@ fn capture_requests_reach_the_agent_by_long_poll() {
     // The evidence answering its nonce completes it.
     let nonce = hex::decode(got[0]["nonce"].as_str().unwrap()).unwrap();
     let ev = h1.evidence("vm-a", Some(nonce));
-    let (st, a) = json(
-        agent1
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(ev)
-            .send()
-            .unwrap(),
-    );
+    let (st, a) = submit(&s, &agent1, "vm-a", ev);
     assert_eq!(st, 200, "{a}");
     let done = status(&id);
     assert_eq!(done["state"], "done");
@@ -1948,15 +1896,7 @@ fn replayed_nonces_stale_evidence_wrong_vms_and_oversized_bodies_are_refused() {
     for vm in ["vm-a", "vm-b"] {
         register(&s, &admin, vm, "host-1", POLICY);
     }
-    let submit = |vm: &str, body: Vec<u8>| {
-        json(
-            agent
-                .post(format!("{}/v1/vms/{vm}/evidence", s.url))
-                .body(body)
-                .send()
-                .unwrap(),
-        )
-    };
+    let submit = |vm: &str, ev: Vec<u8>| submit(&s, &agent, vm, ev);
     let (_, n) = post_to(&agent, &s.url, "/v1/vms/vm-a/nonce", ());
     let nonce = hex::decode(n["nonce"].as_str().unwrap()).unwrap();
     let (st, a) = submit("vm-a", h.evidence("vm-a", Some(nonce.clone())));
@@ -2126,13 +2066,7 @@ fn alerts_reach_webhooks_signed_and_the_event_stream() {
     });
 
     let submit = |h: &mut Host| {
-        let (st, a) = json(
-            agent
-                .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-                .body(h.evidence("vm-a", None))
-                .send()
-                .unwrap(),
-        );
+        let (st, a) = submit(&s, &agent, "vm-a", h.evidence("vm-a", None));
         assert_eq!(st, 200, "{a}");
         a
     };
@@ -2369,13 +2303,7 @@ fn a_client_generated_from_the_openapi_document_makes_real_calls() {
     let agent = enrol(&s, &admin, &h, None);
     register(&s, &admin, "vm-a", "host-1", POLICY);
     let mut h = h;
-    let (st, a) = json(
-        agent
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(h.evidence("vm-a", None))
-            .send()
-            .unwrap(),
-    );
+    let (st, a) = submit(&s, &agent, "vm-a", h.evidence("vm-a", None));
     assert_eq!(st, 200, "{a}");
     let (st, doc) = json(admin.get(format!("{}/openapi.json", s.url)).send().unwrap());
     assert_eq!(st, 200);
@@ -2477,13 +2405,7 @@ fn veraisons_ear_crate_verifies_and_validates_the_results() {
             .unwrap(),
     );
     let nonce = hex::decode(n["nonce"].as_str().unwrap()).unwrap();
-    let (st, a) = json(
-        agent
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(h.evidence("vm-a", Some(nonce.clone())))
-            .send()
-            .unwrap(),
-    );
+    let (st, a) = submit(&s, &agent, "vm-a", h.evidence("vm-a", Some(nonce.clone())));
     assert_eq!(st, 200, "{a}");
     let token = a["ear"].as_str().unwrap();
     let jwk = ear_jwk(&s);

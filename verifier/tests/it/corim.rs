@@ -6,7 +6,7 @@ use vmseal_sealer::verify::{AnchorRequirement, TrustConfig};
 use vmseal_verifier::pki::{Ca, Role};
 
 use crate::api::{
-    ALG, Host, POLICY, admin, client, enrol, json, promote, register, start_trusting,
+    ALG, Host, POLICY, admin, client, enrol, json, promote, register, start_trusting, submit,
 };
 
 fn key(name: &str) -> Ed25519CorimKey {
@@ -33,15 +33,7 @@ fn golden_baselines_travel_as_signed_corim() {
     }
     let other_policy = POLICY.replace("version = 1", "version = 2");
     register(&s, &admin, "vm-c", "host-1", &other_policy);
-    let submit = |vm: &str, ev: Vec<u8>| {
-        json(
-            agent
-                .post(format!("{}/v1/vms/{vm}/evidence", s.url))
-                .body(ev)
-                .send()
-                .unwrap(),
-        )
-    };
+    let submit = |vm: &str, ev: Vec<u8>| submit(&s, &agent, vm, ev);
     let (st, a) = submit("vm-a", h.evidence("vm-a", None));
     assert_eq!(st, 200, "{a}");
     promote(&s, "vm-a", &mut h, 0);
@@ -243,13 +235,7 @@ fn an_exported_corim_is_read_and_verified_by_cbor2_and_pycose() {
     let agent = enrol(&s, &admin, &h, None);
     register(&s, &admin, "vm-a", "host-1", POLICY);
     let ev = h.evidence("vm-a", None);
-    let (st, a) = json(
-        agent
-            .post(format!("{}/v1/vms/vm-a/evidence", s.url))
-            .body(ev)
-            .send()
-            .unwrap(),
-    );
+    let (st, a) = submit(&s, &agent, "vm-a", ev);
     assert_eq!(st, 200, "{a}");
     promote(&s, "vm-a", &mut h, 0);
     let bytes = |path: &str| {
