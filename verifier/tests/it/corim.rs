@@ -185,6 +185,10 @@ fn golden_baselines_travel_as_signed_corim() {
     refused(&viewer, "vm-b", exported.clone(), (403, "forbidden"));
     // A viewer may read and export.
     assert_eq!(get(&viewer, "/v1/vms/vm-b/baselines/1/corim").2, exported);
+    // Another host's agent may do neither.
+    let other = enrol(&s, &admin, &Host::new("host-2"), None);
+    assert_eq!(get(&other, "/v1/vms/vm-b/baselines/1/corim").0, 403);
+    assert_eq!(get(&other, "/v1/vms/vm-b/baselines").0, 403);
     let (_, l2) = json(
         admin
             .get(format!("{}/v1/vms/vm-b/baselines", s.url))
