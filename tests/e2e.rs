@@ -3050,6 +3050,7 @@ fn every_fuzz_target_has_a_smoke_run_and_is_documented() {
     let mut tests_text = String::new();
     for dir in [
         "sealer/tests/it",
+        "capture/tests",
         "host/tests/it",
         "verifier/tests/it",
         "guest-shim/tests",

@@ -112,6 +112,11 @@ pub fn error_text<'a>(
     out
 }
 
+/// [`error_text`] of an error and its `source()` chain.
+pub fn error_chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    error_text(std::iter::successors(Some(e), |e| e.source()))
+}
+
 /// Check a verifier URL before anything is sent: `https://host[:port]`, nothing else.
 pub fn check_url(url: &str) -> Result<(), ClientError> {
     let rest = match url.split_once("://") {

@@ -1,3 +1,3 @@
-//! Fuzz target: `vmseal_host::fuzzing::elf_dump` (ELF core headers of memory dumps).
+//! Fuzz target: `vmseal_capture::fuzzing::elf_dump` (ELF core headers of memory dumps).
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| vmseal_host::fuzzing::elf_dump(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vmseal_capture::fuzzing::elf_dump(data));

@@ -1,3 +1,3 @@
-//! Fuzz target: `vmseal_host::fuzzing::policy` (capture policies, System.map, baselines).
+//! Fuzz target: `vmseal_capture::fuzzing::policy` (capture policies, System.map, baselines).
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| vmseal_host::fuzzing::policy(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vmseal_capture::fuzzing::policy(data));

@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use vmseal_host::capture::{Baseline, Consistency, Plan, Snapshot};
-use vmseal_host::policy::{Policy, SymbolMap};
-use vmseal_host::source::MemorySource;
+use vmseal_capture::agent::courier::{Courier, Delivery};
+use vmseal_capture::agent::round::{Agent, Freshness};
+use vmseal_capture::policy::{Policy, SymbolMap};
+use vmseal_capture::source::MemorySource;
+use vmseal_capture::{Baseline, Consistency, Plan, Snapshot};
 use vmseal_sealer::state::HostState;
 
 /// Why an attestation did not happen.
@@ -31,7 +33,8 @@ pub struct TargetSpec {
     /// Kernel symbols [default: /proc/kallsyms].
     #[serde(default = "default_kallsyms")]
     pub kallsyms: PathBuf,
-    /// Deltas against this baseline (the promoted snapshot's page hashes).
+    /// Deltas against this baseline (a snapshot's page hashes) while the verifier has no golden
+    /// baseline of the VM; once it has one, deltas go against the baseline it serves.
     #[serde(default)]
     pub baseline: Option<PathBuf>,
 }
@@ -118,8 +121,9 @@ pub fn capture(t: &TargetSpec, nonce: Option<&[u8]>) -> Result<(Snapshot, String
     Ok((snap, src.describe()))
 }
 
-/// Attest `t` as `vm_id`: the appraisal (JSON, its EAR verified) and what was captured. The
-/// evidence and its page hashes (`VM-SEQ.baseline.cbor`) are kept in `out_dir`.
+/// Attest `t` as `vm_id` in one [agent round](vmseal_capture::agent::round): the appraisal
+/// (its EAR verified) and what was captured. The evidence and its page hashes
+/// (`VM-SEQ.baseline.cbor`) are kept in `out_dir`.
 pub fn attest_once(
     state: &HostState,
     client: &vmseal_client::Client,
@@ -127,56 +131,41 @@ pub fn attest_once(
     t: &TargetSpec,
     out_dir: &Path,
 ) -> Result<(vmseal_client::AppraisalResult, String), AttestError> {
-    // The deltas go against the verifier's active baseline: the file given, else the one the
-    // verifier serves (none before the first promotion).
-    let baseline = match &t.baseline {
-        Some(p) => load_baseline(Some(p))?,
-        None => client
-            .active_baseline(vm_id)
-            .map_err(|e| err(format!("asking the verifier for the VM's baseline: {e}")))?
-            .map(|b| Baseline::from_verifier(&b).map_err(err))
-            .transpose()?,
-    };
-    // Build on the verifier's chain: a refused or undelivered attestation never wedges the next.
-    let courier = vmseal_host::courier::Courier::new(client, state);
-    courier.sync(vm_id).map_err(err)?;
-    let nonce = client
-        .nonce(vm_id)
-        .map_err(|e| err(format!("asking the verifier for a nonce: {e}")))?;
-    let (snap, what) = capture(t, Some(&nonce))?;
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| err(format!("cannot create {}: {e}", out_dir.display())))?;
-    let base = state.vm_chain(vm_id).map_err(err)?;
-    let seq = base.next_seq;
-    let out = out_dir.join(format!("{vm_id}-{seq:06}.cose"));
-    let sealed = vmseal_host::seal::seal_snapshot(
-        state,
-        "vmseal-shim",
-        vm_id,
-        &snap,
-        baseline.as_ref(),
-        &out,
-    )
-    .map_err(|e| err(format!("sealing the evidence: {e}")))?;
-    // The page hashes beside it: what an admin promotes to the golden baseline.
-    let base_file = out_dir.join(format!("{vm_id}-{seq:06}.baseline.cbor"));
-    vmseal_sealer::state::write_atomic(&base_file, &snap.baseline().to_bytes()).map_err(err)?;
-    let d = courier.deliver(vm_id, &sealed, &out, &base, &|attempt, e, wait| {
-        eprintln!(
-            "submission attempt {attempt} failed ({e}); the same evidence again in {} ms",
-            wait.as_millis()
+    let own = load_baseline(t.baseline.as_deref())?;
+    let agent = Agent::new(state, "vmseal-shim")
+        .with_verifier(client, Courier::new(client, state))
+        .keep_page_hashes(true);
+    let mut what = String::new();
+    let round = agent
+        .round(
+            vm_id,
+            Freshness::Ask,
+            own.as_ref(),
+            out_dir,
+            |nonce| {
+                capture(t, nonce).map(|(snap, w)| {
+                    what = w;
+                    snap
+                })
+            },
+            &|attempt, e, wait| {
+                eprintln!(
+                    "submission attempt {attempt} failed ({e}); the same evidence again in {} ms",
+                    wait.as_millis()
+                )
+            },
         )
-    });
-    match d {
-        vmseal_host::courier::Delivery::Accepted { appraisal, .. } => Ok((*appraisal, what)),
-        d => {
+        .map_err(|e| err(vmseal_client::error_chain_text(&e)))?;
+    match round.delivery {
+        Some(Delivery::Accepted { appraisal, .. }) => Ok((*appraisal, what)),
+        Some(d) => {
             let hint = match &d {
-                vmseal_host::courier::Delivery::Refused {
+                Delivery::Refused {
                     code: Some(vmseal_client::ErrorCode::IncompleteDelta),
                     ..
                 } => {
-                    " (the verifier has a golden baseline: give the page hashes of the snapshot \
-                     it was promoted from as the baseline, e.g. STATE/evidence/VM-000000.baseline.cbor)"
+                    " (the verifier's baseline and this capture's policy disagree: assign the \
+                     policy the baseline was promoted under, or promote a snapshot of this one)"
                 }
                 _ => "",
             };
@@ -185,6 +174,7 @@ pub fn attest_once(
                 d.describe()
             )))
         }
+        None => Err(err("no verifier to submit the evidence to")),
     }
 }
 

@@ -4,15 +4,15 @@
 
 use std::path::Path;
 
-use vmseal_host::dump::{AddressKey, ElfDump};
-use vmseal_host::policy::SymbolMap;
-use vmseal_host::source::SourceError;
+use vmseal_capture::dump::{AddressKey, ElfDump};
+use vmseal_capture::policy::SymbolMap;
+use vmseal_capture::source::SourceError;
 
 /// Open the kernel's memory (`/proc/kcore`, or a copy of its format at `path`). The live
 /// `/proc/kcore` is this boot of this kernel (the `boot` claim); a copy cannot say which.
 pub fn open(path: &Path) -> Result<ElfDump, SourceError> {
     let boot = if path == Path::new("/proc/kcore") {
-        vmseal_host::source::kernel_boot_id()
+        vmseal_capture::source::kernel_boot_id()
     } else {
         None
     };

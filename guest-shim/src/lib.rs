@@ -1,9 +1,10 @@
 //! vmseal's guest shim: a guest captures its own memory, from inside its trust boundary, with the
-//! host's capture engine ([`vmseal_host::capture`]). This is the path for confidential VMs: under
+//! capture engine the host uses ([`vmseal_capture`]), in the same attestation round
+//! ([`vmseal_capture::agent::round`]). This is the path for confidential VMs: under
 //! AMD SEV-SNP the hypervisor sees only ciphertext, so the capture (and the sealing) must run in
 //! the guest.
 //!
-//! Two memory sources, both [`MemorySource`](vmseal_host::source::MemorySource)s:
+//! Two memory sources, both [`MemorySource`](vmseal_capture::source::MemorySource)s:
 //!
 //! - [`process::ProcessSource`]: one process's address space through `/proc/PID/maps` and
 //!   `/proc/PID/mem`, stopped with SIGSTOP while it is read; policies select its mappings
@@ -25,7 +26,7 @@ pub mod fuzzing {
     pub fn proc_text(data: &[u8]) {
         if let Ok(text) = std::str::from_utf8(data) {
             let _ = crate::process::parse_maps(text);
-            let _ = vmseal_host::policy::SymbolMap::parse(text);
+            let _ = vmseal_capture::policy::SymbolMap::parse(text);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use vmseal_host::capture::{Baseline, Snapshot};
+use vmseal_capture::{Baseline, Snapshot};
 use vmseal_sealer::state::{GuestInitOptions, HostState, SnpChoice};
 use vmseal_shim::attest::{
     RunConfig, TargetSpec, attest_once, capture, load_baseline, verdict_line,
@@ -118,7 +118,7 @@ enum Cmd {
         #[arg(long)]
         tpm: Option<String>,
         #[command(flatten)]
-        standin: vmseal_host::standin_args::StandInArgs,
+        standin: vmseal_capture::agent::standin_args::StandInArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -194,7 +194,7 @@ interval_secs = 300\n\n  [[target]]\n  vm_id = \"web-1\"\n  source = \"kernel\"\
 }
 
 fn main() -> ExitCode {
-    vmseal_host::quiet_tpm_library();
+    vmseal_capture::agent::quiet_tpm_library();
     let cli = Cli::parse();
     let json = matches!(
         &cli.command,
@@ -339,22 +339,24 @@ fn run(cmd: Cmd) -> Result<u8> {
             token_key,
             json,
         } => {
-            let e = vmseal_host::enroll::enroll(&vmseal_host::enroll::EnrollOptions {
-                state: state.clone(),
-                tcti: None,
-                url: verifier.verifier.clone(),
-                ca: verifier.verifier_ca.clone(),
-                token_cert,
-                token_key,
-                agent_cert: verifier
-                    .agent_cert
-                    .clone()
-                    .unwrap_or_else(|| state.join("agent.pem")),
-                agent_key: verifier
-                    .agent_key
-                    .clone()
-                    .unwrap_or_else(|| state.join("agent.key")),
-            })
+            let e = vmseal_capture::agent::enroll::enroll(
+                &vmseal_capture::agent::enroll::EnrollOptions {
+                    state: state.clone(),
+                    tcti: None,
+                    url: verifier.verifier.clone(),
+                    ca: verifier.verifier_ca.clone(),
+                    token_cert,
+                    token_key,
+                    agent_cert: verifier
+                        .agent_cert
+                        .clone()
+                        .unwrap_or_else(|| state.join("agent.pem")),
+                    agent_key: verifier
+                        .agent_key
+                        .clone()
+                        .unwrap_or_else(|| state.join("agent.key")),
+                },
+            )
             .context("enrolling with the verifier")?;
             if json {
                 println!("{}", serde_json::to_string(&e)?);

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use vmseal_host::source::{DirtyPages, Mapping, MemorySource, SourceError};
+use vmseal_capture::source::{GuestMemory, Mapping, MemorySource, Pausable, SourceError};
 
 /// Mappings that cannot be read through /proc/PID/mem (the kernel's vDSO data pages).
 const UNREADABLE: [&str; 3] = ["[vvar]", "[vvar_vclock]", "[vsyscall]"];
@@ -128,9 +128,9 @@ impl ProcessSource {
     }
 }
 
-impl MemorySource for ProcessSource {
+impl GuestMemory for ProcessSource {
     fn boot_id(&self) -> Option<[u8; 16]> {
-        vmseal_host::source::process_boot_id(self.pid)
+        vmseal_capture::source::process_boot_id(self.pid)
     }
     fn describe(&self) -> String {
         format!("process {} ({})", self.pid, self.comm)
@@ -146,11 +146,28 @@ impl MemorySource for ProcessSource {
             .map_err(io(format!("process {} at {addr:#x}", self.pid)))
     }
 
-    fn pause(&mut self) -> Result<Duration, SourceError> {
-        if self.pid == std::process::id() {
-            // A process cannot stop itself and go on reading.
-            return Ok(Duration::ZERO);
+    fn mappings(&self) -> Vec<Mapping> {
+        self.readable().cloned().collect()
+    }
+
+    fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
+        // The process's virtual addresses are this source's addresses.
+        if self
+            .readable()
+            .any(|m| gva >= m.start && gva - m.start < m.len)
+        {
+            Ok(gva)
+        } else {
+            Err(SourceError::Translate {
+                gva,
+                reason: format!("not in a readable mapping of process {}", self.pid),
+            })
         }
+    }
+}
+
+impl Pausable for ProcessSource {
+    fn pause(&mut self) -> Result<Duration, SourceError> {
         let t = Instant::now();
         self.signal(rustix::process::Signal::STOP)?;
         self.stopped = true;
@@ -173,27 +190,16 @@ impl MemorySource for ProcessSource {
         }
         Ok(())
     }
+}
 
-    fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError> {
-        Ok(None)
-    }
-
-    fn mappings(&self) -> Vec<Mapping> {
-        self.readable().cloned().collect()
-    }
-
-    fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
-        // The process's virtual addresses are this source's addresses.
-        if self
-            .readable()
-            .any(|m| gva >= m.start && gva - m.start < m.len)
-        {
-            Ok(gva)
+impl MemorySource for ProcessSource {
+    /// A process is stopped with SIGSTOP — unless it is this one: a process cannot stop itself
+    /// and go on reading.
+    fn pausable(&mut self) -> Option<&mut dyn Pausable> {
+        if self.pid == std::process::id() {
+            None
         } else {
-            Err(SourceError::Translate {
-                gva,
-                reason: format!("not in a readable mapping of process {}", self.pid),
-            })
+            Some(self)
         }
     }
 }

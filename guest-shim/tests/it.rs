@@ -8,9 +8,9 @@
 use std::os::unix::fs::FileExt;
 use std::process::{Child, Command};
 
-use vmseal_host::capture::{Consistency, Plan, Snapshot};
-use vmseal_host::policy::Policy;
-use vmseal_host::source::MemorySource;
+use vmseal_capture::policy::Policy;
+use vmseal_capture::source::{GuestMemory, MemorySource};
+use vmseal_capture::{Consistency, Plan, Snapshot};
 use vmseal_sealer::merkle::HashAlg;
 use vmseal_shim::process::ProcessSource;
 
@@ -37,7 +37,7 @@ fn state(pid: u32) -> char {
 fn capture(
     src: &mut dyn MemorySource,
     policy: &Policy,
-    syms: Option<&vmseal_host::policy::SymbolMap>,
+    syms: Option<&vmseal_capture::policy::SymbolMap>,
 ) -> Snapshot {
     let plan = Plan::new(policy, src, syms, None).unwrap();
     Snapshot::full(src, plan, Consistency::StopCopy).unwrap()

@@ -9,10 +9,10 @@ use serde::Serialize;
 use vmseal_sealer::claims::{RegionClass, Severity};
 use vmseal_sealer::merkle::{Digest, HashAlg};
 
-use crate::capture::{CaptureError, Consistency, Plan, Snapshot};
 use crate::kvm::{MicroVm, MicroVmConfig};
-use crate::policy::{Policy, RegionPolicy, Sampling, Selector};
-use crate::source::{MemorySource, PAGE};
+use vmseal_capture::policy::{Policy, RegionPolicy, Sampling, Selector};
+use vmseal_capture::source::{DirtyLog, GuestMemory, PAGE};
+use vmseal_capture::{CaptureError, Consistency, Plan, Snapshot};
 
 /// The figures `vmseal-host bench --json` prints (documented in docs/benchmarks.md).
 #[derive(Debug, Clone, Serialize)]

@@ -38,13 +38,16 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::capture::{Baseline, Budget, Consistency, Plan, Snapshot};
-use crate::dump::open_dump;
 use crate::guest;
 use crate::kvm::{MicroVm, MicroVmConfig};
-use crate::policy::{Policy, Selector, SymbolMap};
 use crate::qemu::QemuSource;
-use crate::source::MemorySource;
+use vmseal_capture::agent::courier::Delivery;
+use vmseal_capture::agent::round::{Agent, Freshness};
+use vmseal_capture::dump::open_dump;
+use vmseal_capture::hash::Budget;
+use vmseal_capture::policy::{Policy, Selector, SymbolMap};
+use vmseal_capture::source::MemorySource;
+use vmseal_capture::{Baseline, Consistency, Plan, Snapshot};
 
 /// Errors loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +166,7 @@ pub struct VmJob {
     /// Interval.
     pub interval: Duration,
     /// The kernel's relocations and sections the policy names.
-    pub kernel: crate::kaslr::KernelContext,
+    pub kernel: vmseal_capture::kaslr::KernelContext,
     /// Deltas are reported against this baseline (the one promoted at the verifier) instead of
     /// the VM's first capture.
     pub baseline: Option<Baseline>,
@@ -276,8 +279,10 @@ impl DaemonConfig {
                 None => None,
             };
             let kernel = match &policy {
-                Some(p) => crate::kaslr::KernelContext::load(p, &policy_dir, symbols.as_ref())
-                    .map_err(|e| cfg(format!("VM {:?}: {e}", v.id)))?,
+                Some(p) => {
+                    vmseal_capture::kaslr::KernelContext::load(p, &policy_dir, symbols.as_ref())
+                        .map_err(|e| cfg(format!("VM {:?}: {e}", v.id)))?
+                }
                 None => Default::default(),
             };
             let secs = v
@@ -452,24 +457,19 @@ struct VmState {
     captures: u32,
 }
 
-/// Seal callback: (vm id, snapshot, baseline, out path) → sequence number sealed.
-pub type SealFn<'a> =
-    dyn Fn(&str, &Snapshot, Option<&Baseline>, &Path) -> Result<u64, String> + Sync + 'a;
-
-/// The verifier's assigned policy of a VM: its text, None while none is assigned, or why it could
-/// not be asked.
-pub type PolicyFetch<'a> = dyn Fn(&str) -> Result<Option<String>, String> + Sync + 'a;
-
 /// Capture under the verifier's assigned policy when it has one (checked before every capture):
 /// parsed with the same parser the verifier used, its kernel files found beside the configured
 /// policy. When the verifier cannot be asked, the policy in use stays.
-fn refresh_policy(st: &mut VmState, fetch: &PolicyFetch<'_>) -> Result<(), String> {
+fn refresh_policy(st: &mut VmState, verifier: &vmseal_client::Client) -> Result<(), String> {
     let id = st.job.id.clone();
-    let text = match fetch(&id) {
+    let text = match verifier.assigned_policy(&id) {
         Ok(Some(text)) => text,
         Ok(None) => return Ok(()),
         Err(e) => {
-            tracing::warn!(vm = id, "keeping the policy in use: {e}");
+            tracing::warn!(
+                vm = id,
+                "keeping the policy in use: asking the verifier for the VM's policy: {e}"
+            );
             return Ok(());
         }
     };
@@ -478,8 +478,9 @@ fn refresh_policy(st: &mut VmState, fetch: &PolicyFetch<'_>) -> Result<(), Strin
     }
     let p = Policy::parse(&text)
         .map_err(|e| format!("the verifier's assigned policy for VM {id:?}: {e}"))?;
-    let kernel = crate::kaslr::KernelContext::load(&p, &st.job.policy_dir, st.job.symbols.as_ref())
-        .map_err(|e| format!("the verifier's assigned policy for VM {id:?}: {e}"))?;
+    let kernel =
+        vmseal_capture::kaslr::KernelContext::load(&p, &st.job.policy_dir, st.job.symbols.as_ref())
+            .map_err(|e| format!("the verifier's assigned policy for VM {id:?}: {e}"))?;
     tracing::info!(
         vm = id,
         policy = hex::encode(p.digest),
@@ -568,17 +569,95 @@ fn capture_one(
     Snapshot::full(&mut src, p, Consistency::StopCopy).map_err(|e| e.to_string())
 }
 
+/// One capture of one VM as an agent round: the verifier's policy first, then the round, then
+/// what the agent keeps for the next capture.
+fn capture_round(
+    st: &mut VmState,
+    agent: &Agent<'_>,
+    demand: Option<Demand>,
+    budget: Option<&Arc<Budget>>,
+    full_every: u32,
+    out_dir: &Path,
+) -> (CaptureEvent, Option<Delivery>) {
+    let id = st.job.id.clone();
+    let request_id = demand.as_ref().map(|d| d.request_id.clone());
+    let fresh = match &demand {
+        Some(d) => Freshness::Given(d.nonce.clone()),
+        None => Freshness::Scheduled,
+    };
+    if let Some(v) = agent.client()
+        && let Err(e) = refresh_policy(st, v)
+    {
+        return (CaptureEvent::failed(&id, e, request_id), None);
+    }
+    let own = st.baseline.clone();
+    let on_retry = |attempt: u32, e: &vmseal_client::ClientError, wait: Duration| {
+        tracing::warn!(
+            vm = id,
+            "submission attempt {attempt} failed ({e}); the same evidence again in {} ms",
+            wait.as_millis()
+        )
+    };
+    let round = agent.round(
+        &id,
+        fresh,
+        own.as_ref(),
+        out_dir,
+        |nonce| capture_one(st, budget, full_every, nonce),
+        &on_retry,
+    );
+    let round = match round {
+        Ok(r) => r,
+        Err(e) => {
+            let ev = CaptureEvent::failed(&id, vmseal_client::error_chain_text(&e), request_id);
+            return (ev, None);
+        }
+    };
+    let snap = &round.snapshot;
+    let seq = round.sealed.claims.seq;
+    let changed: Vec<String> = round
+        .baseline
+        .as_ref()
+        .map(|b| snap.delta(b).into_iter().map(|d| d.region).collect())
+        .unwrap_or_default();
+    let kind = match snap.stats.kind {
+        vmseal_sealer::claims::CaptureKind::Full => "full".to_owned(),
+        vmseal_sealer::claims::CaptureKind::Incremental { base_seq } => {
+            format!("incremental:{base_seq}")
+        }
+    };
+    let ev = CaptureEvent {
+        vm: id.clone(),
+        seq: Some(seq),
+        out: Some(round.sealed.out.clone()),
+        kind,
+        pages_read: snap.stats.pages_read,
+        pause_us: snap.stats.pause.as_micros() as u64,
+        changed_regions: changed,
+        error: None,
+        request_id,
+    };
+    if st.baseline.is_none() {
+        st.baseline = Some(snap.baseline());
+    }
+    st.captures += 1;
+    // A nonce capture is no base for an incremental one.
+    st.last = demand.is_none().then_some((round.snapshot, seq));
+    (ev, round.delivery)
+}
+
 /// Run the agent until `stop` is set, or until every VM was captured `rounds` times and no
 /// demand is waiting. Demands (the verifier's capture requests) go before scheduled captures and
-/// do not count as rounds.
+/// do not count as rounds. Each capture is one [`Agent::round`]: with a verifier, under its
+/// assigned policy, against its served baseline, on its chain, submitted. `on_event` hears of
+/// each capture, with what became of its submission.
 pub fn run(
     cfg: &DaemonConfig,
     rounds: Option<u32>,
     stop: &AtomicBool,
     demands: &Demands,
-    policy_of: Option<&PolicyFetch<'_>>,
-    seal: &SealFn<'_>,
-    on_event: &(dyn Fn(&CaptureEvent) + Sync),
+    agent: &Agent<'_>,
+    on_event: &(dyn Fn(&CaptureEvent, Option<&Delivery>) + Sync),
 ) {
     let budget = cfg.budget_mbps.map(|b| Arc::new(Budget::new(b)));
     let states: Vec<Mutex<VmState>> = cfg
@@ -611,14 +690,17 @@ pub fn run(
             }
             // Demands for VMs this agent does not capture are answered with an error at once.
             while let Some(d) = demands.pop_where(|d| !cfg.vms.iter().any(|v| v.id == d.vm)) {
-                on_event(&CaptureEvent::failed(
-                    &d.vm,
-                    format!(
-                        "the verifier asked for VM {:?}, which this agent does not capture (not in its configuration)",
-                        d.vm
+                on_event(
+                    &CaptureEvent::failed(
+                        &d.vm,
+                        format!(
+                            "the verifier asked for VM {:?}, which this agent does not capture (not in its configuration)",
+                            d.vm
+                        ),
+                        Some(d.request_id),
                     ),
-                    Some(d.request_id),
-                ));
+                    None,
+                );
             }
             let now = Instant::now();
             let mut starts: Vec<(usize, Option<Demand>)> = Vec::new();
@@ -658,62 +740,9 @@ pub fn run(
                 let full_every = cfg.full_every;
                 scope.spawn(move || {
                     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                    let id = st.job.id.clone();
-                    let nonce = demand.as_ref().map(|d| d.nonce.as_slice());
-                    let request_id = demand.as_ref().map(|d| d.request_id.clone());
-                    let refreshed = match policy_of {
-                        Some(f) => refresh_policy(&mut st, f),
-                        None => Ok(()),
-                    };
-                    let captured =
-                        refreshed.and_then(|()| capture_one(&mut st, budget, full_every, nonce));
-                    let ev = match captured {
-                        Err(e) => CaptureEvent::failed(&id, e, request_id),
-                        Ok(snap) => {
-                            let _ = std::fs::create_dir_all(&out_dir);
-                            let tmp_name = out_dir.join(format!("{id}-next.cose"));
-                            let r = seal(&id, &snap, st.baseline.as_ref(), &tmp_name);
-                            let changed: Vec<String> = st
-                                .baseline
-                                .as_ref()
-                                .map(|b| snap.delta(b).into_iter().map(|d| d.region).collect())
-                                .unwrap_or_default();
-                            match r {
-                                Ok(seq) => {
-                                    let out = out_dir.join(format!("{id}-{seq:06}.cose"));
-                                    let _ = std::fs::rename(&tmp_name, &out);
-                                    if st.baseline.is_none() {
-                                        st.baseline = Some(snap.baseline());
-                                    }
-                                    let kind = match snap.stats.kind {
-                                        vmseal_sealer::claims::CaptureKind::Full => {
-                                            "full".to_owned()
-                                        }
-                                        vmseal_sealer::claims::CaptureKind::Incremental {
-                                            base_seq,
-                                        } => format!("incremental:{base_seq}"),
-                                    };
-                                    let ev = CaptureEvent {
-                                        vm: id.clone(),
-                                        seq: Some(seq),
-                                        out: Some(out),
-                                        kind,
-                                        pages_read: snap.stats.pages_read,
-                                        pause_us: snap.stats.pause.as_micros() as u64,
-                                        changed_regions: changed,
-                                        error: None,
-                                        request_id: request_id.clone(),
-                                    };
-                                    st.captures += 1;
-                                    // A nonce capture is no base for an incremental one.
-                                    st.last = demand.is_none().then_some((snap, seq));
-                                    ev
-                                }
-                                Err(e) => CaptureEvent::failed(&id, e, request_id),
-                            }
-                        }
-                    };
-                    on_event(&ev);
+                    let (ev, delivery) =
+                        capture_round(&mut st, agent, demand, budget, full_every, &out_dir);
+                    on_event(&ev, delivery.as_ref());
                     drop(st);
                     busy.store(false, Ordering::Release);
                     let mut n = slots.0.lock().unwrap_or_else(|p| p.into_inner());

@@ -150,9 +150,9 @@ pub fn listing(p: &Program) -> String {
 /// The default capture policy for the micro-VM (`host/policies/micro-vm.toml`).
 pub const POLICY: &str = include_str!("../policies/micro-vm.toml");
 
-/// The guest's symbol map (System.map format via [`crate::policy::SymbolMap`]).
-pub fn symbols(p: &Program) -> crate::policy::SymbolMap {
-    let mut m = crate::policy::SymbolMap::default();
+/// The guest's symbol map (System.map format via [`vmseal_capture::policy::SymbolMap`]).
+pub fn symbols(p: &Program) -> vmseal_capture::policy::SymbolMap {
+    let mut m = vmseal_capture::policy::SymbolMap::default();
     m.insert("vmseal_entry", CODE);
     for (i, h) in p.handlers.iter().enumerate() {
         m.insert(&format!("handler_{i}"), *h as u64);

@@ -18,8 +18,10 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestM
 use vmm_sys_util::signal::Killable;
 
 use crate::guest::{self, Program};
-use crate::source::{DirtyPages, MemorySource, PAGE, SourceError};
 use crate::sys;
+use vmseal_capture::source::{
+    DirtyLog, DirtyPages, GuestMemory, MemorySource, PAGE, Pausable, SourceError,
+};
 
 /// Guest memory with a bitmap of host writes.
 pub type GuestMem = GuestMemoryMmap<AtomicBitmap>;
@@ -361,7 +363,7 @@ fn fresh_boot_id() -> Result<[u8; 16], KvmError> {
     Ok(b)
 }
 
-impl MemorySource for MicroVm {
+impl GuestMemory for MicroVm {
     fn boot_id(&self) -> Option<[u8; 16]> {
         Some(self.boot)
     }
@@ -388,6 +390,13 @@ impl MemorySource for MicroVm {
             })
     }
 
+    /// The micro-VM runs without paging: virtual addresses are physical.
+    fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
+        Ok(gva)
+    }
+}
+
+impl Pausable for MicroVm {
     fn pause(&mut self) -> Result<Duration, SourceError> {
         let t = Instant::now();
         lock(&self.shared).pause_requested = true;
@@ -423,13 +432,10 @@ impl MemorySource for MicroVm {
         self.shared.cv.notify_all();
         Ok(())
     }
+}
 
-    /// The micro-VM runs without paging: virtual addresses are physical.
-    fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
-        Ok(gva)
-    }
-
-    fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError> {
+impl DirtyLog for MicroVm {
+    fn dirty_pages(&mut self) -> Result<DirtyPages, SourceError> {
         let mut d = DirtyPages::with_pages(
             self.mem
                 .iter()
@@ -456,7 +462,17 @@ impl MemorySource for MicroVm {
                 }
             }
         }
-        Ok(Some(d))
+        Ok(d)
+    }
+}
+
+impl MemorySource for MicroVm {
+    fn pausable(&mut self) -> Option<&mut dyn Pausable> {
+        Some(self)
+    }
+
+    fn dirty_log(&mut self) -> Option<&mut dyn DirtyLog> {
+        Some(self)
     }
 }
 

@@ -13,14 +13,14 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use time::Duration;
-use vmseal_host::capture::{Baseline, Consistency, Plan, Snapshot};
-use vmseal_host::dump::{RawDump, open_dump};
+use vmseal_capture::agent::seal::Sealed;
+use vmseal_capture::dump::{RawDump, open_dump};
+use vmseal_capture::policy::{Policy, RegionPolicy, Sampling, Selector, SymbolMap};
+use vmseal_capture::source::GuestMemory;
+use vmseal_capture::{Baseline, Consistency, Plan, Snapshot};
 use vmseal_host::guest;
 use vmseal_host::kvm::{MicroVm, MicroVmConfig};
-use vmseal_host::policy::{Policy, RegionPolicy, Sampling, Selector, SymbolMap};
 use vmseal_host::qemu::QemuSource;
-use vmseal_host::seal::Sealed;
-use vmseal_host::source::MemorySource;
 use vmseal_sealer::claims::{CaptureKind, RegionClass, Severity};
 use vmseal_sealer::merkle::{HashAlg, PAGE_SIZE};
 use vmseal_sealer::snp::Product;
@@ -294,7 +294,7 @@ struct InitArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=5))]
     insecure_report_version: u32,
     #[command(flatten)]
-    standin: vmseal_host::standin_args::StandInArgs,
+    standin: vmseal_capture::agent::standin_args::StandInArgs,
     /// Lifetime of the intermediate certificate, in days (1 to 3650; `--validity-days` is the
     /// old spelling).
     #[arg(long = "valid-days", alias = "validity-days", default_value_t = 365,
@@ -727,7 +727,7 @@ fn seal_snapshot(
     baseline: Option<&Baseline>,
     out: &Path,
 ) -> Result<Sealed> {
-    vmseal_host::seal::seal_snapshot(state, "vmseal-host", vm_id, snap, baseline, out)
+    vmseal_capture::agent::seal::seal_snapshot(state, "vmseal-host", vm_id, snap, baseline, out)
         .with_context(|| format!("cannot seal evidence of {vm_id} to {}", out.display()))
 }
 
@@ -904,7 +904,7 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
         _ => None,
     };
     let courier = verifier.as_ref().map(|c| {
-        vmseal_host::courier::Courier::new(c, &state)
+        vmseal_capture::agent::courier::Courier::new(c, &state)
             .retry_for(std::time::Duration::from_secs(a.retry_secs))
     });
     if let Some(c) = &courier {
@@ -983,7 +983,7 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
                 }
             });
             match &d {
-                vmseal_host::courier::Delivery::Accepted {
+                vmseal_capture::agent::courier::Delivery::Accepted {
                     appraisal: ap,
                     attempts,
                     ..
@@ -993,7 +993,7 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
                         serde_json::json!({ "appraisal": ap, "attempts": attempts })
                     )
                 }
-                vmseal_host::courier::Delivery::Accepted { appraisal: ap, .. } => {
+                vmseal_capture::agent::courier::Delivery::Accepted { appraisal: ap, .. } => {
                     let changed: Vec<String> = ap.changes.iter().map(|c| c.describe()).collect();
                     println!(
                         "  VERIFIER: {}{} [signed EAR verified]",
@@ -1132,13 +1132,13 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
                 .as_deref()
                 .and_then(Path::parent)
                 .unwrap_or(Path::new("."));
-            let kctx = vmseal_host::kaslr::KernelContext::load(&policy, dir, symbols.as_ref())
+            let kctx = vmseal_capture::kaslr::KernelContext::load(&policy, dir, symbols.as_ref())
                 .with_context(|| {
-                    format!(
-                        "policy {}",
-                        a.policy.as_deref().unwrap_or(Path::new("")).display()
-                    )
-                })?;
+                format!(
+                    "policy {}",
+                    a.policy.as_deref().unwrap_or(Path::new("")).display()
+                )
+            })?;
             let plan = kctx.plan(&policy, &src, symbols.as_ref(), nonce.as_deref())?;
             let snap = with_progress(plan.pages().len() as u64, || {
                 Snapshot::full(&mut src, plan, Consistency::StopCopy)
@@ -1178,16 +1178,18 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
             if let Some((token_cert, token_key)) = &v.token
                 && !v.agent_cert.exists()
             {
-                let e = vmseal_host::enroll::enroll(&vmseal_host::enroll::EnrollOptions {
-                    state: cfg.state.clone(),
-                    tcti: cfg.tpm.clone(),
-                    url: v.url.clone(),
-                    ca: v.ca.clone(),
-                    token_cert: token_cert.clone(),
-                    token_key: token_key.clone(),
-                    agent_cert: v.agent_cert.clone(),
-                    agent_key: v.agent_key.clone(),
-                })
+                let e = vmseal_capture::agent::enroll::enroll(
+                    &vmseal_capture::agent::enroll::EnrollOptions {
+                        state: cfg.state.clone(),
+                        tcti: cfg.tpm.clone(),
+                        url: v.url.clone(),
+                        ca: v.ca.clone(),
+                        token_cert: token_cert.clone(),
+                        token_key: token_key.clone(),
+                        agent_cert: v.agent_cert.clone(),
+                        agent_key: v.agent_key.clone(),
+                    },
+                )
                 .context("enrolling with the verifier's enrollment token")?;
                 eprintln!(
                     "enrolled host {} with {} (AK activated: {})",
@@ -1195,13 +1197,13 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
                 );
             }
             // A certificate close to its end is renewed before it is used.
-            match vmseal_host::enroll::days_left(&v.agent_cert) {
-                Ok(days) if days < vmseal_host::enroll::RENEW_WITHIN_DAYS => {
+            match vmseal_capture::agent::enroll::days_left(&v.agent_cert) {
+                Ok(days) if days < vmseal_capture::agent::enroll::RENEW_WITHIN_DAYS => {
                     eprintln!(
                         "the agent certificate has {days} day(s) left: renewing it (proving this \
                          host's TPM again)"
                     );
-                    vmseal_host::enroll::renew(
+                    vmseal_capture::agent::enroll::renew(
                         &cfg.state,
                         cfg.tpm.as_deref(),
                         &v.url,
@@ -1226,16 +1228,15 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
         None => None,
     };
     let retry = cfg.verifier.as_ref().map(|v| v.retry).unwrap_or_default();
-    let courier = verifier.as_ref().map(|c| {
-        vmseal_host::courier::Courier::new(c, &state)
+    let mut agent = vmseal_capture::agent::round::Agent::new(&state, "vmseal-host");
+    if let Some(c) = &verifier {
+        let courier = vmseal_capture::agent::courier::Courier::new(c, &state)
             .retry_for(retry)
-            .stop_on(stop.as_ref())
-    });
-    // Every snapshot builds on the verifier's chain: where each VM's stands now (a refusal or a
-    // crash before submitting left the local record behind it; a rebuilt host has none).
-    if let Some(c) = &courier {
+            .stop_on(stop.as_ref());
+        // Every snapshot builds on the verifier's chain (each round asks where it stands); say
+        // where each VM's stands now.
         for vm in &cfg.vms {
-            match c.sync(&vm.id) {
+            match courier.sync(&vm.id) {
                 Ok(h) if !json => eprintln!(
                     "{}: the verifier's chain stands at #{}; the next snapshot builds on it",
                     vm.id, h.next_seq
@@ -1244,130 +1245,77 @@ fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {
                 Err(e) => eprintln!("warning: {e}; sealing from the local record until it answers"),
             }
         }
+        agent = agent.with_verifier(c, courier);
     }
-    // Sealed evidence waiting for its capture event to deliver it, with the chain position it
-    // was built on.
-    type Pending = (vmseal_host::seal::Sealed, vmseal_sealer::state::VmChain);
-    let pending: std::sync::Mutex<std::collections::HashMap<String, Pending>> = Default::default();
-    let seal = |vm: &str,
-                snap: &Snapshot,
-                baseline: Option<&Baseline>,
-                out: &Path|
-     -> std::result::Result<u64, String> {
-        // The delta must be against the baseline the verifier appraises with: its active one when
-        // it has one, else the VM's own (configured, or its first capture).
-        let served = match &verifier {
-            Some(v) => v
-                .active_baseline(vm)
-                .map_err(|e| format!("asking the verifier for {vm}'s baseline: {e}"))?
-                .map(|b| Baseline::from_verifier(&b))
-                .transpose()
-                .map_err(|e| e.to_string())?,
-            None => None,
-        };
-        let base = state.vm_chain(vm).map_err(|e| e.to_string())?;
-        let sealed = seal_snapshot(&state, vm, snap, served.as_ref().or(baseline), out)
-            .map_err(|e| vmseal_client::error_text(e.chain()))?;
-        let seq = sealed.claims.seq;
-        pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(vm.to_owned(), (sealed, base));
-        Ok(seq)
-    };
     let failures = std::sync::atomic::AtomicU64::new(0);
-    let on_event = |e: &vmseal_host::daemon::CaptureEvent| {
-        // Deliver the evidence; the appraisal is reported with the capture.
-        let sealed = pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&e.vm);
-        let delivery = match (&courier, &e.out, sealed) {
-            (Some(c), Some(out), Some((sealed, base))) => {
-                let vm = e.vm.clone();
-                Some(c.deliver(&e.vm, &sealed, out, &base, &move |attempt, err, wait| {
-                    eprintln!(
-                        "  {vm}: submission attempt {attempt} failed ({err}); the same evidence again in {} ms",
-                        wait.as_millis()
-                    )
-                }))
+    let on_event =
+        |e: &vmseal_host::daemon::CaptureEvent,
+         delivery: Option<&vmseal_capture::agent::courier::Delivery>| {
+            if delivery.is_some_and(|d| !d.accepted()) || e.error.is_some() {
+                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            _ => None,
-        };
-        if delivery.as_ref().is_some_and(|d| !d.accepted()) || e.error.is_some() {
-            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if json {
-            let mut v = serde_json::to_value(e).unwrap_or_default();
-            match &delivery {
-                Some(vmseal_host::courier::Delivery::Accepted { appraisal, .. }) => {
-                    v["appraisal"] = serde_json::to_value(appraisal).unwrap_or_default()
-                }
-                Some(d) => {
-                    v["submit_error"] = serde_json::Value::String(d.describe());
-                    if let vmseal_host::courier::Delivery::Refused { code, head, .. } = d {
-                        v["refused"] = serde_json::json!({ "code": code.map_or("client", vmseal_client::ErrorCode::as_str), "next_seq": head.as_ref().map(|h| h.next_seq) });
+            if json {
+                let mut v = serde_json::to_value(e).unwrap_or_default();
+                match delivery {
+                    Some(vmseal_capture::agent::courier::Delivery::Accepted {
+                        appraisal, ..
+                    }) => v["appraisal"] = serde_json::to_value(appraisal).unwrap_or_default(),
+                    Some(d) => {
+                        v["submit_error"] = serde_json::Value::String(d.describe());
+                        if let vmseal_capture::agent::courier::Delivery::Refused {
+                            code,
+                            head,
+                            ..
+                        } = d
+                        {
+                            v["refused"] = serde_json::json!({ "code": code.map_or("client", vmseal_client::ErrorCode::as_str), "next_seq": head.as_ref().map(|h| h.next_seq) });
+                        }
                     }
+                    None => {}
                 }
-                None => {}
-            }
-            println!("{v}");
-        } else if let Some(err) = &e.error {
-            eprintln!("{}: capture failed: {err}", e.vm);
-        } else {
-            let changed = if e.changed_regions.is_empty() {
-                "no change from baseline".to_owned()
+                println!("{v}");
+            } else if let Some(err) = &e.error {
+                eprintln!("{}: capture failed: {err}", e.vm);
             } else {
-                format!("CHANGED: {}", e.changed_regions.join(", "))
-            };
-            println!(
-                "{} #{} {}{} ({} pages, pause {} µs) -> {}; {changed}",
-                e.vm,
-                e.seq.unwrap_or_default(),
-                e.kind,
-                e.request_id
-                    .as_deref()
-                    .map(|r| format!(" on the verifier's request {r}"))
-                    .unwrap_or_default(),
-                e.pages_read,
-                e.pause_us,
-                e.out
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            );
-            match &delivery {
-                Some(d @ vmseal_host::courier::Delivery::Accepted { appraisal: a, .. }) => {
-                    println!("  {}: verifier {}", e.vm, verdict_words(a, d));
+                let changed = if e.changed_regions.is_empty() {
+                    "no change from baseline".to_owned()
+                } else {
+                    format!("CHANGED: {}", e.changed_regions.join(", "))
+                };
+                println!(
+                    "{} #{} {}{} ({} pages, pause {} µs) -> {}; {changed}",
+                    e.vm,
+                    e.seq.unwrap_or_default(),
+                    e.kind,
+                    e.request_id
+                        .as_deref()
+                        .map(|r| format!(" on the verifier's request {r}"))
+                        .unwrap_or_default(),
+                    e.pages_read,
+                    e.pause_us,
+                    e.out
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
+                match delivery {
+                    Some(
+                        d @ vmseal_capture::agent::courier::Delivery::Accepted {
+                            appraisal: a, ..
+                        },
+                    ) => {
+                        println!("  {}: verifier {}", e.vm, verdict_words(a, d));
+                    }
+                    Some(d) => eprintln!("  {}: submission {}", e.vm, d.describe()),
+                    None => {}
                 }
-                Some(d) => eprintln!("  {}: submission {}", e.vm, d.describe()),
-                None => {}
             }
-        }
-    };
+        };
     let demands = std::sync::Arc::new(vmseal_host::daemon::Demands::default());
     if let Some(v) = &verifier {
         poll_capture_requests(v, &state.config.host_id, &demands, &stop);
     }
-    let policy_of = |vm: &str| -> std::result::Result<Option<String>, String> {
-        match &verifier {
-            Some(v) => v
-                .assigned_policy(vm)
-                .map_err(|e| format!("asking the verifier for VM {vm}'s policy: {e}")),
-            None => Ok(None),
-        }
-    };
-    vmseal_host::daemon::run(
-        &cfg,
-        rounds,
-        &stop,
-        &demands,
-        verifier
-            .as_ref()
-            .map(|_| &policy_of as &vmseal_host::daemon::PolicyFetch<'_>),
-        &seal,
-        &on_event,
-    );
+    vmseal_host::daemon::run(&cfg, rounds, &stop, &demands, &agent, &on_event);
     let n = failures.load(std::sync::atomic::Ordering::Relaxed);
     if rounds.is_some() && n > 0 {
         bail!("{n} capture(s) failed");
@@ -1424,9 +1372,12 @@ fn poll_capture_requests(
 
 /// What an accepted appraisal says, in words: the score and tier, and what to do when there is
 /// nothing to compare with yet.
-fn verdict_words(a: &vmseal_client::AppraisalResult, d: &vmseal_host::courier::Delivery) -> String {
+fn verdict_words(
+    a: &vmseal_client::AppraisalResult,
+    d: &vmseal_capture::agent::courier::Delivery,
+) -> String {
     let again = match d {
-        vmseal_host::courier::Delivery::Accepted {
+        vmseal_capture::agent::courier::Delivery::Accepted {
             duplicate: true, ..
         } => " (accepted earlier; its answer had been lost)",
         _ => "",
@@ -1517,8 +1468,8 @@ fn cmd_status(a: StatusArgs) -> Result<()> {
 fn cmd_renew(a: RenewArgs) -> Result<()> {
     let cert = a.agent_cert.unwrap_or_else(|| a.state.join("agent.pem"));
     let key = a.agent_key.unwrap_or_else(|| a.state.join("agent.key"));
-    let before = vmseal_host::enroll::days_left(&cert)?;
-    let not_after = vmseal_host::enroll::renew(
+    let before = vmseal_capture::agent::enroll::days_left(&cert)?;
+    let not_after = vmseal_capture::agent::enroll::renew(
         &a.state,
         a.tpm.as_deref(),
         &a.verifier,
@@ -1543,7 +1494,7 @@ fn cmd_renew(a: RenewArgs) -> Result<()> {
 }
 
 fn cmd_enroll(a: EnrollArgs) -> Result<()> {
-    let o = vmseal_host::enroll::EnrollOptions {
+    let o = vmseal_capture::agent::enroll::EnrollOptions {
         agent_cert: a.agent_cert.unwrap_or_else(|| a.state.join("agent.pem")),
         agent_key: a.agent_key.unwrap_or_else(|| a.state.join("agent.key")),
         state: a.state,
@@ -1553,7 +1504,7 @@ fn cmd_enroll(a: EnrollArgs) -> Result<()> {
         token_cert: a.token_cert,
         token_key: a.token_key,
     };
-    let e = vmseal_host::enroll::enroll(&o)?;
+    let e = vmseal_capture::agent::enroll::enroll(&o)?;
     if a.json {
         println!(
             "{}",
@@ -1592,7 +1543,7 @@ fn cmd_enroll(a: EnrollArgs) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    vmseal_host::quiet_tpm_library();
+    vmseal_capture::agent::quiet_tpm_library();
     tracing_subscriber::fmt()
         .with_env_filter(
             // The TPM crate's own lines repeat what vmseal's errors say (with the fix): off unless

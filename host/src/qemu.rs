@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::source::{DirtyPages, MemorySource, SourceError};
+use vmseal_capture::source::{GuestMemory, MemorySource, Pausable, SourceError};
 
 /// Errors talking QMP.
 #[derive(Debug, thiserror::Error)]
@@ -329,7 +329,9 @@ impl QemuSource {
                 ),
             });
         }
-        let boot = qmp.peer_pid().and_then(crate::source::process_boot_id);
+        let boot = qmp
+            .peer_pid()
+            .and_then(vmseal_capture::source::process_boot_id);
         let mut me = Self {
             qmp,
             mem_path: mem_path.to_owned(),
@@ -397,7 +399,7 @@ impl QemuSource {
     }
 }
 
-impl MemorySource for QemuSource {
+impl GuestMemory for QemuSource {
     /// The QEMU process's identity (pid and start time, on this boot of the host): a guest reset
     /// inside the same process keeps it, so after one a moved kernel shows as `remapped`.
     fn boot_id(&self) -> Option<[u8; 16]> {
@@ -421,6 +423,20 @@ impl MemorySource for QemuSource {
         Ok(())
     }
 
+    fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
+        let paging = self.paging.ok_or(SourceError::Translate {
+            gva,
+            reason: "paging registers not read yet (refresh_paging)".into(),
+        })?;
+        walk(paging, gva, &|pa| {
+            let mut b = [0u8; 8];
+            self.read(pa, &mut b)?;
+            Ok(u64::from_le_bytes(b))
+        })
+    }
+}
+
+impl Pausable for QemuSource {
     fn pause(&mut self) -> Result<Duration, SourceError> {
         let t = Instant::now();
         self.qmp
@@ -443,21 +459,11 @@ impl MemorySource for QemuSource {
         self.paused = false;
         Ok(())
     }
+}
 
-    fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError> {
-        Ok(None)
-    }
-
-    fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
-        let paging = self.paging.ok_or(SourceError::Translate {
-            gva,
-            reason: "paging registers not read yet (refresh_paging)".into(),
-        })?;
-        walk(paging, gva, &|pa| {
-            let mut b = [0u8; 8];
-            self.read(pa, &mut b)?;
-            Ok(u64::from_le_bytes(b))
-        })
+impl MemorySource for QemuSource {
+    fn pausable(&mut self) -> Option<&mut dyn Pausable> {
+        Some(self)
     }
 }
 

@@ -33,7 +33,7 @@ fn expiry(name: &str, days: Option<i64>, fix: &str) -> Check {
     match days {
         None => Check::fail(name, "cannot be read", fix),
         Some(d) if d < 0 => Check::fail(name, format!("expired {} day(s) ago", -d), fix),
-        Some(d) if d < crate::enroll::RENEW_WITHIN_DAYS => {
+        Some(d) if d < vmseal_capture::agent::enroll::RENEW_WITHIN_DAYS => {
             Check::fail(name, format!("{d} day(s) left"), fix)
         }
         Some(d) => Check::pass(name, format!("{d} day(s) left")),

@@ -271,10 +271,7 @@ pub(crate) fn spawn_service(
                     let _ = s.run().await;
                 }
                 Err(e) => {
-                    let _ = ready_tx.send(Err(vmseal_client::error_text(std::iter::successors(
-                        Some(&e as &dyn std::error::Error),
-                        |e| e.source(),
-                    ))));
+                    let _ = ready_tx.send(Err(vmseal_client::error_chain_text(&e)));
                 }
             }
         });

@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use vmseal_host::capture::{Consistency, Plan, Snapshot};
+use vmseal_capture::policy::Policy;
+use vmseal_capture::source::Pausable;
+use vmseal_capture::testing::StayPaused;
+use vmseal_capture::{Consistency, Plan, Snapshot};
 use vmseal_host::guest;
 use vmseal_host::kvm::{MicroVm, MicroVmConfig};
-use vmseal_host::policy::Policy;
-use vmseal_host::source::{DirtyPages, MemorySource, SourceError};
 use vmseal_sealer::claims::ModuleInfo;
 
 fn vm(ws_pages: u32) -> MicroVm {
@@ -30,33 +31,6 @@ fn vm(ws_pages: u32) -> MicroVm {
 fn plan(vm: &MicroVm, nonce: Option<&[u8]>) -> Plan {
     let policy = Policy::parse(guest::POLICY).unwrap();
     Plan::new(&policy, vm, Some(&guest::symbols(vm.program())), nonce).unwrap()
-}
-
-/// Delegates to the VM but never resumes it: memory stays as it was at the capture's pause.
-struct StayPaused<'a>(&'a mut MicroVm);
-
-impl MemorySource for StayPaused<'_> {
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
-    fn ram(&self) -> Vec<(u64, u64)> {
-        self.0.ram()
-    }
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), SourceError> {
-        self.0.read(gpa, buf)
-    }
-    fn pause(&mut self) -> Result<Duration, SourceError> {
-        self.0.pause()
-    }
-    fn resume(&mut self) -> Result<(), SourceError> {
-        Ok(())
-    }
-    fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError> {
-        self.0.dirty_pages()
-    }
-    fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
-        self.0.virt_to_phys(gva)
-    }
 }
 
 fn roots(s: &Snapshot) -> Vec<(String, [u8; 32])> {

@@ -1,9 +1,9 @@
 //! KASLR: the relocation table from Debian's bzImage, and one baseline for every boot: kernel text
 //! captured from a randomised boot, with the relocations undone, equals a `nokaslr` boot's.
 
-use vmseal_host::capture::{Consistency, Plan, Snapshot};
-use vmseal_host::kaslr::KernelRelocs;
-use vmseal_host::policy::{Policy, SymbolMap};
+use vmseal_capture::kaslr::KernelRelocs;
+use vmseal_capture::policy::{Policy, SymbolMap};
+use vmseal_capture::{Consistency, Plan, Snapshot};
 use vmseal_host::qemu::QemuSource;
 use vmseal_testkit::QemuGuest;
 
@@ -117,7 +117,7 @@ fn section_and_gva_selectors_follow_the_slide() {
         .unwrap_or_else(|| {
             std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vmseal/kernel")
         });
-    let ctx = vmseal_host::kaslr::KernelContext::load(&policy, &dir, Some(&map)).unwrap();
+    let ctx = vmseal_capture::kaslr::KernelContext::load(&policy, &dir, Some(&map)).unwrap();
     let plan = ctx.plan(&policy, &src, Some(&map), None).unwrap();
     let (sec, gva, sym) = (&plan.regions[0], &plan.regions[1], &plan.regions[2]);
     assert_eq!(
@@ -144,7 +144,7 @@ fn section_and_gva_selectors_follow_the_slide() {
 fn kernel_image_target_never_panics() {
     let k = kernel();
     let head = &k[..k.len().min(64 << 10)];
-    vmseal_host::fuzzing::kernel_image(head);
+    vmseal_capture::fuzzing::kernel_image(head);
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     for _ in 0..20_000 {
         x ^= x << 13;
@@ -156,6 +156,6 @@ fn kernel_image_target_never_panics() {
         if x.is_multiple_of(7) {
             d.truncate((x >> 8) as usize % d.len());
         }
-        vmseal_host::fuzzing::kernel_image(&d);
+        vmseal_capture::fuzzing::kernel_image(&d);
     }
 }

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use vmseal_capture::source::{DirtyLog, GuestMemory, PAGE, Pausable};
 use vmseal_host::guest;
 use vmseal_host::kvm::{MicroVm, MicroVmConfig};
-use vmseal_host::source::{MemorySource, PAGE};
 
 fn vm() -> MicroVm {
     let vm = MicroVm::start(MicroVmConfig {
@@ -62,14 +62,14 @@ fn pause_stops_the_guest_and_resume_restarts_it() {
 #[test]
 fn dirty_log_sees_guest_writes_and_host_injections() {
     let mut vm = vm();
-    let first = vm.dirty_pages().unwrap().unwrap();
+    let first = vm.dirty_pages().unwrap();
     assert_eq!(first.count(), 16 * 256, "first harvest reports every page");
     vm.pause().unwrap();
     let _ = vm.dirty_pages().unwrap(); // drain what happened before the pause
-    let quiet = vm.dirty_pages().unwrap().unwrap();
+    let quiet = vm.dirty_pages().unwrap();
     assert_eq!(quiet.count(), 0, "a paused guest dirties nothing");
     let at = vm.inject_pointer_hook(5, 6).unwrap();
-    let d = vm.dirty_pages().unwrap().unwrap();
+    let d = vm.dirty_pages().unwrap();
     assert_eq!(
         d.iter().collect::<Vec<_>>(),
         vec![at / PAGE],
@@ -77,7 +77,7 @@ fn dirty_log_sees_guest_writes_and_host_injections() {
     );
     vm.resume().unwrap();
     assert!(vm.wait_heartbeats(2, Duration::from_secs(10)));
-    let d = vm.dirty_pages().unwrap().unwrap();
+    let d = vm.dirty_pages().unwrap();
     let ws_first = guest::WORKING_SET / PAGE;
     assert!(d.contains(ws_first), "counter page written");
     assert!(

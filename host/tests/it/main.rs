@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 
 mod capture;
-mod fuzz_smoke;
 mod kaslr;
 mod kvm;
 mod qemu;

@@ -2,10 +2,10 @@
 //! kernel symbols through the guest's page tables, capture kernel text, rodata and the syscall table
 //! by symbols, and detect a write into kernel text made from the host side.
 
-use vmseal_host::capture::{Consistency, Plan, Snapshot};
-use vmseal_host::policy::{Policy, SymbolMap};
+use vmseal_capture::policy::{Policy, SymbolMap};
+use vmseal_capture::source::{GuestMemory, PAGE, Pausable};
+use vmseal_capture::{Consistency, Plan, Snapshot};
 use vmseal_host::qemu::QemuSource;
-use vmseal_host::source::{MemorySource, PAGE};
 use vmseal_testkit::QemuGuest;
 
 const POLICY: &str = r#"
@@ -122,7 +122,7 @@ fn linux_kernel_regions_by_symbols_and_a_host_side_write_is_detected() {
     let live = Snapshot::full(&mut src, plan.clone(), Consistency::StopCopy).unwrap();
     src.hmp(&format!("dump-guest-memory {}", core.path().display()))
         .unwrap();
-    let dump = vmseal_host::dump::ElfDump::open(core.path()).unwrap();
+    let dump = vmseal_capture::dump::ElfDump::open(core.path()).unwrap();
     assert!(dump.segments().len() >= 2, "{:?}", dump.segments());
     let ranges = plan.regions[0].ranges();
     let gpa_policy = format!(

@@ -1,48 +1,28 @@
-//! A short deterministic run of the policy fuzz target on stable: the built-in policy, a symbol map
-//! and a baseline, each mutated many times. Full runs: `cargo +nightly fuzz run policy`.
+//! Short deterministic runs of the capture crate's fuzz targets on stable: a policy, a symbol map
+//! and a baseline, each mutated many times; ELF core headers. Full runs: `cargo +nightly fuzz run policy`.
 
-use vmseal_host::fuzzing::policy;
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
+
+use vmseal_capture::fuzzing::policy;
 
 #[test]
 fn policy_target_never_panics() {
     let seeds: Vec<Vec<u8>> = vec![
-        vmseal_host::guest::POLICY.as_bytes().to_vec(),
-        vmseal_host::guest::symbols(&vmseal_host::guest::assemble().unwrap())
-            .render()
-            .into_bytes(),
-        vmseal_host::capture::Baseline {
+        include_bytes!("../../host/policies/micro-vm.toml").to_vec(),
+        b"ffffffff81000000 T _text\nffffffff81000040 t syscall_table\n0000000000010000 T code_end\n"
+            .to_vec(),
+        vmseal_capture::Baseline {
             policy_digest: vec![1; 32],
             hash: "sha256".into(),
-            regions: vec![vmseal_host::capture::BaselineRegion {
+            regions: vec![vmseal_capture::BaselineRegion {
                 name: "r".into(),
                 leaves: vec![7; 64],
             }],
         }
         .to_bytes(),
     ];
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
     for seed in &seeds {
-        policy(seed);
-        for _ in 0..20_000 {
-            let mut d = seed.clone();
-            for _ in 0..=(next() % 4) {
-                let i = (next() as usize) % (d.len() + 1);
-                match next() % 4 {
-                    0 if i < d.len() => d[i] ^= 1 << (next() % 8),
-                    1 => d.truncate(i),
-                    2 => d.insert(i, b"[]{}=\"#\n0x,.ab"[(next() % 14) as usize]),
-                    _ if i < d.len() => d[i] = next() as u8,
-                    _ => {}
-                }
-            }
-            policy(&d);
-        }
+        vmseal_testkit::mutations(seed, 20_000, b"[]{}=\"#\n0x,.ab", policy);
     }
 }
 
@@ -76,26 +56,20 @@ fn tiny_core() -> Vec<u8> {
 #[test]
 fn elf_dump_target_never_panics_and_reads_a_core() {
     let core = tiny_core();
-    let segs = vmseal_host::dump::parse_elf_segments(&core, core.len() as u64).unwrap();
+    let segs = vmseal_capture::dump::parse_elf_segments(&core, core.len() as u64).unwrap();
     assert_eq!(
         segs,
-        vec![vmseal_host::dump::Segment {
+        vec![vmseal_capture::dump::Segment {
             gpa: 0x1000,
             len: 8192,
             offset: 4096
         }]
     );
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for _ in 0..50_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let mut d = core[..184].to_vec();
-        let i = (x as usize) % d.len();
-        d[i] ^= (x >> 32) as u8 | 1;
-        if x.is_multiple_of(5) {
-            d.truncate((x >> 8) as usize % d.len());
-        }
-        vmseal_host::fuzzing::elf_dump(&d);
-    }
+    let every_byte: Vec<u8> = (0..=255).collect();
+    vmseal_testkit::mutations(
+        &core[..184],
+        50_000,
+        &every_byte,
+        vmseal_capture::fuzzing::elf_dump,
+    );
 }

@@ -322,26 +322,24 @@ impl KernelContext {
     pub fn plan(
         &self,
         policy: &crate::policy::Policy,
-        source: &dyn crate::source::MemorySource,
+        source: &dyn crate::source::GuestMemory,
         symbols: Option<&crate::policy::SymbolMap>,
         nonce: Option<&[u8]>,
-    ) -> Result<crate::capture::Plan, crate::capture::CaptureError> {
-        let mut plan = crate::capture::Plan::new_with_sections(
-            policy,
-            source,
+    ) -> Result<crate::Plan, crate::CaptureError> {
+        let lookup = crate::plan::Lookup {
             symbols,
-            self.sections.as_ref(),
-            nonce,
-        )?;
+            sections: self.sections.as_ref(),
+        };
+        let mut plan = crate::Plan::resolve(policy, source, lookup, nonce)?;
         if policy.regions.iter().any(|r| r.kaslr_undo) {
             let relocs = self
                 .relocs
                 .clone()
-                .ok_or_else(|| crate::capture::CaptureError::Plan {
+                .ok_or_else(|| crate::CaptureError::Plan {
                     region: "kaslr".into(),
                     reason: "the policy's kernel image was not loaded".into(),
                 })?;
-            let syms = symbols.ok_or_else(|| crate::capture::CaptureError::Plan {
+            let syms = symbols.ok_or_else(|| crate::CaptureError::Plan {
                 region: "kaslr".into(),
                 reason: "KASLR undo needs the running kernel's symbols (_text): give --symbols"
                     .into(),

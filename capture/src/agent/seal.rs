@@ -9,7 +9,7 @@ use vmseal_sealer::claims::{Claims, ModuleInfo};
 use vmseal_sealer::merkle::HashAlg;
 use vmseal_sealer::state::{HostState, StateError, write_atomic};
 
-use crate::capture::{Baseline, CaptureError, Snapshot};
+use crate::{Baseline, CaptureError, Snapshot};
 
 /// Why sealing failed.
 #[derive(Debug, thiserror::Error)]

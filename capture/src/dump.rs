@@ -1,18 +1,16 @@
 //! Memory dumps as [`MemorySource`]s, for offline checks: raw images ([`RawDump`], byte N is
 //! guest-physical address N) and ELF core files ([`ElfDump`], QEMU's `dump-guest-memory`: one
 //! `PT_LOAD` per RAM range, `p_paddr` = guest-physical address). Read with positioned reads (no
-//! mapping); a dump never changes, so pausing is free and there is no dirty log.
+//! mapping); a dump never changes, so it neither pauses nor keeps a dirty log.
 //!
 //! The same reader serves a running kernel's own memory from inside its guest: `/proc/kcore` is an
 //! ELF core whose `PT_LOAD` segments are keyed by kernel *virtual* address ([`AddressKey::Virtual`];
 //! `vmseal-shim`), so kallsyms addresses select regions directly.
 
+use crate::source::{GuestMemory, MemorySource, PAGE, SourceError};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use crate::source::{DirtyPages, MemorySource, PAGE, SourceError};
 
 /// A raw memory image.
 #[derive(Debug)]
@@ -44,7 +42,7 @@ impl RawDump {
     }
 }
 
-impl MemorySource for RawDump {
+impl GuestMemory for RawDump {
     fn describe(&self) -> String {
         format!("raw image {}", self.path.display())
     }
@@ -63,15 +61,6 @@ impl MemorySource for RawDump {
         }
         self.file.read_exact_at(buf, gpa)?;
         Ok(())
-    }
-    fn pause(&mut self) -> Result<Duration, SourceError> {
-        Ok(Duration::ZERO)
-    }
-    fn resume(&mut self) -> Result<(), SourceError> {
-        Ok(())
-    }
-    fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError> {
-        Ok(None)
     }
 }
 
@@ -263,7 +252,7 @@ pub fn open_dump(path: &Path) -> Result<Box<dyn MemorySource>, SourceError> {
     })
 }
 
-impl MemorySource for ElfDump {
+impl GuestMemory for ElfDump {
     fn describe(&self) -> String {
         match self.key {
             AddressKey::Physical => format!("ELF core {}", self.path.display()),
@@ -307,13 +296,11 @@ impl MemorySource for ElfDump {
         self.file.read_exact_at(buf, s.offset + (gpa - s.gpa))?;
         Ok(())
     }
-    fn pause(&mut self) -> Result<Duration, SourceError> {
-        Ok(Duration::ZERO)
-    }
-    fn resume(&mut self) -> Result<(), SourceError> {
-        Ok(())
-    }
-    fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError> {
-        Ok(None)
-    }
 }
+
+/// A dump never changes: no pause, no dirty log.
+impl MemorySource for RawDump {}
+
+/// A dump file never changes, and a running kernel cannot be stopped from inside itself (its own
+/// `/proc/kcore`): no pause, no dirty log.
+impl MemorySource for ElfDump {}

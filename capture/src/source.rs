@@ -1,5 +1,8 @@
 //! Where guest memory comes from: the [`MemorySource`] trait the capture engine is written against,
-//! implemented by the KVM micro-VM ([`crate::kvm`]), QEMU guests and dump files.
+//! split into what every source has ([`GuestMemory`]) and the capabilities some have ([`Pausable`],
+//! [`DirtyLog`]). The KVM micro-VM and QEMU guests (in `vmseal-host`), processes and the kernel
+//! (in `vmseal-shim`), dump files ([`crate::dump`]) and anonymous memory ([`crate::anon`])
+//! implement it.
 
 use std::time::Duration;
 
@@ -156,22 +159,17 @@ pub fn kernel_boot_id() -> Option<[u8; 16]> {
     d[..16].try_into().ok()
 }
 
-/// A guest's memory, as the capture engine sees it.
-pub trait MemorySource: Send + Sync {
+/// A guest's memory as the capture engine reads it: its RAM layout, reads, and what the guest's
+/// MMU and process table say. Every source has this; what else it can do is a capability
+/// ([`Pausable`], [`DirtyLog`]) that [`MemorySource`] hands out when the source has it — as
+/// cloud-hypervisor's `vm-migration` keeps `Pausable` apart from dirty logging.
+pub trait GuestMemory: Send + Sync {
     /// A short description ("kvm micro-VM", "qemu:/run/vm.qmp", "dump:core.elf").
     fn describe(&self) -> String;
     /// Guest RAM as (guest-physical start, length) ranges, ascending.
     fn ram(&self) -> Vec<(u64, u64)>;
     /// Copy guest memory at `gpa` into `buf` (any length within RAM).
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), SourceError>;
-    /// Stop the guest's vCPUs; returns how long stopping took.
-    fn pause(&mut self) -> Result<Duration, SourceError>;
-    /// Let the guest run again.
-    fn resume(&mut self) -> Result<(), SourceError>;
-    /// Pages written since the previous call (the first call starts tracking and returns every
-    /// page). `None` when the source cannot track writes (a dump never changes; a QEMU file
-    /// backend has no dirty log).
-    fn dirty_pages(&mut self) -> Result<Option<DirtyPages>, SourceError>;
     /// Which boot of the guest this is (the `boot` claim): ranges of code may move across boots
     /// (KASLR) but never within one, and the verifier compares them between snapshots of the same
     /// boot. `None` when the source cannot tell (a dump file).
@@ -191,6 +189,38 @@ pub trait MemorySource: Send + Sync {
                 self.describe()
             ),
         })
+    }
+}
+
+/// A guest that can be stopped, so that a capture reads one moment of its memory.
+pub trait Pausable {
+    /// Stop the guest's vCPUs (or the process); returns how long stopping took.
+    fn pause(&mut self) -> Result<Duration, SourceError>;
+    /// Let the guest run again.
+    fn resume(&mut self) -> Result<(), SourceError>;
+}
+
+/// A guest whose page writes are tracked (KVM's dirty log, a dirty bitmap).
+pub trait DirtyLog {
+    /// Pages written since the previous call. The first call starts tracking and returns every
+    /// page.
+    fn dirty_pages(&mut self) -> Result<DirtyPages, SourceError>;
+}
+
+/// A memory source: [`GuestMemory`], and the capabilities it has.
+///
+/// A source without [`Pausable`] is one that never changes (a dump file) or one that cannot be
+/// stopped from where it is read (the running kernel through `/proc/kcore`, a process reading
+/// itself): the engine reads it as it is. A source without [`DirtyLog`] is captured in full
+/// every time, and a pre-copy capture of it re-reads every page while paused.
+pub trait MemorySource: GuestMemory {
+    /// Pausing, when the source can.
+    fn pausable(&mut self) -> Option<&mut dyn Pausable> {
+        None
+    }
+    /// The dirty log, when the source has one.
+    fn dirty_log(&mut self) -> Option<&mut dyn DirtyLog> {
+        None
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use vmseal_client::{ChainHead, Client, ClientError};
 use vmseal_sealer::state::{HostState, VmChain, write_atomic};
 
-use crate::seal::Sealed;
+use crate::agent::seal::Sealed;
 
 /// How long a transient failure is retried with the same evidence, by default.
 pub const DEFAULT_RETRY: Duration = Duration::from_secs(60);

@@ -1,0 +1,377 @@
+//! Snapshots: the planned pages hashed into one Merkle tree per region, kept consistent with a
+//! short pause, and updated incrementally from the dirty log.
+//!
+//! Consistency, as live migration does it:
+//! - [`Consistency::StopCopy`]: pause, hash everything, resume. The pause is the whole capture.
+//! - [`Consistency::PreCopy`]: hash everything while the guest runs, then pause, re-hash only the
+//!   pages written meanwhile (the dirty log), resume. The result is the memory as it was at the
+//!   pause — the same as a stop-and-copy capture at that moment — with a pause proportional to the
+//!   pages dirtied during the pre-copy, not to the memory size.
+//!
+//! [`Snapshot::incremental`] starts from the previous snapshot's trees and re-hashes only pages
+//! written since (pre-copy style), updating leaves in O(k log n); it equals a full capture of the
+//! same memory.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use vmseal_sealer::claims::{CaptureInfo, CaptureKind, Claims, ModuleInfo, Region, RegionDelta};
+use vmseal_sealer::merkle::{Digest, MerkleTree};
+
+use crate::CaptureError;
+use crate::baseline::{Baseline, BaselineRegion};
+use crate::hash::{Budget, hash_pages_fixed};
+use crate::plan::Plan;
+use crate::policy::Sampling;
+use crate::source::{DirtyPages, GuestMemory, MemorySource};
+
+/// How the capture is kept consistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Pause for the whole capture.
+    StopCopy,
+    /// Hash while running, pause only to re-hash pages dirtied meanwhile.
+    PreCopy,
+}
+
+/// What one capture did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Full, or incremental from a base sequence number.
+    pub kind: CaptureKind,
+    /// Pages read and hashed (re-hashes included).
+    pub pages_read: u64,
+    /// Time the guest was paused.
+    pub pause: Duration,
+    /// Total time.
+    pub duration: Duration,
+}
+
+/// The trees of one capture.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// What was captured.
+    pub plan: Plan,
+    /// One tree per planned region.
+    pub trees: Vec<MerkleTree>,
+    /// How.
+    pub stats: CaptureStats,
+}
+
+impl Snapshot {
+    fn build(
+        plan: Plan,
+        digests: &HashMap<u64, Digest>,
+        stats: CaptureStats,
+    ) -> Result<Self, CaptureError> {
+        let trees = plan
+            .regions
+            .iter()
+            .map(|r| {
+                let leaves = r
+                    .pfns
+                    .iter()
+                    .map(|p| digests.get(p).copied().unwrap_or_default())
+                    .collect();
+                MerkleTree::from_leaves(plan.hash, leaves)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { plan, trees, stats })
+    }
+
+    /// Capture every planned page.
+    pub fn full(
+        source: &mut dyn MemorySource,
+        plan: Plan,
+        mode: Consistency,
+    ) -> Result<Self, CaptureError> {
+        let t0 = Instant::now();
+        let pages = plan.pages();
+        let mut read = pages.len() as u64;
+        let (digests, pause) = match mode {
+            Consistency::StopCopy => while_paused(source, |src| {
+                dirty_since_last(src)?; // tracking restarts at this consistent point
+                Ok(hash_pages_fixed(
+                    src,
+                    plan.hash,
+                    &pages,
+                    None,
+                    &plan.fixups,
+                )?)
+            })?,
+            Consistency::PreCopy => {
+                dirty_since_last(source)?; // start tracking before the pre-copy pass
+                let mut d = hash_pages_fixed(
+                    source,
+                    plan.hash,
+                    &pages,
+                    plan.budget.as_deref(),
+                    &plan.fixups,
+                )?;
+                let (r, pause) = while_paused(source, |src| {
+                    let dirty = dirty_since_last(src)?;
+                    rehash_dirty(src, &plan, &pages, &mut d, dirty.as_ref())
+                })?;
+                read += r;
+                (d, pause)
+            }
+        };
+        let map: HashMap<u64, Digest> = pages.into_iter().zip(digests).collect();
+        Self::build(
+            plan,
+            &map,
+            CaptureStats {
+                kind: CaptureKind::Full,
+                pages_read: read,
+                pause,
+                duration: t0.elapsed(),
+            },
+        )
+    }
+
+    /// Update this snapshot with the pages written since it was taken (pre-copy style); the result
+    /// is the same as a full capture of the guest at the moment of the pause. The source needs a
+    /// [`DirtyLog`](crate::source::DirtyLog).
+    pub fn incremental(
+        &self,
+        source: &mut dyn MemorySource,
+        base_seq: u64,
+    ) -> Result<Self, CaptureError> {
+        let t0 = Instant::now();
+        let mut next = self.clone();
+        let no_log = |src: &dyn MemorySource| CaptureError::NoDirtyLog(src.describe());
+        let first = dirty_since_last(source)?.ok_or_else(|| no_log(source))?;
+        let budget = next.plan.budget.clone();
+        let mut read = next.update(source, &first, budget.as_deref())?;
+        let (r, pause) = while_paused(source, |src| {
+            let d = dirty_since_last(src)?.ok_or_else(|| no_log(src))?;
+            next.update(src, &d, None)
+        })?;
+        read += r;
+        next.stats = CaptureStats {
+            kind: CaptureKind::Incremental { base_seq },
+            pages_read: read,
+            pause,
+            duration: t0.elapsed(),
+        };
+        Ok(next)
+    }
+
+    /// Re-hash the planned pages in `dirty` and update the trees; returns pages read.
+    fn update(
+        &mut self,
+        source: &dyn GuestMemory,
+        dirty: &DirtyPages,
+        budget: Option<&Budget>,
+    ) -> Result<u64, CaptureError> {
+        let pages: Vec<u64> = dirty
+            .iter()
+            .filter(|p| self.plan.index.contains_key(p))
+            .collect();
+        let digests = hash_pages_fixed(source, self.plan.hash, &pages, budget, &self.plan.fixups)?;
+        let mut per_region: Vec<Vec<(u64, Digest)>> = vec![Vec::new(); self.trees.len()];
+        for (p, d) in pages.iter().zip(digests) {
+            for &(r, leaf) in self
+                .plan
+                .index
+                .get(p)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                per_region[r].push((leaf as u64, d));
+            }
+        }
+        for (tree, changes) in self.trees.iter_mut().zip(per_region) {
+            if !changes.is_empty() {
+                tree.apply_delta(&changes)?;
+            }
+        }
+        Ok(pages.len() as u64)
+    }
+
+    /// The claims regions (name, class, severity, ranges, pages, root).
+    pub fn regions(&self) -> Vec<Region> {
+        self.plan
+            .regions
+            .iter()
+            .zip(&self.trees)
+            .map(|(r, t)| Region {
+                name: r.policy.name.clone(),
+                class: r.policy.class,
+                severity: r.policy.severity,
+                ranges: r.ranges(),
+                pages: r.pfns.len() as u64,
+                root: t.root(),
+            })
+            .collect()
+    }
+
+    /// Changed leaves against a baseline, per region present in both with the same size — or,
+    /// for a region sampled by the verifier's nonce, against the baseline pages that nonce
+    /// selects (the verifier compares the sample with exactly those).
+    pub fn delta(&self, baseline: &Baseline) -> Vec<RegionDelta> {
+        let mut out = Vec::new();
+        for (r, tree) in self.plan.regions.iter().zip(&self.trees) {
+            let Some(b) = baseline.regions.iter().find(|b| b.name == r.policy.name) else {
+                continue;
+            };
+            let leaves = b.leaves();
+            let reference: Vec<Digest> = if leaves.len() == tree.leaves().len() {
+                leaves
+            } else if let (Sampling::Pages(k), Some(nonce)) = (r.policy.sampling, &self.plan.nonce)
+            {
+                let idx =
+                    vmseal_policy::sample_indices(nonce, &r.policy.name, leaves.len(), k as usize);
+                if idx.len() != tree.leaves().len() {
+                    continue;
+                }
+                idx.iter().map(|&i| leaves[i]).collect()
+            } else {
+                continue;
+            };
+            let changes: Vec<(u64, Digest)> = tree
+                .leaves()
+                .iter()
+                .zip(&reference)
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .map(|(i, (a, _))| (i as u64, *a))
+                .collect();
+            if !changes.is_empty() {
+                out.push(RegionDelta {
+                    region: r.policy.name.clone(),
+                    changes,
+                });
+            }
+        }
+        out
+    }
+
+    /// For every region, how many of its pages differ from `baseline` (0 when equal, or when the
+    /// baseline has no comparable region).
+    pub fn changed_pages(&self, baseline: &Baseline) -> Vec<(String, usize)> {
+        let d = self.delta(baseline);
+        self.plan
+            .regions
+            .iter()
+            .map(|r| {
+                let n = d
+                    .iter()
+                    .find(|d| d.region == r.policy.name)
+                    .map_or(0, |d| d.changes.len());
+                (r.policy.name.clone(), n)
+            })
+            .collect()
+    }
+
+    /// This snapshot's trees as a baseline for later deltas.
+    pub fn baseline(&self) -> Baseline {
+        Baseline {
+            policy_digest: self.plan.policy.digest.to_vec(),
+            hash: self.plan.hash.name().to_owned(),
+            regions: self
+                .plan
+                .regions
+                .iter()
+                .zip(&self.trees)
+                .map(|(r, t)| BaselineRegion {
+                    name: r.policy.name.clone(),
+                    leaves: t.leaves().concat(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The snapshot claims, ready to seal.
+    #[allow(clippy::too_many_arguments)]
+    pub fn claims(
+        &self,
+        vm_id: &str,
+        host_id: &str,
+        seq: u64,
+        prev: Option<Digest>,
+        iat: i64,
+        module: ModuleInfo,
+        baseline: Option<&Baseline>,
+    ) -> Result<Claims, CaptureError> {
+        let regions = self.regions();
+        let (memory_root, code_hash) = Claims::compute_roots(self.plan.hash, &regions)
+            .map_err(|e| CaptureError::Baseline(e.to_string()))?;
+        Ok(Claims {
+            vm_id: vm_id.to_owned(),
+            host_id: host_id.to_owned(),
+            seq,
+            prev,
+            iat,
+            nonce: self.plan.nonce.clone(),
+            boot: self.plan.boot,
+            policy: self.plan.policy.clone(),
+            hash_alg: self.plan.hash,
+            regions,
+            memory_root,
+            code_hash,
+            module,
+            capture: CaptureInfo {
+                kind: self.stats.kind,
+                pages_read: self.stats.pages_read,
+                pause_us: self.stats.pause.as_micros() as u64,
+                duration_us: self.stats.duration.as_micros() as u64,
+            },
+            delta: baseline.map(|b| self.delta(b)).unwrap_or_default(),
+            sealed: None,
+        })
+    }
+}
+
+/// Run `f` with the guest paused when the source can pause, and resume it whether `f` succeeded
+/// or not. The duration is how long the guest was paused (zero for a source that cannot pause).
+fn while_paused<T>(
+    source: &mut dyn MemorySource,
+    f: impl FnOnce(&mut dyn MemorySource) -> Result<T, CaptureError>,
+) -> Result<(T, Duration), CaptureError> {
+    let p0 = Instant::now();
+    let paused = match source.pausable() {
+        Some(p) => {
+            p.pause()?;
+            true
+        }
+        None => false,
+    };
+    let r = f(source);
+    if let Some(p) = source.pausable().filter(|_| paused) {
+        p.resume()?;
+    }
+    Ok((r?, if paused { p0.elapsed() } else { Duration::ZERO }))
+}
+
+/// The pages written since the last call, or `None` for a source without a dirty log.
+fn dirty_since_last(source: &mut dyn MemorySource) -> Result<Option<DirtyPages>, CaptureError> {
+    Ok(source.dirty_log().map(|d| d.dirty_pages()).transpose()?)
+}
+
+fn rehash_dirty(
+    source: &dyn GuestMemory,
+    plan: &Plan,
+    pages: &[u64],
+    digests: &mut [Digest],
+    dirty: Option<&DirtyPages>,
+) -> Result<u64, CaptureError> {
+    let Some(dirty) = dirty else {
+        // No dirty log: the only consistent choice is to re-hash everything while paused.
+        let all = hash_pages_fixed(source, plan.hash, pages, None, &plan.fixups)?;
+        digests.copy_from_slice(&all);
+        return Ok(pages.len() as u64);
+    };
+    let idx: Vec<usize> = pages
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| dirty.contains(**p))
+        .map(|(i, _)| i)
+        .collect();
+    let which: Vec<u64> = idx.iter().map(|&i| pages[i]).collect();
+    let fresh = hash_pages_fixed(source, plan.hash, &which, None, &plan.fixups)?;
+    for (i, d) in idx.into_iter().zip(fresh) {
+        digests[i] = d;
+    }
+    Ok(which.len() as u64)
+}
