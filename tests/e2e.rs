@@ -3556,3 +3556,69 @@ fn every_binary_makes_its_completions_and_man_page() {
         );
     }
 }
+
+/// docs/architecture.md's diagram names every module of every crate under its crate, and names no
+/// module that is gone (an indented `name   what it is` line under a crate is a module).
+#[test]
+fn the_architecture_diagram_names_every_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+    let diagram = doc.split("```").nth(1).unwrap();
+    // crate directory → its section of the diagram
+    let mut sections: Vec<(String, String)> = Vec::new();
+    for line in diagram.lines() {
+        match line.split_once('/') {
+            Some((dir, _)) if !line.starts_with(' ') && !dir.contains(' ') => {
+                sections.push((dir.to_owned(), String::new()))
+            }
+            _ => {
+                if let Some((_, text)) = sections.last_mut() {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+    }
+    let words = |text: &str, w: &str| {
+        text.split(|c: char| !c.is_alphanumeric() && c != '_')
+            .any(|t| t == w)
+    };
+    let mut problems = Vec::new();
+    for (dir, text) in &sections {
+        let mut modules = std::collections::BTreeSet::new();
+        for f in ["src/lib.rs", "src/main.rs"] {
+            let Ok(src) = std::fs::read_to_string(root.join(dir).join(f)) else {
+                continue;
+            };
+            for line in src.lines() {
+                let decl = line.strip_prefix("pub mod ").or(line.strip_prefix("mod "));
+                if let Some(name) = decl.and_then(|d| d.strip_suffix(';')) {
+                    modules.insert(name.to_owned());
+                }
+            }
+        }
+        // Test-only and fuzzing entry points are not part of the design.
+        modules.retain(|m| !m.ends_with("tests") && m != "fuzzing");
+        for m in &modules {
+            if !words(text, m) {
+                problems.push(format!("{dir}/: module `{m}` is not in the diagram"));
+            }
+        }
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("  ") else {
+                continue;
+            };
+            let name = rest.split_whitespace().next().unwrap_or_default();
+            let is_entry = !rest.starts_with(' ')
+                && rest.len() > name.len() + 1
+                && rest[name.len()..].starts_with("  ")
+                && name.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            if is_entry && !modules.is_empty() && !modules.contains(name) {
+                problems.push(format!(
+                    "{dir}/: the diagram names `{name}`, which is no module"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

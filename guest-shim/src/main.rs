@@ -59,7 +59,8 @@ struct Target {
     /// Kernel symbols.
     #[arg(long, default_value = "/proc/kallsyms")]
     kallsyms: PathBuf,
-    /// Report page changes against this baseline (written by `capture --baseline-out`).
+    /// Report page changes against this baseline (written by `capture --baseline-out`); when
+    /// attesting, only while the verifier has no golden baseline of the VM.
     #[arg(long)]
     baseline: Option<PathBuf>,
 }
