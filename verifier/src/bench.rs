@@ -360,7 +360,7 @@ pub fn run(
     progress(&format!("submitting with {clients} concurrent clients"));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cpu_before = server_cpu_seconds();
-    let conns_before = crate::server::TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed);
+    let conns_before = crate::state::TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed);
     let new_client = || {
         vmseal_client::Client::new(
             &url,
@@ -407,7 +407,7 @@ pub fn run(
     let n = lat.len() as u64;
 
     let tls_connections =
-        crate::server::TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed) - conns_before;
+        crate::state::TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed) - conns_before;
 
     // The baseline: the same clients asking /healthz as often, over mutual TLS.
     progress("baseline: the same number of GET /healthz");

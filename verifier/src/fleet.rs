@@ -271,7 +271,7 @@ pub fn run(
         o.agents
     ));
     let errors = Arc::new(AtomicU64::new(0));
-    let conns_before = crate::server::TLS_CONNECTIONS.load(Ordering::Relaxed);
+    let conns_before = crate::state::TLS_CONNECTIONS.load(Ordering::Relaxed);
     let clients: Vec<reqwest::Client> = agents
         .iter()
         .map(|a| {
@@ -405,7 +405,7 @@ pub fn run(
     });
     let h_secs = h_start.elapsed().as_secs_f64();
     hlat.sort_unstable();
-    let tls_connections = crate::server::TLS_CONNECTIONS.load(Ordering::Relaxed) - conns_before;
+    let tls_connections = crate::state::TLS_CONNECTIONS.load(Ordering::Relaxed) - conns_before;
     let n = lat.len() as u64;
     let (p99, hp99) = (pct(&lat, 0.99), pct(&hlat, 0.99));
     Ok(FleetReport {

@@ -174,7 +174,7 @@ pub const AGENT_CERT_NOTICE_S: i64 = 30 * 86_400;
 /// enrolled — and its agent certificate must have more than [`AGENT_CERT_NOTICE_S`] left. A host
 /// whose verdict changes for the worse raises `evidence_refused` (code `hardware_reappraisal`) on
 /// each of its VMs; `admin hosts list` shows the verdict.
-pub async fn reappraise(st: &crate::server::AppState) -> Result<(), crate::store::StoreError> {
+pub async fn reappraise(st: &crate::state::AppState) -> Result<(), crate::store::StoreError> {
     let now = time::OffsetDateTime::now_utc();
     // What is there is verified; which anchors a host needs was decided at its enrollment.
     let mut trust = st.settings.enrollment_trust.clone();

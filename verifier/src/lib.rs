@@ -4,21 +4,23 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod api;
 pub mod appraise;
 pub mod bench;
-pub mod captures;
 pub mod config;
 pub mod corim;
 pub mod ear;
-pub mod enroll;
 pub mod fleet;
 pub mod hardware;
 pub mod pki;
-pub mod renew;
-pub mod server;
 pub mod service;
+pub mod state;
 pub mod store;
-pub mod ui;
+
+/// Now, as Unix seconds.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
 
 /// Entry points for the fuzz targets in `fuzz/`: every request body the server decodes.
 #[doc(hidden)]

@@ -11,7 +11,7 @@ use vmseal_sealer::verify::{AnchorRequirement, TrustConfig};
 
 use crate::config::ServeConfig;
 use crate::pki::{Ca, PkiError};
-use crate::server::{AppState, Settings};
+use crate::state::{AppState, Settings};
 use crate::store::{Store, StoreError};
 
 /// Why the service did not start; each names its cause and the fix.
@@ -132,7 +132,7 @@ pub async fn start_with(
     let kx = vmseal_client::KeyExchange::from_name(&c.tls_key_exchange).ok_or_else(|| {
         ServiceError::Config("tls_key_exchange must be pq-preferred or pq-only".into())
     })?;
-    let tls = crate::server::tls_config_with(
+    let tls = crate::api::tls::tls_config_with(
         &read(&state.join("ca.pem"))?,
         &read(&state.join("server.pem"))?,
         &read(&state.join("server.key"))?,
@@ -175,14 +175,14 @@ pub async fn start_with(
             source,
         })?;
     let data = web::Data::new(AppState::new(store, ca, ear, corim_key, settings));
-    crate::alerts::spawn_workers(data.clone());
+    crate::alerts::spawn_workers(data.clone().into_inner());
     let app_data = data.clone();
     let mut server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(app_data.clone())
-            .configure(crate::server::routes)
+            .configure(crate::api::routes)
     })
-    .on_connect(crate::server::on_connect)
+    .on_connect(crate::api::tls::on_connect)
     // A client has 10 s to send a request's head (slow-loris connections are dropped); an idle
     // keep-alive connection lives 75 s, longer than an agent's 25 s capture-request long-poll;
     // on SIGTERM, requests in flight get 30 s to finish.

@@ -2266,7 +2266,7 @@ fn alerts_reach_webhooks_signed_and_the_event_stream() {
 fn the_openapi_document_validates_with_an_independent_validator() {
     let python = vmseal_testkit::python::with_packages(&["openapi-spec-validator==0.7.*"])
         .expect("a Python with openapi-spec-validator");
-    let doc = serde_json::to_string_pretty(&vmseal_verifier::server::openapi()).unwrap();
+    let doc = serde_json::to_string_pretty(&vmseal_verifier::api::openapi()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, &doc).unwrap();

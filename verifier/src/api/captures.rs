@@ -13,7 +13,10 @@ use vmseal_client::ErrorCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use vmseal_client::{CaptureRequest, CaptureRequests};
 
-use crate::server::{ApiError, AppState, admin, admin_or_agent_of, bad, now};
+use crate::api::auth::{admin, admin_or_agent_of};
+use crate::api::error::{ApiError, bad};
+use crate::now;
+use crate::state::AppState;
 use crate::store::NewCaptureRequest;
 
 /// How long an agent has to answer a capture request (its nonce lives as long).
@@ -34,7 +37,7 @@ pub(crate) async fn create(
     let rec = st.store.vm_record(&vm).await?;
     let t = now();
     let nonce = st.store.issue_nonce(&vm, CAPTURE_REQUEST_TTL, t).await?;
-    let request_id = crate::enroll::new_id()?;
+    let request_id = crate::api::enroll::new_id()?;
     let expires_at = t + CAPTURE_REQUEST_TTL;
     st.store
         .create_capture_request(
@@ -95,7 +98,7 @@ pub(crate) async fn poll(
         vm_id: p.vm_id,
         nonce: hex::encode(p.nonce),
     };
-    if !matches!(crate::server::role(&req)?, crate::pki::Role::Agent(_)) {
+    if !matches!(crate::api::auth::role(&req)?, crate::pki::Role::Agent(_)) {
         let requests = st
             .store
             .open_capture_requests(&host, now())
@@ -139,7 +142,7 @@ pub(crate) async fn status(
     let s = st.store.capture_request(&id, now()).await?;
     admin_or_agent_of(&req, &s.host_id)?;
     let appraisal = match s.seq {
-        Some(seq) => Some(crate::server::stored_result(
+        Some(seq) => Some(crate::api::evidence::stored_result(
             &st.store.appraisal_result(&s.vm_id, seq).await?,
         )?),
         None => None,

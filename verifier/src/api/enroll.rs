@@ -36,8 +36,11 @@ use vmseal_sealer::merkle::HashAlg;
 use vmseal_sealer::tpm::credential::{ek_public_matches_certificate, make_credential};
 use vmseal_sealer::verify::{AnchorRequirement, VerifiedIntermediate, verify_intermediate};
 
+use crate::api::auth::{Admin, EnrollRole, role};
+use crate::api::error::{ApiError, bad};
+use crate::now;
 use crate::pki::{AGENT_CERT_LIFETIME, Role};
-use crate::server::{Admin, ApiError, AppState, EnrollRole, bad, now, role};
+use crate::state::AppState;
 use crate::store::{HostEnrollment, PendingEnrollment, TokenState};
 
 /// Seconds a credential challenge stays open.

@@ -2,9 +2,9 @@
 //! in the latest snapshot, and the open alerts. Static files compiled into the binary; the page
 //! reads the same JSON API with the browser's client certificate (admin or viewer).
 
+use crate::api::auth::reader;
+use crate::api::error::ApiError;
 use actix_web::{HttpRequest, HttpResponse};
-
-use crate::server::{ApiError, reader};
 
 const INDEX: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");

@@ -11,9 +11,12 @@ use vmseal_client::ErrorCode;
 use vmseal_client::{AgentRenewal, PersonRenewal, Renewed};
 use vmseal_sealer::verify::{AnchorRequirement, verify_intermediate};
 
-use crate::enroll::{certify, csr_from_pem, refused};
+use crate::api::auth::role;
+use crate::api::enroll::{certify, csr_from_pem, refused};
+use crate::api::error::{ApiError, bad};
+use crate::now;
 use crate::pki::{AGENT_CERT_LIFETIME, Role};
-use crate::server::{ApiError, AppState, bad, now, role};
+use crate::state::AppState;
 
 /// Seconds a renewal challenge stays open.
 pub const RENEWAL_NONCE_TTL: i64 = 300;
@@ -69,7 +72,8 @@ pub(crate) async fn renew(
     // certificate would): audited and alerted on the host's VMs.
     let r = renew_proven(&host, body.into_inner(), &st).await;
     if let Err(ApiError::Refused { code, message }) = &r {
-        crate::enroll::host_refusal(&st, &host, "renewal_refused", code.as_str(), message).await;
+        crate::api::enroll::host_refusal(&st, &host, "renewal_refused", code.as_str(), message)
+            .await;
     }
     r
 }
@@ -209,7 +213,7 @@ pub(crate) async fn renew_person(
         }
     };
     let old = req
-        .conn_data::<crate::server::PeerCert>()
+        .conn_data::<crate::api::auth::PeerCert>()
         .map(|c| c.1.clone())
         .ok_or_else(|| ApiError::Forbidden("no client certificate on this connection".into()))?;
     let csr_der = csr_from_pem(&body.csr_pem)?;

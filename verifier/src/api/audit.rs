@@ -1,0 +1,94 @@
+//! The audit log: signed checkpoints, the export, and the server-side check of the chain.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use time::OffsetDateTime;
+use vmseal_client::ErrorCode;
+
+use crate::api::auth::{Admin, reader};
+use crate::api::error::{ApiError, bad};
+use crate::api::evidence::{AppraisalsQuery, MAX_LISTED_APPRAISALS};
+use crate::state::AppState;
+use crate::state::checkpoint_now;
+use crate::store::StoreError;
+
+/// `POST /v1/audit/checkpoints` (admin): sign a checkpoint of the audit chain's head now (or
+/// return the newest, when the chain has not moved since). Keep it outside the verifier:
+/// `vmseal-certs verify-audit` checks an export against it.
+#[utoipa::path(post, path = "/v1/audit/checkpoints", tag = "operations",
+    responses((status = 200, description = "`{audit_id, audit_hash, iat, token}`")))]
+pub(crate) async fn create_checkpoint(
+    _who: Admin,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, token) = checkpoint_now(&st).await?;
+    checkpoint_json(&st, &token).map(|j| HttpResponse::Ok().json(j))
+}
+
+pub(crate) fn checkpoint_json(st: &AppState, token: &str) -> Result<serde_json::Value, ApiError> {
+    let c = vmseal_client::audit::verify_checkpoint(
+        token,
+        st.ca.cert_pem.as_bytes(),
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| ApiError::Internal(format!("a stored audit checkpoint does not verify: {e}")))?;
+    Ok(
+        serde_json::json!({ "audit_id": c.audit_id, "audit_hash": c.audit_hash, "iat": c.iat, "token": token }),
+    )
+}
+
+/// `GET /v1/audit/checkpoints?limit=N` (admin, viewer): the newest signed checkpoints.
+#[utoipa::path(get, path = "/v1/audit/checkpoints", tag = "operations",
+    params(("limit" = Option<u32>, Query, description = "1..=500, default 20")),
+    responses((status = 200, description = "`{checkpoints: [{audit_id, audit_hash, iat, token}]}`, newest first")))]
+pub(crate) async fn list_checkpoints(
+    req: HttpRequest,
+    query: web::Query<AppraisalsQuery>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    reader(&req)?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=MAX_LISTED_APPRAISALS).contains(&limit) {
+        return Err(bad(
+            ErrorCode::BadQuery,
+            format!("limit must be 1..={MAX_LISTED_APPRAISALS}, not {limit}"),
+        ));
+    }
+    let list = st
+        .store
+        .checkpoints(limit)
+        .await?
+        .iter()
+        .map(|(_, t)| checkpoint_json(&st, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "checkpoints": list })))
+}
+
+/// `GET /v1/audit/export` (admin, viewer): the whole audit log, oldest first, for an offline
+/// check against checkpoints (`vmseal-certs verify-audit`).
+#[utoipa::path(get, path = "/v1/audit/export", tag = "operations",
+    responses((status = 200, description = "`{entries: [AuditEntry]}`")))]
+pub(crate) async fn audit_export(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    reader(&req)?;
+    let entries = st.store.audit_export().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": entries })))
+}
+
+/// `GET /v1/audit/verify` (admin or viewer): re-hash the whole audit chain.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "operations",
+    responses((status = 200, description = "`{ok: true, entries}` or `{ok: false, error}` where the chain breaks")))]
+pub(crate) async fn verify_audit(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    reader(&req)?;
+    Ok(
+        HttpResponse::Ok().json(match st.store.verify_audit().await {
+            Ok(n) => serde_json::json!({ "ok": true, "entries": n }),
+            Err(StoreError::Corrupt(why)) => serde_json::json!({ "ok": false, "error": why }),
+            Err(e) => return Err(e.into()),
+        }),
+    )
+}
