@@ -548,6 +548,74 @@ fn bench_prints_every_documented_key() {
 }
 
 #[test]
+fn the_load_generators_print_one_json_line_with_every_documented_key() {
+    // Tiny runs against the real service: these check the commands and their output shape, not
+    // speed (docs/benchmarks.md has the figures).
+    let o = run(
+        "vmseal-loadgen",
+        &[
+            "appraise",
+            "--clients",
+            "2",
+            "--per-client",
+            "25",
+            "--pages",
+            "8,1,32",
+            "--changed",
+            "2",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8(o.stdout.clone()).unwrap();
+    assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (j["appraisals"].as_u64(), j["errors"].as_u64()),
+        (Some(50), Some(0)),
+        "{j}"
+    );
+    // CPU time is read in 10 ms ticks: a run this small may cost the /healthz baseline none.
+    let positive =
+        |j: &serde_json::Value, k: &str| j[k].as_f64().is_some_and(|v| v.is_finite() && v > 0.0);
+    let finite =
+        |j: &serde_json::Value, k: &str| j[k].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0);
+    for k in [
+        "appraisals_per_server_cpu_second",
+        "p50_ms",
+        "p99_ms",
+        "server_cpu_seconds",
+    ] {
+        assert!(positive(&j, k), "{k}: {j}");
+    }
+    for k in ["healthz_per_server_cpu_second", "appraisal_cost_in_healthz"] {
+        assert!(finite(&j, k), "{k}: {j}");
+    }
+    let o = run(
+        "vmseal-loadgen",
+        &[
+            "fleet", "--agents", "3", "--vms", "6", "--rounds", "2", "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8(o.stdout.clone()).unwrap();
+    assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (j["appraisals"].as_u64(), j["errors"].as_u64()),
+        (Some(12), Some(0)),
+        "{j}"
+    );
+    for k in ["appraisals_per_sec", "p50_ms", "p99_ms", "healthz_p99_ms"] {
+        assert!(positive(&j, k), "{k}: {j}");
+    }
+    for k in ["appraisals_per_server_cpu_second", "server_cpu_seconds"] {
+        assert!(finite(&j, k), "{k}: {j}");
+    }
+    assert_eq!(j["database"], "sqlite");
+}
+
+#[test]
 fn capture_a_linux_guest_under_qemu_by_symbols() {
     let g = vmseal_testkit::QemuGuest::boot(256, false).unwrap();
     let h = Host::new("none");
@@ -3586,17 +3654,29 @@ fn the_architecture_diagram_names_every_module() {
     let mut problems = Vec::new();
     for (dir, text) in &sections {
         let mut modules = std::collections::BTreeSet::new();
-        for f in ["src/lib.rs", "src/main.rs"] {
-            let Ok(src) = std::fs::read_to_string(root.join(dir).join(f)) else {
-                continue;
-            };
-            for line in src.lines() {
-                let decl = line.strip_prefix("pub mod ").or(line.strip_prefix("mod "));
-                if let Some(name) = decl.and_then(|d| d.strip_suffix(';')) {
-                    modules.insert(name.to_owned());
+        let declared = |file: &Path| -> Vec<String> {
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.strip_prefix("pub mod ").or(l.strip_prefix("mod ")))
+                .filter_map(|d| d.strip_suffix(';'))
+                .map(str::to_owned)
+                .collect()
+        };
+        let src = root.join(dir).join("src");
+        for f in ["lib.rs", "main.rs"] {
+            modules.extend(declared(&src.join(f)));
+        }
+        // A module that is a directory: its own modules must be named in the crate's section too.
+        let mut nested = Vec::new();
+        for m in &modules {
+            for sub in declared(&src.join(m).join("mod.rs")) {
+                if !sub.ends_with("tests") && sub != "fuzzing" && !words(text, &sub) {
+                    nested.push(format!("{dir}/: module `{m}::{sub}` is not in the diagram"));
                 }
             }
         }
+        problems.extend(nested);
         // Test-only and fuzzing entry points are not part of the design.
         modules.retain(|m| !m.ends_with("tests") && m != "fuzzing");
         for m in &modules {

@@ -51,7 +51,7 @@ fn worst_case(n: usize) -> (Vec<u8>, Baseline, VmRecord) {
         ));
     }
     let policy = vmseal_policy::Policy::parse(&policy).unwrap();
-    let mut c = vmseal_verifier::bench::synthetic_claims(
+    let mut c = vmseal_loadgen::appraise::synthetic_claims(
         "h1",
         "vm1",
         0,

@@ -928,7 +928,7 @@ mod tests {
             }
             regions.push((b.name.clone(), b.class, b.severity, t));
         }
-        crate::bench::synthetic_claims("h1", "vm1", seq, prev, &regions, delta, [5; 32])
+        vmseal_loadgen::appraise::synthetic_claims("h1", "vm1", seq, prev, &regions, delta, [5; 32])
     }
 
     fn verify(f: &Fixture, c: &Claims) -> VerifiedEvidence {

@@ -6,11 +6,9 @@
 pub mod alerts;
 pub mod api;
 pub mod appraise;
-pub mod bench;
 pub mod config;
 pub mod corim;
 pub mod ear;
-pub mod fleet;
 pub mod hardware;
 pub mod pki;
 pub mod service;

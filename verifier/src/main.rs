@@ -411,24 +411,6 @@ enum Cmd {
         after_help = "Example:\n  vmseal-verifier man > /usr/share/man/man1/vmseal-verifier.1"
     )]
     Man,
-    /// Load-test the service on loopback (one server worker): appraisals per second, p50/p99.
-    Bench {
-        /// Concurrent clients, one VM each.
-        #[arg(long, default_value_t = 8)]
-        clients: usize,
-        /// Evidence per client.
-        #[arg(long, default_value_t = 250)]
-        per_client: usize,
-        /// Pages of the code, structure and data regions.
-        #[arg(long, value_delimiter = ',', default_value = "256,4,4096")]
-        pages: Vec<u64>,
-        /// Changed data pages per evidence.
-        #[arg(long, default_value_t = 16)]
-        changed: u64,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
     /// A reference webhook receiver: verifies each alert delivery's signature with the
     /// verifier's CA alone, drops duplicates, prints the alert.
     #[command(
@@ -436,39 +418,6 @@ enum Cmd {
 vmseal-verifier admin --state STATE webhooks add --name ops --url http://127.0.0.1:9099/"
     )]
     WebhookReceiver(alerts_cli::ReceiverArgs),
-    /// Load-test the service with a fleet: many agents (each its own host, agent certificate and
-    /// mutual-TLS connection) submitting evidence for many VMs at once, on SQLite or PostgreSQL.
-    #[command(after_help = "Example (what docs/benchmarks.md reports):\n  \
-vmseal-verifier bench-fleet --agents 1000 --vms 10000 --json\n  \
-vmseal-verifier bench-fleet --agents 1000 --vms 10000 --database postgres://vmseal@127.0.0.1:5432/empty_db --json\n\
-scripts/bench-fleet.sh runs both, with a temporary PostgreSQL.")]
-    BenchFleet {
-        /// Concurrent agents (one connection each).
-        #[arg(long, default_value_t = 1000)]
-        agents: usize,
-        /// VMs, spread over the agents.
-        #[arg(long, default_value_t = 10_000)]
-        vms: usize,
-        /// Evidence per VM.
-        #[arg(long, default_value_t = 2)]
-        rounds: usize,
-        /// Pages of the code, structure and data regions.
-        #[arg(long, value_delimiter = ',', default_value = "16,2,64")]
-        pages: Vec<u64>,
-        /// Database URL (an empty PostgreSQL database); default SQLite in a temporary directory.
-        #[arg(long)]
-        database: Option<String>,
-        /// Server worker threads.
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Offer this many evidence per second over the fleet, each agent on its own schedule
-        /// (latency under a given load); default: every agent back to back (throughput).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
     /// The admin's client: enrol hosts, register VMs, promote baselines, alerts.
     Admin {
         #[command(flatten)]
@@ -1450,52 +1399,6 @@ fn main() -> std::process::ExitCode {
             .map_err(anyhow::Error::from),
         Cmd::Admin { conn, cmd } => admin(conn, cmd),
         Cmd::WebhookReceiver(a) => alerts_cli::receiver(a),
-        Cmd::BenchFleet {
-            agents,
-            vms,
-            rounds,
-            pages,
-            database,
-            workers,
-            rate,
-            json,
-        } => (|| {
-            let pages: [u64; 3] = pages
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("--pages takes three numbers: code,structure,data"))?;
-            let o = vmseal_verifier::fleet::FleetOptions {
-                agents,
-                vms,
-                rounds,
-                pages,
-                database,
-                workers,
-                rate,
-            };
-            let r = vmseal_verifier::fleet::run(&o, &|m| eprintln!("bench-fleet: {m}"))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                println!(
-                    "{} agents, {} VMs on {}: {} appraisals, {} errors, {:.0}/s, p50 {:.1} ms, p99 {:.1} ms (healthz p99 {:.1} ms), {} TLS connections",
-                    r.agents,
-                    r.vms,
-                    r.database,
-                    r.appraisals,
-                    r.errors,
-                    r.appraisals_per_sec,
-                    r.p50_ms,
-                    r.p99_ms,
-                    r.healthz_p99_ms,
-                    r.tls_connections
-                );
-            }
-            if r.errors > 0 {
-                anyhow::bail!("{} submissions failed", r.errors);
-            }
-            Ok(())
-        })(),
         Cmd::IssueCert {
             state,
             role,
@@ -1532,36 +1435,6 @@ fn main() -> std::process::ExitCode {
             }
             Ok(())
         })(),
-        Cmd::Bench {
-            clients,
-            per_client,
-            pages,
-            changed,
-            json,
-        } => {
-            let p = [
-                pages.first().copied().unwrap_or(256),
-                pages.get(1).copied().unwrap_or(4),
-                pages.get(2).copied().unwrap_or(4096),
-            ];
-            vmseal_verifier::bench::run(clients, per_client, p, changed, &|m| {
-                if !json {
-                    eprintln!("bench: {m}")
-                }
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .and_then(|r| {
-                println!(
-                    "{}",
-                    if json {
-                        serde_json::to_string(&r)?
-                    } else {
-                        serde_json::to_string_pretty(&r)?
-                    }
-                );
-                Ok(())
-            })
-        }
         Cmd::Serve {
             state,
             config,

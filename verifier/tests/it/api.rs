@@ -6,13 +6,13 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
+use vmseal_loadgen::appraise::synthetic_claims;
 use vmseal_sealer::claims::{RegionClass, RegionDelta, Severity};
 use vmseal_sealer::evidence::Sealer;
 use vmseal_sealer::keys::IntermediateKey;
 use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
 use vmseal_sealer::verify::{AnchorRequirement, TrustConfig};
 use vmseal_sealer::x509::{IntermediateProfile, issue_intermediate};
-use vmseal_verifier::bench::synthetic_claims;
 use vmseal_verifier::pki::{Ca, Role};
 
 pub(crate) struct Server {

@@ -1,4 +1,4 @@
-//! `vmseal-verifier bench`: a load generator on loopback. It starts the real service (one worker:
+//! `vmseal-loadgen appraise`: a load generator on loopback. It starts the real service (one worker:
 //! one core), enrols a host, registers VMs with baselines, pre-seals a chain of evidence per VM,
 //! then submits them concurrently over mutual TLS (keep-alive) and reports appraisals per second
 //! and latency percentiles. Warm path: the host's intermediate is pinned, so each appraisal is the
@@ -18,8 +18,8 @@ use vmseal_sealer::keys::IntermediateKey;
 use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
 use vmseal_sealer::x509::{IntermediateProfile, issue_intermediate};
 
-use crate::pki::{Ca, Role};
-use crate::store::{BaselineSource, NewBaselineRegion, Store};
+use vmseal_verifier::pki::{Ca, Role};
+use vmseal_verifier::store::{BaselineSource, NewBaselineRegion, Store};
 
 /// What the benchmark measured.
 #[derive(Debug, Clone, Serialize)]
@@ -62,9 +62,14 @@ pub struct LoadReport {
 
 pub(crate) const ALG: HashAlg = HashAlg::Sha256;
 
-/// CPU seconds used so far by this process's service threads (actix's runtime threads and the
-/// SQLite worker), from /proc/self/task/*/stat (utime + stime, in USER_HZ = 100 ticks/s on
-/// Linux). The load generator's client threads are not counted.
+/// The names of the load generator's own threads (clients, agents): every other thread of this
+/// process belongs to the service under test.
+pub(crate) const CLIENT_THREADS: [&str; 2] = ["loadgen-client", "fleet-agent"];
+
+/// CPU seconds used so far by this process's service threads, from /proc/self/task/*/stat (user
+/// and system time, in USER_HZ = 100 ticks/s on Linux): every thread but the load generator's
+/// clients ([`CLIENT_THREADS`]) — actix's workers, the blocking pool where evidence is verified
+/// (tokio names those `tokio-runtime-worker`), the SQLite worker, the background tasks.
 pub(crate) fn server_cpu_seconds() -> f64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
@@ -72,7 +77,11 @@ pub(crate) fn server_cpu_seconds() -> f64 {
     let mut ticks = 0u64;
     for t in tasks.flatten() {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !(comm.starts_with("actix-rt") || comm.starts_with("sqlx-sqlite")) {
+        // A thread's name is cut to 15 bytes in `comm`.
+        if CLIENT_THREADS
+            .iter()
+            .any(|c| comm.trim_end().starts_with(&c[..c.len().min(15)]))
+        {
             continue;
         }
         let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
@@ -90,6 +99,15 @@ pub(crate) fn server_cpu_seconds() -> f64 {
         ticks += field(14) + field(15);
     }
     ticks as f64 / 100.0
+}
+
+/// Spawn a client thread, named so that its CPU is not counted as the service's.
+fn client_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(CLIENT_THREADS[0].into())
+        .spawn(f)
 }
 
 pub(crate) fn regions(pages: [u64; 3]) -> Vec<(&'static str, RegionClass, Severity, Vec<Digest>)> {
@@ -254,7 +272,7 @@ pub(crate) fn spawn_service(
     workers: usize,
 ) -> Result<u16, Box<dyn std::error::Error>> {
     // The service as `serve` runs it: no hardware anchors required, evidence up to an hour old.
-    let mut c = crate::config::ServeConfig::new(state);
+    let mut c = vmseal_verifier::config::ServeConfig::new(state);
     c.listen = "127.0.0.1:0".into();
     c.database = Some(database);
     c.workers = Some(workers);
@@ -264,7 +282,7 @@ pub(crate) fn spawn_service(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<u16, String>>();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            match crate::service::start_with(&c, |st| st.state_dir = None).await {
+            match vmseal_verifier::service::start_with(&c, |st| st.state_dir = None).await {
                 Ok(s) => {
                     let port = s.addrs().first().map_or(0, |a| a.port());
                     let _ = ready_tx.send(Ok(port));
@@ -324,7 +342,7 @@ pub fn run(
             let store = Store::open(&database).await?;
             store
                 .enroll_host(
-                    &crate::store::HostEnrollment {
+                    &vmseal_verifier::store::HostEnrollment {
                         host_id: "bench-host",
                         intermediate_der: &inter,
                         ak_name: b"",
@@ -347,20 +365,21 @@ pub fn run(
                     .promote_baseline(&vm, BaselineSource::Snapshot(0), &[1; 32], &rs, "bench", 0)
                     .await?;
             }
-            Ok::<_, crate::store::StoreError>(())
+            Ok::<_, vmseal_verifier::store::StoreError>(())
         })?;
     let port = spawn_service(dir.path().to_owned(), database, 1)?;
 
     let agent = ca.issue_client(
         &Role::Agent("bench-host".into()),
-        crate::pki::AGENT_CERT_LIFETIME,
+        vmseal_verifier::pki::AGENT_CERT_LIFETIME,
     )?;
     let ca_pem = std::fs::read(dir.path().join("ca.pem"))?;
     let url = format!("https://localhost:{port}");
     progress(&format!("submitting with {clients} concurrent clients"));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cpu_before = server_cpu_seconds();
-    let conns_before = crate::state::TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed);
+    let conns_before =
+        vmseal_verifier::state::TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed);
     let new_client = || {
         vmseal_client::Client::new(
             &url,
@@ -376,7 +395,7 @@ pub fn run(
         .map(|(i, evs)| {
             let client = new_client();
             let errors = errors.clone();
-            std::thread::spawn(move || {
+            client_thread(move || {
                 let mut lat = Vec::with_capacity(evs.len());
                 let Ok(client) = client else {
                     errors.fetch_add(evs.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -392,7 +411,7 @@ pub fn run(
                 lat
             })
         })
-        .collect();
+        .collect::<std::io::Result<_>>()?;
     let mut lat: Vec<Duration> = handles
         .into_iter()
         .flat_map(|h| h.join().unwrap_or_default())
@@ -406,8 +425,9 @@ pub fn run(
     };
     let n = lat.len() as u64;
 
-    let tls_connections =
-        crate::state::TLS_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed) - conns_before;
+    let tls_connections = vmseal_verifier::state::TLS_CONNECTIONS
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - conns_before;
 
     // The baseline: the same clients asking /healthz as often, over mutual TLS.
     progress("baseline: the same number of GET /healthz");
@@ -416,7 +436,7 @@ pub fn run(
         .map(|_| {
             let client = new_client();
             let errors = errors.clone();
-            std::thread::spawn(move || {
+            client_thread(move || {
                 let Ok(client) = client else {
                     errors.fetch_add(per_client as u64, std::sync::atomic::Ordering::Relaxed);
                     return;
@@ -428,7 +448,7 @@ pub fn run(
                 }
             })
         })
-        .collect();
+        .collect::<std::io::Result<Vec<_>>>()?;
     for h in handles {
         let _ = h.join();
     }

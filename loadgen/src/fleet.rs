@@ -1,4 +1,4 @@
-//! `vmseal-verifier bench-fleet`: the service under a fleet — many agents, each with its own
+//! `vmseal-loadgen fleet`: the service under a fleet — many agents, each with its own
 //! enrolled host, agent certificate and mutual-TLS connection, submitting evidence for many VMs
 //! at once, on SQLite or PostgreSQL. It reports errors, latency percentiles and throughput, and
 //! the same connections' `GET /healthz` in the same process as the baseline. A benchmark, not a
@@ -14,9 +14,9 @@ use vmseal_sealer::evidence::Sealer;
 use vmseal_sealer::keys::IntermediateKey;
 use vmseal_sealer::x509::{IntermediateProfile, issue_intermediate};
 
-use crate::bench::{chain, server_cpu_seconds};
-use crate::pki::{AGENT_CERT_LIFETIME, Ca, Role};
-use crate::store::{BaselineSource, HostEnrollment, Store};
+use crate::appraise::{chain, server_cpu_seconds};
+use vmseal_verifier::pki::{AGENT_CERT_LIFETIME, Ca, Role};
+use vmseal_verifier::store::{BaselineSource, HostEnrollment, Store};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -208,7 +208,7 @@ pub fn run(
         .thread_name("fleet-agent")
         .enable_all()
         .build()?;
-    let baseline = crate::bench::baseline_regions(o.pages);
+    let baseline = crate::appraise::baseline_regions(o.pages);
     rt.block_on(async {
         let store = Store::open(&database).await?;
         let mut tasks = tokio::task::JoinSet::new();
@@ -253,7 +253,7 @@ pub fn run(
                             .await?;
                     }
                 }
-                Ok::<_, crate::store::StoreError>(())
+                Ok::<_, vmseal_verifier::store::StoreError>(())
             });
         }
         while let Some(r) = tasks.join_next().await {
@@ -262,7 +262,7 @@ pub fn run(
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
 
-    let port = crate::bench::spawn_service(dir.path().to_owned(), database.clone(), o.workers)?;
+    let port = crate::appraise::spawn_service(dir.path().to_owned(), database.clone(), o.workers)?;
 
     let ca_pem = std::fs::read(dir.path().join("ca.pem"))?;
     let url = format!("https://localhost:{port}");
@@ -271,7 +271,7 @@ pub fn run(
         o.agents
     ));
     let errors = Arc::new(AtomicU64::new(0));
-    let conns_before = crate::state::TLS_CONNECTIONS.load(Ordering::Relaxed);
+    let conns_before = vmseal_verifier::state::TLS_CONNECTIONS.load(Ordering::Relaxed);
     let clients: Vec<reqwest::Client> = agents
         .iter()
         .map(|a| {
@@ -405,7 +405,8 @@ pub fn run(
     });
     let h_secs = h_start.elapsed().as_secs_f64();
     hlat.sort_unstable();
-    let tls_connections = crate::state::TLS_CONNECTIONS.load(Ordering::Relaxed) - conns_before;
+    let tls_connections =
+        vmseal_verifier::state::TLS_CONNECTIONS.load(Ordering::Relaxed) - conns_before;
     let n = lat.len() as u64;
     let (p99, hp99) = (pct(&lat, 0.99), pct(&hlat, 0.99));
     Ok(FleetReport {
