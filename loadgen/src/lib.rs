@@ -10,7 +10,7 @@
 //!   PostgreSQL, back to back or at an offered rate; latency percentiles and the service's CPU per
 //!   appraisal.
 //!
-//! The synthetic evidence ([`appraise::synthetic_claims`], [`appraise::chain`]) is what the
+//! The synthetic evidence ([`appraise::synthetic_claims`]) is what the
 //! verifier's API tests and its criterion benchmark seal too.
 #![forbid(unsafe_code)]
 
