@@ -58,6 +58,27 @@ pub struct LoadReport {
     /// Service CPU per appraisal over service CPU per `/healthz` request: how many bare mutual-TLS
     /// requests one appraisal costs.
     pub appraisal_cost_in_healthz: f64,
+    /// Appraisals per database transaction (group commit), from the service's `/metrics`.
+    pub appraisals_per_commit: f64,
+}
+
+/// Appraisals per committing transaction, read from the service's `/metrics` (0 when unread).
+pub(crate) fn appraisals_per_commit(client: &vmseal_client::Client) -> f64 {
+    let Ok(text) = client.get_bytes("/metrics") else {
+        return 0.0;
+    };
+    let text = String::from_utf8_lossy(&text);
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let groups = value("vmseal_appraisal_groups_total ");
+    if groups > 0.0 {
+        value("vmseal_appraisals_grouped_total ") / groups
+    } else {
+        0.0
+    }
 }
 
 pub(crate) const ALG: HashAlg = HashAlg::Sha256;
@@ -466,6 +487,9 @@ pub fn run(
         let _ = h.join();
     }
     let healthz_cpu = server_cpu_seconds() - cpu_before;
+    let per_commit = new_client()
+        .map(|c| appraisals_per_commit(&c))
+        .unwrap_or(0.0);
     let healthz_n = (clients * healthz_per_client) as f64;
     let per = |n: f64, cpu: f64| if cpu > 0.0 { n / cpu } else { 0.0 };
     let healthz_rate = per(healthz_n, healthz_cpu);
@@ -486,6 +510,7 @@ pub fn run(
         errors: errors.load(std::sync::atomic::Ordering::Relaxed),
         tls_connections,
         healthz_per_server_cpu_second: healthz_rate,
+        appraisals_per_commit: per_commit,
         appraisal_cost_in_healthz: if appraisal_rate > 0.0 {
             healthz_rate / appraisal_rate
         } else {

@@ -46,9 +46,11 @@ pub struct EarSigner {
 /// The key and certificate chain in use.
 struct Signing {
     key: jsonwebtoken::EncodingKey,
-    /// The same key, PKCS#8 DER, for COSE signatures (AWS-LC).
-    pkcs8: zeroize::Zeroizing<Vec<u8>>,
+    /// The same key, parsed once, for COSE signatures (AWS-LC).
+    cose_key: aws_lc_rs::signature::EcdsaKeyPair,
     x5c: Vec<String>,
+    /// The same chain, DER, for COSE's `x5chain`.
+    x5chain: Vec<Vec<u8>>,
     not_after: i64,
 }
 
@@ -101,6 +103,11 @@ fn load(dir: &Path) -> Result<Signing, PkiError> {
     let key = jsonwebtoken::EncodingKey::from_ec_pem(&key_pem).map_err(pki)?;
     let pkcs8 =
         zeroize::Zeroizing::new(pem::parse(key_pem.as_slice()).map_err(pki)?.into_contents());
+    let cose_key = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &pkcs8,
+    )
+    .map_err(|e| pki(format!("{}: {e}", kp.display())))?;
     // The signer's certificate and, when an issuing CA made it, that CA's: the x5c chain.
     let certs = pem::parse_many(read(&cp)?).map_err(pki)?;
     let not_after = certs
@@ -110,11 +117,12 @@ fn load(dir: &Path) -> Result<Signing, PkiError> {
         .ok_or_else(|| pki(format!("{}: no certificate", cp.display())))?;
     Ok(Signing {
         key,
-        pkcs8,
+        cose_key,
         x5c: certs
             .iter()
             .map(|c| STANDARD.encode(c.contents()))
             .collect(),
+        x5chain: certs.iter().map(|c| c.contents().to_vec()).collect(),
         not_after,
     })
 }
@@ -315,20 +323,12 @@ impl EarSigner {
         let mut payload = Vec::new();
         ciborium::into_writer(&C::Map(claims), &mut payload).map_err(|e| e.to_string())?;
         let s = self.current.read().unwrap_or_else(|p| p.into_inner());
-        let chain: Vec<C> = s
-            .x5c
-            .iter()
-            .map(|c| STANDARD.decode(c).map(C::Bytes).map_err(|e| e.to_string()))
-            .collect::<Result<_, _>>()?;
+        let chain: Vec<C> = s.x5chain.iter().cloned().map(C::Bytes).collect();
         let protected = coset::HeaderBuilder::new()
             .algorithm(coset::iana::Algorithm::ES256)
             .value(33, C::Array(chain))
             .build();
-        let key = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &s.pkcs8,
-        )
-        .map_err(|e| format!("the EAR key: {e}"))?;
+        let key = &s.cose_key;
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let mut failed = None;
         let sign1 = coset::CoseSign1Builder::new()

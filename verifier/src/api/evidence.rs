@@ -128,7 +128,7 @@ pub(crate) async fn submission(
     req: &HttpRequest,
     vm: &str,
     payload: web::Payload,
-    st: &AppState,
+    st: &web::Data<AppState>,
 ) -> Result<Submitted, ApiError> {
     let _slot = InFlight::take(st, req)?;
     let rec = authorize_submission(req, vm, st).await?;
@@ -225,61 +225,25 @@ pub(crate) async fn refusal_event(
     }
 }
 
-pub(crate) async fn appraise_submission(
-    vm: &str,
-    rec: &VmRecord,
-    body: web::Bytes,
+/// What the CPU work of one submission decided: the appraisal, the evidence it was made of, and
+/// the result as answered (JSON, with its signed EARs).
+struct Judged {
+    appraisal: crate::appraise::Appraisal,
+    evidence: vmseal_sealer::verify::VerifiedEvidence,
+    tier: String,
+    json: String,
+}
+
+/// Appraise verified evidence and sign the result: the part of a submission after the database
+/// reads, run on the verification pool.
+fn judge(
     st: &AppState,
-) -> Result<(String, String), ApiError> {
-    let vm = vm.to_owned();
-    let mut trust = st.evidence_trust.clone();
-    trust.pinned_intermediates = vec![rec.intermediate_digest];
-    let t = OffsetDateTime::now_utc();
-    let v = cpu(st, move || verify_evidence(&body, &trust, t))
-        .await?
-        .map_err(|e| ApiError::Refused {
-            code: ErrorCode::EvidenceInvalid,
-            message: e.to_string(),
-        })?;
-    if v.claims_profile == vmseal_sealer::claims::ClaimsProfile::V1 {
-        tracing::warn!(
-            vm = vm.as_str(),
-            "evidence in the previous claims profile ({}) is read for this release only: upgrade \
-             the host's vmseal-host (or vmseal-shim) to write {}",
-            vmseal_sealer::claims::PROFILE_V1,
-            vmseal_sealer::claims::PROFILE
-        );
-    }
-    if !v.pinned {
-        return Err(ApiError::Refused {
-            code: ErrorCode::NotEnrolled,
-            message:
-                "evidence is not signed under the host's enrolled intermediate; re-enrol the host"
-                    .into(),
-        });
-    }
-    // The nonce is only looked at here; it is consumed once the appraisal has accepted the
-    // evidence, so refused evidence changes nothing stored.
-    let nonce_accepted = match &v.claims.nonce {
-        Some(n) => st.store.nonce_valid(&vm, n, t.unix_timestamp()).await?,
-        None => false,
-    };
-    let baseline = st.baselines.get(&st.store, rec).await?;
-    let fresh = Freshness {
-        now: t.unix_timestamp(),
-        max_age: st.settings.max_age,
-        skew: 30,
-        nonce_accepted,
-    };
-    let (v, a) = {
-        let rec = rec.clone();
-        cpu(st, move || {
-            let a = appraise(&v, &rec, baseline.as_deref(), fresh);
-            (v, a)
-        })
-        .await?
-    };
-    let a = a.map_err(|e| ApiError::Refused {
+    v: vmseal_sealer::verify::VerifiedEvidence,
+    rec: &VmRecord,
+    baseline: Option<&crate::appraise::Baseline>,
+    fresh: Freshness,
+) -> Result<Judged, ApiError> {
+    let a = appraise(&v, rec, baseline, fresh).map_err(|e| ApiError::Refused {
         code: e.code(),
         message: e.to_string(),
     })?;
@@ -299,12 +263,12 @@ pub(crate) async fn appraise_submission(
         .collect();
     let ear = st
         .ear
-        .sign(&a, v.claims.nonce.as_deref(), t.unix_timestamp())
+        .sign(&a, v.claims.nonce.as_deref(), fresh.now)
         .map_err(|e| ApiError::Internal(format!("signing the EAR: {e}")))?;
     // The same result in the draft's CBOR serialisation (COSE_Sign1), base64.
     let ear_cbor = st
         .ear
-        .sign_cose(&a, v.claims.nonce.as_deref(), t.unix_timestamp())
+        .sign_cose(&a, v.claims.nonce.as_deref(), fresh.now)
         .map_err(|e| ApiError::Internal(format!("signing the CBOR EAR: {e}")))?;
     let result = a.result(
         ear,
@@ -315,15 +279,96 @@ pub(crate) async fn appraise_submission(
         v.claims.nonce.is_some(),
     );
     let json = serde_json::to_string(&result).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let tier = a.tier.name().to_owned();
+    Ok(Judged {
+        tier: a.tier.name().to_owned(),
+        appraisal: a,
+        evidence: v,
+        json,
+    })
+}
+
+/// Verify, appraise, sign and store one evidence. The CPU work is one job on the verification
+/// pool — verification, appraisal, the EAR signatures — unless the evidence answers a nonce:
+/// then the nonce is looked up between verification and appraisal (a valid one admits evidence
+/// older than `max_age`), and the appraisal is a second job.
+pub(crate) async fn appraise_submission(
+    vm: &str,
+    rec: &VmRecord,
+    body: web::Bytes,
+    st: &web::Data<AppState>,
+) -> Result<(String, String), ApiError> {
+    let mut trust = st.evidence_trust.clone();
+    trust.pinned_intermediates = vec![rec.intermediate_digest];
+    let t = OffsetDateTime::now_utc();
+    let baseline = st.baselines.get(&st.store, rec).await?;
+    let fresh = Freshness {
+        now: t.unix_timestamp(),
+        max_age: st.settings.max_age,
+        skew: 30,
+        nonce_accepted: false,
+    };
+    enum Step {
+        Judged(Box<Judged>),
+        NonceToCheck(Box<vmseal_sealer::verify::VerifiedEvidence>),
+    }
+    let step = {
+        let (st2, rec, baseline) = (st.clone(), rec.clone(), baseline.clone());
+        cpu(st, move || -> Result<Step, ApiError> {
+            let v = verify_evidence(&body, &trust, t).map_err(|e| ApiError::Refused {
+                code: ErrorCode::EvidenceInvalid,
+                message: e.to_string(),
+            })?;
+            if !v.pinned {
+                return Err(ApiError::Refused {
+                    code: ErrorCode::NotEnrolled,
+                    message: "evidence is not signed under the host's enrolled intermediate; \
+                              re-enrol the host"
+                        .into(),
+                });
+            }
+            if v.claims.nonce.is_some() {
+                return Ok(Step::NonceToCheck(Box::new(v)));
+            }
+            judge(&st2, v, &rec, baseline.as_deref(), fresh).map(|j| Step::Judged(Box::new(j)))
+        })
+        .await??
+    };
+    let j = match step {
+        Step::Judged(j) => *j,
+        Step::NonceToCheck(v) => {
+            // The nonce is only looked at here; it is consumed with the appraisal's write, so
+            // refused evidence changes nothing stored.
+            let nonce = v.claims.nonce.clone().unwrap_or_default();
+            let nonce_accepted = st.store.nonce_valid(vm, &nonce, fresh.now).await?;
+            let fresh = Freshness {
+                nonce_accepted,
+                ..fresh
+            };
+            let (st2, rec) = (st.clone(), rec.clone());
+            cpu(st, move || {
+                judge(&st2, *v, &rec, baseline.as_deref(), fresh)
+            })
+            .await??
+        }
+    };
+    if j.evidence.claims_profile == vmseal_sealer::claims::ClaimsProfile::V1 {
+        tracing::warn!(
+            vm,
+            "evidence in the previous claims profile ({}) is read for this release only: upgrade \
+             the host's vmseal-host (or vmseal-shim) to write {}",
+            vmseal_sealer::claims::PROFILE_V1,
+            vmseal_sealer::claims::PROFILE
+        );
+    }
+    let (a, v) = (&j.appraisal, &j.evidence);
     // One transaction: the chain advances, the nonce is used up (and the capture request it
     // answered is done), the appraisal and its audit entry are stored, and an alert it raises
     // enters the outbox — or nothing is.
-    let plan = crate::alerts::plan(rec, &a);
+    let plan = crate::alerts::plan(rec, a);
     let raised = st
         .store
         .record_appraisal(
-            &vm,
+            vm,
             rec.last.map(|l| l.seq),
             ChainPoint {
                 seq: a.seq,
@@ -331,8 +376,8 @@ pub(crate) async fn appraise_submission(
             },
             &Verdict {
                 score: a.score,
-                tier: &tier,
-                json: &json,
+                tier: &j.tier,
+                json: &j.json,
                 nonce: v.claims.nonce.as_deref(),
                 layout: a.layout_update.as_ref(),
             },
@@ -343,7 +388,7 @@ pub(crate) async fn appraise_submission(
     if let Some(alert) = raised {
         crate::alerts::announce(st, &alert);
     }
-    Ok((tier, json))
+    Ok((j.tier, j.json))
 }
 
 /// An appraisal as stored (exactly as it was answered).

@@ -14,9 +14,19 @@ pub(crate) async fn metrics(
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     role(&req)?;
+    let (groups, grouped) = st.store.group_commits();
+    let body = format!(
+        "{}# HELP vmseal_appraisal_groups_total Transactions that committed appraisals (group commit)\n\
+         # TYPE vmseal_appraisal_groups_total counter\n\
+         vmseal_appraisal_groups_total {groups}\n\
+         # HELP vmseal_appraisals_grouped_total Appraisals those transactions committed\n\
+         # TYPE vmseal_appraisals_grouped_total counter\n\
+         vmseal_appraisals_grouped_total {grouped}\n",
+        st.metrics.render()
+    );
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(st.metrics.render()))
+        .body(body))
 }
 
 /// Liveness: the process answers (whatever its database does).

@@ -18,11 +18,13 @@ use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
 use crate::appraise::{Baseline, BaselineRegion, ChainPoint, Layout, ModuleRule, VmRecord};
 
 mod alerts;
+mod appraisals;
 
 pub use alerts::{
     Alert, AlertPlan, ClaimedDelivery, DELIVERY_LEASE_S, DeliveryState, MAX_DELIVERY_ATTEMPTS,
     NewAlert, Refusal, Silence, Webhook, backoff_s,
 };
+pub use appraisals::{MAX_GROUP, Verdict};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -103,6 +105,8 @@ pub struct Store {
     policies: std::sync::Arc<
         std::sync::Mutex<std::collections::HashMap<Digest, std::sync::Arc<vmseal_policy::Policy>>>,
     >,
+    /// Appraisals waiting to be committed together (see [`Store::record_appraisal`]).
+    group: std::sync::Arc<appraisals::GroupCommit>,
 }
 
 fn digest(v: Vec<u8>, what: &str) -> Result<Digest, StoreError> {
@@ -170,21 +174,6 @@ fn hex_opt<S: serde::Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::E
         Some(d) => s.serialize_str(&hex::encode(d)),
         None => s.serialize_none(),
     }
-}
-
-/// The outcome stored with an appraisal.
-#[derive(Debug, Clone, Copy)]
-pub struct Verdict<'a> {
-    /// Trust score.
-    pub score: u8,
-    /// Tier name.
-    pub tier: &'a str,
-    /// The full result, JSON.
-    pub json: &'a str,
-    /// The verifier nonce the evidence answered, used up with the appraisal.
-    pub nonce: Option<&'a [u8]>,
-    /// The VM's guest boot and the ranges first seen in it, after this appraisal.
-    pub layout: Option<&'a (Vec<u8>, Layout)>,
 }
 
 /// An audit log entry.
@@ -314,6 +303,7 @@ impl Store {
         Ok(Self {
             pool,
             policies: Default::default(),
+            group: Default::default(),
             backend: if sqlite {
                 Backend::Sqlite
             } else {
@@ -1099,128 +1089,6 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.is_some())
-    }
-
-    /// Record an accepted appraisal in one transaction: advance the VM's chain, use up the nonce
-    /// the evidence answered (completing the capture request that asked for it), store the
-    /// appraisal, append the verdict to the audit log, and carry out the alert `plan` (resolve the
-    /// VM's below-threshold alert, raise a new alert into the outbox). Nothing is written when the
-    /// chain no longer stands where the appraisal found it (`expected`: [`StoreError::Conflict`])
-    /// or the nonce was used or expired meanwhile ([`StoreError::NonceUsed`]). Returns the alert
-    /// raised, if any.
-    pub async fn record_appraisal(
-        &self,
-        vm_id: &str,
-        expected: Option<u64>,
-        point: ChainPoint,
-        verdict: &Verdict<'_>,
-        plan: &AlertPlan,
-        now: i64,
-    ) -> Result<Option<Alert>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // Evidence arriving ends a silence alert (the sweeper resolves it); a score back at or
-        // above the threshold ends the below-threshold one.
-        macro_rules! advance {
-            ($cond:literal) => {
-                concat!(
-                    "UPDATE vms SET last_seq = $1, last_digest = $2, last_tier = $3, last_seen = $4, silent_alert = NULL, ",
-                    "threshold_alert = CASE WHEN $5 = 1 THEN NULL ELSE threshold_alert END WHERE vm_id = $6 AND ",
-                    $cond
-                )
-            };
-        }
-        let resolve = i64::from(plan.resolve_threshold.is_some());
-        let sql = match expected {
-            None => advance!("last_seq IS NULL AND $7 = 0"),
-            Some(_) => advance!("last_seq = $7"),
-        };
-        let r = sqlx::query(sql)
-            .bind(point.seq as i64)
-            .bind(point.digest.to_vec())
-            .bind(verdict.tier)
-            .bind(now)
-            .bind(resolve)
-            .bind(vm_id)
-            .bind(expected.map_or(0, |e| e as i64))
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!(
-                "VM {vm_id:?} advanced past #{expected:?} meanwhile"
-            )));
-        }
-        // Accepted evidence ends the VM's refusal episodes (their alerts stay in the log).
-        sqlx::query("UPDATE alerts SET state = 'resolved', resolved_at = $1 WHERE vm_id = $2 AND kind = 'evidence_refused' AND state <> 'resolved'")
-            .bind(now)
-            .bind(vm_id)
-            .execute(&mut *tx)
-            .await?;
-        if let Some((boot, layout)) = verdict.layout {
-            let layout = serde_json::to_string(layout)
-                .map_err(|e| StoreError::Corrupt(format!("layout: {e}")))?;
-            sqlx::query("UPDATE vms SET boot = $1, layout = $2 WHERE vm_id = $3")
-                .bind(boot.clone())
-                .bind(layout)
-                .bind(vm_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("INSERT INTO appraisals (vm_id, seq, evidence, score, tier, result, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(vm_id)
-            .bind(point.seq as i64)
-            .bind(point.digest.to_vec())
-            .bind(i64::from(verdict.score))
-            .bind(verdict.tier)
-            .bind(verdict.json)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        if let Some(n) = verdict.nonce {
-            let used = sqlx::query(
-                "DELETE FROM nonces WHERE nonce = $1 AND vm_id = $2 AND expires_at >= $3",
-            )
-            .bind(n.to_vec())
-            .bind(vm_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if used.rows_affected() != 1 {
-                return Err(StoreError::NonceUsed);
-            }
-            sqlx::query("UPDATE capture_requests SET done_seq = $1 WHERE vm_id = $2 AND nonce = $3 AND done_seq IS NULL")
-                .bind(point.seq as i64)
-                .bind(vm_id)
-                .bind(n.to_vec())
-                .execute(&mut *tx)
-                .await?;
-        }
-        // The verdict joins the audit chain in the same transaction: stored together or not at all.
-        let detail = serde_json::json!({
-            "vm": vm_id,
-            "seq": point.seq,
-            "evidence": hex::encode(point.digest),
-            "score": verdict.score,
-            "tier": verdict.tier,
-        })
-        .to_string();
-        append_audit(&mut tx, "verifier", "appraisal", &detail, now).await?;
-        if let Some(id) = plan.resolve_threshold {
-            alerts::resolve(&mut tx, id, now).await?;
-        }
-        for tier in &plan.recovered_from {
-            sqlx::query("UPDATE alerts SET state = 'resolved', resolved_at = $1 WHERE vm_id = $2 AND kind = 'tier_drop' AND tier = $3 AND state <> 'resolved'")
-                .bind(now)
-                .bind(vm_id)
-                .bind(*tier)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let raised = match &plan.raise {
-            Some(a) => Some(alerts::raise(&mut tx, a, now).await?),
-            None => None,
-        };
-        tx.commit().await?;
-        Ok(raised)
     }
 
     /// The stored results of a VM's most recent accepted appraisals, newest first, at most
