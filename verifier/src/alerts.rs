@@ -241,6 +241,11 @@ async fn sweep_forever(st: std::sync::Arc<AppState>) {
             Ok(raised) => raised.iter().for_each(|a| announce(&st, a)),
             Err(e) => tracing::warn!("looking for silent VMs: {e}; retrying"),
         }
+        // Audit entries a replica wrote off the commit path and could not link (it died just
+        // after committing): linked here by whichever replica sweeps next.
+        if let Err(e) = st.store.link_audit().await {
+            tracing::warn!("linking pending audit entries: {e}; retrying");
+        }
         tokio::time::sleep(SWEEP_EVERY).await;
     }
 }

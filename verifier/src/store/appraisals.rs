@@ -12,7 +12,7 @@
 //! serves many, and the common appraisal — no nonce, no layout change, no alert — costs one
 //! conditional `UPDATE` of its VM, while its appraisal row, its audit entry and the resolution of
 //! its refusal alerts go in with the group's in multi-row statements. Appraisals that carry more
-//! (a nonce, an alert to raise or resolve, a new boot) run their own statements inside the group,
+//! (a nonce, an alert to raise or resolve) run their own statements inside the group,
 //! each in a savepoint, so that one refused by the database (a nonce used meanwhile) rolls back
 //! alone. A group that fails as a whole (the database went away mid-way) is rolled back and each
 //! of its appraisals is written again on its own, so one bad appraisal never fails another.
@@ -46,10 +46,10 @@ struct Write {
 }
 
 impl Write {
-    /// Whether it needs statements of its own (else it joins the group's multi-row statements).
+    /// Whether it needs statements of its own (else it joins the group's multi-row statements; a
+    /// new boot's layout rides on its chain's `UPDATE`).
     fn has_extras(&self) -> bool {
         self.nonce.is_some()
-            || self.layout.is_some()
             || self.plan.raise.is_some()
             || self.plan.resolve_threshold.is_some()
             || !self.plan.recovered_from.is_empty()
@@ -63,14 +63,34 @@ struct Job {
     done: tokio::sync::oneshot::Sender<Outcome>,
 }
 
-/// The appraisals waiting for a group, and the leader's lock.
-#[derive(Default)]
+/// The appraisals waiting for a group, and the leaders' permits: one on SQLite (one writer),
+/// [`POSTGRES_LEADERS`] on PostgreSQL, whose appraisals no longer queue for the audit chain's head
+/// (their entries are linked after the commit; see migration 0008).
 pub(super) struct GroupCommit {
     waiting: std::sync::Mutex<Vec<Job>>,
-    leader: Arc<tokio::sync::Mutex<()>>,
+    leaders: Arc<tokio::sync::Semaphore>,
+    /// A linker of pending audit entries is running; another run is wanted after it.
+    linking: std::sync::atomic::AtomicBool,
+    relink: std::sync::atomic::AtomicBool,
     /// Groups written, and the appraisals in them.
     groups: std::sync::atomic::AtomicU64,
     grouped: std::sync::atomic::AtomicU64,
+}
+
+/// Groups written at once on PostgreSQL.
+pub const POSTGRES_LEADERS: usize = 4;
+
+impl GroupCommit {
+    pub(super) fn new(leaders: usize) -> Self {
+        Self {
+            waiting: Default::default(),
+            leaders: Arc::new(tokio::sync::Semaphore::new(leaders.max(1))),
+            linking: Default::default(),
+            relink: Default::default(),
+            groups: Default::default(),
+            grouped: Default::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -132,7 +152,13 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .push(Job { write, done });
         loop {
-            let lead = self.group.leader.clone().lock_owned().await;
+            let lead = self
+                .group
+                .leaders
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| internal("closed"))?;
             // A leader before us may have written it already: it answers before letting go.
             match answer.try_recv() {
                 Ok(outcome) => return outcome,
@@ -146,6 +172,13 @@ impl Store {
                 let n = w.len().min(MAX_GROUP);
                 w.drain(..n).collect()
             };
+            if group.is_empty() {
+                // Another leader is writing ours (PostgreSQL runs several): wait for its answer.
+                drop(lead);
+                return answer
+                    .await
+                    .unwrap_or_else(|_| Err(internal("stopped before answering")));
+            }
             let store = self.clone();
             let task = tokio::spawn(async move {
                 let _lead = lead;
@@ -155,6 +188,32 @@ impl Store {
                 return Err(internal("failed"));
             }
         }
+    }
+
+    /// Link the audit entries the groups wrote off the commit path (PostgreSQL), in a task of its
+    /// own: one linker at a time in this process, run again when groups committed meanwhile.
+    fn schedule_link(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.backend != super::Backend::Postgres {
+            return;
+        }
+        self.group.relink.store(true, SeqCst);
+        if self.group.linking.swap(true, SeqCst) {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            while store.group.relink.swap(false, SeqCst) {
+                if let Err(e) = store.link_audit().await {
+                    tracing::warn!("linking audit entries: {e}; the next group or read retries");
+                }
+            }
+            store.group.linking.store(false, SeqCst);
+            // A group that committed between the last run and now: link it too.
+            if store.group.relink.load(SeqCst) {
+                store.schedule_link();
+            }
+        });
     }
 
     /// Groups of appraisals committed so far by this store, and the appraisals in them (their
@@ -195,6 +254,7 @@ impl Store {
         for (job, outcome) in group.into_iter().zip(outcomes) {
             let _ = job.done.send(outcome);
         }
+        self.schedule_link();
     }
 
     /// One appraisal in its own transaction.
@@ -251,36 +311,45 @@ fn conflict(w: &Write) -> StoreError {
     ))
 }
 
-/// Advance the VM's chain from `w.expected` to `w.point`: false when another submission moved it
-/// meanwhile (nothing changed then). Evidence arriving ends a silence alert (the sweeper resolves
-/// it); a score back at or above the threshold ends the below-threshold one.
+/// Advance the VM's chain from `w.expected` to `w.point` (and keep the guest boot's layout, when
+/// the appraisal saw a new one): false when another submission moved it meanwhile (nothing
+/// changed then). Evidence arriving ends a silence alert (the sweeper resolves it); a score back
+/// at or above the threshold ends the below-threshold one.
 async fn advance_chain(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     w: &Write,
 ) -> Result<bool, StoreError> {
     macro_rules! advance {
-        ($cond:literal) => {
+        ($layout:literal, $cond:literal) => {
             concat!(
                 "UPDATE vms SET last_seq = $1, last_digest = $2, last_tier = $3, last_seen = $4, silent_alert = NULL, ",
-                "threshold_alert = CASE WHEN $5 = 1 THEN NULL ELSE threshold_alert END WHERE vm_id = $6 AND ",
+                "threshold_alert = CASE WHEN $5 = 1 THEN NULL ELSE threshold_alert END",
+                $layout,
+                " WHERE vm_id = $6 AND ",
                 $cond
             )
         };
     }
-    let sql = match w.expected {
-        None => advance!("last_seq IS NULL AND $7 = 0"),
-        Some(_) => advance!("last_seq = $7"),
+    let sql = match (w.expected, &w.layout) {
+        (None, None) => advance!("", "last_seq IS NULL AND $7 = 0"),
+        (Some(_), None) => advance!("", "last_seq = $7"),
+        (None, Some(_)) => advance!(", boot = $8, layout = $9", "last_seq IS NULL AND $7 = 0"),
+        (Some(_), Some(_)) => advance!(", boot = $8, layout = $9", "last_seq = $7"),
     };
-    let r = sqlx::query(sql)
+    let mut q = sqlx::query(sql)
         .bind(w.point.seq as i64)
         .bind(w.point.digest.to_vec())
         .bind(w.tier.clone())
         .bind(w.now)
         .bind(i64::from(w.plan.resolve_threshold.is_some()))
         .bind(w.vm_id.clone())
-        .bind(w.expected.map_or(0, |e| e as i64))
-        .execute(&mut **tx)
-        .await?;
+        .bind(w.expected.map_or(0, |e| e as i64));
+    if let Some((boot, layout)) = &w.layout {
+        let layout = serde_json::to_string(layout)
+            .map_err(|e| StoreError::Corrupt(format!("layout: {e}")))?;
+        q = q.bind(boot.clone()).bind(layout);
+    }
+    let r = q.execute(&mut **tx).await?;
     Ok(r.rows_affected() == 1)
 }
 
@@ -307,16 +376,6 @@ async fn write_one(tx: &mut sqlx::Transaction<'_, sqlx::Any>, w: &Write) -> Outc
         .bind(w.vm_id.clone())
         .execute(&mut **tx)
         .await?;
-    if let Some((boot, layout)) = &w.layout {
-        let layout = serde_json::to_string(layout)
-            .map_err(|e| StoreError::Corrupt(format!("layout: {e}")))?;
-        sqlx::query("UPDATE vms SET boot = $1, layout = $2 WHERE vm_id = $3")
-            .bind(boot.clone())
-            .bind(layout)
-            .bind(w.vm_id.clone())
-            .execute(&mut **tx)
-            .await?;
-    }
     sqlx::query("INSERT INTO appraisals (vm_id, seq, evidence, score, tier, result, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(w.vm_id.clone())
         .bind(w.point.seq as i64)
@@ -346,7 +405,20 @@ async fn write_one(tx: &mut sqlx::Transaction<'_, sqlx::Any>, w: &Write) -> Outc
             .await?;
     }
     // The verdict joins the audit chain in the same transaction: stored together or not at all.
-    append_audit(tx, "verifier", "appraisal", &audit_detail(w), w.now).await?;
+    // On PostgreSQL it is written pending (linked after the commit), unless an alert raised with
+    // it needs its id from the chain now.
+    if w.plan.raise.is_none() && super::on_postgres(tx) {
+        sqlx::query(
+            "INSERT INTO audit_pending (pid, at, actor, action, detail) VALUES ($1, $2, 'verifier', 'appraisal', $3)",
+        )
+        .bind(super::pending_id())
+        .bind(w.now)
+        .bind(audit_detail(w))
+        .execute(&mut **tx)
+        .await?;
+    } else {
+        append_audit(tx, "verifier", "appraisal", &audit_detail(w), w.now).await?;
+    }
     if let Some(id) = w.plan.resolve_threshold {
         alerts::resolve(tx, id, w.now).await?;
     }
@@ -365,7 +437,7 @@ async fn write_one(tx: &mut sqlx::Transaction<'_, sqlx::Any>, w: &Write) -> Outc
 }
 
 /// `($1, $2, …), (…)`: `rows` rows of `cols` placeholders, numbered from `$1`.
-fn placeholders(rows: usize, cols: usize) -> String {
+pub(super) fn placeholders(rows: usize, cols: usize) -> String {
     (0..rows)
         .map(|r| {
             let row: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
@@ -417,41 +489,61 @@ async fn flush_plain(
         q = q.bind(w.vm_id.clone());
     }
     q.execute(&mut **tx).await?;
-    // The audit entries: ids reserved on the head row at once, hashes chained here.
-    let n = ws.len() as i64;
-    let head = sqlx::query("UPDATE audit_head SET id = id + $1 WHERE one = 1 RETURNING id, hash")
-        .bind(n)
-        .fetch_one(&mut **tx)
-        .await?;
-    let last: i64 = head.try_get("id")?;
-    let mut prev = head
-        .try_get::<Option<Vec<u8>>, _>("hash")?
-        .unwrap_or_else(|| vec![0u8; 32]);
-    let sql = format!(
-        "INSERT INTO audit_log (id, at, actor, action, detail, prev_hash, hash) VALUES {}",
-        placeholders(ws.len(), 7)
-    );
-    // Placeholders only, numbered here: no value is ever spliced into the text.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (k, w) in ws.iter().enumerate() {
-        let id = last - n + 1 + k as i64;
-        let detail = audit_detail(w);
-        let h = audit_hash(&prev, id, w.now, "verifier", "appraisal", &detail);
-        q = q
-            .bind(id)
-            .bind(w.now)
-            .bind("verifier")
-            .bind("appraisal")
-            .bind(detail)
-            .bind(prev.clone())
-            .bind(h.to_vec());
-        prev = h.to_vec();
+    if super::on_postgres(tx) {
+        // Off the commit path: written pending, linked into the chain after the commit.
+        let sql = format!(
+            "INSERT INTO audit_pending (pid, at, actor, action, detail) VALUES {}",
+            placeholders(ws.len(), 5)
+        );
+        // Placeholders only, numbered here: no value is ever spliced into the text.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for w in &ws {
+            q = q
+                .bind(super::pending_id())
+                .bind(w.now)
+                .bind("verifier")
+                .bind("appraisal")
+                .bind(audit_detail(w));
+        }
+        q.execute(&mut **tx).await?;
+    } else {
+        // The audit entries: ids reserved on the head row at once, hashes chained here.
+        let n = ws.len() as i64;
+        let head =
+            sqlx::query("UPDATE audit_head SET id = id + $1 WHERE one = 1 RETURNING id, hash")
+                .bind(n)
+                .fetch_one(&mut **tx)
+                .await?;
+        let last: i64 = head.try_get("id")?;
+        let mut prev = head
+            .try_get::<Option<Vec<u8>>, _>("hash")?
+            .unwrap_or_else(|| vec![0u8; 32]);
+        let sql = format!(
+            "INSERT INTO audit_log (id, at, actor, action, detail, prev_hash, hash) VALUES {}",
+            placeholders(ws.len(), 7)
+        );
+        // Placeholders only, numbered here: no value is ever spliced into the text.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (k, w) in ws.iter().enumerate() {
+            let id = last - n + 1 + k as i64;
+            let detail = audit_detail(w);
+            let h = audit_hash(&prev, id, w.now, "verifier", "appraisal", &detail);
+            q = q
+                .bind(id)
+                .bind(w.now)
+                .bind("verifier")
+                .bind("appraisal")
+                .bind(detail)
+                .bind(prev.clone())
+                .bind(h.to_vec());
+            prev = h.to_vec();
+        }
+        q.execute(&mut **tx).await?;
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE one = 1")
+            .bind(prev)
+            .execute(&mut **tx)
+            .await?;
     }
-    q.execute(&mut **tx).await?;
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE one = 1")
-        .bind(prev)
-        .execute(&mut **tx)
-        .await?;
     for &i in plain.iter() {
         outcomes[i] = Some(Ok(None));
     }
@@ -617,5 +709,120 @@ mod tests {
             .unwrap()
             .get("n");
         assert_eq!(stored, 24 + 96 + 1 + 1);
+    }
+
+    /// Two replicas (two stores over one PostgreSQL database) appraising at once: every appraisal
+    /// commits without the chain head, and the chain that results is whole, gap-free, holds each
+    /// appraisal once, and an alert raised after entries committed gets a later id than theirs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_postgres_replicas_write_audit_entries_off_the_commit_path_and_the_chain_stays_whole()
+     {
+        let (guard, a) = store(Db::Postgres).await;
+        let super::super::tests::Guard::Pg(pg) = &guard else {
+            unreachable!("a PostgreSQL store")
+        };
+        let b = Store::open(&pg.url).await.unwrap();
+        for i in 0..16 {
+            a.register_vm(&format!("r{i}"), "h1", 70, 100)
+                .await
+                .unwrap();
+        }
+        let audited_before = a.verify_audit().await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.spawn(async move {
+                let vm = format!("r{i}");
+                for seq in 0..5u64 {
+                    let expected = seq.checked_sub(1);
+                    s.record_appraisal(
+                        &vm,
+                        expected,
+                        point(seq, seq as u8 + 1),
+                        &V,
+                        &AlertPlan::default(),
+                        200,
+                    )
+                    .await
+                    .unwrap();
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        // What a replica that died right after committing leaves: committed, not yet linked.
+        sqlx::query("INSERT INTO audit_pending (pid, at, actor, action, detail) VALUES ($1, 201, 'verifier', 'appraisal', '{\"orphan\":true}')")
+            .bind(super::super::pending_id())
+            .execute(&a.pool)
+            .await
+            .unwrap();
+        // An alert raised now (on the other replica) is appended after everything committed before.
+        let raise = AlertPlan {
+            raise: Some(NewAlert {
+                vm_id: "r0".into(),
+                kind: "below_threshold",
+                code: None,
+                seq: Some(5),
+                score: Some(0),
+                tier: Some("contraindicated".into()),
+                threshold: 70,
+                message: "VM r0: trust score 0 is below its threshold 70".into(),
+            }),
+            ..AlertPlan::default()
+        };
+        let alert = b
+            .record_appraisal("r0", Some(4), point(5, 9), &V, &raise, 202)
+            .await
+            .unwrap()
+            .expect("raised");
+        let orphan_id: i64 =
+            sqlx::query("SELECT id FROM audit_log WHERE detail = '{\"orphan\":true}'")
+                .fetch_one(&a.pool)
+                .await
+                .unwrap()
+                .get("id");
+        assert!(
+            alert.alert_id > orphan_id,
+            "{} after {orphan_id}",
+            alert.alert_id
+        );
+        // The whole chain: 80 appraisals + the orphan + r0's sixth appraisal + its alert.
+        assert_eq!(
+            b.verify_audit().await.unwrap() - audited_before,
+            80 + 1 + 1 + 1
+        );
+        let (rows, max): (i64, i64) = {
+            let r = sqlx::query("SELECT COUNT(*) AS n, MAX(id) AS m FROM audit_log")
+                .fetch_one(&a.pool)
+                .await
+                .unwrap();
+            (r.get("n"), r.get("m"))
+        };
+        assert_eq!(rows, max, "audit ids are gap-free");
+        let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_pending")
+            .fetch_one(&a.pool)
+            .await
+            .unwrap()
+            .get("n");
+        assert_eq!(
+            pending, 0,
+            "every read of the chain links what is pending first"
+        );
+        // Each appraisal once in the chain.
+        for i in 0..16 {
+            for seq in 0..5u64 {
+                let n: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'appraisal' AND detail LIKE $1 AND detail LIKE $2",
+                )
+                .bind(format!("%\"vm\":\"r{i}\"%"))
+                .bind(format!("%\"seq\":{seq},%"))
+                .fetch_one(&a.pool)
+                .await
+                .unwrap()
+                .get("n");
+                assert_eq!(n, 1, "r{i} #{seq}");
+            }
+        }
     }
 }

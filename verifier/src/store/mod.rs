@@ -24,7 +24,7 @@ pub use alerts::{
     Alert, AlertPlan, ClaimedDelivery, DELIVERY_LEASE_S, DeliveryState, MAX_DELIVERY_ATTEMPTS,
     NewAlert, Refusal, Silence, Webhook, backoff_s,
 };
-pub use appraisals::{MAX_GROUP, Verdict};
+pub use appraisals::{MAX_GROUP, POSTGRES_LEADERS, Verdict};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -303,7 +303,11 @@ impl Store {
         Ok(Self {
             pool,
             policies: Default::default(),
-            group: Default::default(),
+            group: std::sync::Arc::new(appraisals::GroupCommit::new(if sqlite {
+                1
+            } else {
+                appraisals::POSTGRES_LEADERS
+            })),
             backend: if sqlite {
                 Backend::Sqlite
             } else {
@@ -1479,8 +1483,29 @@ impl Store {
         Ok(e)
     }
 
+    /// Link the audit entries written off the commit path (PostgreSQL; see migration 0008) into
+    /// the chain, all of them: every read of the chain does this first, the appraisal writer after
+    /// each group, and the sweeper every few seconds (an entry a replica wrote before it died is
+    /// linked by another). Returns how many were linked.
+    pub async fn link_audit(&self) -> Result<u64, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(0);
+        }
+        let mut total = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let n = link_pending(&mut tx).await?;
+            tx.commit().await?;
+            total += n;
+            if n < 1000 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Where the audit chain's head stands: the last entry's id (0 when empty) and hash.
     pub async fn audit_head(&self) -> Result<(i64, Digest), StoreError> {
+        self.link_audit().await?;
         let r = sqlx::query("SELECT id, hash FROM audit_head WHERE one = 1")
             .fetch_one(&self.pool)
             .await?;
@@ -1524,6 +1549,7 @@ impl Store {
 
     /// The whole audit log, oldest first, as `GET /v1/audit/export` serves it.
     pub async fn audit_export(&self) -> Result<Vec<vmseal_client::audit::AuditEntry>, StoreError> {
+        self.link_audit().await?;
         let rows = sqlx::query(
             "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY id",
         )
@@ -1546,6 +1572,7 @@ impl Store {
 
     /// Re-hash the whole audit log; returns the number of entries, or where it breaks.
     pub async fn verify_audit(&self) -> Result<u64, StoreError> {
+        self.link_audit().await?;
         let rows = sqlx::query(
             "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY id",
         )
@@ -1791,6 +1818,8 @@ async fn append_audit(
     detail: &str,
     now: i64,
 ) -> Result<AuditEntry, StoreError> {
+    // Entries committed before this one, waiting to be linked, go first (PostgreSQL).
+    link_pending(tx).await?;
     // RETURNING sees the new id and the hash the statement did not change: the previous entry's.
     let head = sqlx::query("UPDATE audit_head SET id = id + 1 WHERE one = 1 RETURNING id, hash")
         .fetch_one(&mut **tx)
@@ -1822,6 +1851,99 @@ async fn append_audit(
         detail: detail.into(),
         hash: hex::encode(h),
     })
+}
+
+/// Whether `tx` runs on PostgreSQL (the backend whose appraisals write their audit entries to
+/// `audit_pending`; see migration 0008).
+fn on_postgres(tx: &sqlx::Transaction<'_, sqlx::Any>) -> bool {
+    tx.backend_name() == "PostgreSQL"
+}
+
+/// The sortable key of a pending audit entry: the writer's clock (µs), a counter of this process,
+/// and this process's random tag (see migration 0008).
+fn pending_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let tag = TAG.get_or_init(|| {
+        let mut b = [0u8; 4];
+        let _ = aws_lc_rs_fill(&mut b);
+        hex::encode(b)
+    });
+    let micros = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
+    format!(
+        "{micros:020}-{:012}-{tag}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Move the committed pending audit entries into the chain, in `pid` order, under the head's row
+/// lock (PostgreSQL; nothing is ever pending on SQLite). Returns how many were linked.
+async fn link_pending(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<u64, StoreError> {
+    if !on_postgres(tx) {
+        return Ok(0);
+    }
+    let head = sqlx::query("SELECT id, hash FROM audit_head WHERE one = 1 FOR UPDATE")
+        .fetch_one(&mut **tx)
+        .await?;
+    let rows = sqlx::query(
+        "SELECT pid, at, actor, action, detail FROM audit_pending ORDER BY pid LIMIT 1000",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut id: i64 = head.try_get("id")?;
+    let mut prev = head
+        .try_get::<Option<Vec<u8>>, _>("hash")?
+        .unwrap_or_else(|| vec![0u8; 32]);
+    let sql = format!(
+        "INSERT INTO audit_log (id, at, actor, action, detail, prev_hash, hash) VALUES {}",
+        appraisals::placeholders(rows.len(), 7)
+    );
+    // Placeholders only, numbered here: no value is ever spliced into the text.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut pids = Vec::with_capacity(rows.len());
+    for r in &rows {
+        id += 1;
+        let (at, actor, action, detail): (i64, String, String, String) = (
+            r.try_get("at")?,
+            r.try_get("actor")?,
+            r.try_get("action")?,
+            r.try_get("detail")?,
+        );
+        let h = audit_hash(&prev, id, at, &actor, &action, &detail);
+        q = q
+            .bind(id)
+            .bind(at)
+            .bind(actor)
+            .bind(action)
+            .bind(detail)
+            .bind(prev.clone())
+            .bind(h.to_vec());
+        prev = h.to_vec();
+        pids.push(r.try_get::<String, _>("pid")?);
+    }
+    q.execute(&mut **tx).await?;
+    let sql = format!(
+        "DELETE FROM audit_pending WHERE pid IN ({})",
+        (1..=pids.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for pid in pids {
+        q = q.bind(pid);
+    }
+    q.execute(&mut **tx).await?;
+    sqlx::query("UPDATE audit_head SET id = $1, hash = $2 WHERE one = 1")
+        .bind(id)
+        .bind(prev)
+        .execute(&mut **tx)
+        .await?;
+    Ok(rows.len() as u64)
 }
 
 async fn upsert_host(
