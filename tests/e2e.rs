@@ -550,9 +550,27 @@ fn bench_prints_every_documented_key() {
 #[test]
 fn the_load_generators_print_one_json_line_with_every_documented_key() {
     // Tiny runs against the real service: these check the commands and their output shape, not
-    // speed (docs/benchmarks.md has the figures).
-    let o = run(
-        "vmseal-loadgen",
+    // speed (docs/benchmarks.md has the figures). The report: one JSON line, with `appraisals`
+    // appraised and no error.
+    let report = |args: &[&str], appraisals: u64| -> serde_json::Value {
+        let o = run("vmseal-loadgen", args);
+        assert!(o.status.success(), "{}", text(&o));
+        let out = String::from_utf8(o.stdout.clone()).unwrap();
+        assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (j["appraisals"].as_u64(), j["errors"].as_u64()),
+            (Some(appraisals), Some(0)),
+            "{j}"
+        );
+        j
+    };
+    // CPU time is read in 10 ms ticks: a run this small may cost the /healthz baseline none.
+    let positive =
+        |j: &serde_json::Value, k: &str| j[k].as_f64().is_some_and(|v| v.is_finite() && v > 0.0);
+    let finite =
+        |j: &serde_json::Value, k: &str| j[k].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0);
+    let j = report(
         &[
             "appraise",
             "--clients",
@@ -565,46 +583,25 @@ fn the_load_generators_print_one_json_line_with_every_documented_key() {
             "2",
             "--json",
         ],
+        50,
     );
-    assert!(o.status.success(), "{}", text(&o));
-    let out = String::from_utf8(o.stdout.clone()).unwrap();
-    assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        (j["appraisals"].as_u64(), j["errors"].as_u64()),
-        (Some(50), Some(0)),
-        "{j}"
-    );
-    // CPU time is read in 10 ms ticks: a run this small may cost the /healthz baseline none.
-    let positive =
-        |j: &serde_json::Value, k: &str| j[k].as_f64().is_some_and(|v| v.is_finite() && v > 0.0);
-    let finite =
-        |j: &serde_json::Value, k: &str| j[k].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0);
     for k in [
         "appraisals_per_server_cpu_second",
         "p50_ms",
         "p99_ms",
         "server_cpu_seconds",
+        "appraisals_per_commit",
     ] {
         assert!(positive(&j, k), "{k}: {j}");
     }
     for k in ["healthz_per_server_cpu_second", "appraisal_cost_in_healthz"] {
         assert!(finite(&j, k), "{k}: {j}");
     }
-    let o = run(
-        "vmseal-loadgen",
+    let j = report(
         &[
             "fleet", "--agents", "3", "--vms", "6", "--rounds", "2", "--json",
         ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let out = String::from_utf8(o.stdout.clone()).unwrap();
-    assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        (j["appraisals"].as_u64(), j["errors"].as_u64()),
-        (Some(12), Some(0)),
-        "{j}"
+        12,
     );
     for k in ["appraisals_per_sec", "p50_ms", "p99_ms", "healthz_p99_ms"] {
         assert!(positive(&j, k), "{k}: {j}");

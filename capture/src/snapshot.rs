@@ -3,8 +3,10 @@
 //!
 //! Consistency, as live migration does it:
 //! - [`Consistency::StopCopy`]: pause, hash everything, resume. The pause is the whole capture.
-//! - [`Consistency::PreCopy`]: hash everything while the guest runs, then pause, re-hash only the
-//!   pages written meanwhile (the dirty log), resume. The result is the memory as it was at the
+//! - [`Consistency::PreCopy`]: hash everything while the guest runs (on all cores but one: the
+//!   guest's vCPU keeps one), then re-hash the pages it wrote meanwhile in rounds until what is
+//!   left fits [`PRECOPY_PAUSE_TARGET`] (or stops shrinking), then pause, re-hash that rest (the
+//!   dirty log, on every core), resume. The result is the memory as it was at the
 //!   pause — the same as a stop-and-copy capture at that moment — with a pause proportional to the
 //!   pages dirtied during the pre-copy, not to the memory size.
 //!
@@ -43,6 +45,9 @@ pub struct CaptureStats {
     pub pages_read: u64,
     /// Time the guest was paused.
     pub pause: Duration,
+    /// Pages read while it was paused (all of them for stop-copy; for pre-copy and incremental
+    /// captures, what the guest wrote after the last round).
+    pub paused_pages: u64,
     /// Total time.
     pub duration: Duration,
 }
@@ -88,6 +93,7 @@ impl Snapshot {
         let t0 = Instant::now();
         let pages = plan.pages();
         let mut read = pages.len() as u64;
+        let mut paused_pages = pages.len() as u64;
         let (digests, pause) = match mode {
             Consistency::StopCopy => while_paused(source, |src| {
                 dirty_since_last(src)?; // tracking restarts at this consistent point
@@ -101,18 +107,33 @@ impl Snapshot {
             })?,
             Consistency::PreCopy => {
                 dirty_since_last(source)?; // start tracking before the pre-copy pass
-                let mut d = hash_pages_fixed(
-                    source,
-                    plan.hash,
-                    &pages,
-                    plan.budget.as_deref(),
-                    &plan.fixups,
-                )?;
+                // While the guest runs, hash on all cores but one: its vCPU keeps one.
+                let (mut d, carry, rounds_read) = beside_the_guest(|| {
+                    let t = Instant::now();
+                    let mut d = hash_pages_fixed(
+                        source,
+                        plan.hash,
+                        &pages,
+                        plan.budget.as_deref(),
+                        &plan.fixups,
+                    )?;
+                    let per_page = t.elapsed() / (pages.len().max(1) as u32);
+                    let (carry, read) = converge(source, &plan, &pages, &mut d, per_page)?;
+                    Ok::<_, CaptureError>((d, carry, read))
+                })?;
+                read += rounds_read;
                 let (r, pause) = while_paused(source, |src| {
-                    let dirty = dirty_since_last(src)?;
-                    rehash_dirty(src, &plan, &pages, &mut d, dirty.as_ref())
+                    let dirty = match (dirty_since_last(src)?, carry) {
+                        (Some(mut now), Some(carry)) => {
+                            now.union(&carry);
+                            Some(now)
+                        }
+                        (now, _) => now,
+                    };
+                    rehash_dirty(src, &plan, &pages, &mut d, dirty.as_ref(), None)
                 })?;
                 read += r;
+                paused_pages = r;
                 (d, pause)
             }
         };
@@ -124,6 +145,7 @@ impl Snapshot {
                 kind: CaptureKind::Full,
                 pages_read: read,
                 pause,
+                paused_pages,
                 duration: t0.elapsed(),
             },
         )
@@ -152,6 +174,7 @@ impl Snapshot {
             kind: CaptureKind::Incremental { base_seq },
             pages_read: read,
             pause,
+            paused_pages: r,
             duration: t0.elapsed(),
         };
         Ok(next)
@@ -349,16 +372,81 @@ fn dirty_since_last(source: &mut dyn MemorySource) -> Result<Option<DirtyPages>,
     Ok(source.dirty_log().map(|d| d.dirty_pages()).transpose()?)
 }
 
+/// The longest a pre-copy capture plans to keep the guest paused for its final round (the pages
+/// the guest wrote since the last round are read again while it is stopped).
+pub const PRECOPY_PAUSE_TARGET: Duration = Duration::from_millis(2);
+
+/// Rounds of pre-copy at most, after the first pass.
+pub const PRECOPY_MAX_ROUNDS: u32 = 8;
+
+/// Pre-copy rounds while the guest runs, as live migration converges: re-read the planned pages
+/// the guest wrote since the last round, until what is left would take less than
+/// [`PRECOPY_PAUSE_TARGET`] to read (at the rate the first pass measured, `per_page`), or the
+/// guest writes as fast as the rounds read (the set stops shrinking), or
+/// [`PRECOPY_MAX_ROUNDS`]. Returns the pages written since the last round that were not read
+/// again (the final round, paused, reads them with whatever comes after) and how many pages the
+/// rounds read. A source without a dirty log has no rounds: its final round reads everything.
+fn converge(
+    source: &mut dyn MemorySource,
+    plan: &Plan,
+    pages: &[u64],
+    digests: &mut [Digest],
+    per_page: Duration,
+) -> Result<(Option<DirtyPages>, u64), CaptureError> {
+    let mut read = 0;
+    let mut last = u64::MAX;
+    for _ in 0..PRECOPY_MAX_ROUNDS {
+        let Some(dirty) = dirty_since_last(source)? else {
+            return Ok((None, read));
+        };
+        let planned = dirty.iter().filter(|p| plan.index.contains_key(p)).count() as u64;
+        let small = per_page.saturating_mul(planned as u32) <= PRECOPY_PAUSE_TARGET;
+        if small || planned >= last {
+            return Ok((Some(dirty), read));
+        }
+        read += rehash_dirty(
+            source,
+            plan,
+            pages,
+            digests,
+            Some(&dirty),
+            plan.budget.as_deref(),
+        )?;
+        last = planned;
+    }
+    Ok((dirty_since_last(source)?, read))
+}
+
+/// Run `f` (page hashing while the guest runs) on a thread pool of all cores but one, so that
+/// the guest's vCPU is not crowded out by the capture that chases its writes. The final,
+/// paused round uses every core.
+fn beside_the_guest<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cores.saturating_sub(1).max(1))
+            .thread_name(|i| format!("vmseal-precopy-{i}"))
+            .build()
+            .ok()
+    });
+    match pool {
+        Some(p) => p.install(f),
+        None => f(),
+    }
+}
+
 fn rehash_dirty(
     source: &dyn GuestMemory,
     plan: &Plan,
     pages: &[u64],
     digests: &mut [Digest],
     dirty: Option<&DirtyPages>,
+    budget: Option<&Budget>,
 ) -> Result<u64, CaptureError> {
     let Some(dirty) = dirty else {
         // No dirty log: the only consistent choice is to re-hash everything while paused.
-        let all = hash_pages_fixed(source, plan.hash, pages, None, &plan.fixups)?;
+        let all = hash_pages_fixed(source, plan.hash, pages, budget, &plan.fixups)?;
         digests.copy_from_slice(&all);
         return Ok(pages.len() as u64);
     };
@@ -369,7 +457,7 @@ fn rehash_dirty(
         .map(|(i, _)| i)
         .collect();
     let which: Vec<u64> = idx.iter().map(|&i| pages[i]).collect();
-    let fresh = hash_pages_fixed(source, plan.hash, &which, None, &plan.fixups)?;
+    let fresh = hash_pages_fixed(source, plan.hash, &which, budget, &plan.fixups)?;
     for (i, d) in idx.into_iter().zip(fresh) {
         digests[i] = d;
     }

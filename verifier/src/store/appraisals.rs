@@ -565,6 +565,20 @@ mod tests {
 
     on_both!(concurrent_appraisals_commit_in_groups_and_each_gets_its_own_outcome);
 
+    /// The alert a score of 0 raises on `vm`'s snapshot `seq`.
+    fn below_threshold(vm: &str, seq: u64) -> NewAlert {
+        NewAlert {
+            vm_id: vm.into(),
+            kind: "below_threshold",
+            code: None,
+            seq: Some(seq),
+            score: Some(0),
+            tier: Some("contraindicated".into()),
+            threshold: 70,
+            message: format!("VM {vm}: trust score 0 is below its threshold 70"),
+        }
+    }
+
     fn point(seq: u64, tag: u8) -> ChainPoint {
         ChainPoint {
             seq,
@@ -585,16 +599,7 @@ mod tests {
         }
         let nonce = s.issue_nonce("vm1", 60, 100).await.unwrap();
         let raise = AlertPlan {
-            raise: Some(NewAlert {
-                vm_id: "g0".into(),
-                kind: "below_threshold",
-                code: None,
-                seq: Some(1),
-                score: Some(0),
-                tier: Some("contraindicated".into()),
-                threshold: 70,
-                message: "VM g0: trust score 0 is below its threshold 70".into(),
-            }),
+            raise: Some(below_threshold("g0", 1)),
             ..AlertPlan::default()
         };
         // Each VM's first evidence, alone, so the racing ones below build on it.
@@ -759,16 +764,7 @@ mod tests {
             .unwrap();
         // An alert raised now (on the other replica) is appended after everything committed before.
         let raise = AlertPlan {
-            raise: Some(NewAlert {
-                vm_id: "r0".into(),
-                kind: "below_threshold",
-                code: None,
-                seq: Some(5),
-                score: Some(0),
-                tier: Some("contraindicated".into()),
-                threshold: 70,
-                message: "VM r0: trust score 0 is below its threshold 70".into(),
-            }),
+            raise: Some(below_threshold("r0", 5)),
             ..AlertPlan::default()
         };
         let alert = b
