@@ -120,7 +120,8 @@ fn internal(what: &str) -> StoreError {
 
 impl Store {
     /// Record an accepted appraisal, atomically and durably, committed with whatever other
-    /// appraisals are being written at the same moment (see the [module documentation](self)).
+    /// appraisals are being written at the same moment (group commit: one transaction for all of
+    /// them, each answered only after it committed).
     /// The VM's chain advances from `expected` (None: the VM's first evidence) to `point`;
     /// another submission that moved it meanwhile makes this a `Conflict` and stores nothing. A
     /// nonce already used is `NonceUsed`, and stores nothing either. Returns the alert raised.
