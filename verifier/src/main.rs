@@ -764,6 +764,16 @@ struct BaselineFileRegion {
     leaves: Vec<u8>,
 }
 
+/// The verifier's answer read as this version's contract type `T`; `what` names it in the error.
+fn typed<T: serde::de::DeserializeOwned>(v: &serde_json::Value, what: &str) -> Result<T> {
+    T::deserialize(v).with_context(|| {
+        format!(
+            "the verifier's {what} answer does not read as this version's (is it the same vmseal \
+             version?)"
+        )
+    })
+}
+
 fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
     let pick = |explicit: &Option<PathBuf>, file: &str| -> Result<Vec<u8>> {
         let p = match (explicit, &conn.state) {
@@ -846,7 +856,7 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             policy,
         } => {
             let policy = policy.map(|p| read_policy(&p)).transpose()?;
-            client.post_json(
+            let out = client.post_json(
                 "/v1/vms",
                 &vmseal_client::NewVm {
                     vm_id,
@@ -854,7 +864,16 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                     threshold,
                     policy,
                 },
-            )?
+            )?;
+            if !conn.json {
+                let r: vmseal_client::VmRegistered = typed(&out, "registration")?;
+                println!(
+                    "VM {} registered on host {} (alert threshold {})",
+                    r.vm_id, r.host_id, r.threshold
+                );
+                return Ok(());
+            }
+            out
         }
         AdminCmd::PromoteBaseline {
             vm_id,
@@ -875,10 +894,19 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                     leaves: hex::encode(r.leaves),
                 })
                 .collect();
-            client.post_json(
+            let out = client.post_json(
                 &format!("/v1/vms/{vm_id}/baselines"),
                 &vmseal_client::PromoteBaseline { seq, regions },
-            )?
+            )?;
+            if !conn.json {
+                let r: vmseal_client::BaselinePromoted = typed(&out, "promotion")?;
+                println!(
+                    "VM {}: golden baseline version {} promoted from snapshot #{}",
+                    r.vm_id, r.version, r.source_seq
+                );
+                return Ok(());
+            }
+            out
         }
         AdminCmd::Baselines { cmd } => return baselines(&client, &conn, cmd),
         AdminCmd::Vms {
@@ -913,10 +941,24 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
         }
         AdminCmd::Vms {
             cmd: Some(VmsCmd::ResetChain { vm_id, at }),
-        } => client.post_json(
-            &format!("/v1/vms/{vm_id}/reset-chain"),
-            &vmseal_client::ResetChain { at },
-        )?,
+        } => {
+            let out = client.post_json(
+                &format!("/v1/vms/{vm_id}/reset-chain"),
+                &vmseal_client::ResetChain { at },
+            )?;
+            if !conn.json {
+                let r: vmseal_client::ChainReset = typed(&out, "chain reset")?;
+                println!(
+                    "VM {}: its next evidence must be #{} (the last accepted was {})",
+                    r.vm_id,
+                    r.next_seq,
+                    r.previous_seq
+                        .map_or_else(|| "none".to_owned(), |s| format!("#{s}"))
+                );
+                return Ok(());
+            }
+            out
+        }
         AdminCmd::Vms {
             cmd: Some(VmsCmd::Remove { vm_id, yes }),
         } => {
@@ -928,29 +970,53 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             }
             let out = client.delete(&format!("/v1/vms/{vm_id}"))?;
             if !conn.json {
+                let r: vmseal_client::VmRemoved = typed(&out, "removal")?;
                 println!(
-                    "VM {vm_id} removed (host {}; last evidence #{}; {} appraisals, {} baseline versions, {} alerts deleted); \
+                    "VM {} removed (host {}; last evidence {}; {} appraisals, {} baseline versions, {} alerts deleted); \
                      register it again with `admin register-vm`",
-                    out["host_id"].as_str().unwrap_or("?"),
-                    out["last_seq"],
-                    out["appraisals"],
-                    out["baselines"],
-                    out["alerts"]
+                    r.vm_id,
+                    r.host_id,
+                    r.last_seq
+                        .map_or_else(|| "none".to_owned(), |s| format!("#{s}")),
+                    r.appraisals,
+                    r.baselines,
+                    r.alerts
                 );
                 return Ok(());
             }
             out
         }
-        AdminCmd::SetThreshold { vm_id, threshold } => client.post_json(
-            &format!("/v1/vms/{vm_id}/threshold"),
-            &vmseal_client::SetThreshold { threshold },
-        )?,
-        AdminCmd::AssignPolicy { vm_id, policy } => client.post_json(
-            &format!("/v1/vms/{vm_id}/policy"),
-            &vmseal_client::AssignPolicy {
-                policy: read_policy(&policy)?,
-            },
-        )?,
+        AdminCmd::SetThreshold { vm_id, threshold } => {
+            let out = client.post_json(
+                &format!("/v1/vms/{vm_id}/threshold"),
+                &vmseal_client::SetThreshold { threshold },
+            )?;
+            if !conn.json {
+                let r: vmseal_client::ThresholdSet = typed(&out, "threshold")?;
+                println!("VM {}: alert threshold {}", r.vm_id, r.threshold);
+                return Ok(());
+            }
+            out
+        }
+        AdminCmd::AssignPolicy { vm_id, policy } => {
+            let out = client.post_json(
+                &format!("/v1/vms/{vm_id}/policy"),
+                &vmseal_client::AssignPolicy {
+                    policy: read_policy(&policy)?,
+                },
+            )?;
+            if !conn.json {
+                let r: vmseal_client::PolicyAssigned = typed(&out, "policy assignment")?;
+                println!(
+                    "VM {}: policy {} assigned; regions: {}",
+                    r.vm_id,
+                    r.policy_digest,
+                    r.regions.join(", ")
+                );
+                return Ok(());
+            }
+            out
+        }
         AdminCmd::Hosts(HostsCmd::List) => {
             let out = client.get("/v1/hosts")?;
             if !conn.json {
@@ -1008,7 +1074,20 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             out
         }
         AdminCmd::Hosts(HostsCmd::Disable { host_id }) => {
-            client.post_json(&format!("/v1/hosts/{host_id}/disable"), &())?
+            let out = client.post_json(&format!("/v1/hosts/{host_id}/disable"), &())?;
+            if !conn.json {
+                let r: vmseal_client::HostDisabled = typed(&out, "disable")?;
+                println!(
+                    "host {} disabled: {}; it comes back only by enrolling with a new token",
+                    r.host_id,
+                    r.revoked_serial.map_or_else(
+                        || "no agent certificate was recorded".to_owned(),
+                        |s| format!("agent certificate {s} revoked")
+                    )
+                );
+                return Ok(());
+            }
+            out
         }
         AdminCmd::AllowModules { vm_id, module, any } => {
             if module.is_empty() && !any {
@@ -1016,10 +1095,24 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                     "name the allowed modules with --module \"NAME VERSION [BUILD-SHA256]\", or say --any"
                 );
             }
-            client.post_json(
+            let out = client.post_json(
                 &format!("/v1/vms/{vm_id}/modules"),
                 &vmseal_client::AllowModules { allowed: module },
-            )?
+            )?;
+            if !conn.json {
+                let r: vmseal_client::ModulesAllowed = typed(&out, "module rules")?;
+                if r.allowed.is_empty() {
+                    println!("VM {}: any capture module may capture it", r.vm_id);
+                } else {
+                    println!(
+                        "VM {}: only these modules may capture it: {}",
+                        r.vm_id,
+                        r.allowed.join("; ")
+                    );
+                }
+                return Ok(());
+            }
+            out
         }
         AdminCmd::RequestCapture { vm_id, wait } => {
             let made = client.post_json(&format!("/v1/vms/{vm_id}/capture-requests"), &())?;

@@ -267,3 +267,13 @@ pub struct HostList {
     /// The hosts.
     pub hosts: Vec<HostSummary>,
 }
+
+/// `POST /v1/hosts/{host}/disable` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostDisabled {
+    /// Host id.
+    pub host_id: String,
+    /// The serial (hex) of the agent certificate revoked, when one was recorded.
+    pub revoked_serial: Option<String>,
+}

@@ -25,11 +25,14 @@ pub use captures::{
 };
 pub use enroll::{
     Activation, CredentialChallenge, Enrolled, EnrollmentAnswer, EnrollmentRequest,
-    EnrollmentToken, HardwarePolicy, HostList, HostSummary, MinTcb, NewEnrollmentToken,
+    EnrollmentToken, HardwarePolicy, HostDisabled, HostList, HostSummary, MinTcb,
+    NewEnrollmentToken,
 };
 pub use error::ApiErrorBody;
 pub use renewal::{AgentRenewal, PersonRenewal, Renewed};
 pub use vms::{
-    ActiveBaseline, ActiveBaselineRegion, AllowModules, AssignPolicy, BaselineLeaves, ChainHead,
-    NewVm, Nonce, PromoteBaseline, ResetChain, SetThreshold, VmList, VmPolicy, VmSummary,
+    ActiveBaseline, ActiveBaselineRegion, AllowModules, AssignPolicy, BaselineLeaves,
+    BaselinePromoted, ChainHead, ChainReset, ModulesAllowed, NewVm, Nonce, PolicyAssigned,
+    PromoteBaseline, ResetChain, SetThreshold, ThresholdSet, VmList, VmPolicy, VmRegistered,
+    VmRemoved, VmSummary,
 };

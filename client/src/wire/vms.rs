@@ -200,3 +200,89 @@ pub struct VmList {
     /// The VMs.
     pub vms: Vec<VmSummary>,
 }
+
+/// `POST /v1/vms` answer (201): the VM as registered.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VmRegistered {
+    /// VM id.
+    pub vm_id: String,
+    /// Its host.
+    pub host_id: String,
+    /// Its alert threshold (the verifier's default when the request named none).
+    pub threshold: u8,
+}
+
+/// `POST /v1/vms/{vm}/threshold` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ThresholdSet {
+    /// VM id.
+    pub vm_id: String,
+    /// The new alert threshold.
+    pub threshold: u8,
+}
+
+/// `POST /v1/vms/{vm}/policy` answer: the policy now assigned.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicyAssigned {
+    /// VM id.
+    pub vm_id: String,
+    /// SHA-256 of the policy text, hex.
+    pub policy_digest: String,
+    /// The regions it names, in order.
+    pub regions: Vec<String>,
+}
+
+/// `POST /v1/vms/{vm}/reset-chain` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChainReset {
+    /// VM id.
+    pub vm_id: String,
+    /// The last accepted sequence number before the reset (none: the VM had no evidence).
+    pub previous_seq: Option<u64>,
+    /// The sequence number the VM's next evidence must carry.
+    pub next_seq: u64,
+}
+
+/// `POST /v1/vms/{vm}/modules` answer: the rules now in force (empty: any module).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModulesAllowed {
+    /// VM id.
+    pub vm_id: String,
+    /// Module rules, `NAME VERSION [BUILD-SHA256]`, as the verifier reads them.
+    pub allowed: Vec<String>,
+}
+
+/// `DELETE /v1/vms/{vm}` answer: what was removed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VmRemoved {
+    /// VM id.
+    pub vm_id: String,
+    /// The host it was registered on.
+    pub host_id: String,
+    /// Its last accepted sequence number.
+    pub last_seq: Option<u64>,
+    /// Appraisals removed.
+    pub appraisals: u64,
+    /// Baseline versions removed.
+    pub baselines: u64,
+    /// Alerts removed.
+    pub alerts: u64,
+}
+
+/// `POST /v1/vms/{vm}/baselines` answer (201): the new golden baseline version.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BaselinePromoted {
+    /// VM id.
+    pub vm_id: String,
+    /// The version (versions are never overwritten: each promotion adds one).
+    pub version: u64,
+    /// The appraised snapshot it came from.
+    pub source_seq: u64,
+}

@@ -16,7 +16,7 @@ use crate::store::NewBaselineRegion;
 /// signed evidence carried.
 #[utoipa::path(post, path = "/v1/vms/{vm}/baselines", tag = "vms", params(("vm" = String, Path, description = "VM id")),
     request_body = vmseal_client::PromoteBaseline,
-    responses((status = 201, description = "`{vm_id, version, source_seq}`"), (status = 422, description = "baseline_mismatch", body = vmseal_client::ApiErrorBody)))]
+    responses((status = 201, description = "The new version", body = vmseal_client::BaselinePromoted), (status = 422, description = "baseline_mismatch", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn promote_baseline(
     who: Admin,
     path: web::Path<String>,
@@ -157,8 +157,13 @@ pub(crate) async fn promote_baseline(
             now(),
         )
         .await?;
-    Ok(HttpResponse::Created()
-        .json(serde_json::json!({ "vm_id": vm, "version": version, "source_seq": b.seq })))
+    Ok(
+        HttpResponse::Created().json(vmseal_client::BaselinePromoted {
+            vm_id: vm,
+            version,
+            source_seq: b.seq,
+        }),
+    )
 }
 
 /// `GET /v1/vms/{vm}/baseline` (admin, viewer, or the VM's host agent): the active golden

@@ -2,6 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use crate::api::audited;
 use crate::api::auth::{admin, reader};
 use crate::api::error::ApiError;
 use crate::now;
@@ -24,7 +25,7 @@ pub(crate) async fn list_hosts(
 /// refuses it within [`REVOCATION_REFRESH`]); the host is enrolled again only with an admin's
 /// token.
 #[utoipa::path(post, path = "/v1/hosts/{host}/disable", tag = "enrollment", params(("host" = String, Path, description = "Host id")),
-    responses((status = 200, description = "`{host_id, revoked_serial}`"), (status = 404, description = "Unknown host", body = vmseal_client::ApiErrorBody)))]
+    responses((status = 200, description = "Disabled", body = vmseal_client::HostDisabled), (status = 404, description = "Unknown host", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn disable_host(
     req: HttpRequest,
     path: web::Path<String>,
@@ -34,13 +35,15 @@ pub(crate) async fn disable_host(
     let host = path.into_inner();
     let serial = st.store.disable_host(&host, now()).await?;
     st.revoked.refresh(&st.store).await;
-    st.store
-        .audit(
-            &who,
-            "disable_host",
-            &serde_json::json!({ "host": host, "revoked_serial": serial }).to_string(),
-            now(),
-        )
-        .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "host_id": host, "revoked_serial": serial })))
+    audited(
+        &st,
+        &who,
+        "disable_host",
+        serde_json::json!({ "host": host, "revoked_serial": serial }),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(vmseal_client::HostDisabled {
+        host_id: host,
+        revoked_serial: serial,
+    }))
 }

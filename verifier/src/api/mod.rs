@@ -34,6 +34,19 @@ use crate::api::body::{MAX_BODY, MAX_JSON, MAX_POLICY_JSON};
 use crate::api::error::{ApiError, bad, json_error};
 pub use vmseal_client::{BaselineLeaves, NewVm, PromoteBaseline};
 
+/// Record `who`'s `action` in the audit log, with its details.
+pub(crate) async fn audited(
+    st: &crate::state::AppState,
+    who: &str,
+    action: &str,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    st.store
+        .audit(who, action, &detail.to_string(), crate::now())
+        .await?;
+    Ok(())
+}
+
 /// The OpenAPI 3.1 description of this service, built from the handlers' annotations.
 #[derive(utoipa::OpenApi)]
 #[openapi(

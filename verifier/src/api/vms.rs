@@ -4,6 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use vmseal_client::ErrorCode;
 
+use crate::api::audited;
 use crate::api::auth::{Admin, reader, vm_reader};
 use crate::api::error::{ApiError, bad};
 use crate::appraise::{ModuleRule, VmRecord};
@@ -18,7 +19,7 @@ pub(crate) fn check_policy(text: &str) -> Result<vmseal_policy::Policy, ApiError
 }
 
 #[utoipa::path(post, path = "/v1/vms", tag = "vms", request_body = vmseal_client::NewVm,
-    responses((status = 201, description = "Registered"), (status = 404, description = "Unknown host", body = vmseal_client::ApiErrorBody),
+    responses((status = 201, description = "Registered", body = vmseal_client::VmRegistered), (status = 404, description = "Unknown host", body = vmseal_client::ApiErrorBody),
         (status = 409, description = "VM id taken", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn register_vm(
     who: Admin,
@@ -40,19 +41,19 @@ pub(crate) async fn register_vm(
     if let (Some(p), Some(text)) = (&policy, &b.policy) {
         st.store.assign_policy(&b.vm_id, &p.digest, text).await?;
     }
-    st.store
-        .audit(
-            &who,
-            "register_vm",
-            &serde_json::json!({ "vm": b.vm_id, "host": b.host_id, "threshold": threshold,
-                "policy_digest": policy.as_ref().map(|p| hex::encode(p.digest)) })
-            .to_string(),
-            now(),
-        )
-        .await?;
-    Ok(HttpResponse::Created().json(
-        serde_json::json!({ "vm_id": b.vm_id, "host_id": b.host_id, "threshold": threshold }),
-    ))
+    audited(
+        &st,
+        &who,
+        "register_vm",
+        serde_json::json!({ "vm": b.vm_id, "host": b.host_id, "threshold": threshold,
+                "policy_digest": policy.as_ref().map(|p| hex::encode(p.digest)) }),
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(vmseal_client::VmRegistered {
+        vm_id: b.vm_id,
+        host_id: b.host_id,
+        threshold,
+    }))
 }
 
 /// `GET /v1/vms` (admin or viewer): every VM with its latest score and tier.
@@ -71,7 +72,7 @@ pub(crate) async fn list_vms(
 /// `POST /v1/vms/{vm}/threshold` (admin).
 #[utoipa::path(post, path = "/v1/vms/{vm}/threshold", tag = "vms", params(("vm" = String, Path, description = "VM id")),
     request_body = vmseal_client::SetThreshold,
-    responses((status = 200, description = "Set"), (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
+    responses((status = 200, description = "Set", body = vmseal_client::ThresholdSet), (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn set_threshold(
     who: Admin,
     path: web::Path<String>,
@@ -84,21 +85,23 @@ pub(crate) async fn set_threshold(
         return Err(bad(ErrorCode::BadThreshold, "threshold must be 0 to 100"));
     }
     st.store.set_threshold(&vm, body.threshold).await?;
-    st.store
-        .audit(
-            &who,
-            "set_threshold",
-            &serde_json::json!({ "vm": vm, "threshold": body.threshold }).to_string(),
-            now(),
-        )
-        .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "vm_id": vm, "threshold": body.threshold })))
+    audited(
+        &st,
+        &who,
+        "set_threshold",
+        serde_json::json!({ "vm": vm, "threshold": body.threshold }),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(vmseal_client::ThresholdSet {
+        vm_id: vm,
+        threshold: body.threshold,
+    }))
 }
 
 /// `POST /v1/vms/{vm}/policy` (admin): the capture policy the VM's evidence must be made under.
 #[utoipa::path(post, path = "/v1/vms/{vm}/policy", tag = "vms", params(("vm" = String, Path, description = "VM id")),
     request_body = vmseal_client::AssignPolicy,
-    responses((status = 200, description = "Assigned"), (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
+    responses((status = 200, description = "Assigned", body = vmseal_client::PolicyAssigned), (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn assign_policy(
     who: Admin,
     path: web::Path<String>,
@@ -110,19 +113,18 @@ pub(crate) async fn assign_policy(
     let p = check_policy(&body.policy)?;
     st.store.assign_policy(&vm, &p.digest, &body.policy).await?;
     let d = hex::encode(p.digest);
-    st.store
-        .audit(
-            &who,
-            "assign_policy",
-            &serde_json::json!({ "vm": vm, "policy_digest": d, "policy": p.name, "version": p.version })
-                .to_string(),
-            now(),
-        )
-        .await?;
-    Ok(
-        HttpResponse::Ok().json(serde_json::json!({ "vm_id": vm, "policy_digest": d,
-        "regions": p.regions.iter().map(|r| &r.name).collect::<Vec<_>>() })),
+    audited(
+        &st,
+        &who,
+        "assign_policy",
+        serde_json::json!({ "vm": vm, "policy_digest": d, "policy": p.name, "version": p.version }),
     )
+    .await?;
+    Ok(HttpResponse::Ok().json(vmseal_client::PolicyAssigned {
+        vm_id: vm,
+        policy_digest: d,
+        regions: p.regions.iter().map(|r| r.name.clone()).collect(),
+    }))
 }
 
 /// `GET /v1/vms/{vm}/policy` (admin, viewer, or the VM's host agent): the assigned capture
@@ -204,24 +206,25 @@ pub(crate) async fn reset_chain(
         ));
     }
     let previous = st.store.reset_chain(&vm, body.at).await?;
-    st.store
-        .audit(
-            &who,
-            "reset_chain",
-            &serde_json::json!({ "vm": vm, "previous_seq": previous, "next_seq": body.at })
-                .to_string(),
-            now(),
-        )
-        .await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "vm_id": vm, "previous_seq": previous, "next_seq": body.at })))
+    audited(
+        &st,
+        &who,
+        "reset_chain",
+        serde_json::json!({ "vm": vm, "previous_seq": previous, "next_seq": body.at }),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(vmseal_client::ChainReset {
+        vm_id: vm,
+        previous_seq: previous,
+        next_seq: body.at,
+    }))
 }
 
 /// `DELETE /v1/vms/{vm}` (admin): remove a VM and everything held of it (appraisals, baselines,
 /// alerts, nonces, capture requests, silences), audited with what was removed; the VM id can then
 /// be registered again. For a VM that is gone for good, or one to start over from scratch.
 #[utoipa::path(delete, path = "/v1/vms/{vm}", tag = "vms", params(("vm" = String, Path, description = "VM id")),
-    responses((status = 200, description = "`{vm_id, host_id, last_seq, appraisals, baselines, alerts}`: what was removed"),
+    responses((status = 200, description = "What was removed", body = vmseal_client::VmRemoved),
         (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn remove_vm(
     who: Admin,
@@ -230,14 +233,23 @@ pub(crate) async fn remove_vm(
 ) -> Result<HttpResponse, ApiError> {
     let vm = path.into_inner();
     let removed = st.store.remove_vm(&vm).await?;
-    let mut detail =
-        serde_json::to_value(&removed).map_err(|e| ApiError::Internal(e.to_string()))?;
-    detail["vm_id"] = serde_json::Value::String(vm.clone());
-    st.store
-        .audit(&who.0, "remove_vm", &detail.to_string(), now())
-        .await?;
-    tracing::info!(vm, host = removed.host_id, "VM removed by {}", who.0);
-    Ok(HttpResponse::Ok().json(detail))
+    let removed = vmseal_client::VmRemoved {
+        vm_id: vm,
+        host_id: removed.host_id,
+        last_seq: removed.last_seq,
+        appraisals: removed.appraisals,
+        baselines: removed.baselines,
+        alerts: removed.alerts,
+    };
+    let detail = serde_json::to_value(&removed).map_err(|e| ApiError::Internal(e.to_string()))?;
+    audited(&st, &who.0, "remove_vm", detail).await?;
+    tracing::info!(
+        vm = removed.vm_id,
+        host = removed.host_id,
+        "VM removed by {}",
+        who.0
+    );
+    Ok(HttpResponse::Ok().json(removed))
 }
 
 /// `POST /v1/vms/{vm}/modules` (admin): the capture modules (name, version, optionally the
@@ -245,7 +257,7 @@ pub(crate) async fn remove_vm(
 /// `module_not_allowed`. An empty list allows any module.
 #[utoipa::path(post, path = "/v1/vms/{vm}/modules", tag = "vms", params(("vm" = String, Path, description = "VM id")),
     request_body = vmseal_client::AllowModules,
-    responses((status = 200, description = "`{vm_id, allowed}`"), (status = 400, description = "bad_module", body = vmseal_client::ApiErrorBody),
+    responses((status = 200, description = "The rules in force", body = vmseal_client::ModulesAllowed), (status = 400, description = "bad_module", body = vmseal_client::ApiErrorBody),
         (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn allow_modules(
     who: Admin,
@@ -265,13 +277,12 @@ pub(crate) async fn allow_modules(
         .collect::<Result<Vec<_>, _>>()?;
     st.store.set_allowed_modules(&vm, &rules).await?;
     let allowed: Vec<String> = rules.iter().map(ToString::to_string).collect();
-    st.store
-        .audit(
-            &who,
-            "allow_modules",
-            &serde_json::json!({ "vm": vm, "allowed": allowed }).to_string(),
-            now(),
-        )
-        .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "vm_id": vm, "allowed": allowed })))
+    audited(
+        &st,
+        &who,
+        "allow_modules",
+        serde_json::json!({ "vm": vm, "allowed": allowed }),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(vmseal_client::ModulesAllowed { vm_id: vm, allowed }))
 }
