@@ -552,6 +552,41 @@ async fn flush_plain(
     Ok(())
 }
 
+impl Store {
+    /// The stored results of a VM's most recent accepted appraisals, newest first, at most
+    /// `limit` of them. An unknown VM is `NotFound`; a VM never appraised gives an empty list.
+    pub async fn recent_appraisals(
+        &self,
+        vm_id: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.vm_record(vm_id).await?;
+        let rows = sqlx::query(
+            "SELECT result FROM appraisals WHERE vm_id = $1 ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(vm_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("result").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// The stored result of an accepted appraisal.
+    pub async fn appraisal_result(&self, vm_id: &str, seq: u64) -> Result<String, StoreError> {
+        let row = sqlx::query("SELECT result FROM appraisals WHERE vm_id = $1 AND seq = $2")
+            .bind(vm_id)
+            .bind(seq as i64)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("appraised snapshot #{seq} of VM {vm_id:?}"))
+            })?;
+        Ok(row.try_get("result")?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{Db, V, on_both, store};
