@@ -1693,8 +1693,11 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
     assert_eq!(a.score, 0, "{a:?}");
     let code = a.changes.iter().find(|c| c.region == "guest-code").unwrap();
     assert_eq!(
-        (code.class.as_str(), code.severity.as_str()),
-        ("code", "critical")
+        (code.class, code.severity),
+        (
+            vmseal_sealer::claims::RegionClass::Code,
+            vmseal_sealer::claims::Severity::Critical
+        )
     );
     assert_eq!(
         code.findings,

@@ -77,8 +77,12 @@ fn field(field: impl Into<String>, problem: impl Into<String>) -> ClaimsError {
     }
 }
 
-/// What a region holds; drives how a change is scored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What a region holds; drives how a change is scored. On the verifier's JSON API it is its
+/// [`name`](Self::name) (`"code"`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(rename_all = "lowercase"))]
 pub enum RegionClass {
     /// Executable code: any change is a likely injection.
     Code,
@@ -88,6 +92,18 @@ pub enum RegionClass {
     Data,
     /// A structure with known layout (task lists, descriptor tables).
     Structure,
+}
+
+impl std::fmt::Display for RegionClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl RegionClass {
@@ -112,8 +128,14 @@ impl RegionClass {
     }
 }
 
-/// How much a change in a region matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// How much a change in a region matters. On the verifier's JSON API it is its
+/// [`name`](Self::name) (`"critical"`, …).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(rename_all = "lowercase"))]
 pub enum Severity {
     /// Informational.
     Low,

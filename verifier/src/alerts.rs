@@ -387,6 +387,7 @@ async fn deliver(st: &AppState, http: &reqwest::Client, owner: &str, d: &Claimed
 pub(crate) mod tests {
     use super::*;
     use crate::appraise::{RegionChange, TrustVector};
+    use vmseal_sealer::claims::{RegionClass, Severity};
 
     fn rec(last_tier: Option<&str>, open: Option<i64>) -> VmRecord {
         VmRecord {
@@ -418,8 +419,8 @@ pub(crate) mod tests {
                 },
                 changes: vec![RegionChange {
                     region: "guest-code".into(),
-                    class: "code".into(),
-                    severity: "critical".into(),
+                    class: RegionClass::Code,
+                    severity: Severity::Critical,
                     findings: vec![crate::appraise::Finding::Changed],
                     claimed: None,
                     changed_pages: 1,

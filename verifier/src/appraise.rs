@@ -622,8 +622,8 @@ pub fn appraise(
         seen.insert(e.name);
         let mut change = RegionChange {
             region: e.name.to_owned(),
-            class: e.class.name().to_owned(),
-            severity: e.severity.name().to_owned(),
+            class: e.class,
+            severity: e.severity,
             findings: Vec::new(),
             claimed: None,
             changed_pages: 0,
@@ -754,10 +754,11 @@ pub fn appraise(
     if baseline.is_none() {
         score = score.min(50);
     }
-    let code_changed = changes.iter().any(|ch| ch.class == "code");
+    let code_changed = changes.iter().any(|ch| ch.class == RegionClass::Code);
     let opaque_changed = changes.iter().any(|ch| {
-        matches!(ch.class.as_str(), "structure" | "rodata")
-            || (ch.class == "data" && (ch.penalty > 0 || ch.findings[0] != Finding::Changed))
+        matches!(ch.class, RegionClass::Structure | RegionClass::Rodata)
+            || (ch.class == RegionClass::Data
+                && (ch.penalty > 0 || ch.findings[0] != Finding::Changed))
     });
     let trust_vector = TrustVector {
         instance_identity: Tier::Affirming.ar4si(),
@@ -1161,8 +1162,8 @@ mod tests {
         assert_eq!(finding(&a, "code"), [Finding::Changed, Finding::Relabelled]);
         let ch = &a.changes[0];
         assert_eq!(
-            (ch.class.as_str(), ch.severity.as_str()),
-            ("code", "critical")
+            (ch.class, ch.severity),
+            (RegionClass::Code, Severity::Critical)
         );
         assert_eq!(ch.claimed.as_deref(), Some("data/low"));
         assert_eq!(a.score, 0);

@@ -81,9 +81,9 @@ pub struct RegionChange {
     /// Name.
     pub region: String,
     /// Class (the verifier's).
-    pub class: String,
+    pub class: vmseal_sealer::claims::RegionClass,
     /// Severity (the verifier's).
-    pub severity: String,
+    pub severity: vmseal_sealer::claims::Severity,
     /// What is wrong, most serious first (`changed` alone for a plain content change).
     pub findings: Vec<Finding>,
     /// What the evidence claimed, `class/severity`, when it was relabelled.
@@ -144,9 +144,9 @@ pub struct AppraisedRegion {
     /// Name.
     pub name: String,
     /// Class the evidence gives it.
-    pub class: String,
+    pub class: vmseal_sealer::claims::RegionClass,
     /// Severity the evidence gives it.
-    pub severity: String,
+    pub severity: vmseal_sealer::claims::Severity,
     /// Pages it holds.
     pub pages: u64,
     /// Its Merkle root, hex.

@@ -122,9 +122,9 @@ pub struct ActiveBaselineRegion {
     /// Name.
     pub name: String,
     /// Class (the verifier's).
-    pub class: String,
+    pub class: vmseal_sealer::claims::RegionClass,
     /// Severity (the verifier's).
-    pub severity: String,
+    pub severity: vmseal_sealer::claims::Severity,
     /// Pages.
     pub pages: u64,
     /// The page digests, concatenated, hex.

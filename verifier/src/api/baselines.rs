@@ -90,12 +90,7 @@ pub(crate) async fn promote_baseline(
         {
             return Ok((pr.class, pr.severity));
         }
-        Ok::<_, ApiError>((
-            vmseal_sealer::claims::RegionClass::from_name(&s.class)
-                .ok_or_else(|| ApiError::Internal("class".into()))?,
-            vmseal_sealer::claims::Severity::from_name(&s.severity)
-                .ok_or_else(|| ApiError::Internal("severity".into()))?,
-        ))
+        Ok::<_, ApiError>((s.class, s.severity))
     };
     let mut regions = Vec::new();
     for s in signed {
@@ -196,8 +191,8 @@ pub(crate) async fn active_baseline(
             .iter()
             .map(|r| vmseal_client::ActiveBaselineRegion {
                 name: r.name.clone(),
-                class: r.class.name().to_owned(),
-                severity: r.severity.name().to_owned(),
+                class: r.class,
+                severity: r.severity,
                 pages: r.tree.leaf_count(),
                 leaves: hex::encode(r.tree.leaves().concat()),
             })

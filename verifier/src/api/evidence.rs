@@ -254,8 +254,8 @@ fn judge(
         .iter()
         .map(|r| vmseal_client::AppraisedRegion {
             name: r.name.clone(),
-            class: r.class.name().to_owned(),
-            severity: r.severity.name().to_owned(),
+            class: r.class,
+            severity: r.severity,
             pages: r.pages,
             root: hex::encode(r.root),
             ranges: range_pairs(&r.ranges),
