@@ -136,8 +136,16 @@ pub(crate) fn alert_line(a: &Alert) -> String {
 }
 
 fn alerts_of(v: &serde_json::Value) -> Result<Vec<Alert>> {
-    serde_json::from_value(v["alerts"].clone())
+    <vmseal_client::AlertList as serde::Deserialize>::deserialize(v)
+        .map(|l| l.alerts)
         .context("the verifier's answer is not a list of alerts")
+}
+
+/// The verifier's answer read as this version's contract type `T`.
+fn typed<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T> {
+    T::deserialize(v).context(
+        "the verifier's answer does not read as this version's (is it the same vmseal version?)",
+    )
 }
 
 /// Run `admin alerts …`; returns JSON to print when `json`.
@@ -175,10 +183,11 @@ pub(crate) fn alerts(
             if json {
                 return Ok(Some(out));
             }
-            let a: Alert = serde_json::from_value(out["alert"].clone())?;
+            let vmseal_client::AlertShown {
+                alert: a,
+                deliveries: ds,
+            } = typed(&out)?;
             println!("{}", alert_line(&a));
-            let ds: Vec<vmseal_client::DeliveryState> =
-                serde_json::from_value(out["deliveries"].clone())?;
             if ds.is_empty() {
                 println!(
                     "  no webhook deliveries ({})",
@@ -250,8 +259,7 @@ pub(crate) fn alerts(
             if json {
                 return Ok(Some(out));
             }
-            let list: Vec<vmseal_client::Silence> =
-                serde_json::from_value(out["silences"].clone())?;
+            let list = typed::<vmseal_client::SilenceList>(&out)?.silences;
             if list.is_empty() {
                 println!("no silences in force");
             }
@@ -270,7 +278,7 @@ pub(crate) fn alerts(
         AlertsCmd::Unsilence { id } => {
             let out = client.delete(&format!("/v1/silences/{id}"))?;
             if !json {
-                let held = out["held_back"].as_u64().unwrap_or(0);
+                let held = typed::<vmseal_client::SilenceEnded>(&out)?.held_back;
                 println!(
                     "silence {id} ended; {held} alert(s) raised during it stay recorded (marked \
                      [silenced] in `admin alerts list`) and are not delivered"
@@ -329,8 +337,7 @@ pub(crate) fn webhooks(
             if json {
                 return Ok(Some(out));
             }
-            let list: Vec<vmseal_client::Webhook> =
-                serde_json::from_value(out["webhooks"].clone())?;
+            let list = typed::<vmseal_client::WebhookList>(&out)?.webhooks;
             if list.is_empty() {
                 println!("no webhooks (`admin webhooks add`)");
             }

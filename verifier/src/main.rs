@@ -720,8 +720,12 @@ fn admin_status(
             )
         });
     }
-    if let Ok(a) = client.get("/v1/alerts?state=active&limit=500") {
-        let n = a["alerts"].as_array().map_or(0, Vec::len);
+    if let Some(a) = client
+        .get("/v1/alerts?state=active&limit=500")
+        .ok()
+        .and_then(|a| serde_json::from_value::<vmseal_client::AlertList>(a).ok())
+    {
+        let n = a.alerts.len();
         out.push(if n == 0 {
             Check::pass("alerts", "none open")
         } else {

@@ -217,3 +217,47 @@ pub fn verify_alert(
             .map(str::to_owned),
     })
 }
+
+/// `GET /v1/alerts` answer: the alerts asked for, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AlertList {
+    /// The alerts.
+    pub alerts: Vec<Alert>,
+}
+
+/// `GET /v1/alerts/{id}` answer: an alert and its webhook deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AlertShown {
+    /// The alert.
+    pub alert: Alert,
+    /// One per webhook it went to (a viewer sees `(admins see the error)` for an error).
+    pub deliveries: Vec<DeliveryState>,
+}
+
+/// `GET /v1/webhooks` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookList {
+    /// The webhooks.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// `GET /v1/silences` answer: the silences in force.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SilenceList {
+    /// The silences.
+    pub silences: Vec<Silence>,
+}
+
+/// `DELETE /v1/silences/{id}` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SilenceEnded {
+    /// The silence.
+    pub silence_id: String,
+    /// Alerts it held back that are now sent.
+    pub held_back: u64,
+}

@@ -13,8 +13,9 @@ mod renewal;
 mod vms;
 
 pub use alerts::{
-    ALERT_JWT_TYP, Alert, AlertDelivery, DeliveryState, NewSilence, NewWebhook, SetSchedule,
-    Silence, Webhook, verify_alert,
+    ALERT_JWT_TYP, Alert, AlertDelivery, AlertList, AlertShown, DeliveryState, NewSilence,
+    NewWebhook, SetSchedule, Silence, SilenceEnded, SilenceList, Webhook, WebhookList,
+    verify_alert,
 };
 pub use appraisal::{
     Appraisal, AppraisalList, AppraisalResult, AppraisedRegion, Finding, RegionChange, Tier,

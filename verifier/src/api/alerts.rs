@@ -33,7 +33,7 @@ pub(crate) struct AlertsQuery {
 
 /// `GET /v1/alerts` (admin or viewer): alerts, newest first.
 #[utoipa::path(get, path = "/v1/alerts", tag = "alerts", params(AlertsQuery),
-    responses((status = 200, description = "`{alerts: [Alert]}`, newest first"), (status = 400, description = "bad_query", body = vmseal_client::ApiErrorBody)))]
+    responses((status = 200, description = "Newest first", body = vmseal_client::AlertList), (status = 400, description = "bad_query", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn list(
     req: HttpRequest,
     q: web::Query<AlertsQuery>,
@@ -59,7 +59,7 @@ pub(crate) async fn list(
         .store
         .alerts(q.state.as_deref(), q.vm.as_deref(), None, limit)
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "alerts": alerts })))
+    Ok(HttpResponse::Ok().json(vmseal_client::AlertList { alerts }))
 }
 
 pub(crate) fn alert_id(raw: &str) -> Result<i64, ApiError> {
@@ -73,7 +73,7 @@ pub(crate) fn alert_id(raw: &str) -> Result<i64, ApiError> {
 
 /// `GET /v1/alerts/{id}` (admin or viewer): an alert and its webhook deliveries.
 #[utoipa::path(get, path = "/v1/alerts/{id}", tag = "alerts", params(("id" = i64, Path, description = "Alert id")),
-    responses((status = 200, description = "`{alert: Alert, deliveries: [DeliveryState]}`"), (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
+    responses((status = 200, description = "The alert and its deliveries", body = vmseal_client::AlertShown), (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn show(
     req: HttpRequest,
     path: web::Path<String>,
@@ -93,7 +93,7 @@ pub(crate) async fn show(
                 .map(|_| "(admins see the error)".into());
         }
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "alert": alert, "deliveries": deliveries })))
+    Ok(HttpResponse::Ok().json(vmseal_client::AlertShown { alert, deliveries }))
 }
 
 /// `POST /v1/alerts/{id}/ack` (admin): acknowledge an alert.
@@ -257,13 +257,15 @@ pub(crate) async fn add_webhook(
 
 /// `GET /v1/webhooks` (admin).
 #[utoipa::path(get, path = "/v1/webhooks", tag = "alerts",
-    responses((status = 200, description = "`{webhooks: [Webhook]}`")))]
+    responses((status = 200, description = "The webhooks", body = vmseal_client::WebhookList)))]
 pub(crate) async fn list_webhooks(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     admin(&req)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "webhooks": st.store.webhooks().await? })))
+    Ok(HttpResponse::Ok().json(vmseal_client::WebhookList {
+        webhooks: st.store.webhooks().await?,
+    }))
 }
 
 /// `DELETE /v1/webhooks/{name}` (admin): stop delivering to it; its undelivered alerts are given up.
@@ -319,19 +321,21 @@ pub(crate) async fn add_silence(
 
 /// `GET /v1/silences` (admin or viewer): the silences in force.
 #[utoipa::path(get, path = "/v1/silences", tag = "alerts",
-    responses((status = 200, description = "`{silences: [Silence]}`")))]
+    responses((status = 200, description = "The silences in force", body = vmseal_client::SilenceList)))]
 pub(crate) async fn list_silences(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     reader(&req)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "silences": st.store.silences(now()).await? })))
+    Ok(HttpResponse::Ok().json(vmseal_client::SilenceList {
+        silences: st.store.silences(now()).await?,
+    }))
 }
 
 /// `DELETE /v1/silences/{id}` (admin): end a silence now. The alerts it held back stay recorded
 /// (marked silenced) and are not delivered; the answer says how many.
 #[utoipa::path(delete, path = "/v1/silences/{id}", tag = "alerts", params(("id" = String, Path, description = "Silence id")),
-    responses((status = 200, description = "`{silence_id, held_back}`: ended"), (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
+    responses((status = 200, description = "Ended", body = vmseal_client::SilenceEnded), (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn end_silence(
     req: HttpRequest,
     path: web::Path<String>,
@@ -339,8 +343,10 @@ pub(crate) async fn end_silence(
 ) -> Result<HttpResponse, ApiError> {
     let who = admin(&req)?;
     let held = st.store.end_silence(&path, &who, now()).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "silence_id": path.as_str(), "held_back": held })))
+    Ok(HttpResponse::Ok().json(vmseal_client::SilenceEnded {
+        silence_id: path.into_inner(),
+        held_back: held,
+    }))
 }
 
 /// `POST /v1/vms/{vm}/schedule` (admin): how often the VM's evidence is expected; a `silent`
