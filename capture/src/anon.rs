@@ -191,9 +191,7 @@ impl DirtyLog for AnonMemory {
         if !self.tracking {
             // Tracking starts now: everything before counts as written.
             self.tracking = true;
-            for (start, len) in self.ram() {
-                (start / PAGE..(start + len) / PAGE).for_each(|p| d.insert(p));
-            }
+            d.insert_ram(&self.ram());
         }
         Ok(d)
     }

@@ -109,6 +109,14 @@ impl DirtyPages {
         })
     }
 
+    /// Mark every page of `ram` ((start, length) ranges): what a dirty log returns the first
+    /// time, when tracking starts and everything before counts as written.
+    pub fn insert_ram(&mut self, ram: &[(u64, u64)]) {
+        for &(start, len) in ram {
+            (start / PAGE..(start + len) / PAGE).for_each(|p| self.insert(p));
+        }
+    }
+
     /// Union with another set.
     pub fn union(&mut self, other: &DirtyPages) {
         if other.bits.len() > self.bits.len() {

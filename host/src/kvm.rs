@@ -456,11 +456,7 @@ impl DirtyLog for MicroVm {
         if !self.dirty_started {
             // Tracking starts now: everything before counts as dirty.
             self.dirty_started = true;
-            for (start, len) in self.ram() {
-                for p in start / PAGE..(start + len) / PAGE {
-                    d.insert(p);
-                }
-            }
+            d.insert_ram(&self.ram());
         }
         Ok(d)
     }
