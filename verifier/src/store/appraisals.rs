@@ -235,14 +235,16 @@ impl Store {
         }
         self.group.groups.fetch_add(1, Relaxed);
         self.group.grouped.fetch_add(group.len() as u64, Relaxed);
-        let writes: Vec<Write> = group.iter().map(|j| j.write.clone()).collect();
+        // The writes (each with its result JSON) move out of the jobs: nothing is copied.
+        let (writes, answers): (Vec<Write>, Vec<_>) =
+            group.into_iter().map(|j| (j.write, j.done)).unzip();
         let outcomes = match self.try_group(&writes).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
-                if group.len() > 1 {
+                if writes.len() > 1 {
                     tracing::warn!(
                         "a group of {} appraisals failed ({e}); writing each on its own",
-                        group.len()
+                        writes.len()
                     );
                 }
                 let mut outcomes = Vec::with_capacity(writes.len());
@@ -252,8 +254,8 @@ impl Store {
                 outcomes
             }
         };
-        for (job, outcome) in group.into_iter().zip(outcomes) {
-            let _ = job.done.send(outcome);
+        for (done, outcome) in answers.into_iter().zip(outcomes) {
+            let _ = done.send(outcome);
         }
         self.schedule_link();
     }
@@ -615,6 +617,26 @@ mod tests {
         }
     }
 
+    /// `SELECT COUNT(*)` of `table`.
+    async fn count(pool: &sqlx::AnyPool, table: &str) -> i64 {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM {table}"
+        )))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .get("n")
+    }
+
+    /// Whether `audit_log`'s ids run 1..=N without a gap.
+    async fn audit_ids_are_gap_free(pool: &sqlx::AnyPool) -> bool {
+        let r = sqlx::query("SELECT COUNT(*) AS n, MAX(id) AS m FROM audit_log")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        r.get::<i64, _>("n") == r.get::<i64, _>("m")
+    }
+
     fn point(seq: u64, tag: u8) -> ChainPoint {
         ChainPoint {
             seq,
@@ -736,20 +758,11 @@ mod tests {
         // the chain verifies from its first entry and has no gap.
         let n = s.verify_audit().await.unwrap();
         assert_eq!(n - audited_before, 96 + 1 + 1 + 1);
-        let (rows, max): (i64, i64) = {
-            let r = sqlx::query("SELECT COUNT(*) AS n, MAX(id) AS m FROM audit_log")
-                .fetch_one(&s.pool)
-                .await
-                .unwrap();
-            (r.get("n"), r.get("m"))
-        };
-        assert_eq!(rows, max, "audit ids are gap-free");
-        let stored: i64 = sqlx::query("SELECT COUNT(*) AS n FROM appraisals")
-            .fetch_one(&s.pool)
-            .await
-            .unwrap()
-            .get("n");
-        assert_eq!(stored, 24 + 96 + 1 + 1);
+        assert!(
+            audit_ids_are_gap_free(&s.pool).await,
+            "audit ids are gap-free"
+        );
+        assert_eq!(count(&s.pool, "appraisals").await, 24 + 96 + 1 + 1);
     }
 
     /// Two replicas (two stores over one PostgreSQL database) appraising at once: every appraisal
@@ -824,21 +837,13 @@ mod tests {
             b.verify_audit().await.unwrap() - audited_before,
             80 + 1 + 1 + 1
         );
-        let (rows, max): (i64, i64) = {
-            let r = sqlx::query("SELECT COUNT(*) AS n, MAX(id) AS m FROM audit_log")
-                .fetch_one(&a.pool)
-                .await
-                .unwrap();
-            (r.get("n"), r.get("m"))
-        };
-        assert_eq!(rows, max, "audit ids are gap-free");
-        let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_pending")
-            .fetch_one(&a.pool)
-            .await
-            .unwrap()
-            .get("n");
+        assert!(
+            audit_ids_are_gap_free(&a.pool).await,
+            "audit ids are gap-free"
+        );
         assert_eq!(
-            pending, 0,
+            count(&a.pool, "audit_pending").await,
+            0,
             "every read of the chain links what is pending first"
         );
         // Each appraisal once in the chain.
