@@ -3,117 +3,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use vmseal_testkit::Swtpm;
-
-fn bin(name: &str) -> PathBuf {
-    // tests run from target/<profile>/deps/e2e-…; the binaries sit in target/<profile>/.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} not built: run `cargo build --workspace --bins` first (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
-fn run(name: &str, args: &[&str]) -> Output {
-    Command::new(bin(name))
-        .args(args)
-        .env("TSS2_LOG", "all+NONE")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-struct Host {
-    sw: Swtpm,
-    dir: tempfile::TempDir,
-}
-
-impl Host {
-    fn new(snp: &str) -> Self {
-        let sw = Swtpm::start().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let o = run(
-            "vmseal-host",
-            &[
-                "init",
-                "--state",
-                &self_path(&dir, "state"),
-                "--tpm",
-                &sw.tcti(),
-                "--snp",
-                snp,
-                "--host-id",
-                "e2e-host",
-                "--json",
-            ],
-        );
-        assert!(o.status.success(), "init: {}", text(&o));
-        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(j["host_id"], "e2e-host");
-        Self { sw, dir }
-    }
-    fn p(&self, f: &str) -> String {
-        self_path(&self.dir, f)
-    }
-    fn ek_ca(&self) -> String {
-        self.sw.ek_issuer_pem().display().to_string()
-    }
-    fn image(&self, pages: usize) -> String {
-        let data: Vec<u8> = (0..pages * 4096).map(|i| (i % 251) as u8).collect();
-        std::fs::write(self.p("mem.raw"), data).unwrap();
-        self.p("mem.raw")
-    }
-    fn seal(&self, vm: &str, out: &str, extra: &[&str]) -> Output {
-        let img = self.p("mem.raw");
-        let outp = self.p(out);
-        let state = self.p("state");
-        let mut args = vec![
-            "seal", "--state", &state, "--vm-id", vm, "--image", &img, "--out", &outp,
-        ];
-        args.extend_from_slice(extra);
-        run("vmseal-host", &args)
-    }
-}
-
-/// Runs the agent (`vmseal-host run`) on `agent.toml` in the host's directory for `rounds`
-/// rounds and returns the JSON events it printed, one per capture.
-fn run_agent(h: &Host, rounds: u32) -> Vec<serde_json::Value> {
-    let rounds = rounds.to_string();
-    let config = h.p("agent.toml");
-    let o = run(
-        "vmseal-host",
-        &["run", "--config", &config, "--rounds", &rounds, "--json"],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    serde_json::Deserializer::from_slice(&o.stdout)
-        .into_iter::<serde_json::Value>()
-        .map(Result::unwrap)
-        .collect()
-}
-
-fn self_path(d: &tempfile::TempDir, f: &str) -> String {
-    d.path().join(f).display().to_string()
-}
+use vmseal_testkit::scenario::{
+    Agent, Guest, Host, Verifier, appraisals, bin, count, json_stream, micro_vm_policy, ok,
+    path_in, run, text, webhook_receiver,
+};
 
 #[test]
 fn seal_then_verify_and_reject_a_tampered_copy() {
-    let h = Host::new("none");
+    let h = Host::builder().init();
     h.image(64);
-    let o = h.seal(
+    let o = ok(h.seal(
         "vm-a",
         "s0.cose",
         &[
@@ -123,8 +26,7 @@ fn seal_then_verify_and_reject_a_tampered_copy() {
             "rest:data:low:0x10000:0x30000",
             "--json",
         ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    ));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["seq"], 0);
     assert_eq!(j["pages"], 64);
@@ -183,7 +85,7 @@ fn seal_then_verify_and_reject_a_tampered_copy() {
 
 #[test]
 fn insecure_stand_in_needs_allow_insecure() {
-    let h = Host::new("insecure-soft");
+    let h = Host::builder().snp("insecure-soft").init();
     h.image(4);
     assert!(h.seal("vm-b", "s.cose", &[]).status.success());
     let refused = run(
@@ -232,7 +134,7 @@ fn insecure_stand_in_needs_allow_insecure() {
 
 #[test]
 fn bad_inputs_get_clear_errors_and_change_nothing() {
-    let h = Host::new("none");
+    let h = Host::builder().init();
     // A TPM address with a typo is named, not replaced by a default port; a bare device path
     // gets its prefix.
     for (tcti, says) in [
@@ -345,7 +247,7 @@ fn bad_inputs_get_clear_errors_and_change_nothing() {
     // init over an existing state.
     let o = run(
         "vmseal-host",
-        &["init", "--state", &h.p("state"), "--tpm", &h.sw.tcti()],
+        &["init", "--state", &h.p("state"), "--tpm", &h.tcti()],
     );
     assert!(text(&o).contains("already holds"), "{}", text(&o));
     // vmseal-certs usage and I/O errors exit 2; garbage input is reported, not a crash.
@@ -411,11 +313,10 @@ fn certs_tool_on_genuine_amd_material() {
     // configfs-tsm JSON and a KDS bundle inspect cleanly.
     let j = vmseal_testkit::vectors_dir()
         .join("sev-snp/reports/08-veraison-genoa-v3/sevsnp-tsm-report.json");
-    let o = run(
+    let o = ok(run(
         "vmseal-certs",
         &["inspect", "--json", &j.display().to_string()],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    ));
     assert!(String::from_utf8_lossy(&o.stdout).contains("\"AMD hwID\""));
     let o = run("vmseal-certs", &["verify", &j.display().to_string()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -423,9 +324,9 @@ fn certs_tool_on_genuine_amd_material() {
 
 #[test]
 fn micro_vm_attacks_show_up_in_the_evidence() {
-    let h = Host::new("none");
+    let h = Host::builder().init();
     let out = h.p("ev");
-    let o = run(
+    let o = ok(run(
         "vmseal-host",
         &[
             "vm",
@@ -453,8 +354,7 @@ fn micro_vm_attacks_show_up_in_the_evidence() {
             &out,
             "--json",
         ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    ));
     // One JSON object per capture.
     let stream = serde_json::Deserializer::from_slice(&o.stdout).into_iter::<serde_json::Value>();
     let caps: Vec<serde_json::Value> = stream.map(Result::unwrap).collect();
@@ -507,8 +407,7 @@ fn micro_vm_attacks_show_up_in_the_evidence() {
         run("vmseal-host", &a)
     };
     let base = h.p("base.cbor");
-    let o = cap(&h.p("i0.cose"), &["--baseline-out", &base]);
-    assert!(o.status.success(), "{}", text(&o));
+    ok(cap(&h.p("i0.cose"), &["--baseline-out", &base]));
     let mut img2 = img.clone();
     img2[0x2010] ^= 0xff;
     std::fs::write(h.p("img.raw"), &img2).unwrap();
@@ -529,8 +428,7 @@ fn micro_vm_attacks_show_up_in_the_evidence() {
 #[test]
 fn bench_prints_every_documented_key() {
     // A tiny run: this checks the command and its output shape, not speed.
-    let o = run("vmseal-host", &["bench", "--mem-mib", "16", "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = ok(run("vmseal-host", &["bench", "--mem-mib", "16", "--json"]));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     for k in [
         "capture_vs_hash_ratio",
@@ -553,8 +451,7 @@ fn the_load_generators_print_one_json_line_with_every_documented_key() {
     // speed (docs/benchmarks.md has the figures). The report: one JSON line, with `appraisals`
     // appraised and no error.
     let report = |args: &[&str], appraisals: u64| -> serde_json::Value {
-        let o = run("vmseal-loadgen", args);
-        assert!(o.status.success(), "{}", text(&o));
+        let o = ok(run("vmseal-loadgen", args));
         let out = String::from_utf8(o.stdout.clone()).unwrap();
         assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
         let j: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -615,7 +512,7 @@ fn the_load_generators_print_one_json_line_with_every_documented_key() {
 #[test]
 fn capture_a_linux_guest_under_qemu_by_symbols() {
     let g = vmseal_testkit::QemuGuest::boot(256, false).unwrap();
-    let h = Host::new("none");
+    let h = Host::builder().init();
     std::fs::write(h.p("System.map"), &g.system_map).unwrap();
     std::fs::write(
         h.p("linux.toml"),
@@ -623,7 +520,7 @@ fn capture_a_linux_guest_under_qemu_by_symbols() {
     )
     .unwrap();
     let src = format!("qemu:{},{}", g.qmp().display(), g.mem().display());
-    let o = run(
+    let o = ok(run(
         "vmseal-host",
         &[
             "capture",
@@ -641,8 +538,7 @@ fn capture_a_linux_guest_under_qemu_by_symbols() {
             &h.p("l.cose"),
             "--json",
         ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    ));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(j["regions"][0]["pages"].as_u64().unwrap() > 1000, "{j}");
     let v = run(
@@ -654,14 +550,8 @@ fn capture_a_linux_guest_under_qemu_by_symbols() {
 
 #[test]
 fn agent_captures_every_vm_on_schedule_and_reports_changes() {
-    let h = Host::new("none");
-    let img: Vec<u8> = (0..16 * 4096).map(|i| (i % 249) as u8).collect();
-    std::fs::write(h.p("d.raw"), &img).unwrap();
-    std::fs::write(
-        h.p("p.toml"),
-        "name = \"img\"\nversion = 1\n[[region]]\nname = \"all\"\nclass = \"code\"\nseverity = \"high\"\ngpa = { start = 0, len = 0x10000 }\n",
-    )
-    .unwrap();
+    let h = Host::builder().init();
+    raw_guest(&h);
     std::fs::write(
         h.p("agent.toml"),
         "state = \"state\"\nout_dir = \"agent-ev\"\nmax_concurrent = 2\nbudget_mbps = 500\nfull_every = 2\n\
@@ -669,7 +559,7 @@ fn agent_captures_every_vm_on_schedule_and_reports_changes() {
          [[vm]]\nid = \"img\"\nsource = \"dump:d.raw\"\npolicy = \"p.toml\"\ninterval_secs = 1\n",
     )
     .unwrap();
-    let events = run_agent(&h, 3);
+    let events = h.run_agent(3);
     assert_eq!(events.len(), 6, "{events:?}");
     assert!(events.iter().all(|e| e["error"].is_null()), "{events:?}");
     let kinds: Vec<String> = events
@@ -699,79 +589,10 @@ fn agent_captures_every_vm_on_schedule_and_reports_changes() {
     assert!(text(&o).contains("source must be kvm"), "{}", text(&o));
 }
 
-/// Stops the verifier process when the test ends.
-struct Verifier(std::process::Child);
-
-/// `vmseal-verifier admin --verifier URL --state STATE ARGS…`.
-fn admin_cli(url: &str, state: &str, args: &[&str]) -> Output {
-    let mut a = vec!["admin", "--verifier", url, "--state", state];
-    a.extend_from_slice(args);
-    run("vmseal-verifier", &a)
-}
-
-impl Verifier {
-    /// `vmseal-verifier init --state STATE`, then [`Verifier::serve`]: a fresh service — with
-    /// the root CA's key taken offline (moved out of the state), as in production.
-    fn fresh(state: &str, args: &[&str]) -> (Self, String) {
-        let o = run("vmseal-verifier", &["init", "--state", state]);
-        assert!(o.status.success(), "{}", text(&o));
-        std::fs::rename(format!("{state}/ca.key"), format!("{state}.offline-ca.key")).unwrap();
-        Self::serve(state, args)
-    }
-
-    /// `vmseal-verifier serve --state STATE ARGS… --listen 127.0.0.1:PORT` on a free port, once
-    /// it accepts connections; and its URL.
-    fn serve(state: &str, args: &[&str]) -> (Self, String) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::serve_at(state, args, port)
-    }
-
-    /// [`Verifier::serve`] on `port` (a restart where agents expect it).
-    fn serve_at(state: &str, args: &[&str], port: u16) -> (Self, String) {
-        let child = Command::new(bin("vmseal-verifier"))
-            .args(["serve", "--state", state])
-            .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        (Self(child), format!("https://localhost:{port}"))
-    }
-}
-
-impl Drop for Verifier {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_whole_loop_verifier_host_baseline_attack_score() {
-    let h = Host::new("insecure-soft");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("https://localhost:{port}");
+    let h = Host::builder().snp("insecure-soft").init();
     let vst = h.p("verifier");
-    assert!(
-        run("vmseal-verifier", &["init", "--state", &vst])
-            .status
-            .success()
-    );
     // The service from a configuration file (paths relative to it) plus one environment
     // variable, as an operator would run it.
     std::fs::write(
@@ -783,59 +604,19 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         ),
     )
     .unwrap();
-    let _server = Verifier(
-        Command::new(bin("vmseal-verifier"))
-            .args(["serve", "--config", &h.p("verifier.toml")])
-            .env("VMSEAL_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let admin = |args: &[&str]| admin_cli(&url, &vst, args);
+    let v = Verifier::builder(&vst)
+        .config(&h.p("verifier.toml"))
+        .listen_by_env()
+        .start();
+    let (url, ca) = (v.url(), v.ca());
+    let admin = |args: &[&str]| v.admin(args);
     // The admin makes a one-use enrollment token for the host; the host enrols with it, proving
     // its AK by credential activation in swtpm; the token is spent afterwards.
-    let o = admin(&[
-        "enrollment-token",
-        "--host-id",
-        "e2e-host",
-        "--out-cert",
-        &h.p("token.pem"),
-        "--out-key",
-        &h.p("token.key"),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let enroll = || {
-        run(
-            "vmseal-host",
-            &[
-                "enroll",
-                "--state",
-                &h.p("state"),
-                "--verifier",
-                &url,
-                "--verifier-ca",
-                &format!("{vst}/ca.pem"),
-                "--token-cert",
-                &h.p("token.pem"),
-                "--token-key",
-                &h.p("token.key"),
-                "--agent-cert",
-                &h.p("agent.pem"),
-                "--agent-key",
-                &h.p("agent.key"),
-                "--json",
-            ],
-        )
-    };
-    let o = enroll();
-    assert!(o.status.success(), "{}", text(&o));
+    h.token(&v, "token", &[]);
+    let cert = h.agent_cert_args();
+    let enroll_args: Vec<&str> = cert.iter().map(String::as_str).chain(["--json"]).collect();
+    let enroll = || h.enroll(&v, "token", &enroll_args);
+    let o = ok(enroll());
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["host_id"], "e2e-host");
     assert_eq!(e["ak_activated"], true, "{e}");
@@ -843,87 +624,32 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     let o = enroll();
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("token_used"), "{}", text(&o));
-    let policy =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/policies/micro-vm.toml");
-    let o = admin(&[
-        "register-vm",
-        "--vm-id",
-        "vm-e2e",
-        "--host-id",
-        "e2e-host",
-        "--policy",
-        &policy.display().to_string(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let ca = format!("{vst}/ca.pem");
-    let agent = [
-        "--verifier",
-        &url,
-        "--verifier-ca",
-        &ca,
-        "--agent-cert",
-        &h.p("agent.pem"),
-        "--agent-key",
-        &h.p("agent.key"),
-    ];
-    let vm_run = |extra: &[&str], out: &str| {
-        let st = h.p("state");
-        let od = h.p(out);
-        let mut a = vec![
-            "vm",
-            "run",
-            "--state",
-            &st,
-            "--vm-id",
-            "vm-e2e",
-            "--mem-mib",
-            "16",
-            "--ws-pages",
-            "64",
-            "--out-dir",
-            &od,
-            "--json",
-        ];
-        a.extend_from_slice(extra);
-        a.extend_from_slice(&agent);
-        let o = run("vmseal-host", &a);
-        assert!(o.status.success(), "{}", text(&o));
-        serde_json::Deserializer::from_slice(&o.stdout)
-            .into_iter::<serde_json::Value>()
-            .map(Result::unwrap)
-            .filter_map(|v| v.get("appraisal").cloned())
-            .collect::<Vec<_>>()
-    };
+    v.register_vm("vm-e2e", "e2e-host", Some(&micro_vm_policy()));
+    let vm_run = |extra: &[&str], out: &str| h.vm_run(&v, "vm-e2e", extra, out);
     let first = vm_run(&["--captures", "1"], "ev0");
     assert_eq!(first.len(), 1, "one appraisal");
     assert_eq!(first[0]["score"], 50, "no baseline yet: {}", first[0]);
-    let o = admin(&[
-        "promote-baseline",
-        "--vm-id",
-        "vm-e2e",
-        "--seq",
-        "0",
-        "--baseline",
-        &h.p("ev0/baseline.cbor"),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    v.promote("vm-e2e", 0, &h.p("ev0/baseline.cbor"));
     // The golden baseline as a signed CoRIM: exported, checked offline by vmseal-certs with the
     // verifier's CoRIM key alone, imported again (a new version, the same document), listed.
     let (v1, v2, signer) = (h.p("v1.corim"), h.p("v2.corim"), h.p("corim-signer.pem"));
-    let o = admin(&[
-        "baselines",
-        "export",
-        "--vm-id",
-        "vm-e2e",
-        "--corim",
-        "--out",
-        &v1,
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = admin(&["baselines", "signer", "--out", &signer]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = run("vmseal-certs", &["verify", "--corim-signer", &signer, &v1]);
-    assert!(o.status.success(), "{}", text(&o));
+    let export = |out: &str| {
+        ok(admin(&[
+            "baselines",
+            "export",
+            "--vm-id",
+            "vm-e2e",
+            "--corim",
+            "--out",
+            out,
+        ]))
+    };
+    export(&v1);
+    ok(admin(&["baselines", "signer", "--out", &signer]));
+    ok(run(
+        "vmseal-certs",
+        &["verify", "--corim-signer", &signer, &v1],
+    ));
     let o = run("vmseal-certs", &["verify", &v1]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--corim-signer"), "{}", text(&o));
@@ -939,16 +665,7 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         "{}",
         text(&o)
     );
-    let o = admin(&[
-        "baselines",
-        "export",
-        "--vm-id",
-        "vm-e2e",
-        "--corim",
-        "--out",
-        &v2,
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    export(&v2);
     assert_eq!(
         std::fs::read(&v1).unwrap(),
         std::fs::read(&v2).unwrap(),
@@ -961,36 +678,8 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         text(&o)
     );
     // A webhook receiver that checks signatures with ca.pem alone, added by the admin.
-    let hook_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut receiver = Command::new(bin("vmseal-verifier"))
-        .args([
-            "webhook-receiver",
-            "--ca",
-            &ca,
-            "--name",
-            "ops",
-            "--count",
-            "1",
-            "--json",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{hook_port}")])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let o = admin(&[
-        "webhooks",
-        "add",
-        "--name",
-        "ops",
-        "--url",
-        &format!("http://127.0.0.1:{hook_port}/vmseal"),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let (mut receiver, hook) = webhook_receiver(&ca, &["--json"]);
+    ok(admin(&["webhooks", "add", "--name", "ops", "--url", &hook]));
     let base = h.p("ev0/baseline.cbor");
     let after = vm_run(
         &[
@@ -1052,22 +741,25 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
             .contains("syscall-table"),
         "{delivered}"
     );
-    let o = admin(&["--json", "alerts", "list", "--state-filter", "open"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = ok(admin(&[
+        "--json",
+        "alerts",
+        "list",
+        "--state-filter",
+        "open",
+    ]));
     let open: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         open["alerts"][0]["alert_id"], delivered["alert_id"],
         "{open}"
     );
     let id = delivered["alert_id"].to_string();
-    let o = admin(&["alerts", "ack", &id]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = ok(admin(&["alerts", "ack", &id]));
     assert!(text(&o).contains("acknowledged by admin"), "{}", text(&o));
     let o = admin(&["alerts", "show", &id]);
     assert!(text(&o).contains("webhook ops: delivered"), "{}", text(&o));
     // The admin's view of the history: newest first, the hook named.
-    let o = admin(&["appraisals", "--vm-id", "vm-e2e", "--limit", "2"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = ok(admin(&["appraisals", "--vm-id", "vm-e2e", "--limit", "2"]));
     let out = String::from_utf8_lossy(&o.stdout);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "a header and two appraisals: {out}");
@@ -1109,14 +801,13 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     // The agent (`vmseal-host run`) enrols itself with a fresh token (it has no agent certificate
     // at agent2.pem yet), then captures on its schedule and submits to the verifier; it has no
     // baseline file, so its deltas go against the baseline the verifier serves.
-    let o = admin(&[
+    ok(admin(&[
         "enrollment-token",
         "--out-cert",
         &h.p("token2.pem"),
         "--out-key",
         &h.p("token2.key"),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    ]));
     std::fs::write(
         h.p("agent.toml"),
         format!(
@@ -1125,7 +816,7 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         ),
     )
     .unwrap();
-    let events = run_agent(&h, 2);
+    let events = h.run_agent(2);
     assert_eq!(events.len(), 2, "{events:?}");
     assert!(std::path::Path::new(&h.p("agent2.pem")).exists());
     for e in &events {
@@ -1150,32 +841,22 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
 
     // On demand: the agent runs as a service; the admin asks for a capture and waits for its
     // appraisal. The agent picks the request up by long-poll (it has no inbound port).
-    let mut agent = Verifier(
-        Command::new(bin("vmseal-host"))
-            .args(["run", "--config", &h.p("agent.toml")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let o = admin(&[
+    let agent = Agent::start(&h.p("agent.toml"));
+    let o = ok(admin(&[
         "--json",
         "request-capture",
         "--vm-id",
         "vm-e2e",
         "--wait",
         "120",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    ]));
     let done: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(done["appraisal"]["score"], 75, "{done}");
-    let _ = Command::new("kill").arg(agent.0.id().to_string()).status();
-    let _ = agent.0.wait();
+    drop(agent);
 
     // The admin's view: every VM with its latest score; thresholds and policies change by admin.
-    let o = admin(&["--json", "vms"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = ok(admin(&["--json", "vms"]));
     let vms: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(vms["vms"][0]["vm_id"], "vm-e2e");
     assert_eq!(vms["vms"][0]["score"], 75);
@@ -1183,8 +864,13 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
         vms["vms"][0]["baseline_version"], 2,
         "the CoRIM import made version 2"
     );
-    let o = admin(&["set-threshold", "--vm-id", "vm-e2e", "--threshold", "80"]);
-    assert!(o.status.success(), "{}", text(&o));
+    ok(admin(&[
+        "set-threshold",
+        "--vm-id",
+        "vm-e2e",
+        "--threshold",
+        "80",
+    ]));
     let o = admin(&["vms"]);
     assert!(text(&o).contains("vm-e2e"), "{}", text(&o));
     let o = admin(&["set-threshold", "--vm-id", "nope", "--threshold", "80"]);
@@ -1194,72 +880,8 @@ fn the_whole_loop_verifier_host_baseline_attack_score() {
     let o = admin(&["--json", "alerts", "show", &id]);
     let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(shown["alert"]["state"], "resolved", "{shown}");
-    let o = admin(&["audit", "verify"]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = ok(admin(&["audit", "verify"]));
     assert!(text(&o).contains("audit log intact"), "{}", text(&o));
-}
-
-/// A guest with the shim's state (the INSECURE SNP stand-in), made by `vmseal-shim init`.
-struct Guest(tempfile::TempDir);
-
-impl Guest {
-    /// `vmseal-shim init --snp insecure-soft --id ID EXTRA…`.
-    fn init(id: &str, extra: &[&str]) -> Self {
-        let g = Self(tempfile::tempdir().unwrap());
-        let state = g.p("shim");
-        let mut a = vec![
-            "init",
-            "--state",
-            &state,
-            "--snp",
-            "insecure-soft",
-            "--id",
-            id,
-        ];
-        a.extend_from_slice(extra);
-        let o = run("vmseal-shim", &a);
-        assert!(o.status.success(), "{}", text(&o));
-        g
-    }
-    fn p(&self, f: &str) -> String {
-        self_path(&self.0, f)
-    }
-    /// A one-use `--require snp` token from the admin of the verifier at `url` (EXTRA: more
-    /// options), written beside the state.
-    fn token(&self, url: &str, vstate: &str, extra: &[&str]) {
-        let (cert, key) = (self.p("t.pem"), self.p("t.key"));
-        let mut a = vec![
-            "enrollment-token",
-            "--require",
-            "snp",
-            "--out-cert",
-            &cert,
-            "--out-key",
-            &key,
-        ];
-        a.extend_from_slice(extra);
-        let o = admin_cli(url, vstate, &a);
-        assert!(o.status.success(), "{}", text(&o));
-    }
-    /// `vmseal-shim enroll` at the verifier at `url` with the token.
-    fn enroll(&self, url: &str, vstate: &str) -> Output {
-        run(
-            "vmseal-shim",
-            &[
-                "enroll",
-                "--state",
-                &self.p("shim"),
-                "--verifier",
-                url,
-                "--verifier-ca",
-                &format!("{vstate}/ca.pem"),
-                "--token-cert",
-                &self.p("t.pem"),
-                "--token-key",
-                &self.p("t.key"),
-            ],
-        )
-    }
 }
 
 #[test]
@@ -1287,12 +909,11 @@ fn a_debug_guest_is_refused_at_enrollment_naming_the_field() {
     assert!(!o.status.success());
     assert!(text(&o).contains("INSECURE stand-in only"), "{}", text(&o));
     let vstate = g.p("verifier");
-    let (_server, url) = Verifier::fresh(
-        &vstate,
-        &["--insecure-snp-root", &g.p("shim/insecure-snp-ark.pem")],
-    );
-    g.token(&url, &vstate, &[]);
-    let o = g.enroll(&url, &vstate);
+    let v = Verifier::builder(&vstate)
+        .args(&["--insecure-snp-root", &g.p("shim/insecure-snp-ark.pem")])
+        .start();
+    g.token(&v, "snp", &[]);
+    let o = g.enroll(&v);
     assert!(!o.status.success());
     assert!(
         text(&o).contains("hardware_policy") && text(&o).contains("snp.policy.debug is allowed"),
@@ -1301,10 +922,9 @@ fn a_debug_guest_is_refused_at_enrollment_naming_the_field() {
     );
     // An admin may accept it for this host, knowingly, with a token's own policy.
     std::fs::write(g.p("debug-ok.toml"), "allow_debug = true\n").unwrap();
-    g.token(&url, &vstate, &["--hardware", &g.p("debug-ok.toml")]);
-    let o = g.enroll(&url, &vstate);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = admin_cli(&url, &vstate, &["hosts", "list"]);
+    g.token(&v, "snp", &["--hardware", &g.p("debug-ok.toml")]);
+    ok(g.enroll(&v));
+    let o = v.admin(&["hosts", "list"]);
     assert!(text(&o).contains("g-debug"), "{}", text(&o));
 }
 
@@ -1315,16 +935,12 @@ fn a_stricter_hardware_policy_reappraises_hosts_already_enrolled() {
     let vstate = p("verifier");
     let standin = p("shim/insecure-snp-ark.pem");
     {
-        let (_server, url) = Verifier::fresh(&vstate, &["--insecure-snp-root", &standin]);
-        g.token(&url, &vstate, &[]);
-        let o = g.enroll(&url, &vstate);
-        assert!(o.status.success(), "{}", text(&o));
-        let o = admin_cli(
-            &url,
-            &vstate,
-            &["register-vm", "--vm-id", "g1", "--host-id", "g-1"],
-        );
-        assert!(o.status.success(), "{}", text(&o));
+        let v = Verifier::builder(&vstate)
+            .args(&["--insecure-snp-root", &standin])
+            .start();
+        g.token(&v, "snp", &[]);
+        ok(g.enroll(&v));
+        v.register_vm("g1", "g-1", None);
     }
     // The operator tightens the service's hardware policy: only another launch measurement.
     std::fs::write(
@@ -1335,8 +951,11 @@ fn a_stricter_hardware_policy_reappraises_hosts_already_enrolled() {
         ),
     )
     .unwrap();
-    let (_server, url) = Verifier::serve(&vstate, &["--config", &p("verifier.toml")]);
-    let admin = |args: &[&str]| admin_cli(&url, &vstate, args);
+    let v = Verifier::builder(&vstate)
+        .existing()
+        .args(&["--config", &p("verifier.toml")])
+        .start();
+    let admin = |args: &[&str]| v.admin(args);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let alerts = loop {
         let o = admin(&["alerts", "list", "--vm-id", "g1"]);
@@ -1374,7 +993,7 @@ fn negotiated_group(port: u16, cfg: rustls::ClientConfig) -> Result<rustls::Name
 #[test]
 fn every_connection_negotiates_x25519mlkem768_and_pq_only_refuses_classical_peers() {
     let d = tempfile::tempdir().unwrap();
-    let vst = self_path(&d, "verifier");
+    let vst = path_in(d.path(), "verifier");
     assert!(
         run("vmseal-verifier", &["init", "--state", &vst])
             .status
@@ -1402,7 +1021,6 @@ fn every_connection_negotiates_x25519mlkem768_and_pq_only_refuses_classical_peer
             )
             .unwrap()
     };
-    let port_of = |url: &str| url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
     let metric = |port: u16, group: &str| -> u64 {
         // GET /metrics over vmseal's own client configuration.
         use std::io::{Read as _, Write as _};
@@ -1430,8 +1048,8 @@ fn every_connection_negotiates_x25519mlkem768_and_pq_only_refuses_classical_peer
     };
     {
         // The default: the hybrid group for vmseal's own clients, X25519 for a peer without it.
-        let (_server, url) = Verifier::serve(&vst, &[]);
-        let port = port_of(&url);
+        let v = Verifier::builder(&vst).existing().start();
+        let port = v.port();
         let ours = vmseal_client::tls_config(&ca, &cert, &key).unwrap();
         assert_eq!(
             negotiated_group(port, ours),
@@ -1443,17 +1061,16 @@ fn every_connection_negotiates_x25519mlkem768_and_pq_only_refuses_classical_peer
         );
         // The admin client (a separate process) negotiated the hybrid group too: the server
         // counts what each connection negotiated.
-        let o = run(
-            "vmseal-verifier",
-            &["admin", "--verifier", &url, "--state", &vst, "vms"],
-        );
-        assert!(o.status.success(), "{}", text(&o));
+        ok(v.admin(&["vms"]));
         assert!(metric(port, "X25519MLKEM768") >= 3);
         assert_eq!(metric(port, "classical"), 1);
     }
     // pq-only: a classical-only client cannot connect; vmseal's can.
-    let (_server, url) = Verifier::serve(&vst, &["--tls-key-exchange", "pq-only"]);
-    let port = port_of(&url);
+    let v = Verifier::builder(&vst)
+        .existing()
+        .args(&["--tls-key-exchange", "pq-only"])
+        .start();
+    let port = v.port();
     let e = negotiated_group(port, classical()).unwrap_err();
     assert!(e.to_lowercase().contains("handshake"), "{e}");
     let ours = vmseal_client::tls_config(&ca, &cert, &key).unwrap();
@@ -1461,11 +1078,7 @@ fn every_connection_negotiates_x25519mlkem768_and_pq_only_refuses_classical_peer
         negotiated_group(port, ours),
         Ok(rustls::NamedGroup::X25519MLKEM768)
     );
-    let o = run(
-        "vmseal-verifier",
-        &["admin", "--verifier", &url, "--state", &vst, "vms"],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    ok(v.admin(&["vms"]));
     assert_eq!(metric(port, "classical"), 0);
 }
 
@@ -1489,11 +1102,9 @@ fn forge(
     c.iat = time::OffsetDateTime::now_utc().unix_timestamp();
     edit(&mut c);
     (c.memory_root, c.code_hash) = Claims::compute_roots(c.hash_alg, &c.regions).unwrap();
-    let state = vmseal_sealer::state::HostState::load(
-        std::path::Path::new(&h.p("state")),
-        Some(&h.sw.tcti()),
-    )
-    .unwrap();
+    let state =
+        vmseal_sealer::state::HostState::load(std::path::Path::new(&h.p("state")), Some(&h.tcti()))
+            .unwrap();
     let out = state
         .sealer
         .seal(&c, time::OffsetDateTime::now_utc())
@@ -1504,117 +1115,17 @@ fn forge(
 
 #[test]
 fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
-    let h = Host::new("insecure-soft");
-    let vst = h.p("verifier");
-    let ek = h.ek_ca();
-    let standin = h.p("state/insecure-snp-ark.pem");
-    let (_server, url) = Verifier::fresh(
-        &vst,
-        &[
-            "--require",
-            "both",
-            "--ek-roots",
-            &ek,
-            "--insecure-snp-root",
-            &standin,
-        ],
-    );
-    let admin = |args: &[&str]| admin_cli(&url, &vst, args);
-    let ok = |o: Output| {
-        assert!(o.status.success(), "{}", text(&o));
-        o
-    };
-    ok(admin(&[
-        "enrollment-token",
-        "--host-id",
-        "e2e-host",
-        "--out-cert",
-        &h.p("token.pem"),
-        "--out-key",
-        &h.p("token.key"),
-    ]));
-    let ca = format!("{vst}/ca.pem");
-    ok(run(
-        "vmseal-host",
-        &[
-            "enroll",
-            "--state",
-            &h.p("state"),
-            "--verifier",
-            &url,
-            "--verifier-ca",
-            &ca,
-            "--token-cert",
-            &h.p("token.pem"),
-            "--token-key",
-            &h.p("token.key"),
-            "--agent-cert",
-            &h.p("agent.pem"),
-            "--agent-key",
-            &h.p("agent.key"),
-        ],
-    ));
-    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../host/policies/micro-vm.toml")
-        .display()
-        .to_string();
+    let h = Host::builder().snp("insecure-soft").init();
+    let v = h.verifier().start();
+    let (url, ca) = (v.url(), v.ca());
+    let admin = |args: &[&str]| v.admin(args);
+    h.enrol_agent(&v);
+    let policy = micro_vm_policy();
     // vm-a: the admin assigned the policy; vm-b: only its baseline says which policy.
-    ok(admin(&[
-        "register-vm",
-        "--vm-id",
-        "vm-a",
-        "--host-id",
-        "e2e-host",
-        "--policy",
-        &policy,
-    ]));
-    ok(admin(&[
-        "register-vm",
-        "--vm-id",
-        "vm-b",
-        "--host-id",
-        "e2e-host",
-    ]));
+    v.register_vm("vm-a", "e2e-host", Some(&policy));
+    v.register_vm("vm-b", "e2e-host", None);
     let vm_run = |vm: &str, extra: &[&str], out: &str, submit: bool| {
-        let st = h.p("state");
-        let od = h.p(out);
-        let (cert, key) = (h.p("agent.pem"), h.p("agent.key"));
-        let mut a = vec![
-            "vm",
-            "run",
-            "--state",
-            &st,
-            "--vm-id",
-            vm,
-            "--mem-mib",
-            "16",
-            "--ws-pages",
-            "64",
-            "--out-dir",
-            &od,
-            "--json",
-        ];
-        a.extend_from_slice(extra);
-        if submit {
-            a.extend_from_slice(&[
-                "--verifier",
-                &url,
-                "--verifier-ca",
-                &ca,
-                "--agent-cert",
-                &cert,
-                "--agent-key",
-                &key,
-            ]);
-        }
-        run("vmseal-host", &a)
-    };
-    let appraisals = |o: &Output| -> Vec<serde_json::Value> {
-        serde_json::Deserializer::from_slice(&o.stdout)
-            .into_iter::<serde_json::Value>()
-            .map(Result::unwrap)
-            .filter_map(|v| v.get("appraisal").cloned())
-            .collect()
+        h.vm_run_output(submit.then_some(&v), vm, extra, out)
     };
     for vm in ["vm-a", "vm-b"] {
         let o = ok(vm_run(vm, &["--captures", "1"], &format!("{vm}0"), true));
@@ -1623,15 +1134,7 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
         // The result says what the hardware policy checked of this host's anchors.
         let checked = a["hardware_checked"].to_string();
         assert!(checked.contains("snp.policy.debug"), "{a}");
-        ok(admin(&[
-            "promote-baseline",
-            "--vm-id",
-            vm,
-            "--seq",
-            "0",
-            "--baseline",
-            &h.p(&format!("{vm}0/baseline.cbor")),
-        ]));
+        v.promote(vm, 0, &h.p(&format!("{vm}0/baseline.cbor")));
     }
     let client = vmseal_client::Client::new(
         &url,
@@ -1807,117 +1310,10 @@ fn a_compromised_host_cannot_make_a_patched_vm_look_healthy() {
     ok(admin(&["audit", "verify"]));
 }
 
-/// An admin's one-use token for host `e2e-host`, and `vmseal-host enroll` of `h`'s state with it
-/// (`extra`: more enroll options, e.g. where the agent certificate goes).
-fn enrol_with_token(h: &Host, url: &str, vst: &str, extra: &[&str]) {
-    let o = admin_cli(
-        url,
-        vst,
-        &[
-            "enrollment-token",
-            "--host-id",
-            "e2e-host",
-            "--out-cert",
-            &h.p("t.pem"),
-            "--out-key",
-            &h.p("t.key"),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let ca = format!("{vst}/ca.pem");
-    let state = h.p("state");
-    let (cert, key) = (h.p("t.pem"), h.p("t.key"));
-    let mut a = vec![
-        "enroll",
-        "--state",
-        &state,
-        "--verifier",
-        url,
-        "--verifier-ca",
-        &ca,
-        "--token-cert",
-        &cert,
-        "--token-key",
-        &key,
-    ];
-    a.extend_from_slice(extra);
-    let o = run("vmseal-host", &a);
-    assert!(o.status.success(), "{}", text(&o));
-}
-
-/// `vmseal-host run --json` in the background: its events, line by line, on a channel.
-struct Agent {
-    child: std::process::Child,
-    events: std::sync::mpsc::Receiver<serde_json::Value>,
-}
-
-impl Agent {
-    fn start(config: &str) -> Self {
-        let mut child = Command::new(bin("vmseal-host"))
-            .args(["run", "--config", config, "--json"])
-            .env("TSS2_LOG", "all+NONE")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, events) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line)
-                    && tx.send(v).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        Self { child, events }
-    }
-
-    /// Events until `done` says enough (at most `secs` seconds).
-    fn until(
-        &self,
-        secs: u64,
-        mut done: impl FnMut(&[serde_json::Value]) -> bool,
-    ) -> Vec<serde_json::Value> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        let mut got = Vec::new();
-        while !done(&got) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            assert!(!left.is_zero(), "timed out; events so far: {got:?}");
-            if let Ok(e) = self.events.recv_timeout(left) {
-                got.push(e);
-            }
-        }
-        got
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn count(events: &[serde_json::Value], vm: &str, ok: bool) -> usize {
-    events
-        .iter()
-        .filter(|e| e["vm"] == vm && e["error"].is_null() == ok)
-        .count()
-}
-
 #[test]
 fn the_agent_seals_through_a_swtpm_restart_and_names_a_missing_tpm() {
-    let mut h = Host::new("none");
-    let img: Vec<u8> = (0..16 * 4096).map(|i| (i % 249) as u8).collect();
-    std::fs::write(h.p("d.raw"), &img).unwrap();
-    std::fs::write(
-        h.p("p.toml"),
-        "name = \"img\"\nversion = 1\n[[region]]\nname = \"all\"\nclass = \"code\"\nseverity = \"high\"\ngpa = { start = 0, len = 0x10000 }\n",
-    )
-    .unwrap();
+    let mut h = Host::builder().init();
+    raw_guest(&h);
     let agent_toml = h.p("agent.toml");
     let config = |tcti: &str| {
         std::fs::write(
@@ -1930,7 +1326,7 @@ fn the_agent_seals_through_a_swtpm_restart_and_names_a_missing_tpm() {
         )
         .unwrap();
     };
-    let old = h.sw.tcti();
+    let old = h.tcti();
     config(&old);
     let agent = Agent::start(&h.p("agent.toml"));
     agent.until(60, |e| {
@@ -1938,7 +1334,7 @@ fn the_agent_seals_through_a_swtpm_restart_and_names_a_missing_tpm() {
     });
     // The TPM goes away and comes back (another port: the old address is dead). The running
     // agent holds its unsealed intermediate and keeps sealing both VMs.
-    h.sw.restart().unwrap();
+    h.tpm().restart().unwrap();
     let after = agent.until(60, |e| {
         count(e, "micro", true) >= 2 && count(e, "img", true) >= 2
     });
@@ -1958,11 +1354,11 @@ fn the_agent_seals_through_a_swtpm_restart_and_names_a_missing_tpm() {
     assert!(msg.contains("TPM"), "{msg}");
     assert!(!msg.contains("panicked"), "{msg}");
     // Pointed at the restarted TPM: it unseals (same PCRs after its restart) and seals again.
-    config(&h.sw.tcti());
-    let events = run_agent(&h, 1);
+    config(&h.tcti());
+    let events = h.run_agent(1);
     assert_eq!(events.len(), 2, "{events:?}");
     assert!(events.iter().all(|e| e["error"].is_null()), "{events:?}");
-    assert_ne!(old, h.sw.tcti());
+    assert_ne!(old, h.tcti());
 }
 
 #[test]
@@ -1970,7 +1366,7 @@ fn a_qemu_guest_exiting_mid_capture_is_a_clean_error_and_the_agent_goes_on() {
     // A 1 GiB guest captured whole (stop-copy): each capture pauses it for about a second, and
     // with a 1 s interval the next one starts as soon as the last ends.
     let g = vmseal_testkit::QemuGuest::boot(1024, false).unwrap();
-    let h = Host::new("none");
+    let h = Host::builder().init();
     std::fs::write(
         h.p("linux.toml"),
         "name = \"ram\"\nversion = 1\n[[region]]\nname = \"ram\"\nclass = \"data\"\nseverity = \"low\"\ngpa = { start = 0x100000, len = 0x3ff00000 }\n",
@@ -2013,10 +1409,7 @@ fn a_qemu_guest_exiting_mid_capture_is_a_clean_error_and_the_agent_goes_on() {
         errors[1].contains("cannot attach to the VM: QMP socket"),
         "{errors:?}"
     );
-    assert!(
-        agent.child.try_wait().unwrap().is_none(),
-        "the agent still runs"
-    );
+    assert!(agent.running(), "the agent still runs");
     // The micro-VM's chain went on: sequence numbers kept increasing, none lost.
     let seqs: Vec<u64> = before
         .iter()
@@ -2033,101 +1426,24 @@ fn a_qemu_guest_exiting_mid_capture_is_a_clean_error_and_the_agent_goes_on() {
 /// contraindicated once its code is patched; the exit status is the verdict.
 #[test]
 fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
-    let d = tempfile::tempdir().unwrap();
-    let p = |f: &str| self_path(&d, f);
+    let g = Guest::init("guest-1", &[]);
+    let p = |f: &str| g.p(f);
     let shim = |args: &[&str]| run("vmseal-shim", args);
-    let o = shim(&[
-        "init",
-        "--state",
-        &p("shim"),
-        "--snp",
-        "insecure-soft",
-        "--id",
-        "guest-1",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("INSECURE"), "{}", text(&o));
-    let (_server, url) = Verifier::fresh(
-        &p("verifier"),
-        &["--insecure-snp-root", &p("shim/insecure-snp-ark.pem")],
-    );
-    let vstate = p("verifier");
-    let admin = |args: &[&str]| admin_cli(&url, &vstate, args);
-    let ca = p("verifier/ca.pem");
-    let o = admin(&[
-        "enrollment-token",
-        "--host-id",
-        "guest-1",
-        "--require",
-        "snp",
-        "--out-cert",
-        &p("t.pem"),
-        "--out-key",
-        &p("t.key"),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = shim(&[
-        "enroll",
-        "--state",
-        &p("shim"),
-        "--verifier",
-        &url,
-        "--verifier-ca",
-        &ca,
-        "--token-cert",
-        &p("t.pem"),
-        "--token-key",
-        &p("t.key"),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(g.init_text().contains("INSECURE"), "{}", g.init_text());
+    let v = Verifier::builder(p("verifier"))
+        .args(&["--insecure-snp-root", &g.insecure_snp_root()])
+        .start();
+    g.token(&v, "snp", &[]);
+    let o = ok(g.enroll(&v));
     assert!(text(&o).contains("INSECURE stand-in"), "{}", text(&o));
 
     // The process: its own code and libc's, as the shim policy selects them.
-    let sleep_path = std::fs::canonicalize("/bin/sleep")
-        .unwrap()
-        .display()
-        .to_string();
-    let mut child = Command::new(&sleep_path).arg("120").spawn().unwrap();
+    let (mut child, sleep_path) = sleeping_process(120, &p("sleep.toml"), "sleep-code");
     let pid = child.id();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    std::fs::write(
-        p("sleep.toml"),
-        format!(
-            "name = \"sleep\"\nversion = 1\n[[region]]\nname = \"sleep-code\"\nclass = \"code\"\nseverity = \"critical\"\nmapping = \"{sleep_path}\"\n"
-        ),
-    )
-    .unwrap();
-    let o = admin(&[
-        "register-vm",
-        "--vm-id",
-        "g1",
-        "--host-id",
-        "guest-1",
-        "--policy",
-        &p("sleep.toml"),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    v.register_vm("g1", "guest-1", Some(&p("sleep.toml")));
     let source = format!("process:{pid}");
-    let (shim_state, policy) = (p("shim"), p("sleep.toml"));
-    let attest = |extra: &[&str]| {
-        let mut a = vec![
-            "attest",
-            "--state",
-            &shim_state,
-            "--verifier",
-            &url,
-            "--verifier-ca",
-            &ca,
-            "--vm-id",
-            "g1",
-            "--source",
-            &source,
-            "--policy",
-            &policy,
-        ];
-        a.extend_from_slice(extra);
-        shim(&a)
-    };
+    let policy = p("sleep.toml");
+    let attest = |extra: &[&str]| g.attest(&v, "g1", &source, &policy, extra);
     // No baseline yet: a warning (exit 1).
     let o = attest(&[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -2136,16 +1452,7 @@ fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
         "{}",
         text(&o)
     );
-    let o = admin(&[
-        "promote-baseline",
-        "--vm-id",
-        "g1",
-        "--seq",
-        "0",
-        "--baseline",
-        &p("shim/evidence/g1-000000.baseline.cbor"),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    v.promote("g1", 0, &p("shim/evidence/g1-000000.baseline.cbor"));
     // From now on the deltas are against the promoted baseline, which the shim fetches from
     // the verifier (`--baseline FILE` would name it instead, as the `run` configuration does).
     let base = p("shim/evidence/g1-000000.baseline.cbor");
@@ -2161,8 +1468,9 @@ fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
     std::fs::write(
         p("shim.toml"),
         format!(
-            "state = \"shim\"\nverifier = \"{url}\"\nverifier_ca = \"verifier/ca.pem\"\ninterval_secs = 1\n\
-             [[target]]\nvm_id = \"g1\"\nsource = \"process:{pid}\"\npolicy = \"sleep.toml\"\nbaseline = \"shim/evidence/g1-000000.baseline.cbor\"\n"
+            "state = \"shim\"\nverifier = \"{}\"\nverifier_ca = \"verifier/ca.pem\"\ninterval_secs = 1\n\
+             [[target]]\nvm_id = \"g1\"\nsource = \"process:{pid}\"\npolicy = \"sleep.toml\"\nbaseline = \"shim/evidence/g1-000000.baseline.cbor\"\n",
+            v.url()
         ),
     )
     .unwrap();
@@ -2230,6 +1538,40 @@ fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
     );
 }
 
+/// A raw guest image of 16 pages (`d.raw`) and a policy with one region over all of it
+/// (`p.toml`), in `h`'s directory, for `source = "dump:d.raw"` in an agent's configuration.
+fn raw_guest(h: &Host) {
+    let img: Vec<u8> = (0..16 * 4096).map(|i| (i % 249) as u8).collect();
+    std::fs::write(h.p("d.raw"), &img).unwrap();
+    std::fs::write(
+        h.p("p.toml"),
+        "name = \"img\"\nversion = 1\n[[region]]\nname = \"all\"\nclass = \"code\"\nseverity = \"high\"\ngpa = { start = 0, len = 0x10000 }\n",
+    )
+    .unwrap();
+}
+
+/// `/bin/sleep SECS` running, and a shim policy at `policy` whose one critical code region
+/// (`region`) is its mapping; the process and the binary's path.
+fn sleeping_process(secs: u32, policy: &str, region: &str) -> (std::process::Child, String) {
+    let sleep_path = std::fs::canonicalize("/bin/sleep")
+        .unwrap()
+        .display()
+        .to_string();
+    let child = Command::new(&sleep_path)
+        .arg(secs.to_string())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::fs::write(
+        policy,
+        format!(
+            "name = \"sleep\"\nversion = 1\n[[region]]\nname = \"{region}\"\nclass = \"code\"\nseverity = \"critical\"\nmapping = \"{sleep_path}\"\n"
+        ),
+    )
+    .unwrap();
+    (child, sleep_path)
+}
+
 /// Copy `binary` and the shared libraries it loads (per `ldd`) into `root` at their own paths.
 fn install_with_libs(binary: &Path, root: &Path, dest: &str) {
     let target = root.join(dest.trim_start_matches('/'));
@@ -2269,78 +1611,25 @@ fn install_with_libs(binary: &Path, root: &Path, dest: &str) {
 #[test]
 fn the_shim_attests_from_inside_a_linux_guest() {
     let d = tempfile::tempdir().unwrap();
-    let p = |f: &str| self_path(&d, f);
+    let p = |f: &str| path_in(d.path(), f);
     let root = d.path().join("initramfs");
     for dir in ["bin", "proc", "sys", "dev", "tmp", "lib/modules", "shim"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
     // The verifier: its server certificate names 10.0.2.2, where the guest reaches the host.
-    let o = run(
-        "vmseal-verifier",
-        &["init", "--state", &p("verifier"), "--name", "10.0.2.2"],
-    );
-    assert!(o.status.success(), "{}", text(&o));
     // The guest's shim state, made on the host (the stand-in's RSA-4096 test keys would take
     // minutes under TCG) and enrolled from here too; the attestations run in the guest.
     let state = root.join("shim/state");
-    let o = run(
-        "vmseal-shim",
-        &[
-            "init",
-            "--state",
-            state.to_str().unwrap(),
-            "--snp",
-            "insecure-soft",
-            "--id",
-            "guest-1",
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let (_server, url) = Verifier::serve(
-        &p("verifier"),
-        &[
-            "--insecure-snp-root",
-            state.join("insecure-snp-ark.pem").to_str().unwrap(),
-        ],
-    );
-    let port = url.rsplit(':').next().unwrap().to_owned();
-    let vstate = p("verifier");
-    let admin = |args: &[&str]| {
-        let mut a = vec!["admin", "--verifier", &url, "--state", &vstate];
-        a.extend_from_slice(args);
-        let o = run("vmseal-verifier", &a);
-        assert!(o.status.success(), "{args:?}: {}", text(&o));
-        o
-    };
-    admin(&[
-        "enrollment-token",
-        "--host-id",
-        "guest-1",
-        "--require",
-        "snp",
-        "--out-cert",
-        &p("t.pem"),
-        "--out-key",
-        &p("t.key"),
-    ]);
-    let ca = p("verifier/ca.pem");
-    let o = run(
-        "vmseal-shim",
-        &[
-            "enroll",
-            "--state",
-            state.to_str().unwrap(),
-            "--verifier",
-            &url,
-            "--verifier-ca",
-            &ca,
-            "--token-cert",
-            &p("t.pem"),
-            "--token-key",
-            &p("t.key"),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    let g = Guest::builder("guest-1")
+        .state(state.to_str().unwrap())
+        .init();
+    let server = Verifier::builder(p("verifier"))
+        .init_args(&["--name", "10.0.2.2"])
+        .args(&["--insecure-snp-root", &g.insecure_snp_root()])
+        .start();
+    let (port, ca) = (server.port(), server.ca());
+    g.token(&server, "snp", &[]);
+    ok(g.enroll(&server));
     std::fs::copy(&ca, root.join("shim/ca.pem")).unwrap();
     let kernel_policy = "name = \"linux\"\nversion = 1\n[[region]]\nname = \"kernel-text\"\nclass = \"code\"\nseverity = \"critical\"\nsymbol = \"_stext\"\nend_symbol = \"_etext\"\n";
     let proc_policy = "name = \"busybox\"\nversion = 1\n[[region]]\nname = \"busybox-code\"\nclass = \"code\"\nseverity = \"critical\"\nmapping = \"/bin/busybox\"\n";
@@ -2348,24 +1637,8 @@ fn the_shim_attests_from_inside_a_linux_guest() {
     std::fs::write(root.join("shim/proc.toml"), proc_policy).unwrap();
     std::fs::write(p("kernel.toml"), kernel_policy).unwrap();
     std::fs::write(p("proc.toml"), proc_policy).unwrap();
-    admin(&[
-        "register-vm",
-        "--vm-id",
-        "guest-kernel",
-        "--host-id",
-        "guest-1",
-        "--policy",
-        &p("kernel.toml"),
-    ]);
-    admin(&[
-        "register-vm",
-        "--vm-id",
-        "guest-proc",
-        "--host-id",
-        "guest-1",
-        "--policy",
-        &p("proc.toml"),
-    ]);
+    server.register_vm("guest-kernel", "guest-1", Some(&p("kernel.toml")));
+    server.register_vm("guest-proc", "guest-1", Some(&p("proc.toml")));
 
     // The initramfs: busybox, the network modules, the shim with its libraries, its state.
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
@@ -2512,15 +1785,7 @@ fn the_shim_attests_from_inside_a_linux_guest() {
             .status()
             .unwrap();
         assert!(dec.success());
-        admin(&[
-            "promote-baseline",
-            "--vm-id",
-            vm,
-            "--seq",
-            "0",
-            "--baseline",
-            &file,
-        ]);
+        server.promote(vm, 0, &file);
     }
     // From now on the shim computes its deltas against the baseline the verifier serves.
     let (c, v) = attest(&mut g, &mut at, "guest-kernel kernel /shim/kernel.toml");
@@ -2558,109 +1823,23 @@ fn the_shim_attests_from_inside_a_linux_guest() {
 #[test]
 fn a_shim_with_a_vtpm_enrols_by_credential_activation_and_attests() {
     let sw = Swtpm::start().unwrap();
-    let d = tempfile::tempdir().unwrap();
-    let p = |f: &str| self_path(&d, f);
-    let o = run(
-        "vmseal-shim",
-        &[
-            "init",
-            "--state",
-            &p("shim"),
-            "--snp",
-            "insecure-soft",
-            "--id",
-            "guest-2",
-            "--tpm",
-            &sw.tcti(),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let (_server, url) = Verifier::fresh(
-        &p("verifier"),
-        &[
+    let g = Guest::init("guest-2", &["--tpm", &sw.tcti()]);
+    let p = |f: &str| g.p(f);
+    let v = Verifier::builder(p("verifier"))
+        .args(&[
             "--ek-roots",
             sw.ek_issuer_pem().to_str().unwrap(),
             "--insecure-snp-root",
-            &p("shim/insecure-snp-ark.pem"),
-        ],
-    );
-    let vstate = p("verifier");
-    let admin = |args: &[&str]| {
-        let mut a = vec!["admin", "--verifier", &url, "--state", &vstate];
-        a.extend_from_slice(args);
-        let o = run("vmseal-verifier", &a);
-        assert!(o.status.success(), "{args:?}: {}", text(&o));
-    };
-    admin(&[
-        "enrollment-token",
-        "--host-id",
-        "guest-2",
-        "--require",
-        "both",
-        "--out-cert",
-        &p("t.pem"),
-        "--out-key",
-        &p("t.key"),
-    ]);
-    let ca = p("verifier/ca.pem");
-    let o = run(
-        "vmseal-shim",
-        &[
-            "enroll",
-            "--state",
-            &p("shim"),
-            "--verifier",
-            &url,
-            "--verifier-ca",
-            &ca,
-            "--token-cert",
-            &p("t.pem"),
-            "--token-key",
-            &p("t.key"),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+            &g.insecure_snp_root(),
+        ])
+        .start();
+    g.token(&v, "both", &[]);
+    let o = ok(g.enroll(&v));
     assert!(text(&o).contains("AK activated"), "{}", text(&o));
-    let sleep_path = std::fs::canonicalize("/bin/sleep")
-        .unwrap()
-        .display()
-        .to_string();
-    let mut child = Command::new(&sleep_path).arg("60").spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    std::fs::write(
-        p("sleep.toml"),
-        format!("name = \"sleep\"\nversion = 1\n[[region]]\nname = \"code\"\nclass = \"code\"\nseverity = \"critical\"\nmapping = \"{sleep_path}\"\n"),
-    )
-    .unwrap();
-    admin(&[
-        "register-vm",
-        "--vm-id",
-        "g2",
-        "--host-id",
-        "guest-2",
-        "--policy",
-        &p("sleep.toml"),
-    ]);
+    let (mut child, _) = sleeping_process(60, &p("sleep.toml"), "code");
+    v.register_vm("g2", "guest-2", Some(&p("sleep.toml")));
     let source = format!("process:{}", child.id());
-    let o = run(
-        "vmseal-shim",
-        &[
-            "attest",
-            "--state",
-            &p("shim"),
-            "--verifier",
-            &url,
-            "--verifier-ca",
-            &ca,
-            "--vm-id",
-            "g2",
-            "--source",
-            &source,
-            "--policy",
-            &p("sleep.toml"),
-            "--json",
-        ],
-    );
+    let o = g.attest(&v, "g2", &source, &p("sleep.toml"), &["--json"]);
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(o.status.code(), Some(1), "no baseline yet: {}", text(&o));
@@ -2678,53 +1857,14 @@ fn a_shim_with_a_vtpm_enrols_by_credential_activation_and_attests() {
 #[test]
 fn a_refused_snapshot_never_wedges_a_vm_and_a_rebuilt_host_resumes() {
     // A TPM-anchored host: rebuilt below from the same TPM (its hardware root continues).
-    let h = Host::new("none");
-    let vst = h.p("verifier");
-    let ek = h.ek_ca();
-    let vargs = ["--require", "tpm", "--ek-roots", &ek];
-    let (mut server, url) = Verifier::fresh(&vst, &vargs);
-    let admin = |args: &[&str]| admin_cli(&url, &vst, args);
-    let ok = |o: Output| {
-        assert!(o.status.success(), "{}", text(&o));
-        o
-    };
-    let ca = format!("{vst}/ca.pem");
-    let enroll = |token: &str| {
-        run(
-            "vmseal-host",
-            &[
-                "enroll",
-                "--state",
-                &h.p("state"),
-                "--verifier",
-                &url,
-                "--verifier-ca",
-                &ca,
-                "--token-cert",
-                &h.p(&format!("{token}.pem")),
-                "--token-key",
-                &h.p(&format!("{token}.key")),
-                "--agent-cert",
-                &h.p("agent.pem"),
-                "--agent-key",
-                &h.p("agent.key"),
-            ],
-        )
-    };
-    let token = |name: &str, extra: &[&str]| {
-        let (c, k) = (h.p(&format!("{name}.pem")), h.p(&format!("{name}.key")));
-        let mut a = vec![
-            "enrollment-token",
-            "--host-id",
-            "e2e-host",
-            "--out-cert",
-            &c,
-            "--out-key",
-            &k,
-        ];
-        a.extend_from_slice(extra);
-        ok(admin(&a));
-    };
+    let h = Host::builder().init();
+    let server = h.verifier().start();
+    let (url, ca) = (server.url(), server.ca());
+    let admin = |args: &[&str]| server.admin(args);
+    let cert = h.agent_cert_args();
+    let cert: Vec<&str> = cert.iter().map(String::as_str).collect();
+    let enroll = |token: &str| h.enroll(&server, token, &cert);
+    let token = |name: &str, extra: &[&str]| h.token(&server, name, extra);
     token("token", &[]);
     // The token's key given as its certificate: named before anything is sent.
     std::fs::copy(h.p("token.key"), h.p("swapped.pem")).unwrap();
@@ -2732,41 +1872,12 @@ fn a_refused_snapshot_never_wedges_a_vm_and_a_rebuilt_host_resumes() {
     let o = enroll("swapped");
     assert!(text(&o).contains("not a PEM certificate"), "{}", text(&o));
     ok(enroll("token"));
-    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../host/policies/micro-vm.toml")
-        .display()
-        .to_string();
-    let register = || {
-        ok(admin(&[
-            "register-vm",
-            "--vm-id",
-            "vm-r",
-            "--host-id",
-            "e2e-host",
-            "--policy",
-            &policy,
-        ]))
-    };
+    let policy = micro_vm_policy();
+    let register = || server.register_vm("vm-r", "e2e-host", Some(&policy));
     register();
     // `vm run` of vm-r, one capture, submitted to `verifier` with `ca`; its JSON lines.
     let vm_run = |verifier: &str, ca: &str, extra: &[&str]| -> (Output, Vec<serde_json::Value>) {
-        let st = h.p("state");
-        let od = h.p("ev");
-        let (cert, key) = (h.p("agent.pem"), h.p("agent.key"));
         let mut a = vec![
-            "vm",
-            "run",
-            "--state",
-            &st,
-            "--vm-id",
-            "vm-r",
-            "--mem-mib",
-            "16",
-            "--ws-pages",
-            "64",
-            "--out-dir",
-            &od,
-            "--json",
             "--captures",
             "1",
             "--retry-secs",
@@ -2775,17 +1886,11 @@ fn a_refused_snapshot_never_wedges_a_vm_and_a_rebuilt_host_resumes() {
             verifier,
             "--verifier-ca",
             ca,
-            "--agent-cert",
-            &cert,
-            "--agent-key",
-            &key,
         ];
+        a.extend_from_slice(&cert);
         a.extend_from_slice(extra);
-        let o = run("vmseal-host", &a);
-        let lines = serde_json::Deserializer::from_slice(&o.stdout)
-            .into_iter::<serde_json::Value>()
-            .map(Result::unwrap)
-            .collect();
+        let o = h.vm_run_output(None, "vm-r", &a, "ev");
+        let lines = json_stream(&o.stdout);
         (o, lines)
     };
     let accepted_seq = |o: &Output, lines: &[serde_json::Value]| -> u64 {
@@ -2811,15 +1916,7 @@ fn a_refused_snapshot_never_wedges_a_vm_and_a_rebuilt_host_resumes() {
     // #0 accepted; its page hashes become the golden baseline.
     let (o, l) = vm_run(&url, &ca, &[]);
     assert_eq!(accepted_seq(&o, &l), 0);
-    ok(admin(&[
-        "promote-baseline",
-        "--vm-id",
-        "vm-r",
-        "--seq",
-        "0",
-        "--baseline",
-        &h.p("ev/baseline.cbor"),
-    ]));
+    server.promote("vm-r", 0, &h.p("ev/baseline.cbor"));
     let promoted = std::fs::read(h.p("ev/baseline.cbor")).unwrap();
 
     // 1. A policy edited on the host (by a comment): refused policy_mismatch, the evidence set
@@ -2880,7 +1977,6 @@ fn a_refused_snapshot_never_wedges_a_vm_and_a_rebuilt_host_resumes() {
 
     // 3b. The verifier goes down (killed) while a snapshot is on its way: the same evidence is
     //     retried until it is back, and accepted once (#3 and #4 of this run).
-    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
     let mut child = Command::new(bin("vmseal-host"))
         .args([
             "vm",
@@ -2925,9 +2021,9 @@ fn a_refused_snapshot_never_wedges_a_vm_and_a_rebuilt_host_resumes() {
         }
     };
     assert_eq!(first["appraisal"]["seq"], 3, "{first}");
-    drop(server);
+    server.stop();
     std::thread::sleep(std::time::Duration::from_secs(7));
-    server = Verifier::serve_at(&vst, &vargs, port).0;
+    server.restart();
     let rest: Vec<serde_json::Value> = lines.map(Result::unwrap).collect();
     assert!(child.wait().unwrap().success(), "{rest:?}");
     let second = rest.iter().find(|v| v.get("appraisal").is_some()).unwrap();
@@ -2962,7 +2058,7 @@ fn a_refused_snapshot_never_wedges_a_vm_and_a_rebuilt_host_resumes() {
         ),
     )
     .unwrap();
-    let events = run_agent(&h, 1);
+    let events = h.run_agent(1);
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["seq"], 5, "{events:?}");
     assert_eq!(events[0]["appraisal"]["seq"], 5, "{events:?}");
@@ -2970,21 +2066,20 @@ fn a_refused_snapshot_never_wedges_a_vm_and_a_rebuilt_host_resumes() {
     // 5. A rebuilt host: new state (same TPM, same host id), so a new intermediate key. A plain
     //    token is refused, naming the fix; a --restart-chains token continues the chain at #6.
     std::fs::remove_dir_all(h.p("state")).unwrap();
-    let o = run(
+    ok(run(
         "vmseal-host",
         &[
             "init",
             "--state",
             &h.p("state"),
             "--tpm",
-            &h.sw.tcti(),
+            &h.tcti(),
             "--snp",
             "none",
             "--host-id",
             "e2e-host",
         ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    ));
     token("token2", &[]);
     let o = enroll("token2");
     assert!(!o.status.success());
@@ -3021,16 +2116,15 @@ fn a_refused_snapshot_never_wedges_a_vm_and_a_rebuilt_host_resumes() {
 /// file and names each gap (a removed snapshot) and fork (two snapshots claiming one number).
 #[test]
 fn an_auditor_finds_every_gap_and_fork_in_a_vms_history() {
-    let h = Host::new("none");
+    let h = Host::builder().init();
     h.image(16);
     std::fs::create_dir(h.p("hist")).unwrap();
     let seal = |seq: u64| {
-        let o = h.seal(
+        ok(h.seal(
             "vm-h",
             &format!("hist/vm-h-{seq:06}.cose"),
             &["--region", "all:code:critical:0:0x10000", "--json"],
-        );
-        assert!(o.status.success(), "{}", text(&o));
+        ));
     };
     for seq in 0..12 {
         seal(seq);
@@ -3080,12 +2174,11 @@ fn an_auditor_finds_every_gap_and_fork_in_a_vms_history() {
     let v: serde_json::Value = serde_json::from_slice(&c11.stdout).unwrap();
     chain["prev"] = v[0]["node"]["fields"]["prev"].clone();
     std::fs::write(&st, serde_json::to_vec(&chain).unwrap()).unwrap();
-    let o = h.seal(
+    ok(h.seal(
         "vm-h",
         "hist/vm-h-000011-other.cose",
         &["--region", "all:code:critical:0:0x10000"],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    ));
     let o = audit(&["--json"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -3169,89 +2262,17 @@ fn every_fuzz_target_has_a_smoke_run_and_is_documented() {
 /// recomputed (what a database writer can do) is named.
 #[test]
 fn signed_audit_checkpoints_expose_a_rewritten_history() {
-    let h = Host::new("none");
-    let vst = h.p("verifier");
-    let ek = h.ek_ca();
-    let (_server, url) = Verifier::fresh(
-        &vst,
-        &[
-            "--require",
-            "tpm",
-            "--ek-roots",
-            &ek,
-            "--audit-checkpoint-secs",
-            "1",
-        ],
-    );
-    let admin = |args: &[&str]| admin_cli(&url, &vst, args);
-    let ok = |o: Output| {
-        assert!(o.status.success(), "{}", text(&o));
-        o
-    };
-    let ca = format!("{vst}/ca.pem");
-    enrol_with_token(
-        &h,
-        &url,
-        &vst,
-        &[
-            "--agent-cert",
-            &h.p("agent.pem"),
-            "--agent-key",
-            &h.p("agent.key"),
-        ],
-    );
-    let policy = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../host/policies/micro-vm.toml")
-        .display()
-        .to_string();
-    ok(admin(&[
-        "register-vm",
-        "--vm-id",
-        "vm-a",
-        "--host-id",
-        "e2e-host",
-        "--policy",
-        &policy,
-    ]));
+    let h = Host::builder().init();
+    let v = h.verifier().args(&["--audit-checkpoint-secs", "1"]).start();
+    let ca = v.ca();
+    let admin = |args: &[&str]| v.admin(args);
+    h.enrol_agent(&v);
+    let policy = micro_vm_policy();
+    v.register_vm("vm-a", "e2e-host", Some(&policy));
     // A receiver that keeps the checkpoints its deliveries carry.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let kept = h.p("kept");
-    let receiver = Command::new(bin("vmseal-verifier"))
-        .args([
-            "webhook-receiver",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--ca",
-            &ca,
-            "--name",
-            "ops",
-            "--count",
-            "1",
-            "--checkpoints",
-            &kept,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    ok(admin(&[
-        "webhooks",
-        "add",
-        "--name",
-        "ops",
-        "--url",
-        &format!("http://127.0.0.1:{port}/"),
-    ]));
+    let (receiver, hook) = webhook_receiver(&ca, &["--checkpoints", &kept]);
+    ok(admin(&["webhooks", "add", "--name", "ops", "--url", &hook]));
     // Let the periodic checkpoint cover the setup, then raise an alert: a refused snapshot.
     std::thread::sleep(std::time::Duration::from_secs(2));
     std::fs::write(
@@ -3259,34 +2280,12 @@ fn signed_audit_checkpoints_expose_a_rewritten_history() {
         format!("{}\n# edited\n", std::fs::read_to_string(&policy).unwrap()),
     )
     .unwrap();
-    let o = run(
-        "vmseal-host",
-        &[
-            "vm",
-            "run",
-            "--state",
-            &h.p("state"),
-            "--vm-id",
-            "vm-a",
-            "--mem-mib",
-            "16",
-            "--ws-pages",
-            "64",
-            "--out-dir",
-            &h.p("ev"),
-            "--captures",
-            "1",
-            "--policy",
-            &h.p("edited.toml"),
-            "--verifier",
-            &url,
-            "--verifier-ca",
-            &ca,
-            "--agent-cert",
-            &h.p("agent.pem"),
-            "--agent-key",
-            &h.p("agent.key"),
-        ],
+    let edited = h.p("edited.toml");
+    let o = h.vm_run_output(
+        Some(&v),
+        "vm-a",
+        &["--captures", "1", "--policy", &edited],
+        "ev",
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = receiver.wait_with_output().unwrap();
@@ -3368,72 +2367,47 @@ fn signed_audit_checkpoints_expose_a_rewritten_history() {
 /// expiry and the host's last evidence.
 #[test]
 fn an_agent_renews_its_certificate_by_proving_its_tpm_again() {
-    let h = Host::new("none");
-    let vst = h.p("verifier");
-    let ek = h.ek_ca();
-    let vargs = ["--require", "tpm", "--ek-roots", &ek];
-    let (server, url) = Verifier::fresh(&vst, &vargs);
-    let admin = |args: &[&str]| admin_cli(&url, &vst, args);
-    let ok = |o: Output| {
-        assert!(o.status.success(), "{}", text(&o));
-        o
-    };
-    let ca = format!("{vst}/ca.pem");
-    enrol_with_token(&h, &url, &vst, &[]);
-    ok(admin(&[
-        "register-vm",
-        "--vm-id",
-        "vm-a",
-        "--host-id",
-        "e2e-host",
-    ]));
-    let vm_run = |cert: &str, key: &str| {
-        run(
-            "vmseal-host",
-            &[
-                "vm",
-                "run",
-                "--state",
-                &h.p("state"),
-                "--vm-id",
-                "vm-a",
-                "--mem-mib",
-                "16",
-                "--ws-pages",
-                "64",
-                "--out-dir",
-                &h.p("ev"),
-                "--captures",
-                "1",
-                "--retry-secs",
-                "0",
-                "--verifier",
-                &url,
-                "--verifier-ca",
-                &ca,
-                "--agent-cert",
-                cert,
-                "--agent-key",
-                key,
-            ],
-        )
-    };
-    ok(vm_run(&h.p("state/agent.pem"), &h.p("state/agent.key")));
-    std::fs::copy(h.p("state/agent.pem"), h.p("old.pem")).unwrap();
-    std::fs::copy(h.p("state/agent.key"), h.p("old.key")).unwrap();
-    let o = ok(run(
-        "vmseal-host",
-        &[
-            "renew",
+    let h = Host::builder().init();
+    let server = h.verifier().start();
+    let (url, ca, vst) = (server.url(), server.ca(), server.state().to_owned());
+    let admin = |args: &[&str]| server.admin(args);
+    h.enrol(&server, &[]);
+    server.register_vm("vm-a", "e2e-host", None);
+    let state = h.p("state");
+    let host_cmd = |sub: &str, extra: &[&str]| {
+        let mut a = vec![
+            sub,
             "--state",
-            &h.p("state"),
+            &state,
             "--verifier",
             &url,
             "--verifier-ca",
             &ca,
-            "--json",
-        ],
-    ));
+        ];
+        a.extend_from_slice(extra);
+        run("vmseal-host", &a)
+    };
+    let vm_run = |cert: &str, key: &str| {
+        let a = [
+            "--captures",
+            "1",
+            "--retry-secs",
+            "0",
+            "--verifier",
+            &url,
+            "--verifier-ca",
+            &ca,
+            "--agent-cert",
+            cert,
+            "--agent-key",
+            key,
+        ];
+        h.vm_run_output(None, "vm-a", &a, "ev")
+    };
+    ok(vm_run(&h.p("state/agent.pem"), &h.p("state/agent.key")));
+    std::fs::copy(h.p("state/agent.pem"), h.p("old.pem")).unwrap();
+    std::fs::copy(h.p("state/agent.key"), h.p("old.key")).unwrap();
+    let o = ok(host_cmd("renew", &["--json"]));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let left = r["not_after"].as_i64().unwrap() - time::OffsetDateTime::now_utc().unix_timestamp();
     assert!(left > 390 * 86_400, "{r}");
@@ -3448,16 +2422,9 @@ fn an_agent_renews_its_certificate_by_proving_its_tpm_again() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("revoked"), "{}", text(&o));
     // The old certificate cannot renew itself either.
-    let o = run(
-        "vmseal-host",
+    let o = host_cmd(
+        "renew",
         &[
-            "renew",
-            "--state",
-            &h.p("state"),
-            "--verifier",
-            &url,
-            "--verifier-ca",
-            &ca,
             "--agent-cert",
             &h.p("old.pem"),
             "--agent-key",
@@ -3476,19 +2443,7 @@ fn an_agent_renews_its_certificate_by_proving_its_tpm_again() {
     ok(admin(&["audit", "verify"]));
     // The doctors: the host's (state, TPM, PCRs, certificates, the verifier, each VM's chain) and
     // the admin's (the verifier, certificates, audit, hosts, VMs, alerts) all pass…
-    let o = ok(run(
-        "vmseal-host",
-        &[
-            "status",
-            "--state",
-            &h.p("state"),
-            "--verifier",
-            &url,
-            "--verifier-ca",
-            &ca,
-            "--json",
-        ],
-    ));
+    let o = ok(host_cmd("status", &["--json"]));
     let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let names: Vec<&str> = st["checks"]
         .as_array()
@@ -3534,16 +2489,14 @@ fn an_agent_renews_its_certificate_by_proving_its_tpm_again() {
     );
     // An agent certificate 10 days from its end is the host's problem, alerted on its VMs (the
     // database edited as if 387 days had passed; the re-appraisal runs at start).
-    drop(server);
+    server.stop();
     let ends = time::OffsetDateTime::now_utc().unix_timestamp() + 10 * 86_400;
     let py = format!(
         "import sqlite3; c = sqlite3.connect('{vst}/verifier.db'); \
          c.execute('UPDATE hosts SET agent_not_after = {ends}'); c.commit()"
     );
-    let o = Command::new("python3").args(["-c", &py]).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-    let _server = Verifier::serve_at(&vst, &vargs, port).0;
+    ok(Command::new("python3").args(["-c", &py]).output().unwrap());
+    server.restart();
     let mut listed = String::new();
     for _ in 0..50 {
         listed = text(&ok(admin(&["hosts", "list"])));

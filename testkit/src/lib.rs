@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub mod examples;
 pub mod postgres;
 pub mod python;
+pub mod scenario;
 
 /// A running swtpm with its own state directory and EK CA.
 #[derive(Debug)]
