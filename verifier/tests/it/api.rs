@@ -130,6 +130,15 @@ pub(crate) fn admin(s: &Server) -> reqwest::blocking::Client {
     client(s, Some((&c, &k)), None)
 }
 
+/// A client with a viewer certificate for `name`, issued by the server's CA.
+pub(crate) fn viewer(s: &Server, name: &str) -> reqwest::blocking::Client {
+    let cert = Ca::load(s.dir.path())
+        .unwrap()
+        .issue_client(&Role::Viewer(name.into()), Duration::days(1))
+        .unwrap();
+    client(s, Some((&cert.cert_pem, &cert.key_pem)), None)
+}
+
 pub(crate) const ALG: HashAlg = HashAlg::Sha256;
 
 /// A host: its intermediate and sealer, and the VM's current memory (page leaves per region).
@@ -310,14 +319,17 @@ pub(crate) fn check_ear(s: &Server, a: &serde_json::Value, nonce: Option<&[u8]>)
             .map(|c| base64::engine::general_purpose::STANDARD.encode(c.contents()))
             .collect(),
     );
-    let forged = jsonwebtoken::encode(
-        &h,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_ec_pem(&admin_key).unwrap(),
-    )
-    .unwrap();
+    // Signed with the admin's key under header `h`.
+    let forge = |h: &jsonwebtoken::Header| {
+        jsonwebtoken::encode(
+            h,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(&admin_key).unwrap(),
+        )
+        .unwrap()
+    };
     assert!(matches!(
-        verify_ear(&forged, &ca, now),
+        verify_ear(&forge(&h), &ca, now),
         Err(EarError::Certificate(m)) if m.contains("EKU")
     ));
     // The signer's certificate beside another CA's issuing certificate, or a chain of three.
@@ -336,14 +348,8 @@ pub(crate) fn check_ear(s: &Server, a: &serde_json::Value, nonce: Option<&[u8]>)
         ],
     ] {
         h.x5c = Some(x5c);
-        let forged = jsonwebtoken::encode(
-            &h,
-            &claims,
-            &jsonwebtoken::EncodingKey::from_ec_pem(&admin_key).unwrap(),
-        )
-        .unwrap();
         assert!(matches!(
-            verify_ear(&forged, &ca, now),
+            verify_ear(&forge(&h), &ca, now),
             Err(EarError::Certificate(_) | EarError::Format(_))
         ));
     }
@@ -1039,15 +1045,7 @@ fn viewers_never_see_webhook_urls_or_their_credentials() {
     let admin = admin(&s);
     let mut h = Host::new("host-1");
     let agent = enrol(&s, &admin, &h, None);
-    let viewer_cert = Ca::load(s.dir.path())
-        .unwrap()
-        .issue_client(&Role::Viewer("auditor".into()), Duration::days(1))
-        .unwrap();
-    let viewer = client(
-        &s,
-        Some((&viewer_cert.cert_pem, &viewer_cert.key_pem)),
-        None,
-    );
+    let viewer = viewer(&s, "auditor");
     // A webhook whose URL carries a credential, on a port nothing listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = dead.local_addr().unwrap().port();
@@ -2002,15 +2000,7 @@ fn alerts_reach_webhooks_signed_and_the_event_stream() {
     let s = start();
     let admin = admin(&s);
     let ca = std::fs::read(s.dir.path().join("ca.pem")).unwrap();
-    let viewer_cert = Ca::load(s.dir.path())
-        .unwrap()
-        .issue_client(&Role::Viewer("carol".into()), Duration::days(1))
-        .unwrap();
-    let viewer = client(
-        &s,
-        Some((&viewer_cert.cert_pem, &viewer_cert.key_pem)),
-        None,
-    );
+    let viewer = viewer(&s, "carol");
     let mut h = Host::new("host-1");
     let agent = enrol(&s, &admin, &h, None);
     register(&s, &admin, "vm-a", "host-1", POLICY);
@@ -2457,15 +2447,7 @@ fn lesser_certificates_cannot_renew_read_chains_or_remove_vms() {
     let h2 = Host::new("host-2");
     let agent2 = enrol(&s, &admin, &h2, None);
     register(&s, &admin, "vm-a", "host-1", POLICY);
-    let viewer_cert = Ca::load(s.dir.path())
-        .unwrap()
-        .issue_client(&Role::Viewer("auditor".into()), Duration::days(1))
-        .unwrap();
-    let viewer = client(
-        &s,
-        Some((&viewer_cert.cert_pem, &viewer_cert.key_pem)),
-        None,
-    );
+    let viewer = viewer(&s, "auditor");
     // Another host's agent.
     let (st, _) = post_to(
         &agent2,

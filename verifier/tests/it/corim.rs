@@ -3,10 +3,9 @@
 
 use vmseal_client::corim::{CorimSigner as _, Ed25519CorimKey, TrustedKey};
 use vmseal_sealer::verify::{AnchorRequirement, TrustConfig};
-use vmseal_verifier::pki::{Ca, Role};
 
 use crate::api::{
-    ALG, Host, POLICY, admin, client, enrol, json, promote, register, start_trusting, submit,
+    ALG, Host, POLICY, admin, enrol, json, promote, register, start_trusting, submit, viewer,
 };
 
 fn key(name: &str) -> Ed25519CorimKey {
@@ -173,15 +172,7 @@ fn golden_baselines_travel_as_signed_corim() {
         "{e}"
     );
     refused(&agent, "vm-b", exported.clone(), (403, "forbidden"));
-    let viewer_cert = Ca::load(s.dir.path())
-        .unwrap()
-        .issue_client(&Role::Viewer("auditor".into()), time::Duration::days(1))
-        .unwrap();
-    let viewer = client(
-        &s,
-        Some((&viewer_cert.cert_pem, &viewer_cert.key_pem)),
-        None,
-    );
+    let viewer = viewer(&s, "auditor");
     refused(&viewer, "vm-b", exported.clone(), (403, "forbidden"));
     // A viewer may read and export.
     assert_eq!(get(&viewer, "/v1/vms/vm-b/baselines/1/corim").2, exported);

@@ -98,6 +98,33 @@ fn register(s: &Server, vm: &str, host: &str) {
 
 /// Every appraisal of `vm` the agent saw acknowledged is stored at `s`, and each of the
 /// `rounds` (plus the first, baseline snapshot) exactly once.
+/// `n` hosts (`host-I`), each enrolled at `at` with its agent's client, and its VM (`vm-I`)
+/// registered at `register_at`, its first evidence accepted at `at` and promoted to its baseline.
+fn agents_with_baselines(
+    n: usize,
+    at: &Server,
+    register_at: &Server,
+) -> Vec<(Host, reqwest::blocking::Client, String)> {
+    (0..n)
+        .map(|i| {
+            let mut h = Host::new(&format!("host-{i}"));
+            let agent = enrol(at, &admin(at), &h, None);
+            let vm = format!("vm-{i}");
+            register(register_at, &vm, &h.id);
+            let (st, _) = json(
+                agent
+                    .post(format!("{}/v1/vms/{vm}/evidence", at.url))
+                    .body(h.evidence(&vm, None))
+                    .send()
+                    .unwrap(),
+            );
+            assert_eq!(st, 200);
+            promote(at, &vm, &mut h, 0);
+            (h, agent, vm)
+        })
+        .collect()
+}
+
 fn assert_acknowledged_stored(s: &Server, vm: &str, acked: &[u64], rounds: u64) {
     let (st, l) = json(
         admin(s)
@@ -262,23 +289,8 @@ fn a_replica_killed_under_load_loses_nothing_it_acknowledged() {
     let b = Replica::start(&dir, &pg.url);
     const AGENTS: usize = 6;
     const ROUNDS: u64 = 30;
-    let mut hosts = Vec::new();
-    for i in 0..AGENTS {
-        let mut h = Host::new(&format!("host-{i}"));
-        let agent = enrol(&a.server, &admin(&a.server), &h, None);
-        let vm = format!("vm-{i}");
-        register(&b.server, &vm, &h.id);
-        let (st, _) = json(
-            agent
-                .post(format!("{}/v1/vms/{vm}/evidence", a.server.url))
-                .body(h.evidence(&vm, None))
-                .send()
-                .unwrap(),
-        );
-        assert_eq!(st, 200);
-        promote(&a.server, &vm, &mut h, 0);
-        hosts.push((h, agent, vm));
-    }
+    // Enrolled at A, registered at B: the two replicas share one database.
+    let hosts = agents_with_baselines(AGENTS, &a.server, &b.server);
     let urls = [a.server.url.clone(), b.server.url.clone()];
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers: Vec<_> = hosts
@@ -435,23 +447,7 @@ fn a_sqlite_verifier_killed_under_load_loses_nothing_it_acknowledged() {
     let db = format!("sqlite://{}", dir.path().join("v.db").display());
     let mut v = Replica::start(&dir, &db);
     const AGENTS: usize = 4;
-    let mut hosts = Vec::new();
-    for i in 0..AGENTS {
-        let mut h = Host::new(&format!("host-{i}"));
-        let agent = enrol(&v.server, &admin(&v.server), &h, None);
-        let vm = format!("vm-{i}");
-        register(&v.server, &vm, &h.id);
-        let (st, _) = json(
-            agent
-                .post(format!("{}/v1/vms/{vm}/evidence", v.server.url))
-                .body(h.evidence(&vm, None))
-                .send()
-                .unwrap(),
-        );
-        assert_eq!(st, 200);
-        promote(&v.server, &vm, &mut h, 0);
-        hosts.push((h, agent, vm));
-    }
+    let hosts = agents_with_baselines(AGENTS, &v.server, &v.server);
     let url = v.server.url.clone();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers: Vec<_> = hosts
