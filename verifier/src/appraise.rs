@@ -446,6 +446,17 @@ struct Expected<'a> {
     sampling: Sampling,
 }
 
+impl<'a> Expected<'a> {
+    fn new(name: &'a str, class: RegionClass, severity: Severity, sampling: Sampling) -> Self {
+        Self {
+            name,
+            class,
+            severity,
+            sampling,
+        }
+    }
+}
+
 /// The pages (page-aligned addresses) of `[start, len]` ranges, or `None` when they do not
 /// describe exactly `pages` pages (the claims check guarantees they do for evidence).
 fn expand(ranges: &[[u64; 2]], pages: u64) -> Option<Vec<u64>> {
@@ -579,22 +590,12 @@ pub fn appraise(
         (Some(p), _) => p
             .regions
             .iter()
-            .map(|r| Expected {
-                name: &r.name,
-                class: r.class,
-                severity: r.severity,
-                sampling: r.sampling,
-            })
+            .map(|r| Expected::new(&r.name, r.class, r.severity, r.sampling))
             .collect(),
         (None, Some(b)) => b
             .regions
             .iter()
-            .map(|r| Expected {
-                name: &r.name,
-                class: r.class,
-                severity: r.severity,
-                sampling: Sampling::All,
-            })
+            .map(|r| Expected::new(&r.name, r.class, r.severity, Sampling::All))
             .collect(),
         (None, None) => Vec::new(),
     };
@@ -859,29 +860,20 @@ mod tests {
         trust.pinned_intermediates.push(digest);
         let baseline = Baseline {
             version: 1,
-            regions: vec![
-                BaselineRegion {
-                    name: "code".into(),
-                    class: RegionClass::Code,
-                    severity: Severity::Critical,
-                    tree: MerkleTree::from_leaves(ALG, leaves(1, 8)).unwrap(),
-                    ranges: Some(vec![[0, 8 * 4096]]),
-                },
-                BaselineRegion {
-                    name: "tasks".into(),
-                    class: RegionClass::Structure,
-                    severity: Severity::High,
-                    tree: MerkleTree::from_leaves(ALG, leaves(2, 2)).unwrap(),
-                    ranges: Some(vec![[0, 2 * 4096]]),
-                },
-                BaselineRegion {
-                    name: "heap".into(),
-                    class: RegionClass::Data,
-                    severity: Severity::Low,
-                    tree: MerkleTree::from_leaves(ALG, leaves(3, 16)).unwrap(),
-                    ranges: Some(vec![[0, 16 * 4096]]),
-                },
-            ],
+            regions: [
+                ("code", RegionClass::Code, Severity::Critical, 1, 8),
+                ("tasks", RegionClass::Structure, Severity::High, 2, 2),
+                ("heap", RegionClass::Data, Severity::Low, 3, 16),
+            ]
+            .into_iter()
+            .map(|(name, class, severity, tag, pages)| BaselineRegion {
+                name: name.into(),
+                class,
+                severity,
+                tree: MerkleTree::from_leaves(ALG, leaves(tag, pages)).unwrap(),
+                ranges: Some(vec![[0, pages as u64 * 4096]]),
+            })
+            .collect(),
             policy_digest: Some([5; 32]),
         };
         let vm = VmRecord {
@@ -937,6 +929,21 @@ mod tests {
         verify_evidence(&ev, &f.trust, OffsetDateTime::now_utc()).unwrap()
     }
 
+    /// The fixture's first evidence with `changed` (region, pages) and `omit` as [`claims`]
+    /// makes it, appraised fresh against the fixture's VM and baseline.
+    fn first_appraised(
+        f: &Fixture,
+        changed: &[(&str, u64)],
+        omit: bool,
+    ) -> Result<Appraisal, AppraisalError> {
+        appraise(
+            &verify(f, &claims(f, 0, None, changed, omit)),
+            &f.vm,
+            Some(&f.baseline),
+            fresh(),
+        )
+    }
+
     fn fresh() -> Freshness {
         Freshness {
             now: OffsetDateTime::now_utc().unix_timestamp(),
@@ -949,13 +956,7 @@ mod tests {
     #[test]
     fn clean_snapshot_is_affirming_and_data_changes_cost_nothing() {
         let f = fixture();
-        let a = appraise(
-            &verify(&f, &claims(&f, 0, None, &[("heap", 3)], false)),
-            &f.vm,
-            Some(&f.baseline),
-            fresh(),
-        )
-        .unwrap();
+        let a = first_appraised(&f, &[("heap", 3)], false).unwrap();
         assert_eq!(a.score, 100);
         assert_eq!(a.tier, Tier::Affirming);
         assert_eq!(a.changes.len(), 1, "the heap change is reported");
@@ -977,16 +978,7 @@ mod tests {
     #[test]
     fn code_change_is_contraindicated_and_named() {
         let f = fixture();
-        let a = appraise(
-            &verify(
-                &f,
-                &claims(&f, 0, None, &[("code", 2), ("tasks", 1)], false),
-            ),
-            &f.vm,
-            Some(&f.baseline),
-            fresh(),
-        )
-        .unwrap();
+        let a = first_appraised(&f, &[("code", 2), ("tasks", 1)], false).unwrap();
         assert_eq!(a.score, 0);
         assert_eq!(a.tier, Tier::Contraindicated);
         assert_eq!(a.trust_vector.executables, 96);
@@ -1000,26 +992,14 @@ mod tests {
         assert_eq!(a.changes[0].changed_pages, 1);
         assert_eq!(a.changes[0].changed_ranges.len(), 1);
         assert!(a.alert);
-        let a = appraise(
-            &verify(&f, &claims(&f, 0, None, &[("tasks", 1)], false)),
-            &f.vm,
-            Some(&f.baseline),
-            fresh(),
-        )
-        .unwrap();
+        let a = first_appraised(&f, &[("tasks", 1)], false).unwrap();
         assert_eq!((a.score, a.tier), (55, Tier::Warning));
     }
 
     #[test]
     fn a_change_left_out_of_the_delta_is_refused() {
         let f = fixture();
-        let e = appraise(
-            &verify(&f, &claims(&f, 0, None, &[("code", 2)], true)),
-            &f.vm,
-            Some(&f.baseline),
-            fresh(),
-        )
-        .unwrap_err();
+        let e = first_appraised(&f, &[("code", 2)], true).unwrap_err();
         assert_eq!(e, AppraisalError::Delta("code".into()));
         assert_eq!(e.code(), ErrorCode::IncompleteDelta);
     }

@@ -13,7 +13,7 @@ use crate::store::{Alert, Silence, Webhook};
 use actix_web::{HttpRequest, HttpResponse, web};
 use vmseal_client::ErrorCode;
 
-use crate::api::auth::{Admin, admin, reader};
+use crate::api::auth::{Admin, AdminVm, admin, reader};
 use crate::api::error::{ApiError, bad};
 use crate::now;
 use crate::state::AppState;
@@ -355,13 +355,10 @@ pub(crate) async fn end_silence(
     request_body = SetSchedule,
     responses((status = 200, description = "`{vm_id, expect_every_s}`")))]
 pub(crate) async fn set_schedule(
-    who: Admin,
-    path: web::Path<String>,
+    AdminVm { who, vm }: AdminVm,
     body: web::Json<SetSchedule>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = who.0;
-    let vm = path.into_inner();
     if let Some(e) = body.expect_every_s
         && !(1..=MAX_SILENCE_S).contains(&e)
     {

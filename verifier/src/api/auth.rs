@@ -83,6 +83,66 @@ impl actix_web::FromRequest for Admin {
     }
 }
 
+/// An admin's request about the VM named in the path (`/v1/vms/{vm}/…`): the admin's name and
+/// the VM id, the role checked before any other extractor reads the body.
+#[derive(Debug)]
+pub struct AdminVm {
+    /// The admin's name (from the certificate).
+    pub who: String,
+    /// The VM id, as the path's `{vm}`.
+    pub vm: String,
+}
+
+impl actix_web::FromRequest for AdminVm {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(admin(req).and_then(|who| {
+            let vm = req
+                .match_info()
+                .get("vm")
+                .ok_or_else(|| ApiError::Internal("this route names no {vm}".into()))?;
+            Ok(AdminVm {
+                who,
+                vm: vm.to_owned(),
+            })
+        }))
+    }
+}
+
+/// A read of what is held of the VM named in the path (`/v1/vms/{vm}/…`) by a client allowed
+/// to read it ([`vm_reader`]: an admin, a viewer, or the agent of the VM's host): the VM id and
+/// its record.
+#[derive(Debug)]
+pub struct ReadableVm {
+    /// The VM id, as the path's `{vm}`.
+    pub vm: String,
+    /// Its record.
+    pub rec: VmRecord,
+}
+
+impl actix_web::FromRequest for ReadableVm {
+    type Error = ApiError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, ApiError>>>>;
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let st = req
+                .app_data::<web::Data<AppState>>()
+                .cloned()
+                .ok_or_else(|| ApiError::Internal("no application state".into()))?;
+            let vm = req
+                .match_info()
+                .get("vm")
+                .ok_or_else(|| ApiError::Internal("this route names no {vm}".into()))?
+                .to_owned();
+            let rec = st.store.vm_record(&vm).await?;
+            vm_reader(&req, &rec)?;
+            Ok(ReadableVm { vm, rec })
+        })
+    }
+}
+
 /// A request made with an enrollment token's certificate (checked before the body is read;
 /// whether the token is still usable is the handler's database check).
 #[derive(Debug)]

@@ -1,10 +1,10 @@
 //! Golden baselines: promoting a snapshot's page hashes, and serving the active baseline.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use vmseal_client::ErrorCode;
 use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
 
-use crate::api::auth::{Admin, vm_reader};
+use crate::api::auth::{AdminVm, ReadableVm};
 use crate::api::error::{ApiError, bad};
 use crate::api::evidence::stored_result;
 use crate::now;
@@ -18,13 +18,10 @@ use crate::store::NewBaselineRegion;
     request_body = vmseal_client::PromoteBaseline,
     responses((status = 201, description = "The new version", body = vmseal_client::BaselinePromoted), (status = 422, description = "baseline_mismatch", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn promote_baseline(
-    who: Admin,
-    path: web::Path<String>,
+    AdminVm { who, vm }: AdminVm,
     body: web::Json<vmseal_client::PromoteBaseline>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = who.0;
-    let vm = path.into_inner();
     let b = body.into_inner();
     let stored = st.store.appraisal_result(&vm, b.seq).await?;
     let result = stored_result(&stored)?;
@@ -168,13 +165,9 @@ pub(crate) async fn promote_baseline(
     responses((status = 200, description = "The active golden baseline", body = vmseal_client::ActiveBaseline),
         (status = 404, description = "not_found: no such VM; no_baseline: none promoted or imported yet", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn active_baseline(
-    req: HttpRequest,
-    path: web::Path<String>,
+    ReadableVm { vm, .. }: ReadableVm,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let vm = path.into_inner();
-    let rec = st.store.vm_record(&vm).await?;
-    vm_reader(&req, &rec)?;
     let b = st.store.active_baseline(&vm).await?.ok_or_else(|| {
         ApiError::NoBaseline(format!(
             "VM {vm:?} has no golden baseline yet: an admin promotes one (`admin promote-baseline`)"

@@ -11,7 +11,7 @@ use crate::store::BaselineSource;
 use actix_web::{HttpRequest, HttpResponse, web};
 use vmseal_client::ErrorCode;
 
-use crate::api::auth::{Admin, role, vm_reader};
+use crate::api::auth::{AdminVm, ReadableVm, role, vm_reader};
 use crate::api::error::{ApiError, bad};
 use crate::now;
 use crate::state::AppState;
@@ -36,13 +36,9 @@ pub async fn signer(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpRes
     responses((status = 200, description = "`{vm_id, baselines: [{version, source_seq (null when imported), promoted_by, promoted_at, policy_digest, corim_signer, regions}]}`, oldest first"),
         (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
 pub async fn list(
-    req: HttpRequest,
-    path: web::Path<String>,
+    ReadableVm { vm, .. }: ReadableVm,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let vm = path.into_inner();
-    let rec = st.store.vm_record(&vm).await?;
-    vm_reader(&req, &rec)?;
     let versions = st.store.baseline_versions(&vm).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "vm_id": vm, "baselines": versions })))
 }
@@ -121,13 +117,10 @@ pub(crate) fn corim_response(signed: Vec<u8>) -> HttpResponse {
         (status = 413, description = "too_large", body = vmseal_client::ApiErrorBody),
         (status = 422, description = "corim_untrusted (no trusted key signed it, or the signature does not verify), corim_invalid (not a vmseal baseline), policy_mismatch, baseline_incomplete, corim_unknown_region, corim_hash_mismatch", body = vmseal_client::ApiErrorBody)))]
 pub async fn import(
-    who: Admin,
-    path: web::Path<String>,
+    AdminVm { who, vm }: AdminVm,
     body: web::Payload,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = who.0;
-    let vm = path.into_inner();
     let rec = st.store.vm_record(&vm).await?;
     let signed = crate::api::body::read_body(body, MAX_CORIM_BYTES, "a CoRIM").await?;
     let trusted: Vec<TrustedKey> = std::iter::once(st.corim_key.trusted("this verifier"))

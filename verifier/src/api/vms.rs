@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use vmseal_client::ErrorCode;
 
 use crate::api::audited;
-use crate::api::auth::{Admin, reader, vm_reader};
+use crate::api::auth::{Admin, AdminVm, ReadableVm, reader};
 use crate::api::error::{ApiError, bad};
 use crate::appraise::{ModuleRule, VmRecord};
 use crate::now;
@@ -74,13 +74,10 @@ pub(crate) async fn list_vms(
     request_body = vmseal_client::SetThreshold,
     responses((status = 200, description = "Set", body = vmseal_client::ThresholdSet), (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn set_threshold(
-    who: Admin,
-    path: web::Path<String>,
+    AdminVm { who, vm }: AdminVm,
     body: web::Json<vmseal_client::SetThreshold>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = who.0;
-    let vm = path.into_inner();
     if body.threshold > 100 {
         return Err(bad(ErrorCode::BadThreshold, "threshold must be 0 to 100"));
     }
@@ -103,13 +100,10 @@ pub(crate) async fn set_threshold(
     request_body = vmseal_client::AssignPolicy,
     responses((status = 200, description = "Assigned", body = vmseal_client::PolicyAssigned), (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn assign_policy(
-    who: Admin,
-    path: web::Path<String>,
+    AdminVm { who, vm }: AdminVm,
     body: web::Json<vmseal_client::AssignPolicy>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = who.0;
-    let vm = path.into_inner();
     let p = check_policy(&body.policy)?;
     st.store.assign_policy(&vm, &p.digest, &body.policy).await?;
     let d = hex::encode(p.digest);
@@ -134,13 +128,9 @@ pub(crate) async fn assign_policy(
     responses((status = 200, description = "The assigned policy (null when none is)", body = vmseal_client::VmPolicy),
         (status = 404, description = "not_found: no such VM", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn get_policy(
-    req: HttpRequest,
-    path: web::Path<String>,
+    ReadableVm { vm, .. }: ReadableVm,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let vm = path.into_inner();
-    let rec = st.store.vm_record(&vm).await?;
-    vm_reader(&req, &rec)?;
     let (policy_digest, policy) = match st.store.policy_text(&vm).await? {
         Some((d, t)) => (Some(hex::encode(d)), Some(t)),
         None => (None, None),
@@ -159,13 +149,8 @@ pub(crate) async fn get_policy(
     responses((status = 200, description = "The chain head", body = vmseal_client::ChainHead),
         (status = 404, description = "not_found: no such VM", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn get_chain(
-    req: HttpRequest,
-    path: web::Path<String>,
-    st: web::Data<AppState>,
+    ReadableVm { rec, .. }: ReadableVm,
 ) -> Result<HttpResponse, ApiError> {
-    let vm = path.into_inner();
-    let rec = st.store.vm_record(&vm).await?;
-    vm_reader(&req, &rec)?;
     Ok(HttpResponse::Ok().json(chain_head(&rec)))
 }
 
@@ -192,13 +177,10 @@ pub(crate) fn chain_head(rec: &VmRecord) -> vmseal_client::ChainHead {
     request_body = vmseal_client::ResetChain,
     responses((status = 200, description = "`{vm_id, previous_seq, next_seq}`"), (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn reset_chain(
-    who: Admin,
-    path: web::Path<String>,
+    AdminVm { who, vm }: AdminVm,
     body: web::Json<vmseal_client::ResetChain>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = who.0;
-    let vm = path.into_inner();
     if body.at > i64::MAX as u64 {
         return Err(bad(
             ErrorCode::BadSeq,
@@ -227,11 +209,9 @@ pub(crate) async fn reset_chain(
     responses((status = 200, description = "What was removed", body = vmseal_client::VmRemoved),
         (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn remove_vm(
-    who: Admin,
-    path: web::Path<String>,
+    AdminVm { who, vm }: AdminVm,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let vm = path.into_inner();
     let removed = st.store.remove_vm(&vm).await?;
     let removed = vmseal_client::VmRemoved {
         vm_id: vm,
@@ -242,12 +222,11 @@ pub(crate) async fn remove_vm(
         alerts: removed.alerts,
     };
     let detail = serde_json::to_value(&removed).map_err(|e| ApiError::Internal(e.to_string()))?;
-    audited(&st, &who.0, "remove_vm", detail).await?;
+    audited(&st, &who, "remove_vm", detail).await?;
     tracing::info!(
         vm = removed.vm_id,
         host = removed.host_id,
-        "VM removed by {}",
-        who.0
+        "VM removed by {who}"
     );
     Ok(HttpResponse::Ok().json(removed))
 }
@@ -260,13 +239,10 @@ pub(crate) async fn remove_vm(
     responses((status = 200, description = "The rules in force", body = vmseal_client::ModulesAllowed), (status = 400, description = "bad_module", body = vmseal_client::ApiErrorBody),
         (status = 404, description = "Unknown VM", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn allow_modules(
-    who: Admin,
-    path: web::Path<String>,
+    AdminVm { who, vm }: AdminVm,
     body: web::Json<vmseal_client::AllowModules>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = who.0;
-    let vm = path.into_inner();
     if body.allowed.len() > 64 {
         return Err(bad(ErrorCode::BadModule, "at most 64 module rules"));
     }

@@ -270,18 +270,17 @@ impl Store {
             .bind(alert_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeliveryState {
-                    webhook: r.try_get("webhook")?,
-                    attempts: r.try_get("attempts")?,
-                    delivered_at: r.try_get("delivered_at")?,
-                    failed_at: r.try_get("failed_at")?,
-                    last_error: r.try_get("last_error")?,
-                    next_attempt_at: r.try_get("next_attempt_at")?,
-                })
-            })
-            .collect()
+        collect_rows!(
+            rows,
+            DeliveryState {
+                webhook,
+                attempts,
+                delivered_at,
+                failed_at,
+                last_error,
+                next_attempt_at
+            }
+        )
     }
 
     /// Acknowledge an open alert (a person has seen it); it stays unresolved until the VM
@@ -341,18 +340,17 @@ impl Store {
             .bind(now)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Silence {
-                    silence_id: r.try_get("silence_id")?,
-                    vm_id: r.try_get("vm_id")?,
-                    ends_at: r.try_get("ends_at")?,
-                    reason: r.try_get("reason")?,
-                    created_by: r.try_get("created_by")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        collect_rows!(
+            rows,
+            Silence {
+                silence_id,
+                vm_id,
+                ends_at,
+                reason,
+                created_by,
+                created_at
+            }
+        )
     }
 
     /// End a silence now.
@@ -424,16 +422,15 @@ impl Store {
             sqlx::query("SELECT name, url, created_by, created_at FROM webhooks ORDER BY name")
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Webhook {
-                    name: r.try_get("name")?,
-                    url: r.try_get("url")?,
-                    created_by: r.try_get("created_by")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        collect_rows!(
+            rows,
+            Webhook {
+                name,
+                url,
+                created_by,
+                created_at
+            }
+        )
     }
 
     /// Remove a webhook (audited); its undelivered alerts are given up.
@@ -663,7 +660,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{Db, NO, V, on_both, store};
+    use super::super::tests::{Db, NO, V, below_threshold, on_both, store};
     use super::*;
     use crate::appraise::ChainPoint;
     use crate::store::Verdict;
@@ -686,16 +683,7 @@ mod tests {
 
     fn below(seq: u64) -> AlertPlan {
         AlertPlan {
-            raise: Some(NewAlert {
-                vm_id: "vm1".into(),
-                kind: "below_threshold",
-                code: None,
-                seq: Some(seq),
-                score: Some(0),
-                tier: Some("contraindicated".into()),
-                threshold: 70,
-                message: "VM vm1: trust score 0 is below its threshold 70".into(),
-            }),
+            raise: Some(below_threshold("vm1", seq)),
             resolve_threshold: None,
             ..Default::default()
         }

@@ -379,14 +379,7 @@ async fn write_one(tx: &mut sqlx::Transaction<'_, sqlx::Any>, w: &Write) -> Outc
         .bind(w.vm_id.clone())
         .execute(&mut **tx)
         .await?;
-    sqlx::query("INSERT INTO appraisals (vm_id, seq, evidence, score, tier, result, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(w.vm_id.clone())
-        .bind(w.point.seq as i64)
-        .bind(w.point.digest.to_vec())
-        .bind(i64::from(w.score))
-        .bind(w.tier.clone())
-        .bind(w.json.clone())
-        .bind(w.now)
+    bind_appraisal(multi_row(INSERT_APPRAISALS, 1, 7), w)
         .execute(&mut **tx)
         .await?;
     if let Some(n) = &w.nonce {
@@ -439,6 +432,32 @@ async fn write_one(tx: &mut sqlx::Transaction<'_, sqlx::Any>, w: &Write) -> Outc
     }
 }
 
+/// The appraisal rows' statement, without its values (seven columns).
+const INSERT_APPRAISALS: &str =
+    "INSERT INTO appraisals (vm_id, seq, evidence, score, tier, result, received_at) VALUES";
+
+type AnyQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// `w`'s appraisal row's seven values, bound to `q` in [`INSERT_APPRAISALS`]' order.
+fn bind_appraisal(q: AnyQuery, w: &Write) -> AnyQuery {
+    q.bind(w.vm_id.clone())
+        .bind(w.point.seq as i64)
+        .bind(w.point.digest.to_vec())
+        .bind(i64::from(w.score))
+        .bind(w.tier.clone())
+        .bind(w.json.clone())
+        .bind(w.now)
+}
+
+/// `prefix` followed by `rows` rows of `cols` placeholders: a multi-row statement whose values
+/// are all bound afterwards, in order — no value is ever spliced into its text.
+pub(super) fn multi_row(prefix: &str, rows: usize, cols: usize) -> AnyQuery {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{prefix} {}",
+        placeholders(rows, cols)
+    )))
+}
+
 /// `($1, $2, …), (…)`: `rows` rows of `cols` placeholders, numbered from `$1`.
 pub(super) fn placeholders(rows: usize, cols: usize) -> String {
     (0..rows)
@@ -462,21 +481,9 @@ async fn flush_plain(
         return Ok(());
     }
     let ws: Vec<&Write> = plain.iter().map(|&i| &writes[i]).collect();
-    let sql = format!(
-        "INSERT INTO appraisals (vm_id, seq, evidence, score, tier, result, received_at) VALUES {}",
-        placeholders(ws.len(), 7)
-    );
-    // Placeholders only, numbered here: no value is ever spliced into the text.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut q = multi_row(INSERT_APPRAISALS, ws.len(), 7);
     for w in &ws {
-        q = q
-            .bind(w.vm_id.clone())
-            .bind(w.point.seq as i64)
-            .bind(w.point.digest.to_vec())
-            .bind(i64::from(w.score))
-            .bind(w.tier.clone())
-            .bind(w.json.clone())
-            .bind(w.now);
+        q = bind_appraisal(q, w);
     }
     q.execute(&mut **tx).await?;
     // Accepted evidence ends the VM's refusal episodes (their alerts stay in the log).
@@ -494,12 +501,11 @@ async fn flush_plain(
     q.execute(&mut **tx).await?;
     if super::on_postgres(tx) {
         // Off the commit path: written pending, linked into the chain after the commit.
-        let sql = format!(
-            "INSERT INTO audit_pending (pid, at, actor, action, detail) VALUES {}",
-            placeholders(ws.len(), 5)
+        let mut q = multi_row(
+            "INSERT INTO audit_pending (pid, at, actor, action, detail) VALUES",
+            ws.len(),
+            5,
         );
-        // Placeholders only, numbered here: no value is ever spliced into the text.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for w in &ws {
             q = q
                 .bind(super::pending_id())
@@ -521,12 +527,11 @@ async fn flush_plain(
         let mut prev = head
             .try_get::<Option<Vec<u8>>, _>("hash")?
             .unwrap_or_else(|| vec![0u8; 32]);
-        let sql = format!(
-            "INSERT INTO audit_log (id, at, actor, action, detail, prev_hash, hash) VALUES {}",
-            placeholders(ws.len(), 7)
+        let mut q = multi_row(
+            "INSERT INTO audit_log (id, at, actor, action, detail, prev_hash, hash) VALUES",
+            ws.len(),
+            7,
         );
-        // Placeholders only, numbered here: no value is ever spliced into the text.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (k, w) in ws.iter().enumerate() {
             let id = last - n + 1 + k as i64;
             let detail = audit_detail(w);
@@ -591,9 +596,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{Db, V, on_both, store};
+    use super::super::tests::{Db, V, below_threshold, on_both, store};
     use super::*;
-    use crate::store::NewAlert;
 
     #[test]
     fn placeholders_number_rows_and_columns() {
@@ -602,20 +606,6 @@ mod tests {
     }
 
     on_both!(concurrent_appraisals_commit_in_groups_and_each_gets_its_own_outcome);
-
-    /// The alert a score of 0 raises on `vm`'s snapshot `seq`.
-    fn below_threshold(vm: &str, seq: u64) -> NewAlert {
-        NewAlert {
-            vm_id: vm.into(),
-            kind: "below_threshold",
-            code: None,
-            seq: Some(seq),
-            score: Some(0),
-            tier: Some("contraindicated".into()),
-            threshold: 70,
-            message: format!("VM {vm}: trust score 0 is below its threshold 70"),
-        }
-    }
 
     /// `SELECT COUNT(*)` of `table`.
     async fn count(pool: &sqlx::AnyPool, table: &str) -> i64 {

@@ -272,12 +272,11 @@ pub(super) async fn link_pending(
     let mut prev = head
         .try_get::<Option<Vec<u8>>, _>("hash")?
         .unwrap_or_else(|| vec![0u8; 32]);
-    let sql = format!(
-        "INSERT INTO audit_log (id, at, actor, action, detail, prev_hash, hash) VALUES {}",
-        appraisals::placeholders(rows.len(), 7)
+    let mut q = appraisals::multi_row(
+        "INSERT INTO audit_log (id, at, actor, action, detail, prev_hash, hash) VALUES",
+        rows.len(),
+        7,
     );
-    // Placeholders only, numbered here: no value is ever spliced into the text.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     let mut pids = Vec::with_capacity(rows.len());
     for r in &rows {
         id += 1;

@@ -113,17 +113,15 @@ impl Store {
         host_id: &str,
         now: i64,
     ) -> Result<Vec<PickedCapture>, StoreError> {
-        self.open_capture_request_rows(host_id, now)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(PickedCapture {
-                    request_id: r.try_get("request_id")?,
-                    vm_id: r.try_get("vm_id")?,
-                    nonce: r.try_get("nonce")?,
-                })
-            })
-            .collect()
+        let rows = self.open_capture_request_rows(host_id, now).await?;
+        collect_rows!(
+            rows,
+            PickedCapture {
+                request_id,
+                vm_id,
+                nonce
+            }
+        )
     }
 
     /// A capture request: (VM, host, state, appraised seq).

@@ -13,6 +13,17 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 use vmseal_sealer::merkle::Digest;
 
+/// `Vec<Type>` from `rows`, each `Type { a, b, … }` with every field read from the column of its
+/// name (a `Result` whose error is the first column that does not read).
+macro_rules! collect_rows {
+    ($rows:expr, $t:ident { $($f:ident),* $(,)? }) => {
+        $rows
+            .iter()
+            .map(|r| Ok($t { $($f: r.try_get(stringify!($f))?),* }))
+            .collect()
+    };
+}
+
 mod alerts;
 mod appraisals;
 mod audit;
@@ -383,13 +394,7 @@ mod tests {
 
     async fn a_removed_vm_leaves_nothing_and_its_id_can_be_registered_again(db: Db) {
         let (_d, s) = store(db).await;
-        let p0 = ChainPoint {
-            seq: 0,
-            digest: [1; 32],
-        };
-        s.record_appraisal("vm1", None, p0, &V, &NO, 1)
-            .await
-            .unwrap();
+        first_appraisal(&s).await;
         let region = NewBaselineRegion {
             name: "code".into(),
             class: RegionClass::Code,
@@ -559,6 +564,32 @@ mod tests {
             }
         };
         (g, Store::open(&url).await.unwrap())
+    }
+
+    /// vm1's first appraisal (#0, evidence digest `[1; 32]`) recorded at time 1; its chain point.
+    pub(super) async fn first_appraisal(s: &Store) -> ChainPoint {
+        let p0 = ChainPoint {
+            seq: 0,
+            digest: [1; 32],
+        };
+        s.record_appraisal("vm1", None, p0, &V, &NO, 1)
+            .await
+            .unwrap();
+        p0
+    }
+
+    /// The alert a score of 0 raises on `vm`'s snapshot `seq` (threshold 70).
+    pub(super) fn below_threshold(vm: &str, seq: u64) -> NewAlert {
+        NewAlert {
+            vm_id: vm.into(),
+            kind: "below_threshold",
+            code: None,
+            seq: Some(seq),
+            score: Some(0),
+            tier: Some("contraindicated".into()),
+            threshold: 70,
+            message: format!("VM {vm}: trust score 0 is below its threshold 70"),
+        }
     }
 
     /// A store with host h1 enrolled and its VM vm1 (threshold 70) registered.
@@ -840,13 +871,7 @@ mod tests {
 
     async fn the_chain_advances_once_per_sequence(db: Db) {
         let (_d, s) = store(db).await;
-        let p0 = ChainPoint {
-            seq: 0,
-            digest: [1; 32],
-        };
-        s.record_appraisal("vm1", None, p0, &V, &NO, 1)
-            .await
-            .unwrap();
+        let p0 = first_appraisal(&s).await;
         assert!(matches!(
             s.record_appraisal("vm1", None, p0, &V, &NO, 1).await,
             Err(StoreError::Conflict(_))
@@ -909,32 +934,23 @@ mod tests {
             leaves: vec![[tag; 32], [tag + 1; 32], [tag + 2; 32]],
             ranges: vec![[0x1000, 0x3000]],
         };
-        assert_eq!(
-            s.promote_baseline(
-                "vm1",
-                BaselineSource::Snapshot(0),
-                &[3; 32],
-                &[region(1)],
-                "admin",
-                5
-            )
-            .await
-            .unwrap(),
-            1
-        );
-        assert_eq!(
-            s.promote_baseline(
-                "vm1",
-                BaselineSource::Snapshot(4),
-                &[4; 32],
-                &[region(9)],
-                "admin",
-                6
-            )
-            .await
-            .unwrap(),
-            2
-        );
+        let promote = |seq: u64, policy: u8, tag: u8, now: i64| {
+            let s = s.clone();
+            async move {
+                s.promote_baseline(
+                    "vm1",
+                    BaselineSource::Snapshot(seq),
+                    &[policy; 32],
+                    &[region(tag)],
+                    "admin",
+                    now,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        assert_eq!(promote(0, 3, 1, 5).await, 1);
+        assert_eq!(promote(4, 4, 9, 6).await, 2);
         let b = s.active_baseline("vm1").await.unwrap().unwrap();
         assert_eq!(b.version, 2);
         assert_eq!(b.policy_digest, Some([4; 32]));
