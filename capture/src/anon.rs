@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use crate::source::{DirtyLog, DirtyPages, GuestMemory, MemorySource, PAGE, Pausable, SourceError};
+use crate::source::{DirtyLog, DirtyPages, GuestMemory, PAGE, Pausable, SourceError};
 
 type Mem = GuestMemoryMmap<AtomicBitmap>;
 
@@ -188,21 +188,9 @@ impl DirtyLog for AnonMemory {
             let written: &AtomicBitmap = std::ops::Deref::deref(r).bitmap();
             d.merge(r.start_addr().0 / PAGE, &written.get_and_reset());
         }
-        if !self.tracking {
-            // Tracking starts now: everything before counts as written.
-            self.tracking = true;
-            d.insert_ram(&self.ram());
-        }
-        Ok(d)
+        let ram = self.ram();
+        Ok(d.since_tracking(&mut self.tracking, &ram))
     }
 }
 
-impl MemorySource for AnonMemory {
-    fn pausable(&mut self) -> Option<&mut dyn Pausable> {
-        Some(self)
-    }
-
-    fn dirty_log(&mut self) -> Option<&mut dyn DirtyLog> {
-        Some(self)
-    }
-}
+crate::pausable_with_dirty_log!(AnonMemory);

@@ -117,6 +117,16 @@ impl DirtyPages {
         }
     }
 
+    /// This log as a source returns it: the first time (`tracking` not yet started, which this
+    /// starts) with every page of `ram` added, since everything before counts as written.
+    pub fn since_tracking(mut self, tracking: &mut bool, ram: &[(u64, u64)]) -> Self {
+        if !*tracking {
+            *tracking = true;
+            self.insert_ram(ram);
+        }
+        self
+    }
+
     /// Union with another set.
     pub fn union(&mut self, other: &DirtyPages) {
         if other.bits.len() > self.bits.len() {
@@ -230,6 +240,22 @@ pub trait MemorySource: GuestMemory {
     fn dirty_log(&mut self) -> Option<&mut dyn DirtyLog> {
         None
     }
+}
+
+/// `impl MemorySource for T` handing out both capabilities, for a source that is [`Pausable`]
+/// and has a [`DirtyLog`] (the micro-VM, anonymous memory).
+#[macro_export]
+macro_rules! pausable_with_dirty_log {
+    ($t:ty) => {
+        impl $crate::source::MemorySource for $t {
+            fn pausable(&mut self) -> Option<&mut dyn $crate::source::Pausable> {
+                Some(self)
+            }
+            fn dirty_log(&mut self) -> Option<&mut dyn $crate::source::DirtyLog> {
+                Some(self)
+            }
+        }
+    };
 }
 
 #[cfg(test)]

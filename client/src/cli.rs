@@ -53,3 +53,41 @@ pub fn print(generated: Result<Vec<u8>, String>) -> Result<(), String> {
     let b = generated?;
     std::io::Write::write_all(&mut std::io::stdout(), &b).map_err(|e| e.to_string())
 }
+
+/// Where the verifier is and how to know it: `--verifier URL --verifier-ca CA` (flattened into
+/// the commands of the host agent and the shim that talk to it).
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifierArgs {
+    /// Verifier URL (https://host:port).
+    #[arg(long, env = "VMSEAL_VERIFIER")]
+    pub verifier: String,
+    /// The verifier's CA certificate (its ca.pem).
+    #[arg(long, env = "VMSEAL_VERIFIER_CA")]
+    pub verifier_ca: std::path::PathBuf,
+}
+
+/// The agent certificate a client presents to the verifier: `--agent-cert`, `--agent-key`, by
+/// default `agent.pem` and `agent.key` in the client's state directory.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AgentCertArgs {
+    /// Agent certificate [default: STATE/agent.pem].
+    #[arg(long)]
+    pub agent_cert: Option<std::path::PathBuf>,
+    /// Its key [default: STATE/agent.key].
+    #[arg(long)]
+    pub agent_key: Option<std::path::PathBuf>,
+}
+
+impl AgentCertArgs {
+    /// The certificate and key, defaulting to `agent.pem` and `agent.key` in `state`.
+    pub fn paths(&self, state: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        (
+            self.agent_cert
+                .clone()
+                .unwrap_or_else(|| state.join("agent.pem")),
+            self.agent_key
+                .clone()
+                .unwrap_or_else(|| state.join("agent.key")),
+        )
+    }
+}

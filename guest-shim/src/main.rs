@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use vmseal_capture::{Baseline, Snapshot};
+use vmseal_client::cli::{AgentCertArgs, VerifierArgs};
+use vmseal_sealer::state::StandInOptions;
 use vmseal_sealer::state::{GuestInitOptions, HostState, SnpChoice};
 use vmseal_shim::attest::{
     RunConfig, TargetSpec, attest_once, capture, load_baseline, verdict_line,
@@ -65,22 +67,6 @@ struct Target {
     baseline: Option<PathBuf>,
 }
 
-#[derive(clap::Args)]
-struct Verifier {
-    /// Verifier URL.
-    #[arg(long, env = "VMSEAL_VERIFIER")]
-    verifier: String,
-    /// The verifier's CA certificate.
-    #[arg(long)]
-    verifier_ca: PathBuf,
-    /// This guest's agent certificate [default: STATE/agent.pem].
-    #[arg(long)]
-    agent_cert: Option<PathBuf>,
-    /// Its key [default: STATE/agent.key].
-    #[arg(long)]
-    agent_key: Option<PathBuf>,
-}
-
 #[derive(Subcommand)]
 enum Cmd {
     /// Print a shell completion script (bash, zsh, fish or elvish), e.g. into
@@ -130,7 +116,9 @@ enum Cmd {
         #[arg(long)]
         state: PathBuf,
         #[command(flatten)]
-        verifier: Verifier,
+        to: VerifierArgs,
+        #[command(flatten)]
+        agent: AgentCertArgs,
         /// The enrollment token certificate.
         #[arg(long)]
         token_cert: PathBuf,
@@ -178,7 +166,9 @@ interval_secs = 300\n\n  [[target]]\n  vm_id = \"web-1\"\n  source = \"kernel\"\
         #[arg(long)]
         state: PathBuf,
         #[command(flatten)]
-        verifier: Verifier,
+        to: VerifierArgs,
+        #[command(flatten)]
+        agent: AgentCertArgs,
         /// The VM id the verifier knows this guest's evidence under.
         #[arg(long)]
         vm_id: String,
@@ -231,12 +221,10 @@ fn client(
     state: &Path,
     url: &str,
     ca: &Path,
-    cert: Option<&Path>,
-    key: Option<&Path>,
+    agent: &AgentCertArgs,
 ) -> Result<vmseal_client::Client> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let cert = cert.map_or_else(|| state.join("agent.pem"), Path::to_owned);
-    let key = key.map_or_else(|| state.join("agent.key"), Path::to_owned);
+    let (cert, key) = agent.paths(state);
     Ok(vmseal_client::Client::new(
         url,
         &read(ca)?,
@@ -295,9 +283,10 @@ fn run(cmd: Cmd) -> Result<u8> {
                         tcti,
                         pcrs: (0..8).collect(),
                         snp,
-                        insecure_product: vmseal_sealer::snp::Product::Genoa,
-                        insecure_report_version: 3,
-                        insecure_knobs,
+                        insecure: StandInOptions {
+                            knobs: insecure_knobs,
+                            ..Default::default()
+                        },
                         nonce: None,
                         validity,
                     },
@@ -308,9 +297,10 @@ fn run(cmd: Cmd) -> Result<u8> {
                     &GuestInitOptions {
                         host_id: id.clone(),
                         snp,
-                        insecure_product: vmseal_sealer::snp::Product::Genoa,
-                        insecure_report_version: 3,
-                        insecure_knobs,
+                        insecure: StandInOptions {
+                            knobs: insecure_knobs,
+                            ..Default::default()
+                        },
                         nonce: None,
                         validity,
                     },
@@ -335,7 +325,8 @@ fn run(cmd: Cmd) -> Result<u8> {
         }
         Cmd::Enroll {
             state,
-            verifier,
+            to,
+            agent,
             token_cert,
             token_key,
             json,
@@ -344,18 +335,12 @@ fn run(cmd: Cmd) -> Result<u8> {
                 &vmseal_capture::agent::enroll::EnrollOptions {
                     state: state.clone(),
                     tcti: None,
-                    url: verifier.verifier.clone(),
-                    ca: verifier.verifier_ca.clone(),
+                    url: to.verifier.clone(),
+                    ca: to.verifier_ca.clone(),
                     token_cert,
                     token_key,
-                    agent_cert: verifier
-                        .agent_cert
-                        .clone()
-                        .unwrap_or_else(|| state.join("agent.pem")),
-                    agent_key: verifier
-                        .agent_key
-                        .clone()
-                        .unwrap_or_else(|| state.join("agent.key")),
+                    agent_cert: agent.paths(&state).0,
+                    agent_key: agent.paths(&state).1,
                 },
             )
             .context("enrolling with the verifier")?;
@@ -390,7 +375,8 @@ fn run(cmd: Cmd) -> Result<u8> {
         }
         Cmd::Attest {
             state,
-            verifier,
+            to,
+            agent,
             vm_id,
             target,
             out_dir,
@@ -398,13 +384,7 @@ fn run(cmd: Cmd) -> Result<u8> {
         } => {
             let st = HostState::load(&state, None)
                 .with_context(|| format!("cannot load the shim state {}", state.display()))?;
-            let client = client(
-                &state,
-                &verifier.verifier,
-                &verifier.verifier_ca,
-                verifier.agent_cert.as_deref(),
-                verifier.agent_key.as_deref(),
-            )?;
+            let client = client(&state, &to.verifier, &to.verifier_ca, &agent)?;
             let dir = out_dir.unwrap_or_else(|| state.join("evidence"));
             let (a, what) = attest_once(&st, &client, &vm_id, &target.spec(), &dir)?;
             if json {
@@ -431,13 +411,11 @@ fn run_schedule(config: &Path, rounds: Option<u32>, json: bool) -> Result<u8> {
     let c = RunConfig::load(config)?;
     let st = HostState::load(&c.state, None)
         .with_context(|| format!("cannot load the shim state {}", c.state.display()))?;
-    let client = client(
-        &c.state,
-        &c.verifier,
-        &c.verifier_ca,
-        c.agent_cert.as_deref(),
-        c.agent_key.as_deref(),
-    )?;
+    let agent = AgentCertArgs {
+        agent_cert: c.agent_cert.clone(),
+        agent_key: c.agent_key.clone(),
+    };
+    let client = client(&c.state, &c.verifier, &c.verifier_ca, &agent)?;
     let out_dir = c
         .out_dir
         .clone()

@@ -19,9 +19,7 @@ use vmm_sys_util::signal::Killable;
 
 use crate::guest::{self, Program};
 use crate::sys;
-use vmseal_capture::source::{
-    DirtyLog, DirtyPages, GuestMemory, MemorySource, PAGE, Pausable, SourceError,
-};
+use vmseal_capture::source::{DirtyLog, DirtyPages, GuestMemory, PAGE, Pausable, SourceError};
 
 /// Guest memory with a bitmap of host writes.
 pub type GuestMem = GuestMemoryMmap<AtomicBitmap>;
@@ -453,24 +451,12 @@ impl DirtyLog for MicroVm {
             let host_writes: &AtomicBitmap = std::ops::Deref::deref(r).bitmap();
             d.merge(first, &host_writes.get_and_reset());
         }
-        if !self.dirty_started {
-            // Tracking starts now: everything before counts as dirty.
-            self.dirty_started = true;
-            d.insert_ram(&self.ram());
-        }
-        Ok(d)
+        let ram = self.ram();
+        Ok(d.since_tracking(&mut self.dirty_started, &ram))
     }
 }
 
-impl MemorySource for MicroVm {
-    fn pausable(&mut self) -> Option<&mut dyn Pausable> {
-        Some(self)
-    }
-
-    fn dirty_log(&mut self) -> Option<&mut dyn DirtyLog> {
-        Some(self)
-    }
-}
+vmseal_capture::pausable_with_dirty_log!(MicroVm);
 
 impl Drop for MicroVm {
     fn drop(&mut self) {

@@ -24,7 +24,9 @@ use vmseal_host::qemu::QemuSource;
 use vmseal_sealer::claims::{CaptureKind, RegionClass, Severity};
 use vmseal_sealer::merkle::{HashAlg, PAGE_SIZE};
 use vmseal_sealer::snp::Product;
-use vmseal_sealer::state::{HostState, InitOptions, SnpChoice, check_vm_id, init, write_atomic};
+use vmseal_sealer::state::{
+    HostState, InitOptions, SnpChoice, StandInOptions, check_vm_id, init, write_atomic,
+};
 
 #[derive(Parser)]
 #[command(
@@ -157,24 +159,17 @@ struct EnrollArgs {
     /// TPM TCTI, if not the one recorded at init.
     #[arg(long, env = "VMSEAL_TPM")]
     tpm: Option<String>,
-    /// Verifier URL (https://host:port).
-    #[arg(long, env = "VMSEAL_VERIFIER")]
-    verifier: String,
-    /// The verifier's CA certificate (its ca.pem).
-    #[arg(long)]
-    verifier_ca: PathBuf,
+    #[command(flatten)]
+    to: vmseal_client::cli::VerifierArgs,
     /// Enrollment token certificate (from the verifier's admin).
     #[arg(long)]
     token_cert: PathBuf,
     /// Enrollment token key.
     #[arg(long)]
     token_key: PathBuf,
-    /// Where to write the agent certificate [default: STATE/agent.pem].
-    #[arg(long)]
-    agent_cert: Option<PathBuf>,
-    /// Where to write the agent key [default: STATE/agent.key].
-    #[arg(long)]
-    agent_key: Option<PathBuf>,
+    /// Where to write the agent certificate and key.
+    #[command(flatten)]
+    agent: vmseal_client::cli::AgentCertArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -216,18 +211,11 @@ struct RenewArgs {
     /// TPM TCTI, if not the one recorded at init.
     #[arg(long, env = "VMSEAL_TPM")]
     tpm: Option<String>,
-    /// Verifier URL (https://host:port).
-    #[arg(long, env = "VMSEAL_VERIFIER")]
-    verifier: String,
-    /// The verifier's CA certificate (its ca.pem).
-    #[arg(long)]
-    verifier_ca: PathBuf,
-    /// The agent certificate to renew [default: STATE/agent.pem].
-    #[arg(long)]
-    agent_cert: Option<PathBuf>,
-    /// Its key [default: STATE/agent.key].
-    #[arg(long)]
-    agent_key: Option<PathBuf>,
+    #[command(flatten)]
+    to: vmseal_client::cli::VerifierArgs,
+    /// The agent certificate to renew (and its key).
+    #[command(flatten)]
+    agent: vmseal_client::cli::AgentCertArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -562,11 +550,13 @@ prove nothing; verifiers refuse them unless configured with its test root. Tests
         tcti: tpm,
         pcrs: parse_pcrs(pcrs)?,
         snp,
-        insecure_product,
-        insecure_report_version,
-        insecure_knobs: standin
-            .knobs(snp == SnpChoice::InsecureSoft)
-            .map_err(anyhow::Error::msg)?,
+        insecure: StandInOptions {
+            product: insecure_product,
+            report_version: insecure_report_version,
+            knobs: standin
+                .knobs(snp == SnpChoice::InsecureSoft)
+                .map_err(anyhow::Error::msg)?,
+        },
         nonce: nonce
             .map(|n| hex::decode(n.trim()))
             .transpose()
@@ -1466,14 +1456,13 @@ fn cmd_status(a: StatusArgs) -> Result<()> {
 }
 
 fn cmd_renew(a: RenewArgs) -> Result<()> {
-    let cert = a.agent_cert.unwrap_or_else(|| a.state.join("agent.pem"));
-    let key = a.agent_key.unwrap_or_else(|| a.state.join("agent.key"));
+    let (cert, key) = a.agent.paths(&a.state);
     let before = vmseal_capture::agent::enroll::days_left(&cert)?;
     let not_after = vmseal_capture::agent::enroll::renew(
         &a.state,
         a.tpm.as_deref(),
-        &a.verifier,
-        &a.verifier_ca,
+        &a.to.verifier,
+        &a.to.verifier_ca,
         &cert,
         &key,
     )?;
@@ -1494,13 +1483,14 @@ fn cmd_renew(a: RenewArgs) -> Result<()> {
 }
 
 fn cmd_enroll(a: EnrollArgs) -> Result<()> {
+    let (agent_cert, agent_key) = a.agent.paths(&a.state);
     let o = vmseal_capture::agent::enroll::EnrollOptions {
-        agent_cert: a.agent_cert.unwrap_or_else(|| a.state.join("agent.pem")),
-        agent_key: a.agent_key.unwrap_or_else(|| a.state.join("agent.key")),
+        agent_cert,
+        agent_key,
         state: a.state,
         tcti: a.tpm,
-        url: a.verifier,
-        ca: a.verifier_ca,
+        url: a.to.verifier,
+        ca: a.to.verifier_ca,
         token_cert: a.token_cert,
         token_key: a.token_key,
     };

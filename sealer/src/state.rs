@@ -166,16 +166,52 @@ pub struct InitOptions {
     pub pcrs: Vec<u8>,
     /// SNP provider.
     pub snp: SnpChoice,
-    /// Product layout for the stand-in.
-    pub insecure_product: Product,
-    /// Report version for the stand-in.
-    pub insecure_report_version: u32,
-    /// What the INSECURE stand-in's report says of the guest (tests make bad reports with it).
-    pub insecure_knobs: crate::snp::standin::ReportKnobs,
+    /// How the INSECURE stand-in reports (with [`SnpChoice::InsecureSoft`] only).
+    pub insecure: StandInOptions,
     /// Nonce to bind (a verifier's challenge); random when absent.
     pub nonce: Option<Vec<u8>>,
     /// Intermediate certificate lifetime.
     pub validity: Duration,
+}
+
+/// How the INSECURE software SEV-SNP stand-in makes its reports (tests only: its reports prove
+/// nothing, and verifiers refuse them unless told its root).
+#[derive(Debug, Clone, Copy)]
+pub struct StandInOptions {
+    /// Product layout (Milan, Genoa, Turin).
+    pub product: Product,
+    /// Report version (2, 3 or 5).
+    pub report_version: u32,
+    /// What its report says of the guest (tests make bad reports with it).
+    pub knobs: crate::snp::standin::ReportKnobs,
+}
+
+impl Default for StandInOptions {
+    /// A Genoa, version 3 report of a guest with the default policy.
+    fn default() -> Self {
+        Self {
+            product: Product::Genoa,
+            report_version: 3,
+            knobs: Default::default(),
+        }
+    }
+}
+
+impl StandInOptions {
+    /// A fresh test hierarchy (ARK → ASK → VCEK) and its report over `report_data`.
+    fn report(
+        &self,
+        report_data: &[u8; 64],
+    ) -> Result<(TestHierarchy, crate::snp::provider::SnpEvidence), StateError> {
+        let h = TestHierarchy::generate(self.product)?;
+        let ev = InsecureSoft {
+            hierarchy: h.clone(),
+            version: self.report_version,
+            knobs: self.knobs,
+        }
+        .report(report_data)?;
+        Ok((h, ev))
+    }
 }
 
 /// Write `bytes` to `path` atomically.
@@ -274,13 +310,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
         SnpChoice::Configfs => Some(ConfigfsTsm::default().report(&report_data)?),
         SnpChoice::SevGuest => Some(SevGuest::default().report(&report_data)?),
         SnpChoice::InsecureSoft => {
-            let h = TestHierarchy::generate(opts.insecure_product)?;
-            let ev = InsecureSoft {
-                hierarchy: h.clone(),
-                version: opts.insecure_report_version,
-                knobs: opts.insecure_knobs,
-            }
-            .report(&report_data)?;
+            let (h, ev) = opts.insecure.report(&report_data)?;
             insecure = Some(h);
             Some(ev)
         }
@@ -323,9 +353,9 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
         snp: opts.snp,
         seal: SeedSeal::Tpm,
         created: now_rfc3339(),
-        insecure_policy: opts.insecure_knobs.policy,
-        insecure_vmpl: opts.insecure_knobs.vmpl,
-        insecure_measurement: opts.insecure_knobs.measurement.map(hex::encode),
+        insecure_policy: opts.insecure.knobs.policy,
+        insecure_vmpl: opts.insecure.knobs.vmpl,
+        insecure_measurement: opts.insecure.knobs.measurement.map(hex::encode),
     };
     // state.json last: its presence marks a complete state.
     let json =
@@ -375,12 +405,8 @@ pub struct GuestInitOptions {
     /// The SNP provider: configfs-tsm or /dev/sev-guest (either way the seed is sealed with the
     /// key /dev/sev-guest derives), or the INSECURE stand-in.
     pub snp: SnpChoice,
-    /// Product layout for the stand-in.
-    pub insecure_product: Product,
-    /// Report version for the stand-in.
-    pub insecure_report_version: u32,
-    /// What the INSECURE stand-in's report says of the guest (tests make bad reports with it).
-    pub insecure_knobs: crate::snp::standin::ReportKnobs,
+    /// How the INSECURE stand-in reports (with [`SnpChoice::InsecureSoft`] only).
+    pub insecure: StandInOptions,
     /// Nonce to bind; random when absent.
     pub nonce: Option<Vec<u8>>,
     /// Intermediate certificate lifetime.
@@ -410,13 +436,7 @@ pub fn init_guest(dir: &Path, opts: &GuestInitOptions) -> Result<InitReport, Sta
     let report_data = snp_binding(key.spki_der(), &nonce);
     let (evidence, derived, insecure) = match opts.snp {
         SnpChoice::InsecureSoft => {
-            let h = TestHierarchy::generate(opts.insecure_product)?;
-            let ev = InsecureSoft {
-                hierarchy: h.clone(),
-                version: opts.insecure_report_version,
-                knobs: opts.insecure_knobs,
-            }
-            .report(&report_data)?;
+            let (h, ev) = opts.insecure.report(&report_data)?;
             let k = crate::snp::derived::insecure_key(&h).map_err(|e| malformed(dir, e))?;
             (ev, k, Some(h))
         }
@@ -464,9 +484,9 @@ pub fn init_guest(dir: &Path, opts: &GuestInitOptions) -> Result<InitReport, Sta
         snp: opts.snp,
         seal: SeedSeal::SnpDerived,
         created: now_rfc3339(),
-        insecure_policy: opts.insecure_knobs.policy,
-        insecure_vmpl: opts.insecure_knobs.vmpl,
-        insecure_measurement: opts.insecure_knobs.measurement.map(hex::encode),
+        insecure_policy: opts.insecure.knobs.policy,
+        insecure_vmpl: opts.insecure.knobs.vmpl,
+        insecure_measurement: opts.insecure.knobs.measurement.map(hex::encode),
     };
     let json =
         serde_json::to_vec_pretty(&cfg).map_err(|e| malformed(&dir.join("state.json"), e))?;

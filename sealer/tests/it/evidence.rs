@@ -7,7 +7,7 @@ use vmseal_sealer::evidence::{DecodedEvidence, Sealer};
 use vmseal_sealer::keys::IntermediateKey;
 use vmseal_sealer::snp::Product;
 use vmseal_sealer::snp::standin::TestHierarchy;
-use vmseal_sealer::state::{HostState, InitOptions, SnpChoice, init};
+use vmseal_sealer::state::{HostState, InitOptions, SnpChoice, StandInOptions, init};
 use vmseal_sealer::verify::{AnchorRequirement, TrustConfig, VerifyError, verify_evidence};
 use vmseal_sealer::x509::{IntermediateProfile, LeafError, issue_intermediate};
 use vmseal_testkit::Swtpm;
@@ -18,9 +18,10 @@ fn opts(sw: &Swtpm, snp: SnpChoice) -> InitOptions {
         tcti: sw.tcti(),
         pcrs: (0..8).collect(),
         snp,
-        insecure_product: Product::Milan,
-        insecure_report_version: 3,
-        insecure_knobs: Default::default(),
+        insecure: StandInOptions {
+            product: Product::Milan,
+            ..Default::default()
+        },
         nonce: None,
         validity: Duration::days(30),
     }

@@ -6,7 +6,8 @@ use time::{Duration, OffsetDateTime};
 use vmseal_sealer::claims::example;
 use vmseal_sealer::snp::Product;
 use vmseal_sealer::state::{
-    EnrollmentMaterial, GuestInitOptions, HostState, SeedSeal, SnpChoice, StateError, init_guest,
+    EnrollmentMaterial, GuestInitOptions, HostState, SeedSeal, SnpChoice, StandInOptions,
+    StateError, init_guest,
 };
 use vmseal_sealer::verify::{AnchorRequirement, TrustConfig, verify_evidence};
 
@@ -14,9 +15,10 @@ fn opts() -> GuestInitOptions {
     GuestInitOptions {
         host_id: "guest-1".into(),
         snp: SnpChoice::InsecureSoft,
-        insecure_product: Product::Genoa,
-        insecure_report_version: 3,
-        insecure_knobs: Default::default(),
+        insecure: StandInOptions {
+            product: Product::Genoa,
+            ..Default::default()
+        },
         nonce: None,
         validity: Duration::days(30),
     }

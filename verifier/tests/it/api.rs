@@ -1145,7 +1145,7 @@ fn the_hardware_policy_refuses_a_debug_guest_and_names_the_field() {
     use base64::engine::general_purpose::STANDARD as B64;
     use vmseal_sealer::snp::Product;
     use vmseal_sealer::snp::standin::ReportKnobs;
-    use vmseal_sealer::state::{GuestInitOptions, SnpChoice, init_guest};
+    use vmseal_sealer::state::{GuestInitOptions, SnpChoice, StandInOptions, init_guest};
 
     // Three SNP guests (INSECURE stand-in, one product each so one verifier accepts all three
     // test roots): a DEBUG guest, a guest at VMPL 2, an ordinary one.
@@ -1156,9 +1156,11 @@ fn the_hardware_policy_refuses_a_debug_guest_and_names_the_field() {
             &GuestInitOptions {
                 host_id: id.into(),
                 snp: SnpChoice::InsecureSoft,
-                insecure_product: product,
-                insecure_report_version: 3,
-                insecure_knobs: knobs,
+                insecure: StandInOptions {
+                    product,
+                    report_version: 3,
+                    knobs,
+                },
                 nonce: None,
                 validity: Duration::days(1),
             },
@@ -1387,7 +1389,7 @@ fn tpm_enrollment_runs_credential_activation() {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as B64;
     use vmseal_sealer::snp::Product;
-    use vmseal_sealer::state::{EnrollmentMaterial, InitOptions, SnpChoice, init};
+    use vmseal_sealer::state::{EnrollmentMaterial, InitOptions, SnpChoice, StandInOptions, init};
 
     let sw = vmseal_testkit::Swtpm::start().unwrap();
     let state = tempfile::tempdir().unwrap();
@@ -1398,9 +1400,10 @@ fn tpm_enrollment_runs_credential_activation() {
             tcti: sw.tcti(),
             pcrs: (0..8).collect(),
             snp: SnpChoice::InsecureSoft,
-            insecure_product: Product::Milan,
-            insecure_report_version: 3,
-            insecure_knobs: Default::default(),
+            insecure: StandInOptions {
+                product: Product::Milan,
+                ..Default::default()
+            },
             nonce: None,
             validity: Duration::days(1),
         },
@@ -1453,9 +1456,11 @@ fn tpm_enrollment_runs_credential_activation() {
             tcti: sw2.tcti(),
             pcrs: (0..8).collect(),
             snp: SnpChoice::InsecureSoft,
-            insecure_product: Product::Genoa, // its own stand-in root (one per product)
-            insecure_report_version: 3,
-            insecure_knobs: Default::default(),
+            insecure: StandInOptions {
+                // its own stand-in root (one per product)
+                product: Product::Genoa,
+                ..Default::default()
+            },
             nonce: None,
             validity: Duration::days(1),
         },
