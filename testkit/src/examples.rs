@@ -148,6 +148,13 @@ fn after_helps(c: &clap::Command, out: &mut Vec<String>) {
     }
 }
 
+/// [`assert_examples_parse`] for the binary `bin` whose command line is `C`.
+pub fn assert_cli_examples_parse<C: clap::Parser>(bin: &str, min: usize) {
+    assert_examples_parse(C::command(), bin, min, |args| {
+        C::try_parse_from(args).map(drop).map_err(|e| e.to_string())
+    });
+}
+
 /// Assert that every example of `bin` in `cmd`'s `--help` texts and in README.md and docs/*.md
 /// parses with `parse` (the binary's own `Cli::try_parse_from`), that the definition is
 /// consistent (`debug_assert`), and that at least `min` examples were found.

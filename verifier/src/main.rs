@@ -1613,24 +1613,10 @@ mod renewal_tests {
     }
 }
 
+/// Every example of `vmseal-verifier`, in its `--help` texts and in README.md and docs/*.md,
+/// parses with its CLI definition as printed (and the definition itself is consistent).
 #[cfg(test)]
-mod examples_tests {
-    use super::*;
-
-    /// Every example of this binary, in its `--help` texts and in README.md and docs/*.md,
-    /// parses with its CLI definition as printed (and the definition itself is consistent).
-    #[test]
-    fn every_example_in_help_and_docs_parses() {
-        use clap::CommandFactory as _;
-        vmseal_testkit::examples::assert_examples_parse(
-            Cli::command(),
-            "vmseal-verifier",
-            15,
-            |args| {
-                Cli::try_parse_from(args)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            },
-        );
-    }
+#[test]
+fn every_example_in_help_and_docs_parses() {
+    vmseal_testkit::examples::assert_cli_examples_parse::<Cli>("vmseal-verifier", 15);
 }
