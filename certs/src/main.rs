@@ -265,18 +265,12 @@ fn verdict(n: &Node, allow_insecure: bool) -> Vec<String> {
 
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
-        Cmd::Completions { shell } => {
-            use clap::CommandFactory as _;
-            vmseal_client::cli::print(vmseal_client::cli::completions(Cli::command(), &shell))
-                .map_err(anyhow::Error::msg)
-                .map(|()| true)
-        }
-        Cmd::Man => {
-            use clap::CommandFactory as _;
-            vmseal_client::cli::print(vmseal_client::cli::man_page(Cli::command()))
-                .map_err(anyhow::Error::msg)
-                .map(|()| true)
-        }
+        Cmd::Completions { shell } => vmseal_client::cli::print_completions::<Cli>(&shell)
+            .map_err(anyhow::Error::msg)
+            .map(|()| true),
+        Cmd::Man => vmseal_client::cli::print_man::<Cli>()
+            .map_err(anyhow::Error::msg)
+            .map(|()| true),
         Cmd::Inspect { files, trust } => {
             let ctx = context(&trust)?;
             let mut out = Vec::new();

@@ -48,6 +48,29 @@ pub fn man_page(cmd: clap::Command) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// `completions SHELL` of the binary whose command line is `C`: the script, on stdout.
+pub fn print_completions<C: clap::CommandFactory>(shell: &str) -> Result<(), String> {
+    print(completions(C::command(), shell))
+}
+
+/// `man` of the binary whose command line is `C`: its man page, on stdout.
+pub fn print_man<C: clap::CommandFactory>() -> Result<(), String> {
+    print(man_page(C::command()))
+}
+
+/// Log to stderr what `VMSEAL_LOG` selects (an `EnvFilter`: `debug`, `warn,tss_esapi=debug`, …),
+/// else `default`; colour only on a terminal (a log file or journal gets plain text).
+pub fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VMSEAL_LOG")
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 /// Write generated text (completions, a man page) to stdout.
 pub fn print(generated: Result<Vec<u8>, String>) -> Result<(), String> {
     let b = generated?;

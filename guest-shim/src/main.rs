@@ -243,18 +243,12 @@ fn exit_for(tier: vmseal_client::Tier) -> u8 {
 
 fn run(cmd: Cmd) -> Result<u8> {
     match cmd {
-        Cmd::Completions { shell } => {
-            use clap::CommandFactory as _;
-            vmseal_client::cli::print(vmseal_client::cli::completions(Cli::command(), &shell))
-                .map_err(anyhow::Error::msg)
-                .map(|()| 0)
-        }
-        Cmd::Man => {
-            use clap::CommandFactory as _;
-            vmseal_client::cli::print(vmseal_client::cli::man_page(Cli::command()))
-                .map_err(anyhow::Error::msg)
-                .map(|()| 0)
-        }
+        Cmd::Completions { shell } => vmseal_client::cli::print_completions::<Cli>(&shell)
+            .map_err(anyhow::Error::msg)
+            .map(|()| 0),
+        Cmd::Man => vmseal_client::cli::print_man::<Cli>()
+            .map_err(anyhow::Error::msg)
+            .map(|()| 0),
         Cmd::Init {
             state,
             snp,

@@ -1534,28 +1534,15 @@ fn cmd_enroll(a: EnrollArgs) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     vmseal_capture::agent::quiet_tpm_library();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // The TPM crate's own lines repeat what vmseal's errors say (with the fix): off unless
-            // VMSEAL_LOG asks for them (e.g. VMSEAL_LOG=warn,tss_esapi=debug).
-            tracing_subscriber::EnvFilter::try_from_env("VMSEAL_LOG")
-                .unwrap_or_else(|_| "warn,tss_esapi=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The TPM crate's own lines repeat what vmseal's errors say (with the fix): off unless
+    // VMSEAL_LOG asks for them (e.g. VMSEAL_LOG=warn,tss_esapi=debug).
+    vmseal_client::cli::init_logging("warn,tss_esapi=off");
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Completions { shell } => {
-            use clap::CommandFactory as _;
-            vmseal_client::cli::print(vmseal_client::cli::completions(Cli::command(), &shell))
-                .map_err(anyhow::Error::msg)
+            vmseal_client::cli::print_completions::<Cli>(&shell).map_err(anyhow::Error::msg)
         }
-        Command::Man => {
-            use clap::CommandFactory as _;
-            vmseal_client::cli::print(vmseal_client::cli::man_page(Cli::command()))
-                .map_err(anyhow::Error::msg)
-        }
+        Command::Man => vmseal_client::cli::print_man::<Cli>().map_err(anyhow::Error::msg),
         Command::Init(a) => cmd_init(a),
         Command::Seal(a) => cmd_seal(a),
         Command::Capture(a) => cmd_capture(a),

@@ -1457,27 +1457,13 @@ fn print_appraisals(list: &vmseal_client::AppraisalList) {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VMSEAL_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: a log file or journal gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    vmseal_client::cli::init_logging("info");
     let cli = Cli::parse();
     let r = match cli.command {
         Cmd::Completions { shell } => {
-            use clap::CommandFactory as _;
-            vmseal_client::cli::print(vmseal_client::cli::completions(Cli::command(), &shell))
-                .map_err(anyhow::Error::msg)
+            vmseal_client::cli::print_completions::<Cli>(&shell).map_err(anyhow::Error::msg)
         }
-        Cmd::Man => {
-            use clap::CommandFactory as _;
-            vmseal_client::cli::print(vmseal_client::cli::man_page(Cli::command()))
-                .map_err(anyhow::Error::msg)
-        }
+        Cmd::Man => vmseal_client::cli::print_man::<Cli>().map_err(anyhow::Error::msg),
         Cmd::Init { state, names, json } => Ca::init(&state, &names)
             .map(|_| {
                 if json {
