@@ -70,3 +70,34 @@ impl<S: MemorySource + ?Sized> MemorySource for StayPaused<'_, S> {
         }
     }
 }
+
+/// Each region's name and root, in order: what two captures of the same memory agree on.
+pub fn roots(s: &crate::Snapshot) -> Vec<(String, [u8; 32])> {
+    s.regions().into_iter().map(|r| (r.name, r.root)).collect()
+}
+
+/// A pre-copy capture of `src` under `plan`, then a stop-copy one of the memory as the first
+/// left it paused, which must be the same — the guest having written meanwhile, so that the
+/// pre-copy read some pages again while paused (else the test proved nothing). Both snapshots
+/// (pre-copy, stop-copy); the source stays paused. A capture that fails is the error.
+pub fn pre_copy_then_stop_copy<S: MemorySource + ?Sized>(
+    src: &mut S,
+    plan: crate::Plan,
+) -> Result<(crate::Snapshot, crate::Snapshot), crate::CaptureError> {
+    use crate::{Consistency, Snapshot};
+    let pages = plan.pages().len() as u64;
+    let pre = Snapshot::full(
+        &mut StayPaused(&mut *src),
+        plan.clone(),
+        Consistency::PreCopy,
+    )?;
+    assert!(
+        pre.stats.pages_read > pages,
+        "the guest wrote during the pre-copy pass, so some pages must have been read again while \
+         paused: {:?}",
+        pre.stats
+    );
+    let stop = Snapshot::full(&mut StayPaused(&mut *src), plan, Consistency::StopCopy)?;
+    assert_eq!(roots(&pre), roots(&stop), "pre-copy and stop-copy differ");
+    Ok((pre, stop))
+}

@@ -13,7 +13,7 @@ use vmseal_capture::anon::{AnonMemory, Guest};
 use vmseal_capture::dump::RawDump;
 use vmseal_capture::policy::{Policy, SymbolMap};
 use vmseal_capture::source::{GuestMemory, MemorySource, PAGE, Pausable};
-use vmseal_capture::testing::StayPaused;
+use vmseal_capture::testing::{StayPaused, pre_copy_then_stop_copy, roots};
 use vmseal_capture::{Baseline, CaptureError, Consistency, Plan, Snapshot};
 
 const MIB: u64 = 1 << 20;
@@ -86,10 +86,6 @@ fn plan(src: &dyn GuestMemory, nonce: Option<&[u8]>) -> Plan {
     .unwrap()
 }
 
-fn roots(s: &Snapshot) -> Vec<(String, [u8; 32])> {
-    s.regions().into_iter().map(|r| (r.name, r.root)).collect()
-}
-
 /// A guest thread writing its working set, page after page, until stopped.
 struct Writer {
     stop: Arc<AtomicBool>,
@@ -130,14 +126,7 @@ fn pre_copy_equals_stop_copy_of_the_memory_at_the_pause() {
     let writer = Writer::start(guest);
     // Let the guest get going, so that it writes during the pre-copy pass.
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let pre = Snapshot::full(&mut StayPaused(&mut mem), p.clone(), Consistency::PreCopy).unwrap();
-    assert!(
-        pre.stats.pages_read > p.pages().len() as u64,
-        "the guest wrote during the pre-copy pass, so some pages were read again while paused: {:?}",
-        pre.stats
-    );
-    let stop = Snapshot::full(&mut StayPaused(&mut mem), p, Consistency::StopCopy).unwrap();
-    assert_eq!(roots(&pre), roots(&stop));
+    pre_copy_then_stop_copy(&mut mem, p).unwrap();
     let writes = writer.stop(&mut mem);
     assert!(writes > 0);
 }

@@ -77,6 +77,20 @@ pub fn print(generated: Result<Vec<u8>, String>) -> Result<(), String> {
     std::io::Write::write_all(&mut std::io::stdout(), &b).map_err(|e| e.to_string())
 }
 
+/// `run`: the service of an agent (the host's, the shim's) on its configuration file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The configuration (TOML; relative paths are relative to it).
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+    /// Stop after this many rounds (default: run until SIGTERM or SIGINT).
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// One JSON object per capture on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Where the verifier is and how to know it: `--verifier URL --verifier-ca CA` (flattened into
 /// the commands of the host agent and the shim that talk to it).
 #[derive(Debug, Clone, clap::Args)]

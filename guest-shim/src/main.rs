@@ -148,17 +148,7 @@ state = \"/var/lib/vmseal-shim\"\n  verifier = \"https://verifier:8443\"\n  veri
 interval_secs = 300\n\n  [[target]]\n  vm_id = \"web-1\"\n  source = \"kernel\"\n  policy = \"linux.toml\"\n\n  \
 [[target]]\n  vm_id = \"web-1-sshd\"\n  source = \"process:sshd\"\n  policy = \"sshd.toml\"\n  baseline = \"sshd.base\""
     )]
-    Run {
-        /// The configuration file.
-        #[arg(long)]
-        config: PathBuf,
-        /// Stop after this many rounds (default: until SIGTERM).
-        #[arg(long)]
-        rounds: Option<u32>,
-        /// One JSON object per attestation.
-        #[arg(long)]
-        json: bool,
-    },
+    Run(vmseal_client::cli::RunArgs),
     /// Attest: a nonce from the verifier, a capture answering it, sealed, submitted; prints the
     /// verdict and trust score. Exit 0 affirming, 1 warning, 2 contraindicated, 3 no attestation.
     Attest {
@@ -265,9 +255,12 @@ fn run(cmd: Cmd) -> Result<u8> {
             };
             vmseal_sealer::state::check_vm_id(&id)?;
             let validity = time::Duration::days(validity_days);
-            let insecure_knobs = standin
-                .knobs(snp == SnpChoice::InsecureSoft)
-                .map_err(anyhow::Error::msg)?;
+            let insecure = StandInOptions {
+                knobs: standin
+                    .knobs(snp == SnpChoice::InsecureSoft)
+                    .map_err(anyhow::Error::msg)?,
+                ..Default::default()
+            };
             match tpm {
                 // A vTPM: the host's state layout, the TPM sealing the seed, both anchors.
                 Some(tcti) => vmseal_sealer::state::init(
@@ -277,10 +270,7 @@ fn run(cmd: Cmd) -> Result<u8> {
                         tcti,
                         pcrs: (0..8).collect(),
                         snp,
-                        insecure: StandInOptions {
-                            knobs: insecure_knobs,
-                            ..Default::default()
-                        },
+                        insecure,
                         nonce: None,
                         validity,
                     },
@@ -291,10 +281,7 @@ fn run(cmd: Cmd) -> Result<u8> {
                     &GuestInitOptions {
                         host_id: id.clone(),
                         snp,
-                        insecure: StandInOptions {
-                            knobs: insecure_knobs,
-                            ..Default::default()
-                        },
+                        insecure,
                         nonce: None,
                         validity,
                     },
@@ -388,11 +375,7 @@ fn run(cmd: Cmd) -> Result<u8> {
             }
             Ok(exit_for(a.tier))
         }
-        Cmd::Run {
-            config,
-            rounds,
-            json,
-        } => run_schedule(&config, rounds, json),
+        Cmd::Run(a) => run_schedule(&a.config, a.rounds, a.json),
     }
 }
 

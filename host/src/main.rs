@@ -122,17 +122,7 @@ max_concurrent, budget_mbps, and one [[vm]] per guest with its source, policy an
 docs/operations.md. SIGINT or SIGTERM stops the agent after the captures in flight.\n\n\
 Example:\n  vmseal-host run --config /etc/vmseal/agent.toml"
     )]
-    Run {
-        /// Agent configuration (TOML).
-        #[arg(long)]
-        config: PathBuf,
-        /// Capture each VM this many times, then exit (default: run until stopped).
-        #[arg(long)]
-        rounds: Option<u32>,
-        /// One JSON object per capture on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Run(vmseal_client::cli::RunArgs),
     /// Measure capture performance on a micro-VM (figures beside same-process baselines).
     #[command(
         after_help = "Prints the figures of docs/benchmarks.md; --json prints one JSON object.\n\n\
@@ -1555,11 +1545,7 @@ fn main() -> std::process::ExitCode {
             threads,
             json,
         } => cmd_bench(mem_mib, threads, json),
-        Command::Run {
-            config,
-            rounds,
-            json,
-        } => cmd_run(&config, rounds, json),
+        Command::Run(a) => cmd_run(&a.config, a.rounds, a.json),
         Command::Vm(VmCommand::Listing) => {
             guest::assemble().map_err(anyhow::Error::from).map(|p| {
                 println!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use vmseal_capture::policy::Policy;
 use vmseal_capture::source::Pausable;
-use vmseal_capture::testing::StayPaused;
+use vmseal_capture::testing::{StayPaused, pre_copy_then_stop_copy, roots};
 use vmseal_capture::{Consistency, Plan, Snapshot};
 use vmseal_host::guest;
 use vmseal_host::kvm::{MicroVm, MicroVmConfig};
@@ -33,23 +33,11 @@ fn plan(vm: &MicroVm, nonce: Option<&[u8]>) -> Plan {
     Plan::new(&policy, vm, Some(&guest::symbols(vm.program())), nonce).unwrap()
 }
 
-fn roots(s: &Snapshot) -> Vec<(String, [u8; 32])> {
-    s.regions().into_iter().map(|r| (r.name, r.root)).collect()
-}
-
 #[test]
 fn pre_copy_equals_stop_copy_of_the_memory_at_the_pause() {
     let mut vm = vm(2048);
     let p = plan(&vm, None);
-    let pre = Snapshot::full(&mut StayPaused(&mut vm), p.clone(), Consistency::PreCopy).unwrap();
-    // The guest was writing during the pre-copy pass: some pages were re-hashed while paused.
-    assert!(
-        pre.stats.pages_read > p.pages().len() as u64,
-        "{:?}",
-        pre.stats
-    );
-    let stop = Snapshot::full(&mut StayPaused(&mut vm), p, Consistency::StopCopy).unwrap();
-    assert_eq!(roots(&pre), roots(&stop));
+    let (pre, stop) = pre_copy_then_stop_copy(&mut vm, p).unwrap();
     assert!(
         pre.stats.pause < stop.stats.pause * 2 + Duration::from_millis(5),
         "{:?} vs {:?}",

@@ -125,6 +125,20 @@ fn agents_with_baselines(
         .collect()
 }
 
+/// `work(host, agent, vm)` for each of `hosts`, each on a thread of its own.
+fn spawn_agents<R: Send + 'static>(
+    hosts: Vec<(Host, reqwest::blocking::Client, String)>,
+    work: impl Fn(Host, reqwest::blocking::Client, String) -> R + Clone + Send + 'static,
+) -> Vec<std::thread::JoinHandle<R>> {
+    hosts
+        .into_iter()
+        .map(|(h, agent, vm)| {
+            let work = work.clone();
+            std::thread::spawn(move || work(h, agent, vm))
+        })
+        .collect()
+}
+
 fn assert_acknowledged_stored(s: &Server, vm: &str, acked: &[u64], rounds: u64) {
     let (st, l) = json(
         admin(s)
@@ -293,47 +307,43 @@ fn a_replica_killed_under_load_loses_nothing_it_acknowledged() {
     let hosts = agents_with_baselines(AGENTS, &a.server, &b.server);
     let urls = [a.server.url.clone(), b.server.url.clone()];
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = hosts
-        .into_iter()
-        .map(|(mut h, agent, vm)| {
-            let urls = urls.clone();
-            let killed = killed.clone();
-            std::thread::spawn(move || {
-                let mut acked = vec![0u64];
-                let mut failovers = 0;
-                for round in 0..ROUNDS {
-                    let ev = h.evidence(&vm, None);
-                    let seq = h.seq - 1;
-                    // Alternate replicas; after the kill, A refuses connections: fail over to B
-                    // with the same evidence (stored already: its stored appraisal, marked
-                    // duplicate; not stored: accepted).
-                    let first = if killed.load(std::sync::atomic::Ordering::SeqCst) {
-                        1
-                    } else {
-                        (round % 2) as usize
-                    };
-                    let mut ok = false;
-                    for u in [first, 1] {
-                        match agent
-                            .post(format!("{}/v1/vms/{vm}/evidence", urls[u]))
-                            .body(ev.clone())
-                            .send()
-                        {
-                            Ok(r) if r.status().is_success() => {
-                                acked.push(seq);
-                                ok = true;
-                                break;
-                            }
-                            Ok(r) => panic!("{}: {}", r.status(), r.text().unwrap()),
-                            Err(_) => failovers += 1,
+    let workers = spawn_agents(hosts, {
+        let killed = killed.clone();
+        move |mut h, agent, vm| {
+            let mut acked = vec![0u64];
+            let mut failovers = 0;
+            for round in 0..ROUNDS {
+                let ev = h.evidence(&vm, None);
+                let seq = h.seq - 1;
+                // Alternate replicas; after the kill, A refuses connections: fail over to B
+                // with the same evidence (stored already: its stored appraisal, marked
+                // duplicate; not stored: accepted).
+                let first = if killed.load(std::sync::atomic::Ordering::SeqCst) {
+                    1
+                } else {
+                    (round % 2) as usize
+                };
+                let mut ok = false;
+                for u in [first, 1] {
+                    match agent
+                        .post(format!("{}/v1/vms/{vm}/evidence", urls[u]))
+                        .body(ev.clone())
+                        .send()
+                    {
+                        Ok(r) if r.status().is_success() => {
+                            acked.push(seq);
+                            ok = true;
+                            break;
                         }
+                        Ok(r) => panic!("{}: {}", r.status(), r.text().unwrap()),
+                        Err(_) => failovers += 1,
                     }
-                    assert!(ok, "neither replica took #{seq}");
                 }
-                (vm, acked, failovers)
-            })
-        })
-        .collect();
+                assert!(ok, "neither replica took #{seq}");
+            }
+            (vm, acked, failovers)
+        }
+    });
     std::thread::sleep(Duration::from_millis(1500));
     a.kill9();
     killed.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -450,49 +460,45 @@ fn a_sqlite_verifier_killed_under_load_loses_nothing_it_acknowledged() {
     let hosts = agents_with_baselines(AGENTS, &v.server, &v.server);
     let url = v.server.url.clone();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = hosts
-        .into_iter()
-        .map(|(mut h, agent, vm)| {
-            let url = url.clone();
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let mut acked = vec![0u64];
-                let mut retries = 0;
-                let mut rounds = 0u64;
-                // Submit continuously until the test has killed and restarted the verifier.
-                while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                    rounds += 1;
-                    let ev = h.evidence(&vm, None);
-                    let seq = h.seq - 1;
-                    let deadline = Instant::now() + Duration::from_secs(60);
-                    loop {
-                        assert!(
-                            Instant::now() < deadline,
-                            "{vm} #{seq}: the verifier never came back"
-                        );
-                        match agent
-                            .post(format!("{url}/v1/vms/{vm}/evidence"))
-                            .body(ev.clone())
-                            .send()
-                        {
-                            Ok(r) if r.status().is_success() => {
-                                acked.push(seq);
-                                break;
-                            }
-                            // (Stored just before the kill, answered never: its stored
-                            // appraisal comes back now, marked duplicate.)
-                            Ok(r) => panic!("{}: {}", r.status(), r.text().unwrap()),
-                            Err(_) => {
-                                retries += 1;
-                                std::thread::sleep(Duration::from_millis(100));
-                            }
+    let workers = spawn_agents(hosts, {
+        let done = done.clone();
+        move |mut h, agent, vm| {
+            let mut acked = vec![0u64];
+            let mut retries = 0;
+            let mut rounds = 0u64;
+            // Submit continuously until the test has killed and restarted the verifier.
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                rounds += 1;
+                let ev = h.evidence(&vm, None);
+                let seq = h.seq - 1;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{vm} #{seq}: the verifier never came back"
+                    );
+                    match agent
+                        .post(format!("{url}/v1/vms/{vm}/evidence"))
+                        .body(ev.clone())
+                        .send()
+                    {
+                        Ok(r) if r.status().is_success() => {
+                            acked.push(seq);
+                            break;
+                        }
+                        // (Stored just before the kill, answered never: its stored
+                        // appraisal comes back now, marked duplicate.)
+                        Ok(r) => panic!("{}: {}", r.status(), r.text().unwrap()),
+                        Err(_) => {
+                            retries += 1;
+                            std::thread::sleep(Duration::from_millis(100));
                         }
                     }
                 }
-                (vm, acked, retries, rounds)
-            })
-        })
-        .collect();
+            }
+            (vm, acked, retries, rounds)
+        }
+    });
     std::thread::sleep(Duration::from_millis(1000));
     v.kill9();
     let v2 = Replica::start_on(&dir, &db, v.port);
