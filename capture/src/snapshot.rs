@@ -287,6 +287,29 @@ impl Snapshot {
             .collect()
     }
 
+    /// One line per region for people: name, class, severity, pages, the start of its root,
+    /// and, against `changed` (from [`changed_pages`](Self::changed_pages)), whether it changed.
+    pub fn region_lines(&self, changed: Option<&[(String, usize)]>) -> Vec<String> {
+        self.regions()
+            .iter()
+            .map(|r| {
+                let status = match changed.and_then(|ch| ch.iter().find(|(n, _)| *n == r.name)) {
+                    None => String::new(),
+                    Some((_, 0)) => "  unchanged".into(),
+                    Some((_, k)) => format!("  CHANGED: {k} page(s) differ from the baseline"),
+                };
+                format!(
+                    "  region {:<20} {:<9} {:<9} {:>7} pages  {}{status}",
+                    r.name,
+                    r.class.name(),
+                    r.severity.name(),
+                    r.pages,
+                    &hex::encode(r.root)[..16]
+                )
+            })
+            .collect()
+    }
+
     /// This snapshot's trees as a baseline for later deltas.
     pub fn baseline(&self) -> Baseline {
         Baseline {

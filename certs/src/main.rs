@@ -498,12 +498,8 @@ fn main() -> ExitCode {
         }
     };
     match run(cli) {
-        Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("error: {}", vmseal_client::error_text(e.chain()));
-            ExitCode::from(2)
-        }
+        r => vmseal_client::cli::exit_code(r.map(drop), 2),
     }
 }
 

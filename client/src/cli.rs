@@ -71,6 +71,18 @@ pub fn init_logging(default: &str) {
         .init();
 }
 
+/// The exit status of a command that ended with `r`: success, or `failure` after printing the
+/// error and its causes on stderr (`error: what failed: why`).
+pub fn exit_code(r: anyhow::Result<()>, failure: u8) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", crate::error_text(e.chain()));
+            std::process::ExitCode::from(failure)
+        }
+    }
+}
+
 /// Write generated text (completions, a man page) to stdout.
 pub fn print(generated: Result<Vec<u8>, String>) -> Result<(), String> {
     let b = generated?;

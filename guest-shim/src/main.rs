@@ -474,20 +474,8 @@ fn print_regions(
         return Ok(());
     }
     println!("{what}");
-    for r in &regions {
-        let note = match count(&r.name) {
-            Some(0) => "unchanged".to_owned(),
-            Some(n) => format!("CHANGED: {n} page(s) differ from the baseline"),
-            None => String::new(),
-        };
-        println!(
-            "  region {:<20} {:<9} {:<9} {:>7} pages  {}  {note}",
-            r.name,
-            r.class.name(),
-            r.severity.name(),
-            r.pages,
-            &hex::encode(r.root)[..16]
-        );
+    for line in snap.region_lines(changed.as_deref()) {
+        println!("{line}");
     }
     Ok(())
 }

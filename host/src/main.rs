@@ -755,20 +755,8 @@ fn report(
         c.capture.duration_us as f64 / 1000.0
     );
     println!("  memory root  {}", hex::encode(c.memory_root));
-    for r in &c.regions {
-        let status = match changes.and_then(|ch| ch.iter().find(|(n, _)| *n == r.name)) {
-            None => String::new(),
-            Some((_, 0)) => "  unchanged".into(),
-            Some((_, k)) => format!("  CHANGED: {k} page(s) differ from the baseline"),
-        };
-        println!(
-            "  region {:<14} {:<9} {:<8} {:>6} pages  {}{status}",
-            r.name,
-            r.class.name(),
-            r.severity.name(),
-            r.pages,
-            &hex::encode(r.root)[..16]
-        );
+    for line in snap.region_lines(changes) {
+        println!("{line}");
     }
     Ok(())
 }
@@ -1558,13 +1546,7 @@ fn main() -> std::process::ExitCode {
             })
         }
     };
-    match r {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", vmseal_client::error_text(e.chain()));
-            std::process::ExitCode::from(1)
-        }
-    }
+    vmseal_client::cli::exit_code(r, 1)
 }
 
 /// Every example of `vmseal-host`, in its `--help` texts and in README.md and docs/*.md,

@@ -1558,13 +1558,7 @@ fn main() -> std::process::ExitCode {
                 .and_then(|c| actix_web::rt::System::new().block_on(serve(c)))
         }
     };
-    match r {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", vmseal_client::error_text(e.chain()));
-            std::process::ExitCode::from(1)
-        }
-    }
+    vmseal_client::cli::exit_code(r, 1)
 }
 
 #[cfg(test)]
