@@ -165,6 +165,26 @@ pub(crate) fn regions(pages: [u64; 3]) -> Vec<(&'static str, RegionClass, Severi
 }
 
 /// The synthetic VM's regions as a baseline to promote.
+/// The enrollment of a load generator's host `host_id` with the intermediate `der` (no TPM or
+/// SNP anchor: the load generators measure appraisal, not enrollment).
+pub(crate) fn bench_host<'a>(
+    host_id: &'a str,
+    der: &'a [u8],
+) -> vmseal_verifier::store::HostEnrollment<'a> {
+    vmseal_verifier::store::HostEnrollment {
+        host_id,
+        intermediate_der: der,
+        ak_name: b"",
+        insecure_anchor: false,
+        hardware_root: "",
+        agent_serial: "",
+        replace: false,
+        restart_chains: false,
+        hardware_checked: "[]",
+        hardware_policy: None,
+    }
+}
+
 pub(crate) fn baseline_regions(pages: [u64; 3]) -> Vec<NewBaselineRegion> {
     regions(pages)
         .into_iter()
@@ -367,21 +387,7 @@ pub fn run(
         .block_on(async {
             let store = Store::open(&database).await?;
             store
-                .enroll_host(
-                    &vmseal_verifier::store::HostEnrollment {
-                        host_id: "bench-host",
-                        intermediate_der: &inter,
-                        ak_name: b"",
-                        insecure_anchor: false,
-                        hardware_root: "",
-                        agent_serial: "",
-                        replace: false,
-                        restart_chains: false,
-                        hardware_checked: "[]",
-                        hardware_policy: None,
-                    },
-                    0,
-                )
+                .enroll_host(&bench_host("bench-host", &inter), 0)
                 .await?;
             let rs = baseline_regions(pages);
             for i in 0..clients {

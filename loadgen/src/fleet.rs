@@ -16,7 +16,7 @@ use vmseal_sealer::x509::{IntermediateProfile, issue_intermediate};
 
 use crate::appraise::{chain, server_cpu_seconds};
 use vmseal_verifier::pki::{AGENT_CERT_LIFETIME, Ca, Role};
-use vmseal_verifier::store::{BaselineSource, HostEnrollment, Store};
+use vmseal_verifier::store::{BaselineSource, Store};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -83,6 +83,31 @@ fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Every task's latencies, in one list.
+async fn gather(mut tasks: tokio::task::JoinSet<Vec<Duration>>) -> Vec<Duration> {
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r.unwrap_or_default());
+    }
+    all
+}
+
+/// A request sent at `t` was answered with `r`: its latency joins `lat` if it succeeded, else it
+/// counts as an error.
+fn answered(
+    r: reqwest::Result<reqwest::Response>,
+    t: Instant,
+    lat: &mut Vec<Duration>,
+    errors: &AtomicU64,
+) {
+    match r {
+        Ok(r) if r.status().is_success() => lat.push(t.elapsed()),
+        _ => {
+            errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn pct(lat: &[Duration], p: f64) -> f64 {
@@ -223,21 +248,7 @@ pub fn run(
             tasks.spawn(async move {
                 for (host, der, vms) in part {
                     store
-                        .enroll_host(
-                            &HostEnrollment {
-                                host_id: &host,
-                                intermediate_der: &der,
-                                ak_name: b"",
-                                insecure_anchor: false,
-                                hardware_root: "",
-                                agent_serial: "",
-                                replace: false,
-                                restart_chains: false,
-                                hardware_checked: "[]",
-                                hardware_policy: None,
-                            },
-                            0,
-                        )
+                        .enroll_host(&crate::appraise::bench_host(&host, &der), 0)
                         .await?;
                     for vm in vms {
                         store.register_vm(&vm, &host, 70, 0).await?;
@@ -348,22 +359,13 @@ pub fn run(
                             .body(evs[round].clone())
                             .send()
                             .await;
-                        match r {
-                            Ok(r) if r.status().is_success() => lat.push(t.elapsed()),
-                            _ => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+                        answered(r, t, &mut lat, &errors);
                     }
                 }
                 lat
             });
         }
-        let mut all = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            all.extend(r.unwrap_or_default());
-        }
-        all
+        gather(tasks).await
     });
     let secs = start.elapsed().as_secs_f64();
     let server_cpu = server_cpu_seconds() - cpu_before;
@@ -387,21 +389,13 @@ pub fn run(
                         tokio::time::sleep_until(t0 + gap * (i as u32 + k * agents)).await;
                     }
                     let t = Instant::now();
-                    match c.get(format!("{u}/healthz")).send().await {
-                        Ok(r) if r.status().is_success() => lat.push(t.elapsed()),
-                        _ => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    let r = c.get(format!("{u}/healthz")).send().await;
+                    answered(r, t, &mut lat, &errors);
                 }
                 lat
             });
         }
-        let mut all = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            all.extend(r.unwrap_or_default());
-        }
-        all
+        gather(tasks).await
     });
     let h_secs = h_start.elapsed().as_secs_f64();
     hlat.sort_unstable();

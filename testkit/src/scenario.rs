@@ -317,6 +317,32 @@ pub fn webhook_receiver(ca: &str, extra: &[&str]) -> (Child, String) {
     (child, format!("http://127.0.0.1:{port}/vmseal"))
 }
 
+/// `BIN enroll --state STATE` at `v` with the token (certificate, key) (EXTRA: more options).
+fn enroll_with(
+    bin: &str,
+    state: &str,
+    v: &Verifier,
+    token: (&str, &str),
+    extra: &[&str],
+) -> Output {
+    let (url, ca) = (v.url(), v.ca());
+    let mut a = vec![
+        "enroll",
+        "--state",
+        state,
+        "--verifier",
+        &url,
+        "--verifier-ca",
+        &ca,
+        "--token-cert",
+        token.0,
+        "--token-key",
+        token.1,
+    ];
+    a.extend_from_slice(extra);
+    run(bin, &a)
+}
+
 /// A host's `vmseal-host` state on a swtpm of its own, in a temporary directory.
 #[derive(Debug)]
 pub struct Host {
@@ -477,26 +503,11 @@ impl Host {
 
     /// `vmseal-host enroll` at `v` with the token `NAME.pem`/`NAME.key` (EXTRA: more options).
     pub fn enroll(&self, v: &Verifier, token: &str, extra: &[&str]) -> Output {
-        let (state, url, ca) = (self.p("state"), v.url(), v.ca());
         let (cert, key) = (
             self.p(&format!("{token}.pem")),
             self.p(&format!("{token}.key")),
         );
-        let mut a = vec![
-            "enroll",
-            "--state",
-            &state,
-            "--verifier",
-            &url,
-            "--verifier-ca",
-            &ca,
-            "--token-cert",
-            &cert,
-            "--token-key",
-            &key,
-        ];
-        a.extend_from_slice(extra);
-        run("vmseal-host", &a)
+        enroll_with("vmseal-host", &self.p("state"), v, (&cert, &key), extra)
     }
 
     /// Where `enroll` writes the agent certificate in these tests: `--agent-cert agent.pem
@@ -707,24 +718,8 @@ impl Guest {
 
     /// `vmseal-shim enroll` at `v` with the token.
     pub fn enroll(&self, v: &Verifier) -> Output {
-        let (url, ca) = (v.url(), v.ca());
         let (cert, key) = (self.p("t.pem"), self.p("t.key"));
-        run(
-            "vmseal-shim",
-            &[
-                "enroll",
-                "--state",
-                &self.state,
-                "--verifier",
-                &url,
-                "--verifier-ca",
-                &ca,
-                "--token-cert",
-                &cert,
-                "--token-key",
-                &key,
-            ],
-        )
+        enroll_with("vmseal-shim", &self.state, v, (&cert, &key), &[])
     }
 
     /// `vmseal-shim attest` of `source` under `policy` as VM `vm`, at `v` (EXTRA: more options).
