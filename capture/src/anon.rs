@@ -58,6 +58,21 @@ fn bad_range(gpa: u64, len: usize) -> SourceError {
     }
 }
 
+/// The (start, length) ranges of vm-memory guest RAM: [`GuestMemory::ram`] of a source over it.
+pub fn mmap_ram(mem: &GuestMemoryMmap<AtomicBitmap>) -> Vec<(u64, u64)> {
+    mem.iter().map(|r| (r.start_addr().0, r.len())).collect()
+}
+
+/// `buf.len()` bytes at `gpa` of vm-memory guest RAM: [`GuestMemory::read`] of a source over it.
+pub fn mmap_read(
+    mem: &GuestMemoryMmap<AtomicBitmap>,
+    gpa: u64,
+    buf: &mut [u8],
+) -> Result<(), SourceError> {
+    mem.read_slice(buf, GuestAddress(gpa))
+        .map_err(|_| bad_range(gpa, buf.len()))
+}
+
 impl AnonMemory {
     /// Zeroed memory over `ranges` (guest-physical start, length), each a whole number of pages.
     pub fn new(ranges: &[(u64, u64)]) -> Result<Self, SourceError> {
@@ -143,16 +158,11 @@ impl GuestMemory for AnonMemory {
     }
 
     fn ram(&self) -> Vec<(u64, u64)> {
-        self.mem
-            .iter()
-            .map(|r| (r.start_addr().0, r.len()))
-            .collect()
+        mmap_ram(&self.mem)
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), SourceError> {
-        self.mem
-            .read_slice(buf, GuestAddress(gpa))
-            .map_err(|_| bad_range(gpa, buf.len()))
+        mmap_read(&self.mem, gpa, buf)
     }
 
     /// No paging: virtual addresses are physical, as in the micro-VM.

@@ -268,6 +268,20 @@ pub struct Plan {
 
 /// A bandwidth budget for page hashing (a token bucket in bytes per second), so capture never
 impl Plan {
+    /// The region named `name`.
+    pub fn region(&self, name: &str) -> Option<&PlannedRegion> {
+        self.regions.iter().find(|r| r.policy.name == name)
+    }
+
+    /// Where the page at guest-physical `gpa` stands among `region`'s pages: its leaf in the
+    /// region's tree (and its index in a delta), if the region has it.
+    pub fn leaf_of(&self, region: &str, gpa: u64) -> Option<usize> {
+        self.region(region)?
+            .pfns
+            .iter()
+            .position(|&pfn| pfn == gpa / crate::source::PAGE)
+    }
+
     /// Resolve `policy` against `source` (RAM layout, address translation) and `symbols`.
     pub fn new(
         policy: &Policy,

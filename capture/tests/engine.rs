@@ -307,16 +307,7 @@ fn a_write_changes_exactly_its_region_and_page() {
             vec![region],
             "a write at {gpa:#x}"
         );
-        let leaf = s
-            .plan
-            .regions
-            .iter()
-            .find(|r| r.policy.name == region)
-            .unwrap()
-            .pfns
-            .iter()
-            .position(|&pfn| pfn == gpa / PAGE)
-            .unwrap();
+        let leaf = s.plan.leaf_of(region, gpa).unwrap();
         assert_eq!(
             d[0].changes.iter().map(|c| c.0).collect::<Vec<_>>(),
             vec![leaf as u64]
@@ -335,14 +326,7 @@ fn a_write_changes_exactly_its_region_and_page() {
 fn each_selector_kind_resolves_its_pages() {
     let (mem, _) = memory();
     let p = plan(&mem, None);
-    let pages = |name: &str| {
-        p.regions
-            .iter()
-            .find(|r| r.policy.name == name)
-            .unwrap()
-            .pfns
-            .clone()
-    };
+    let pages = |name: &str| p.region(name).unwrap().pfns.clone();
     assert_eq!(pages("code"), (0x10..0x14).collect::<Vec<_>>());
     assert_eq!(pages("table"), vec![0x20], "0x40 bytes, widened to a page");
     assert_eq!(pages("config"), vec![0x5]);

@@ -373,19 +373,11 @@ impl GuestMemory for MicroVm {
     }
 
     fn ram(&self) -> Vec<(u64, u64)> {
-        self.mem
-            .iter()
-            .map(|r| (r.start_addr().0, r.len()))
-            .collect()
+        vmseal_capture::anon::mmap_ram(&self.mem)
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), SourceError> {
-        self.mem
-            .read_slice(buf, GuestAddress(gpa))
-            .map_err(|_| SourceError::OutOfRange {
-                start: gpa,
-                len: buf.len() as u64,
-            })
+        vmseal_capture::anon::mmap_read(&self.mem, gpa, buf)
     }
 
     /// The micro-VM runs without paging: virtual addresses are physical.

@@ -214,6 +214,12 @@ impl StandInOptions {
     }
 }
 
+/// `state.json`, written last: its presence marks a complete state.
+fn write_state_json(dir: &Path, cfg: &impl Serialize) -> Result<(), StateError> {
+    let json = serde_json::to_vec_pretty(cfg).map_err(|e| malformed(&dir.join("state.json"), e))?;
+    write_atomic(&dir.join("state.json"), &json)
+}
+
 /// Write `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     use std::io::Write;
@@ -357,10 +363,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitReport, StateError> {
         insecure_vmpl: opts.insecure.knobs.vmpl,
         insecure_measurement: opts.insecure.knobs.measurement.map(hex::encode),
     };
-    // state.json last: its presence marks a complete state.
-    let json =
-        serde_json::to_vec_pretty(&cfg).map_err(|e| malformed(&dir.join("state.json"), e))?;
-    write_atomic(&dir.join("state.json"), &json)?;
+    write_state_json(dir, &cfg)?;
     Ok(InitReport {
         intermediate_der,
         ak_name,
@@ -488,9 +491,7 @@ pub fn init_guest(dir: &Path, opts: &GuestInitOptions) -> Result<InitReport, Sta
         insecure_vmpl: opts.insecure.knobs.vmpl,
         insecure_measurement: opts.insecure.knobs.measurement.map(hex::encode),
     };
-    let json =
-        serde_json::to_vec_pretty(&cfg).map_err(|e| malformed(&dir.join("state.json"), e))?;
-    write_atomic(&dir.join("state.json"), &json)?;
+    write_state_json(dir, &cfg)?;
     Ok(InitReport {
         intermediate_der,
         ak_name: Vec::new(),

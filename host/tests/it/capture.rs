@@ -124,16 +124,7 @@ fn each_attack_changes_exactly_its_region() {
             .iter()
             .find(|d| d.region == region)
             .expect("delta names the region");
-        let idx = s
-            .plan
-            .regions
-            .iter()
-            .find(|r| r.policy.name == region)
-            .unwrap()
-            .pfns
-            .iter()
-            .position(|&p| p == at / 4096)
-            .unwrap();
+        let idx = s.plan.leaf_of(region, at).unwrap();
         assert!(
             rd.changes.iter().any(|(i, _)| *i == idx as u64),
             "the attacked page is in the delta"
