@@ -991,38 +991,40 @@ mod tests {
         );
         // In the current profile, `iat` under its text name is refused, and so is an integer key
         // vmseal does not know.
-        let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
-            panic!()
-        };
-        m.push((Value::Text("iat".into()), Value::Integer(1.into())));
-        let mut bytes = Vec::new();
-        ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
+        let bytes = edited(&c, |m| {
+            m.push((Value::Text("iat".into()), Value::Integer(1.into())));
+        });
         assert!(matches!(
             Claims::decode(&bytes),
             Err(ClaimsError::Field { .. })
         ));
-        let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
-            panic!()
-        };
-        m.insert(0, (Value::Integer(1.into()), Value::Text("x".into())));
-        let mut bytes = Vec::new();
-        ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
+        let bytes = edited(&c, |m| {
+            m.insert(0, (Value::Integer(1.into()), Value::Text("x".into())));
+        });
         assert!(matches!(
             Claims::decode(&bytes),
             Err(ClaimsError::Field { .. })
         ));
     }
 
+    /// `c` in the current profile as a CBOR map, edited by `edit`, encoded.
+    fn edited(c: &Claims, edit: impl FnOnce(&mut Vec<(Value, Value)>)) -> Vec<u8> {
+        let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
+            panic!("claims encode as a map")
+        };
+        edit(&mut m);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
+        bytes
+    }
+
     #[test]
     fn non_deterministic_encoding_is_refused() {
         let c = example::claims("vm-a", 3);
         // Same content, keys in insertion order rather than sorted.
-        let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
-            panic!()
-        };
-        m.reverse();
-        let mut bytes = Vec::new();
-        ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
+        let bytes = edited(&c, |m| {
+            m.reverse();
+        });
         assert!(matches!(
             Claims::decode(&bytes),
             Err(ClaimsError::NotDeterministic)
@@ -1066,12 +1068,9 @@ mod tests {
     #[test]
     fn unknown_claim_is_refused() {
         let c = example::claims("vm-a", 3);
-        let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
-            panic!()
-        };
-        m.push((Value::Text("zzz".into()), Value::Bool(true)));
-        let mut bytes = Vec::new();
-        ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
+        let bytes = edited(&c, |m| {
+            m.push((Value::Text("zzz".into()), Value::Bool(true)));
+        });
         assert!(matches!(
             Claims::decode(&bytes),
             Err(ClaimsError::Field { .. })
@@ -1097,16 +1096,13 @@ mod tests {
     #[test]
     fn boot_is_sixteen_bytes() {
         let c = example::claims("vm-a", 3);
-        let Value::Map(mut m) = c.to_value(ClaimsProfile::V2) else {
-            panic!()
-        };
-        for (k, v) in &mut m {
-            if k.as_text() == Some("boot") {
-                *v = Value::Bytes(vec![1; 15]);
+        let bytes = edited(&c, |m| {
+            for (k, v) in m.iter_mut() {
+                if k.as_text() == Some("boot") {
+                    *v = Value::Bytes(vec![1; 15]);
+                }
             }
-        }
-        let mut bytes = Vec::new();
-        ciborium::into_writer(&Value::Map(m), &mut bytes).unwrap();
+        });
         let e = Claims::decode(&bytes).unwrap_err().to_string();
         assert!(e.contains("expected 16 bytes"), "{e}");
     }

@@ -3,6 +3,7 @@
 
 use super::{Backend, Store, StoreError, appraisals, aws_lc_rs_fill, digest};
 use sqlx::Row;
+use vmseal_client::audit::AuditEntry;
 use vmseal_sealer::merkle::Digest;
 
 impl Store {
@@ -85,7 +86,7 @@ impl Store {
     }
 
     /// The whole audit log, oldest first, as `GET /v1/audit/export` serves it.
-    pub async fn audit_export(&self) -> Result<Vec<vmseal_client::audit::AuditEntry>, StoreError> {
+    pub async fn audit_export(&self) -> Result<Vec<AuditEntry>, StoreError> {
         self.link_audit().await?;
         let rows = sqlx::query(
             "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY id",
@@ -94,7 +95,7 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(vmseal_client::audit::AuditEntry {
+                Ok(AuditEntry {
                     id: r.try_get("id")?,
                     at: r.try_get("at")?,
                     actor: r.try_get("actor")?,
@@ -153,22 +154,6 @@ impl Store {
     }
 }
 
-/// An audit log entry.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AuditEntry {
-    /// Position.
-    pub id: i64,
-    /// Unix seconds.
-    pub at: i64,
-    /// Who.
-    pub actor: String,
-    /// What.
-    pub action: String,
-    /// Details (JSON).
-    pub detail: String,
-    /// Hash of this entry (hex).
-    pub hash: String,
-}
 
 pub(super) fn audit_hash(
     prev: &[u8],
@@ -211,7 +196,7 @@ pub(super) async fn append_audit(
         .bind(actor)
         .bind(action)
         .bind(detail)
-        .bind(prev)
+        .bind(prev.clone())
         .bind(h.to_vec())
         .execute(&mut **tx)
         .await?;
@@ -221,6 +206,7 @@ pub(super) async fn append_audit(
         actor: actor.into(),
         action: action.into(),
         detail: detail.into(),
+        prev_hash: hex::encode(&prev),
         hash: hex::encode(h),
     })
 }

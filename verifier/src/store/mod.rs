@@ -37,7 +37,6 @@ pub use alerts::{
     NewAlert, Refusal, Silence, Webhook, backoff_s,
 };
 pub use appraisals::{MAX_GROUP, POSTGRES_LEADERS, Verdict};
-pub use audit::AuditEntry;
 use audit::{append_audit, audit_hash, on_postgres, pending_id};
 pub use baselines::{BaselineInfo, BaselineSource, NewBaselineRegion};
 pub use captures::{CaptureRequestState, NewCaptureRequest, PickedCapture};
