@@ -406,15 +406,11 @@ fn verify_audit(
     at: Option<OffsetDateTime>,
     json: bool,
 ) -> Result<bool> {
-    use vmseal_client::audit::{AuditEntry, verify_checkpoint, verify_export};
+    use vmseal_client::audit::{verify_checkpoint, verify_export};
     let ca_pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-    #[derive(serde::Deserialize)]
-    struct Export {
-        entries: Vec<AuditEntry>,
-    }
     let text =
         std::fs::read(export).with_context(|| format!("cannot read {}", export.display()))?;
-    let e: Export = serde_json::from_slice(&text).with_context(|| {
+    let e: vmseal_client::AuditExport = serde_json::from_slice(&text).with_context(|| {
         format!(
             "{} is not an audit export (`admin audit export --out FILE` writes one)",
             export.display()

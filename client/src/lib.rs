@@ -92,6 +92,18 @@ fn transport_text(e: &reqwest::Error) -> String {
     format!("{text}{hint}")
 }
 
+/// Unix seconds `t` as an RFC 3339 date and time (UTC), for people; the number itself if it is
+/// out of range.
+pub fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
 /// An error and its causes as one line, each cause once: a cause whose text its parent's message
 /// already holds (many messages embed their cause) is not repeated. For a command's final error
 /// message (`error_text(anyhow_error.chain())`).

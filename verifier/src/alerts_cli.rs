@@ -103,13 +103,7 @@ Test a receiver with `vmseal-verifier webhook-receiver`."
 }
 
 fn when(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
+    vmseal_client::rfc3339(t)
 }
 
 /// One line for an alert.

@@ -86,11 +86,7 @@ pub mod fuzzing {
             );
         }
         // An audit export, checked against no checkpoints and against a made-up one.
-        #[derive(serde::Deserialize)]
-        struct Export {
-            entries: Vec<vmseal_client::audit::AuditEntry>,
-        }
-        if let Ok(e) = serde_json::from_slice::<Export>(data) {
+        if let Ok(e) = serde_json::from_slice::<vmseal_client::AuditExport>(data) {
             let cp = vmseal_client::audit::AuditCheckpoint {
                 audit_id: e.entries.len() as i64,
                 audit_hash: "00".repeat(32),

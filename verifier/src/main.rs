@@ -641,26 +641,34 @@ fn admin_status(
             ),
         });
     }
-    match client.get("/v1/audit/verify") {
-        Ok(v) if v["ok"] == true => out.push(Check::pass(
+    let verified = client
+        .get("/v1/audit/verify")
+        .map_err(anyhow::Error::from)
+        .and_then(|v| typed::<vmseal_client::AuditVerified>(&v, "audit verification"));
+    match verified {
+        Ok(v) if v.ok => out.push(Check::pass(
             "audit log",
-            format!("intact, {} entries", v["entries"]),
+            format!("intact, {} entries", v.entries.unwrap_or_default()),
         )),
         Ok(v) => out.push(Check::fail(
             "audit log",
-            format!("NOT intact: {}", v["error"].as_str().unwrap_or("?")),
+            format!("NOT intact: {}", v.error.as_deref().unwrap_or("?")),
             "compare an export with your checkpoints: `vmseal-certs verify-audit`",
         )),
         Err(e) => out.push(Check::fail("audit log", e.to_string(), "retry")),
     }
-    if let Ok(c) = client.get("/v1/audit/checkpoints?limit=1") {
-        match c["checkpoints"][0]["iat"].as_i64() {
-            Some(t) => out.push(Check::pass(
+    if let Ok(c) = client
+        .get("/v1/audit/checkpoints?limit=1")
+        .map_err(anyhow::Error::from)
+        .and_then(|c| typed::<vmseal_client::CheckpointList>(&c, "checkpoint list"))
+    {
+        match c.checkpoints.first() {
+            Some(c) => out.push(Check::pass(
                 "audit checkpoint",
                 format!(
                     "newest signed {} min ago (entry #{})",
-                    (now - t) / 60,
-                    c["checkpoints"][0]["audit_id"]
+                    (now - c.iat) / 60,
+                    c.audit_id
                 ),
             )),
             None => out.push(Check::fail(
@@ -1031,14 +1039,8 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                     println!("no hosts enrolled");
                 }
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                let when = |t: Option<i64>| {
-                    t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-                        .and_then(|d| {
-                            d.format(&time::format_description::well_known::Rfc3339)
-                                .ok()
-                        })
-                        .unwrap_or_else(|| "never".into())
-                };
+                let when =
+                    |t: Option<i64>| t.map_or_else(|| "never".into(), vmseal_client::rfc3339);
                 for h in &list.hosts {
                     let cert = match h.agent_not_after {
                         Some(t) if t < now => "agent certificate EXPIRED".to_owned(),
@@ -1203,15 +1205,16 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
         }
         AdminCmd::Audit(AuditCmd::Checkpoint { out }) => {
             let c = client.post_json("/v1/audit/checkpoints", &())?;
-            let token = c["token"].as_str().unwrap_or_default();
+            let cp: vmseal_client::SignedCheckpoint = typed(&c, "audit checkpoint")?;
+            let token = &cp.token;
             if let Some(p) = &out {
                 vmseal_sealer::state::write_atomic(p, format!("{token}\n").as_bytes())?;
             }
             if !conn.json {
                 println!(
                     "audit checkpoint: entry #{} has hash {}{}",
-                    c["audit_id"],
-                    c["audit_hash"].as_str().unwrap_or("?"),
+                    cp.audit_id,
+                    cp.audit_hash,
                     out.map(|p| format!(" (signed, in {})", p.display()))
                         .unwrap_or_else(|| format!("\n{token}"))
                 );
@@ -1222,7 +1225,9 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
         AdminCmd::Audit(AuditCmd::Export { out }) => {
             let e = client.get("/v1/audit/export")?;
             vmseal_sealer::state::write_atomic(&out, serde_json::to_string_pretty(&e)?.as_bytes())?;
-            let n = e["entries"].as_array().map_or(0, Vec::len);
+            let n = typed::<vmseal_client::AuditExport>(&e, "audit export")?
+                .entries
+                .len();
             if !conn.json {
                 println!("{n} audit entries written to {}", out.display());
                 return Ok(());
@@ -1231,14 +1236,18 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
         }
         AdminCmd::Audit(AuditCmd::Verify) => {
             let out = client.get("/v1/audit/verify")?;
-            if out["ok"] != true {
+            let v: vmseal_client::AuditVerified = typed(&out, "audit verification")?;
+            if !v.ok {
                 anyhow::bail!(
                     "the audit log is NOT intact: {}",
-                    out["error"].as_str().unwrap_or("?")
+                    v.error.as_deref().unwrap_or("?")
                 );
             }
             if !conn.json {
-                println!("audit log intact: {} entries", out["entries"]);
+                println!(
+                    "audit log intact: {} entries",
+                    v.entries.unwrap_or_default()
+                );
                 return Ok(());
             }
             out
@@ -1282,8 +1291,11 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
 
 /// `admin baselines …`.
 fn baselines(client: &vmseal_client::Client, conn: &AdminConn, cmd: BaselinesCmd) -> Result<()> {
-    let list = |vm_id: &str| -> Result<serde_json::Value> {
-        Ok(client.get(&format!("/v1/vms/{vm_id}/baselines"))?)
+    let list = |vm_id: &str| -> Result<vmseal_client::BaselineList> {
+        typed(
+            &client.get(&format!("/v1/vms/{vm_id}/baselines"))?,
+            "baseline list",
+        )
     };
     match cmd {
         BaselinesCmd::List { vm_id } => {
@@ -1292,7 +1304,7 @@ fn baselines(client: &vmseal_client::Client, conn: &AdminConn, cmd: BaselinesCmd
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(());
             }
-            let rows = out["baselines"].as_array().cloned().unwrap_or_default();
+            let rows = out.baselines;
             if rows.is_empty() {
                 println!(
                     "VM {vm_id} has no baseline yet: promote a snapshot (`admin promote-baseline`) or import a CoRIM (`admin baselines import`)"
@@ -1304,25 +1316,15 @@ fn baselines(client: &vmseal_client::Client, conn: &AdminConn, cmd: BaselinesCmd
                 "version", "when", "by", "regions"
             );
             for b in rows {
-                let when = b["promoted_at"]
-                    .as_i64()
-                    .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-                    .and_then(|d| {
-                        d.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
-                    .unwrap_or_default();
-                let source = match (b["source_seq"].as_u64(), b["corim_signer"].as_str()) {
+                let when = vmseal_client::rfc3339(b.promoted_at);
+                let source = match (b.source_seq, b.corim_signer.as_deref()) {
                     (Some(seq), _) => format!("snapshot #{seq}"),
                     (None, Some(signer)) => format!("CoRIM signed by {signer}"),
                     (None, None) => "?".into(),
                 };
                 println!(
                     "{:>7}  {:<22}  {:<16}  {:>7}  {source}",
-                    b["version"],
-                    when,
-                    b["promoted_by"].as_str().unwrap_or_default(),
-                    b["regions"]
+                    b.version, when, b.promoted_by, b.regions
                 );
             }
         }
@@ -1334,10 +1336,10 @@ fn baselines(client: &vmseal_client::Client, conn: &AdminConn, cmd: BaselinesCmd
         } => {
             let version = match version {
                 Some(v) => v,
-                None => list(&vm_id)?["baselines"]
-                    .as_array()
-                    .and_then(|a| a.last())
-                    .and_then(|b| b["version"].as_u64())
+                None => list(&vm_id)?
+                    .baselines
+                    .last()
+                    .map(|b| b.version)
                     .with_context(|| {
                         format!("VM {vm_id} has no baseline yet: promote one first (`admin promote-baseline`)")
                     })?,
@@ -1378,15 +1380,13 @@ fn baselines(client: &vmseal_client::Client, conn: &AdminConn, cmd: BaselinesCmd
                 signed,
                 vmseal_client::corim::CORIM_MEDIA_TYPE,
             )?;
+            let i: vmseal_client::BaselineImported = typed(&r, "CoRIM import")?;
             if conn.json {
                 println!("{r}");
             } else {
                 println!(
                     "VM {vm_id}: baseline version {} imported from CoRIM {} ({} regions), signed by {}",
-                    r["version"],
-                    r["corim_id"],
-                    r["regions"],
-                    r["signer"].as_str().unwrap_or("?")
+                    i.version, i.corim_id, i.regions, i.signer
                 );
             }
         }

@@ -48,15 +48,7 @@ fn check_token(path: &Path, pem: &[u8]) -> Result<(), EnrollError> {
         .and_then(|c| c.into_iter().next())
         .ok_or_else(|| bad("not a PEM certificate (the token's .pem file, not its key)".into()))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let when = |t: i64| {
-        time::OffsetDateTime::from_unix_timestamp(t)
-            .ok()
-            .and_then(|d| {
-                d.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_else(|| t.to_string())
-    };
+    let when = vmseal_client::rfc3339;
     if now > cert.not_after {
         return Err(bad(format!(
             "expired at {}: ask the admin for a new one (`vmseal-verifier admin enrollment-token`)",

@@ -6,6 +6,7 @@ mod error_code;
 pub use error_code::ErrorCode;
 mod alerts;
 mod appraisal;
+mod audit;
 mod captures;
 mod enroll;
 mod error;
@@ -21,6 +22,7 @@ pub use appraisal::{
     Appraisal, AppraisalList, AppraisalResult, AppraisedRegion, Finding, RegionChange, Tier,
     TrustVector,
 };
+pub use audit::{AuditExport, AuditVerified, CheckpointList, Health, SignedCheckpoint};
 pub use captures::{
     CaptureRequest, CaptureRequestMade, CaptureRequests, CaptureState, CaptureStatus,
 };
@@ -32,8 +34,8 @@ pub use enroll::{
 pub use error::ApiErrorBody;
 pub use renewal::{AgentRenewal, PersonRenewal, Renewed};
 pub use vms::{
-    ActiveBaseline, ActiveBaselineRegion, AllowModules, AssignPolicy, BaselineLeaves,
-    BaselinePromoted, ChainHead, ChainReset, ModulesAllowed, NewVm, Nonce, PolicyAssigned,
-    PromoteBaseline, ResetChain, SetThreshold, ThresholdSet, VmList, VmPolicy, VmRegistered,
-    VmRemoved, VmSummary,
+    ActiveBaseline, ActiveBaselineRegion, AllowModules, AssignPolicy, BaselineImported,
+    BaselineLeaves, BaselineList, BaselinePromoted, BaselineVersion, ChainHead, ChainReset,
+    ModulesAllowed, NewVm, Nonce, PolicyAssigned, PromoteBaseline, ResetChain, SetThreshold,
+    ThresholdSet, VmList, VmPolicy, VmRegistered, VmRemoved, VmSummary,
 };

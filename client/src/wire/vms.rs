@@ -286,3 +286,53 @@ pub struct BaselinePromoted {
     /// The appraised snapshot it came from.
     pub source_seq: u64,
 }
+
+/// A golden baseline version, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BaselineVersion {
+    /// Version.
+    pub version: u64,
+    /// The snapshot it was promoted from; null when imported from a CoRIM.
+    pub source_seq: Option<u64>,
+    /// Who promoted or imported it.
+    pub promoted_by: String,
+    /// When (Unix seconds).
+    pub promoted_at: i64,
+    /// The capture policy its values were captured under (hex).
+    pub policy_digest: Option<String>,
+    /// The trusted key that signed the CoRIM it was imported from.
+    pub corim_signer: Option<String>,
+    /// How many regions it holds.
+    pub regions: u64,
+}
+
+/// `GET /v1/vms/{vm}/baselines` answer: every version, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BaselineList {
+    /// VM id.
+    pub vm_id: String,
+    /// Its versions.
+    pub baselines: Vec<BaselineVersion>,
+}
+
+/// `POST /v1/vms/{vm}/baselines/corim` answer (201): the version a signed CoRIM became.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BaselineImported {
+    /// VM id.
+    pub vm_id: String,
+    /// The new version.
+    pub version: u64,
+    /// The CoRIM's id.
+    pub corim_id: String,
+    /// The name of the trusted key that signed it.
+    pub signer: String,
+    /// That key's id (hex).
+    pub signer_kid: String,
+    /// The issuer the CoRIM names, if any.
+    pub issuer: Option<String>,
+    /// How many regions it held.
+    pub regions: u64,
+}

@@ -24,22 +24,28 @@ pub(crate) async fn create_checkpoint(
     checkpoint_json(&st, &token).map(|j| HttpResponse::Ok().json(j))
 }
 
-pub(crate) fn checkpoint_json(st: &AppState, token: &str) -> Result<serde_json::Value, ApiError> {
+pub(crate) fn checkpoint_json(
+    st: &AppState,
+    token: &str,
+) -> Result<vmseal_client::SignedCheckpoint, ApiError> {
     let c = vmseal_client::audit::verify_checkpoint(
         token,
         st.ca.cert_pem.as_bytes(),
         OffsetDateTime::now_utc(),
     )
     .map_err(|e| ApiError::Internal(format!("a stored audit checkpoint does not verify: {e}")))?;
-    Ok(
-        serde_json::json!({ "audit_id": c.audit_id, "audit_hash": c.audit_hash, "iat": c.iat, "token": token }),
-    )
+    Ok(vmseal_client::SignedCheckpoint {
+        audit_id: c.audit_id,
+        audit_hash: c.audit_hash,
+        iat: c.iat,
+        token: token.to_owned(),
+    })
 }
 
 /// `GET /v1/audit/checkpoints?limit=N` (admin, viewer): the newest signed checkpoints.
 #[utoipa::path(get, path = "/v1/audit/checkpoints", tag = "operations",
     params(("limit" = Option<u32>, Query, description = "1..=500, default 20")),
-    responses((status = 200, description = "`{checkpoints: [{audit_id, audit_hash, iat, token}]}`, newest first")))]
+    responses((status = 200, description = "Newest first", body = vmseal_client::CheckpointList)))]
 pub(crate) async fn list_checkpoints(
     req: HttpRequest,
     query: web::Query<AppraisalsQuery>,
@@ -53,32 +59,32 @@ pub(crate) async fn list_checkpoints(
             format!("limit must be 1..={MAX_LISTED_APPRAISALS}, not {limit}"),
         ));
     }
-    let list = st
+    let checkpoints = st
         .store
         .checkpoints(limit)
         .await?
         .iter()
         .map(|(_, t)| checkpoint_json(&st, t))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "checkpoints": list })))
+    Ok(HttpResponse::Ok().json(vmseal_client::CheckpointList { checkpoints }))
 }
 
 /// `GET /v1/audit/export` (admin, viewer): the whole audit log, oldest first, for an offline
 /// check against checkpoints (`vmseal-certs verify-audit`).
 #[utoipa::path(get, path = "/v1/audit/export", tag = "operations",
-    responses((status = 200, description = "`{entries: [AuditEntry]}`")))]
+    responses((status = 200, description = "Oldest first", body = vmseal_client::AuditExport)))]
 pub(crate) async fn audit_export(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     reader(&req)?;
     let entries = st.store.audit_export().await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": entries })))
+    Ok(HttpResponse::Ok().json(vmseal_client::AuditExport { entries }))
 }
 
 /// `GET /v1/audit/verify` (admin or viewer): re-hash the whole audit chain.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "operations",
-    responses((status = 200, description = "`{ok: true, entries}` or `{ok: false, error}` where the chain breaks")))]
+    responses((status = 200, description = "Intact (`ok`, `entries`), or where the chain breaks (`error`)", body = vmseal_client::AuditVerified)))]
 pub(crate) async fn verify_audit(
     req: HttpRequest,
     st: web::Data<AppState>,
@@ -86,8 +92,16 @@ pub(crate) async fn verify_audit(
     reader(&req)?;
     Ok(
         HttpResponse::Ok().json(match st.store.verify_audit().await {
-            Ok(n) => serde_json::json!({ "ok": true, "entries": n }),
-            Err(StoreError::Corrupt(why)) => serde_json::json!({ "ok": false, "error": why }),
+            Ok(n) => vmseal_client::AuditVerified {
+                ok: true,
+                entries: Some(n),
+                error: None,
+            },
+            Err(StoreError::Corrupt(why)) => vmseal_client::AuditVerified {
+                ok: false,
+                entries: None,
+                error: Some(why),
+            },
             Err(e) => return Err(e.into()),
         }),
     )

@@ -33,14 +33,17 @@ pub async fn signer(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpRes
 
 /// `GET /v1/vms/{vm}/baselines` (admin, viewer, or the VM's host agent): every version.
 #[utoipa::path(get, path = "/v1/vms/{vm}/baselines", tag = "vms", operation_id = "list_baselines", params(("vm" = String, Path, description = "VM id")),
-    responses((status = 200, description = "`{vm_id, baselines: [{version, source_seq (null when imported), promoted_by, promoted_at, policy_digest, corim_signer, regions}]}`, oldest first"),
+    responses((status = 200, description = "Oldest first", body = vmseal_client::BaselineList),
         (status = 404, description = "not_found", body = vmseal_client::ApiErrorBody)))]
 pub async fn list(
     ReadableVm { vm, .. }: ReadableVm,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let versions = st.store.baseline_versions(&vm).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "vm_id": vm, "baselines": versions })))
+    Ok(HttpResponse::Ok().json(vmseal_client::BaselineList {
+        vm_id: vm,
+        baselines: versions,
+    }))
 }
 
 /// `GET /v1/vms/{vm}/baselines/{version}/corim` (admin, viewer, or the VM's host agent).
@@ -112,7 +115,7 @@ pub(crate) fn corim_response(signed: Vec<u8>) -> HttpResponse {
 /// `POST /v1/vms/{vm}/baselines/corim` (admin): import a signed CoRIM as a new baseline version.
 #[utoipa::path(post, path = "/v1/vms/{vm}/baselines/corim", tag = "vms", operation_id = "import_baseline_corim", params(("vm" = String, Path, description = "VM id")),
     request_body(content = Vec<u8>, content_type = "application/rim+cbor", description = "A signed CoRIM (profile tag:vmseal.dev,2026:corim/v1)"),
-    responses((status = 201, description = "`{vm_id, version, corim_id, signer, signer_kid, issuer, regions}`"),
+    responses((status = 201, description = "The new version", body = vmseal_client::BaselineImported),
         (status = 400, description = "bad_corim: not a well-formed signed CoRIM", body = vmseal_client::ApiErrorBody),
         (status = 413, description = "too_large", body = vmseal_client::ApiErrorBody),
         (status = 422, description = "corim_untrusted (no trusted key signed it, or the signature does not verify), corim_invalid (not a vmseal baseline), policy_mismatch, baseline_incomplete, corim_unknown_region, corim_hash_mismatch", body = vmseal_client::ApiErrorBody)))]
@@ -232,9 +235,15 @@ pub async fn import(
         rv.corim_id,
         opened.signer
     );
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "vm_id": vm, "version": version, "corim_id": rv.corim_id, "signer": opened.signer,
-        "signer_kid": hex::encode(opened.signer_kid), "issuer": opened.issuer,
-        "regions": rv.regions.len(),
-    })))
+    Ok(
+        HttpResponse::Created().json(vmseal_client::BaselineImported {
+            vm_id: vm,
+            version,
+            corim_id: rv.corim_id.clone(),
+            signer: opened.signer,
+            signer_kid: hex::encode(opened.signer_kid),
+            issuer: opened.issuer,
+            regions: rv.regions.len() as u64,
+        }),
+    )
 }

@@ -31,18 +31,22 @@ pub(crate) async fn metrics(
 
 /// Liveness: the process answers (whatever its database does).
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "The process is up: `{\"status\":\"ok\"}` (liveness; the database is not asked)")))]
+    responses((status = 200, description = "The process is up (liveness; the database is not asked): `ok`", body = vmseal_client::Health)))]
 pub(crate) async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    HttpResponse::Ok().json(vmseal_client::Health {
+        status: "ok".into(),
+    })
 }
 
 /// Readiness: the service can do its work now (its database answers).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "`{\"status\":\"ready\"}`: the database answers"),
+    responses((status = 200, description = "The database answers: `ready`", body = vmseal_client::Health),
         (status = 503, description = "unavailable: the database does not answer", body = vmseal_client::ApiErrorBody)))]
 pub(crate) async fn readyz(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     st.store.ping().await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+    Ok(HttpResponse::Ok().json(vmseal_client::Health {
+        status: "ready".into(),
+    }))
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",

@@ -154,7 +154,6 @@ impl Store {
     }
 }
 
-
 pub(super) fn audit_hash(
     prev: &[u8],
     id: i64,

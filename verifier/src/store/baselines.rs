@@ -1,6 +1,5 @@
 //! Golden baselines: versions promoted from snapshots or imported from CoRIM, never overwritten.
 
-use serde::Serialize;
 use sqlx::Row;
 use vmseal_sealer::claims::{RegionClass, Severity};
 use vmseal_sealer::merkle::{Digest, HashAlg, MerkleTree};
@@ -99,7 +98,10 @@ impl Store {
     }
 
     /// Every baseline version of a VM, oldest first (no leaves are read).
-    pub async fn baseline_versions(&self, vm_id: &str) -> Result<Vec<BaselineInfo>, StoreError> {
+    pub async fn baseline_versions(
+        &self,
+        vm_id: &str,
+    ) -> Result<Vec<vmseal_client::BaselineVersion>, StoreError> {
         let rows = sqlx::query(
             "SELECT b.version, b.source_seq, b.promoted_by, b.promoted_at, b.policy_digest, b.corim_signer, \
              (SELECT COUNT(*) FROM baseline_regions r WHERE r.vm_id = b.vm_id AND r.version = b.version) AS regions \
@@ -111,14 +113,14 @@ impl Store {
         rows.into_iter()
             .map(|r| {
                 let seq: i64 = r.try_get("source_seq")?;
-                Ok(BaselineInfo {
+                Ok(vmseal_client::BaselineVersion {
                     version: r.try_get::<i64, _>("version")? as u64,
                     source_seq: u64::try_from(seq).ok(),
                     promoted_by: r.try_get("promoted_by")?,
                     promoted_at: r.try_get("promoted_at")?,
                     policy_digest: r
                         .try_get::<Option<Vec<u8>>, _>("policy_digest")?
-                        .map(|d| digest(d, "baseline policy digest"))
+                        .map(|d| digest(d, "baseline policy digest").map(hex::encode))
                         .transpose()?,
                     corim_signer: r.try_get("corim_signer")?,
                     regions: r.try_get::<i64, _>("regions")? as u64,
@@ -239,31 +241,4 @@ pub enum BaselineSource<'a> {
         /// The CWT issuer it names, if any.
         issuer: Option<&'a str>,
     },
-}
-
-/// A baseline version, as listed.
-#[derive(Debug, Clone, Serialize)]
-pub struct BaselineInfo {
-    /// Version.
-    pub version: u64,
-    /// The snapshot it was promoted from; `None` when imported from a CoRIM.
-    pub source_seq: Option<u64>,
-    /// Who promoted or imported it.
-    pub promoted_by: String,
-    /// When (Unix seconds).
-    pub promoted_at: i64,
-    /// The capture policy its values were captured under (hex in JSON).
-    #[serde(serialize_with = "hex_opt")]
-    pub policy_digest: Option<Digest>,
-    /// The trusted key that signed the CoRIM it was imported from.
-    pub corim_signer: Option<String>,
-    /// How many regions it holds.
-    pub regions: u64,
-}
-
-pub(super) fn hex_opt<S: serde::Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_str(&hex::encode(d)),
-        None => s.serialize_none(),
-    }
 }

@@ -38,7 +38,7 @@ pub use alerts::{
 };
 pub use appraisals::{MAX_GROUP, POSTGRES_LEADERS, Verdict};
 use audit::{append_audit, audit_hash, on_postgres, pending_id};
-pub use baselines::{BaselineInfo, BaselineSource, NewBaselineRegion};
+pub use baselines::{BaselineSource, NewBaselineRegion};
 pub use captures::{CaptureRequestState, NewCaptureRequest, PickedCapture};
 pub use hosts::{
     HostEnrollment, HostToReappraise, NewToken, PendingEnrollment, TokenState,
