@@ -397,6 +397,8 @@ pub fn run(
                     .promote_baseline(&vm, BaselineSource::Snapshot(0), &[1; 32], &rs, "bench", 0)
                     .await?;
             }
+            // The service opens the database next (a SQLite file serves one store at a time).
+            store.close().await;
             Ok::<_, vmseal_verifier::store::StoreError>(())
         })?;
     let port = spawn_service(dir.path().to_owned(), database, 1)?;

@@ -270,6 +270,8 @@ pub fn run(
         while let Some(r) = tasks.join_next().await {
             r.map_err(|e| e.to_string())??;
         }
+        // The service opens the database next (a SQLite file serves one store at a time).
+        store.close().await;
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
 

@@ -1166,7 +1166,13 @@ mod tests {
         silenced_alerts_are_recorded_not_queued,
         deliveries_are_claimed_once_retried_and_given_up,
         a_silent_vm_alerts_once_and_resolves_when_heard_from,
-        replicas_share_one_chain_and_never_double_claim,
         a_tier_drop_resolves_when_the_tier_recovers,
     );
+
+    /// Replicas are PostgreSQL's (a SQLite database serves one verifier, which holds its file:
+    /// `store::tests::a_second_verifier_on_one_sqlite_file_is_refused`).
+    #[tokio::test]
+    async fn replicas_share_one_chain_and_never_double_claim_on_postgres() {
+        replicas_share_one_chain_and_never_double_claim(Db::Postgres).await
+    }
 }

@@ -46,6 +46,12 @@ struct Write {
 }
 
 impl Write {
+    /// Whether its write changes nothing of its VM's record but the chain head and last tier
+    /// (no new boot's layout, no below-threshold alert raised or resolved).
+    fn moves_only_the_head(&self) -> bool {
+        self.layout.is_none() && self.plan.raise.is_none() && self.plan.resolve_threshold.is_none()
+    }
+
     /// Whether it needs statements of its own (else it joins the group's multi-row statements; a
     /// new boot's layout rides on its chain's `UPDATE`).
     fn has_extras(&self) -> bool {
@@ -254,6 +260,15 @@ impl Store {
                 outcomes
             }
         };
+        // The kept VM records (SQLite) follow what committed, before anyone hears of it.
+        if let Some(r) = &self.records {
+            for (w, o) in writes.iter().zip(&outcomes) {
+                match o {
+                    Ok(None) if w.moves_only_the_head() => r.advanced(&w.vm_id, w.point, &w.tier),
+                    _ => r.forget(&w.vm_id),
+                }
+            }
+        }
         for (done, outcome) in answers.into_iter().zip(outcomes) {
             let _ = done.send(outcome);
         }

@@ -77,6 +77,7 @@ impl Store {
         };
         append_audit(&mut tx, by, action, &detail.to_string(), now).await?;
         tx.commit().await?;
+        self.vm_changed(vm_id);
         Ok(version as u64)
     }
 

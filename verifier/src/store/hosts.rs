@@ -18,6 +18,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let (sha, _) = upsert_host(&mut tx, e, now).await?;
         tx.commit().await?;
+        self.vms_changed();
         Ok(sha)
     }
 
@@ -171,6 +172,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.vms_changed();
         Ok(out)
     }
 
@@ -211,6 +213,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.vms_changed();
         Ok(serial)
     }
 
@@ -245,6 +248,7 @@ impl Store {
             .bind(host_id)
             .execute(&self.pool)
             .await?;
+        self.vms_changed();
         Ok(r.rows_affected() == 1)
     }
 
@@ -337,6 +341,7 @@ impl Store {
             revoke(&mut tx, old, host_id, "renewed", now).await?;
         }
         tx.commit().await?;
+        self.vms_changed();
         Ok(old_serial.map(str::to_owned))
     }
 
@@ -370,6 +375,7 @@ impl Store {
             .bind(host_id)
             .execute(&self.pool)
             .await?;
+        self.vms_changed();
         Ok(())
     }
 

@@ -30,6 +30,7 @@ mod audit;
 mod baselines;
 mod captures;
 mod hosts;
+mod records;
 mod vms;
 
 pub use alerts::{
@@ -129,6 +130,25 @@ pub struct Store {
     >,
     /// Appraisals waiting to be committed together (see [`Store::record_appraisal`]).
     group: std::sync::Arc<appraisals::GroupCommit>,
+    /// The VM records a SQLite store keeps (it is its database's only writer; see
+    /// [`records`]); none on PostgreSQL.
+    records: Option<std::sync::Arc<records::VmRecords>>,
+}
+
+/// A SQLite database another process holds (another verifier on the same state) is named as
+/// such; any other error is itself.
+fn in_use(sqlite: bool, url: &str, e: sqlx::Error) -> StoreError {
+    let locked = matches!(&e, sqlx::Error::Database(d) if d.message().contains("locked"));
+    if sqlite && locked {
+        StoreError::Unavailable(format!(
+            "the SQLite database {} is in use by another process (another verifier on the same \
+             state?): SQLite serves one verifier, which holds its file; stop the other, or run \
+             several verifiers on PostgreSQL (docs/operations.md, Several verifiers)",
+            url.split('?').next().unwrap_or(url)
+        ))
+    } else {
+        e.into()
+    }
 }
 
 fn digest(v: Vec<u8>, what: &str) -> Result<Digest, StoreError> {
@@ -188,6 +208,25 @@ impl Store {
                 )));
             }
         }
+        if sqlite {
+            // One direct connection first, as the pool's would be: a pool only says "timed
+            // out", this names another process holding the file.
+            use sqlx::Connection as _;
+            let mut c = sqlx::AnyConnection::connect(&url).await?;
+            let mut r = Ok(());
+            for q in [
+                "PRAGMA locking_mode=EXCLUSIVE",
+                "PRAGMA busy_timeout=2000",
+                "SELECT COUNT(*) FROM sqlite_master",
+            ] {
+                r = sqlx::query(q).execute(&mut c).await.map(drop);
+                if r.is_err() {
+                    break;
+                }
+            }
+            let _ = c.close().await;
+            r.map_err(|e| in_use(true, &url, e))?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 1 } else { 16 })
             // How long a request may wait for a connection before it fails with 503. SQLite:
@@ -214,6 +253,13 @@ impl Store {
                         // WAL + FULL: every commit is fsynced before it returns, so whatever a
                         // 2xx acknowledged survives a crash of the verifier, of the OS, or a
                         // power cut.
+                        // This process is the database's only user: set before the first
+                        // access, so the WAL needs no shared memory and another process (another
+                        // verifier on the same state) is refused at open. That is what lets the
+                        // store keep VM records in memory (`store::records`).
+                        sqlx::query("PRAGMA locking_mode=EXCLUSIVE")
+                            .execute(&mut *conn)
+                            .await?;
                         sqlx::query("PRAGMA synchronous=FULL")
                             .execute(&mut *conn)
                             .await?;
@@ -237,8 +283,12 @@ impl Store {
                 })
             })
             .connect(&url)
-            .await?;
-        MIGRATOR.run(&pool).await?;
+            .await
+            .map_err(|e| in_use(sqlite, &url, e))?;
+        MIGRATOR.run(&pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => in_use(sqlite, &url, e),
+            e => StoreError::Migrate(e),
+        })?;
         Ok(Self {
             pool,
             policies: Default::default(),
@@ -252,7 +302,28 @@ impl Store {
             } else {
                 Backend::Postgres
             },
+            records: sqlite.then(Default::default),
         })
+    }
+
+    /// Close the database (a SQLite store lets go of its file: another may open it now).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Any VM record may have changed (after the commit of a write to `vms`, `hosts` or
+    /// `baselines`; see [`records`]).
+    pub(super) fn vms_changed(&self) {
+        if let Some(r) = &self.records {
+            r.clear();
+        }
+    }
+
+    /// `vm`'s record may have changed (after the commit).
+    pub(super) fn vm_changed(&self, vm: &str) {
+        if let Some(r) = &self.records {
+            r.forget(vm);
+        }
     }
 
     /// The engine behind this store.
@@ -325,6 +396,102 @@ mod tests {
     use sqlx::Row;
     use vmseal_sealer::claims::{RegionClass, Severity};
     use vmseal_sealer::merkle::HashAlg;
+
+    /// Every statement of the store that writes a table a VM record is read from (`vms`,
+    /// `hosts`, `baselines`) is in a function that tells the kept records after its commit
+    /// (`vms_changed`, `vm_changed`, or the group writer's `advanced`/`forget`), or in one named
+    /// here with the reason it need not: a writer that forgets would let a SQLite verifier
+    /// appraise with a record the database no longer holds.
+    #[test]
+    fn every_writer_of_a_vm_record_tells_the_records() {
+        let exempt = [
+            (
+                "upsert_host",
+                "enroll_host and complete_enrollment, its callers, clear the records",
+            ),
+            (
+                "advance_chain",
+                "write_group reports each appraisal's outcome to the records",
+            ),
+            (
+                "raise",
+                "only a below-threshold alert marks its VM, and only appraisal writes raise one; \
+                 write_group forgets those VMs",
+            ),
+            ("set_schedule", "expect_every is not in a VM record"),
+            ("sweep_silent", "silent_alert is not in a VM record"),
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let write = regex_lite::Regex::new(
+            r"(?i)(UPDATE|INSERT INTO|DELETE FROM)\s+(vms|hosts|baselines|baseline_regions)\b",
+        )
+        .unwrap();
+        let fn_start =
+            regex_lite::Regex::new(r"\n\s*(?:pub(?:\(\w+\))? )?(?:async )?fn (\w+)").unwrap();
+        let mut seen = std::collections::BTreeSet::<String>::new();
+        let mut writers = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // The tests' own statements are not the store's.
+            let text = text.split("#[cfg(test)]").next().unwrap();
+            let starts: Vec<(usize, &str)> = fn_start
+                .captures_iter(text)
+                .map(|c| (c.get(0).unwrap().start(), c.get(1).unwrap().as_str()))
+                .collect();
+            for (i, (at, name)) in starts.iter().enumerate() {
+                let end = starts.get(i + 1).map_or(text.len(), |n| n.0);
+                let body = &text[*at..end];
+                if !write.is_match(body) {
+                    continue;
+                }
+                writers += 1;
+                seen.insert(name.to_string());
+                let tells = body.contains("vms_changed()")
+                    || body.contains("vm_changed(")
+                    || (body.contains(".advanced(") && body.contains(".forget("));
+                assert!(
+                    tells || exempt.iter().any(|(n, _)| n == name),
+                    "{}: fn {name} writes a VM record's table but does not tell the kept records \
+                     (call self.vms_changed() or self.vm_changed(vm) after its commit)",
+                    path.display()
+                );
+            }
+        }
+        for (name, why) in &exempt {
+            assert!(
+                seen.contains(*name),
+                "fn {name} is exempt ({why}) but no longer writes a VM record's table: drop it"
+            );
+        }
+        assert!(
+            writers >= 15,
+            "only {writers} writers found: is the scan still right?"
+        );
+    }
+
+    /// A SQLite database serves one verifier: a second store on the same file (another verifier
+    /// on the same state) is refused at open, naming the cause and the fix, and the first goes on.
+    #[tokio::test]
+    async fn a_second_verifier_on_one_sqlite_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", d.path().join("v.db").display());
+        let a = Store::open(&url).await.unwrap();
+        a.register_vm("vm-x", "h0", 70, 1).await.unwrap_err(); // (no such host: a read)
+        let e = Store::open(&url).await.unwrap_err().to_string();
+        assert!(
+            e.contains("in use by another process") && e.contains("PostgreSQL"),
+            "{e}"
+        );
+        assert!(
+            a.vm_record("vm-x")
+                .await
+                .is_err_and(|e| matches!(e, StoreError::NotFound(_)))
+        );
+        a.close().await;
+        let b = Store::open(&url).await.unwrap();
+        b.close().await;
+    }
 
     #[test]
     fn passwords_in_database_urls_are_never_shown() {

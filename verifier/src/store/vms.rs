@@ -40,6 +40,7 @@ impl Store {
                 sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(format!("VM {vm_id:?} is already registered; to start it over, an admin removes it first (`vmseal-verifier admin vms remove --vm-id {vm_id}`, audited)")),
                 e => StoreError::from(e),
             })?;
+        self.vms_changed();
         Ok(())
     }
 
@@ -57,6 +58,7 @@ impl Store {
             .bind(vm_id)
             .execute(&self.pool)
             .await?;
+        self.vm_changed(vm_id);
         vm_found(vm_id, r.rows_affected())
     }
 
@@ -77,6 +79,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.vm_changed(vm_id);
         Ok(last.map(|l| l as u64))
     }
 
@@ -120,6 +123,7 @@ impl Store {
             sqlx::query(q).bind(vm_id).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.vm_changed(vm_id);
         Ok(RemovedVm {
             host_id: row.try_get("host_id")?,
             last_seq: row.try_get::<Option<i64>, _>("last_seq")?.map(|s| s as u64),
@@ -145,6 +149,7 @@ impl Store {
             .bind(vm_id)
             .execute(&self.pool)
             .await?;
+        self.vm_changed(vm_id);
         vm_found(vm_id, r.rows_affected())
     }
 
@@ -200,11 +205,29 @@ impl Store {
             .bind(vm_id)
             .execute(&self.pool)
             .await?;
+        self.vm_changed(vm_id);
         vm_found(vm_id, r.rows_affected())
     }
 
-    /// What the appraisal needs to know about a VM.
+    /// What the appraisal needs to know about a VM (kept in memory by a SQLite store; see
+    /// [`super::records`]).
     pub async fn vm_record(&self, vm_id: &str) -> Result<VmRecord, StoreError> {
+        let generation = match &self.records {
+            Some(r) => match r.get(vm_id) {
+                Ok(rec) => return Ok(rec),
+                Err(g) => Some(g),
+            },
+            None => None,
+        };
+        let rec = self.read_vm_record(vm_id).await?;
+        if let (Some(r), Some(g)) = (&self.records, generation) {
+            r.fill(g, &rec);
+        }
+        Ok(rec)
+    }
+
+    /// [`Store::vm_record`], from the database.
+    async fn read_vm_record(&self, vm_id: &str) -> Result<VmRecord, StoreError> {
         let row = sqlx::query(
             "SELECT v.vm_id, v.host_id, v.policy_digest, v.threshold, v.allowed_modules, v.last_seq, v.last_digest, v.last_tier, v.threshold_alert, v.boot, v.layout, v.chain_start, v.incarnation, h.intermediate_sha256, h.insecure_anchor, h.hardware_root, h.hardware_checked, h.hardware_status, \
              (SELECT MAX(b.version) FROM baselines b WHERE b.vm_id = v.vm_id) AS baseline_version \
