@@ -46,12 +46,6 @@ struct Write {
 }
 
 impl Write {
-    /// Whether its write changes nothing of its VM's record but the chain head and last tier
-    /// (no new boot's layout, no below-threshold alert raised or resolved).
-    fn moves_only_the_head(&self) -> bool {
-        self.layout.is_none() && self.plan.raise.is_none() && self.plan.resolve_threshold.is_none()
-    }
-
     /// Whether it needs statements of its own (else it joins the group's multi-row statements; a
     /// new boot's layout rides on its chain's `UPDATE`).
     fn has_extras(&self) -> bool {
@@ -264,7 +258,15 @@ impl Store {
         if let Some(r) = &self.records {
             for (w, o) in writes.iter().zip(&outcomes) {
                 match o {
-                    Ok(None) if w.moves_only_the_head() => r.advanced(&w.vm_id, w.point, &w.tier),
+                    Ok(None) if w.plan.raise.is_none() => r.advanced(
+                        &w.vm_id,
+                        super::records::Advance {
+                            point: w.point,
+                            tier: &w.tier,
+                            layout: w.layout.as_ref(),
+                            threshold_resolved: w.plan.resolve_threshold.is_some(),
+                        },
+                    ),
                     _ => r.forget(&w.vm_id),
                 }
             }

@@ -8,11 +8,12 @@
 //!
 //! - a miss reads the database and keeps the record only if nothing changed meanwhile (the
 //!   generation it started under is still the current one) and no one kept a newer one first;
-//! - an accepted plain appraisal moves its VM's kept chain head and tier exactly as its
-//!   committed `UPDATE` did;
+//! - an accepted appraisal that raised no alert changes its VM's kept record exactly as its
+//!   committed `UPDATE` changed the row (chain head, tier, the boot's layout, a resolved
+//!   below-threshold alert);
 //! - every other write that touches a VM record's columns (`vms`, `hosts`, `baselines`) — admin
-//!   changes, enrollments, re-appraisals, appraisals that raise or resolve alerts or record a new
-//!   boot's layout, refused writes — forgets what it may have changed, after its commit, and
+//!   changes, enrollments, re-appraisals, appraisals that raise an alert, refused writes —
+//!   forgets what it may have changed, after its commit, and
 //!   moves the generation on so that a read racing it cannot keep stale data.
 //!   `store::tests::every_writer_of_a_vm_record_tells_the_records` holds every such statement in
 //!   the store's source to one of these.
@@ -22,7 +23,20 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::appraise::{ChainPoint, VmRecord};
+use crate::appraise::{ChainPoint, Layout, VmRecord};
+
+/// What an accepted appraisal's chain `UPDATE` wrote to its VM's row.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Advance<'a> {
+    /// The new chain head.
+    pub point: ChainPoint,
+    /// The appraisal's tier.
+    pub tier: &'a str,
+    /// The guest boot and its layout, when written.
+    pub layout: Option<&'a (Vec<u8>, Layout)>,
+    /// The VM's below-threshold alert was resolved.
+    pub threshold_resolved: bool,
+}
 
 /// Kept records and the generation they are valid in.
 #[derive(Debug, Default)]
@@ -58,13 +72,21 @@ impl VmRecords {
         }
     }
 
-    /// A plain appraisal of `vm` committed: its chain head is `point` and its last tier `tier`.
-    pub(super) fn advanced(&self, vm: &str, point: ChainPoint, tier: &str) {
+    /// An appraisal of `vm` that raised no alert committed: what its chain's `UPDATE` wrote.
+    pub(super) fn advanced(&self, vm: &str, a: Advance<'_>) {
         let mut g = self.lock();
         match g.records.get_mut(vm) {
             Some(r) => {
-                r.last = Some(point);
-                tier.clone_into(r.last_tier.get_or_insert_with(String::new));
+                r.last = Some(a.point);
+                a.tier
+                    .clone_into(r.last_tier.get_or_insert_with(String::new));
+                if let Some((boot, layout)) = a.layout {
+                    r.boot = Some(boot.clone());
+                    r.layout = layout.clone();
+                }
+                if a.threshold_resolved {
+                    r.threshold_alert = None;
+                }
             }
             // A read may be on its way with the head before this one.
             None => g.generation += 1,
@@ -101,6 +123,15 @@ mod tests {
         }
     }
 
+    fn advance(point: ChainPoint) -> Advance<'static> {
+        Advance {
+            point,
+            tier: "affirming",
+            layout: None,
+            threshold_resolved: false,
+        }
+    }
+
     #[test]
     fn a_read_that_raced_a_change_is_not_kept() {
         let r = VmRecords::default();
@@ -123,7 +154,7 @@ mod tests {
             seq: 2,
             digest: [2; 32],
         };
-        r.advanced("vm1", p2, "affirming");
+        r.advanced("vm1", advance(p2));
         // A read that started before, with the old head, finishes now: not kept over the newer.
         r.fill(stale, &rec("vm1", 1));
         let now = r.get("vm1").unwrap();
@@ -137,11 +168,10 @@ mod tests {
         let g = r.get("vm1").unwrap_err();
         r.advanced(
             "vm1",
-            ChainPoint {
+            advance(ChainPoint {
                 seq: 2,
                 digest: [2; 32],
-            },
-            "affirming",
+            }),
         );
         r.fill(g, &rec("vm1", 1));
         assert!(r.get("vm1").is_err());
