@@ -2541,3 +2541,70 @@ fn lesser_certificates_cannot_renew_read_chains_or_remove_vms() {
     );
     assert_eq!(st, 200);
 }
+
+/// A SQLite verifier keeps the VM records it read (`store::records`); none of them outlives a
+/// change: after an appraisal has its VM's record kept, a new policy assigned, a baseline
+/// promoted, a threshold and a chain reset each take effect at the very next evidence.
+#[test]
+fn a_kept_vm_record_never_outlives_a_change() {
+    let s = start();
+    let admin = admin(&s);
+    let mut h = Host::new("host-1");
+    let agent = enrol(&s, &admin, &h, None);
+    register(&s, &admin, "vm-a", "host-1", POLICY);
+    let (st, a) = submit(&s, &agent, "vm-a", h.evidence("vm-a", None));
+    assert_eq!(
+        (st, a["baseline_version"].clone()),
+        (200, serde_json::Value::Null),
+        "{a}"
+    );
+    // A baseline promoted: the next appraisal is against it.
+    promote(&s, "vm-a", &mut h, 0);
+    let (st, a) = submit(&s, &agent, "vm-a", h.evidence("vm-a", None));
+    assert_eq!((st, a["baseline_version"].as_u64()), (200, Some(1)), "{a}");
+    // A threshold of 0: even a patched kernel (score 0) is no longer below it.
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms/vm-a/threshold",
+        serde_json::json!({ "threshold": 0 }),
+    );
+    assert_eq!(st, 200, "{e}");
+    h.regions[0].3[0] = ALG.leaf(b"a hook");
+    let (st, a) = submit(&s, &agent, "vm-a", h.evidence("vm-a", None));
+    assert_eq!(
+        (st, a["score"].as_u64(), a["alert"].as_bool()),
+        (200, Some(0), Some(false)),
+        "{a}"
+    );
+    // Another policy assigned: evidence still made under the old one is refused.
+    let other = POLICY.replace("name = \"it\"", "name = \"it-2\"");
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms/vm-a/policy",
+        serde_json::json!({ "policy": other }),
+    );
+    assert_eq!(st, 200, "{e}");
+    let (st, e) = submit(&s, &agent, "vm-a", h.evidence("vm-a", None));
+    assert_eq!(
+        (st, e["code"].as_str()),
+        (422, Some("policy_mismatch")),
+        "{e}"
+    );
+    // The chain restarted at 7: evidence continuing the old chain is refused, #7 expected.
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms/vm-a/reset-chain",
+        serde_json::json!({ "at": 7 }),
+    );
+    assert_eq!(st, 200, "{e}");
+    let (st, head) = json(
+        agent
+            .get(format!("{}/v1/vms/vm-a/chain", s.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((st, head["next_seq"].as_u64()), (200, Some(7)), "{head}");
+}
