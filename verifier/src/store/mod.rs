@@ -143,7 +143,7 @@ fn in_use(sqlite: bool, url: &str, e: sqlx::Error) -> StoreError {
         StoreError::Unavailable(format!(
             "the SQLite database {} is in use by another process (another verifier on the same \
              state?): SQLite serves one verifier, which holds its file; stop the other, or run \
-             several verifiers on PostgreSQL (docs/operations.md, Several verifiers)",
+             several verifiers on PostgreSQL (docs/operations.md, PostgreSQL and several replicas)",
             url.split('?').next().unwrap_or(url)
         ))
     } else {
