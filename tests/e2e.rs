@@ -1501,20 +1501,8 @@ fn the_shim_attests_a_process_and_its_exit_status_is_the_verdict() {
     assert_eq!(o.status.code(), Some(3));
     assert!(text(&o).contains("target"), "{}", text(&o));
     // A hook in the process's code: contraindicated (exit 2), the region named.
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let code = maps
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("r-xp") && l.ends_with(&sleep_path))
-        .unwrap();
-    let at = u64::from_str_radix(code.split('-').next().unwrap(), 16).unwrap() + 0x100;
-    let mem = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/proc/{pid}/mem"))
-        .unwrap();
-    let mut b = [0u8; 1];
-    std::os::unix::fs::FileExt::read_exact_at(&mem, &mut b, at).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&mem, &[b[0] ^ 0xff], at).unwrap();
+    let at = vmseal_testkit::code_start(pid, &sleep_path).unwrap() + 0x100;
+    vmseal_testkit::flip_byte(pid, at).unwrap();
     let o = attest(&[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(

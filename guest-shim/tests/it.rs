@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::os::unix::fs::FileExt;
 use std::process::{Child, Command};
 
 use vmseal_capture::policy::Policy;
@@ -45,12 +44,7 @@ fn capture(
 
 /// The r-x mapping of `path` in process `pid`: its start.
 fn code_start(pid: u32, path: &str) -> u64 {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let line = maps
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("r-xp") && l.ends_with(path))
-        .unwrap_or_else(|| panic!("no r-x mapping of {path}: {maps}"));
-    u64::from_str_radix(line.split('-').next().unwrap(), 16).unwrap()
+    vmseal_testkit::code_start(pid, path).unwrap()
 }
 
 #[test]
@@ -89,14 +83,7 @@ fn a_process_captured_from_inside_shows_exactly_the_patched_code_page() {
 
     // Patch one byte of sleep's code, as an injected hook would.
     let at = code_start(pid, sleep) + 0x1234;
-    let mem = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/proc/{pid}/mem"))
-        .unwrap();
-    let mut b = [0u8; 1];
-    mem.read_exact_at(&mut b, at).unwrap();
-    mem.write_all_at(&[b[0] ^ 0xff], at).unwrap();
+    vmseal_testkit::flip_byte(pid, at).unwrap();
 
     let after = capture(&mut src, &policy, None);
     let changed = after.changed_pages(&base);

@@ -141,8 +141,9 @@ Example:\n  vmseal-host bench --mem-mib 1024 --json"
     },
 }
 
+/// A host's state and TPM, and the verifier it talks to.
 #[derive(clap::Args)]
-struct EnrollArgs {
+struct HostAt {
     /// State directory made by `init`.
     #[arg(long)]
     state: PathBuf,
@@ -151,6 +152,12 @@ struct EnrollArgs {
     tpm: Option<String>,
     #[command(flatten)]
     to: vmseal_client::cli::VerifierArgs,
+}
+
+#[derive(clap::Args)]
+struct EnrollArgs {
+    #[command(flatten)]
+    at: HostAt,
     /// Enrollment token certificate (from the verifier's admin).
     #[arg(long)]
     token_cert: PathBuf,
@@ -195,14 +202,8 @@ struct StatusArgs {
 
 #[derive(clap::Args)]
 struct RenewArgs {
-    /// State directory made by `init`.
-    #[arg(long)]
-    state: PathBuf,
-    /// TPM TCTI, if not the one recorded at init.
-    #[arg(long, env = "VMSEAL_TPM")]
-    tpm: Option<String>,
     #[command(flatten)]
-    to: vmseal_client::cli::VerifierArgs,
+    at: HostAt,
     /// The agent certificate to renew (and its key).
     #[command(flatten)]
     agent: vmseal_client::cli::AgentCertArgs,
@@ -1434,13 +1435,13 @@ fn cmd_status(a: StatusArgs) -> Result<()> {
 }
 
 fn cmd_renew(a: RenewArgs) -> Result<()> {
-    let (cert, key) = a.agent.paths(&a.state);
+    let (cert, key) = a.agent.paths(&a.at.state);
     let before = vmseal_capture::agent::enroll::days_left(&cert)?;
     let not_after = vmseal_capture::agent::enroll::renew(
-        &a.state,
-        a.tpm.as_deref(),
-        &a.to.verifier,
-        &a.to.verifier_ca,
+        &a.at.state,
+        a.at.tpm.as_deref(),
+        &a.at.to.verifier,
+        &a.at.to.verifier_ca,
         &cert,
         &key,
     )?;
@@ -1461,14 +1462,14 @@ fn cmd_renew(a: RenewArgs) -> Result<()> {
 }
 
 fn cmd_enroll(a: EnrollArgs) -> Result<()> {
-    let (agent_cert, agent_key) = a.agent.paths(&a.state);
+    let (agent_cert, agent_key) = a.agent.paths(&a.at.state);
     let o = vmseal_capture::agent::enroll::EnrollOptions {
         agent_cert,
         agent_key,
-        state: a.state,
-        tcti: a.tpm,
-        url: a.to.verifier,
-        ca: a.to.verifier_ca,
+        state: a.at.state,
+        tcti: a.at.tpm,
+        url: a.at.to.verifier,
+        ca: a.at.to.verifier_ca,
         token_cert: a.token_cert,
         token_key: a.token_key,
     };

@@ -227,6 +227,33 @@ pub fn vector(rel: &str) -> Vec<u8> {
     })
 }
 
+/// Where process `pid`'s executable mapping of `path` (its `r-xp` line in /proc/PID/maps)
+/// starts.
+pub fn code_start(pid: u32, path: &str) -> Result<u64, String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| e.to_string())?;
+    let line = maps
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("r-xp") && l.ends_with(path))
+        .ok_or_else(|| format!("no r-x mapping of {path}: {maps}"))?;
+    let start = line.split('-').next().unwrap_or_default();
+    u64::from_str_radix(start, 16).map_err(|e| format!("{start}: {e}"))
+}
+
+/// Flip every bit of the byte at `at` in process `pid`'s memory (through /proc/PID/mem), as an
+/// injected hook would patch code.
+pub fn flip_byte(pid: u32, at: u64) -> Result<(), String> {
+    use std::os::unix::fs::FileExt as _;
+    let mem = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .map_err(|e| format!("/proc/{pid}/mem: {e}"))?;
+    let mut b = [0u8; 1];
+    mem.read_exact_at(&mut b, at).map_err(|e| e.to_string())?;
+    mem.write_all_at(&[b[0] ^ 0xff], at)
+        .map_err(|e| e.to_string())
+}
+
 /// A real Linux guest under QEMU (TCG), booted from Debian's cloud kernel and a busybox
 /// initramfs (`scripts/fetch-test-kernel.sh`), with RAM in a shared memory-backend-file and a QMP
 /// socket, as `vmseal-host` attaches to production guests.

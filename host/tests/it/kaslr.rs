@@ -8,11 +8,7 @@ use vmseal_host::qemu::QemuSource;
 use vmseal_testkit::QemuGuest;
 
 fn kernel() -> Vec<u8> {
-    let dir = std::env::var_os("VMSEAL_TEST_KERNEL_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vmseal/kernel")
-        });
+    let dir = vmseal_testkit::QemuGuest::kernel_dir().unwrap();
     std::fs::read(dir.join("vmlinuz")).expect("run scripts/fetch-test-kernel.sh")
 }
 
