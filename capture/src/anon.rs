@@ -35,7 +35,7 @@ impl Gate {
     }
 }
 
-/// Anonymous guest memory: a [`MemorySource`] with a pause and a dirty log.
+/// Anonymous guest memory: a [`MemorySource`](crate::source::MemorySource) with a pause and a dirty log.
 #[derive(Debug)]
 pub struct AnonMemory {
     mem: Mem,

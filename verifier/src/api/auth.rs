@@ -111,7 +111,7 @@ impl actix_web::FromRequest for AdminVm {
 }
 
 /// A read of what is held of the VM named in the path (`/v1/vms/{vm}/…`) by a client allowed
-/// to read it ([`vm_reader`]: an admin, a viewer, or the agent of the VM's host): the VM id and
+/// to read it (`vm_reader`: an admin, a viewer, or the agent of the VM's host): the VM id and
 /// its record.
 #[derive(Debug)]
 pub struct ReadableVm {

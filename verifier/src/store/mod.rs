@@ -131,7 +131,7 @@ pub struct Store {
     /// Appraisals waiting to be committed together (see [`Store::record_appraisal`]).
     group: std::sync::Arc<appraisals::GroupCommit>,
     /// The VM records a SQLite store keeps (it is its database's only writer; see
-    /// [`records`]); none on PostgreSQL.
+    /// `records`); none on PostgreSQL.
     records: Option<std::sync::Arc<records::VmRecords>>,
 }
 
@@ -312,7 +312,7 @@ impl Store {
     }
 
     /// Any VM record may have changed (after the commit of a write to `vms`, `hosts` or
-    /// `baselines`; see [`records`]).
+    /// `baselines`; see `records`).
     pub(super) fn vms_changed(&self) {
         if let Some(r) = &self.records {
             r.clear();

@@ -209,8 +209,8 @@ impl Store {
         vm_found(vm_id, r.rows_affected())
     }
 
-    /// What the appraisal needs to know about a VM (kept in memory by a SQLite store; see
-    /// [`super::records`]).
+    /// What the appraisal needs to know about a VM (kept in memory by a SQLite store, its
+    /// file's only user; see the store's `records` module).
     pub async fn vm_record(&self, vm_id: &str) -> Result<VmRecord, StoreError> {
         let generation = match &self.records {
             Some(r) => match r.get(vm_id) {
