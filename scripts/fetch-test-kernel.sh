@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetch the Linux kernel the QEMU tests boot (Debian's linux-image-cloud-amd64, unpacked with
 # dpkg-deb -x, not installed) with the modules a guest needs for user-mode networking (virtio-net),
-# and build a busybox initramfs whose init prints the kernel symbols the tests need, then idles.
+# and build a busybox initramfs whose init prints the kernel symbols and BTF digest the tests need,
+# then idles.
 # Output: $VMSEAL_TEST_KERNEL_DIR (default ~/.cache/vmseal/kernel):
 #   vmlinuz, initrd.gz, modules/*.ko (the same kernel build as vmlinuz)
 set -euo pipefail
@@ -26,23 +27,26 @@ if [ ! -s "$dir/vmlinuz" ] || [ ! -s "$dir/modules/virtio_net.ko" ]; then
       rm -rf "$dir/modules" && mv "$dir/modules.tmp" "$dir/modules"
       cp x/boot/vmlinuz-* "$dir/vmlinuz.tmp" && mv "$dir/vmlinuz.tmp" "$dir/vmlinuz" )
 fi
-if [ ! -s "$dir/initrd.gz" ]; then
-    root=$(mktemp -d)
-    mkdir -p "$root"/{bin,proc,sys,dev}
-    cp /bin/busybox "$root/bin/busybox"
-    cat > "$root/init" <<'INIT'
-#!/bin/busybox sh
+# The init: prints the kernel symbols and the SHA-256 of the kernel's own BTF, then idles. The
+# initramfs is built again whenever this text changes.
+init='#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 echo 0 > /proc/sys/kernel/kptr_restrict
 echo "vmseal-symbols-begin"
-/bin/busybox grep -E ' (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata)$' /proc/kallsyms
+/bin/busybox grep -E " (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata)$" /proc/kallsyms
 echo "vmseal-symbols-end"
+echo "vmseal-btf $(/bin/busybox sha256sum /sys/kernel/btf/vmlinux)"
 echo "vmseal-ready"
-while true; do /bin/busybox sleep 1; done
-INIT
+while true; do /bin/busybox sleep 1; done'
+if [ ! -s "$dir/initrd.gz" ] || [ "$(cat "$dir/init.sh" 2>/dev/null)" != "$init" ]; then
+    root=$(mktemp -d)
+    mkdir -p "$root"/{bin,proc,sys,dev}
+    cp /bin/busybox "$root/bin/busybox"
+    printf '%s\n' "$init" > "$root/init"
     chmod +x "$root/init"
     (cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$dir/initrd.gz.tmp") && mv "$dir/initrd.gz.tmp" "$dir/initrd.gz"
+    printf '%s' "$init" > "$dir/init.sh"
     rm -rf "$root"
 fi
 echo "$dir"

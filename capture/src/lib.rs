@@ -23,6 +23,7 @@ pub mod baseline;
 pub mod dump;
 pub mod hash;
 pub mod kaslr;
+pub mod kernel;
 pub mod plan;
 pub mod snapshot;
 pub mod source;
@@ -78,6 +79,12 @@ pub mod fuzzing {
         let _ = crate::kaslr::KernelRelocs::from_bzimage(data);
         let _ = crate::kaslr::KernelRelocs::from_decompressed(data);
         let _ = crate::kaslr::Sections::from_elf(data);
+    }
+
+    /// Kernel profiles: BTF type information (through `btfparse`) and the vmlinux around it.
+    pub fn kernel_btf(data: &[u8]) {
+        let _ = crate::kernel::KernelProfile::from_btf(data, "");
+        let _ = crate::kernel::KernelProfile::from_vmlinux(data);
     }
 
     /// ELF core headers (the dump reader, by physical and by virtual address as /proc/kcore is

@@ -151,3 +151,47 @@ fn linux_kernel_regions_by_symbols_and_a_host_side_write_is_detected() {
     );
     src.resume().unwrap();
 }
+
+/// The kernel profile read from the policy's bzImage is the running guest's own: the SHA-256 of
+/// its `.BTF` equals what the guest itself reports for /sys/kernel/btf/vmlinux, and every field
+/// the kernel-object walkers follow is found, in this kernel's version of each layout.
+#[test]
+fn the_kernel_profile_is_read_from_the_guests_own_btf() {
+    use vmseal_capture::kernel::KernelProfile;
+    let g = QemuGuest::boot(256, false).unwrap();
+    let console = g.console();
+    let guest_btf = console
+        .lines()
+        .find_map(|l| l.strip_prefix("vmseal-btf "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| {
+            panic!("the guest did not print its BTF digest (run scripts/fetch-test-kernel.sh): {console}")
+        })
+        .to_owned();
+    let image = std::fs::read(QemuGuest::kernel_dir().unwrap().join("vmlinuz")).unwrap();
+    let p = KernelProfile::from_bzimage(&image).unwrap();
+    assert_eq!(p.btf_sha256, guest_btf);
+    assert_eq!(p.build_id.len(), 40, "a GNU build id: {}", p.build_id);
+    for field in [
+        "task_struct.tasks",
+        "task_struct.pid",
+        "task_struct.comm",
+        "task_struct.real_parent",
+        "task_struct.cred",
+        "cred.euid",
+        "mm_struct.exe_file",
+        "module.list",
+        "module.name",
+        "pid_namespace.idr",
+    ] {
+        assert!(p.offset(field).is_some(), "{field}: {:?}", p.offsets);
+    }
+    // Debian's 6.1 kernel: pid_links (4.19+), and core_layout (before 6.4's mem[]).
+    assert!(p.has("task_struct.pid_links") && !p.has("task_struct.pids"));
+    assert!(p.has("module.core_layout") && !p.has("module.mem"));
+    // The same text, the same profile: its digest is stable.
+    assert_eq!(
+        p.digest(),
+        KernelProfile::from_bzimage(&image).unwrap().digest()
+    );
+}
