@@ -27,16 +27,18 @@ if [ ! -s "$dir/vmlinuz" ] || [ ! -s "$dir/modules/virtio_net.ko" ]; then
       rm -rf "$dir/modules" && mv "$dir/modules.tmp" "$dir/modules"
       cp x/boot/vmlinuz-* "$dir/vmlinuz.tmp" && mv "$dir/vmlinuz.tmp" "$dir/vmlinuz" )
 fi
-# The init: prints the kernel symbols and the SHA-256 of the kernel's own BTF, then idles. The
+# The init: prints the kernel symbols, the SHA-256 of the kernel's own BTF and its processes (pid
+# and comm, as /proc shows them), then idles. The
 # initramfs is built again whenever this text changes.
 init='#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 echo 0 > /proc/sys/kernel/kptr_restrict
 echo "vmseal-symbols-begin"
-/bin/busybox grep -E " (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata)$" /proc/kallsyms
+/bin/busybox grep -E " (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata|init_task)$" /proc/kallsyms
 echo "vmseal-symbols-end"
 echo "vmseal-btf $(/bin/busybox sha256sum /sys/kernel/btf/vmlinux)"
+for p in /proc/[0-9]*; do echo "vmseal-proc ${p#/proc/} $(/bin/busybox cat $p/comm)"; done
 echo "vmseal-ready"
 while true; do /bin/busybox sleep 1; done'
 if [ ! -s "$dir/initrd.gz" ] || [ "$(cat "$dir/init.sh" 2>/dev/null)" != "$init" ]; then

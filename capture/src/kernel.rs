@@ -201,3 +201,248 @@ impl btfparse::Readable for Bytes<'_> {
         }
     }
 }
+
+/// Most tasks a walk visits before it gives up (a guest's list may be corrupt or hostile).
+pub const MAX_TASKS: usize = 32_768;
+
+/// Most path components read from an executable's dentry up to its root.
+const MAX_PATH_DEPTH: usize = 64;
+
+/// Longest name read from guest memory.
+const MAX_NAME: usize = 256;
+
+/// Why a walk of guest kernel memory stopped. Guest memory is hostile: every pointer is checked,
+/// every walk bounded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalkError {
+    /// The profile lacks a field the walk needs.
+    #[error("the kernel profile has no {0}")]
+    Field(String),
+    /// Guest memory at `gva` cannot be read.
+    #[error("guest memory at {gva:#x} ({what}): {why}")]
+    Read {
+        /// Guest-virtual address.
+        gva: u64,
+        /// What was being read.
+        what: &'static str,
+        /// Why not.
+        why: String,
+    },
+    /// A pointer that should point into the kernel does not.
+    #[error("{what} is {ptr:#x}, not a kernel address")]
+    NotKernel {
+        /// What it is.
+        what: &'static str,
+        /// Its value.
+        ptr: u64,
+    },
+    /// The list comes back to an entry it has visited, not to its head.
+    #[error("the task list loops at {0:#x} without coming back to init_task")]
+    Cycle(u64),
+    /// More than [`MAX_TASKS`] entries.
+    #[error("the task list has more than {MAX_TASKS} entries")]
+    TooMany,
+}
+
+/// A process as the kernel's task list holds it (a thread group's leader).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelTask {
+    /// Its pid (`task_struct.pid`; 0 for the idle task).
+    pub pid: i32,
+    /// Its thread group (`tgid`).
+    pub tgid: i32,
+    /// Its name (`comm`, at most 15 bytes).
+    pub comm: String,
+    /// Its parent's pid (`real_parent`).
+    pub parent: i32,
+    /// Its effective uid (`cred->euid`).
+    pub euid: u32,
+    /// A kernel thread (it has no `mm`).
+    pub kernel_thread: bool,
+    /// Its executable's path (`mm->exe_file`), when it has one.
+    pub exe: Option<String>,
+}
+
+/// Kernel virtual addresses are in the upper half.
+fn is_kernel(ptr: u64) -> bool {
+    ptr >= 0xffff_8000_0000_0000
+}
+
+/// Reads of guest-virtual memory through a source's page walk.
+struct Guest<'a> {
+    mem: &'a dyn crate::source::GuestMemory,
+}
+
+impl Guest<'_> {
+    fn bytes(&self, gva: u64, buf: &mut [u8], what: &'static str) -> Result<(), WalkError> {
+        let err = |why: String| WalkError::Read { gva, what, why };
+        let mut done = 0;
+        while done < buf.len() {
+            let at = gva
+                .checked_add(done as u64)
+                .ok_or_else(|| err("wraps".into()))?;
+            let in_page = (crate::source::PAGE - at % crate::source::PAGE) as usize;
+            let n = in_page.min(buf.len() - done);
+            let pa = self.mem.virt_to_phys(at).map_err(|e| err(e.to_string()))?;
+            self.mem
+                .read(pa, &mut buf[done..done + n])
+                .map_err(|e| err(e.to_string()))?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn u64(&self, gva: u64, what: &'static str) -> Result<u64, WalkError> {
+        let mut b = [0u8; 8];
+        self.bytes(gva, &mut b, what)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn u32(&self, gva: u64, what: &'static str) -> Result<u32, WalkError> {
+        let mut b = [0u8; 4];
+        self.bytes(gva, &mut b, what)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// A kernel pointer at `gva` (null allowed when `nullable`).
+    fn ptr(&self, gva: u64, what: &'static str, nullable: bool) -> Result<u64, WalkError> {
+        let p = self.u64(gva, what)?;
+        if (p == 0 && nullable) || is_kernel(p) {
+            Ok(p)
+        } else {
+            Err(WalkError::NotKernel { what, ptr: p })
+        }
+    }
+
+    /// A NUL-terminated name of at most `max` bytes at `gva` (lossy UTF-8).
+    fn name(&self, gva: u64, max: usize, what: &'static str) -> Result<String, WalkError> {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 16];
+        while out.len() < max {
+            let n = chunk.len().min(max - out.len());
+            self.bytes(gva.wrapping_add(out.len() as u64), &mut chunk[..n], what)?;
+            match chunk[..n].iter().position(|&b| b == 0) {
+                Some(end) => {
+                    out.extend_from_slice(&chunk[..end]);
+                    break;
+                }
+                None => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+impl KernelProfile {
+    fn need(&self, field: &str) -> Result<u64, WalkError> {
+        self.offset(field)
+            .ok_or_else(|| WalkError::Field(field.to_owned()))
+    }
+
+    /// Every process on the kernel's task list, from `init_task` (its guest-virtual address, from
+    /// the kernel's symbols) around the list back to it, in list order. Read with the guest
+    /// paused, so the list holds still; bounded ([`MAX_TASKS`]), cycle-checked, every pointer
+    /// checked to be a kernel address.
+    pub fn tasks(
+        &self,
+        mem: &dyn crate::source::GuestMemory,
+        init_task: u64,
+    ) -> Result<Vec<KernelTask>, WalkError> {
+        let g = Guest { mem };
+        let tasks_off = self.need("task_struct.tasks")?;
+        let head = init_task.wrapping_add(tasks_off);
+        let mut out = vec![self.task(&g, init_task)?];
+        let mut seen = std::collections::HashSet::new();
+        let mut node = g.ptr(head, "init_task.tasks.next", false)?;
+        while node != head {
+            if !seen.insert(node) {
+                return Err(WalkError::Cycle(node));
+            }
+            if seen.len() >= MAX_TASKS {
+                return Err(WalkError::TooMany);
+            }
+            out.push(self.task(&g, node.wrapping_sub(tasks_off))?);
+            node = g.ptr(node, "task_struct.tasks.next", false)?;
+        }
+        Ok(out)
+    }
+
+    fn task(&self, g: &Guest<'_>, t: u64) -> Result<KernelTask, WalkError> {
+        let pid_off = self.need("task_struct.pid")?;
+        let pid = g.u32(t.wrapping_add(pid_off), "task_struct.pid")? as i32;
+        let tgid = g.u32(
+            t.wrapping_add(self.need("task_struct.tgid")?),
+            "task_struct.tgid",
+        )? as i32;
+        let comm = g.name(
+            t.wrapping_add(self.need("task_struct.comm")?),
+            15,
+            "task_struct.comm",
+        )?;
+        let parent_task = g.ptr(
+            t.wrapping_add(self.need("task_struct.real_parent")?),
+            "task_struct.real_parent",
+            false,
+        )?;
+        let parent = g.u32(parent_task.wrapping_add(pid_off), "parent's pid")? as i32;
+        let cred = g.ptr(
+            t.wrapping_add(self.need("task_struct.cred")?),
+            "task_struct.cred",
+            false,
+        )?;
+        let euid = g.u32(cred.wrapping_add(self.need("cred.euid")?), "cred.euid")?;
+        let mm = g.ptr(
+            t.wrapping_add(self.need("task_struct.mm")?),
+            "task_struct.mm",
+            true,
+        )?;
+        let exe = if mm == 0 {
+            None
+        } else {
+            let file = g.ptr(
+                mm.wrapping_add(self.need("mm_struct.exe_file")?),
+                "mm_struct.exe_file",
+                true,
+            )?;
+            if file == 0 {
+                None
+            } else {
+                Some(self.file_path(g, file)?)
+            }
+        };
+        Ok(KernelTask {
+            pid,
+            tgid,
+            comm,
+            parent,
+            euid,
+            kernel_thread: mm == 0,
+            exe,
+        })
+    }
+
+    /// The path of the `struct file` at `file`, from its dentry up to the root of its mount.
+    fn file_path(&self, g: &Guest<'_>, file: u64) -> Result<String, WalkError> {
+        let dentry_at = file
+            .wrapping_add(self.need("file.f_path")?)
+            .wrapping_add(self.need("path.dentry")?);
+        let mut d = g.ptr(dentry_at, "file.f_path.dentry", false)?;
+        let name_at = self
+            .need("dentry.d_name")?
+            .wrapping_add(self.need("qstr.name")?);
+        let parent_at = self.need("dentry.d_parent")?;
+        let mut parts = Vec::new();
+        for _ in 0..MAX_PATH_DEPTH {
+            let parent = g.ptr(d.wrapping_add(parent_at), "dentry.d_parent", false)?;
+            if parent == d {
+                break;
+            }
+            let name = g.ptr(d.wrapping_add(name_at), "dentry.d_name.name", false)?;
+            parts.push(g.name(name, MAX_NAME, "a dentry's name")?);
+            d = parent;
+        }
+        parts.reverse();
+        Ok(format!("/{}", parts.join("/")))
+    }
+}

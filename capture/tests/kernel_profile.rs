@@ -82,3 +82,137 @@ fn mutated_btf_never_panics() {
         vmseal_capture::fuzzing::kernel_btf,
     );
 }
+
+/// Guest memory whose kernel addresses map linearly onto anonymous RAM (as the kernel's direct
+/// map does): enough to lay out task lists, good and hostile, without a guest.
+struct Direct(vmseal_capture::anon::AnonMemory);
+
+const BASE: u64 = 0xffff_8880_0000_0000;
+
+impl vmseal_capture::source::GuestMemory for Direct {
+    fn describe(&self) -> String {
+        "a laid-out kernel".into()
+    }
+    fn ram(&self) -> Vec<(u64, u64)> {
+        self.0.ram()
+    }
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), vmseal_capture::source::SourceError> {
+        self.0.read(gpa, buf)
+    }
+    fn virt_to_phys(&self, gva: u64) -> Result<u64, vmseal_capture::source::SourceError> {
+        gva.checked_sub(BASE)
+            .ok_or(vmseal_capture::source::SourceError::Translate {
+                gva,
+                reason: "below the direct map".into(),
+            })
+    }
+}
+
+/// A profile with small offsets, for laid-out memory.
+fn small_profile() -> KernelProfile {
+    let offsets = [
+        ("task_struct.tasks", 0),
+        ("task_struct.pid", 16),
+        ("task_struct.tgid", 20),
+        ("task_struct.comm", 24),
+        ("task_struct.real_parent", 40),
+        ("task_struct.cred", 48),
+        ("task_struct.mm", 56),
+        ("cred.euid", 4),
+    ];
+    KernelProfile {
+        build_id: String::new(),
+        btf_sha256: String::new(),
+        offsets: offsets.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+    }
+}
+
+/// Tasks at 0x1000 (init_task), 0x2000, 0x3000 …, each pointing to the next; the last back to
+/// init_task, unless `next` says otherwise; a shared cred (euid 0) at 0x9000.
+fn lay_out(n: u64, next: impl Fn(u64) -> u64) -> Direct {
+    let mem = vmseal_capture::anon::AnonMemory::new(&[(0, 0x10000)]).unwrap();
+    let g = mem.guest();
+    for i in 0..n {
+        let t = 0x1000 * (i + 1);
+        g.write(t, &next(i).to_le_bytes()).unwrap();
+        g.write(t + 16, &(i as u32).to_le_bytes()).unwrap();
+        g.write(t + 20, &(i as u32).to_le_bytes()).unwrap();
+        g.write(t + 24, format!("task{i}\0").as_bytes()).unwrap();
+        g.write(t + 40, &(BASE + 0x1000).to_le_bytes()).unwrap();
+        g.write(t + 48, &(BASE + 0x9000).to_le_bytes()).unwrap();
+        g.write(t + 56, &0u64.to_le_bytes()).unwrap();
+    }
+    Direct(mem)
+}
+
+#[test]
+fn a_laid_out_task_list_is_read_and_hostile_ones_are_refused() {
+    let p = small_profile();
+    let init = BASE + 0x1000;
+    let good = lay_out(3, |i| {
+        if i == 2 {
+            init
+        } else {
+            BASE + 0x1000 * (i + 2)
+        }
+    });
+    let tasks = p.tasks(&good, init).unwrap();
+    let names: Vec<&str> = tasks.iter().map(|t| t.comm.as_str()).collect();
+    assert_eq!(names, ["task0", "task1", "task2"]);
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.kernel_thread && t.euid == 0 && t.parent == 0)
+    );
+    // A loop that never comes back to init_task.
+    let cycle = lay_out(3, |i| {
+        if i == 2 {
+            BASE + 0x2000
+        } else {
+            BASE + 0x1000 * (i + 2)
+        }
+    });
+    assert!(
+        matches!(
+            p.tasks(&cycle, init),
+            Err(vmseal_capture::kernel::WalkError::Cycle(_))
+        ),
+        "a cycle is refused"
+    );
+    // A pointer out of the kernel's half, and one into memory that is not there.
+    let user = lay_out(2, |i| if i == 0 { 0x1234 } else { init });
+    let e = p.tasks(&user, init).unwrap_err().to_string();
+    assert!(e.contains("not a kernel address"), "{e}");
+    let gone = lay_out(2, |i| if i == 0 { BASE + 0x100_0000 } else { init });
+    let e = p.tasks(&gone, init).unwrap_err().to_string();
+    assert!(e.contains("guest memory at"), "{e}");
+    // A profile without the fields: named.
+    let mut bare = small_profile();
+    bare.offsets.remove("cred.euid");
+    let e = bare.tasks(&good, init).unwrap_err().to_string();
+    assert!(e.contains("cred.euid"), "{e}");
+}
+
+#[test]
+fn walking_random_memory_never_panics() {
+    let p = small_profile();
+    let mem = vmseal_capture::anon::AnonMemory::new(&[(0, 0x10000)]).unwrap();
+    let g = mem.guest();
+    let d = Direct(mem);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..200 {
+        // Fill memory with pseudo-random words, a quarter of them kernel pointers into it.
+        for at in (0..0x10000).step_by(8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let w = if seed.is_multiple_of(4) {
+                BASE + (seed >> 8) % 0x10000
+            } else {
+                seed
+            };
+            g.write(at, &w.to_le_bytes()).unwrap();
+        }
+        let _ = p.tasks(&d, BASE + (round * 0x100) % 0x10000);
+    }
+}

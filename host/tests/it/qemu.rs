@@ -195,3 +195,71 @@ fn the_kernel_profile_is_read_from_the_guests_own_btf() {
         KernelProfile::from_bzimage(&image).unwrap().digest()
     );
 }
+
+/// The task list read from outside, with the guest paused, is the guest's own: every process the
+/// guest listed in /proc at boot that cannot have ended since (its kernel threads and init) is
+/// found with its pid and name; init runs /bin/busybox as root, its parent the idle task; kernel
+/// threads have no executable.
+#[test]
+fn the_task_list_read_from_outside_is_the_guests_own() {
+    use vmseal_capture::kernel::KernelProfile;
+    let g = QemuGuest::boot(256, false).unwrap();
+    let console = g.console();
+    let listed: Vec<(i32, String)> = console
+        .lines()
+        .filter_map(|l| l.strip_prefix("vmseal-proc "))
+        .filter_map(|l| {
+            let (pid, comm) = l.trim().split_once(' ')?;
+            Some((pid.parse().ok()?, comm.to_owned()))
+        })
+        .collect();
+    assert!(
+        listed.len() > 10,
+        "the guest listed its processes: {console}"
+    );
+    let image = std::fs::read(QemuGuest::kernel_dir().unwrap().join("vmlinuz")).unwrap();
+    let profile = KernelProfile::from_bzimage(&image).unwrap();
+    let mut src = QemuSource::attach(&g.qmp(), &g.mem(), "mem").unwrap();
+    src.refresh_paging().unwrap();
+    let init_task = g.symbol("init_task").expect("the guest printed init_task");
+    src.pause().unwrap();
+    let tasks = profile.tasks(&src, init_task);
+    src.resume().unwrap();
+    let tasks = tasks.unwrap();
+    assert_eq!((tasks[0].pid, tasks[0].comm.as_str()), (0, "swapper/0"));
+    let init = tasks.iter().find(|t| t.pid == 1).expect("pid 1");
+    assert_eq!(
+        (
+            init.comm.as_str(),
+            init.exe.as_deref(),
+            init.euid,
+            init.parent,
+            init.kernel_thread
+        ),
+        ("init", Some("/bin/busybox"), 0, 0, false),
+        "{init:?}"
+    );
+    for (pid, comm) in &listed {
+        let Some(t) = tasks.iter().find(|t| t.pid == *pid) else {
+            // Only short-lived processes (the init's `sleep`, the listing's own `cat`) may be gone.
+            assert!(
+                ["sleep", "cat", "busybox", "sh"].contains(&comm.as_str()),
+                "pid {pid} ({comm}) is missing from the task list read from outside: {tasks:?}"
+            );
+            continue;
+        };
+        if t.kernel_thread {
+            // `comm` holds 15 bytes; /proc shows a kernel thread's whole name.
+            assert!(
+                comm.starts_with(&t.comm) && !t.comm.is_empty(),
+                "pid {pid}: {t:?} vs {comm}"
+            );
+            assert_eq!(t.exe, None, "a kernel thread has no executable: {t:?}");
+        }
+    }
+    let kthreadd = tasks.iter().find(|t| t.pid == 2).expect("kthreadd");
+    assert_eq!(
+        (kthreadd.comm.as_str(), kthreadd.kernel_thread),
+        ("kthreadd", true)
+    );
+}
