@@ -27,24 +27,27 @@ if [ ! -s "$dir/vmlinuz" ] || [ ! -s "$dir/modules/virtio_net.ko" ]; then
       rm -rf "$dir/modules" && mv "$dir/modules.tmp" "$dir/modules"
       cp x/boot/vmlinuz-* "$dir/vmlinuz.tmp" && mv "$dir/vmlinuz.tmp" "$dir/vmlinuz" )
 fi
-# The init: prints the kernel symbols, the SHA-256 of the kernel's own BTF and its processes (pid
-# and comm, as /proc shows them), then idles. The
+# The init: loads one module, prints the kernel symbols, the SHA-256 of the kernel's own BTF, its
+# processes (pid and comm, as /proc shows them) and modules (name, size, address), then idles. The
 # initramfs is built again whenever this text changes.
 init='#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 echo 0 > /proc/sys/kernel/kptr_restrict
+/bin/busybox insmod /lib/virtio_ring.ko
 echo "vmseal-symbols-begin"
-/bin/busybox grep -E " (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata|init_task)$" /proc/kallsyms
+/bin/busybox grep -E " (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata|init_task|modules)$" /proc/kallsyms
 echo "vmseal-symbols-end"
 echo "vmseal-btf $(/bin/busybox sha256sum /sys/kernel/btf/vmlinux)"
 for p in /proc/[0-9]*; do echo "vmseal-proc ${p#/proc/} $(/bin/busybox cat $p/comm)"; done
+/bin/busybox awk "{print \"vmseal-module \" \$1 \" \" \$2 \" \" \$6}" /proc/modules
 echo "vmseal-ready"
 while true; do /bin/busybox sleep 1; done'
 if [ ! -s "$dir/initrd.gz" ] || [ "$(cat "$dir/init.sh" 2>/dev/null)" != "$init" ]; then
     root=$(mktemp -d)
-    mkdir -p "$root"/{bin,proc,sys,dev}
+    mkdir -p "$root"/{bin,proc,sys,dev,lib}
     cp /bin/busybox "$root/bin/busybox"
+    cp "$dir/modules/virtio_ring.ko" "$root/lib/"
     printf '%s\n' "$init" > "$root/init"
     chmod +x "$root/init"
     (cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$dir/initrd.gz.tmp") && mv "$dir/initrd.gz.tmp" "$dir/initrd.gz"

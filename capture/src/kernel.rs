@@ -156,6 +156,19 @@ impl KernelProfile {
             };
             offsets.insert(format!("{ty}.{member}"), o);
         }
+        // Where a module's core text starts, from the start of `struct module`:
+        // `core_layout.base`, or `mem[MOD_TEXT].base` (the first of `mem[]`) since 6.4.
+        let layout = if offsets.contains_key("module.core_layout") {
+            "core_layout"
+        } else {
+            "mem"
+        };
+        for member in ["base", "size"] {
+            let path = format!("{layout}.{member}");
+            let o = offset("module", &path)
+                .map_err(|why| ProfileError::Field(format!("module.{path}"), why))?;
+            offsets.insert(format!("module.text.{member}"), o);
+        }
         Ok(Self {
             build_id: build_id.to_owned(),
             btf_sha256: hex::encode(HashAlg::Sha256.hash(&[btf])),
@@ -238,11 +251,25 @@ pub enum WalkError {
         ptr: u64,
     },
     /// The list comes back to an entry it has visited, not to its head.
-    #[error("the task list loops at {0:#x} without coming back to init_task")]
+    #[error("the list loops at {0:#x} without coming back to its head")]
     Cycle(u64),
-    /// More than [`MAX_TASKS`] entries.
-    #[error("the task list has more than {MAX_TASKS} entries")]
-    TooMany,
+    /// More entries than a walk visits ([`MAX_TASKS`], [`MAX_MODULES`]).
+    #[error("the list has more than {0} entries")]
+    TooMany(usize),
+}
+
+/// Most modules a walk visits.
+pub const MAX_MODULES: usize = 4_096;
+
+/// A loaded module as the kernel's module list holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelModule {
+    /// Its name (`module.name`).
+    pub name: String,
+    /// Where its core text starts (guest-virtual).
+    pub text: u64,
+    /// Its core text's size, bytes.
+    pub text_size: u32,
 }
 
 /// A process as the kernel's task list holds it (a thread group's leader).
@@ -360,7 +387,7 @@ impl KernelProfile {
                 return Err(WalkError::Cycle(node));
             }
             if seen.len() >= MAX_TASKS {
-                return Err(WalkError::TooMany);
+                return Err(WalkError::TooMany(MAX_TASKS));
             }
             out.push(self.task(&g, node.wrapping_sub(tasks_off))?);
             node = g.ptr(node, "task_struct.tasks.next", false)?;
@@ -420,6 +447,42 @@ impl KernelProfile {
             kernel_thread: mm == 0,
             exe,
         })
+    }
+
+    /// Every module on the kernel's module list, from its head (the `modules` symbol's
+    /// guest-virtual address) around `module.list` back to it; bounded ([`MAX_MODULES`]),
+    /// cycle-checked, every pointer checked.
+    pub fn modules(
+        &self,
+        mem: &dyn crate::source::GuestMemory,
+        head: u64,
+    ) -> Result<Vec<KernelModule>, WalkError> {
+        let g = Guest { mem };
+        let list = self.need("module.list")?;
+        let name = self.need("module.name")?;
+        let (base, size) = (
+            self.need("module.text.base")?,
+            self.need("module.text.size")?,
+        );
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut node = g.ptr(head, "modules.next", false)?;
+        while node != head {
+            if !seen.insert(node) {
+                return Err(WalkError::Cycle(node));
+            }
+            if seen.len() > MAX_MODULES {
+                return Err(WalkError::TooMany(MAX_MODULES));
+            }
+            let m = node.wrapping_sub(list);
+            out.push(KernelModule {
+                name: g.name(m.wrapping_add(name), 55, "module.name")?,
+                text: g.ptr(m.wrapping_add(base), "a module's text", true)?,
+                text_size: g.u32(m.wrapping_add(size), "a module's text size")?,
+            });
+            node = g.ptr(node, "module.list.next", false)?;
+        }
+        Ok(out)
     }
 
     /// The path of the `struct file` at `file`, from its dentry up to the root of its mount.

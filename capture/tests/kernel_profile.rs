@@ -119,6 +119,10 @@ fn small_profile() -> KernelProfile {
         ("task_struct.cred", 48),
         ("task_struct.mm", 56),
         ("cred.euid", 4),
+        ("module.list", 8),
+        ("module.name", 24),
+        ("module.text.base", 80),
+        ("module.text.size", 88),
     ];
     KernelProfile {
         build_id: String::new(),
@@ -194,6 +198,26 @@ fn a_laid_out_task_list_is_read_and_hostile_ones_are_refused() {
 }
 
 #[test]
+fn a_module_list_that_loops_is_refused() {
+    let p = small_profile();
+    let mem = vmseal_capture::anon::AnonMemory::new(&[(0, 0x10000)]).unwrap();
+    let g = mem.guest();
+    // head at 0x100 → module A's list (0x1008) → module B's list (0x2008) → back to A's.
+    g.write(0x100, &(BASE + 0x1008).to_le_bytes()).unwrap();
+    g.write(0x1008, &(BASE + 0x2008).to_le_bytes()).unwrap();
+    g.write(0x2008, &(BASE + 0x1008).to_le_bytes()).unwrap();
+    for (m, name) in [(0x1000u64, "a"), (0x2000, "b")] {
+        g.write(m + 24, format!("{name}\0").as_bytes()).unwrap();
+        g.write(m + 80, &(BASE + 0x8000).to_le_bytes()).unwrap();
+    }
+    let e = p
+        .modules(&Direct(mem), BASE + 0x100)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("loops"), "{e}");
+}
+
+#[test]
 fn walking_random_memory_never_panics() {
     let p = small_profile();
     let mem = vmseal_capture::anon::AnonMemory::new(&[(0, 0x10000)]).unwrap();
@@ -214,5 +238,6 @@ fn walking_random_memory_never_panics() {
             g.write(at, &w.to_le_bytes()).unwrap();
         }
         let _ = p.tasks(&d, BASE + (round * 0x100) % 0x10000);
+        let _ = p.modules(&d, BASE + (round * 0x180) % 0x10000);
     }
 }

@@ -263,3 +263,40 @@ fn the_task_list_read_from_outside_is_the_guests_own() {
         ("kthreadd", true)
     );
 }
+
+/// The module list read from outside is the guest's own: the module its init loaded is found by
+/// name, its text where /proc/modules says it is.
+#[test]
+fn the_module_list_read_from_outside_is_the_guests_own() {
+    use vmseal_capture::kernel::KernelProfile;
+    let g = QemuGuest::boot(256, false).unwrap();
+    let console = g.console();
+    let listed: Vec<(String, u64)> = console
+        .lines()
+        .filter_map(|l| l.strip_prefix("vmseal-module "))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (name, _size, addr) = (w.next()?, w.next()?, w.next()?);
+            let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16).ok()?;
+            Some((name.to_owned(), addr))
+        })
+        .collect();
+    assert!(
+        listed.iter().any(|(n, _)| n == "virtio_ring"),
+        "the guest loaded virtio_ring (run scripts/fetch-test-kernel.sh): {console}"
+    );
+    let image = std::fs::read(QemuGuest::kernel_dir().unwrap().join("vmlinuz")).unwrap();
+    let profile = KernelProfile::from_bzimage(&image).unwrap();
+    let mut src = QemuSource::attach(&g.qmp(), &g.mem(), "mem").unwrap();
+    src.refresh_paging().unwrap();
+    let head = g
+        .symbol("modules")
+        .expect("the guest printed the modules list head");
+    src.pause().unwrap();
+    let modules = profile.modules(&src, head);
+    src.resume().unwrap();
+    let modules = modules.unwrap();
+    let found: Vec<(String, u64)> = modules.iter().map(|m| (m.name.clone(), m.text)).collect();
+    assert_eq!(found, listed, "{modules:?}");
+    assert!(modules.iter().all(|m| m.text_size > 0), "{modules:?}");
+}
