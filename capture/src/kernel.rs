@@ -509,3 +509,70 @@ impl KernelProfile {
         Ok(format!("/{}", parts.join("/")))
     }
 }
+
+/// Gates of the x86-64 interrupt descriptor table.
+pub const IDT_GATES: usize = 256;
+
+/// One gate of the interrupt descriptor table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdtGate {
+    /// Its vector (0–255).
+    pub vector: u8,
+    /// Whether the gate is present.
+    pub present: bool,
+    /// The handler's address (guest-virtual).
+    pub handler: u64,
+}
+
+/// The 256 gates of the x86-64 IDT at `idt` (the `idt_table` symbol's guest-virtual address),
+/// read with the guest paused.
+pub fn idt_gates(
+    mem: &dyn crate::source::GuestMemory,
+    idt: u64,
+) -> Result<Vec<IdtGate>, WalkError> {
+    let g = Guest { mem };
+    let mut raw = vec![0u8; IDT_GATES * 16];
+    g.bytes(idt, &mut raw, "idt_table")?;
+    Ok(raw
+        .chunks_exact(16)
+        .enumerate()
+        .map(|(v, d)| {
+            let w16 = |i: usize| u64::from(u16::from_le_bytes([d[i], d[i + 1]]));
+            let high = u64::from(u32::from_le_bytes([d[8], d[9], d[10], d[11]]));
+            IdtGate {
+                vector: v as u8,
+                present: d[5] & 0x80 != 0,
+                handler: w16(0) | (w16(6) << 16) | (high << 32),
+            }
+        })
+        .collect())
+}
+
+/// The vectors whose gate differs from the golden state's (`baseline`, read from the same kernel
+/// before, its handlers moved by `slide` — the KASLR slide between the two boots): a hooked
+/// interrupt or exception. Presence counts as part of a gate.
+pub fn gates_changed(baseline: &[IdtGate], now: &[IdtGate], slide: u64) -> Vec<u8> {
+    (0..IDT_GATES)
+        .filter(|&v| {
+            let (b, n) = (baseline.get(v), now.get(v));
+            match (b, n) {
+                (Some(b), Some(n)) => {
+                    b.present != n.present
+                        || (b.present && b.handler.wrapping_add(slide) != n.handler)
+                }
+                _ => true,
+            }
+        })
+        .map(|v| v as u8)
+        .collect()
+}
+
+/// The present gates whose handler is in none of `code` (guest-virtual `[start, end)` ranges:
+/// the kernel's text, each module's text) — a hooked interrupt or exception.
+pub fn gates_outside(gates: &[IdtGate], code: &[(u64, u64)]) -> Vec<IdtGate> {
+    gates
+        .iter()
+        .filter(|g| g.present && !code.iter().any(|&(s, e)| (s..e).contains(&g.handler)))
+        .copied()
+        .collect()
+}

@@ -241,3 +241,38 @@ fn walking_random_memory_never_panics() {
         let _ = p.modules(&d, BASE + (round * 0x180) % 0x10000);
     }
 }
+
+#[test]
+fn a_gate_is_changed_only_if_it_moved_more_than_the_slide() {
+    use vmseal_capture::kernel::{IdtGate, gates_changed, gates_outside};
+    let gates = |handlers: &[u64]| -> Vec<IdtGate> {
+        (0..256)
+            .map(|v| IdtGate {
+                vector: v as u8,
+                present: handlers.get(v).is_some(),
+                handler: handlers.get(v).copied().unwrap_or(0),
+            })
+            .collect()
+    };
+    let golden = gates(&[0xffff_ffff_8100_0000, 0xffff_ffff_8100_0100]);
+    let slid = gates(&[0xffff_ffff_8300_0000, 0xffff_ffff_8300_0100]);
+    assert_eq!(gates_changed(&golden, &slid, 0x200_0000), Vec::<u8>::new());
+    let hooked = gates(&[0xffff_ffff_8300_0000, 0xffff_c900_0000_0000]);
+    assert_eq!(gates_changed(&golden, &hooked, 0x200_0000), vec![1]);
+    // A gate that appears, and a table cut short: changed.
+    let more = gates(&[
+        0xffff_ffff_8300_0000,
+        0xffff_ffff_8300_0100,
+        0xffff_ffff_8300_0200,
+    ]);
+    assert_eq!(gates_changed(&golden, &more, 0x200_0000), vec![2]);
+    assert_eq!(gates_changed(&golden, &golden[..10], 0).len(), 246);
+    let text = [(0xffff_ffff_8300_0000, 0xffff_ffff_8400_0000)];
+    assert_eq!(
+        gates_outside(&hooked, &text)
+            .iter()
+            .map(|g| g.vector)
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
+}

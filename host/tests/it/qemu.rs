@@ -300,3 +300,58 @@ fn the_module_list_read_from_outside_is_the_guests_own() {
     assert_eq!(found, listed, "{modules:?}");
     assert!(modules.iter().all(|m| m.text_size > 0), "{modules:?}");
 }
+
+/// A gate of the interrupt descriptor table that a host-side write points elsewhere (the
+/// breakpoint handler, moved into kernel data) is found against the golden state, and only that
+/// one; the gates a clean kernel leaves outside its text are named as such.
+#[test]
+fn a_hooked_idt_gate_is_found() {
+    use vmseal_capture::kernel::{gates_changed, gates_outside, idt_gates};
+    let g = QemuGuest::boot(256, false).unwrap();
+    let mut src = QemuSource::attach(&g.qmp(), &g.mem(), "mem").unwrap();
+    src.refresh_paging().unwrap();
+    let sym = |n: &str| {
+        g.symbol(n)
+            .unwrap_or_else(|| panic!("the guest printed {n}"))
+    };
+    let (idt, text) = (sym("idt_table"), (sym("_stext"), sym("_etext")));
+    src.pause().unwrap();
+    let golden = idt_gates(&src, idt).unwrap();
+    let present = golden.iter().filter(|g| g.present).count();
+    assert!(present > 30, "{present} present gates");
+    // Debian's 6.1 leaves the reserved exception vectors on their early handlers, in the init
+    // text freed after boot: outside the kernel's text, in the golden state too.
+    let clean_outside: Vec<u8> = gates_outside(&golden, &[text])
+        .iter()
+        .map(|g| g.vector)
+        .collect();
+    assert!(
+        clean_outside.iter().all(|v| (18..32).contains(v)),
+        "{clean_outside:?}"
+    );
+    assert_eq!(
+        gates_changed(&golden, &idt_gates(&src, idt).unwrap(), 0),
+        vec![0u8; 0]
+    );
+    // The hook: gate 3 (int3) now jumps into kernel data. Written with the guest paused and put
+    // back before it runs again.
+    let gate3 = src.virt_to_phys(idt + 3 * 16).unwrap();
+    let mut saved = [0u8; 16];
+    src.read(gate3, &mut saved).unwrap();
+    let evil = sym("_sdata") + 0x40;
+    let mut hooked = saved;
+    hooked[0..2].copy_from_slice(&(evil as u16).to_le_bytes());
+    hooked[6..8].copy_from_slice(&((evil >> 16) as u16).to_le_bytes());
+    hooked[8..12].copy_from_slice(&((evil >> 32) as u32).to_le_bytes());
+    src.write(gate3, &hooked).unwrap();
+    let now = idt_gates(&src, idt).unwrap();
+    src.write(gate3, &saved).unwrap();
+    src.resume().unwrap();
+    assert_eq!(gates_changed(&golden, &now, 0), vec![3u8]);
+    let outside: Vec<(u8, u64)> = gates_outside(&now, &[text])
+        .iter()
+        .map(|g| (g.vector, g.handler))
+        .filter(|(v, _)| !clean_outside.contains(v))
+        .collect();
+    assert_eq!(outside, vec![(3, evil)]);
+}
