@@ -43,6 +43,10 @@ const REQUIRED: &[(&str, &str)] = &[
     ("pid", "numbers"),
     ("upid", "nr"),
     ("pid_namespace", "idr"),
+    ("pid", "tasks"),
+    ("idr", "idr_rt"),
+    ("xarray", "xa_head"),
+    ("xa_node", "slots"),
     ("module", "list"),
     ("module", "name"),
     ("module", "mkobj"),
@@ -507,6 +511,80 @@ impl KernelProfile {
         }
         parts.reverse();
         Ok(format!("/{}", parts.join("/")))
+    }
+}
+
+/// Most nodes of a pid namespace's IDR a walk visits.
+pub const MAX_IDR_NODES: usize = 16_384;
+
+impl KernelProfile {
+    /// Every process the pid namespace at `ns` (e.g. the `init_pid_ns` symbol) knows by pid,
+    /// from its IDR (an XArray) — the second view of the processes: a process in this view but
+    /// not on the task list has been unlinked from it, hidden. Each pid's task is the first on
+    /// its `PIDTYPE_PID` list; pids without a task (being freed) are left out. Bounded
+    /// ([`MAX_IDR_NODES`] nodes), cycle-checked, every pointer checked.
+    pub fn pid_namespace_tasks(
+        &self,
+        mem: &dyn crate::source::GuestMemory,
+        ns: u64,
+    ) -> Result<Vec<KernelTask>, WalkError> {
+        let g = Guest { mem };
+        let head_at = ns
+            .wrapping_add(self.need("pid_namespace.idr")?)
+            .wrapping_add(self.need("idr.idr_rt")?)
+            .wrapping_add(self.need("xarray.xa_head")?);
+        let slots = self.need("xa_node.slots")?;
+        let (pid_tasks, links) = (self.need("pid.tasks")?, self.need("task_struct.pid_links")?);
+        let mut stack = vec![g.u64(head_at, "the pid IDR's head")?];
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        while let Some(entry) = stack.pop() {
+            // XArray entries: a node is tagged 2 (and above the reserved range); a pointer
+            // (`struct pid *`) is 4-aligned; anything else (a value, a retry) is not a pid.
+            if entry & 3 == 2 && entry > 4096 {
+                let node = entry - 2;
+                if !is_kernel(node) {
+                    return Err(WalkError::NotKernel {
+                        what: "an IDR node",
+                        ptr: node,
+                    });
+                }
+                if !seen.insert(node) {
+                    return Err(WalkError::Cycle(node));
+                }
+                if seen.len() > MAX_IDR_NODES {
+                    return Err(WalkError::TooMany(MAX_IDR_NODES));
+                }
+                let mut raw = [0u8; 64 * 8];
+                g.bytes(node.wrapping_add(slots), &mut raw, "xa_node.slots")?;
+                stack.extend(
+                    raw.chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                        .filter(|&e| e != 0),
+                );
+            } else if entry & 3 == 0 && entry != 0 {
+                if !is_kernel(entry) {
+                    return Err(WalkError::NotKernel {
+                        what: "a struct pid in the IDR",
+                        ptr: entry,
+                    });
+                }
+                // pid->tasks[PIDTYPE_PID].first: the task's pid_links[PIDTYPE_PID].
+                let first = g.ptr(
+                    entry.wrapping_add(pid_tasks),
+                    "pid.tasks[PIDTYPE_PID]",
+                    true,
+                )?;
+                if first != 0 {
+                    out.push(self.task(&g, first.wrapping_sub(links))?);
+                }
+            }
+            if out.len() > MAX_TASKS {
+                return Err(WalkError::TooMany(MAX_TASKS));
+            }
+        }
+        out.sort_by_key(|t| t.pid);
+        Ok(out)
     }
 }
 

@@ -123,6 +123,12 @@ fn small_profile() -> KernelProfile {
         ("module.name", 24),
         ("module.text.base", 80),
         ("module.text.size", 88),
+        ("pid_namespace.idr", 0),
+        ("idr.idr_rt", 0),
+        ("xarray.xa_head", 8),
+        ("xa_node.slots", 40),
+        ("pid.tasks", 8),
+        ("task_struct.pid_links", 64),
     ];
     KernelProfile {
         build_id: String::new(),
@@ -218,6 +224,25 @@ fn a_module_list_that_loops_is_refused() {
 }
 
 #[test]
+fn an_idr_whose_nodes_loop_is_refused() {
+    let p = small_profile();
+    let mem = vmseal_capture::anon::AnonMemory::new(&[(0, 0x10000)]).unwrap();
+    let g = mem.guest();
+    // The namespace at 0x100: its IDR's head is node 0x1000 (tagged 2), whose first slot is
+    // node 0x2000, whose first slot is node 0x1000 again.
+    g.write(0x108, &(BASE + 0x1000 + 2).to_le_bytes()).unwrap();
+    g.write(0x1000 + 40, &(BASE + 0x2000 + 2).to_le_bytes())
+        .unwrap();
+    g.write(0x2000 + 40, &(BASE + 0x1000 + 2).to_le_bytes())
+        .unwrap();
+    let e = p
+        .pid_namespace_tasks(&Direct(mem), BASE + 0x100)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("loops"), "{e}");
+}
+
+#[test]
 fn walking_random_memory_never_panics() {
     let p = small_profile();
     let mem = vmseal_capture::anon::AnonMemory::new(&[(0, 0x10000)]).unwrap();
@@ -239,6 +264,7 @@ fn walking_random_memory_never_panics() {
         }
         let _ = p.tasks(&d, BASE + (round * 0x100) % 0x10000);
         let _ = p.modules(&d, BASE + (round * 0x180) % 0x10000);
+        let _ = p.pid_namespace_tasks(&d, BASE + (round * 0x140) % 0x10000);
     }
 }
 

@@ -355,3 +355,76 @@ fn a_hooked_idt_gate_is_found() {
         .collect();
     assert_eq!(outside, vec![(3, evil)]);
 }
+
+/// A process unlinked from the task list (the rootkit's hiding trick, done here by a host-side
+/// write with the guest paused, and undone before it runs again) is still in the pid namespace's
+/// IDR: the two views differ by exactly that process. Before the attack they agree.
+#[test]
+fn a_process_unlinked_from_the_task_list_is_found_hidden() {
+    use vmseal_capture::kernel::KernelProfile;
+    let g = QemuGuest::boot(256, false).unwrap();
+    let image = std::fs::read(QemuGuest::kernel_dir().unwrap().join("vmlinuz")).unwrap();
+    let p = KernelProfile::from_bzimage(&image).unwrap();
+    let mut src = QemuSource::attach(&g.qmp(), &g.mem(), "mem").unwrap();
+    src.refresh_paging().unwrap();
+    let sym = |n: &str| {
+        g.symbol(n)
+            .unwrap_or_else(|| panic!("the guest printed {n}"))
+    };
+    let (init_task, ns) = (sym("init_task"), sym("init_pid_ns"));
+    let leaders = |tasks: Vec<vmseal_capture::kernel::KernelTask>| -> Vec<(i32, String)> {
+        let mut v: Vec<(i32, String)> = tasks
+            .into_iter()
+            .filter(|t| t.pid == t.tgid && t.pid != 0)
+            .map(|t| (t.pid, t.comm))
+            .collect();
+        v.sort();
+        v
+    };
+    src.pause().unwrap();
+    let listed = leaders(p.tasks(&src, init_task).unwrap());
+    let by_pid = leaders(p.pid_namespace_tasks(&src, ns).unwrap());
+    assert_eq!(listed, by_pid, "a clean guest: both views agree");
+    assert!(listed.len() > 10);
+
+    // Unlink kthreadd (pid 2) from the task list: its neighbours point past it.
+    let off = |f: &str| p.offset(f).unwrap();
+    let read_u64 = |src: &QemuSource, va: u64| {
+        let mut b = [0u8; 8];
+        src.read(src.virt_to_phys(va).unwrap(), &mut b).unwrap();
+        u64::from_le_bytes(b)
+    };
+    let head = init_task + off("task_struct.tasks");
+    let mut node = read_u64(&src, head);
+    let victim = loop {
+        let task = node - off("task_struct.tasks");
+        let mut pid = [0u8; 4];
+        src.read(
+            src.virt_to_phys(task + off("task_struct.pid")).unwrap(),
+            &mut pid,
+        )
+        .unwrap();
+        if u32::from_le_bytes(pid) == 2 {
+            break node;
+        }
+        node = read_u64(&src, node);
+        assert_ne!(node, head, "kthreadd is on the task list");
+    };
+    let (next, prev) = (read_u64(&src, victim), read_u64(&src, victim + 8));
+    let prev_next = src.virt_to_phys(prev).unwrap();
+    let next_prev = src.virt_to_phys(next + 8).unwrap();
+    src.write(prev_next, &next.to_le_bytes()).unwrap();
+    src.write(next_prev, &prev.to_le_bytes()).unwrap();
+    let listed_now = leaders(p.tasks(&src, init_task).unwrap());
+    let by_pid_now = leaders(p.pid_namespace_tasks(&src, ns).unwrap());
+    // Put it back before the guest runs again.
+    src.write(prev_next, &victim.to_le_bytes()).unwrap();
+    src.write(next_prev, &victim.to_le_bytes()).unwrap();
+    src.resume().unwrap();
+    let hidden: Vec<&(i32, String)> = by_pid_now
+        .iter()
+        .filter(|t| !listed_now.contains(t))
+        .collect();
+    assert_eq!(hidden, vec![&(2, "kthreadd".to_owned())]);
+    assert_eq!(listed_now.len() + 1, by_pid_now.len());
+}
