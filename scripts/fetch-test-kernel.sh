@@ -36,7 +36,7 @@ init='#!/bin/busybox sh
 echo 0 > /proc/sys/kernel/kptr_restrict
 /bin/busybox insmod /lib/virtio_ring.ko
 echo "vmseal-symbols-begin"
-/bin/busybox grep -E " (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata|init_task|modules|idt_table|init_pid_ns)$" /proc/kallsyms
+/bin/busybox grep -E " (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata|init_task|modules|idt_table|init_pid_ns|module_kset)$" /proc/kallsyms
 echo "vmseal-symbols-end"
 echo "vmseal-btf $(/bin/busybox sha256sum /sys/kernel/btf/vmlinux)"
 for p in /proc/[0-9]*; do echo "vmseal-proc ${p#/proc/} $(/bin/busybox cat $p/comm)"; done

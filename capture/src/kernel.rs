@@ -47,6 +47,11 @@ const REQUIRED: &[(&str, &str)] = &[
     ("idr", "idr_rt"),
     ("xarray", "xa_head"),
     ("xa_node", "slots"),
+    ("kset", "list"),
+    ("kobject", "entry"),
+    ("kobject", "name"),
+    ("module_kobject", "kobj"),
+    ("module_kobject", "mod"),
     ("module", "list"),
     ("module", "name"),
     ("module", "mkobj"),
@@ -584,6 +589,47 @@ impl KernelProfile {
             }
         }
         out.sort_by_key(|t| t.pid);
+        Ok(out)
+    }
+}
+
+impl KernelProfile {
+    /// The names of the loaded modules the module kset knows (`module_kset`'s kobjects whose
+    /// `module_kobject` belongs to a loaded module — built-in modules' parameter kobjects have
+    /// none), from the kset at `kset` (the value of the `module_kset` pointer): the second view
+    /// of modules. A module here but not on the module list has been unlinked from it, hidden.
+    /// Bounded ([`MAX_MODULES`]), cycle-checked, every pointer checked.
+    pub fn kset_modules(
+        &self,
+        mem: &dyn crate::source::GuestMemory,
+        kset: u64,
+    ) -> Result<Vec<String>, WalkError> {
+        let g = Guest { mem };
+        let head = kset.wrapping_add(self.need("kset.list")?);
+        let (entry, name) = (self.need("kobject.entry")?, self.need("kobject.name")?);
+        let (kobj, owner) = (
+            self.need("module_kobject.kobj")?,
+            self.need("module_kobject.mod")?,
+        );
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut node = g.ptr(head, "module_kset.list.next", false)?;
+        while node != head {
+            if !seen.insert(node) {
+                return Err(WalkError::Cycle(node));
+            }
+            if seen.len() > 4 * MAX_MODULES {
+                return Err(WalkError::TooMany(4 * MAX_MODULES));
+            }
+            let k = node.wrapping_sub(entry);
+            let mk = k.wrapping_sub(kobj);
+            if g.ptr(mk.wrapping_add(owner), "module_kobject.mod", true)? != 0 {
+                let n = g.ptr(k.wrapping_add(name), "kobject.name", false)?;
+                out.push(g.name(n, 55, "a module kobject's name")?);
+            }
+            node = g.ptr(node, "kobject.entry.next", false)?;
+        }
+        out.sort();
         Ok(out)
     }
 }

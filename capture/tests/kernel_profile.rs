@@ -129,6 +129,11 @@ fn small_profile() -> KernelProfile {
         ("xa_node.slots", 40),
         ("pid.tasks", 8),
         ("task_struct.pid_links", 64),
+        ("kset.list", 0),
+        ("kobject.entry", 8),
+        ("kobject.name", 0),
+        ("module_kobject.kobj", 0),
+        ("module_kobject.mod", 64),
     ];
     KernelProfile {
         build_id: String::new(),
@@ -265,6 +270,7 @@ fn walking_random_memory_never_panics() {
         let _ = p.tasks(&d, BASE + (round * 0x100) % 0x10000);
         let _ = p.modules(&d, BASE + (round * 0x180) % 0x10000);
         let _ = p.pid_namespace_tasks(&d, BASE + (round * 0x140) % 0x10000);
+        let _ = p.kset_modules(&d, BASE + (round * 0x1c0) % 0x10000);
     }
 }
 

@@ -428,3 +428,61 @@ fn a_process_unlinked_from_the_task_list_is_found_hidden() {
     assert_eq!(hidden, vec![&(2, "kthreadd".to_owned())]);
     assert_eq!(listed_now.len() + 1, by_pid_now.len());
 }
+
+/// A module unlinked from the module list (how a rootkit module hides from `lsmod`) is still in
+/// the module kset: the two views differ by exactly that module. Before the attack they agree.
+#[test]
+fn a_module_unlinked_from_the_module_list_is_found_hidden() {
+    use vmseal_capture::kernel::KernelProfile;
+    let g = QemuGuest::boot(256, false).unwrap();
+    let image = std::fs::read(QemuGuest::kernel_dir().unwrap().join("vmlinuz")).unwrap();
+    let p = KernelProfile::from_bzimage(&image).unwrap();
+    let mut src = QemuSource::attach(&g.qmp(), &g.mem(), "mem").unwrap();
+    src.refresh_paging().unwrap();
+    let sym = |n: &str| {
+        g.symbol(n)
+            .unwrap_or_else(|| panic!("the guest printed {n}"))
+    };
+    let read_u64 = |src: &QemuSource, va: u64| {
+        let mut b = [0u8; 8];
+        src.read(src.virt_to_phys(va).unwrap(), &mut b).unwrap();
+        u64::from_le_bytes(b)
+    };
+    let head = sym("modules");
+    src.pause().unwrap();
+    let kset = read_u64(&src, sym("module_kset"));
+    let names = |src: &QemuSource| -> Vec<String> {
+        let mut v: Vec<String> = p
+            .modules(src, head)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        v.sort();
+        v
+    };
+    let listed = names(&src);
+    assert_eq!(
+        listed,
+        p.kset_modules(&src, kset).unwrap(),
+        "a clean guest: both views agree"
+    );
+    assert!(listed.contains(&"virtio_ring".to_owned()), "{listed:?}");
+    // Unlink virtio_ring (the only module loaded: the list's head points past it both ways).
+    let victim = read_u64(&src, head);
+    let (next, prev) = (read_u64(&src, victim), read_u64(&src, victim + 8));
+    let prev_next = src.virt_to_phys(prev).unwrap();
+    let next_prev = src.virt_to_phys(next + 8).unwrap();
+    src.write(prev_next, &next.to_le_bytes()).unwrap();
+    src.write(next_prev, &prev.to_le_bytes()).unwrap();
+    let listed_now = names(&src);
+    let kset_now = p.kset_modules(&src, kset).unwrap();
+    src.write(prev_next, &victim.to_le_bytes()).unwrap();
+    src.write(next_prev, &victim.to_le_bytes()).unwrap();
+    src.resume().unwrap();
+    let hidden: Vec<&String> = kset_now
+        .iter()
+        .filter(|m| !listed_now.contains(m))
+        .collect();
+    assert_eq!(hidden, vec!["virtio_ring"]);
+}
