@@ -361,12 +361,7 @@ fn a_hooked_idt_gate_is_found() {
 /// IDR: the two views differ by exactly that process. Before the attack they agree.
 #[test]
 fn a_process_unlinked_from_the_task_list_is_found_hidden() {
-    use vmseal_capture::kernel::KernelProfile;
-    let g = QemuGuest::boot(256, false).unwrap();
-    let image = std::fs::read(QemuGuest::kernel_dir().unwrap().join("vmlinuz")).unwrap();
-    let p = KernelProfile::from_bzimage(&image).unwrap();
-    let mut src = QemuSource::attach(&g.qmp(), &g.mem(), "mem").unwrap();
-    src.refresh_paging().unwrap();
+    let (g, p, mut src) = kernel_guest();
     let sym = |n: &str| {
         g.symbol(n)
             .unwrap_or_else(|| panic!("the guest printed {n}"))
@@ -389,11 +384,6 @@ fn a_process_unlinked_from_the_task_list_is_found_hidden() {
 
     // Unlink kthreadd (pid 2) from the task list: its neighbours point past it.
     let off = |f: &str| p.offset(f).unwrap();
-    let read_u64 = |src: &QemuSource, va: u64| {
-        let mut b = [0u8; 8];
-        src.read(src.virt_to_phys(va).unwrap(), &mut b).unwrap();
-        u64::from_le_bytes(b)
-    };
     let head = init_task + off("task_struct.tasks");
     let mut node = read_u64(&src, head);
     let victim = loop {
@@ -410,16 +400,11 @@ fn a_process_unlinked_from_the_task_list_is_found_hidden() {
         node = read_u64(&src, node);
         assert_ne!(node, head, "kthreadd is on the task list");
     };
-    let (next, prev) = (read_u64(&src, victim), read_u64(&src, victim + 8));
-    let prev_next = src.virt_to_phys(prev).unwrap();
-    let next_prev = src.virt_to_phys(next + 8).unwrap();
-    src.write(prev_next, &next.to_le_bytes()).unwrap();
-    src.write(next_prev, &prev.to_le_bytes()).unwrap();
+    let relink = unlink(&src, victim);
     let listed_now = leaders(p.tasks(&src, init_task).unwrap());
     let by_pid_now = leaders(p.pid_namespace_tasks(&src, ns).unwrap());
     // Put it back before the guest runs again.
-    src.write(prev_next, &victim.to_le_bytes()).unwrap();
-    src.write(next_prev, &victim.to_le_bytes()).unwrap();
+    relink(&src);
     src.resume().unwrap();
     let hidden: Vec<&(i32, String)> = by_pid_now
         .iter()
@@ -433,20 +418,10 @@ fn a_process_unlinked_from_the_task_list_is_found_hidden() {
 /// the module kset: the two views differ by exactly that module. Before the attack they agree.
 #[test]
 fn a_module_unlinked_from_the_module_list_is_found_hidden() {
-    use vmseal_capture::kernel::KernelProfile;
-    let g = QemuGuest::boot(256, false).unwrap();
-    let image = std::fs::read(QemuGuest::kernel_dir().unwrap().join("vmlinuz")).unwrap();
-    let p = KernelProfile::from_bzimage(&image).unwrap();
-    let mut src = QemuSource::attach(&g.qmp(), &g.mem(), "mem").unwrap();
-    src.refresh_paging().unwrap();
+    let (g, p, mut src) = kernel_guest();
     let sym = |n: &str| {
         g.symbol(n)
             .unwrap_or_else(|| panic!("the guest printed {n}"))
-    };
-    let read_u64 = |src: &QemuSource, va: u64| {
-        let mut b = [0u8; 8];
-        src.read(src.virt_to_phys(va).unwrap(), &mut b).unwrap();
-        u64::from_le_bytes(b)
     };
     let head = sym("modules");
     src.pause().unwrap();
@@ -470,19 +445,45 @@ fn a_module_unlinked_from_the_module_list_is_found_hidden() {
     assert!(listed.contains(&"virtio_ring".to_owned()), "{listed:?}");
     // Unlink virtio_ring (the only module loaded: the list's head points past it both ways).
     let victim = read_u64(&src, head);
-    let (next, prev) = (read_u64(&src, victim), read_u64(&src, victim + 8));
-    let prev_next = src.virt_to_phys(prev).unwrap();
-    let next_prev = src.virt_to_phys(next + 8).unwrap();
-    src.write(prev_next, &next.to_le_bytes()).unwrap();
-    src.write(next_prev, &prev.to_le_bytes()).unwrap();
+    let relink = unlink(&src, victim);
     let listed_now = names(&src);
     let kset_now = p.kset_modules(&src, kset).unwrap();
-    src.write(prev_next, &victim.to_le_bytes()).unwrap();
-    src.write(next_prev, &victim.to_le_bytes()).unwrap();
+    relink(&src);
     src.resume().unwrap();
     let hidden: Vec<&String> = kset_now
         .iter()
         .filter(|m| !listed_now.contains(m))
         .collect();
     assert_eq!(hidden, vec!["virtio_ring"]);
+}
+
+/// A guest booted with the test kernel, the kernel's profile, and the guest's memory attached.
+fn kernel_guest() -> (QemuGuest, vmseal_capture::kernel::KernelProfile, QemuSource) {
+    let g = QemuGuest::boot(256, false).unwrap();
+    let image = std::fs::read(QemuGuest::kernel_dir().unwrap().join("vmlinuz")).unwrap();
+    let p = vmseal_capture::kernel::KernelProfile::from_bzimage(&image).unwrap();
+    let mut src = QemuSource::attach(&g.qmp(), &g.mem(), "mem").unwrap();
+    src.refresh_paging().unwrap();
+    (g, p, src)
+}
+
+/// The kernel pointer at guest-virtual `va`.
+fn read_u64(src: &QemuSource, va: u64) -> u64 {
+    let mut b = [0u8; 8];
+    src.read(src.virt_to_phys(va).unwrap(), &mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+/// Unlink the `list_head` at `node` from its list (as a rootkit hides an entry: its neighbours
+/// point past it); what puts it back.
+fn unlink(src: &QemuSource, node: u64) -> impl Fn(&QemuSource) + use<> {
+    let (next, prev) = (read_u64(src, node), read_u64(src, node + 8));
+    let prev_next = src.virt_to_phys(prev).unwrap();
+    let next_prev = src.virt_to_phys(next + 8).unwrap();
+    src.write(prev_next, &next.to_le_bytes()).unwrap();
+    src.write(next_prev, &prev.to_le_bytes()).unwrap();
+    move |src: &QemuSource| {
+        src.write(prev_next, &node.to_le_bytes()).unwrap();
+        src.write(next_prev, &node.to_le_bytes()).unwrap();
+    }
 }
