@@ -238,13 +238,14 @@ pub(crate) fn alerts(
             if json {
                 return Ok(Some(s));
             }
+            let silence: vmseal_client::Silence = typed(&s)?;
             println!(
                 "silence {}: alerts of {} are recorded but not delivered until {}",
-                s["silence_id"].as_str().unwrap_or("?"),
+                silence.silence_id,
                 vm_id
                     .map(|v| format!("VM {v}"))
                     .unwrap_or_else(|| "every VM".into()),
-                when(s["ends_at"].as_i64().unwrap_or(0))
+                when(silence.ends_at)
             );
             None
         }
@@ -319,10 +320,10 @@ pub(crate) fn webhooks(
             if json {
                 return Ok(Some(w));
             }
+            let hook: vmseal_client::Webhook = typed(&w)?;
             println!(
                 "webhook {} added: alerts raised from now on are posted to {}",
-                w["name"].as_str().unwrap_or("?"),
-                w["url"].as_str().unwrap_or("?")
+                hook.name, hook.url
             );
             None
         }

@@ -711,12 +711,16 @@ fn admin_status(
             )
         });
     }
-    if let Ok(v) = client.get("/v1/vms") {
-        let vms = v["vms"].as_array().cloned().unwrap_or_default();
+    if let Ok(list) = client
+        .get("/v1/vms")
+        .map_err(anyhow::Error::from)
+        .and_then(|v| typed::<vmseal_client::VmList>(&v, "VM list"))
+    {
+        let vms = list.vms;
         let never: Vec<&str> = vms
             .iter()
-            .filter(|v| v["last_seq"].is_null())
-            .filter_map(|v| v["vm_id"].as_str())
+            .filter(|v| v.last_seq.is_none())
+            .map(|v| v.vm_id.as_str())
             .collect();
         out.push(if never.is_empty() {
             Check::pass("vms", format!("{} registered, each appraised", vms.len()))
@@ -1264,12 +1268,27 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
             vm_id,
             every,
             none: _,
-        } => client.post_json(
-            &format!("/v1/vms/{vm_id}/schedule"),
-            &vmseal_client::SetSchedule {
-                expect_every_s: every.map(|d| d.as_secs().max(1) as i64),
-            },
-        )?,
+        } => {
+            let out = client.post_json(
+                &format!("/v1/vms/{vm_id}/schedule"),
+                &vmseal_client::SetSchedule {
+                    expect_every_s: every.map(|d| d.as_secs().max(1) as i64),
+                },
+            )?;
+            let set: vmseal_client::ScheduleSet = typed(&out, "schedule")?;
+            if !conn.json {
+                match set.expect_every_s {
+                    Some(s) => println!(
+                        "VM {}: evidence expected at least every {s} s; a silent alert after {} s without",
+                        set.vm_id,
+                        2 * s
+                    ),
+                    None => println!("VM {}: no schedule (no silence alerts)", set.vm_id),
+                }
+                return Ok(());
+            }
+            out
+        }
         AdminCmd::Appraisals { vm_id, limit } => {
             let out = client.get(&format!("/v1/vms/{vm_id}/appraisals?limit={limit}"))?;
             if !conn.json {

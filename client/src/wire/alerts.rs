@@ -135,6 +135,16 @@ pub struct SetSchedule {
     pub expect_every_s: Option<i64>,
 }
 
+/// `POST /v1/vms/{vm}/schedule` answer: the VM's schedule now.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScheduleSet {
+    /// VM id.
+    pub vm_id: String,
+    /// Evidence is expected at least this often, seconds (null: no schedule).
+    pub expect_every_s: Option<i64>,
+}
+
 /// One webhook delivery of an alert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -15,7 +15,7 @@ mod vms;
 
 pub use alerts::{
     ALERT_JWT_TYP, Alert, AlertDelivery, AlertList, AlertShown, DeliveryState, NewSilence,
-    NewWebhook, SetSchedule, Silence, SilenceEnded, SilenceList, Webhook, WebhookList,
+    NewWebhook, ScheduleSet, SetSchedule, Silence, SilenceEnded, SilenceList, Webhook, WebhookList,
     verify_alert,
 };
 pub use appraisal::{

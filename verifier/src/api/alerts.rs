@@ -353,7 +353,7 @@ pub(crate) async fn end_silence(
 /// alert is raised when none is accepted for twice that.
 #[utoipa::path(post, path = "/v1/vms/{vm}/schedule", tag = "alerts", params(("vm" = String, Path, description = "VM id")),
     request_body = SetSchedule,
-    responses((status = 200, description = "`{vm_id, expect_every_s}`")))]
+    responses((status = 200, description = "The schedule now", body = vmseal_client::ScheduleSet)))]
 pub(crate) async fn set_schedule(
     AdminVm { who, vm }: AdminVm,
     body: web::Json<SetSchedule>,
@@ -372,5 +372,8 @@ pub(crate) async fn set_schedule(
     st.store
         .audit(&who, "set_schedule", &detail.to_string(), now())
         .await?;
-    Ok(HttpResponse::Ok().json(detail))
+    Ok(HttpResponse::Ok().json(vmseal_client::ScheduleSet {
+        vm_id: vm,
+        expect_every_s: body.expect_every_s,
+    }))
 }

@@ -2608,3 +2608,37 @@ fn a_kept_vm_record_never_outlives_a_change() {
     );
     assert_eq!((st, head["next_seq"].as_u64()), (200, Some(7)), "{head}");
 }
+
+/// The admin sets a VM's capture schedule and gets it back as it stands; a viewer cannot, and a
+/// schedule out of range is refused by code.
+#[test]
+fn a_schedule_is_set_by_an_admin_and_answered_as_it_stands() {
+    let s = start();
+    let admin = admin(&s);
+    let h = Host::new("host-1");
+    enrol(&s, &admin, &h, None);
+    register(&s, &admin, "vm-a", "host-1", POLICY);
+    let (st, a) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms/vm-a/schedule",
+        serde_json::json!({ "expect_every_s": 60 }),
+    );
+    assert_eq!(st, 200, "{a}");
+    let set: vmseal_client::ScheduleSet = serde_json::from_value(a).unwrap();
+    assert_eq!((set.vm_id.as_str(), set.expect_every_s), ("vm-a", Some(60)));
+    let (st, e) = post_to(
+        &admin,
+        &s.url,
+        "/v1/vms/vm-a/schedule",
+        serde_json::json!({ "expect_every_s": 0 }),
+    );
+    assert_eq!((st, e["code"].as_str()), (400, Some("bad_schedule")), "{e}");
+    let (st, _) = post_to(
+        &viewer(&s, "carol"),
+        &s.url,
+        "/v1/vms/vm-a/schedule",
+        serde_json::json!({ "expect_every_s": null }),
+    );
+    assert_eq!(st, 403);
+}
