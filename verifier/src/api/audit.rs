@@ -15,7 +15,7 @@ use crate::store::StoreError;
 /// return the newest, when the chain has not moved since). Keep it outside the verifier:
 /// `vmseal-certs verify-audit` checks an export against it.
 #[utoipa::path(post, path = "/v1/audit/checkpoints", tag = "operations",
-    responses((status = 200, description = "`{audit_id, audit_hash, iat, token}`")))]
+    responses((status = 200, description = "The checkpoint signed now", body = vmseal_client::SignedCheckpoint)))]
 pub(crate) async fn create_checkpoint(
     _who: Admin,
     st: web::Data<AppState>,

@@ -154,16 +154,8 @@ impl Store {
     }
 }
 
-pub(super) fn audit_hash(
-    prev: &[u8],
-    id: i64,
-    at: i64,
-    actor: &str,
-    action: &str,
-    detail: &str,
-) -> Digest {
-    vmseal_client::audit::entry_hash(prev, id, at, actor, action, detail)
-}
+/// An entry's hash: the one the offline check (`vmseal-certs verify-audit`) computes.
+pub(super) use vmseal_client::audit::entry_hash as audit_hash;
 
 /// Append one entry to the hash-chained audit log inside `tx`. The head row's lock (held to the
 /// end of `tx`) orders concurrent appends, across replicas too.

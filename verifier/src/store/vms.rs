@@ -40,7 +40,7 @@ impl Store {
                 sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(format!("VM {vm_id:?} is already registered; to start it over, an admin removes it first (`vmseal-verifier admin vms remove --vm-id {vm_id}`, audited)")),
                 e => StoreError::from(e),
             })?;
-        self.vms_changed();
+        self.vm_changed(vm_id);
         Ok(())
     }
 
