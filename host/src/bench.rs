@@ -105,6 +105,7 @@ pub fn run(
         interval_secs: None,
         kernel: None,
         elf: None,
+        kernel_objects: None,
         regions: vec![RegionPolicy {
             name: "ram".into(),
             class: RegionClass::Data,

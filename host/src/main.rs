@@ -652,6 +652,7 @@ fn cmd_seal(a: SealArgs) -> Result<()> {
         interval_secs: None,
         kernel: None,
         elf: None,
+        kernel_objects: None,
         regions: specs
             .iter()
             .map(|s| RegionPolicy {

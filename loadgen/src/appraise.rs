@@ -301,6 +301,7 @@ pub fn synthetic_claims(
         },
         delta,
         sealed: None,
+        kernel: None,
     }
 }
 

@@ -101,6 +101,17 @@ struct RawPolicy {
     elf: Option<String>,
     #[serde(default, rename = "region")]
     regions: Vec<toml::Spanned<RawRegion>>,
+    #[serde(default)]
+    kernel_objects: Option<toml::Spanned<RawKernelObjects>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKernelObjects {
+    #[serde(default)]
+    severity: BTreeMap<String, toml::Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -205,6 +216,105 @@ pub struct RegionPolicy {
     pub kaslr_undo: bool,
 }
 
+/// A kind of difference the verifier finds between a snapshot's kernel objects and its golden
+/// state (`[kernel_objects]` in the policy; `docs/kernel-objects.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KernelFindingKind {
+    /// A process the pid namespace knows that is not on the task list.
+    HiddenProcess,
+    /// A module in the module kset that is not on the module list.
+    HiddenModule,
+    /// A system-call table entry that differs from the golden state's (after the KASLR slide).
+    HookedSyscall,
+    /// An interrupt gate that differs from the golden state's (after the KASLR slide).
+    HookedGate,
+    /// A walk of the kernel's structures that did not finish (a list that loops, a pointer out
+    /// of the kernel): tampered or corrupt.
+    WalkFailed,
+    /// A process running as root (euid 0) that is not a kernel thread and was not in the golden
+    /// state, or a golden process that became root.
+    NewRootProcess,
+    /// A module not in the golden state.
+    NewModule,
+    /// A process not in the golden state.
+    NewProcess,
+}
+
+impl KernelFindingKind {
+    /// Every kind, most severe by default first.
+    pub const ALL: [Self; 8] = [
+        Self::HiddenProcess,
+        Self::HiddenModule,
+        Self::HookedSyscall,
+        Self::HookedGate,
+        Self::WalkFailed,
+        Self::NewRootProcess,
+        Self::NewModule,
+        Self::NewProcess,
+    ];
+
+    /// Stable name (as the policy, the API and alerts spell it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HiddenProcess => "hidden_process",
+            Self::HiddenModule => "hidden_module",
+            Self::HookedSyscall => "hooked_syscall",
+            Self::HookedGate => "hooked_gate",
+            Self::WalkFailed => "walk_failed",
+            Self::NewRootProcess => "new_root_process",
+            Self::NewModule => "new_module",
+            Self::NewProcess => "new_process",
+        }
+    }
+
+    /// Parse a stable name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// Its severity unless the policy says otherwise: hidden objects and hooks are critical, a
+    /// walk that did not finish and a new root process high, a new module medium, a new process
+    /// low.
+    pub fn default_severity(self) -> Severity {
+        match self {
+            Self::HiddenProcess | Self::HiddenModule | Self::HookedSyscall | Self::HookedGate => {
+                Severity::Critical
+            }
+            Self::WalkFailed | Self::NewRootProcess => Severity::High,
+            Self::NewModule => Severity::Medium,
+            Self::NewProcess => Severity::Low,
+        }
+    }
+}
+
+/// The policy's `[kernel_objects]`: the capture walks the guest kernel's processes, modules,
+/// interrupt gates and system-call table inside its pause (the policy's `kernel` gives the
+/// structure layout, the symbols where they are); the verifier diffs them against the golden
+/// state with these severities.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KernelObjectsPolicy {
+    /// Severities that differ from each kind's default.
+    pub severity: BTreeMap<KernelFindingKind, Severity>,
+    /// Process (`comm`) and module names whose appearance is not a finding (`new_process`,
+    /// `new_module`, `new_root_process` only: a hidden or hooked object is always one).
+    pub allow: Vec<String>,
+}
+
+impl KernelObjectsPolicy {
+    /// The severity of a finding of `kind`.
+    pub fn severity(&self, kind: KernelFindingKind) -> Severity {
+        self.severity
+            .get(&kind)
+            .copied()
+            .unwrap_or_else(|| kind.default_severity())
+    }
+
+    /// Whether `name` is allow-listed.
+    pub fn allows(&self, name: &str) -> bool {
+        self.allow.iter().any(|a| a == name)
+    }
+}
+
 /// A parsed policy, with the digest of its exact text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -225,6 +335,8 @@ pub struct Policy {
     pub elf: Option<String>,
     /// Regions, in order.
     pub regions: Vec<RegionPolicy>,
+    /// Kernel objects to walk and how to appraise them, when the policy has `[kernel_objects]`.
+    pub kernel_objects: Option<KernelObjectsPolicy>,
     /// SHA-256 of the exact policy text.
     pub digest: [u8; 32],
 }
@@ -472,6 +584,48 @@ impl Policy {
                 kaslr_undo,
             });
         }
+        let kernel_objects = match &raw.kernel_objects {
+            None => None,
+            Some(k) => {
+                if raw.kernel.is_none() {
+                    return Err(err_at(
+                        text,
+                        k.span(),
+                        "`[kernel_objects]` needs the kernel image for the structure layout: add `kernel = \"vmlinuz\"` at the top of the policy",
+                    ));
+                }
+                let mut severity = BTreeMap::new();
+                for (name, sev) in &k.get_ref().severity {
+                    let kind = KernelFindingKind::from_name(name).ok_or_else(|| {
+                        err_at(
+                            text,
+                            sev.span(),
+                            format!(
+                                "unknown kernel finding {name:?}: use {}",
+                                KernelFindingKind::ALL
+                                    .map(KernelFindingKind::name)
+                                    .join(", ")
+                            ),
+                        )
+                    })?;
+                    let s = Severity::from_name(sev.get_ref()).ok_or_else(|| {
+                        err_at(
+                            text,
+                            sev.span(),
+                            format!(
+                                "unknown severity {:?}: use low, medium, high or critical",
+                                sev.get_ref()
+                            ),
+                        )
+                    })?;
+                    severity.insert(kind, s);
+                }
+                Some(KernelObjectsPolicy {
+                    severity,
+                    allow: k.get_ref().allow.clone(),
+                })
+            }
+        };
         Ok(Self {
             name: raw.name.into_inner(),
             version: raw.version,
@@ -481,6 +635,7 @@ impl Policy {
             kernel: raw.kernel,
             elf: raw.elf,
             regions,
+            kernel_objects,
             digest: HashAlg::Sha256.hash(&[text.as_bytes()]),
         })
     }
@@ -646,6 +801,47 @@ sample = 4
 
         let e = err("name = \"x\"\nversion = [\n");
         assert!(e.location.is_some(), "{e}");
+    }
+
+    #[test]
+    fn kernel_objects_take_severities_and_allowed_names_and_need_a_kernel() {
+        let base = "name = \"k\"\nversion = 1\nkernel = \"vmlinuz\"\n[[region]]\nname = \"t\"\nclass = \"code\"\nseverity = \"high\"\ngpa = { start = 0, len = 0x1000 }\n";
+        let p = Policy::parse(&format!("{base}[kernel_objects]\n")).unwrap();
+        let k = p.kernel_objects.unwrap();
+        assert_eq!(
+            k.severity(KernelFindingKind::HiddenProcess),
+            Severity::Critical
+        );
+        assert_eq!(k.severity(KernelFindingKind::NewProcess), Severity::Low);
+        let p = Policy::parse(&format!(
+            "{base}[kernel_objects]\nallow = [\"sshd\"]\nseverity = {{ new_process = \"medium\", hooked_gate = \"high\" }}\n"
+        ))
+        .unwrap();
+        let k = p.kernel_objects.unwrap();
+        assert_eq!(k.severity(KernelFindingKind::NewProcess), Severity::Medium);
+        assert_eq!(k.severity(KernelFindingKind::HookedGate), Severity::High);
+        assert!(k.allows("sshd") && !k.allows("sh"));
+        assert!(Policy::parse(base).unwrap().kernel_objects.is_none());
+        let e = err(&format!(
+            "{base}[kernel_objects]\nseverity = {{ hidden_thing = \"low\" }}\n"
+        ));
+        assert!(
+            e.to_string()
+                .contains("unknown kernel finding \"hidden_thing\": use hidden_process"),
+            "{e}"
+        );
+        assert!(e.location.is_some(), "{e}");
+        let e = err(&format!(
+            "{base}[kernel_objects]\nseverity = {{ new_process = \"dire\" }}\n"
+        ));
+        assert!(e.to_string().contains("unknown severity \"dire\""), "{e}");
+        let e = err(&format!(
+            "{}[kernel_objects]\n",
+            base.replace("kernel = \"vmlinuz\"\n", "")
+        ));
+        assert!(e.to_string().contains("needs the kernel image"), "{e}");
+        let e = err(&format!("{base}[kernel_objects]\nwalk = 1\n"));
+        assert!(e.to_string().contains("unknown field"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,9 @@ use ciborium::value::Value;
 
 use crate::merkle::{Digest, HashAlg, MerkleError, root_of};
 
+pub mod kernel;
+pub use kernel::{KernelObjects, ModuleFact, TaskFact, WalkFailure};
+
 /// The EAT profile of vmseal snapshot claims: the claims EAT and CWT register under their integer
 /// keys ([`REGISTERED`]), vmseal's own as private claims under text keys.
 pub const PROFILE: &str = "tag:vmseal.dev,2026:snapshot-evidence/v2";
@@ -289,6 +292,9 @@ pub struct Claims {
     pub delta: Vec<RegionDelta>,
     /// Small structure regions encrypted to the verifier (opaque here).
     pub sealed: Option<Vec<u8>>,
+    /// What the guest kernel's own structures held at the pause, when the policy asks for
+    /// kernel objects.
+    pub kernel: Option<KernelObjects>,
 }
 
 impl Claims {
@@ -373,6 +379,9 @@ impl Claims {
                     "index beyond the region",
                 ));
             }
+        }
+        if let Some(k) = &self.kernel {
+            k.check()?;
         }
         let (memory_root, code_hash) = Self::compute_roots(self.hash_alg, &self.regions)?;
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
@@ -505,6 +514,9 @@ impl Claims {
         if let Some(s) = &self.sealed {
             m.bytes("sealed", s);
         }
+        if let Some(k) = &self.kernel {
+            m.put("kernel", k.to_value());
+        }
         match profile {
             ClaimsProfile::V2 => m.build_keyed(|name| {
                 REGISTERED
@@ -594,6 +606,7 @@ impl Claims {
             "capture",
             "delta",
             "sealed",
+            "kernel",
         ])?;
         Ok(Self {
             vm_id: m.text("vm_id")?,
@@ -620,6 +633,7 @@ impl Claims {
             capture,
             delta,
             sealed: m.opt("sealed").map(|_| m.bytes("sealed")).transpose()?,
+            kernel: m.opt("kernel").map(KernelObjects::from_value).transpose()?,
         })
     }
 }
@@ -871,6 +885,12 @@ impl<'a> Map<'a> {
             _ => Err(field(format!("{}.{k}", self.name), "not an integer")),
         }
     }
+    fn boolean(&self, k: &str) -> Result<bool, ClaimsError> {
+        match self.get(k)? {
+            Value::Bool(b) => Ok(*b),
+            _ => Err(field(format!("{}.{k}", self.name), "not a boolean")),
+        }
+    }
     fn array(&self, k: &str) -> Result<&'a [Value], ClaimsError> {
         match self.get(k)? {
             Value::Array(a) => Ok(a),
@@ -945,6 +965,7 @@ pub mod example {
                 changes: vec![(1, [9; 32])],
             }],
             sealed: None,
+            kernel: None,
         }
     }
 }
@@ -1091,6 +1112,57 @@ mod tests {
         (c.memory_root, c.code_hash) = (m, h);
         let e = Claims::decode(&c.encode()).unwrap_err().to_string();
         assert!(e.contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn kernel_objects_round_trip_and_hostile_ones_are_refused() {
+        let mut c = example::claims("vm-a", 3);
+        c.kernel = Some(kernel::example::kernel());
+        let bytes = c.encode();
+        assert_eq!(Claims::decode(&bytes).unwrap(), c);
+        for n in (0..bytes.len()).step_by(7) {
+            assert!(Claims::decode(&bytes[..n]).is_err(), "prefix {n}");
+        }
+        let refused = |edit: &dyn Fn(&mut KernelObjects), why: &str| {
+            let mut c = c.clone();
+            edit(c.kernel.as_mut().unwrap());
+            let e = Claims::decode(&c.encode()).unwrap_err().to_string();
+            assert!(e.contains(why), "{why}: {e}");
+        };
+        // One encoding per set of facts: order and uniqueness are part of it.
+        refused(&|k| k.tasks.swap(0, 1), "not strictly ascending");
+        refused(
+            &|k| k.tasks.push(k.tasks[2].clone()),
+            "not strictly ascending",
+        );
+        refused(
+            &|k| k.idt = vec![(3, 1), (3, 2)],
+            "`kernel.idt`: not strictly ascending",
+        );
+        refused(
+            &|k| {
+                k.tasks[1].listed = false;
+                k.tasks[1].by_pid = false;
+            },
+            "in neither view",
+        );
+        refused(&|k| k.tasks[1].comm = "x".repeat(5000), "more than 4096");
+        refused(
+            &|k| k.syscalls = vec![0; kernel::MAX_SYSCALLS + 1],
+            "more than 4096",
+        );
+        // Types and unknown keys inside the section.
+        let bytes = edited(&c, |m| {
+            for (k, v) in m.iter_mut() {
+                if k.as_text() == Some("kernel")
+                    && let Value::Map(km) = v
+                {
+                    km.push((Value::Text("zz".into()), Value::Null));
+                }
+            }
+        });
+        let e = Claims::decode(&bytes).unwrap_err().to_string();
+        assert!(e.contains("kernel.zz"), "{e}");
     }
 
     #[test]
