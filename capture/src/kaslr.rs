@@ -29,6 +29,9 @@ pub enum KaslrError {
     /// The relocation table is malformed.
     #[error("relocation table: {0}")]
     Relocs(String),
+    /// The policy's `[kernel_objects]` cannot be walked in this guest.
+    #[error("kernel objects: {0}")]
+    KernelObjects(String),
 }
 
 /// The kernel's relocation sites (link-time virtual addresses), sorted.
@@ -287,6 +290,9 @@ pub struct KernelContext {
     pub relocs: Option<std::sync::Arc<KernelRelocs>>,
     /// Sections (from the policy's `elf`, else from the kernel's vmlinux, slid like the kernel).
     pub sections: Option<Sections>,
+    /// The kernel-objects walk (the policy's `[kernel_objects]`: the profile from the kernel's
+    /// BTF, the addresses from the symbols).
+    pub walk: Option<std::sync::Arc<crate::kernel::KernelWalk>>,
 }
 
 impl KernelContext {
@@ -308,6 +314,20 @@ impl KernelContext {
             let mut sections = Sections::from_elf(&vmlinux)?;
             if let Some(text) = symbols.and_then(|s| s.get("_text")) {
                 sections.slide = text.wrapping_sub(relocs.link_text);
+            }
+            if policy.kernel_objects.is_some() {
+                let walk = || {
+                    let symbols = symbols.ok_or_else(|| {
+                        crate::kernel::WalkSetupError::Symbols(
+                            "every symbol (no symbol map was given)".into(),
+                        )
+                    })?;
+                    let profile = crate::kernel::KernelProfile::from_vmlinux(&vmlinux)?;
+                    crate::kernel::KernelWalk::new(profile, relocs.link_text, symbols)
+                };
+                ctx.walk = Some(std::sync::Arc::new(
+                    walk().map_err(|e| KaslrError::KernelObjects(e.to_string()))?,
+                ));
             }
             ctx.relocs = Some(std::sync::Arc::new(relocs));
             ctx.sections = Some(sections);
@@ -331,6 +351,7 @@ impl KernelContext {
             sections: self.sections.as_ref(),
         };
         let mut plan = crate::Plan::resolve(policy, source, lookup, nonce)?;
+        plan.kernel = self.walk.clone();
         if policy.regions.iter().any(|r| r.kaslr_undo) {
             let relocs = self
                 .relocs

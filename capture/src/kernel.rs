@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use vmseal_sealer::claims::{KernelObjects, ModuleFact, TaskFact, WalkFailure};
 use vmseal_sealer::merkle::{Digest, HashAlg};
 
 /// Largest BTF blob read (a distribution kernel's is 4 – 6 MiB).
@@ -699,4 +700,224 @@ pub fn gates_outside(gates: &[IdtGate], code: &[(u64, u64)]) -> Vec<IdtGate> {
         .filter(|g| g.present && !code.iter().any(|&(s, e)| (s..e).contains(&g.handler)))
         .copied()
         .collect()
+}
+
+/// The symbols a kernel-objects walk needs from the running kernel's symbol map.
+pub const WALK_SYMBOLS: [&str; 9] = [
+    "_text",
+    "_stext",
+    "_etext",
+    "init_task",
+    "init_pid_ns",
+    "modules",
+    "module_kset",
+    "idt_table",
+    "sys_call_table",
+];
+
+/// Why a kernel-objects walk cannot be set up for a guest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalkSetupError {
+    /// The symbol map lacks symbols the walk needs.
+    #[error(
+        "the running kernel's symbols lack {0}: give its symbol map (the guest's /proc/kallsyms \
+         read as root, or its System.map; `symbols` in the policy or --symbols)"
+    )]
+    Symbols(String),
+    /// The kernel profile cannot be read.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+}
+
+/// Where a running kernel's objects are and how they are laid out: what a capture walks inside
+/// its pause when the policy has `[kernel_objects]`.
+#[derive(Debug, Clone)]
+pub struct KernelWalk {
+    profile: KernelProfile,
+    digest: Digest,
+    slide: u64,
+    text: (u64, u64),
+    init_task: u64,
+    init_pid_ns: u64,
+    modules: u64,
+    module_kset: u64,
+    idt_table: u64,
+    sys_call_table: u64,
+    syscalls: usize,
+}
+
+impl KernelWalk {
+    /// The walk of the kernel laid out as `profile`, linked with its text at `link_text`, running
+    /// with `symbols` (whose `_text` gives the KASLR slide). The system-call table is taken to
+    /// end at the next symbol (at most [`claims::kernel::MAX_SYSCALLS`] entries).
+    ///
+    /// [`claims::kernel::MAX_SYSCALLS`]: vmseal_sealer::claims::kernel::MAX_SYSCALLS
+    pub fn new(
+        profile: KernelProfile,
+        link_text: u64,
+        symbols: &vmseal_policy::SymbolMap,
+    ) -> Result<Self, WalkSetupError> {
+        let missing: Vec<&str> = WALK_SYMBOLS
+            .iter()
+            .copied()
+            .filter(|s| symbols.get(s).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(WalkSetupError::Symbols(missing.join(", ")));
+        }
+        let sym = |s: &str| symbols.get(s).unwrap_or_default();
+        let sys_call_table = sym("sys_call_table");
+        let end = symbols.next_after(sys_call_table).ok_or_else(|| {
+            WalkSetupError::Symbols("a symbol after sys_call_table (where the table ends)".into())
+        })?;
+        let syscalls = usize::try_from((end - sys_call_table) / 8)
+            .unwrap_or(usize::MAX)
+            .min(vmseal_sealer::claims::kernel::MAX_SYSCALLS);
+        Ok(Self {
+            digest: profile.digest(),
+            profile,
+            slide: sym("_text").wrapping_sub(link_text),
+            text: (sym("_stext"), sym("_etext")),
+            init_task: sym("init_task"),
+            init_pid_ns: sym("init_pid_ns"),
+            modules: sym("modules"),
+            module_kset: sym("module_kset"),
+            idt_table: sym("idt_table"),
+            sys_call_table,
+            syscalls,
+        })
+    }
+
+    /// The profile the walk reads structures with.
+    pub fn profile(&self) -> &KernelProfile {
+        &self.profile
+    }
+
+    /// Read every object the claim holds from `mem` (with the guest paused: the lists hold
+    /// still). A walk that does not finish is recorded, not fatal: a tampered list is itself
+    /// what the verifier must hear about.
+    pub fn observe(&self, mem: &dyn crate::source::GuestMemory) -> KernelObjects {
+        let mut errors = Vec::new();
+        let mut failed = |walk: &str, e: WalkError| {
+            errors.push(WalkFailure {
+                walk: walk.to_owned(),
+                error: e.to_string(),
+            })
+        };
+        let p = &self.profile;
+        let mut tasks: BTreeMap<u32, TaskFact> = BTreeMap::new();
+        let fact = |t: KernelTask, listed: bool| TaskFact {
+            pid: t.pid as u32,
+            tgid: t.tgid as u32,
+            parent: t.parent as u32,
+            euid: t.euid,
+            comm: t.comm,
+            exe: t.exe,
+            kernel_thread: t.kernel_thread,
+            listed,
+            by_pid: !listed,
+        };
+        match p.tasks(mem, self.init_task) {
+            Ok(list) => {
+                for t in list {
+                    tasks.entry(t.pid as u32).or_insert_with(|| fact(t, true));
+                }
+            }
+            Err(e) => failed("tasks", e),
+        }
+        match p.pid_namespace_tasks(mem, self.init_pid_ns) {
+            // Threads are known by pid too; a process is its group's leader.
+            Ok(by_pid) => {
+                for t in by_pid.into_iter().filter(|t| t.pid == t.tgid) {
+                    tasks
+                        .entry(t.pid as u32)
+                        .and_modify(|f| f.by_pid = true)
+                        .or_insert_with(|| fact(t, false));
+                }
+            }
+            Err(e) => failed("pid_namespace", e),
+        }
+        let mut modules: BTreeMap<String, ModuleFact> = BTreeMap::new();
+        match p.modules(mem, self.modules) {
+            Ok(list) => {
+                for m in list {
+                    modules.entry(m.name.clone()).or_insert(ModuleFact {
+                        name: m.name,
+                        text: m.text,
+                        text_size: m.text_size.into(),
+                        listed: true,
+                        in_kset: false,
+                    });
+                }
+            }
+            Err(e) => failed("modules", e),
+        }
+        let kset = Guest { mem }
+            .ptr(self.module_kset, "module_kset", false)
+            .and_then(|k| p.kset_modules(mem, k));
+        match kset {
+            Ok(names) => {
+                for name in names {
+                    modules
+                        .entry(name.clone())
+                        .and_modify(|m| m.in_kset = true)
+                        .or_insert(ModuleFact {
+                            name,
+                            text: 0,
+                            text_size: 0,
+                            listed: false,
+                            in_kset: true,
+                        });
+                }
+            }
+            Err(e) => failed("module_kset", e),
+        }
+        let idt = match idt_gates(mem, self.idt_table) {
+            Ok(g) => g
+                .into_iter()
+                .filter(|g| g.present)
+                .map(|g| (g.vector, g.handler))
+                .collect(),
+            Err(e) => {
+                failed("idt", e);
+                Vec::new()
+            }
+        };
+        let syscalls = match syscall_table(mem, self.sys_call_table, self.syscalls) {
+            Ok(s) => s,
+            Err(e) => {
+                failed("syscalls", e);
+                Vec::new()
+            }
+        };
+        errors.sort_by(|a, b| a.walk.cmp(&b.walk));
+        KernelObjects {
+            profile: self.digest,
+            build_id: p.build_id.clone(),
+            slide: self.slide,
+            text: self.text,
+            tasks: tasks.into_values().collect(),
+            modules: modules.into_values().collect(),
+            idt,
+            syscalls,
+            errors,
+        }
+    }
+}
+
+/// The `n` entries of the system-call table at `table` (the `sys_call_table` symbol's
+/// guest-virtual address): each a handler's address.
+pub fn syscall_table(
+    mem: &dyn crate::source::GuestMemory,
+    table: u64,
+    n: usize,
+) -> Result<Vec<u64>, WalkError> {
+    let g = Guest { mem };
+    let mut raw = vec![0u8; n * 8];
+    g.bytes(table, &mut raw, "sys_call_table")?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect())
 }

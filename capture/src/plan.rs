@@ -264,6 +264,8 @@ pub struct Plan {
     pub(crate) index: HashMap<u64, Vec<(usize, usize)>>,
     /// Pages transformed before hashing (KASLR undo).
     pub(crate) fixups: HashMap<u64, Fixup>,
+    /// The kernel objects walked inside the pause (the policy's `[kernel_objects]`).
+    pub kernel: Option<std::sync::Arc<crate::kernel::KernelWalk>>,
 }
 
 /// A bandwidth budget for page hashing (a token bucket in bytes per second), so capture never
@@ -348,6 +350,7 @@ impl Plan {
             budget: None,
             index,
             fixups: HashMap::new(),
+            kernel: None,
         })
     }
 

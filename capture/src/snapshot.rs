@@ -17,7 +17,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use vmseal_sealer::claims::{CaptureInfo, CaptureKind, Claims, ModuleInfo, Region, RegionDelta};
+use vmseal_sealer::claims::{
+    CaptureInfo, CaptureKind, Claims, KernelObjects, ModuleInfo, Region, RegionDelta,
+};
 use vmseal_sealer::merkle::{Digest, MerkleTree};
 
 use crate::CaptureError;
@@ -50,6 +52,8 @@ pub struct CaptureStats {
     pub paused_pages: u64,
     /// Total time.
     pub duration: Duration,
+    /// Of the pause, the time the kernel-objects walk took (zero without one).
+    pub kernel_walk: Duration,
 }
 
 /// The trees of one capture.
@@ -59,6 +63,8 @@ pub struct Snapshot {
     pub plan: Plan,
     /// One tree per planned region.
     pub trees: Vec<MerkleTree>,
+    /// What the guest kernel's structures held at the pause, when the plan walks them.
+    pub kernel: Option<KernelObjects>,
     /// How.
     pub stats: CaptureStats,
 }
@@ -81,7 +87,12 @@ impl Snapshot {
                 MerkleTree::from_leaves(plan.hash, leaves)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { plan, trees, stats })
+        Ok(Self {
+            plan,
+            trees,
+            kernel: None,
+            stats,
+        })
     }
 
     /// Capture every planned page.
@@ -94,16 +105,12 @@ impl Snapshot {
         let pages = plan.pages();
         let mut read = pages.len() as u64;
         let mut paused_pages = pages.len() as u64;
-        let (digests, pause) = match mode {
+        let mut kernel = None;
+        let ((digests, walked), pause) = match mode {
             Consistency::StopCopy => while_paused(source, |src| {
                 dirty_since_last(src)?; // tracking restarts at this consistent point
-                Ok(hash_pages_fixed(
-                    src,
-                    plan.hash,
-                    &pages,
-                    None,
-                    &plan.fixups,
-                )?)
+                let d = hash_pages_fixed(src, plan.hash, &pages, None, &plan.fixups)?;
+                Ok((d, walk_kernel(&plan, src, &mut kernel)))
             })?,
             Consistency::PreCopy => {
                 dirty_since_last(source)?; // start tracking before the pre-copy pass
@@ -130,15 +137,16 @@ impl Snapshot {
                         }
                         (now, _) => now,
                     };
-                    rehash_dirty(src, &plan, &pages, &mut d, dirty.as_ref(), None)
+                    let r = rehash_dirty(src, &plan, &pages, &mut d, dirty.as_ref(), None)?;
+                    Ok((r, walk_kernel(&plan, src, &mut kernel)))
                 })?;
-                read += r;
-                paused_pages = r;
-                (d, pause)
+                read += r.0;
+                paused_pages = r.0;
+                ((d, r.1), pause)
             }
         };
         let map: HashMap<u64, Digest> = pages.into_iter().zip(digests).collect();
-        Self::build(
+        let mut s = Self::build(
             plan,
             &map,
             CaptureStats {
@@ -147,8 +155,11 @@ impl Snapshot {
                 pause,
                 paused_pages,
                 duration: t0.elapsed(),
+                kernel_walk: walked,
             },
-        )
+        )?;
+        s.kernel = kernel;
+        Ok(s)
     }
 
     /// Update this snapshot with the pages written since it was taken (pre-copy style); the result
@@ -165,17 +176,21 @@ impl Snapshot {
         let first = dirty_since_last(source)?.ok_or_else(|| no_log(source))?;
         let budget = next.plan.budget.clone();
         let mut read = next.update(source, &first, budget.as_deref())?;
-        let (r, pause) = while_paused(source, |src| {
+        let mut kernel = None;
+        let ((r, walked), pause) = while_paused(source, |src| {
             let d = dirty_since_last(src)?.ok_or_else(|| no_log(src))?;
-            next.update(src, &d, None)
+            let r = next.update(src, &d, None)?;
+            Ok((r, walk_kernel(&next.plan, src, &mut kernel)))
         })?;
         read += r;
+        next.kernel = kernel;
         next.stats = CaptureStats {
             kind: CaptureKind::Incremental { base_seq },
             pages_read: read,
             pause,
             paused_pages: r,
             duration: t0.elapsed(),
+            kernel_walk: walked,
         };
         Ok(next)
     }
@@ -365,8 +380,17 @@ impl Snapshot {
             },
             delta: baseline.map(|b| self.delta(b)).unwrap_or_default(),
             sealed: None,
+            kernel: self.kernel.clone(),
         })
     }
+}
+
+/// Walk the kernel's objects when the plan says to (with the guest paused), into `out`; the time
+/// the walk took.
+fn walk_kernel(plan: &Plan, src: &dyn MemorySource, out: &mut Option<KernelObjects>) -> Duration {
+    let t = Instant::now();
+    *out = plan.kernel.as_ref().map(|w| w.observe(src));
+    t.elapsed()
 }
 
 /// Run `f` with the guest paused when the source can pause, and resume it whether `f` succeeded

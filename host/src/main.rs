@@ -738,6 +738,14 @@ fn report(
                 "name": r.name, "class": r.class.name(), "pages": r.pages, "root": hex::encode(r.root),
                 "changed_pages": c.delta.iter().find(|d| d.region == r.name).map_or(0, |d| d.changes.len()),
             })).collect::<Vec<_>>(),
+            "kernel": c.kernel.as_ref().map(|k| serde_json::json!({
+                "processes": k.tasks.len(),
+                "modules": k.modules.len(),
+                "gates": k.idt.len(),
+                "syscalls": k.syscalls.len(),
+                "errors": k.errors,
+                "walk_us": snap.stats.kernel_walk.as_micros() as u64,
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -759,6 +767,22 @@ fn report(
     println!("  memory root  {}", hex::encode(c.memory_root));
     for line in snap.region_lines(changes) {
         println!("{line}");
+    }
+    if let Some(k) = &c.kernel {
+        println!(
+            "  kernel       {} processes, {} modules, {} gates, {} system calls (walked in {} µs of the pause)",
+            k.tasks.len(),
+            k.modules.len(),
+            k.idt.len(),
+            k.syscalls.len(),
+            snap.stats.kernel_walk.as_micros()
+        );
+        for e in &k.errors {
+            println!(
+                "  kernel       the {} walk did not finish: {}",
+                e.walk, e.error
+            );
+        }
     }
     Ok(())
 }

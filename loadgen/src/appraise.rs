@@ -395,7 +395,15 @@ pub fn run(
                 let vm = format!("vm{i}");
                 store.register_vm(&vm, "bench-host", 70, 0).await?;
                 store
-                    .promote_baseline(&vm, BaselineSource::Snapshot(0), &[1; 32], &rs, "bench", 0)
+                    .promote_baseline(
+                        &vm,
+                        BaselineSource::Snapshot(0),
+                        &[1; 32],
+                        &rs,
+                        None,
+                        "bench",
+                        0,
+                    )
                     .await?;
             }
             // The service opens the database next (a SQLite file serves one store at a time).

@@ -258,6 +258,7 @@ pub fn run(
                                 BaselineSource::Snapshot(0),
                                 &[1; 32],
                                 &baseline,
+                                None,
                                 "bench",
                                 0,
                             )

@@ -229,8 +229,12 @@ pub enum KernelFindingKind {
     /// An interrupt gate that differs from the golden state's (after the KASLR slide).
     HookedGate,
     /// A walk of the kernel's structures that did not finish (a list that loops, a pointer out
-    /// of the kernel): tampered or corrupt.
+    /// of the kernel): tampered or corrupt; or evidence under a `[kernel_objects]` policy that
+    /// carries none.
     WalkFailed,
+    /// The kernel's build differs from the golden state's: its tables cannot be compared
+    /// (promote a golden state for the new kernel).
+    KernelChanged,
     /// A process running as root (euid 0) that is not a kernel thread and was not in the golden
     /// state, or a golden process that became root.
     NewRootProcess,
@@ -242,12 +246,13 @@ pub enum KernelFindingKind {
 
 impl KernelFindingKind {
     /// Every kind, most severe by default first.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::HiddenProcess,
         Self::HiddenModule,
         Self::HookedSyscall,
         Self::HookedGate,
         Self::WalkFailed,
+        Self::KernelChanged,
         Self::NewRootProcess,
         Self::NewModule,
         Self::NewProcess,
@@ -261,6 +266,7 @@ impl KernelFindingKind {
             Self::HookedSyscall => "hooked_syscall",
             Self::HookedGate => "hooked_gate",
             Self::WalkFailed => "walk_failed",
+            Self::KernelChanged => "kernel_changed",
             Self::NewRootProcess => "new_root_process",
             Self::NewModule => "new_module",
             Self::NewProcess => "new_process",
@@ -273,14 +279,14 @@ impl KernelFindingKind {
     }
 
     /// Its severity unless the policy says otherwise: hidden objects and hooks are critical, a
-    /// walk that did not finish and a new root process high, a new module medium, a new process
+    /// walk that did not finish, another kernel build and a new root process high, a new module medium, a new process
     /// low.
     pub fn default_severity(self) -> Severity {
         match self {
             Self::HiddenProcess | Self::HiddenModule | Self::HookedSyscall | Self::HookedGate => {
                 Severity::Critical
             }
-            Self::WalkFailed | Self::NewRootProcess => Severity::High,
+            Self::WalkFailed | Self::KernelChanged | Self::NewRootProcess => Severity::High,
             Self::NewModule => Severity::Medium,
             Self::NewProcess => Severity::Low,
         }
@@ -678,6 +684,12 @@ impl SymbolMap {
     /// Look a symbol up.
     pub fn get(&self, name: &str) -> Option<u64> {
         self.symbols.get(name).copied()
+    }
+
+    /// The lowest address of a symbol above `addr` (where the object at `addr` ends at the
+    /// latest, e.g. the system-call table).
+    pub fn next_after(&self, addr: u64) -> Option<u64> {
+        self.symbols.values().copied().filter(|&a| a > addr).min()
     }
 
     /// Add a symbol.

@@ -67,6 +67,7 @@ fn worst_case(n: usize) -> (Vec<u8>, Baseline, VmRecord) {
         version: 1,
         policy_digest: Some(policy.digest),
         regions: base,
+        kernel: None,
     };
     let vm = VmRecord {
         vm_id: "vm1".into(),

@@ -108,6 +108,23 @@ fn message(rec: &VmRecord, a: &Appraisal, kind: &str) -> String {
         m.push_str("; changed: ");
         m.push_str(&changes.join(", "));
     }
+    let kernel: Vec<String> = a
+        .kernel
+        .iter()
+        .flat_map(|k| &k.findings)
+        .map(|f| {
+            format!(
+                "{} {} ({})",
+                f.kind.replace('_', " "),
+                f.subject,
+                f.severity
+            )
+        })
+        .collect();
+    if !kernel.is_empty() {
+        m.push_str("; kernel: ");
+        m.push_str(&kernel.join(", "));
+    }
     if !a.unbaselined.is_empty() {
         m.push_str("; not in the baseline: ");
         m.push_str(&a.unbaselined.join(", "));
@@ -436,6 +453,7 @@ pub(crate) mod tests {
                 alert: score < 70,
                 hardware_checked: vec![],
                 hardware_problem: None,
+                kernel: None,
             },
             layout_update: None,
         }

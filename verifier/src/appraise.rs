@@ -174,6 +174,8 @@ pub struct Baseline {
     pub policy_digest: Option<Digest>,
     /// Regions.
     pub regions: Vec<BaselineRegion>,
+    /// The golden kernel objects, when its snapshot carried them.
+    pub kernel: Option<vmseal_sealer::claims::KernelObjects>,
 }
 
 /// The caller's freshness findings and limits.
@@ -392,18 +394,17 @@ impl Appraisal {
         ear: String,
         ear_cbor: String,
         regions: Vec<vmseal_client::AppraisedRegion>,
-        hash_alg: &str,
-        policy_digest: &Digest,
-        nonce: bool,
+        claims: &vmseal_sealer::claims::Claims,
     ) -> vmseal_client::AppraisalResult {
         vmseal_client::AppraisalResult {
             appraisal: self.verdict.clone(),
             ear,
             ear_cbor,
             regions,
-            hash_alg: hash_alg.to_owned(),
-            policy_digest: hex::encode(policy_digest),
-            nonce,
+            kernel_objects: claims.kernel.clone(),
+            hash_alg: claims.hash_alg.name().to_owned(),
+            policy_digest: hex::encode(claims.policy.digest),
+            nonce: claims.nonce.is_some(),
             duplicate: false,
         }
     }
@@ -749,7 +750,27 @@ pub fn appraise(
             unbaselined.push(r.name.clone());
         }
     }
-    let lost: u32 = changes.iter().map(|ch| ch.penalty as u32).sum();
+    // Kernel objects: under the VM's policy's `[kernel_objects]` (evidence without them is a
+    // finding), or, for evidence that carries them, with the default severities.
+    let kernel_policy = vm.policy.as_ref().and_then(|p| p.kernel_objects.as_ref());
+    let kernel = match (c.kernel.as_ref(), kernel_policy) {
+        (None, None) => None,
+        (now, policy) => Some(crate::kernel::appraise_kernel(
+            now,
+            baseline.and_then(|b| b.kernel.as_ref()),
+            policy.unwrap_or(&Default::default()),
+        )),
+    };
+    let kernel_worst = kernel
+        .as_ref()
+        .and_then(|k| k.findings.iter().map(|f| f.severity).max());
+    let kernel_hooked = kernel.as_ref().is_some_and(|k| {
+        k.findings
+            .iter()
+            .any(|f| f.kind == "hooked_syscall" || f.kind == "hooked_gate")
+    });
+    let lost: u32 = changes.iter().map(|ch| ch.penalty as u32).sum::<u32>()
+        + kernel.as_ref().map_or(0, |k| u32::from(k.penalty));
     let mut score = 100u32.saturating_sub(lost) as u8;
     // Without a baseline nothing can be affirmed about memory.
     if baseline.is_none() {
@@ -763,14 +784,16 @@ pub fn appraise(
     });
     let trust_vector = TrustVector {
         instance_identity: Tier::Affirming.ar4si(),
-        executables: if code_changed {
+        executables: if code_changed || kernel_hooked {
             Tier::Contraindicated.ar4si()
         } else if baseline.is_none() {
             Tier::Warning.ar4si()
         } else {
             Tier::Affirming.ar4si()
         },
-        runtime_opaque: if opaque_changed {
+        runtime_opaque: if kernel_worst >= Some(Severity::High) {
+            Tier::Contraindicated.ar4si()
+        } else if opaque_changed || kernel_worst.is_some() {
             Tier::Warning.ar4si()
         } else {
             Tier::Affirming.ar4si()
@@ -809,6 +832,7 @@ pub fn appraise(
             alert: score < vm.threshold,
             hardware_checked: vm.hardware_checked.clone(),
             hardware_problem: vm.hardware_problem.clone(),
+            kernel,
         },
         layout_update: Some((boot, layout)),
     })
@@ -875,6 +899,7 @@ mod tests {
             })
             .collect(),
             policy_digest: Some([5; 32]),
+            kernel: None,
         };
         let vm = VmRecord {
             vm_id: "vm1".into(),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod corim;
 pub mod ear;
 pub mod hardware;
+pub mod kernel;
 pub mod pki;
 pub mod service;
 pub mod state;

@@ -137,6 +137,52 @@ impl RegionChange {
     }
 }
 
+/// A difference the verifier found between a snapshot's kernel objects and its golden state
+/// (`docs/kernel-objects.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KernelFinding {
+    /// Its kind: `hidden_process`, `hidden_module`, `hooked_syscall`, `hooked_gate`,
+    /// `walk_failed`, `new_root_process`, `new_module` or `new_process`.
+    pub kind: String,
+    /// Severity (the VM's policy's, else the kind's default).
+    pub severity: vmseal_sealer::claims::Severity,
+    /// What it is about: `pid 36 kswapd0`, `module virtio_ring`, `syscall 134`, `gate 3`.
+    pub subject: String,
+    /// What differs, in words.
+    pub detail: String,
+}
+
+impl KernelFinding {
+    /// One line for people: `hidden process pid 2 kthreadd (critical): …`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} ({}): {}",
+            self.kind.replace('_', " "),
+            self.subject,
+            self.severity,
+            self.detail
+        )
+    }
+}
+
+/// The appraisal of a snapshot's kernel objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KernelAppraisal {
+    /// What differs, most severe first.
+    pub findings: Vec<KernelFinding>,
+    /// Score points the findings cost: each kind once, at its severity.
+    pub penalty: u8,
+    /// Whether a golden kernel state was compared against (without one, only hidden objects and
+    /// walks that did not finish are findings).
+    pub golden: bool,
+    /// Processes the snapshot holds.
+    pub processes: u64,
+    /// Modules the snapshot holds.
+    pub modules: u64,
+}
+
 /// A region of the appraised evidence, as its signed claims state it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -197,6 +243,9 @@ pub struct Appraisal {
     /// Why the host's hardware no longer passes its re-appraisal, if it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardware_problem: Option<String>,
+    /// The appraisal of the snapshot's kernel objects, when it carries them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelAppraisal>,
 }
 
 /// The answer to evidence: the verdict, its signed results, and the evidence's regions.
@@ -214,6 +263,10 @@ pub struct AppraisalResult {
     /// The evidence's regions.
     #[serde(default)]
     pub regions: Vec<AppraisedRegion>,
+    /// The evidence's kernel objects, as its signed claims state them (a golden kernel state is
+    /// promoted from them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_objects: Option<vmseal_sealer::claims::KernelObjects>,
     /// The page hash.
     pub hash_alg: String,
     /// The capture policy's digest, hex (empty in answers stored before the verifier kept it).

@@ -19,8 +19,8 @@ pub use alerts::{
     verify_alert,
 };
 pub use appraisal::{
-    Appraisal, AppraisalList, AppraisalResult, AppraisedRegion, Finding, RegionChange, Tier,
-    TrustVector,
+    Appraisal, AppraisalList, AppraisalResult, AppraisedRegion, Finding, KernelAppraisal,
+    KernelFinding, RegionChange, Tier, TrustVector,
 };
 pub use audit::{AuditExport, AuditVerified, CheckpointList, Health, SignedCheckpoint};
 pub use captures::{

@@ -19,6 +19,7 @@ pub const MAX_TEXT: usize = 4_096;
 
 /// A process (a thread group's leader) as the guest kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskFact {
     /// Its pid.
     pub pid: u32,
@@ -42,6 +43,7 @@ pub struct TaskFact {
 
 /// A loaded module as the guest kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModuleFact {
     /// Its name.
     pub name: String,
@@ -58,6 +60,7 @@ pub struct ModuleFact {
 /// A walk of the guest's structures that did not finish: itself a finding (a list that loops in
 /// a paused guest has been tampered with).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WalkFailure {
     /// Which walk: `tasks`, `pid_namespace`, `modules`, `module_kset`, `idt` or `syscalls`.
     pub walk: String,
@@ -67,13 +70,18 @@ pub struct WalkFailure {
 
 /// The `kernel` claim.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KernelObjects {
-    /// Digest of the kernel profile (structure layout) the walks used.
+    /// Digest of the kernel profile (structure layout) the walks used (hex in JSON).
+    #[serde(with = "hex_digest")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub profile: Digest,
     /// The kernel's GNU build id (hex).
     pub build_id: String,
     /// The kernel's KASLR slide: where its text runs minus where it was linked.
     pub slide: u64,
+    /// The kernel's text as it runs, `[_stext, _etext)` guest-virtual.
+    pub text: (u64, u64),
     /// Processes, by pid ascending, each once.
     pub tasks: Vec<TaskFact>,
     /// Modules, by name ascending, each once.
@@ -84,6 +92,23 @@ pub struct KernelObjects {
     pub syscalls: Vec<u64>,
     /// Walks that did not finish, by walk name ascending.
     pub errors: Vec<WalkFailure>,
+}
+
+/// A digest as hex text in JSON.
+mod hex_digest {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(d: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(d))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let t = String::deserialize(d)?;
+        hex::decode(&t)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| D::Error::custom("expected 64 hex digits"))
+    }
 }
 
 fn text_ok(s: &str, what: &str) -> Result<(), ClaimsError> {
@@ -166,6 +191,13 @@ impl KernelObjects {
         m.bytes("profile", &self.profile);
         m.text("build_id", &self.build_id);
         m.uint("slide", self.slide);
+        m.put(
+            "text",
+            Value::Array(vec![
+                Value::Integer(self.text.0.into()),
+                Value::Integer(self.text.1.into()),
+            ]),
+        );
         let tasks = self.tasks.iter().map(|t| {
             let mut tm = MapBuilder::default();
             tm.uint("pid", t.pid.into());
@@ -222,7 +254,7 @@ impl KernelObjects {
     pub(super) fn from_value(v: &Value) -> Result<Self, ClaimsError> {
         let m = Map::new(v, "kernel")?;
         m.only(&[
-            "profile", "build_id", "slide", "tasks", "modules", "idt", "syscalls", "errors",
+            "profile", "build_id", "slide", "text", "tasks", "modules", "idt", "syscalls", "errors",
         ])?;
         let u32_of = |tm: &Map<'_>, k: &str| {
             u32::try_from(tm.uint(k)?)
@@ -299,10 +331,18 @@ impl KernelObjects {
                 })
                 .collect::<Result<Vec<_>, ClaimsError>>()?,
         };
+        let text = match m.array("text")? {
+            [a, b] => match (as_u64(a), as_u64(b)) {
+                (Some(a), Some(b)) if a <= b => (a, b),
+                _ => return Err(field("kernel.text", "expected [start, end], start <= end")),
+            },
+            _ => return Err(field("kernel.text", "expected [start, end]")),
+        };
         let k = Self {
             profile: m.digest("profile")?,
             build_id: m.text("build_id")?,
             slide: m.uint("slide")?,
+            text,
             tasks,
             modules,
             idt,
@@ -336,6 +376,7 @@ pub mod example {
             profile: [3; 32],
             build_id: "0123abcd".into(),
             slide: 0x1e00_0000,
+            text: (0xffff_ffff_9e00_0000, 0xffff_ffff_9ec0_0000),
             tasks: vec![
                 task(0, 0, "swapper/0", None),
                 task(1, 0, "init", Some("/bin/busybox")),

@@ -145,6 +145,7 @@ pub(crate) async fn promote_baseline(
             crate::store::BaselineSource::Snapshot(b.seq),
             &policy_digest,
             &regions,
+            result.kernel_objects.as_ref(),
             &who,
             now(),
         )

@@ -226,6 +226,7 @@ pub async fn import(
             },
             &rv.policy_digest,
             &regions,
+            None,
             &who,
             now(),
         )

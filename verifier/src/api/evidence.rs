@@ -274,9 +274,7 @@ fn judge(
         ear,
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ear_cbor),
         regions,
-        v.claims.hash_alg.name(),
-        &v.claims.policy.digest,
-        v.claims.nonce.is_some(),
+        &v.claims,
     );
     let json = serde_json::to_string(&result).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Judged {

@@ -11,15 +11,21 @@ impl Store {
     /// Promote a new baseline version (never overwriting an old one), audited in the same
     /// transaction (`promote_baseline` with the snapshot, or `import_baseline` with the CoRIM's id,
     /// signer and SHA-256); returns its version.
+    #[allow(clippy::too_many_arguments)]
     pub async fn promote_baseline(
         &self,
         vm_id: &str,
         source: BaselineSource<'_>,
         policy_digest: &Digest,
         regions: &[NewBaselineRegion],
+        kernel: Option<&vmseal_sealer::claims::KernelObjects>,
         by: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
+        let kernel = kernel
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("kernel objects: {e}")))?;
         let (source_seq, corim, signer) = match source {
             BaselineSource::Snapshot(seq) => (seq as i64, None, None),
             BaselineSource::Corim { signed, signer, .. } => {
@@ -32,7 +38,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let version = row.try_get::<Option<i64>, _>("v")?.unwrap_or(0) + 1;
-        sqlx::query("INSERT INTO baselines (vm_id, version, source_seq, promoted_by, promoted_at, policy_digest, corim, corim_signer) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        sqlx::query("INSERT INTO baselines (vm_id, version, source_seq, promoted_by, promoted_at, policy_digest, corim, corim_signer, kernel_objects) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(vm_id)
             .bind(version)
             .bind(source_seq)
@@ -41,6 +47,7 @@ impl Store {
             .bind(policy_digest.to_vec())
             .bind(corim)
             .bind(signer)
+            .bind(kernel)
             .execute(&mut *tx)
             .await?;
         for r in regions {
@@ -155,18 +162,27 @@ impl Store {
         version: u64,
     ) -> Result<Option<Baseline>, StoreError> {
         let version = version as i64;
-        let Some(row) =
-            sqlx::query("SELECT policy_digest FROM baselines WHERE vm_id = $1 AND version = $2")
-                .bind(vm_id)
-                .bind(version)
-                .fetch_optional(&self.pool)
-                .await?
+        let Some(row) = sqlx::query(
+            "SELECT policy_digest, kernel_objects FROM baselines WHERE vm_id = $1 AND version = $2",
+        )
+        .bind(vm_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
         else {
             return Ok(None);
         };
         let policy_digest = row
             .try_get::<Option<Vec<u8>>, _>("policy_digest")?
             .map(|d| digest(d, "baseline policy digest"))
+            .transpose()?;
+        let kernel = row
+            .try_get::<Option<String>, _>("kernel_objects")?
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|e| {
+                    StoreError::Corrupt(format!("baseline v{version}'s kernel objects: {e}"))
+                })
+            })
             .transpose()?;
         let rows = sqlx::query("SELECT name, class, severity, hash_alg, leaves, ranges FROM baseline_regions WHERE vm_id = $1 AND version = $2 ORDER BY name")
             .bind(vm_id)
@@ -205,6 +221,7 @@ impl Store {
             version: version as u64,
             policy_digest,
             regions,
+            kernel,
         }))
     }
 }

@@ -574,6 +574,7 @@ mod tests {
             BaselineSource::Snapshot(0),
             &[3; 32],
             &[region],
+            None,
             "admin",
             5,
         )
@@ -1108,6 +1109,7 @@ mod tests {
                     BaselineSource::Snapshot(seq),
                     &[policy; 32],
                     &[region(tag)],
+                    None,
                     "admin",
                     now,
                 )
