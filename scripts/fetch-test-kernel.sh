@@ -27,26 +27,42 @@ if [ ! -s "$dir/vmlinuz" ] || [ ! -s "$dir/modules/virtio_net.ko" ]; then
       rm -rf "$dir/modules" && mv "$dir/modules.tmp" "$dir/modules"
       cp x/boot/vmlinuz-* "$dir/vmlinuz.tmp" && mv "$dir/vmlinuz.tmp" "$dir/vmlinuz" )
 fi
-# The init: loads one module, prints the kernel symbols, the SHA-256 of the kernel's own BTF, its
-# processes (pid and comm, as /proc shows them) and modules (name, size, address), then idles. The
-# initramfs is built again whenever this text changes.
+# The init: loads one module, starts one process as an unprivileged user (uid 1000), prints the
+# kernel symbols the tests use (and the one after sys_call_table, where the table ends), the
+# SHA-256 of the kernel's own BTF, its processes (pid, euid and comm, as /proc shows them) and
+# modules (name, size, address), then runs each line that comes on its control line
+# (/dev/ttyS1, when the test gives it one). The initramfs is built again whenever this text
+# changes.
 init='#!/bin/busybox sh
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t sysfs sys /sys
+B=/bin/busybox
+$B mount -t proc proc /proc
+$B mount -t sysfs sys /sys
+$B mount -t devtmpfs dev /dev
 echo 0 > /proc/sys/kernel/kptr_restrict
-/bin/busybox insmod /lib/virtio_ring.ko
+$B insmod /lib/virtio_ring.ko
+$B su user -c "exec /bin/busybox sleep 1000000" </dev/null >/dev/null 2>&1 &
+echo "vmseal-user $!"
 echo "vmseal-symbols-begin"
-/bin/busybox grep -E " (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata|init_task|modules|idt_table|init_pid_ns|module_kset)$" /proc/kallsyms
+$B grep -E " (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata|init_task|modules|idt_table|init_pid_ns|module_kset)$" /proc/kallsyms
+$B sort /proc/kallsyms | $B grep -A1 " sys_call_table$" | $B tail -1
 echo "vmseal-symbols-end"
-echo "vmseal-btf $(/bin/busybox sha256sum /sys/kernel/btf/vmlinux)"
-for p in /proc/[0-9]*; do echo "vmseal-proc ${p#/proc/} $(/bin/busybox cat $p/comm)"; done
-/bin/busybox awk "{print \"vmseal-module \" \$1 \" \" \$2 \" \" \$6}" /proc/modules
+echo "vmseal-btf $($B sha256sum /sys/kernel/btf/vmlinux)"
+for p in /proc/[0-9]*; do echo "vmseal-proc ${p#/proc/} $($B awk "/^Uid:/ {print \$3}" $p/status) $($B cat $p/comm)"; done
+$B awk "{print \"vmseal-module \" \$1 \" \" \$2 \" \" \$6}" /proc/modules
 echo "vmseal-ready"
-while true; do /bin/busybox sleep 1; done'
+if ( : < /dev/ttyS1 ) 2>/dev/null; then
+  exec 3</dev/ttyS1
+  while true; do IFS= read -r line <&3 || { $B sleep 1; continue; }; $B sh -c "$line"; echo "vmseal-done $?"; done
+fi
+while true; do $B sleep 1; done'
 if [ ! -s "$dir/initrd.gz" ] || [ "$(cat "$dir/init.sh" 2>/dev/null)" != "$init" ]; then
     root=$(mktemp -d)
-    mkdir -p "$root"/{bin,proc,sys,dev,lib}
+    chmod 755 "$root" # the guest's / (its user process must reach /bin)
+    mkdir -p "$root"/{bin,proc,sys,dev,lib,etc}
     cp /bin/busybox "$root/bin/busybox"
+    ln -s busybox "$root/bin/sh"
+    printf 'root:x:0:0:root:/:/bin/sh\nuser:x:1000:1000:user:/:/bin/sh\n' > "$root/etc/passwd"
+    printf 'root:x:0:\nuser:x:1000:\n' > "$root/etc/group"
     cp "$dir/modules/virtio_ring.ko" "$root/lib/"
     printf '%s\n' "$init" > "$root/init"
     chmod +x "$root/init"

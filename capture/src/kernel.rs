@@ -405,6 +405,58 @@ impl KernelProfile {
         Ok(out)
     }
 
+    /// The address of the `task_struct` of process `pid` on the task list from `init_task`, if
+    /// it is there (bounded and checked as [`tasks`](Self::tasks)).
+    pub fn task_address(
+        &self,
+        mem: &dyn crate::source::GuestMemory,
+        init_task: u64,
+        pid: i32,
+    ) -> Result<Option<u64>, WalkError> {
+        let g = Guest { mem };
+        let (tasks_off, pid_off) = (
+            self.need("task_struct.tasks")?,
+            self.need("task_struct.pid")?,
+        );
+        let head = init_task.wrapping_add(tasks_off);
+        let mut node = head;
+        for _ in 0..=MAX_TASKS {
+            let t = node.wrapping_sub(tasks_off);
+            if g.u32(t.wrapping_add(pid_off), "task_struct.pid")? as i32 == pid {
+                return Ok(Some(t));
+            }
+            node = g.ptr(node, "task_struct.tasks.next", false)?;
+            if node == head {
+                return Ok(None);
+            }
+        }
+        Err(WalkError::TooMany(MAX_TASKS))
+    }
+
+    /// The address of the `struct module` named `name` on the module list at `head`, if it is
+    /// there (bounded and checked as [`modules`](Self::modules)).
+    pub fn module_address(
+        &self,
+        mem: &dyn crate::source::GuestMemory,
+        head: u64,
+        name: &str,
+    ) -> Result<Option<u64>, WalkError> {
+        let g = Guest { mem };
+        let (list, name_off) = (self.need("module.list")?, self.need("module.name")?);
+        let mut node = g.ptr(head, "modules.next", false)?;
+        for _ in 0..=MAX_MODULES {
+            if node == head {
+                return Ok(None);
+            }
+            let m = node.wrapping_sub(list);
+            if g.name(m.wrapping_add(name_off), 55, "module.name")? == name {
+                return Ok(Some(m));
+            }
+            node = g.ptr(node, "module.list.next", false)?;
+        }
+        Err(WalkError::TooMany(MAX_MODULES))
+    }
+
     fn task(&self, g: &Guest<'_>, t: u64) -> Result<KernelTask, WalkError> {
         let pid_off = self.need("task_struct.pid")?;
         let pid = g.u32(t.wrapping_add(pid_off), "task_struct.pid")? as i32;
@@ -906,8 +958,10 @@ impl KernelWalk {
     }
 }
 
-/// The `n` entries of the system-call table at `table` (the `sys_call_table` symbol's
-/// guest-virtual address): each a handler's address.
+/// The entries of the system-call table at `table` (the `sys_call_table` symbol's guest-virtual
+/// address), each a handler's address: at most `n` (up to the next symbol), without the zero
+/// padding that may follow the last (a real table has no empty slot: `sys_ni_syscall` fills
+/// them).
 pub fn syscall_table(
     mem: &dyn crate::source::GuestMemory,
     table: u64,
@@ -916,8 +970,12 @@ pub fn syscall_table(
     let g = Guest { mem };
     let mut raw = vec![0u8; n * 8];
     g.bytes(table, &mut raw, "sys_call_table")?;
-    Ok(raw
+    let mut entries: Vec<u64> = raw
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-        .collect())
+        .collect();
+    while entries.last() == Some(&0) {
+        entries.pop();
+    }
+    Ok(entries)
 }

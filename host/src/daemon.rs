@@ -546,14 +546,7 @@ fn capture_one(
         return Snapshot::full(src.as_mut(), p, Consistency::StopCopy).map_err(|e| e.to_string());
     }
     let spec = job.source.strip_prefix("qemu:").unwrap_or_default();
-    let parts: Vec<&str> = spec.split(',').collect();
-    let (qmp, mem, memdev) = match parts[..] {
-        [q, m] => (q, m, "mem"),
-        [q, m, d] => (q, m, d),
-        _ => return Err("qemu source must be qemu:QMP,MEM[,MEMDEV]".into()),
-    };
-    let mut src =
-        QemuSource::attach(Path::new(qmp), Path::new(mem), memdev).map_err(|e| e.to_string())?;
+    let mut src = QemuSource::open(spec).map_err(|e| e.to_string())?;
     if policy
         .regions
         .iter()

@@ -1103,17 +1103,11 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
             (snap, Some(vm))
         }
         ("qemu", spec) if !spec.is_empty() => {
-            let parts: Vec<&str> = spec.split(',').collect();
-            let (qmp, mem, memdev) = match parts[..] {
-                [q, m] => (q, m, "mem"),
-                [q, m, d] => (q, m, d),
-                _ => bail!("--source qemu:QMP_SOCKET,MEM_FILE[,MEMDEV_ID]"),
-            };
             if a.policy.is_none() {
                 bail!("a QEMU guest needs --policy FILE (see docs/policy.md)");
             }
             let policy = whole(load_policy(a.policy.as_deref(), "")?, a.all_pages);
-            let mut src = QemuSource::attach(Path::new(qmp), Path::new(mem), memdev)?;
+            let mut src = QemuSource::open(spec)?;
             if policy
                 .regions
                 .iter()

@@ -296,6 +296,25 @@ pub struct QemuSource {
 }
 
 impl QemuSource {
+    /// Attach as a source spec says: `QMP_SOCKET,MEM_FILE[,MEMDEV_ID]` (what follows `qemu:` in
+    /// `--source`; the memory backend's id defaults to `mem`).
+    pub fn open(spec: &str) -> Result<Self, SourceError> {
+        let parts: Vec<&str> = spec.split(',').collect();
+        let (qmp, mem, memdev) = match parts[..] {
+            [q, m] if !q.is_empty() && !m.is_empty() => (q, m, "mem"),
+            [q, m, d] if !q.is_empty() && !m.is_empty() && !d.is_empty() => (q, m, d),
+            _ => {
+                return Err(SourceError::Control {
+                    action: "attach to",
+                    reason: format!(
+                        "{spec:?} is not QMP_SOCKET,MEM_FILE[,MEMDEV_ID] (e.g. qemu:/run/vm.qmp,/dev/shm/vm)"
+                    ),
+                });
+            }
+        };
+        Self::attach(Path::new(qmp), Path::new(mem), memdev)
+    }
+
     /// Attach to a running QEMU through its QMP socket and memory backend file (`memdev` is the
     /// backend's id, e.g. "mem").
     pub fn attach(qmp: &Path, mem_path: &Path, memdev: &str) -> Result<Self, SourceError> {

@@ -205,14 +205,7 @@ fn the_task_list_read_from_outside_is_the_guests_own() {
     use vmseal_capture::kernel::KernelProfile;
     let g = QemuGuest::boot(256, false).unwrap();
     let console = g.console();
-    let listed: Vec<(i32, String)> = console
-        .lines()
-        .filter_map(|l| l.strip_prefix("vmseal-proc "))
-        .filter_map(|l| {
-            let (pid, comm) = l.trim().split_once(' ')?;
-            Some((pid.parse().ok()?, comm.to_owned()))
-        })
-        .collect();
+    let listed = guest_processes(&console);
     assert!(
         listed.len() > 10,
         "the guest listed its processes: {console}"
@@ -239,7 +232,7 @@ fn the_task_list_read_from_outside_is_the_guests_own() {
         ("init", Some("/bin/busybox"), 0, 0, false),
         "{init:?}"
     );
-    for (pid, comm) in &listed {
+    for (pid, euid, comm) in &listed {
         let Some(t) = tasks.iter().find(|t| t.pid == *pid) else {
             // Only short-lived processes (the init's `sleep`, the listing's own `cat`) may be gone.
             assert!(
@@ -248,6 +241,7 @@ fn the_task_list_read_from_outside_is_the_guests_own() {
             );
             continue;
         };
+        assert_eq!(t.euid, *euid, "pid {pid} ({comm}): {t:?}");
         if t.kernel_thread {
             // `comm` holds 15 bytes; /proc shows a kernel thread's whole name.
             assert!(
@@ -458,6 +452,19 @@ fn a_module_unlinked_from_the_module_list_is_found_hidden() {
 }
 
 /// A guest booted with the test kernel, the kernel's profile, and the guest's memory attached.
+/// The processes the guest listed from /proc at boot: (pid, effective uid, comm).
+fn guest_processes(console: &str) -> Vec<(i32, u32, String)> {
+    console
+        .lines()
+        .filter_map(|l| l.strip_prefix("vmseal-proc "))
+        .filter_map(|l| {
+            let mut w = l.trim().splitn(3, ' ');
+            let (pid, euid, comm) = (w.next()?, w.next()?, w.next()?);
+            Some((pid.parse().ok()?, euid.parse().ok()?, comm.to_owned()))
+        })
+        .collect()
+}
+
 fn kernel_guest() -> (QemuGuest, vmseal_capture::kernel::KernelProfile, QemuSource) {
     let g = QemuGuest::boot(256, false).unwrap();
     let image = std::fs::read(QemuGuest::kernel_dir().unwrap().join("vmlinuz")).unwrap();
@@ -485,5 +492,122 @@ fn unlink(src: &QemuSource, node: u64) -> impl Fn(&QemuSource) + use<> {
     move |src: &QemuSource| {
         src.write(prev_next, &node.to_le_bytes()).unwrap();
         src.write(next_prev, &node.to_le_bytes()).unwrap();
+    }
+}
+
+/// The capture walks the kernel's objects inside its own pause, in a guest booted with KASLR: the
+/// slide is the running kernel's; every process the guest listed is there with its effective uid
+/// (the one it started as uid 1000 too), in both views; its module in both views at the address
+/// /proc/modules gives; every gate and system call inside the kernel's text; the section goes
+/// through the claims unchanged. Then a system-call slot pointed into kernel data is the one
+/// entry that differs.
+#[test]
+fn the_capture_walks_the_kernel_objects_inside_its_pause() {
+    use vmseal_capture::kaslr::KernelContext;
+    let g = QemuGuest::boot(256, true).unwrap();
+    let console = g.console();
+    let kdir = QemuGuest::kernel_dir().unwrap();
+    let policy = Policy::parse(&format!(
+        "name = \"linux\"\nversion = 1\nkernel = \"{}\"\n\
+         [[region]]\nname = \"kernel-text\"\nclass = \"code\"\nseverity = \"critical\"\n\
+         symbol = \"_stext\"\nend_symbol = \"_etext\"\nkaslr = \"undo\"\n[kernel_objects]\n",
+        kdir.join("vmlinuz").display()
+    ))
+    .unwrap();
+    let symbols = SymbolMap::parse(&g.system_map).unwrap();
+    let ctx = KernelContext::load(&policy, &kdir, Some(&symbols)).unwrap();
+    let mut src = QemuSource::attach(&g.qmp(), &g.mem(), "mem").unwrap();
+    src.refresh_paging().unwrap();
+    let plan = ctx.plan(&policy, &src, Some(&symbols), None).unwrap();
+    let snap = Snapshot::full(&mut src, plan.clone(), Consistency::StopCopy).unwrap();
+    let k = snap.kernel.clone().expect("the plan walks kernel objects");
+    assert_eq!(k.errors, [], "every walk finished");
+    let stext = g.symbol("_stext").unwrap();
+    assert_eq!(k.text.0, stext);
+    assert_eq!(k.slide, g.symbol("_text").unwrap() - 0xffff_ffff_8100_0000);
+    assert_ne!(k.slide, 0, "KASLR moved the kernel");
+    assert!(!snap.stats.kernel_walk.is_zero() && snap.stats.kernel_walk < snap.stats.pause);
+    // Processes: both views agree; each listed one with its euid.
+    assert!(
+        k.tasks.iter().all(|t| t.listed && (t.by_pid || t.pid == 0)),
+        "{:?}",
+        k.tasks
+    );
+    let user: i32 = console
+        .lines()
+        .find_map(|l| l.strip_prefix("vmseal-user "))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the guest started its user process");
+    for (pid, euid, comm) in guest_processes(&console) {
+        match k.tasks.iter().find(|t| t.pid as i32 == pid) {
+            Some(t) => assert_eq!(t.euid, euid, "{comm}: {t:?}"),
+            None => assert!(
+                ["cat", "awk", "busybox", "sh"].contains(&comm.as_str()),
+                "{comm}"
+            ),
+        }
+    }
+    let u = k.tasks.iter().find(|t| t.pid as i32 == user).unwrap();
+    assert_eq!(
+        (u.comm.as_str(), u.euid, u.exe.as_deref(), u.kernel_thread),
+        ("busybox", 1000, Some("/bin/busybox"), false)
+    );
+    // Modules: both views; the text where /proc/modules says.
+    let vr = k.modules.iter().find(|m| m.name == "virtio_ring").unwrap();
+    assert!(vr.listed && vr.in_kset, "{vr:?}");
+    let addr = console
+        .lines()
+        .filter_map(|l| l.strip_prefix("vmseal-module virtio_ring "))
+        .find_map(|l| l.split_whitespace().nth(1))
+        .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+        .unwrap();
+    assert_eq!(vr.text, addr);
+    // Gates and system calls: in the kernel's text (the reserved vectors aside, see
+    // docs/kernel-objects.md).
+    let in_text = |h: u64| (k.text.0..k.text.1).contains(&h);
+    assert!(k.idt.len() > 200, "{}", k.idt.len());
+    assert!(
+        (400..=1024).contains(&k.syscalls.len()),
+        "{}",
+        k.syscalls.len()
+    );
+    let outside: Vec<(usize, u64)> = k
+        .syscalls
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, h)| !in_text(h))
+        .collect();
+    assert_eq!(outside, [], "{:x?}", k.text);
+    // Canonical in the claims.
+    let c = snap
+        .claims("linux", "h", 0, None, 0, test_module(), None)
+        .unwrap();
+    let back = vmseal_sealer::claims::Claims::decode(&c.encode()).unwrap();
+    assert_eq!(back.kernel.as_ref(), Some(&k));
+
+    // A system-call slot pointed into kernel data, from the host side, is the one change.
+    let slot = g.symbol("sys_call_table").unwrap() + 134 * 8;
+    let was = read_u64(&src, slot);
+    let to = g.symbol("init_task").unwrap();
+    src.write(src.virt_to_phys(slot).unwrap(), &to.to_le_bytes())
+        .unwrap();
+    let hooked = Snapshot::full(&mut src, plan, Consistency::StopCopy).unwrap();
+    src.write(src.virt_to_phys(slot).unwrap(), &was.to_le_bytes())
+        .unwrap();
+    let h = hooked.kernel.unwrap();
+    let changed: Vec<usize> = (0..k.syscalls.len())
+        .filter(|&i| h.syscalls[i] != k.syscalls[i])
+        .collect();
+    assert_eq!(changed, [134]);
+    assert_eq!(h.syscalls[134], to);
+    assert_eq!(h.idt, k.idt);
+}
+
+fn test_module() -> vmseal_sealer::claims::ModuleInfo {
+    vmseal_sealer::claims::ModuleInfo {
+        name: "vmseal-host".into(),
+        version: "test".into(),
+        build_digest: [0; 32],
     }
 }
