@@ -2643,3 +2643,226 @@ fn the_architecture_diagram_names_every_module() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Kernel objects through the whole loop, in a real Linux guest (QEMU TCG, KASLR on): the host
+/// captures with the policy's `[kernel_objects]`, the verifier promotes the golden state with the
+/// baseline, then each rootkit attack, made from the host side by `vmseal-rootkit` or through
+/// the guest's own console, is found, named and scored — in the appraisal, `admin appraisals`
+/// and the alert.
+#[test]
+fn every_rootkit_attack_on_a_linux_guests_kernel_objects_is_found_named_and_scored() {
+    let mut g = vmseal_testkit::QemuGuest::boot_with(&vmseal_testkit::GuestOptions {
+        mem_mib: 256,
+        kaslr: true,
+        control: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let console = g.console();
+    let user = console
+        .lines()
+        .find_map(|l| l.strip_prefix("vmseal-user "))
+        .expect("the guest started its user process")
+        .trim()
+        .to_owned();
+    let h = Host::builder().init();
+    let v = h.verifier().start();
+    h.enrol_agent(&v);
+    let kernel = vmseal_testkit::QemuGuest::kernel_dir()
+        .unwrap()
+        .join("vmlinuz");
+    std::fs::write(h.p("System.map"), &g.system_map).unwrap();
+    std::fs::write(
+        h.p("linux.toml"),
+        format!(
+            "name = \"linux\"\nversion = 1\nkernel = \"{}\"\n\
+             [[region]]\nname = \"kernel-text\"\nclass = \"code\"\nseverity = \"critical\"\n\
+             symbol = \"_stext\"\nend_symbol = \"_etext\"\nkaslr = \"undo\"\n\
+             [kernel_objects]\nallow = [\"kworker\"]\n",
+            kernel.display()
+        ),
+    )
+    .unwrap();
+    v.register_vm("linux", h.id(), Some(&h.p("linux.toml")));
+    let qemu = format!("{},{}", g.qmp().display(), g.mem().display());
+    let source = format!("qemu:{qemu}");
+    let agent = h.agent_args(&v);
+    let (policy, map, state) = (h.p("linux.toml"), h.p("System.map"), h.p("state"));
+    let capture = |n: u32| -> serde_json::Value {
+        let (out, base) = (h.p(&format!("k{n}.cose")), h.p(&format!("k{n}.cbor")));
+        let mut a = vec![
+            "capture",
+            "--source",
+            &source,
+            "--policy",
+            &policy,
+            "--symbols",
+            &map,
+            "--state",
+            &state,
+            "--vm-id",
+            "linux",
+            "--out",
+            &out,
+            "--baseline-out",
+            &base,
+            "--json",
+        ];
+        a.extend(agent.iter().map(String::as_str));
+        let o = ok(run("vmseal-host", &a));
+        let events = vmseal_testkit::scenario::json_stream(&o.stdout);
+        assert!(
+            events[0]["kernel"]["processes"].as_u64().unwrap() > 20,
+            "{events:?}"
+        );
+        events
+            .iter()
+            .find_map(|e| e.get("appraisal").cloned())
+            .unwrap_or_else(|| panic!("no appraisal: {events:?}"))
+    };
+    let findings = |a: &serde_json::Value| -> Vec<(String, String, String)> {
+        a["kernel"]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["kind"].as_str().unwrap().to_owned(),
+                    f["subject"].as_str().unwrap().to_owned(),
+                    f["severity"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let rootkit = |args: &[&str]| {
+        let mut a = vec![
+            "--qemu",
+            &qemu,
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--symbols",
+            &map,
+        ];
+        a.extend_from_slice(args);
+        ok(run("vmseal-rootkit", &a))
+    };
+    let f3 = |k: &str, s: &str, sev: &str| (k.to_owned(), s.to_owned(), sev.to_owned());
+
+    // 0. The first capture: both views of every object agree, every walk finished.
+    let a = capture(0);
+    assert_eq!(findings(&a), [], "{a}");
+    assert_eq!(a["kernel"]["golden"], false, "{a}");
+    v.promote("linux", 0, &h.p("k0.cbor"));
+    // 1. Against the golden state: clean.
+    let a = capture(1);
+    assert_eq!((findings(&a), &a["score"]), (vec![], &100.into()), "{a}");
+    assert_eq!(a["kernel"]["golden"], true, "{a}");
+
+    // 2. A shell that became root: the golden user process's euid set to 0.
+    rootkit(&["raise-euid", &user]);
+    let a = capture(2);
+    assert_eq!(
+        findings(&a),
+        [f3(
+            "new_root_process",
+            &format!("pid {user} busybox"),
+            "high"
+        )],
+        "{a}"
+    );
+    assert_eq!(a["score"], 50, "{a}");
+
+    // 3. Processes started through the guest's console: one as root, one as the user.
+    let (_, mut at) = g
+        .wait_for("vmseal-ready", 0, std::time::Duration::from_secs(5))
+        .unwrap();
+    for cmd in [
+        "/bin/sh -c 'while :; do /bin/busybox sleep 100; done' </dev/null >/dev/null 2>&1 &",
+        "/bin/busybox su user -c \"exec /bin/sh -c 'while :; do /bin/busybox sleep 100; done'\" </dev/null >/dev/null 2>&1 &",
+    ] {
+        g.send(cmd).unwrap();
+        at = g
+            .wait_for("vmseal-done", at, std::time::Duration::from_secs(30))
+            .unwrap()
+            .1;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let a = capture(3);
+    let f = findings(&a);
+    let kinds: Vec<(&str, &str)> = f
+        .iter()
+        .map(|(k, s, _)| (k.as_str(), s.rsplit(' ').next().unwrap()))
+        .collect();
+    // The raised process still runs as root; the root shell and its `sleep` are new root
+    // processes; the user's shell is a new process (its `sleep` runs as the golden user process
+    // does).
+    assert_eq!(
+        kinds,
+        [
+            ("new_root_process", "busybox"),
+            ("new_root_process", "sh"),
+            ("new_root_process", "busybox"),
+            ("new_process", "sh")
+        ],
+        "{a}"
+    );
+    assert_eq!(
+        (&a["score"], &a["tier"]),
+        (&45.into(), &"warning".into()),
+        "{a}"
+    );
+
+    // 4. Direct kernel object manipulation: a process and a module hidden, a system call and
+    //    an interrupt gate hooked. Each is critical, and named.
+    rootkit(&["hide-process", "2"]);
+    rootkit(&["hide-module", "virtio_ring"]);
+    rootkit(&["hook-syscall", "134"]);
+    rootkit(&["hook-gate", "3"]);
+    let a = capture(4);
+    let critical: Vec<(String, String, String)> = findings(&a)
+        .into_iter()
+        .filter(|(_, _, s)| s == "critical")
+        .collect();
+    assert_eq!(
+        critical,
+        [
+            f3("hidden_process", "pid 2 kthreadd", "critical"),
+            f3("hidden_module", "module virtio_ring", "critical"),
+            f3("hooked_syscall", "syscall 134", "critical"),
+            f3("hooked_gate", "gate 3", "critical"),
+        ],
+        "{a}"
+    );
+    assert_eq!(
+        (&a["score"], &a["tier"]),
+        (&0.into(), &"contraindicated".into()),
+        "{a}"
+    );
+    assert!(
+        a["kernel"]["findings"][2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("outside the kernel's and every listed module's text"),
+        "{a}"
+    );
+    // The admin's view and the alert name them too.
+    let o = ok(v.admin(&["appraisals", "--vm-id", "linux"]));
+    assert!(
+        text(&o).contains("kernel: hidden process pid 2 kthreadd (critical)"),
+        "{}",
+        text(&o)
+    );
+    let o = ok(v.admin(&["--json", "alerts", "list"]));
+    let alerts: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|al| al["message"]
+                .as_str()
+                .unwrap()
+                .contains("hidden process pid 2 kthreadd (critical)")),
+        "{alerts}"
+    );
+}

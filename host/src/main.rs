@@ -357,6 +357,8 @@ struct CaptureArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    submit: SubmitArgs,
 }
 
 #[derive(clap::Args)]
@@ -410,12 +412,19 @@ struct VmRunArgs {
     /// --verifier) or the first capture of this run.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    #[command(flatten)]
+    submit: SubmitArgs,
+}
+
+/// Submitting snapshots to a verifier (`vm run`, `capture`).
+#[derive(clap::Args)]
+struct SubmitArgs {
     /// Submit every snapshot to this verifier (https://host:port) and print its appraisal; each
-    /// snapshot builds on the verifier's chain.
-    #[arg(long, requires = "verifier_ca")]
+    /// snapshot builds on the verifier's chain, its deltas against the verifier's golden baseline.
+    #[arg(long, requires = "verifier_ca", env = "VMSEAL_VERIFIER")]
     verifier: Option<String>,
     /// The verifier's CA certificate.
-    #[arg(long)]
+    #[arg(long, env = "VMSEAL_VERIFIER_CA")]
     verifier_ca: Option<PathBuf>,
     /// This host's agent certificate (from `vmseal-host enroll`) [default: STATE/agent.pem].
     #[arg(long)]
@@ -427,6 +436,125 @@ struct VmRunArgs {
     /// with the same evidence for this many seconds.
     #[arg(long, default_value_t = 60)]
     retry_secs: u64,
+}
+
+impl SubmitArgs {
+    /// The verifier's client, when one is given.
+    fn client(&self, state: &Path) -> Result<Option<vmseal_client::Client>> {
+        let (Some(url), Some(ca)) = (&self.verifier, &self.verifier_ca) else {
+            return Ok(None);
+        };
+        let cert = self
+            .agent_cert
+            .clone()
+            .unwrap_or_else(|| state.join("agent.pem"));
+        let key = self
+            .agent_key
+            .clone()
+            .unwrap_or_else(|| state.join("agent.key"));
+        let read = |p: &PathBuf| {
+            std::fs::read(p).with_context(|| {
+                format!(
+                    "cannot read {} (enrol the host first: `vmseal-host enroll`)",
+                    p.display()
+                )
+            })
+        };
+        Ok(Some(vmseal_client::Client::new(
+            url,
+            &read(ca)?,
+            &read(&cert)?,
+            &read(&key)?,
+        )?))
+    }
+
+    /// A courier on `client`: build on the verifier's chain of `vm_id`, and fetch its golden
+    /// baseline when `baseline` is not given already.
+    fn start<'a>(
+        &self,
+        client: &'a vmseal_client::Client,
+        state: &'a HostState,
+        vm_id: &str,
+        baseline: &mut Option<Baseline>,
+        json: bool,
+    ) -> Result<vmseal_capture::agent::courier::Courier<'a>> {
+        let c = vmseal_capture::agent::courier::Courier::new(client, state)
+            .retry_for(std::time::Duration::from_secs(self.retry_secs));
+        let h = c.sync(vm_id)?;
+        if !json {
+            println!("the verifier's chain of {vm_id} stands at #{}", h.next_seq);
+        }
+        if baseline.is_none()
+            && let Some(b) = client.active_baseline(vm_id)?
+        {
+            *baseline = Some(Baseline::from_verifier(&b)?);
+            if !json {
+                println!(
+                    "deltas against the verifier's golden baseline v{}",
+                    b.version
+                );
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Deliver sealed evidence and print the verifier's answer; why it was not accepted.
+fn deliver(
+    c: &vmseal_capture::agent::courier::Courier<'_>,
+    vm_id: &str,
+    sealed: &Sealed,
+    out: &Path,
+    base: &vmseal_sealer::state::VmChain,
+    json: bool,
+) -> Result<(), String> {
+    use vmseal_capture::agent::courier::Delivery;
+    let seq = sealed.claims.seq;
+    let d = c.deliver(vm_id, sealed, out, base, &move |attempt, e, wait| {
+        if !json {
+            println!(
+                "  VERIFIER: attempt {attempt} failed ({e}); the same evidence again in {} ms",
+                wait.as_millis()
+            );
+        }
+    });
+    match &d {
+        Delivery::Accepted {
+            appraisal: ap,
+            attempts,
+            ..
+        } if json => println!(
+            "{}",
+            serde_json::json!({ "appraisal": ap, "attempts": attempts })
+        ),
+        Delivery::Accepted { appraisal: ap, .. } => {
+            let changed: Vec<String> = ap.changes.iter().map(|c| c.describe()).collect();
+            println!(
+                "  VERIFIER: {}{} [signed EAR verified]",
+                verdict_words(ap, &d),
+                if changed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; changed: {}", changed.join(", "))
+                }
+            );
+            for f in ap.kernel.iter().flat_map(|k| &k.findings) {
+                println!("  VERIFIER: kernel: {}", f.describe());
+            }
+        }
+        d => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "seq": seq, "error": d.describe() })
+                );
+            } else {
+                println!("  VERIFIER: {}", d.describe());
+            }
+            return Err(format!("#{seq}: {}", d.describe()));
+        }
+    }
+    Ok(())
 }
 
 fn parse_product(s: &str) -> Result<Product, String> {
@@ -870,62 +998,11 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
         )?),
         None => None,
     };
-    let verifier = match (&a.verifier, &a.verifier_ca) {
-        (Some(url), Some(ca)) => {
-            let cert = a
-                .agent_cert
-                .clone()
-                .unwrap_or_else(|| a.state.join("agent.pem"));
-            let key = a
-                .agent_key
-                .clone()
-                .unwrap_or_else(|| a.state.join("agent.key"));
-            let read = |p: &PathBuf| {
-                std::fs::read(p).with_context(|| {
-                    format!(
-                        "cannot read {} (enrol the host first: `vmseal-host enroll`)",
-                        p.display()
-                    )
-                })
-            };
-            Some(vmseal_client::Client::new(
-                url,
-                &read(ca)?,
-                &read(&cert)?,
-                &read(&key)?,
-            )?)
-        }
-        _ => None,
-    };
-    let courier = verifier.as_ref().map(|c| {
-        vmseal_capture::agent::courier::Courier::new(c, &state)
-            .retry_for(std::time::Duration::from_secs(a.retry_secs))
-    });
-    if let Some(c) = &courier {
-        // Build on the verifier's chain, and compare with its golden baseline when it has one.
-        let h = c.sync(&a.vm_id)?;
-        if !a.json {
-            println!(
-                "the verifier's chain of {} stands at #{}",
-                a.vm_id, h.next_seq
-            );
-        }
-        if a.baseline.is_none()
-            && let Some(b) = verifier
-                .as_ref()
-                .map(|v| v.active_baseline(&a.vm_id))
-                .transpose()?
-                .flatten()
-        {
-            baseline = Some(Baseline::from_verifier(&b)?);
-            if !a.json {
-                println!(
-                    "deltas against the verifier's golden baseline v{}",
-                    b.version
-                );
-            }
-        }
-    }
+    let verifier = a.submit.client(&a.state)?;
+    let courier = verifier
+        .as_ref()
+        .map(|c| a.submit.start(c, &state, &a.vm_id, &mut baseline, a.json))
+        .transpose()?;
     let mut prev: Option<(Snapshot, u64)> = None;
     let mut failed: Vec<String> = Vec::new();
     let mut first_capture: Option<(Baseline, u64)> = None;
@@ -966,52 +1043,11 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
         let changes = baseline.as_ref().map(|b| snap.changed_pages(b));
         report(&sealed, &snap, changes.as_deref(), a.json)?;
         let mut accepted = true;
-        if let Some(c) = &courier {
-            let json = a.json;
-            let d = c.deliver(&a.vm_id, &sealed, &out, &base, &move |attempt, e, wait| {
-                if !json {
-                    println!(
-                        "  VERIFIER: attempt {attempt} failed ({e}); the same evidence again in {} ms",
-                        wait.as_millis()
-                    );
-                }
-            });
-            match &d {
-                vmseal_capture::agent::courier::Delivery::Accepted {
-                    appraisal: ap,
-                    attempts,
-                    ..
-                } if a.json => {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "appraisal": ap, "attempts": attempts })
-                    )
-                }
-                vmseal_capture::agent::courier::Delivery::Accepted { appraisal: ap, .. } => {
-                    let changed: Vec<String> = ap.changes.iter().map(|c| c.describe()).collect();
-                    println!(
-                        "  VERIFIER: {}{} [signed EAR verified]",
-                        verdict_words(ap, &d),
-                        if changed.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; changed: {}", changed.join(", "))
-                        }
-                    );
-                }
-                d => {
-                    accepted = false;
-                    if a.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({ "seq": seq, "error": d.describe() })
-                        );
-                    } else {
-                        println!("  VERIFIER: {}", d.describe());
-                    }
-                    failed.push(format!("#{seq}: {}", d.describe()));
-                }
-            }
+        if let Some(c) = &courier
+            && let Err(e) = deliver(c, &a.vm_id, &sealed, &out, &base, a.json)
+        {
+            accepted = false;
+            failed.push(e);
         }
         if first_capture.is_none() && accepted {
             first_capture = Some((snap.baseline(), seq));
@@ -1056,7 +1092,7 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
     let state = HostState::load(&a.state, a.tpm.as_deref())
         .with_context(|| format!("cannot load host state {}", a.state.display()))?;
     let nonce = parse_nonce(a.nonce.as_deref())?;
-    let baseline = a
+    let mut baseline = a
         .baseline
         .as_deref()
         .map(|p| -> Result<Baseline> {
@@ -1064,6 +1100,11 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
                 || format!("cannot read {}", p.display()),
             )?)?)
         })
+        .transpose()?;
+    let verifier = a.submit.client(&a.state)?;
+    let courier = verifier
+        .as_ref()
+        .map(|c| a.submit.start(c, &state, &a.vm_id, &mut baseline, a.json))
         .transpose()?;
     let symbols = a
         .symbols
@@ -1138,9 +1179,15 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
     if let Some(p) = &a.baseline_out {
         write_atomic(p, &snap.baseline().to_bytes())?;
     }
+    let base = state.vm_chain(&a.vm_id)?;
     let sealed = seal_snapshot(&state, &a.vm_id, &snap, baseline.as_ref(), &a.out)?;
     let changes = baseline.as_ref().map(|b| snap.changed_pages(b));
-    report(&sealed, &snap, changes.as_deref(), a.json)
+    report(&sealed, &snap, changes.as_deref(), a.json)?;
+    if let Some(c) = &courier {
+        deliver(c, &a.vm_id, &sealed, &a.out, &base, a.json)
+            .map_err(|e| anyhow::anyhow!("the verifier did not accept the snapshot {e}"))?;
+    }
+    Ok(())
 }
 
 fn cmd_run(config: &Path, rounds: Option<u32>, json: bool) -> Result<()> {

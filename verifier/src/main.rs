@@ -1472,6 +1472,9 @@ fn print_appraisals(list: &vmseal_client::AppraisalList) {
                 changed.join(", ")
             }
         );
+        for f in a.kernel.iter().flat_map(|k| &k.findings) {
+            println!("{:>8}  kernel: {}", "", f.describe());
+        }
     }
 }
 
