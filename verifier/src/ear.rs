@@ -15,7 +15,8 @@
 //!                                        "runtime-opaque": 2, "hardware": 32 },
 //!       "ear_appraisal_policy_ids": ["vmseal:baseline:1"],
 //!       "vmseal.score": 0, "vmseal.seq": 2, "vmseal.evidence": "<sha-256, hex>",
-//!       "vmseal.alert": true, "vmseal.changes": [ { "region": "guest-code", … } ] } } }
+//!       "vmseal.alert": true, "vmseal.changes": [ { "region": "guest-code", … } ],
+//!       "vmseal.kernel": { "findings": [ { "kind": "hidden_process", … } ], … } } } }
 //! ```
 //!
 //! A relying party checks it with `vmseal_client::verify_ear` and the verifier's `ca.pem` only.
@@ -231,6 +232,9 @@ impl EarSigner {
         if !a.unbaselined.is_empty() {
             submod["vmseal.unbaselined"] = serde_json::json!(a.unbaselined);
         }
+        if let Some(k) = &a.kernel {
+            submod["vmseal.kernel"] = serde_json::json!(k);
+        }
         let mut claims = serde_json::json!({
             "eat_profile": self.profile.tag(),
             "iat": iat,
@@ -297,6 +301,12 @@ impl EarSigner {
             submod.push((
                 C::Text("vmseal.unbaselined".into()),
                 C::Array(a.unbaselined.iter().cloned().map(C::Text).collect()),
+            ));
+        }
+        if let Some(k) = &a.kernel {
+            submod.push((
+                C::Text("vmseal.kernel".into()),
+                json_to_cbor(&serde_json::to_value(k).map_err(|e| e.to_string())?)?,
             ));
         }
         let mut claims = vec![

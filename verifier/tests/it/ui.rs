@@ -63,7 +63,19 @@ fn the_web_page_shows_vms_scores_changed_pages_and_alerts_in_chromium() {
     for p in [3, 4, 9] {
         h.regions[0].3[p] = ALG.leaf(&[b'r', p as u8]);
     }
-    assert_eq!(submit(&mut h, "web-1")["score"], 0);
+    // The same snapshot carries the guest kernel's objects, one process unlinked from the task
+    // list: hidden.
+    let mut kernel = vmseal_sealer::claims::kernel::example::kernel();
+    kernel.tasks[2].listed = false;
+    let ev = h.evidence_edited("web-1", None, 0, |c| c.kernel = Some(kernel));
+    let (st, a) = json(
+        agent
+            .post(format!("{}/v1/vms/web-1/evidence", s.url))
+            .body(ev)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((st, &a["score"]), (200, &0.into()), "{a}");
 
     let dir = tempfile::tempdir().unwrap();
     let viewer = Ca::load(s.dir.path())
@@ -150,6 +162,20 @@ fn the_web_page_shows_vms_scores_changed_pages_and_alerts_in_chromium() {
             .as_str()
             .unwrap()
             .contains("score 0 (contraindicated)"),
+        "{page}"
+    );
+    // The kernel's finding, named, at its severity.
+    assert_eq!(
+        page["kernel"],
+        serde_json::json!([{ "kind": "hidden_process", "severity": "critical",
+            "text": "critical hidden process pid 2 kthreadd: known by pid to the pid namespace but not on the task list" }]),
+        "{page}"
+    );
+    assert!(
+        page["kernelCaption"]
+            .as_str()
+            .unwrap()
+            .starts_with("3 process(es), 1 module(s); no golden kernel state"),
         "{page}"
     );
     let alerts = page["alerts"].as_array().unwrap();

@@ -40,6 +40,8 @@ try {
     })),
     alerts: [...document.querySelectorAll("#alerts tbody tr[data-alert]")].map((r) => r.textContent),
     caption: document.getElementById("pages-caption").textContent,
+    kernel: [...document.querySelectorAll("#kernel li")].map((l) => ({ kind: l.dataset.kind, severity: l.dataset.severity, text: l.textContent })),
+    kernelCaption: document.getElementById("kernel-caption").textContent,
     status: document.getElementById("status").textContent,
   }));
   await page.screenshot({ path: out, fullPage: true });

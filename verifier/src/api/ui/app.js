@@ -109,6 +109,23 @@ function renderPages(latest) {
   }
 }
 
+// What the verifier found in the guest kernel's own structures: hidden processes and modules,
+// hooked system calls and gates, new processes (docs/kernel-objects.md).
+function renderKernel(latest) {
+  const list = document.getElementById("kernel");
+  list.replaceChildren();
+  const caption = document.getElementById("kernel-caption");
+  const k = latest && latest.kernel;
+  if (!k) { caption.textContent = "the latest snapshot carries no kernel objects"; return; }
+  caption.textContent = `${k.processes} process(es), ${k.modules} module(s)` +
+    (k.golden ? "" : "; no golden kernel state to compare with yet") +
+    (k.findings.length ? `: ${k.findings.length} finding(s), ${k.penalty} point(s)` : ": nothing found");
+  for (const f of k.findings) {
+    list.append(el("li", { "data-kind": f.kind, "data-severity": f.severity },
+      el("span", { class: `sev ${f.severity}` }, f.severity), ` ${f.kind.replaceAll("_", " ")} ${f.subject}: ${f.detail}`));
+  }
+}
+
 function renderAlerts(alerts) {
   const body = document.querySelector("#alerts tbody");
   body.replaceChildren();
@@ -136,6 +153,7 @@ async function refresh() {
       const list = await get(`/v1/vms/${encodeURIComponent(vm.vm_id)}/appraisals?limit=100`);
       renderChart(vm, list.appraisals);
       renderPages(list.appraisals[0]);
+      renderKernel(list.appraisals[0]);
     }
     document.getElementById("status").textContent = `updated ${when(Math.floor(Date.now() / 1000))}`;
     document.body.dataset.ready = "true";
