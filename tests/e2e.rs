@@ -2845,6 +2845,15 @@ fn every_rootkit_attack_on_a_linux_guests_kernel_objects_is_found_named_and_scor
             .contains("outside the kernel's and every listed module's text"),
         "{a}"
     );
+    // Anyone reading the evidence with public material sees the views disagree.
+    let o = run("vmseal-certs", &["inspect", &h.p("k4.cose")]);
+    assert!(
+        text(&o).contains("HIDDEN process")
+            && text(&o).contains("pid 2 kthreadd (known by pid, not on the task list)")
+            && text(&o).contains("virtio_ring (in the module kset, not on the module list)"),
+        "{}",
+        text(&o)
+    );
     // The admin's view and the alert name them too.
     let o = ok(v.admin(&["appraisals", "--vm-id", "linux"]));
     assert!(

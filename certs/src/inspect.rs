@@ -18,6 +18,46 @@ use vmseal_sealer::x509::{ParsedCert, parse_bundle, signed_by};
 
 use crate::model::{Node, Status};
 
+/// The `kernel` claim: what the guest kernel's structures held, and where its own two views of
+/// them disagree (a process known by pid but not on the task list, a module in the kset but not
+/// on the module list: hidden) — facts anyone can read; what they are worth against a golden
+/// state, the verifier says.
+fn kernel_node(k: &vmseal_sealer::claims::KernelObjects) -> Node {
+    let mut kn = Node::new("kernel objects", k.build_id.clone());
+    kn.field("profile", hex::encode(k.profile));
+    kn.field("slide", format!("{:#x}", k.slide));
+    kn.field("text", format!("{:#x}..{:#x}", k.text.0, k.text.1));
+    kn.field(
+        "objects",
+        format!(
+            "{} processes, {} modules, {} gates, {} system calls",
+            k.tasks.len(),
+            k.modules.len(),
+            k.idt.len(),
+            k.syscalls.len()
+        ),
+    );
+    for t in k.tasks.iter().filter(|t| t.by_pid && !t.listed) {
+        kn.field(
+            "HIDDEN process",
+            format!(
+                "pid {} {} (known by pid, not on the task list)",
+                t.pid, t.comm
+            ),
+        );
+    }
+    for m in k.modules.iter().filter(|m| m.in_kset && !m.listed) {
+        kn.field(
+            "HIDDEN module",
+            format!("{} (in the module kset, not on the module list)", m.name),
+        );
+    }
+    for e in &k.errors {
+        kn.field("walk did not finish", format!("{}: {}", e.walk, e.error));
+    }
+    kn
+}
+
 /// What the user gave besides the files.
 pub(crate) struct Context {
     pub(crate) trust: TrustConfig,
@@ -571,6 +611,9 @@ pub(crate) fn evidence_node(bytes: &[u8], ctx: &Context) -> Node {
                     rn.field("changed pages", delta.changes.len());
                 }
                 n.children.push(rn);
+            }
+            if let Some(k) = &c.kernel {
+                n.children.push(kernel_node(k));
             }
         }
         Err(e) => {
