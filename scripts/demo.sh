@@ -16,48 +16,8 @@
 #   9. vmseal-certs verifies the evidence offline, and the VM's history as one unbroken chain; a
 #      tampered copy is refused
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$PWD
-scripts/install-deps.sh
-echo "== building" >&2
-cargo build --quiet --bins
-bin=$root/target/debug
-export TSS2_LOG=all+NONE VMSEAL_LOG=warn
-work=$(mktemp -d /tmp/vmseal-demo.XXXXXX)
-. scripts/swtpm.sh
-verifier_pid=""
-receiver_pid=""
-cleanup() {
-    swtpm_stop
-    if [ -n "$verifier_pid" ]; then kill "$verifier_pid" 2>/dev/null || true; fi
-    if [ -n "$receiver_pid" ]; then kill "$receiver_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-swtpm_start "$work/tpm"
-
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-
-step "vmseal-host init (TPM root on swtpm; INSECURE software SNP stand-in, since this machine has no SEV-SNP)"
-"$bin/vmseal-host" init --state "$work/host" --tpm "$SWTPM_TCTI" --snp insecure-soft --host-id demo-host
-
-step "vmseal-verifier init and serve (SQLite in its state directory, mutual TLS on 127.0.0.1)"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-url=https://localhost:$port
-"$bin/vmseal-verifier" init --state "$work/verifier"
-"$bin/vmseal-verifier" serve --state "$work/verifier" --listen "127.0.0.1:$port" --require both \
-    --ek-roots "$SWTPM_EK_CA" --insecure-snp-root "$work/host/insecure-snp-ark.pem" &
-verifier_pid=$!
-admin=("$bin/vmseal-verifier" admin --verifier "$url" --state "$work/verifier")
-for _ in $(seq 1 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null && break
-    sleep 0.1
-done
-
-step "the admin makes a one-use enrollment token; the host enrols with it (TPM quote + EK chain + credential activation in swtpm; INSECURE SNP root allowed by config)"
-"${admin[@]}" enrollment-token --host-id demo-host --out-cert "$work/token.pem" --out-key "$work/token.key"
-"$bin/vmseal-host" enroll --state "$work/host" --verifier "$url" --verifier-ca "$work/verifier/ca.pem" \
-    --token-cert "$work/token.pem" --token-key "$work/token.key" --agent-cert "$work/agent.pem" --agent-key "$work/agent.key"
+. "$(dirname "$0")/demo-lib.sh"
+demo_start demo-host
 
 step "the admin registers the VM with its capture policy and alert threshold"
 "${admin[@]}" register-vm --vm-id demo-vm --host-id demo-host --threshold 70 --policy host/policies/micro-vm.toml
@@ -67,9 +27,8 @@ hook_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 "$bin/vmseal-verifier" webhook-receiver --listen "127.0.0.1:$hook_port" --verifier-ca "$work/verifier/ca.pem" \
     --name ops --count 2 >"$work/webhook.log" &
 receiver_pid=$!
+demo_pids+=("$receiver_pid")
 "${admin[@]}" webhooks add --name ops --url "http://127.0.0.1:$hook_port/vmseal"
-
-agent=(--verifier "$url" --verifier-ca "$work/verifier/ca.pem" --agent-cert "$work/agent.pem" --agent-key "$work/agent.key")
 
 step "capture the KVM micro-VM (real guest code on /dev/kvm) and submit it: no baseline yet"
 "$bin/vmseal-host" vm run --state "$work/host" --vm-id demo-vm --captures 1 --out-dir "$work/ev0" "${agent[@]}"
@@ -112,7 +71,7 @@ grep -q "policy_mismatch" "$work/refused.log"
 grep -q "evidence_refused" "$work/alerts.log"
 for _ in $(seq 1 100); do grep -q "evidence_refused" "$work/webhook.log" && break; sleep 0.1; done
 grep "evidence_refused" "$work/webhook.log"
-wait "$receiver_pid"; receiver_pid=""
+wait "$receiver_pid"
 echo "the refused evidence is kept, with the verifier's reason:"
 ls "$work/ev2/refused"
 cat "$work/ev2/refused/"*.json; echo
