@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 use vmseal_sealer::claims::{KernelObjects, ModuleFact, TaskFact, WalkFailure};
 use vmseal_sealer::merkle::{Digest, HashAlg};
 
+use crate::source::PAGE;
+
 /// Largest BTF blob read (a distribution kernel's is 4 – 6 MiB).
 pub const MAX_BTF_BYTES: usize = 64 << 20;
 
@@ -306,12 +308,64 @@ fn is_kernel(ptr: u64) -> bool {
     ptr >= 0xffff_8000_0000_0000
 }
 
-/// Reads of guest-virtual memory through a source's page walk.
+/// Reads of guest-virtual memory through a source's page walk, each page translated and read
+/// once per walk (the guest is paused: its page tables and memory hold still).
 struct Guest<'a> {
     mem: &'a dyn crate::source::GuestMemory,
+    /// Guest-virtual page → guest-physical page.
+    tlb: std::cell::RefCell<std::collections::HashMap<u64, u64>>,
+    /// Guest-physical page → its bytes.
+    pages: std::cell::RefCell<std::collections::HashMap<u64, Box<[u8]>>>,
 }
 
-impl Guest<'_> {
+/// Most translations and pages a walk keeps (then it starts over): 64 MiB of pages at most.
+const CACHE_ENTRIES: usize = 1 << 14;
+
+impl<'a> Guest<'a> {
+    fn new(mem: &'a dyn crate::source::GuestMemory) -> Self {
+        Self {
+            mem,
+            tlb: Default::default(),
+            pages: Default::default(),
+        }
+    }
+
+    /// The guest-physical page of the guest-virtual page `page`.
+    fn translate(&self, page: u64) -> Result<u64, crate::source::SourceError> {
+        if let Some(pa) = self.tlb.borrow().get(&page) {
+            return Ok(*pa);
+        }
+        let pa = self.mem.virt_to_phys(page)? & !(PAGE - 1);
+        let mut tlb = self.tlb.borrow_mut();
+        if tlb.len() >= CACHE_ENTRIES {
+            tlb.clear();
+        }
+        tlb.insert(page, pa);
+        Ok(pa)
+    }
+
+    /// Copy `out.len()` bytes at offset `off` of the guest-physical page `pa`.
+    fn from_page(
+        &self,
+        pa: u64,
+        off: usize,
+        out: &mut [u8],
+    ) -> Result<(), crate::source::SourceError> {
+        if let Some(p) = self.pages.borrow().get(&pa) {
+            out.copy_from_slice(&p[off..off + out.len()]);
+            return Ok(());
+        }
+        let mut p = vec![0u8; PAGE as usize].into_boxed_slice();
+        self.mem.read(pa, &mut p)?;
+        out.copy_from_slice(&p[off..off + out.len()]);
+        let mut pages = self.pages.borrow_mut();
+        if pages.len() >= CACHE_ENTRIES {
+            pages.clear();
+        }
+        pages.insert(pa, p);
+        Ok(())
+    }
+
     fn bytes(&self, gva: u64, buf: &mut [u8], what: &'static str) -> Result<(), WalkError> {
         let err = |why: String| WalkError::Read { gva, what, why };
         let mut done = 0;
@@ -319,11 +373,12 @@ impl Guest<'_> {
             let at = gva
                 .checked_add(done as u64)
                 .ok_or_else(|| err("wraps".into()))?;
-            let in_page = (crate::source::PAGE - at % crate::source::PAGE) as usize;
-            let n = in_page.min(buf.len() - done);
-            let pa = self.mem.virt_to_phys(at).map_err(|e| err(e.to_string()))?;
-            self.mem
-                .read(pa, &mut buf[done..done + n])
+            let off = (at % PAGE) as usize;
+            let n = (PAGE as usize - off).min(buf.len() - done);
+            let pa = self
+                .translate(at - off as u64)
+                .map_err(|e| err(e.to_string()))?;
+            self.from_page(pa, off, &mut buf[done..done + n])
                 .map_err(|e| err(e.to_string()))?;
             done += n;
         }
@@ -386,10 +441,13 @@ impl KernelProfile {
         mem: &dyn crate::source::GuestMemory,
         init_task: u64,
     ) -> Result<Vec<KernelTask>, WalkError> {
-        let g = Guest { mem };
+        self.tasks_in(&Guest::new(mem), init_task)
+    }
+
+    fn tasks_in(&self, g: &Guest<'_>, init_task: u64) -> Result<Vec<KernelTask>, WalkError> {
         let tasks_off = self.need("task_struct.tasks")?;
         let head = init_task.wrapping_add(tasks_off);
-        let mut out = vec![self.task(&g, init_task)?];
+        let mut out = vec![self.task(g, init_task)?];
         let mut seen = std::collections::HashSet::new();
         let mut node = g.ptr(head, "init_task.tasks.next", false)?;
         while node != head {
@@ -399,7 +457,7 @@ impl KernelProfile {
             if seen.len() >= MAX_TASKS {
                 return Err(WalkError::TooMany(MAX_TASKS));
             }
-            out.push(self.task(&g, node.wrapping_sub(tasks_off))?);
+            out.push(self.task(g, node.wrapping_sub(tasks_off))?);
             node = g.ptr(node, "task_struct.tasks.next", false)?;
         }
         Ok(out)
@@ -413,7 +471,7 @@ impl KernelProfile {
         init_task: u64,
         pid: i32,
     ) -> Result<Option<u64>, WalkError> {
-        let g = Guest { mem };
+        let g = Guest::new(mem);
         let (tasks_off, pid_off) = (
             self.need("task_struct.tasks")?,
             self.need("task_struct.pid")?,
@@ -441,7 +499,7 @@ impl KernelProfile {
         head: u64,
         name: &str,
     ) -> Result<Option<u64>, WalkError> {
-        let g = Guest { mem };
+        let g = Guest::new(mem);
         let (list, name_off) = (self.need("module.list")?, self.need("module.name")?);
         let mut node = g.ptr(head, "modules.next", false)?;
         for _ in 0..=MAX_MODULES {
@@ -519,7 +577,10 @@ impl KernelProfile {
         mem: &dyn crate::source::GuestMemory,
         head: u64,
     ) -> Result<Vec<KernelModule>, WalkError> {
-        let g = Guest { mem };
+        self.modules_in(&Guest::new(mem), head)
+    }
+
+    fn modules_in(&self, g: &Guest<'_>, head: u64) -> Result<Vec<KernelModule>, WalkError> {
         let list = self.need("module.list")?;
         let name = self.need("module.name")?;
         let (base, size) = (
@@ -586,7 +647,10 @@ impl KernelProfile {
         mem: &dyn crate::source::GuestMemory,
         ns: u64,
     ) -> Result<Vec<KernelTask>, WalkError> {
-        let g = Guest { mem };
+        self.pid_namespace_tasks_in(&Guest::new(mem), ns)
+    }
+
+    fn pid_namespace_tasks_in(&self, g: &Guest<'_>, ns: u64) -> Result<Vec<KernelTask>, WalkError> {
         let head_at = ns
             .wrapping_add(self.need("pid_namespace.idr")?)
             .wrapping_add(self.need("idr.idr_rt")?)
@@ -634,7 +698,7 @@ impl KernelProfile {
                     true,
                 )?;
                 if first != 0 {
-                    out.push(self.task(&g, first.wrapping_sub(links))?);
+                    out.push(self.task(g, first.wrapping_sub(links))?);
                 }
             }
             if out.len() > MAX_TASKS {
@@ -657,7 +721,10 @@ impl KernelProfile {
         mem: &dyn crate::source::GuestMemory,
         kset: u64,
     ) -> Result<Vec<String>, WalkError> {
-        let g = Guest { mem };
+        self.kset_modules_in(&Guest::new(mem), kset)
+    }
+
+    fn kset_modules_in(&self, g: &Guest<'_>, kset: u64) -> Result<Vec<String>, WalkError> {
         let head = kset.wrapping_add(self.need("kset.list")?);
         let (entry, name) = (self.need("kobject.entry")?, self.need("kobject.name")?);
         let (kobj, owner) = (
@@ -707,7 +774,10 @@ pub fn idt_gates(
     mem: &dyn crate::source::GuestMemory,
     idt: u64,
 ) -> Result<Vec<IdtGate>, WalkError> {
-    let g = Guest { mem };
+    idt_gates_in(&Guest::new(mem), idt)
+}
+
+fn idt_gates_in(g: &Guest<'_>, idt: u64) -> Result<Vec<IdtGate>, WalkError> {
     let mut raw = vec![0u8; IDT_GATES * 16];
     g.bytes(idt, &mut raw, "idt_table")?;
     Ok(raw
@@ -858,6 +928,8 @@ impl KernelWalk {
             })
         };
         let p = &self.profile;
+        // One reader for every walk: pages and translations read once.
+        let g = &Guest::new(mem);
         let mut tasks: BTreeMap<u32, TaskFact> = BTreeMap::new();
         let fact = |t: KernelTask, listed: bool| TaskFact {
             pid: t.pid as u32,
@@ -870,7 +942,7 @@ impl KernelWalk {
             listed,
             by_pid: !listed,
         };
-        match p.tasks(mem, self.init_task) {
+        match p.tasks_in(g, self.init_task) {
             Ok(list) => {
                 for t in list {
                     tasks.entry(t.pid as u32).or_insert_with(|| fact(t, true));
@@ -878,7 +950,7 @@ impl KernelWalk {
             }
             Err(e) => failed("tasks", e),
         }
-        match p.pid_namespace_tasks(mem, self.init_pid_ns) {
+        match p.pid_namespace_tasks_in(g, self.init_pid_ns) {
             // Threads are known by pid too; a process is its group's leader.
             Ok(by_pid) => {
                 for t in by_pid.into_iter().filter(|t| t.pid == t.tgid) {
@@ -891,7 +963,7 @@ impl KernelWalk {
             Err(e) => failed("pid_namespace", e),
         }
         let mut modules: BTreeMap<String, ModuleFact> = BTreeMap::new();
-        match p.modules(mem, self.modules) {
+        match p.modules_in(g, self.modules) {
             Ok(list) => {
                 for m in list {
                     modules.entry(m.name.clone()).or_insert(ModuleFact {
@@ -905,9 +977,9 @@ impl KernelWalk {
             }
             Err(e) => failed("modules", e),
         }
-        let kset = Guest { mem }
+        let kset = g
             .ptr(self.module_kset, "module_kset", false)
-            .and_then(|k| p.kset_modules(mem, k));
+            .and_then(|k| p.kset_modules_in(g, k));
         match kset {
             Ok(names) => {
                 for name in names {
@@ -925,7 +997,7 @@ impl KernelWalk {
             }
             Err(e) => failed("module_kset", e),
         }
-        let idt = match idt_gates(mem, self.idt_table) {
+        let idt = match idt_gates_in(g, self.idt_table) {
             Ok(g) => g
                 .into_iter()
                 .filter(|g| g.present)
@@ -936,7 +1008,7 @@ impl KernelWalk {
                 Vec::new()
             }
         };
-        let syscalls = match syscall_table(mem, self.sys_call_table, self.syscalls) {
+        let syscalls = match syscall_table_in(g, self.sys_call_table, self.syscalls) {
             Ok(s) => s,
             Err(e) => {
                 failed("syscalls", e);
@@ -967,7 +1039,10 @@ pub fn syscall_table(
     table: u64,
     n: usize,
 ) -> Result<Vec<u64>, WalkError> {
-    let g = Guest { mem };
+    syscall_table_in(&Guest::new(mem), table, n)
+}
+
+fn syscall_table_in(g: &Guest<'_>, table: u64, n: usize) -> Result<Vec<u64>, WalkError> {
     let mut raw = vec![0u8; n * 8];
     g.bytes(table, &mut raw, "sys_call_table")?;
     let mut entries: Vec<u64> = raw

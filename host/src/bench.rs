@@ -185,3 +185,79 @@ pub fn run(
             / (bytes as f64 / (1u64 << 30) as f64),
     })
 }
+
+/// The figures `vmseal-host bench --source qemu:… --json` prints: what walking a Linux guest's
+/// kernel objects adds to a capture's pause, beside the page-hash capture of the same guest
+/// (docs/benchmarks.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelBenchReport {
+    /// Rounds measured (each one capture with the walk and one without).
+    pub rounds: usize,
+    /// Pages the policy hashes.
+    pub pages: u64,
+    /// Processes, modules, gates and system-call entries one walk read.
+    pub objects: u64,
+    /// Median stop-and-copy pause without the walk (page hashing only), ms.
+    pub pause_page_hash_ms: f64,
+    /// Median stop-and-copy pause with the walk, ms.
+    pub pause_with_walk_ms: f64,
+    /// Median time of the walk inside the pause, ms.
+    pub walk_ms: f64,
+    /// The walk's time ÷ the page-hash pause: what kernel objects add, as a ratio.
+    pub walk_vs_page_hash_ratio: f64,
+    /// The walk's time ÷ the hashing of one page, in the same captures: the walk costs as much
+    /// as hashing this many pages.
+    pub walk_in_pages: f64,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// Measure the kernel-objects walk of `plan` (which must have one) on `source`: `rounds`
+/// stop-and-copy captures with it and as many without, interleaved.
+pub fn kernel(
+    source: &mut dyn vmseal_capture::MemorySource,
+    plan: &Plan,
+    rounds: usize,
+    progress: &dyn Fn(&str),
+) -> Result<KernelBenchReport, Box<dyn std::error::Error>> {
+    if plan.kernel.is_none() {
+        return Err("the policy has no [kernel_objects]: nothing to measure".into());
+    }
+    let mut bare = plan.clone();
+    bare.kernel = None;
+    let (mut with, mut without, mut walks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut objects = 0;
+    for i in 0..rounds.max(1) {
+        progress(&format!("round {}/{}", i + 1, rounds.max(1)));
+        let s = Snapshot::full(source, plan.clone(), Consistency::StopCopy)?;
+        if let Some(k) = &s.kernel {
+            objects = (k.tasks.len() + k.modules.len() + k.idt.len() + k.syscalls.len()) as u64;
+            if !k.errors.is_empty() {
+                return Err(format!("a walk did not finish: {:?}", k.errors).into());
+            }
+        }
+        with.push(s.stats.pause);
+        walks.push(s.stats.kernel_walk);
+        without.push(
+            Snapshot::full(source, bare.clone(), Consistency::StopCopy)?
+                .stats
+                .pause,
+        );
+    }
+    let (with, without, walk) = (median(with), median(without), median(walks));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let pages = plan.pages().len() as u64;
+    Ok(KernelBenchReport {
+        rounds: rounds.max(1),
+        pages,
+        objects,
+        pause_page_hash_ms: ms(without),
+        pause_with_walk_ms: ms(with),
+        walk_ms: ms(walk),
+        walk_vs_page_hash_ratio: walk.as_secs_f64() / without.as_secs_f64().max(1e-9),
+        walk_in_pages: walk.as_secs_f64() / (without.as_secs_f64().max(1e-9) / pages.max(1) as f64),
+    })
+}
