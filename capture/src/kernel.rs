@@ -345,7 +345,7 @@ impl<'a> Guest<'a> {
     }
 
     /// Copy `out.len()` bytes at offset `off` of the guest-physical page `pa`.
-    fn from_page(
+    fn copy_page(
         &self,
         pa: u64,
         off: usize,
@@ -378,7 +378,7 @@ impl<'a> Guest<'a> {
             let pa = self
                 .translate(at - off as u64)
                 .map_err(|e| err(e.to_string()))?;
-            self.from_page(pa, off, &mut buf[done..done + n])
+            self.copy_page(pa, off, &mut buf[done..done + n])
                 .map_err(|e| err(e.to_string()))?;
             done += n;
         }

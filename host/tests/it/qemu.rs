@@ -608,9 +608,15 @@ fn the_capture_walks_the_kernel_objects_inside_its_pause() {
     let plan = ctx.plan(&policy, &src, Some(&symbols), None).unwrap();
     let r = vmseal_host::bench::kernel(&mut src, &plan, 2, &|_| {}).unwrap();
     let n = (k.tasks.len() + k.modules.len() + k.idt.len() + k.syscalls.len()) as u64;
-    assert_eq!((r.rounds, r.pages, r.objects), (2, plan.pages().len() as u64, n));
+    assert_eq!(
+        (r.rounds, r.pages, r.objects),
+        (2, plan.pages().len() as u64, n)
+    );
     assert!(r.walk_ms > 0.0 && r.walk_ms < r.pause_with_walk_ms, "{r:?}");
-    assert!(r.walk_vs_page_hash_ratio.is_finite() && r.walk_in_pages > 0.0, "{r:?}");
+    assert!(
+        r.walk_vs_page_hash_ratio.is_finite() && r.walk_in_pages > 0.0,
+        "{r:?}"
+    );
 }
 
 fn test_module() -> vmseal_sealer::claims::ModuleInfo {
