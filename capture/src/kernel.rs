@@ -236,6 +236,9 @@ const MAX_PATH_DEPTH: usize = 64;
 /// Longest name read from guest memory.
 const MAX_NAME: usize = 256;
 
+/// Longest executable path reported (what a claim holds).
+const MAX_PATH: usize = vmseal_sealer::claims::kernel::MAX_TEXT;
+
 /// Why a walk of guest kernel memory stopped. Guest memory is hostile: every pointer is checked,
 /// every walk bounded.
 #[derive(Debug, thiserror::Error)]
@@ -629,7 +632,17 @@ impl KernelProfile {
             d = parent;
         }
         parts.reverse();
-        Ok(format!("/{}", parts.join("/")))
+        let mut path = format!("/{}", parts.join("/"));
+        // A path longer than a claim holds keeps its start, marked cut.
+        if path.len() > MAX_PATH {
+            let mut end = MAX_PATH - 3;
+            while !path.is_char_boundary(end) {
+                end -= 1;
+            }
+            path.truncate(end);
+            path.push('…');
+        }
+        Ok(path)
     }
 }
 

@@ -87,6 +87,15 @@ pub mod fuzzing {
         let _ = crate::kernel::KernelProfile::from_vmlinux(data);
     }
 
+    /// Kernel-object walks over arbitrary guest memory: they end, never panic, and what they
+    /// report is always a canonical claim.
+    pub fn kernel_walk(data: &[u8]) {
+        let k = crate::testing::walk_over(data);
+        if let Err(e) = k.check() {
+            panic!("a walk reported a claim that is not canonical: {e}");
+        }
+    }
+
     /// ELF core headers (the dump reader, by physical and by virtual address as /proc/kcore is
     /// read): errors, never panics.
     pub fn elf_dump(data: &[u8]) {

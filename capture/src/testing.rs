@@ -101,3 +101,109 @@ pub fn pre_copy_then_stop_copy<S: MemorySource + ?Sized>(
     assert_eq!(roots(&pre), roots(&stop), "pre-copy and stop-copy differ");
     Ok((pre, stop))
 }
+
+/// Where [`DirectMap`] maps guest-physical 0 (the x86-64 kernel's direct map).
+pub const DIRECT_MAP: u64 = 0xffff_8880_0000_0000;
+
+/// Guest memory whose kernel addresses map linearly onto anonymous RAM, as the kernel's direct
+/// map does: guest-virtual `DIRECT_MAP + x` is guest-physical `x`. Enough to lay out kernel
+/// structures, good and hostile, without a guest.
+pub struct DirectMap(pub crate::anon::AnonMemory);
+
+impl GuestMemory for DirectMap {
+    fn describe(&self) -> String {
+        "a laid-out kernel".into()
+    }
+    fn ram(&self) -> Vec<(u64, u64)> {
+        self.0.ram()
+    }
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        self.0.read(gpa, buf)
+    }
+    fn virt_to_phys(&self, gva: u64) -> Result<u64, SourceError> {
+        gva.checked_sub(DIRECT_MAP).ok_or(SourceError::Translate {
+            gva,
+            reason: "below the direct map".into(),
+        })
+    }
+}
+
+/// A kernel profile with small offsets, for structures laid out in a [`DirectMap`].
+pub fn small_profile() -> crate::kernel::KernelProfile {
+    let offsets = [
+        ("task_struct.tasks", 0),
+        ("task_struct.pid", 16),
+        ("task_struct.tgid", 20),
+        ("task_struct.comm", 24),
+        ("task_struct.real_parent", 40),
+        ("task_struct.cred", 48),
+        ("task_struct.mm", 56),
+        ("task_struct.pid_links", 64),
+        ("cred.euid", 4),
+        ("mm_struct.exe_file", 8),
+        ("file.f_path", 8),
+        ("path.dentry", 8),
+        ("dentry.d_name", 16),
+        ("qstr.name", 8),
+        ("dentry.d_parent", 0),
+        ("module.list", 8),
+        ("module.name", 24),
+        ("module.text.base", 80),
+        ("module.text.size", 88),
+        ("pid_namespace.idr", 0),
+        ("idr.idr_rt", 0),
+        ("xarray.xa_head", 8),
+        ("xa_node.slots", 40),
+        ("pid.tasks", 8),
+        ("kset.list", 0),
+        ("kobject.entry", 8),
+        ("kobject.name", 0),
+        ("module_kobject.kobj", 0),
+        ("module_kobject.mod", 64),
+    ];
+    crate::kernel::KernelProfile {
+        build_id: String::new(),
+        btf_sha256: String::new(),
+        offsets: offsets.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+    }
+}
+
+/// A kernel-objects walk over 64 KiB of `data` in a [`DirectMap`], its symbols at fixed places
+/// (`init_task` at +0x1000, `init_pid_ns` +0x2000, `modules` +0x3000, `module_kset` +0x4000,
+/// `idt_table` +0x5000, `sys_call_table` +0x6000, 256 entries), what it read. Every 8-byte word
+/// of `data` whose low nibble is 0xf becomes a pointer into the memory, so arbitrary input is
+/// full of lists to follow.
+pub fn walk_over(data: &[u8]) -> vmseal_sealer::claims::KernelObjects {
+    const SIZE: usize = 0x10000;
+    let mut bytes = vec![0u8; SIZE];
+    let n = data.len().min(SIZE);
+    bytes[..n].copy_from_slice(&data[..n]);
+    for w in bytes.chunks_exact_mut(8) {
+        let v = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        if v & 0xf == 0xf {
+            let p = DIRECT_MAP + (v >> 4) % SIZE as u64;
+            w.copy_from_slice(&p.to_le_bytes());
+        }
+    }
+    let mem = crate::anon::AnonMemory::new(&[(0, SIZE as u64)]).expect("64 KiB of memory");
+    // Writing inside the one range cannot fail.
+    let _ = mem.guest().write(0, &bytes);
+    let mut symbols = crate::policy::SymbolMap::default();
+    for (name, off) in [
+        ("_text", 0),
+        ("_stext", 0),
+        ("_etext", 0x800),
+        ("init_task", 0x1000),
+        ("init_pid_ns", 0x2000),
+        ("modules", 0x3000),
+        ("module_kset", 0x4000),
+        ("idt_table", 0x5000),
+        ("sys_call_table", 0x6000),
+        ("after_sys_call_table", 0x6800),
+    ] {
+        symbols.insert(name, DIRECT_MAP + off);
+    }
+    let walk = crate::kernel::KernelWalk::new(small_profile(), DIRECT_MAP, &symbols)
+        .expect("every symbol is there");
+    walk.observe(&DirectMap(mem))
+}

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step is a failed test
 
 use vmseal_capture::kernel::{KernelProfile, MAX_BTF_BYTES, ProfileError};
+use vmseal_capture::testing::{DIRECT_MAP as BASE, DirectMap, small_profile};
 
 /// The test kernel's BTF (`scripts/fetch-test-kernel.sh`).
 fn test_kernel_btf() -> Vec<u8> {
@@ -83,68 +84,9 @@ fn mutated_btf_never_panics() {
     );
 }
 
-/// Guest memory whose kernel addresses map linearly onto anonymous RAM (as the kernel's direct
-/// map does): enough to lay out task lists, good and hostile, without a guest.
-struct Direct(vmseal_capture::anon::AnonMemory);
-
-const BASE: u64 = 0xffff_8880_0000_0000;
-
-impl vmseal_capture::source::GuestMemory for Direct {
-    fn describe(&self) -> String {
-        "a laid-out kernel".into()
-    }
-    fn ram(&self) -> Vec<(u64, u64)> {
-        self.0.ram()
-    }
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), vmseal_capture::source::SourceError> {
-        self.0.read(gpa, buf)
-    }
-    fn virt_to_phys(&self, gva: u64) -> Result<u64, vmseal_capture::source::SourceError> {
-        gva.checked_sub(BASE)
-            .ok_or(vmseal_capture::source::SourceError::Translate {
-                gva,
-                reason: "below the direct map".into(),
-            })
-    }
-}
-
-/// A profile with small offsets, for laid-out memory.
-fn small_profile() -> KernelProfile {
-    let offsets = [
-        ("task_struct.tasks", 0),
-        ("task_struct.pid", 16),
-        ("task_struct.tgid", 20),
-        ("task_struct.comm", 24),
-        ("task_struct.real_parent", 40),
-        ("task_struct.cred", 48),
-        ("task_struct.mm", 56),
-        ("cred.euid", 4),
-        ("module.list", 8),
-        ("module.name", 24),
-        ("module.text.base", 80),
-        ("module.text.size", 88),
-        ("pid_namespace.idr", 0),
-        ("idr.idr_rt", 0),
-        ("xarray.xa_head", 8),
-        ("xa_node.slots", 40),
-        ("pid.tasks", 8),
-        ("task_struct.pid_links", 64),
-        ("kset.list", 0),
-        ("kobject.entry", 8),
-        ("kobject.name", 0),
-        ("module_kobject.kobj", 0),
-        ("module_kobject.mod", 64),
-    ];
-    KernelProfile {
-        build_id: String::new(),
-        btf_sha256: String::new(),
-        offsets: offsets.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-    }
-}
-
 /// Tasks at 0x1000 (init_task), 0x2000, 0x3000 …, each pointing to the next; the last back to
 /// init_task, unless `next` says otherwise; a shared cred (euid 0) at 0x9000.
-fn lay_out(n: u64, next: impl Fn(u64) -> u64) -> Direct {
+fn lay_out(n: u64, next: impl Fn(u64) -> u64) -> DirectMap {
     let mem = vmseal_capture::anon::AnonMemory::new(&[(0, 0x10000)]).unwrap();
     let g = mem.guest();
     for i in 0..n {
@@ -157,7 +99,7 @@ fn lay_out(n: u64, next: impl Fn(u64) -> u64) -> Direct {
         g.write(t + 48, &(BASE + 0x9000).to_le_bytes()).unwrap();
         g.write(t + 56, &0u64.to_le_bytes()).unwrap();
     }
-    Direct(mem)
+    DirectMap(mem)
 }
 
 #[test]
@@ -222,7 +164,7 @@ fn a_module_list_that_loops_is_refused() {
         g.write(m + 80, &(BASE + 0x8000).to_le_bytes()).unwrap();
     }
     let e = p
-        .modules(&Direct(mem), BASE + 0x100)
+        .modules(&DirectMap(mem), BASE + 0x100)
         .unwrap_err()
         .to_string();
     assert!(e.contains("loops"), "{e}");
@@ -241,7 +183,7 @@ fn an_idr_whose_nodes_loop_is_refused() {
     g.write(0x2000 + 40, &(BASE + 0x1000 + 2).to_le_bytes())
         .unwrap();
     let e = p
-        .pid_namespace_tasks(&Direct(mem), BASE + 0x100)
+        .pid_namespace_tasks(&DirectMap(mem), BASE + 0x100)
         .unwrap_err()
         .to_string();
     assert!(e.contains("loops"), "{e}");
@@ -252,7 +194,7 @@ fn walking_random_memory_never_panics() {
     let p = small_profile();
     let mem = vmseal_capture::anon::AnonMemory::new(&[(0, 0x10000)]).unwrap();
     let g = mem.guest();
-    let d = Direct(mem);
+    let d = DirectMap(mem);
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for round in 0..200 {
         // Fill memory with pseudo-random words, a quarter of them kernel pointers into it.
@@ -271,6 +213,19 @@ fn walking_random_memory_never_panics() {
         let _ = p.modules(&d, BASE + (round * 0x180) % 0x10000);
         let _ = p.pid_namespace_tasks(&d, BASE + (round * 0x140) % 0x10000);
         let _ = p.kset_modules(&d, BASE + (round * 0x1c0) % 0x10000);
+    }
+    // The whole capture-side walk, over memory full of pointers into itself: whatever it
+    // holds, what the walk reports is a canonical claim.
+    let mut words = Vec::with_capacity(0x10000);
+    for _ in 0..0x2000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        words.extend_from_slice(&(seed | u64::from(seed.is_multiple_of(3)) * 0xf).to_le_bytes());
+    }
+    for round in 0..50 {
+        words.rotate_left(8 * round + 1);
+        vmseal_capture::fuzzing::kernel_walk(&words);
     }
 }
 

@@ -8,10 +8,10 @@ use ciborium::value::Value;
 use super::{ClaimsError, Map, MapBuilder, as_u64, field};
 use crate::merkle::Digest;
 
-/// Most processes the claim holds (the capture's walk stops there too).
-pub const MAX_TASKS: usize = 32_768;
-/// Most modules the claim holds.
-pub const MAX_MODULES: usize = 16_384;
+/// Most processes the claim holds: each of the capture's two walks stops at half of it.
+pub const MAX_TASKS: usize = 65_536;
+/// Most modules the claim holds (the module list's walk stops at 4,096, the kset's at 16,384).
+pub const MAX_MODULES: usize = 32_768;
 /// Most system-call table entries the claim holds.
 pub const MAX_SYSCALLS: usize = 4_096;
 /// Longest text (a name, a path, an error) the claim holds, bytes.
