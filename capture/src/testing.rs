@@ -173,7 +173,7 @@ pub fn small_profile() -> crate::kernel::KernelProfile {
 /// `idt_table` +0x5000, `sys_call_table` +0x6000, 256 entries), what it read. Every 8-byte word
 /// of `data` whose low nibble is 0xf becomes a pointer into the memory, so arbitrary input is
 /// full of lists to follow.
-pub fn walk_over(data: &[u8]) -> vmseal_sealer::claims::KernelObjects {
+pub fn walk_over(data: &[u8]) -> Result<vmseal_sealer::claims::KernelObjects, String> {
     const SIZE: usize = 0x10000;
     let mut bytes = vec![0u8; SIZE];
     let n = data.len().min(SIZE);
@@ -185,7 +185,7 @@ pub fn walk_over(data: &[u8]) -> vmseal_sealer::claims::KernelObjects {
             w.copy_from_slice(&p.to_le_bytes());
         }
     }
-    let mem = crate::anon::AnonMemory::new(&[(0, SIZE as u64)]).expect("64 KiB of memory");
+    let mem = crate::anon::AnonMemory::new(&[(0, SIZE as u64)]).map_err(|e| e.to_string())?;
     // Writing inside the one range cannot fail.
     let _ = mem.guest().write(0, &bytes);
     let mut symbols = crate::policy::SymbolMap::default();
@@ -204,6 +204,6 @@ pub fn walk_over(data: &[u8]) -> vmseal_sealer::claims::KernelObjects {
         symbols.insert(name, DIRECT_MAP + off);
     }
     let walk = crate::kernel::KernelWalk::new(small_profile(), DIRECT_MAP, &symbols)
-        .expect("every symbol is there");
-    walk.observe(&DirectMap(mem))
+        .map_err(|e| e.to_string())?;
+    Ok(walk.observe(&DirectMap(mem)))
 }

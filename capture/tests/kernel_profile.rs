@@ -221,7 +221,7 @@ fn walking_random_memory_never_panics() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        words.extend_from_slice(&(seed | u64::from(seed.is_multiple_of(3)) * 0xf).to_le_bytes());
+        words.extend_from_slice(&(seed | (u64::from(seed.is_multiple_of(3)) * 0xf)).to_le_bytes());
     }
     for round in 0..50 {
         words.rotate_left(8 * round + 1);
