@@ -80,13 +80,16 @@ pub struct KernelObjects {
     pub build_id: String,
     /// The kernel's KASLR slide: where its text runs minus where it was linked.
     pub slide: u64,
-    /// The kernel's text as it runs, `[_stext, _etext)` guest-virtual.
+    /// The kernel's text as it runs, `[_stext, _etext)` guest-virtual (`[start, end]` in JSON).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<u64>))]
     pub text: (u64, u64),
     /// Processes, by pid ascending, each once.
     pub tasks: Vec<TaskFact>,
     /// Modules, by name ascending, each once.
     pub modules: Vec<ModuleFact>,
-    /// Present interrupt gates as (vector, handler), by vector ascending.
+    /// Present interrupt gates as (vector, handler), by vector ascending (`[vector, handler]`
+    /// pairs in JSON).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<u64>>))]
     pub idt: Vec<(u8, u64)>,
     /// The system-call table's entries, in table order.
     pub syscalls: Vec<u64>,
