@@ -1619,7 +1619,8 @@ fn the_shim_attests_from_inside_a_linux_guest() {
     g.token(&server, "snp", &[]);
     ok(g.enroll(&server));
     std::fs::copy(&ca, root.join("shim/ca.pem")).unwrap();
-    let kernel_policy = "name = \"linux\"\nversion = 1\n[[region]]\nname = \"kernel-text\"\nclass = \"code\"\nseverity = \"critical\"\nsymbol = \"_stext\"\nend_symbol = \"_etext\"\n";
+    // The kernel's text, and its objects walked with its own BTF.
+    let kernel_policy = "name = \"linux\"\nversion = 1\n[[region]]\nname = \"kernel-text\"\nclass = \"code\"\nseverity = \"critical\"\nsymbol = \"_stext\"\nend_symbol = \"_etext\"\n[kernel_objects]\n";
     let proc_policy = "name = \"busybox\"\nversion = 1\n[[region]]\nname = \"busybox-code\"\nclass = \"code\"\nseverity = \"critical\"\nmapping = \"/bin/busybox\"\n";
     std::fs::write(root.join("shim/kernel.toml"), kernel_policy).unwrap();
     std::fs::write(root.join("shim/proc.toml"), proc_policy).unwrap();
@@ -1747,6 +1748,27 @@ fn the_shim_attests_from_inside_a_linux_guest() {
         v["regions"][0]["pages"].as_u64().unwrap_or(0) > 1000,
         "the kernel text: {v}"
     );
+    // Its objects, read through /proc/kcore with the layout of /sys/kernel/btf/vmlinux: every
+    // walk finished, the two views agree, the shim itself among the processes.
+    let k = &v["kernel_objects"];
+    assert_eq!(v["kernel"]["findings"], serde_json::json!([]), "{v}");
+    assert_eq!(k["errors"], serde_json::json!([]), "{k}");
+    let tasks = k["tasks"].as_array().unwrap();
+    assert!(tasks.len() > 20, "{k}");
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t["comm"] == "vmseal-shim" && t["exe"] == "/shim/vmseal-shim"),
+        "{k}"
+    );
+    assert!(
+        k["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "virtio_net" && m["listed"] == true && m["in_kset"] == true),
+        "{k}"
+    );
     let (c, v) = attest(
         &mut g,
         &mut at,
@@ -1802,6 +1824,29 @@ fn the_shim_attests_from_inside_a_linux_guest() {
         (c, v["tier"].as_str()),
         (0, Some("affirming")),
         "the kernel is untouched: {v}"
+    );
+    assert_eq!(
+        (&v["kernel"]["golden"], &v["kernel"]["findings"]),
+        (&true.into(), &serde_json::json!([])),
+        "{v}"
+    );
+    // A root process the golden state does not know, started inside the guest: busybox's
+    // `sleep` from a copy in /tmp (busybox runs the applet its file is named after).
+    g.send("/bin/busybox mkdir -p /tmp/x && /bin/busybox cp /bin/busybox /tmp/x/sleep && /tmp/x/sleep 1000000 </dev/null >/dev/null 2>&1 &")
+        .unwrap();
+    at = g.wait_for("vmseal-done", at, wait).unwrap().1;
+    let (c, v) = attest(&mut g, &mut at, "guest-kernel kernel /shim/kernel.toml");
+    assert_eq!((c, v["score"].as_u64()), (1, Some(50)), "{v}");
+    let f = &v["kernel"]["findings"][0];
+    assert_eq!(
+        (f["kind"].as_str(), f["severity"].as_str()),
+        (Some("new_root_process"), Some("high")),
+        "{v}"
+    );
+    assert!(
+        f["subject"].as_str().unwrap().ends_with(" sleep")
+            && f["detail"].as_str().unwrap().contains("(/tmp/x/sleep)"),
+        "{v}"
     );
 }
 

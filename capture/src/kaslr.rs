@@ -332,6 +332,13 @@ impl KernelContext {
             ctx.relocs = Some(std::sync::Arc::new(relocs));
             ctx.sections = Some(sections);
         }
+        if policy.kernel_objects.is_some() && policy.kernel.is_none() {
+            return Err(KaslrError::KernelObjects(
+                "walking the guest's kernel objects needs its kernel image for the structures' \
+                 layout (its BTF): add `kernel = \"vmlinuz\"` at the top of the policy"
+                    .into(),
+            ));
+        }
         if let Some(e) = &policy.elf {
             ctx.sections = Some(Sections::from_elf(&read(e)?)?);
         }

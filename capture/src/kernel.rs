@@ -837,6 +837,28 @@ pub fn gates_outside(gates: &[IdtGate], code: &[(u64, u64)]) -> Vec<IdtGate> {
         .collect()
 }
 
+/// Where an x86-64 distribution kernel links its text (`__START_KERNEL_map` plus the default
+/// `CONFIG_PHYSICAL_START`): the slide of a kernel whose image is not at hand is taken against
+/// it. Appraisal compares slides only with each other, so a kernel linked elsewhere is compared
+/// right all the same.
+pub const X86_64_LINK_TEXT: u64 = 0xffff_ffff_8100_0000;
+
+/// The GNU build id (hex) among a kernel's ELF notes, as `/sys/kernel/notes` shows them.
+pub fn build_id_of_notes(notes: &[u8]) -> Option<String> {
+    use object::Endianness::Little;
+    let mut it =
+        object::read::elf::NoteIterator::<object::elf::FileHeader64<object::Endianness>>::new(
+            Little, 4, notes,
+        )
+        .ok()?;
+    while let Ok(Some(n)) = it.next() {
+        if n.name() == b"GNU" && n.n_type(Little) == object::elf::NT_GNU_BUILD_ID {
+            return Some(hex::encode(n.desc()));
+        }
+    }
+    None
+}
+
 /// The symbols a kernel-objects walk needs from the running kernel's symbol map.
 pub const WALK_SYMBOLS: [&str; 9] = [
     "_text",
@@ -929,10 +951,45 @@ impl KernelWalk {
         &self.profile
     }
 
-    /// Read every object the claim holds from `mem` (with the guest paused: the lists hold
+    /// Read every object the claim holds from `mem` (with the guest paused, the lists hold
     /// still). A walk that does not finish is recorded, not fatal: a tampered list is itself
     /// what the verifier must hear about.
+    ///
+    /// A kernel that runs while it is read (the shim's `/proc/kcore`) may be changing a list
+    /// under the walk, or start a process between the two views' walks: a walk that did not
+    /// finish is made twice more, and an object only the second view holds is looked for once
+    /// more on the first (one that appeared meanwhile is on it now). A paused guest reads the
+    /// same again: what is hidden stays hidden.
     pub fn observe(&self, mem: &dyn crate::source::GuestMemory) -> KernelObjects {
+        let mut k = self.observe_once(mem);
+        for _ in 0..2 {
+            if k.errors.is_empty() {
+                break;
+            }
+            k = self.observe_once(mem);
+        }
+        if k.tasks.iter().any(|t| !t.listed)
+            && let Ok(list) = self.profile.tasks(mem, self.init_task)
+        {
+            let listed: std::collections::HashSet<u32> =
+                list.iter().map(|t| t.pid as u32).collect();
+            for t in k.tasks.iter_mut().filter(|t| listed.contains(&t.pid)) {
+                t.listed = true;
+            }
+        }
+        if k.modules.iter().any(|m| !m.listed)
+            && let Ok(list) = self.profile.modules(mem, self.modules)
+        {
+            for m in &mut k.modules {
+                if let Some(l) = list.iter().find(|l| l.name == m.name) {
+                    (m.listed, m.text, m.text_size) = (true, l.text, l.text_size.into());
+                }
+            }
+        }
+        k
+    }
+
+    fn observe_once(&self, mem: &dyn crate::source::GuestMemory) -> KernelObjects {
         let mut errors = Vec::new();
         let mut failed = |walk: &str, e: WalkError| {
             errors.push(WalkFailure {

@@ -284,13 +284,26 @@ impl Plan {
             .position(|&pfn| pfn == gpa / crate::source::PAGE)
     }
 
-    /// Resolve `policy` against `source` (RAM layout, address translation) and `symbols`.
+    /// Resolve `policy` against `source` (RAM layout, address translation) and `symbols`. A
+    /// policy with `[kernel_objects]` is refused: only a plan that knows the kernel's layout walks
+    /// them (`KernelContext::plan` for a QEMU guest, the shim for the kernel it runs in).
     pub fn new(
         policy: &Policy,
         source: &dyn GuestMemory,
         symbols: Option<&SymbolMap>,
         nonce: Option<&[u8]>,
     ) -> Result<Self, CaptureError> {
+        if policy.kernel_objects.is_some() {
+            return Err(plan_err(
+                "kernel_objects",
+                format!(
+                    "{} has no Linux kernel objects to walk: a QEMU guest (vmseal-host, with the \
+                     policy's `kernel`) or the running kernel inside a guest (vmseal-shim, source \
+                     `kernel`) has",
+                    source.describe()
+                ),
+            ));
+        }
         Self::resolve(
             policy,
             source,

@@ -33,6 +33,12 @@ pub struct TargetSpec {
     /// Kernel symbols [default: /proc/kallsyms].
     #[serde(default = "default_kallsyms")]
     pub kallsyms: PathBuf,
+    /// The kernel's BTF, for `[kernel_objects]` [default: /sys/kernel/btf/vmlinux].
+    #[serde(default = "default_btf")]
+    pub btf: PathBuf,
+    /// The kernel's ELF notes (its build id) [default: /sys/kernel/notes].
+    #[serde(default = "default_notes")]
+    pub notes: PathBuf,
     /// Deltas against this baseline (a snapshot's page hashes) while the verifier has no golden
     /// baseline of the VM; once it has one, deltas go against the baseline it serves.
     #[serde(default)]
@@ -41,6 +47,14 @@ pub struct TargetSpec {
 
 fn default_kallsyms() -> PathBuf {
     PathBuf::from("/proc/kallsyms")
+}
+
+fn default_btf() -> PathBuf {
+    PathBuf::from("/sys/kernel/btf/vmlinux")
+}
+
+fn default_notes() -> PathBuf {
+    PathBuf::from("/sys/kernel/notes")
 }
 
 /// The pid of the oldest process named `name` (its `comm`).
@@ -114,8 +128,23 @@ pub fn load_baseline(p: Option<&Path>) -> Result<Option<Baseline>, AttestError> 
 pub fn capture(t: &TargetSpec, nonce: Option<&[u8]>) -> Result<(Snapshot, String), AttestError> {
     let policy = load_policy(&t.policy)?;
     let (mut src, symbols) = open_source(t)?;
-    let plan = Plan::new(&policy, src.as_ref(), symbols.as_ref(), nonce)
-        .map_err(|e| err(format!("planning the capture of {}: {e}", src.describe())))?;
+    let planning =
+        |e: &dyn std::fmt::Display| err(format!("planning the capture of {}: {e}", src.describe()));
+    let plan = match (&symbols, &policy.kernel_objects) {
+        // The running kernel, its objects walked too.
+        (Some(syms), Some(_)) => {
+            let lookup = vmseal_capture::plan::Lookup {
+                symbols: Some(syms),
+                sections: None,
+            };
+            let mut plan =
+                Plan::resolve(&policy, src.as_ref(), lookup, nonce).map_err(|e| planning(&e))?;
+            let walk = crate::kernel::walk(&t.btf, &t.notes, syms).map_err(|e| planning(&e))?;
+            plan.kernel = Some(std::sync::Arc::new(walk));
+            plan
+        }
+        _ => Plan::new(&policy, src.as_ref(), symbols.as_ref(), nonce).map_err(|e| planning(&e))?,
+    };
     let snap = Snapshot::full(src.as_mut(), plan, Consistency::StopCopy)
         .map_err(|e| err(format!("capturing {}: {e}", src.describe())))?;
     Ok((snap, src.describe()))
@@ -178,11 +207,17 @@ pub fn attest_once(
     }
 }
 
-/// One line for an appraisal.
+/// One line for an appraisal: its score, tier, changed regions and kernel findings.
 pub fn verdict_line(vm_id: &str, what: &str, a: &vmseal_client::AppraisalResult) -> String {
     let changed: Vec<String> = a.changes.iter().map(|c| c.describe()).collect();
+    let kernel: Vec<String> = a
+        .kernel
+        .iter()
+        .flat_map(|k| &k.findings)
+        .map(|f| f.describe())
+        .collect();
     format!(
-        "{what}: snapshot #{} of {vm_id}: trust score {} ({}){} [signed EAR verified]",
+        "{what}: snapshot #{} of {vm_id}: trust score {} ({}){}{} [signed EAR verified]",
         a.seq,
         a.score,
         a.tier.name(),
@@ -190,6 +225,11 @@ pub fn verdict_line(vm_id: &str, what: &str, a: &vmseal_client::AppraisalResult)
             String::new()
         } else {
             format!("; changed: {}", changed.join(", "))
+        },
+        if kernel.is_empty() {
+            String::new()
+        } else {
+            format!("; kernel: {}", kernel.join("; "))
         }
     )
 }

@@ -1,6 +1,8 @@
 //! The running kernel as a capture source, from inside its guest: `/proc/kcore` (an ELF core
 //! whose segments are keyed by kernel virtual address) and `/proc/kallsyms` as the symbol map.
-//! Both need root; kallsyms shows real addresses only to root (`kptr_restrict`).
+//! Both need root; kallsyms shows real addresses only to root (`kptr_restrict`). Its kernel
+//! objects (`[kernel_objects]`) are walked with the layout its own BTF gives
+//! (`/sys/kernel/btf/vmlinux`), keyed by its build id (`/sys/kernel/notes`).
 
 use std::path::Path;
 
@@ -37,4 +39,36 @@ pub fn symbols(path: &Path) -> Result<SymbolMap, String> {
         )),
         _ => Ok(map),
     }
+}
+
+/// The kernel-objects walk of the running kernel: the structures' layout from its own BTF (`btf`,
+/// `/sys/kernel/btf/vmlinux`), its build id from its notes (`notes`, `/sys/kernel/notes`), where
+/// they are from `symbols`. Its slide is taken against the usual x86-64 link address
+/// ([`X86_64_LINK_TEXT`](vmseal_capture::kernel::X86_64_LINK_TEXT)): no image is at hand.
+pub fn walk(
+    btf: &Path,
+    notes: &Path,
+    symbols: &SymbolMap,
+) -> Result<vmseal_capture::kernel::KernelWalk, String> {
+    use vmseal_capture::kernel::{KernelProfile, KernelWalk, MAX_BTF_BYTES, X86_64_LINK_TEXT};
+    let blob = std::fs::read(btf).map_err(|e| {
+        format!(
+            "{}: {e} (the kernel needs CONFIG_DEBUG_INFO_BTF for its objects to be walked)",
+            btf.display()
+        )
+    })?;
+    if blob.len() > MAX_BTF_BYTES {
+        return Err(format!(
+            "{}: {} bytes, more than the {MAX_BTF_BYTES} read",
+            btf.display(),
+            blob.len()
+        ));
+    }
+    let build_id = std::fs::read(notes)
+        .ok()
+        .and_then(|n| vmseal_capture::kernel::build_id_of_notes(&n))
+        .unwrap_or_default();
+    let profile =
+        KernelProfile::from_btf(&blob, &build_id).map_err(|e| format!("{}: {e}", btf.display()))?;
+    KernelWalk::new(profile, X86_64_LINK_TEXT, symbols).map_err(|e| e.to_string())
 }

@@ -61,6 +61,12 @@ struct Target {
     /// Kernel symbols.
     #[arg(long, default_value = "/proc/kallsyms")]
     kallsyms: PathBuf,
+    /// The kernel's BTF (its structures' layout, for a policy's `[kernel_objects]`).
+    #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
+    btf: PathBuf,
+    /// The kernel's ELF notes (its build id).
+    #[arg(long, default_value = "/sys/kernel/notes")]
+    kernel_notes: PathBuf,
     /// Report page changes against this baseline (written by `capture --baseline-out`); when
     /// attesting, only while the verifier has no golden baseline of the VM.
     #[arg(long)]
@@ -202,6 +208,8 @@ impl Target {
             source: self.source.clone(),
             policy: self.policy.clone(),
             kallsyms: self.kallsyms.clone(),
+            btf: self.btf.clone(),
+            notes: self.kernel_notes.clone(),
             baseline: self.baseline.clone(),
         }
     }

@@ -294,8 +294,9 @@ impl KernelFindingKind {
 }
 
 /// The policy's `[kernel_objects]`: the capture walks the guest kernel's processes, modules,
-/// interrupt gates and system-call table inside its pause (the policy's `kernel` gives the
-/// structure layout, the symbols where they are); the verifier diffs them against the golden
+/// interrupt gates and system-call table inside its pause (the structures' layout from the
+/// kernel's BTF: on a host, in the policy's `kernel`; inside a guest, its own; where they are
+/// from the symbols); the verifier diffs them against the golden
 /// state with these severities.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KernelObjectsPolicy {
@@ -593,13 +594,6 @@ impl Policy {
         let kernel_objects = match &raw.kernel_objects {
             None => None,
             Some(k) => {
-                if raw.kernel.is_none() {
-                    return Err(err_at(
-                        text,
-                        k.span(),
-                        "`[kernel_objects]` needs the kernel image for the structure layout: add `kernel = \"vmlinuz\"` at the top of the policy",
-                    ));
-                }
                 let mut severity = BTreeMap::new();
                 for (name, sev) in &k.get_ref().severity {
                     let kind = KernelFindingKind::from_name(name).ok_or_else(|| {
@@ -816,7 +810,7 @@ sample = 4
     }
 
     #[test]
-    fn kernel_objects_take_severities_and_allowed_names_and_need_a_kernel() {
+    fn kernel_objects_take_severities_and_allowed_names() {
         let base = "name = \"k\"\nversion = 1\nkernel = \"vmlinuz\"\n[[region]]\nname = \"t\"\nclass = \"code\"\nseverity = \"high\"\ngpa = { start = 0, len = 0x1000 }\n";
         let p = Policy::parse(&format!("{base}[kernel_objects]\n")).unwrap();
         let k = p.kernel_objects.unwrap();
@@ -847,11 +841,14 @@ sample = 4
             "{base}[kernel_objects]\nseverity = {{ new_process = \"dire\" }}\n"
         ));
         assert!(e.to_string().contains("unknown severity \"dire\""), "{e}");
-        let e = err(&format!(
+        // Without `kernel`: the shim takes the layout from the running kernel's own BTF (the
+        // host refuses it when it plans the capture).
+        let p = Policy::parse(&format!(
             "{}[kernel_objects]\n",
             base.replace("kernel = \"vmlinuz\"\n", "")
-        ));
-        assert!(e.to_string().contains("needs the kernel image"), "{e}");
+        ))
+        .unwrap();
+        assert!(p.kernel_objects.is_some() && p.kernel.is_none());
         let e = err(&format!("{base}[kernel_objects]\nwalk = 1\n"));
         assert!(e.to_string().contains("unknown field"), "{e}");
     }
