@@ -9,4 +9,4 @@ set -euo pipefail
 demo_build
 demo_guest
 demo_kernel_policy > "$work/linux.toml"
-"$bin/vmseal-host" bench --source "qemu:$qmp,$mem" --policy "$work/linux.toml" --symbols "$work/System.map" "$@"
+"$bin/vmseal-host" bench --source "qemu:$qmp,$mem" --policy "$work/linux.toml" "$@"

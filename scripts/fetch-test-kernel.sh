@@ -29,7 +29,7 @@ if [ ! -s "$dir/vmlinuz" ] || [ ! -s "$dir/modules/virtio_net.ko" ]; then
 fi
 # The init: loads one module, starts one process as an unprivileged user (uid 1000), prints the
 # kernel symbols the tests use (and the one after sys_call_table, where the table ends), the
-# SHA-256 of the kernel's own BTF, its processes (pid, euid and comm, as /proc shows them) and
+# SHA-256 of the kernel's own BTF and of its sorted /proc/kallsyms (module symbols left out), its processes (pid, euid and comm, as /proc shows them) and
 # modules (name, size, address), then runs each line that comes on its control line
 # (/dev/ttyS1, when the test gives it one). The initramfs is built again whenever this text
 # changes.
@@ -47,6 +47,7 @@ $B grep -E " (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sd
 $B sort /proc/kallsyms | $B grep -A1 " sys_call_table$" | $B tail -1
 echo "vmseal-symbols-end"
 echo "vmseal-btf $($B sha256sum /sys/kernel/btf/vmlinux)"
+echo "vmseal-kallsyms $($B grep -v "\[" /proc/kallsyms | $B sort | $B sha256sum | $B cut -d" " -f1) $($B grep -vc "\[" /proc/kallsyms)"
 for p in /proc/[0-9]*; do echo "vmseal-proc ${p#/proc/} $($B awk "/^Uid:/ {print \$3}" $p/status) $($B cat $p/comm)"; done
 $B awk "{print \"vmseal-module \" \$1 \" \" \$2 \" \" \$6}" /proc/modules
 echo "vmseal-ready"

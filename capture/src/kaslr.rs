@@ -293,6 +293,23 @@ pub struct KernelContext {
     /// The kernel-objects walk (the policy's `[kernel_objects]`: the profile from the kernel's
     /// BTF, the addresses from the symbols).
     pub walk: Option<std::sync::Arc<crate::kernel::KernelWalk>>,
+    /// Loaded without the running kernel's symbols: its own symbol table, decoded from the image
+    /// (link-time addresses), and its profile when the policy walks kernel objects — what
+    /// [`running`](Self::running) makes the context of one boot from.
+    pub image_symbols: Option<std::sync::Arc<ImageSymbols>>,
+}
+
+/// What the kernel image says of itself when no symbol map is given.
+#[derive(Debug)]
+pub struct ImageSymbols {
+    /// Its kallsyms table, link-time addresses.
+    pub symbols: Vec<crate::kallsyms::Symbol>,
+    /// Where its text was linked.
+    pub link_text: u64,
+    /// Its kernel profile, when the policy walks kernel objects.
+    pub profile: Option<crate::kernel::KernelProfile>,
+    /// Whether the context's sections are the kernel's (moved by its slide), not an `elf`'s.
+    pub kernel_sections: bool,
 }
 
 impl KernelContext {
@@ -315,7 +332,24 @@ impl KernelContext {
             if let Some(text) = symbols.and_then(|s| s.get("_text")) {
                 sections.slide = text.wrapping_sub(relocs.link_text);
             }
-            if policy.kernel_objects.is_some() {
+            if symbols.is_none() {
+                // No symbol map: the kernel's own table, for `running` to slide per boot.
+                let table = crate::kallsyms::decode(&vmlinux)
+                    .map_err(|e| KaslrError::KernelObjects(e.to_string()))?;
+                let profile = match policy.kernel_objects {
+                    Some(_) => Some(
+                        crate::kernel::KernelProfile::from_vmlinux(&vmlinux)
+                            .map_err(|e| KaslrError::KernelObjects(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                ctx.image_symbols = Some(std::sync::Arc::new(ImageSymbols {
+                    symbols: table,
+                    link_text: relocs.link_text,
+                    profile,
+                    kernel_sections: policy.elf.is_none(),
+                }));
+            } else if policy.kernel_objects.is_some() {
                 let walk = || {
                     let symbols = symbols.ok_or_else(|| {
                         crate::kernel::WalkSetupError::Symbols(
@@ -343,6 +377,34 @@ impl KernelContext {
             ctx.sections = Some(Sections::from_elf(&read(e)?)?);
         }
         Ok(ctx)
+    }
+
+    /// For a context loaded without symbols: the context and the symbols of the boot whose
+    /// divide-error gate points at `divide_error` (its KASLR slide; see
+    /// `kallsyms::slide_from_divide_error`). A context loaded with symbols is returned as it is,
+    /// with no symbols.
+    pub fn running(
+        &self,
+        divide_error: u64,
+    ) -> Result<(Self, Option<crate::policy::SymbolMap>), KaslrError> {
+        let Some(img) = &self.image_symbols else {
+            return Ok((self.clone(), None));
+        };
+        let slide = crate::kallsyms::slide_from_divide_error(&img.symbols, divide_error)
+            .map_err(|e| KaslrError::KernelObjects(e.to_string()))?;
+        let symbols = crate::kallsyms::running(&img.symbols, slide);
+        let mut ctx = self.clone();
+        if let Some(s) = ctx.sections.as_mut()
+            && img.kernel_sections
+        {
+            s.slide = slide;
+        }
+        if let Some(p) = &img.profile {
+            let walk = crate::kernel::KernelWalk::new(p.clone(), img.link_text, &symbols)
+                .map_err(|e| KaslrError::KernelObjects(e.to_string()))?;
+            ctx.walk = Some(std::sync::Arc::new(walk));
+        }
+        Ok((ctx, Some(symbols)))
     }
 
     /// Plan `policy` and arm the KASLR undo where the policy asks for it.

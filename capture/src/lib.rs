@@ -22,6 +22,7 @@ pub mod anon;
 pub mod baseline;
 pub mod dump;
 pub mod hash;
+pub mod kallsyms;
 pub mod kaslr;
 pub mod kernel;
 pub mod plan;
@@ -85,6 +86,12 @@ pub mod fuzzing {
     pub fn kernel_btf(data: &[u8]) {
         let _ = crate::kernel::KernelProfile::from_btf(data, "");
         let _ = crate::kernel::KernelProfile::from_vmlinux(data);
+    }
+
+    /// The kallsyms decoder over arbitrary bytes (a vmlinux's read-only data): errors, never
+    /// panics.
+    pub fn kallsyms(data: &[u8]) {
+        let _ = crate::kallsyms::decode(data);
     }
 
     /// Kernel-object walks over arbitrary guest memory: they end, never panic, and what they

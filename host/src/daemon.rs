@@ -547,16 +547,28 @@ fn capture_one(
     }
     let spec = job.source.strip_prefix("qemu:").unwrap_or_default();
     let mut src = QemuSource::open(spec).map_err(|e| e.to_string())?;
-    if policy
-        .regions
-        .iter()
-        .any(|r| !matches!(r.selector, Selector::Gpa { .. }))
+    if policy.kernel.is_some()
+        || policy
+            .regions
+            .iter()
+            .any(|r| !matches!(r.selector, Selector::Gpa { .. }))
     {
         src.refresh_paging().map_err(|e| e.to_string())?;
     }
-    let mut p = job
-        .kernel
-        .plan(policy, &src, job.symbols.as_ref(), nonce)
+    // Without a symbol map, the kernel's own table, moved by this boot's slide.
+    let running;
+    let (kernel, symbols) = match (&job.kernel.image_symbols, &job.symbols) {
+        (Some(_), None) => {
+            running = job
+                .kernel
+                .running(src.divide_error_handler()?)
+                .map_err(|e| e.to_string())?;
+            (&running.0, running.1.as_ref())
+        }
+        (_, symbols) => (&job.kernel, symbols.as_ref()),
+    };
+    let mut p = kernel
+        .plan(policy, &src, symbols, nonce)
         .map_err(|e| e.to_string())?;
     p.budget = budget.cloned();
     Snapshot::full(&mut src, p, Consistency::StopCopy).map_err(|e| e.to_string())

@@ -128,9 +128,10 @@ Example:\n  vmseal-host run --config /etc/vmseal/agent.toml"
     #[command(
         after_help = "Prints the figures of docs/benchmarks.md; --json prints one JSON object. With \
 --source qemu:…, --policy (with [kernel_objects]) and --symbols, measures the kernel-objects walk \
-beside the page-hash capture of the same guest instead.\n\n\
+beside the page-hash capture of the same guest instead (the symbols, without --symbols, decoded \
+from the policy's kernel image).\n\n\
 Examples:\n  vmseal-host bench --mem-mib 1024 --json\n  \
-vmseal-host bench --source qemu:/run/vm.qmp,/dev/shm/vm --policy linux.toml --symbols vm.map --rounds 20"
+vmseal-host bench --source qemu:/run/vm.qmp,/dev/shm/vm --policy linux.toml --rounds 20"
     )]
     Bench {
         /// Guest memory to capture, MiB.
@@ -141,12 +142,12 @@ vmseal-host bench --source qemu:/run/vm.qmp,/dev/shm/vm --policy linux.toml --sy
         threads: Option<usize>,
         /// A running QEMU guest (`qemu:QMP_SOCKET,MEM_FILE[,MEMDEV_ID]`) whose kernel-objects walk
         /// to measure.
-        #[arg(long, requires_all = ["policy", "symbols"])]
+        #[arg(long, requires = "policy")]
         source: Option<String>,
         /// Its policy, with `[kernel_objects]`.
         #[arg(long)]
         policy: Option<PathBuf>,
-        /// Its running kernel's symbols.
+        /// Its running kernel's symbols [default: decoded from the policy's kernel image].
         #[arg(long)]
         symbols: Option<PathBuf>,
         /// Captures with the walk (and as many without) whose medians are reported.
@@ -342,7 +343,10 @@ struct CaptureArgs {
     /// Capture policy (TOML, docs/policy.md); the micro-VM has a built-in default.
     #[arg(long)]
     policy: Option<PathBuf>,
-    /// System.map for symbol selectors.
+    /// The running kernel's symbols (System.map format: its /proc/kallsyms or System.map), for
+    /// `symbol` selectors, KASLR and kernel objects. For a QEMU guest whose policy names its
+    /// `kernel`, they default to the kernel's own table decoded from that image, moved by the
+    /// slide the guest's interrupt table gives.
     #[arg(long)]
     symbols: Option<PathBuf>,
     /// State directory made by `init`.
@@ -1166,10 +1170,11 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
             }
             let policy = whole(load_policy(a.policy.as_deref(), "")?, a.all_pages);
             let mut src = QemuSource::open(spec)?;
-            if policy
-                .regions
-                .iter()
-                .any(|r| !matches!(r.selector, Selector::Gpa { .. }))
+            if policy.kernel.is_some()
+                || policy
+                    .regions
+                    .iter()
+                    .any(|r| !matches!(r.selector, Selector::Gpa { .. }))
             {
                 src.refresh_paging()?;
             }
@@ -1185,6 +1190,15 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
                     a.policy.as_deref().unwrap_or(Path::new("")).display()
                 )
             })?;
+            // Without --symbols, the kernel's own table from its image, moved by this boot's
+            // slide (from its divide-error gate).
+            let (kctx, symbols) = match (&kctx.image_symbols, symbols) {
+                (Some(_), None) => kctx.running(
+                    src.divide_error_handler()
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                )?,
+                (_, symbols) => (kctx, symbols),
+            };
             let plan = kctx.plan(&policy, &src, symbols.as_ref(), nonce.as_deref())?;
             let snap = with_progress(plan.pages().len() as u64, || {
                 Snapshot::full(&mut src, plan, Consistency::StopCopy)
@@ -1453,7 +1467,7 @@ fn verdict_words(
 fn cmd_bench_kernel(
     source: &str,
     policy_path: &Path,
-    symbols: &Path,
+    symbols: Option<&Path>,
     rounds: usize,
     json: bool,
 ) -> Result<()> {
@@ -1461,16 +1475,27 @@ fn cmd_bench_kernel(
         bail!("--source must be qemu:QMP_SOCKET,MEM_FILE[,MEMDEV_ID]");
     };
     let policy = load_policy(Some(policy_path), "")?;
-    let symbols = SymbolMap::parse(
-        &std::fs::read_to_string(symbols)
-            .with_context(|| format!("cannot read {}", symbols.display()))?,
-    )?;
+    let symbols = symbols
+        .map(|p| -> Result<SymbolMap> {
+            Ok(SymbolMap::parse(
+                &std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?,
+            )?)
+        })
+        .transpose()?;
     let mut src = QemuSource::open(spec)?;
     src.refresh_paging()?;
     let dir = policy_path.parent().unwrap_or(Path::new("."));
-    let kctx = vmseal_capture::kaslr::KernelContext::load(&policy, dir, Some(&symbols))
+    let kctx = vmseal_capture::kaslr::KernelContext::load(&policy, dir, symbols.as_ref())
         .with_context(|| format!("policy {}", policy_path.display()))?;
-    let plan = kctx.plan(&policy, &src, Some(&symbols), None)?;
+    let (kctx, symbols) = match symbols {
+        Some(s) => (kctx, Some(s)),
+        None => kctx.running(
+            src.divide_error_handler()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )?,
+    };
+    let plan = kctx.plan(&policy, &src, symbols.as_ref(), None)?;
     let r = vmseal_host::bench::kernel(&mut src, &plan, rounds, &|m| {
         if !json {
             eprintln!("bench: {m}");
@@ -1663,11 +1688,11 @@ fn main() -> std::process::ExitCode {
         Command::Bench {
             source: Some(source),
             policy: Some(policy),
-            symbols: Some(symbols),
+            symbols,
             rounds,
             json,
             ..
-        } => cmd_bench_kernel(&source, &policy, &symbols, rounds, json),
+        } => cmd_bench_kernel(&source, &policy, symbols.as_deref(), rounds, json),
         Command::Bench {
             mem_mib,
             threads,

@@ -227,13 +227,16 @@ pub struct Paging {
     pub cr4: u64,
     /// EFER.
     pub efer: u64,
+    /// The IDT register's base (0 when `info registers` shows none).
+    pub idt: u64,
 }
 
-/// Parse CR3, CR4 and EFER out of `info registers` (first CPU).
+/// Parse CR3, CR4, EFER and the IDT's base out of `info registers` (first CPU).
 pub fn parse_registers(text: &str) -> Option<Paging> {
     let get = |key: &str| -> Option<u64> {
         let i = text.find(key)? + key.len();
         let hex: String = text[i..]
+            .trim_start_matches(' ')
             .chars()
             .take_while(char::is_ascii_hexdigit)
             .collect();
@@ -243,6 +246,7 @@ pub fn parse_registers(text: &str) -> Option<Paging> {
         cr3: get("CR3=")?,
         cr4: get("CR4=")?,
         efer: get("EFER=")?,
+        idt: get("IDT=").unwrap_or(0),
     })
 }
 
@@ -388,6 +392,38 @@ impl QemuSource {
         Ok(p)
     }
 
+    /// Where the guest kernel's divide-error gate (IDT vector 0) points: with the kernel's own
+    /// symbols, its KASLR slide (`vmseal_capture::kallsyms::slide_from_divide_error`). The IDT
+    /// register may point at a read-only alias of the table (page-table isolation); the gate in
+    /// it is the same. Needs [`refresh_paging`](Self::refresh_paging).
+    pub fn divide_error_handler(&self) -> Result<u64, String> {
+        let idt = self
+            .paging
+            .map(|p| p.idt)
+            .filter(|&b| b != 0)
+            .ok_or("the guest's IDT register is not set (has its kernel booted?)")?;
+        let gates = vmseal_capture::kernel::idt_gates(self, idt).map_err(|e| e.to_string())?;
+        gates
+            .first()
+            .filter(|g| g.present)
+            .map(|g| g.handler)
+            .ok_or_else(|| "the guest's divide-error gate is not present".into())
+    }
+
+    /// The running kernel's symbols without a symbol map from the guest: its kallsyms tables
+    /// decoded from `vmlinux` (its image, decompressed), moved by the slide its divide-error gate
+    /// gives.
+    pub fn kernel_symbols(
+        &self,
+        vmlinux: &[u8],
+    ) -> Result<vmseal_capture::policy::SymbolMap, String> {
+        let syms = vmseal_capture::kallsyms::decode(vmlinux).map_err(|e| e.to_string())?;
+        let slide =
+            vmseal_capture::kallsyms::slide_from_divide_error(&syms, self.divide_error_handler()?)
+                .map_err(|e| e.to_string())?;
+        Ok(vmseal_capture::kallsyms::running(&syms, slide))
+    }
+
     /// Run a human monitor command (for tests and diagnostics).
     pub fn hmp(&mut self, cmd: &str) -> Result<String, SourceError> {
         self.qmp.hmp(cmd).map_err(|e| SourceError::Control {
@@ -527,7 +563,7 @@ mod tests {
     #[test]
     fn registers_parse() {
         let p = parse_registers(
-            "RAX=0 CR0=80050033 CR2=0 CR3=00000000055ee000 CR4=000006b0\nEFER=0000000000000d01",
+            "RAX=0 CR0=80050033 CR2=0 CR3=00000000055ee000 CR4=000006b0\nIDT=     ffffffff96cb4000 00000fff\nEFER=0000000000000d01",
         )
         .unwrap();
         assert_eq!(
@@ -535,7 +571,8 @@ mod tests {
             Paging {
                 cr3: 0x55ee000,
                 cr4: 0x6b0,
-                efer: 0xd01
+                efer: 0xd01,
+                idt: 0xffff_ffff_96cb_4000,
             }
         );
         assert!(parse_registers("nothing").is_none());
@@ -564,6 +601,7 @@ mod tests {
             cr3: pml4 | 0x5,
             cr4: 0,
             efer: 1 << 10,
+            idt: 0,
         };
         assert_eq!(walk(p, va4k, &read).unwrap(), 0x7777_7123);
         assert_eq!(walk(p, va2m, &read).unwrap(), 0x4020_0abc);

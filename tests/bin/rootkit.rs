@@ -27,9 +27,10 @@ struct Args {
     /// The guest's bzImage (its BTF gives the structure layout).
     #[arg(long)]
     kernel: PathBuf,
-    /// The running kernel's symbols (System.map format, e.g. its /proc/kallsyms).
+    /// The running kernel's symbols (System.map format, e.g. its /proc/kallsyms) [default: the
+    /// kernel's own table, decoded from --kernel, moved by the guest's KASLR slide].
     #[arg(long)]
-    symbols: PathBuf,
+    symbols: Option<PathBuf>,
     #[command(subcommand)]
     attack: Attack,
 }
@@ -65,21 +66,25 @@ enum Attack {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    let symbols = SymbolMap::parse(&std::fs::read_to_string(&a.symbols)?)
-        .with_context(|| format!("{}", a.symbols.display()))?;
+    let vmlinux = vmseal_capture::kaslr::decompress_bzimage(&std::fs::read(&a.kernel)?)?;
+    let profile = KernelProfile::from_vmlinux(&vmlinux)?;
+    let mut src = QemuSource::open(&a.qemu)?;
+    src.refresh_paging()?;
+    let symbols = match &a.symbols {
+        Some(p) => SymbolMap::parse(&std::fs::read_to_string(p)?)
+            .with_context(|| format!("{}", p.display()))?,
+        None => src.kernel_symbols(&vmlinux).map_err(anyhow::Error::msg)?,
+    };
     let sym = |n: &str| {
         symbols
             .get(n)
-            .with_context(|| format!("{} has no symbol {n}", a.symbols.display()))
+            .with_context(|| format!("the kernel's symbols have no {n}"))
     };
-    let profile = KernelProfile::from_bzimage(&std::fs::read(&a.kernel)?)?;
     let off = |f: &str| {
         profile
             .offset(f)
             .with_context(|| format!("the profile has no {f}"))
     };
-    let mut src = QemuSource::open(&a.qemu)?;
-    src.refresh_paging()?;
     src.pause()?;
     let done = attack(&a.attack, &src, &profile, &sym, &off);
     src.resume()?;

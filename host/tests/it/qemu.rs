@@ -514,10 +514,47 @@ fn the_capture_walks_the_kernel_objects_inside_its_pause() {
         kdir.join("vmlinuz").display()
     ))
     .unwrap();
-    let symbols = SymbolMap::parse(&g.system_map).unwrap();
-    let ctx = KernelContext::load(&policy, &kdir, Some(&symbols)).unwrap();
     let mut src = QemuSource::attach(&g.qmp(), &g.mem(), "mem").unwrap();
     src.refresh_paging().unwrap();
+    // No symbol map from the guest: the kernel's own kallsyms tables, decoded from its image and
+    // moved by the slide its interrupt table gives, are what the guest's /proc/kallsyms shows.
+    let vmlinux =
+        vmseal_capture::kaslr::decompress_bzimage(&std::fs::read(kdir.join("vmlinuz")).unwrap())
+            .unwrap();
+    let symbols = src.kernel_symbols(&vmlinux).unwrap();
+    let printed = SymbolMap::parse(&g.system_map).unwrap();
+    for line in g.system_map.lines() {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert_eq!(symbols.get(name), printed.get(name), "{name}");
+    }
+    let slide = symbols.get("_text").unwrap() - 0xffff_ffff_8100_0000;
+    let mut lines: Vec<String> = vmseal_capture::kallsyms::decode(&vmlinux)
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let addr = if s.addr >= 0xffff_8000_0000_0000 {
+                s.addr + slide
+            } else {
+                s.addr
+            };
+            format!("{addr:016x} {} {}\n", s.kind, s.name)
+        })
+        .collect();
+    lines.sort();
+    let (sha, count) = console
+        .lines()
+        .find_map(|l| l.strip_prefix("vmseal-kallsyms "))
+        .and_then(|l| l.trim().split_once(' '))
+        .expect("the guest printed the digest of its /proc/kallsyms");
+    assert_eq!(
+        (
+            hex::encode(vmseal_sealer::merkle::HashAlg::Sha256.hash(&[lines.concat().as_bytes()])),
+            lines.len().to_string()
+        ),
+        (sha.to_owned(), count.to_owned()),
+        "the decoded table, sorted, is the guest's /proc/kallsyms"
+    );
+    let ctx = KernelContext::load(&policy, &kdir, Some(&symbols)).unwrap();
     let plan = ctx.plan(&policy, &src, Some(&symbols), None).unwrap();
     let snap = Snapshot::full(&mut src, plan.clone(), Consistency::StopCopy).unwrap();
     let k = snap.kernel.clone().expect("the plan walks kernel objects");
