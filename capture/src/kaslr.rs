@@ -297,6 +297,9 @@ pub struct KernelContext {
     /// (link-time addresses), and its profile when the policy walks kernel objects — what
     /// [`running`](Self::running) makes the context of one boot from.
     pub image_symbols: Option<std::sync::Arc<ImageSymbols>>,
+    /// The policy walks kernel objects but names no image: the kernel's symbols and BTF are
+    /// found in its own memory at each boot ([`for_boot`](Self::for_boot)).
+    pub from_memory: bool,
 }
 
 /// What the kernel image says of itself when no symbol map is given.
@@ -367,11 +370,18 @@ impl KernelContext {
             ctx.sections = Some(sections);
         }
         if policy.kernel_objects.is_some() && policy.kernel.is_none() {
-            return Err(KaslrError::KernelObjects(
-                "walking the guest's kernel objects needs its kernel image for the structures' \
-                 layout (its BTF): add `kernel = \"vmlinuz\"` at the top of the policy"
-                    .into(),
-            ));
+            // No image: the layout and the symbols from the kernel's own memory, per boot
+            // (unless symbols are given, then only the layout is missing).
+            if symbols.is_some() {
+                return Err(KaslrError::KernelObjects(
+                    "with a symbol map, walking the guest's kernel objects needs its kernel image \
+                     for the structures' layout (its BTF): add `kernel = \"vmlinuz\"` at the top \
+                     of the policy, or give no symbols and let the capture find both in the \
+                     guest's memory"
+                        .into(),
+                ));
+            }
+            ctx.from_memory = true;
         }
         if let Some(e) = &policy.elf {
             ctx.sections = Some(Sections::from_elf(&read(e)?)?);
@@ -379,19 +389,42 @@ impl KernelContext {
         Ok(ctx)
     }
 
-    /// For a context loaded without symbols: the context and the symbols of the boot whose
-    /// divide-error gate points at `divide_error` (its KASLR slide; see
-    /// `kallsyms::slide_from_divide_error`). A context loaded with symbols is returned as it is,
-    /// with no symbols.
-    pub fn running(
+    /// Whether the context needs the running boot before it plans ([`for_boot`](Self::for_boot)):
+    /// it was loaded without symbols, or without an image for the policy's kernel objects.
+    pub fn needs_boot(&self) -> bool {
+        self.image_symbols.is_some() || self.from_memory
+    }
+
+    /// The context and symbols of the running boot of `mem`, whose divide-error gate points at
+    /// `divide_error`: loaded without symbols, the image's table moved by the KASLR slide that
+    /// gate gives (`kallsyms::slide_from_divide_error`); loaded without an image for kernel
+    /// objects, the kernel's symbols and BTF found in its own memory around that gate
+    /// (`kernel::find_in_memory`). A context that needs neither is returned as it is, with no
+    /// symbols.
+    pub fn for_boot(
         &self,
+        mem: &dyn crate::source::GuestMemory,
         divide_error: u64,
     ) -> Result<(Self, Option<crate::policy::SymbolMap>), KaslrError> {
+        let objects = |e: &dyn std::fmt::Display| KaslrError::KernelObjects(e.to_string());
+        if self.from_memory {
+            let found =
+                crate::kernel::find_in_memory(mem, divide_error).map_err(|e| objects(&e))?;
+            let walk = crate::kernel::KernelWalk::new(
+                found.profile,
+                crate::kernel::X86_64_LINK_TEXT,
+                &found.symbols,
+            )
+            .map_err(|e| objects(&e))?;
+            let mut ctx = self.clone();
+            ctx.walk = Some(std::sync::Arc::new(walk));
+            return Ok((ctx, Some(found.symbols)));
+        }
         let Some(img) = &self.image_symbols else {
             return Ok((self.clone(), None));
         };
         let slide = crate::kallsyms::slide_from_divide_error(&img.symbols, divide_error)
-            .map_err(|e| KaslrError::KernelObjects(e.to_string()))?;
+            .map_err(|e| objects(&e))?;
         let symbols = crate::kallsyms::running(&img.symbols, slide);
         let mut ctx = self.clone();
         if let Some(s) = ctx.sections.as_mut()
@@ -401,7 +434,7 @@ impl KernelContext {
         }
         if let Some(p) = &img.profile {
             let walk = crate::kernel::KernelWalk::new(p.clone(), img.link_text, &symbols)
-                .map_err(|e| KaslrError::KernelObjects(e.to_string()))?;
+                .map_err(|e| objects(&e))?;
             ctx.walk = Some(std::sync::Arc::new(walk));
         }
         Ok((ctx, Some(symbols)))

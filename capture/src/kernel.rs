@@ -1124,3 +1124,67 @@ fn syscall_table_in(g: &Guest<'_>, table: u64, n: usize) -> Result<Vec<u64>, Wal
     }
     Ok(entries)
 }
+
+/// What a running kernel says of itself in its own memory: for a host without an image of the
+/// guest's kernel.
+#[derive(Debug, Clone)]
+pub struct FoundKernel {
+    /// Its symbol table, as it runs (its kallsyms tables were relocated at boot).
+    pub symbols: vmseal_policy::SymbolMap,
+    /// Its profile, from the BTF between its `__start_BTF` and `__stop_BTF`, keyed by the build
+    /// id between `__start_notes` and `__stop_notes`.
+    pub profile: KernelProfile,
+}
+
+/// How much of the kernel's mapping is searched for its tables: from 32 MiB below the 2 MiB
+/// page of its entry code to 64 MiB above it (its text and read-only data).
+pub const SEARCH_BELOW: u64 = 32 << 20;
+/// See [`SEARCH_BELOW`].
+pub const SEARCH_ABOVE: u64 = 64 << 20;
+
+/// Find the running kernel's own symbol table and BTF in `mem`, around `entry` (a kernel text
+/// address, e.g. where its divide-error gate points): the kallsyms tables by their shape
+/// (`crate::kallsyms`), then the BTF and the notes where its symbols say. Pages the kernel does
+/// not map read as zeros. What the guest's memory holds is what is read — a kernel that rewrote
+/// its tables gives another profile, and the profile's digest in the claims shows it against the
+/// golden state.
+pub fn find_in_memory(
+    mem: &dyn crate::source::GuestMemory,
+    entry: u64,
+) -> Result<FoundKernel, WalkSetupError> {
+    let base = (entry & !0x1f_ffff).wrapping_sub(SEARCH_BELOW);
+    let len = (SEARCH_BELOW + SEARCH_ABOVE) as usize;
+    let mut image = vec![0u8; len];
+    for (i, page) in image.chunks_mut(PAGE as usize).enumerate() {
+        let va = base.wrapping_add(i as u64 * PAGE);
+        if let Ok(pa) = mem.virt_to_phys(va) {
+            let _ = mem.read(pa & !(PAGE - 1), page);
+        }
+    }
+    let missing = |what: &str| {
+        WalkSetupError::Symbols(format!(
+            "{what} in the guest's memory around its entry code ({base:#x}, {} MiB): give its \
+             image (`kernel` in the policy) or its symbols",
+            len >> 20
+        ))
+    };
+    let table = crate::kallsyms::decode(&image).map_err(|e| missing(&e.to_string()))?;
+    let symbols = crate::kallsyms::running(&table, 0);
+    let span = |from: &str, to: &str| -> Result<&[u8], WalkSetupError> {
+        let (Some(a), Some(b)) = (symbols.get(from), symbols.get(to)) else {
+            return Err(missing(&format!("no {from} and {to}")));
+        };
+        let (a, b) = (a.wrapping_sub(base) as usize, b.wrapping_sub(base) as usize);
+        image
+            .get(a..b)
+            .filter(|s| !s.is_empty() && s.len() <= MAX_BTF_BYTES)
+            .ok_or_else(|| missing(&format!("{from}..{to} not within the searched mapping")))
+    };
+    let btf = span("__start_BTF", "__stop_BTF")?;
+    let build_id = span("__start_notes", "__stop_notes")
+        .ok()
+        .and_then(build_id_of_notes)
+        .unwrap_or_default();
+    let profile = KernelProfile::from_btf(btf, &build_id)?;
+    Ok(FoundKernel { symbols, profile })
+}

@@ -548,6 +548,7 @@ fn capture_one(
     let spec = job.source.strip_prefix("qemu:").unwrap_or_default();
     let mut src = QemuSource::open(spec).map_err(|e| e.to_string())?;
     if policy.kernel.is_some()
+        || policy.kernel_objects.is_some()
         || policy
             .regions
             .iter()
@@ -557,15 +558,15 @@ fn capture_one(
     }
     // Without a symbol map, the kernel's own table, moved by this boot's slide.
     let running;
-    let (kernel, symbols) = match (&job.kernel.image_symbols, &job.symbols) {
-        (Some(_), None) => {
+    let (kernel, symbols) = match &job.symbols {
+        None if job.kernel.needs_boot() => {
             running = job
                 .kernel
-                .running(src.divide_error_handler()?)
+                .for_boot(&src, src.divide_error_handler()?)
                 .map_err(|e| e.to_string())?;
             (&running.0, running.1.as_ref())
         }
-        (_, symbols) => (&job.kernel, symbols.as_ref()),
+        symbols => (&job.kernel, symbols.as_ref()),
     };
     let mut p = kernel
         .plan(policy, &src, symbols, nonce)

@@ -1171,6 +1171,7 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
             let policy = whole(load_policy(a.policy.as_deref(), "")?, a.all_pages);
             let mut src = QemuSource::open(spec)?;
             if policy.kernel.is_some()
+                || policy.kernel_objects.is_some()
                 || policy
                     .regions
                     .iter()
@@ -1192,12 +1193,13 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
             })?;
             // Without --symbols, the kernel's own table from its image, moved by this boot's
             // slide (from its divide-error gate).
-            let (kctx, symbols) = match (&kctx.image_symbols, symbols) {
-                (Some(_), None) => kctx.running(
+            let (kctx, symbols) = match symbols {
+                None if kctx.needs_boot() => kctx.for_boot(
+                    &src,
                     src.divide_error_handler()
                         .map_err(|e| anyhow::anyhow!("{e}"))?,
                 )?,
-                (_, symbols) => (kctx, symbols),
+                symbols => (kctx, symbols),
             };
             let plan = kctx.plan(&policy, &src, symbols.as_ref(), nonce.as_deref())?;
             let snap = with_progress(plan.pages().len() as u64, || {
@@ -1490,7 +1492,8 @@ fn cmd_bench_kernel(
         .with_context(|| format!("policy {}", policy_path.display()))?;
     let (kctx, symbols) = match symbols {
         Some(s) => (kctx, Some(s)),
-        None => kctx.running(
+        None => kctx.for_boot(
+            &src,
             src.divide_error_handler()
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         )?,
