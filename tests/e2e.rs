@@ -2793,6 +2793,25 @@ fn every_rootkit_attack_on_a_linux_guests_kernel_objects_is_found_named_and_scor
     let a = capture(1);
     assert_eq!((findings(&a), &a["score"]), (vec![], &100.into()), "{a}");
     assert_eq!(a["kernel"]["golden"], true, "{a}");
+    // The agent captures it the same way, under the policy the verifier assigned.
+    std::fs::write(
+        h.p("agent.toml"),
+        format!(
+            "state = \"state\"\nout_dir = \"agent-ev\"\n\
+             [verifier]\nurl = \"{}\"\nca = \"{}\"\nagent_cert = \"agent.pem\"\nagent_key = \"agent.key\"\n\
+             [[vm]]\nid = \"linux\"\nsource = \"{source}\"\ninterval_secs = 1\n",
+            v.url(),
+            v.ca()
+        ),
+    )
+    .unwrap();
+    let events = h.run_agent(1);
+    let a = &events[0]["appraisal"];
+    assert_eq!(
+        (findings(a), &a["score"], &a["kernel"]["golden"]),
+        (vec![], &100.into(), &true.into()),
+        "{events:?}"
+    );
 
     // 2. A shell that became root: the golden user process's euid set to 0.
     rootkit(&["raise-euid", &user]);
