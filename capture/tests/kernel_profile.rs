@@ -263,3 +263,101 @@ fn a_gate_is_changed_only_if_it_moved_more_than_the_slide() {
         vec![1]
     );
 }
+
+/// Guest memory whose task list gains a process once its pid namespace has been read, as a
+/// running kernel (the shim's /proc/kcore) forks between the two views' walks: pid 2 is linked
+/// after pid 1 from then on.
+struct Forking {
+    mem: DirectMap,
+    forked: std::sync::atomic::AtomicBool,
+    fork: bool,
+}
+
+impl vmseal_capture::source::GuestMemory for Forking {
+    fn describe(&self) -> String {
+        "a running kernel".into()
+    }
+    fn ram(&self) -> Vec<(u64, u64)> {
+        self.mem.ram()
+    }
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), vmseal_capture::source::SourceError> {
+        if (0x8000..0x9000).contains(&gpa) {
+            self.forked
+                .store(self.fork, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.mem.read(gpa, buf)?;
+        if self.forked.load(std::sync::atomic::Ordering::Relaxed)
+            && gpa <= 0x2000
+            && gpa + buf.len() as u64 >= 0x2008
+        {
+            let at = (0x2000 - gpa) as usize;
+            buf[at..at + 8].copy_from_slice(&(BASE + 0x3000).to_le_bytes());
+        }
+        Ok(())
+    }
+    fn virt_to_phys(&self, gva: u64) -> Result<u64, vmseal_capture::source::SourceError> {
+        self.mem.virt_to_phys(gva)
+    }
+}
+
+/// pid 0 (init_task) → pid 1 → back, with pid 2 laid out but off the list; the pid namespace's
+/// IDR knows pids 1 and 2; no modules, an empty kset.
+fn running_kernel(fork: bool) -> (Forking, vmseal_capture::kernel::KernelWalk) {
+    let mem = lay_out(3, |i| if i == 0 { BASE + 0x2000 } else { BASE + 0x1000 });
+    let g = mem.0.guest();
+    let w = |at: u64, v: u64| g.write(at, &v.to_le_bytes()).unwrap();
+    w(0x8008, BASE + 0x8100 + 2); // the IDR's head: a node
+    w(0x8100 + 40, BASE + 0x8400); // slot 0: struct pid of pid 1
+    w(0x8100 + 48, BASE + 0x8500); // slot 1: struct pid of pid 2
+    w(0x8408, BASE + 0x2000 + 64); // pid.tasks[PIDTYPE_PID] → the task's pid_links
+    w(0x8508, BASE + 0x3000 + 64);
+    w(0xa000, BASE + 0xa000); // an empty module list
+    w(0xb000, BASE + 0xb100); // module_kset → a kset with an empty list
+    w(0xb100, BASE + 0xb100);
+    let mut symbols = vmseal_capture::policy::SymbolMap::default();
+    for (n, at) in [
+        ("_text", 0),
+        ("_stext", 0),
+        ("_etext", 0x800),
+        ("init_task", 0x1000),
+        ("init_pid_ns", 0x8000),
+        ("modules", 0xa000),
+        ("module_kset", 0xb000),
+        ("idt_table", 0xc000),
+        ("sys_call_table", 0xd000),
+        ("after", 0xd100),
+    ] {
+        symbols.insert(n, BASE + at);
+    }
+    let walk = vmseal_capture::kernel::KernelWalk::new(small_profile(), BASE, &symbols).unwrap();
+    let mem = Forking {
+        mem,
+        forked: false.into(),
+        fork,
+    };
+    (mem, walk)
+}
+
+#[test]
+fn a_process_started_between_the_two_walks_is_not_hidden_and_a_hidden_one_stays_hidden() {
+    let views = |fork: bool| -> Vec<(u32, bool, bool)> {
+        let (mem, walk) = running_kernel(fork);
+        let k = walk.observe(&mem);
+        assert_eq!(k.errors, [], "{k:?}");
+        k.check().unwrap();
+        k.tasks
+            .iter()
+            .map(|t| (t.pid, t.listed, t.by_pid))
+            .collect()
+    };
+    // Forked after the task list was read: the second look at the list finds it.
+    assert_eq!(
+        views(true),
+        [(0, true, false), (1, true, true), (2, true, true)]
+    );
+    // Never on the list: hidden, whatever the second look.
+    assert_eq!(
+        views(false),
+        [(0, true, false), (1, true, true), (2, false, true)]
+    );
+}
