@@ -2805,13 +2805,17 @@ fn every_rootkit_attack_on_a_linux_guests_kernel_objects_is_found_named_and_scor
         ),
     )
     .unwrap();
-    let events = h.run_agent(1);
-    let a = &events[0]["appraisal"];
-    assert_eq!(
-        (findings(a), &a["score"], &a["kernel"]["golden"]),
-        (vec![], &100.into(), &true.into()),
-        "{events:?}"
-    );
+    // Two rounds: the second reuses what the first found of this boot's kernel.
+    let events = h.run_agent(2);
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        let a = &e["appraisal"];
+        assert_eq!(
+            (findings(a), &a["score"], &a["kernel"]["golden"]),
+            (vec![], &100.into(), &true.into()),
+            "{events:?}"
+        );
+    }
 
     // 2. A shell that became root: the golden user process's euid set to 0.
     rootkit(&["raise-euid", &user]);

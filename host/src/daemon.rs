@@ -455,6 +455,17 @@ struct VmState {
     last: Option<(Snapshot, u64)>,
     baseline: Option<Baseline>,
     captures: u32,
+    /// The kernel context and symbols of the guest's running boot, found without a symbol map,
+    /// kept while its divide-error gate points where it did (the same boot of the same kernel:
+    /// a reboot with KASLR moves it).
+    boot: Option<BootKernel>,
+}
+
+/// What [`VmState::boot`] keeps.
+struct BootKernel {
+    divide_error: u64,
+    context: vmseal_capture::kaslr::KernelContext,
+    symbols: Option<SymbolMap>,
 }
 
 /// Capture under the verifier's assigned policy when it has one (checked before every capture):
@@ -488,6 +499,7 @@ fn refresh_policy(st: &mut VmState, verifier: &vmseal_client::Client) -> Result<
     );
     st.job.policy = Some(p);
     st.job.kernel = kernel;
+    st.boot = None;
     st.job.policy_text = Some(text);
     // An incremental capture carries its base's policy: the next one is full.
     st.last = None;
@@ -556,21 +568,32 @@ fn capture_one(
     {
         src.refresh_paging().map_err(|e| e.to_string())?;
     }
-    // Without a symbol map, the kernel's own table, moved by this boot's slide.
-    let running;
-    let (kernel, symbols) = match &job.symbols {
-        None if job.kernel.needs_boot() => {
-            running = job
+    // Without a symbol map, the kernel's own table moved by this boot's slide (or found in its
+    // memory), kept for the boot.
+    let mut p = if job.symbols.is_none() && job.kernel.needs_boot() {
+        let divide_error = src.divide_error_handler()?;
+        if st.boot.as_ref().map(|b| b.divide_error) != Some(divide_error) {
+            let (context, symbols) = st
+                .job
                 .kernel
-                .for_boot(&src, src.divide_error_handler()?)
+                .for_boot(&src, divide_error)
                 .map_err(|e| e.to_string())?;
-            (&running.0, running.1.as_ref())
+            st.boot = Some(BootKernel {
+                divide_error,
+                context,
+                symbols,
+            });
         }
-        symbols => (&job.kernel, symbols.as_ref()),
+        let b = st.boot.as_ref().ok_or("the boot's kernel context is missing")?;
+        let policy = st.job.policy.as_ref().ok_or("no policy")?;
+        b.context
+            .plan(policy, &src, b.symbols.as_ref(), nonce)
+            .map_err(|e| e.to_string())?
+    } else {
+        job.kernel
+            .plan(policy, &src, job.symbols.as_ref(), nonce)
+            .map_err(|e| e.to_string())?
     };
-    let mut p = kernel
-        .plan(policy, &src, symbols, nonce)
-        .map_err(|e| e.to_string())?;
     p.budget = budget.cloned();
     Snapshot::full(&mut src, p, Consistency::StopCopy).map_err(|e| e.to_string())
 }
@@ -676,6 +699,7 @@ pub fn run(
                 last: None,
                 baseline: j.baseline.clone(),
                 captures: 0,
+                boot: None,
             })
         })
         .collect();
