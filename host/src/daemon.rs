@@ -584,7 +584,10 @@ fn capture_one(
                 symbols,
             });
         }
-        let b = st.boot.as_ref().ok_or("the boot's kernel context is missing")?;
+        let b = st
+            .boot
+            .as_ref()
+            .ok_or("the boot's kernel context is missing")?;
         let policy = st.job.policy.as_ref().ok_or("no policy")?;
         b.context
             .plan(policy, &src, b.symbols.as_ref(), nonce)
