@@ -295,7 +295,7 @@ pub struct KernelContext {
     pub walk: Option<std::sync::Arc<crate::kernel::KernelWalk>>,
     /// Loaded without the running kernel's symbols: its own symbol table, decoded from the image
     /// (link-time addresses), and its profile when the policy walks kernel objects — what
-    /// [`running`](Self::running) makes the context of one boot from.
+    /// [`for_boot`](Self::for_boot) makes the context of one boot from.
     pub image_symbols: Option<std::sync::Arc<ImageSymbols>>,
     /// The policy walks kernel objects but names no image: the kernel's symbols and BTF are
     /// found in its own memory at each boot ([`for_boot`](Self::for_boot)).
