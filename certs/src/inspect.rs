@@ -708,6 +708,11 @@ fn corim_node(bytes: &[u8], ctx: &Context) -> Node {
                     );
                 n.children.push(c);
             }
+            if let Some(k) = &v.kernel {
+                let mut g = kernel_node(k);
+                g.title = format!("golden state of {}", g.title);
+                n.children.push(g);
+            }
         }
         Err(e) => {
             n.check("baseline", Status::Invalid(e.clone()));

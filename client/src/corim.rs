@@ -11,7 +11,10 @@
 //!   root (`sha-256` as alg 1, BLAKE3 as the text alg `"blake3"`), and the profile's extensions
 //!   carry what differential appraisal needs: the page digests (the Merkle leaves, [`KEY_PAGES`]),
 //!   the class and severity ([`KEY_CLASS`], [`KEY_SEVERITY`]) and the guest-physical ranges
-//!   ([`KEY_RANGES`]).
+//!   ([`KEY_RANGES`]);
+//! - **measurement `vmseal:kernel-objects`**, when the baseline holds a golden kernel state: the
+//!   SHA-256 of the snapshot's `kernel` claim (`digests`) and the claim itself, its deterministic
+//!   CBOR ([`KEY_KERNEL_OBJECTS`]).
 //!
 //! The signature is the caller's ([`seal`] takes a [`CorimSigner`]); [`open`] verifies it against
 //! keys the *reader* trusts ([`TrustedKey`]) before any of the payload is believed, then refuses
@@ -57,6 +60,11 @@ pub const KEY_SEVERITY: i64 = -3;
 pub const KEY_RANGES: i64 = -4;
 /// Profile extension: the capture policy's text (on the policy measurement).
 pub const KEY_POLICY_TEXT: i64 = -5;
+/// The `mkey` of the golden kernel state's measurement.
+pub const KERNEL_MKEY: &str = "vmseal:kernel-objects";
+/// Profile extension: the golden kernel state, the snapshot's `kernel` claim as its
+/// deterministic CBOR (bstr; on the kernel-objects measurement).
+pub const KEY_KERNEL_OBJECTS: i64 = -6;
 /// Largest signed CoRIM read (the `corim` crate's document limit).
 pub const MAX_CORIM_BYTES: usize = 16 << 20;
 /// The IANA named-information id of SHA-256.
@@ -77,6 +85,9 @@ pub struct ReferenceValues {
     pub policy_text: Option<String>,
     /// The regions, by name (ascending).
     pub regions: Vec<RegionReference>,
+    /// The golden kernel state (the `kernel` claim of the snapshot the values come from), when
+    /// the baseline holds one.
+    pub kernel: Option<vmseal_sealer::claims::KernelObjects>,
 }
 
 /// One region's reference values.
@@ -316,6 +327,21 @@ pub fn payload(rv: &ReferenceValues) -> Result<Vec<u8>, CorimError> {
         mval: policy,
         authorized_by: None,
     });
+    if let Some(k) = &rv.kernel {
+        let bytes = k.encode();
+        let mut v = MeasurementValuesMap::new();
+        v.digests = Some(vec![digest_of(
+            HashAlg::Sha256,
+            HashAlg::Sha256.hash(&[&bytes]),
+        )?]);
+        v.extra_entries
+            .insert(KEY_KERNEL_OBJECTS, Value::Bytes(bytes));
+        measurements.push(MeasurementMap {
+            mkey: Some(MeasuredElement::Text(KERNEL_MKEY.into())),
+            mval: v,
+            authorized_by: None,
+        });
+    }
     let mut regions: Vec<&RegionReference> = rv.regions.iter().collect();
     regions.sort_by(|a, b| a.name.cmp(&b.name));
     for r in regions {
@@ -630,6 +656,7 @@ fn read_values(v: corim::validate::ValidatedCorim) -> Result<ReferenceValues, Co
         )));
     }
     let mut policy: Option<(Digest, Option<String>)> = None;
+    let mut kernel: Option<vmseal_sealer::claims::KernelObjects> = None;
     let mut regions = Vec::new();
     let mut seen = BTreeSet::new();
     for m in measurements {
@@ -665,6 +692,30 @@ fn read_values(v: corim::validate::ValidatedCorim) -> Result<ReferenceValues, Co
             };
             no_more(&name, &extra)?;
             policy = Some((digest, text));
+            continue;
+        }
+        if name == KERNEL_MKEY {
+            if kernel.is_some() {
+                return Err(invalid("two kernel-objects measurements"));
+            }
+            let bytes = match extra.remove(&KEY_KERNEL_OBJECTS) {
+                Some(Value::Bytes(b)) => b,
+                _ => {
+                    return Err(invalid(format!(
+                        "the kernel-objects measurement carries no kernel claim (key {KEY_KERNEL_OBJECTS})"
+                    )));
+                }
+            };
+            if alg != HashAlg::Sha256 || HashAlg::Sha256.hash(&[&bytes]) != digest {
+                return Err(invalid(
+                    "the kernel claim does not match its sha-256 digest",
+                ));
+            }
+            no_more(&name, &extra)?;
+            kernel = Some(
+                vmseal_sealer::claims::KernelObjects::decode(&bytes)
+                    .map_err(|e| invalid(format!("the golden kernel state: {e}")))?,
+            );
             continue;
         }
         if !vmseal_policy::valid_region_name(&name) {
@@ -735,6 +786,7 @@ fn read_values(v: corim::validate::ValidatedCorim) -> Result<ReferenceValues, Co
         policy_digest,
         policy_text,
         regions,
+        kernel,
     })
 }
 
@@ -858,6 +910,7 @@ mod tests {
                 },
                 region("kernel-text", 3, HashAlg::Sha256),
             ],
+            kernel: Some(vmseal_sealer::claims::kernel::example::kernel()),
         }
     }
 
@@ -1093,6 +1146,49 @@ mod tests {
             .build_bytes()
             .unwrap();
         refused(sign_payload(p, "x", &k).unwrap(), "profile");
+        // The golden kernel state: its bytes must be its digest's, and a canonical claim.
+        let kernel_measurement = |bytes: Vec<u8>, digest: Digest| MeasurementMap {
+            mkey: Some(MeasuredElement::Text(KERNEL_MKEY.into())),
+            mval: {
+                let mut m = MeasurementValuesMap::new();
+                m.digests = Some(vec![CorimDigest::new(1, digest.to_vec())]);
+                m.extra_entries
+                    .insert(KEY_KERNEL_OBJECTS, Value::Bytes(bytes));
+                m
+            },
+            authorized_by: None,
+        };
+        let good = vmseal_sealer::claims::kernel::example::kernel().encode();
+        refused(
+            signed_with(&k, |rv, ms| {
+                rv.kernel = None;
+                let mut altered = good.clone();
+                let last = altered.len() - 1;
+                altered[last] ^= 1;
+                ms.push(kernel_measurement(altered, HashAlg::Sha256.hash(&[&good])));
+            }),
+            "does not match its sha-256 digest",
+        );
+        refused(
+            signed_with(&k, |rv, ms| {
+                rv.kernel = None;
+                let junk = b"\xa1\x61x\x01".to_vec();
+                ms.push(kernel_measurement(
+                    junk.clone(),
+                    HashAlg::Sha256.hash(&[&junk]),
+                ));
+            }),
+            "the golden kernel state",
+        );
+        refused(
+            signed_with(&k, |_, ms| {
+                ms.push(kernel_measurement(
+                    good.clone(),
+                    HashAlg::Sha256.hash(&[&good]),
+                ));
+            }),
+            "two kernel-objects measurements",
+        );
     }
 
     #[test]

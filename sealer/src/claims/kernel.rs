@@ -189,6 +189,29 @@ impl KernelObjects {
         Ok(())
     }
 
+    /// The section's deterministic CBOR encoding, as it stands in the claims (a golden kernel
+    /// state travels as these bytes in a CoRIM).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing a `Value` into a `Vec` cannot fail.
+        let _ = ciborium::into_writer(&self.to_value(), &mut out);
+        out
+    }
+
+    /// Decode what [`encode`](Self::encode) made: deterministic and checked, or refused.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ClaimsError> {
+        if bytes.len() > super::MAX_CLAIMS_LEN {
+            return Err(ClaimsError::TooLarge(bytes.len()));
+        }
+        let v: Value = ciborium::de::from_reader_with_recursion_limit(bytes, 16)
+            .map_err(|e| ClaimsError::Cbor(e.to_string()))?;
+        let k = Self::from_value(&v)?;
+        if k.encode() != bytes {
+            return Err(ClaimsError::NotDeterministic);
+        }
+        Ok(k)
+    }
+
     pub(super) fn to_value(&self) -> Value {
         let mut m = MapBuilder::default();
         m.bytes("profile", &self.profile);

@@ -97,6 +97,7 @@ pub async fn export(
                 ranges: r.ranges.clone().filter(|v| !v.is_empty()),
             })
             .collect(),
+        kernel: b.kernel.clone(),
     };
     let st2 = st.clone();
     let signed =
@@ -226,7 +227,7 @@ pub async fn import(
             },
             &rv.policy_digest,
             &regions,
-            None,
+            rv.kernel.as_ref(),
             &who,
             now(),
         )

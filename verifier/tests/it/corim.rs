@@ -33,7 +33,13 @@ fn golden_baselines_travel_as_signed_corim() {
     let other_policy = POLICY.replace("version = 1", "version = 2");
     register(&s, &admin, "vm-c", "host-1", &other_policy);
     let submit = |vm: &str, ev: Vec<u8>| submit(&s, &agent, vm, ev);
-    let (st, a) = submit("vm-a", h.evidence("vm-a", None));
+    // vm-a's snapshot carries the guest kernel's objects: the golden kernel state travels too.
+    let kernel_state = vmseal_sealer::claims::kernel::example::kernel();
+    let k = kernel_state.clone();
+    let (st, a) = submit(
+        "vm-a",
+        h.evidence_edited("vm-a", None, 0, |c| c.kernel = Some(k)),
+    );
     assert_eq!(st, 200, "{a}");
     promote(&s, "vm-a", &mut h, 0);
 
@@ -63,6 +69,7 @@ fn golden_baselines_travel_as_signed_corim() {
     .unwrap();
     assert_eq!(o.values.corim_id, "vmseal:vm-a:baseline:1");
     assert_eq!(o.values.policy_text.as_deref(), Some(POLICY));
+    assert_eq!(o.values.kernel.as_ref(), Some(&kernel_state));
     for (name, _, _, leaves) in &h.regions {
         let r = o.values.regions.iter().find(|r| r.name == *name).unwrap();
         assert_eq!(&r.leaves, leaves, "{name}: the page digests promoted");
@@ -88,8 +95,17 @@ fn golden_baselines_travel_as_signed_corim() {
     // And vm-b is appraised against it: its memory as promoted is trusted, a patched code page is
     // not.
     (h.seq, h.prev) = (0, None);
-    let (st, a) = submit("vm-b", h.evidence("vm-b", None));
+    let k = kernel_state.clone();
+    let (st, a) = submit(
+        "vm-b",
+        h.evidence_edited("vm-b", None, 0, |c| c.kernel = Some(k)),
+    );
     assert_eq!((st, a["score"].as_u64()), (200, Some(100)), "{a}");
+    assert_eq!(
+        (&a["kernel"]["golden"], &a["kernel"]["findings"]),
+        (&true.into(), &serde_json::json!([])),
+        "the golden kernel state came with the CoRIM: {a}"
+    );
     h.regions[0].3[5] = ALG.leaf(b"patched");
     let (st, a) = submit("vm-b", h.evidence("vm-b", None));
     assert_eq!(st, 200, "{a}");

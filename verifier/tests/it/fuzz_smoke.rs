@@ -42,6 +42,7 @@ fn corims_never_panic() {
             leaves: vec![[1; 32], [2; 32]],
             ranges: Some(vec![[0, 8192]]),
         }],
+        kernel: Some(vmseal_sealer::claims::kernel::example::kernel()),
     };
     let signed = vmseal_client::corim::seal(&rv, &key).unwrap();
     let unsigned = vmseal_client::corim::payload(&rv).unwrap();
