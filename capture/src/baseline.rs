@@ -16,6 +16,10 @@ pub struct Baseline {
     pub hash: String,
     /// Regions.
     pub regions: Vec<BaselineRegion>,
+    /// The snapshot's `kernel` claim, its deterministic CBOR, when it carried one: what a golden
+    /// kernel state is promoted from (the verifier checks it against the digest it kept).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub kernel: Option<Vec<u8>>,
 }
 
 /// One region of a baseline.
@@ -63,6 +67,7 @@ impl Baseline {
                 policy_digest,
                 hash: b.hash_alg.clone(),
                 regions,
+                kernel: None,
             }
             .to_bytes(),
         )

@@ -340,6 +340,7 @@ impl Snapshot {
                     leaves: t.leaves().concat(),
                 })
                 .collect(),
+            kernel: self.kernel.as_ref().map(|k| k.encode()),
         }
     }
 

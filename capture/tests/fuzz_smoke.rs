@@ -18,6 +18,7 @@ fn policy_target_never_panics() {
                 name: "r".into(),
                 leaves: vec![7; 64],
             }],
+            kernel: Some(vmseal_sealer::claims::kernel::example::kernel().encode()),
         }
         .to_bytes(),
     ];

@@ -401,7 +401,10 @@ impl Appraisal {
             ear,
             ear_cbor,
             regions,
-            kernel_objects: claims.kernel.clone(),
+            kernel_digest: claims
+                .kernel
+                .as_ref()
+                .map(|k| hex::encode(vmseal_sealer::merkle::HashAlg::Sha256.hash(&[&k.encode()]))),
             hash_alg: claims.hash_alg.name().to_owned(),
             policy_digest: hex::encode(claims.policy.digest),
             nonce: claims.nonce.is_some(),

@@ -771,6 +771,8 @@ async fn serve(c: vmseal_verifier::config::ServeConfig) -> Result<()> {
 #[derive(serde::Deserialize)]
 struct BaselineFile {
     regions: Vec<BaselineFileRegion>,
+    #[serde(default, with = "serde_bytes")]
+    kernel: Option<Vec<u8>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -910,15 +912,27 @@ fn admin(conn: AdminConn, cmd: AdminCmd) -> Result<()> {
                     leaves: hex::encode(r.leaves),
                 })
                 .collect();
+            let kernel = file.kernel.is_some();
             let out = client.post_json(
                 &format!("/v1/vms/{vm_id}/baselines"),
-                &vmseal_client::PromoteBaseline { seq, regions },
+                &vmseal_client::PromoteBaseline {
+                    seq,
+                    regions,
+                    kernel_objects: file.kernel.map(hex::encode),
+                },
             )?;
             if !conn.json {
                 let r: vmseal_client::BaselinePromoted = typed(&out, "promotion")?;
                 println!(
-                    "VM {}: golden baseline version {} promoted from snapshot #{}",
-                    r.vm_id, r.version, r.source_seq
+                    "VM {}: golden baseline version {} promoted from snapshot #{}{}",
+                    r.vm_id,
+                    r.version,
+                    r.source_seq,
+                    if kernel {
+                        " (with its kernel objects)"
+                    } else {
+                        ""
+                    }
                 );
                 return Ok(());
             }

@@ -263,10 +263,10 @@ pub struct AppraisalResult {
     /// The evidence's regions.
     #[serde(default)]
     pub regions: Vec<AppraisedRegion>,
-    /// The evidence's kernel objects, as its signed claims state them (a golden kernel state is
-    /// promoted from them).
+    /// The SHA-256 (hex) of the evidence's `kernel` claim, its deterministic CBOR: promoting the
+    /// snapshot takes its golden kernel state from the host's baseline file, checked against it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel_objects: Option<vmseal_sealer::claims::KernelObjects>,
+    pub kernel_digest: Option<String>,
     /// The page hash.
     pub hash_alg: String,
     /// The capture policy's digest, hex (empty in answers stored before the verifier kept it).

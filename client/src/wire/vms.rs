@@ -31,6 +31,10 @@ pub struct PromoteBaseline {
     pub seq: u64,
     /// Per region, the page hashes.
     pub regions: Vec<BaselineLeaves>,
+    /// The snapshot's `kernel` claim (its deterministic CBOR, hex) when it carried one: the
+    /// golden kernel state, checked against the digest the appraisal kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_objects: Option<String>,
 }
 
 /// Leaves of one region.

@@ -138,6 +138,43 @@ pub(crate) async fn promote_baseline(
             ranges: s.ranges.clone(),
         });
     }
+    // The golden kernel state: the snapshot's kernel claim, as the host kept it, must be the one
+    // whose digest the appraisal kept.
+    let kernel = match (&result.kernel_digest, &b.kernel_objects) {
+        (None, None) => None,
+        (Some(want), Some(given)) => {
+            let bytes = hex::decode(given)
+                .map_err(|_| bad(ErrorCode::BadLeaves, "kernel_objects is not hex".to_owned()))?;
+            if hex::encode(HashAlg::Sha256.hash(&[&bytes])) != *want {
+                return Err(ApiError::Refused {
+                    code: ErrorCode::BaselineMismatch,
+                    message: format!(
+                        "the kernel objects are not the ones signed in snapshot #{}",
+                        b.seq
+                    ),
+                });
+            }
+            Some(
+                vmseal_sealer::claims::KernelObjects::decode(&bytes)
+                    .map_err(|e| bad(ErrorCode::BadLeaves, format!("kernel_objects: {e}")))?,
+            )
+        }
+        (Some(_), None) => {
+            return Err(bad(
+                ErrorCode::BaselineIncomplete,
+                format!(
+                    "snapshot #{} carries kernel objects: give them (`kernel_objects`; the host's baseline file holds them)",
+                    b.seq
+                ),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                ErrorCode::BaselineMismatch,
+                format!("snapshot #{} carries no kernel objects", b.seq),
+            ));
+        }
+    };
     let version = st
         .store
         .promote_baseline(
@@ -145,7 +182,7 @@ pub(crate) async fn promote_baseline(
             crate::store::BaselineSource::Snapshot(b.seq),
             &policy_digest,
             &regions,
-            result.kernel_objects.as_ref(),
+            kernel.as_ref(),
             &who,
             now(),
         )

@@ -150,6 +150,8 @@ pub(crate) struct Host {
     pub(crate) seq: u64,
     pub(crate) prev: Option<Digest>,
     pub(crate) baseline: Option<Vec<Vec<Digest>>>,
+    /// The kernel objects its evidence carries (and a promotion gives).
+    pub(crate) kernel: Option<vmseal_sealer::claims::KernelObjects>,
 }
 
 impl Host {
@@ -191,6 +193,7 @@ impl Host {
             seq: 0,
             prev: None,
             baseline: None,
+            kernel: None,
         }
     }
 
@@ -254,6 +257,7 @@ impl Host {
         );
         c.nonce = nonce;
         c.iat -= age;
+        c.kernel = self.kernel.clone();
         edit(&mut c);
         (c.memory_root, c.code_hash) =
             vmseal_sealer::claims::Claims::compute_roots(ALG, &c.regions).unwrap();
@@ -461,7 +465,8 @@ pub(crate) fn promote(s: &Server, vm: &str, h: &mut Host, seq: u64) {
         &admin(s),
         &s.url,
         &format!("/v1/vms/{vm}/baselines"),
-        serde_json::json!({ "seq": seq, "regions": leaves }),
+        serde_json::json!({ "seq": seq, "regions": leaves,
+            "kernel_objects": h.kernel.as_ref().map(|k| hex::encode(k.encode())) }),
     );
     assert_eq!(st, 201, "{b}");
     h.baseline = Some(h.regions.iter().map(|r| r.3.clone()).collect());

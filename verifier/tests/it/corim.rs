@@ -35,12 +35,33 @@ fn golden_baselines_travel_as_signed_corim() {
     let submit = |vm: &str, ev: Vec<u8>| submit(&s, &agent, vm, ev);
     // vm-a's snapshot carries the guest kernel's objects: the golden kernel state travels too.
     let kernel_state = vmseal_sealer::claims::kernel::example::kernel();
-    let k = kernel_state.clone();
-    let (st, a) = submit(
-        "vm-a",
-        h.evidence_edited("vm-a", None, 0, |c| c.kernel = Some(k)),
-    );
+    h.kernel = Some(kernel_state.clone());
+    let (st, a) = submit("vm-a", h.evidence("vm-a", None));
     assert_eq!(st, 200, "{a}");
+    // Promoting it needs its kernel objects, and exactly the ones signed.
+    let leaves: Vec<serde_json::Value> = h
+        .regions
+        .iter()
+        .map(|(n, _, _, l)| serde_json::json!({ "name": n, "leaves": hex::encode(l.concat()) }))
+        .collect();
+    let try_promote = |kernel: Option<String>| {
+        crate::api::post_to(
+            &admin,
+            &s.url,
+            "/v1/vms/vm-a/baselines",
+            serde_json::json!({ "seq": 0, "regions": leaves, "kernel_objects": kernel }),
+        )
+    };
+    let (st, e) = try_promote(None);
+    assert_eq!(
+        (st, &e["code"]),
+        (400, &"baseline_incomplete".into()),
+        "{e}"
+    );
+    let mut other = kernel_state.clone();
+    other.tasks[2].listed = false;
+    let (st, e) = try_promote(Some(hex::encode(other.encode())));
+    assert_eq!((st, &e["code"]), (422, &"baseline_mismatch".into()), "{e}");
     promote(&s, "vm-a", &mut h, 0);
 
     // Export: the same version always gives the same bytes, signed by the verifier's key.
@@ -95,11 +116,7 @@ fn golden_baselines_travel_as_signed_corim() {
     // And vm-b is appraised against it: its memory as promoted is trusted, a patched code page is
     // not.
     (h.seq, h.prev) = (0, None);
-    let k = kernel_state.clone();
-    let (st, a) = submit(
-        "vm-b",
-        h.evidence_edited("vm-b", None, 0, |c| c.kernel = Some(k)),
-    );
+    let (st, a) = submit("vm-b", h.evidence("vm-b", None));
     assert_eq!((st, a["score"].as_u64()), (200, Some(100)), "{a}");
     assert_eq!(
         (&a["kernel"]["golden"], &a["kernel"]["findings"]),
