@@ -43,7 +43,7 @@ $B insmod /lib/virtio_ring.ko
 $B su user -c "exec /bin/busybox sleep 1000000" </dev/null >/dev/null 2>&1 &
 echo "vmseal-user $!"
 echo "vmseal-symbols-begin"
-$B grep -E " (_text|_stext|_etext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata|init_task|modules|idt_table|init_pid_ns|module_kset)$" /proc/kallsyms
+$B grep -E " (_text|_stext|_etext|_sinittext|_einittext|__start_rodata|__end_rodata|sys_call_table|_sdata|_edata|init_task|modules|idt_table|init_pid_ns|module_kset)$" /proc/kallsyms
 $B sort /proc/kallsyms | $B grep -A1 " sys_call_table$" | $B tail -1
 echo "vmseal-symbols-end"
 echo "vmseal-btf $($B sha256sum /sys/kernel/btf/vmlinux)"

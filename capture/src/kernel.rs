@@ -860,10 +860,12 @@ pub fn build_id_of_notes(notes: &[u8]) -> Option<String> {
 }
 
 /// The symbols a kernel-objects walk needs from the running kernel's symbol map.
-pub const WALK_SYMBOLS: [&str; 9] = [
+pub const WALK_SYMBOLS: [&str; 11] = [
     "_text",
     "_stext",
     "_etext",
+    "_sinittext",
+    "_einittext",
     "init_task",
     "init_pid_ns",
     "modules",
@@ -895,6 +897,7 @@ pub struct KernelWalk {
     digest: Digest,
     slide: u64,
     text: (u64, u64),
+    init_text: (u64, u64),
     init_task: u64,
     init_pid_ns: u64,
     modules: u64,
@@ -936,6 +939,7 @@ impl KernelWalk {
             profile,
             slide: sym("_text").wrapping_sub(link_text),
             text: (sym("_stext"), sym("_etext")),
+            init_text: (sym("_sinittext"), sym("_einittext")),
             init_task: sym("init_task"),
             init_pid_ns: sym("init_pid_ns"),
             modules: sym("modules"),
@@ -1091,6 +1095,7 @@ impl KernelWalk {
             build_id: p.build_id.clone(),
             slide: self.slide,
             text: self.text,
+            init_text: self.init_text,
             tasks: tasks.into_values().collect(),
             modules: modules.into_values().collect(),
             idt,

@@ -193,6 +193,8 @@ pub fn walk_over(data: &[u8]) -> Result<vmseal_sealer::claims::KernelObjects, St
         ("_text", 0),
         ("_stext", 0),
         ("_etext", 0x800),
+        ("_sinittext", 0x800),
+        ("_einittext", 0x900),
         ("init_task", 0x1000),
         ("init_pid_ns", 0x2000),
         ("modules", 0x3000),

@@ -319,6 +319,8 @@ fn running_kernel(fork: bool) -> (Forking, vmseal_capture::kernel::KernelWalk) {
         ("_text", 0),
         ("_stext", 0),
         ("_etext", 0x800),
+        ("_sinittext", 0x800),
+        ("_einittext", 0x900),
         ("init_task", 0x1000),
         ("init_pid_ns", 0x8000),
         ("modules", 0xa000),

@@ -160,6 +160,10 @@ pub fn appraise_kernel(
             e.error.clone(),
         );
     }
+    // Every system call runs kernel or module code, and every gate too (or the early handlers
+    // in the init text a kernel may leave on reserved vectors): whatever the golden state says,
+    // even when it was taken from a kernel already hooked.
+    let (syscalls_out, gates_out) = outside_code(&mut f, k);
     let Some(g) = golden else {
         return f.finish(false, Some(k));
     };
@@ -173,7 +177,7 @@ pub fn appraise_kernel(
             ),
         );
     } else {
-        tables(&mut f, k, g);
+        tables(&mut f, k, g, &syscalls_out, &gates_out);
     }
     processes(&mut f, k, g);
     let golden_modules: BTreeSet<&str> = g.modules.iter().map(|m| m.name.as_str()).collect();
@@ -189,8 +193,52 @@ pub fn appraise_kernel(
     f.finish(true, Some(k))
 }
 
-/// System calls and gates: equal to the golden state's after the KASLR slide.
-fn tables(f: &mut Findings<'_>, k: &KernelObjects, g: &KernelObjects) {
+/// Whether `h` is in the kernel's text or a listed module's text.
+fn in_code(k: &KernelObjects, h: u64) -> bool {
+    (k.text.0..k.text.1).contains(&h)
+        || k.modules
+            .iter()
+            .any(|m| m.listed && h.wrapping_sub(m.text) < m.text_size)
+}
+
+/// System calls and gates that point outside the kernel's and the modules' code; which.
+fn outside_code(f: &mut Findings<'_>, k: &KernelObjects) -> (BTreeSet<usize>, BTreeSet<u8>) {
+    let mut syscalls = BTreeSet::new();
+    for (i, &h) in k.syscalls.iter().enumerate() {
+        if !in_code(k, h) {
+            syscalls.insert(i);
+            f.add(
+                Kind::HookedSyscall,
+                format!("syscall {i}"),
+                format!("handler {h:#x}, {}", whereabouts(k, h)),
+            );
+        }
+    }
+    let mut gates = BTreeSet::new();
+    for &(v, h) in &k.idt {
+        if !in_code(k, h) && !(k.init_text.0..k.init_text.1).contains(&h) {
+            gates.insert(v);
+            f.add(
+                Kind::HookedGate,
+                format!("gate {v}"),
+                format!(
+                    "handler {h:#x}, outside the kernel's text, its init text and every listed module's text"
+                ),
+            );
+        }
+    }
+    (syscalls, gates)
+}
+
+/// System calls and gates: equal to the golden state's after the KASLR slide (those already
+/// found outside the code are not named twice).
+fn tables(
+    f: &mut Findings<'_>,
+    k: &KernelObjects,
+    g: &KernelObjects,
+    syscalls_out: &BTreeSet<usize>,
+    gates_out: &BTreeSet<u8>,
+) {
     let moved = k.slide.wrapping_sub(g.slide);
     if k.syscalls.len() != g.syscalls.len() {
         f.add(
@@ -204,7 +252,7 @@ fn tables(f: &mut Findings<'_>, k: &KernelObjects, g: &KernelObjects) {
         );
     } else {
         for (i, (&h, &gh)) in k.syscalls.iter().zip(&g.syscalls).enumerate() {
-            if h != gh.wrapping_add(moved) {
+            if h != gh.wrapping_add(moved) && !syscalls_out.contains(&i) {
                 f.add(
                     Kind::HookedSyscall,
                     format!("syscall {i}"),
@@ -219,7 +267,7 @@ fn tables(f: &mut Findings<'_>, k: &KernelObjects, g: &KernelObjects) {
     }
     let golden: HashMap<u8, u64> = g.idt.iter().copied().collect();
     let now: HashMap<u8, u64> = k.idt.iter().copied().collect();
-    for v in 0..=255u8 {
+    for v in (0..=255u8).filter(|v| !gates_out.contains(v)) {
         match (now.get(&v), golden.get(&v)) {
             (Some(&h), Some(&gh)) if h != gh.wrapping_add(moved) => f.add(
                 Kind::HookedGate,
@@ -446,6 +494,39 @@ mod tests {
         let a = appraise_kernel(None, Some(&kernel()), &policy);
         assert_eq!(a.findings[0].kind, "walk_failed");
         assert_eq!(a.penalty, 50);
+    }
+
+    #[test]
+    fn handlers_outside_the_code_are_hooks_whatever_the_golden_state_says() {
+        let policy = KernelObjectsPolicy::default();
+        // A golden state taken from a kernel already hooked: system call 2 into the direct map,
+        // gate 3 into kernel data; gate 18 on an early handler in the init text (as Debian's
+        // 6.1 leaves the reserved vectors).
+        let mut hooked = kernel();
+        hooked.syscalls[2] = 0xffff_8880_0001_0000;
+        hooked.idt[1].1 = 0xffff_ffff_9f00_0000;
+        hooked.idt.push((18, hooked.init_text.0 + 0x40));
+        for golden in [None, Some(&hooked)] {
+            let a = appraise_kernel(Some(&hooked), golden, &policy);
+            assert_eq!(
+                kinds(&a),
+                [
+                    ("hooked_syscall".to_owned(), "syscall 2".to_owned()),
+                    ("hooked_gate".to_owned(), "gate 3".to_owned()),
+                ],
+                "{golden:?}"
+            );
+        }
+        // A system call into a listed module's text is code; into an unlisted one's is not.
+        let mut k = kernel();
+        k.syscalls[0] = k.modules[0].text + 0x10;
+        assert_eq!(kinds(&appraise_kernel(Some(&k), None, &policy)), []);
+        k.modules[0].listed = false;
+        let a = appraise_kernel(Some(&k), None, &policy);
+        assert_eq!(
+            kinds(&a)[1..],
+            [("hooked_syscall".to_owned(), "syscall 0".to_owned())]
+        );
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub struct KernelObjects {
     /// The kernel's text as it runs, `[_stext, _etext)` guest-virtual (`[start, end]` in JSON).
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<u64>))]
     pub text: (u64, u64),
+    /// The kernel's init text as it runs, `[_sinittext, _einittext)` (freed after boot; early
+    /// exception handlers may stay pointed into it).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<u64>))]
+    pub init_text: (u64, u64),
     /// Processes, by pid ascending, each once.
     pub tasks: Vec<TaskFact>,
     /// Modules, by name ascending, each once.
@@ -217,13 +221,11 @@ impl KernelObjects {
         m.bytes("profile", &self.profile);
         m.text("build_id", &self.build_id);
         m.uint("slide", self.slide);
-        m.put(
-            "text",
-            Value::Array(vec![
-                Value::Integer(self.text.0.into()),
-                Value::Integer(self.text.1.into()),
-            ]),
-        );
+        let range = |r: (u64, u64)| {
+            Value::Array(vec![Value::Integer(r.0.into()), Value::Integer(r.1.into())])
+        };
+        m.put("text", range(self.text));
+        m.put("init_text", range(self.init_text));
         let tasks = self.tasks.iter().map(|t| {
             let mut tm = MapBuilder::default();
             tm.uint("pid", t.pid.into());
@@ -280,7 +282,16 @@ impl KernelObjects {
     pub(super) fn from_value(v: &Value) -> Result<Self, ClaimsError> {
         let m = Map::new(v, "kernel")?;
         m.only(&[
-            "profile", "build_id", "slide", "text", "tasks", "modules", "idt", "syscalls", "errors",
+            "profile",
+            "build_id",
+            "slide",
+            "text",
+            "init_text",
+            "tasks",
+            "modules",
+            "idt",
+            "syscalls",
+            "errors",
         ])?;
         let u32_of = |tm: &Map<'_>, k: &str| {
             u32::try_from(tm.uint(k)?)
@@ -357,18 +368,23 @@ impl KernelObjects {
                 })
                 .collect::<Result<Vec<_>, ClaimsError>>()?,
         };
-        let text = match m.array("text")? {
+        let range = |k: &str| match m.array(k)? {
             [a, b] => match (as_u64(a), as_u64(b)) {
-                (Some(a), Some(b)) if a <= b => (a, b),
-                _ => return Err(field("kernel.text", "expected [start, end], start <= end")),
+                (Some(a), Some(b)) if a <= b => Ok((a, b)),
+                _ => Err(field(
+                    format!("kernel.{k}"),
+                    "expected [start, end], start <= end",
+                )),
             },
-            _ => return Err(field("kernel.text", "expected [start, end]")),
+            _ => Err(field(format!("kernel.{k}"), "expected [start, end]")),
         };
+        let (text, init_text) = (range("text")?, range("init_text")?);
         let k = Self {
             profile: m.digest("profile")?,
             build_id: m.text("build_id")?,
             slide: m.uint("slide")?,
             text,
+            init_text,
             tasks,
             modules,
             idt,
@@ -403,6 +419,7 @@ pub mod example {
             build_id: "0123abcd".into(),
             slide: 0x1e00_0000,
             text: (0xffff_ffff_9e00_0000, 0xffff_ffff_9ec0_0000),
+            init_text: (0xffff_ffff_a000_0000, 0xffff_ffff_a010_0000),
             tasks: vec![
                 task(0, 0, "swapper/0", None),
                 task(1, 0, "init", Some("/bin/busybox")),
