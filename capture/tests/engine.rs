@@ -401,6 +401,25 @@ fn selectors_that_cannot_resolve_say_why() {
     }
 }
 
+/// A source with no Linux kernel to walk (anonymous memory here; a dump, the micro-VM, a
+/// process) refuses a policy that asks for kernel objects, instead of capturing without them.
+#[test]
+fn a_source_without_a_kernel_refuses_kernel_objects() {
+    let (mem, _) = memory();
+    let policy = Policy::parse(
+        "name = \"x\"\nversion = 1\n[[region]]\nname = \"r\"\nclass = \"data\"\nseverity = \"low\"\n\
+         gpa = { start = 0, len = 0x1000 }\n[kernel_objects]\n",
+    )
+    .unwrap();
+    let e = Plan::new(&policy, &mem, None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("has no Linux kernel objects to walk") && e.contains("vmseal-shim"),
+        "{e}"
+    );
+}
+
 #[test]
 fn sampled_regions_follow_the_nonce() {
     let (mem, _) = memory();
