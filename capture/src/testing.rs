@@ -170,9 +170,9 @@ pub fn small_profile() -> crate::kernel::KernelProfile {
 
 /// A kernel-objects walk over 64 KiB of `data` in a [`DirectMap`], its symbols at fixed places
 /// (`init_task` at +0x1000, `init_pid_ns` +0x2000, `modules` +0x3000, `module_kset` +0x4000,
-/// `idt_table` +0x5000, `sys_call_table` +0x6000, 256 entries), what it read. Every 8-byte word
-/// of `data` whose low nibble is 0xf becomes a pointer into the memory, so arbitrary input is
-/// full of lists to follow.
+/// `idt_table` +0x5000, `sys_call_table` +0x6000, 256 entries; [`walk_symbols`]), what it
+/// read. Every 8-byte word of `data` whose low nibble is 0xf becomes a pointer into the memory,
+/// so arbitrary input is full of lists to follow.
 pub fn walk_over(data: &[u8]) -> Result<vmseal_sealer::claims::KernelObjects, String> {
     const SIZE: usize = 0x10000;
     let mut bytes = vec![0u8; SIZE];
@@ -188,24 +188,40 @@ pub fn walk_over(data: &[u8]) -> Result<vmseal_sealer::claims::KernelObjects, St
     let mem = crate::anon::AnonMemory::new(&[(0, SIZE as u64)]).map_err(|e| e.to_string())?;
     // Writing inside the one range cannot fail.
     let _ = mem.guest().write(0, &bytes);
+    let walk = crate::kernel::KernelWalk::new(
+        small_profile(),
+        DIRECT_MAP,
+        &walk_symbols([0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000, 0x6800]),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(walk.observe(&DirectMap(mem)))
+}
+
+/// The symbols a kernel-objects walk needs, in a [`DirectMap`]: the text in its first 2 KiB, the
+/// init text after it, and, at the given offsets, `init_task`, `init_pid_ns`, `modules`,
+/// `module_kset`, `idt_table`, `sys_call_table` and the symbol that ends the table.
+pub fn walk_symbols(at: [u64; 7]) -> crate::policy::SymbolMap {
     let mut symbols = crate::policy::SymbolMap::default();
+    let names = [
+        "init_task",
+        "init_pid_ns",
+        "modules",
+        "module_kset",
+        "idt_table",
+        "sys_call_table",
+        "after_sys_call_table",
+    ];
     for (name, off) in [
         ("_text", 0),
         ("_stext", 0),
         ("_etext", 0x800),
         ("_sinittext", 0x800),
         ("_einittext", 0x900),
-        ("init_task", 0x1000),
-        ("init_pid_ns", 0x2000),
-        ("modules", 0x3000),
-        ("module_kset", 0x4000),
-        ("idt_table", 0x5000),
-        ("sys_call_table", 0x6000),
-        ("after_sys_call_table", 0x6800),
-    ] {
+    ]
+    .into_iter()
+    .chain(names.into_iter().zip(at))
+    {
         symbols.insert(name, DIRECT_MAP + off);
     }
-    let walk = crate::kernel::KernelWalk::new(small_profile(), DIRECT_MAP, &symbols)
-        .map_err(|e| e.to_string())?;
-    Ok(walk.observe(&DirectMap(mem)))
+    symbols
 }

@@ -314,23 +314,9 @@ fn running_kernel(fork: bool) -> (Forking, vmseal_capture::kernel::KernelWalk) {
     w(0xa000, BASE + 0xa000); // an empty module list
     w(0xb000, BASE + 0xb100); // module_kset → a kset with an empty list
     w(0xb100, BASE + 0xb100);
-    let mut symbols = vmseal_capture::policy::SymbolMap::default();
-    for (n, at) in [
-        ("_text", 0),
-        ("_stext", 0),
-        ("_etext", 0x800),
-        ("_sinittext", 0x800),
-        ("_einittext", 0x900),
-        ("init_task", 0x1000),
-        ("init_pid_ns", 0x8000),
-        ("modules", 0xa000),
-        ("module_kset", 0xb000),
-        ("idt_table", 0xc000),
-        ("sys_call_table", 0xd000),
-        ("after", 0xd100),
-    ] {
-        symbols.insert(n, BASE + at);
-    }
+    let symbols = vmseal_capture::testing::walk_symbols([
+        0x1000, 0x8000, 0xa000, 0xb000, 0xc000, 0xd000, 0xd100,
+    ]);
     let walk = vmseal_capture::kernel::KernelWalk::new(small_profile(), BASE, &symbols).unwrap();
     let mem = Forking {
         mem,

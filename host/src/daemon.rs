@@ -45,7 +45,7 @@ use vmseal_capture::agent::courier::Delivery;
 use vmseal_capture::agent::round::{Agent, Freshness};
 use vmseal_capture::dump::open_dump;
 use vmseal_capture::hash::Budget;
-use vmseal_capture::policy::{Policy, Selector, SymbolMap};
+use vmseal_capture::policy::{Policy, SymbolMap};
 use vmseal_capture::source::MemorySource;
 use vmseal_capture::{Baseline, Consistency, Plan, Snapshot};
 
@@ -559,15 +559,7 @@ fn capture_one(
     }
     let spec = job.source.strip_prefix("qemu:").unwrap_or_default();
     let mut src = QemuSource::open(spec).map_err(|e| e.to_string())?;
-    if policy.kernel.is_some()
-        || policy.kernel_objects.is_some()
-        || policy
-            .regions
-            .iter()
-            .any(|r| !matches!(r.selector, Selector::Gpa { .. }))
-    {
-        src.refresh_paging().map_err(|e| e.to_string())?;
-    }
+    src.prepare_for(policy).map_err(|e| e.to_string())?;
     // Without a symbol map, the kernel's own table moved by this boot's slide (or found in its
     // memory), kept for the boot.
     let mut p = if job.symbols.is_none() && job.kernel.needs_boot() {

@@ -1107,6 +1107,16 @@ fn cmd_vm_run(a: VmRunArgs) -> Result<()> {
     Ok(())
 }
 
+/// A symbol map file (System.map format), when one is named.
+fn load_symbols(path: Option<&Path>) -> Result<Option<SymbolMap>> {
+    path.map(|p| -> Result<SymbolMap> {
+        Ok(SymbolMap::parse(
+            &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )?)
+    })
+    .transpose()
+}
+
 /// `capture`: one capture from a source.
 fn cmd_capture(a: CaptureArgs) -> Result<()> {
     check_vm_id(&a.vm_id)?;
@@ -1127,16 +1137,7 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
         .as_ref()
         .map(|c| a.submit.start(c, &state, &a.vm_id, &mut baseline, a.json))
         .transpose()?;
-    let symbols = a
-        .symbols
-        .as_deref()
-        .map(|p| -> Result<SymbolMap> {
-            Ok(SymbolMap::parse(
-                &std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read {}", p.display()))?,
-            )?)
-        })
-        .transpose()?;
+    let symbols = load_symbols(a.symbols.as_deref())?;
     let (snap, _vm) = match a.source.split_once(':').unwrap_or((a.source.as_str(), "")) {
         ("dump", path) if !path.is_empty() => {
             if a.policy.is_none() {
@@ -1170,15 +1171,7 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
             }
             let policy = whole(load_policy(a.policy.as_deref(), "")?, a.all_pages);
             let mut src = QemuSource::open(spec)?;
-            if policy.kernel.is_some()
-                || policy.kernel_objects.is_some()
-                || policy
-                    .regions
-                    .iter()
-                    .any(|r| !matches!(r.selector, Selector::Gpa { .. }))
-            {
-                src.refresh_paging()?;
-            }
+            src.prepare_for(&policy)?;
             let dir = a
                 .policy
                 .as_deref()
@@ -1192,15 +1185,10 @@ fn cmd_capture(a: CaptureArgs) -> Result<()> {
                 )
             })?;
             // Without --symbols, the kernel's own table from its image, moved by this boot's
-            // slide (from its divide-error gate).
-            let (kctx, symbols) = match symbols {
-                None if kctx.needs_boot() => kctx.for_boot(
-                    &src,
-                    src.divide_error_handler()
-                        .map_err(|e| anyhow::anyhow!("{e}"))?,
-                )?,
-                symbols => (kctx, symbols),
-            };
+            // slide (from its divide-error gate), or found in its memory.
+            let (kctx, symbols) = src
+                .boot_context(&kctx, symbols)
+                .map_err(anyhow::Error::msg)?;
             let plan = kctx.plan(&policy, &src, symbols.as_ref(), nonce.as_deref())?;
             let snap = with_progress(plan.pages().len() as u64, || {
                 Snapshot::full(&mut src, plan, Consistency::StopCopy)
@@ -1477,27 +1465,15 @@ fn cmd_bench_kernel(
         bail!("--source must be qemu:QMP_SOCKET,MEM_FILE[,MEMDEV_ID]");
     };
     let policy = load_policy(Some(policy_path), "")?;
-    let symbols = symbols
-        .map(|p| -> Result<SymbolMap> {
-            Ok(SymbolMap::parse(
-                &std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read {}", p.display()))?,
-            )?)
-        })
-        .transpose()?;
+    let symbols = load_symbols(symbols)?;
     let mut src = QemuSource::open(spec)?;
     src.refresh_paging()?;
     let dir = policy_path.parent().unwrap_or(Path::new("."));
     let kctx = vmseal_capture::kaslr::KernelContext::load(&policy, dir, symbols.as_ref())
         .with_context(|| format!("policy {}", policy_path.display()))?;
-    let (kctx, symbols) = match symbols {
-        Some(s) => (kctx, Some(s)),
-        None => kctx.for_boot(
-            &src,
-            src.divide_error_handler()
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        )?,
-    };
+    let (kctx, symbols) = src
+        .boot_context(&kctx, symbols)
+        .map_err(anyhow::Error::msg)?;
     let plan = kctx.plan(&policy, &src, symbols.as_ref(), None)?;
     let r = vmseal_host::bench::kernel(&mut src, &plan, rounds, &|m| {
         if !json {

@@ -392,6 +392,46 @@ impl QemuSource {
         Ok(p)
     }
 
+    /// Read the paging registers when `policy` needs them: virtual selectors, a kernel image, or
+    /// kernel objects (whose symbols and slide come from the guest's interrupt table).
+    pub fn prepare_for(
+        &mut self,
+        policy: &vmseal_capture::policy::Policy,
+    ) -> Result<(), SourceError> {
+        use vmseal_capture::policy::Selector;
+        if policy.kernel.is_some()
+            || policy.kernel_objects.is_some()
+            || policy
+                .regions
+                .iter()
+                .any(|r| !matches!(r.selector, Selector::Gpa { .. }))
+        {
+            self.refresh_paging()?;
+        }
+        Ok(())
+    }
+
+    /// The kernel context and symbols to plan with: the given ones, or, without a symbol map,
+    /// this boot's (`KernelContext::for_boot`, from where the guest's divide-error gate points).
+    pub fn boot_context(
+        &self,
+        kernel: &vmseal_capture::kaslr::KernelContext,
+        symbols: Option<vmseal_capture::policy::SymbolMap>,
+    ) -> Result<
+        (
+            vmseal_capture::kaslr::KernelContext,
+            Option<vmseal_capture::policy::SymbolMap>,
+        ),
+        String,
+    > {
+        match symbols {
+            None if kernel.needs_boot() => kernel
+                .for_boot(self, self.divide_error_handler()?)
+                .map_err(|e| e.to_string()),
+            symbols => Ok((kernel.clone(), symbols)),
+        }
+    }
+
     /// Where the guest kernel's divide-error gate (IDT vector 0) points: with the kernel's own
     /// symbols, its KASLR slide (`vmseal_capture::kallsyms::slide_from_divide_error`). The IDT
     /// register may point at a read-only alias of the table (page-table isolation); the gate in
