@@ -543,6 +543,21 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_read_with_another_layout_is_named() {
+        // The same build, but a profile of another digest: a guest that rewrote the BTF the
+        // host found in its memory, to skew the walks.
+        let g = kernel();
+        let mut k = kernel();
+        k.profile[0] ^= 1;
+        let a = appraise_kernel(Some(&k), Some(&g), &KernelObjectsPolicy::default());
+        assert_eq!(
+            kinds(&a),
+            [("kernel_changed".to_owned(), "kernel 0123abcd".to_owned())]
+        );
+        assert_eq!(a.penalty, 50);
+    }
+
+    #[test]
     fn findings_of_one_kind_are_bounded() {
         let g = kernel();
         let mut k = kernel();
